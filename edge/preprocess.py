@@ -1,0 +1,136 @@
+"""Image loading and preprocessing: the one implementation shared by trainer, calibration and device.
+
+Images travel as OpenCV arrays: ``uint8``, ``H x W x 3``, BGR (what a camera and ``cv2.imread``
+give). :func:`preprocess_batch` turns crops into the model's ``N x C x H x W`` float32 input exactly
+as the manifest's :class:`~edge.manifest.InputSpec` says.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from edge.errors import DataError
+from edge.manifest import InputSpec
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_INTERP = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
+
+
+def to_bgr8(image: np.ndarray, source: str = "image") -> np.ndarray:
+    """Normalise any decoded image to ``uint8`` BGR with 3 channels.
+
+    Handles grayscale (2-D or 1 channel), BGRA (alpha composited onto black is not wanted for
+    product photos, so alpha is simply dropped), 16-bit and float images.
+    """
+    if image is None or not isinstance(image, np.ndarray) or image.size == 0:
+        raise DataError(f"{source}: empty image")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise DataError(f"{source}: unsupported pixel type {image.dtype}")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise DataError(f"{source}: unsupported image shape {image.shape}")
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read a photo as ``uint8`` BGR, whatever its container says.
+
+    The format is sniffed from the bytes (a PNG named ``.jpg`` loads), EXIF orientation is applied,
+    and grayscale, RGBA and 16-bit images are converted.
+
+    Raises:
+        DataError: the file is missing, truncated or not an image; the message names the path.
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if data.size == 0:
+        raise DataError(f"{path}: empty file")
+    # ANYDEPTH|ANYCOLOR keeps 16-bit and alpha for to_bgr8 to convert; OpenCV applies the EXIF
+    # orientation for any flags but IMREAD_UNCHANGED / IMREAD_IGNORE_ORIENTATION.
+    image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if image is None:
+        raise DataError(f"{path}: not a decodable image (corrupt, truncated or another kind of file)")
+    return to_bgr8(image, str(path))
+
+
+def resize_to(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Bring an image of any aspect to the model's input size by the manifest's resize rule."""
+    h, w = spec.size
+    interp = _INTERP[spec.interpolation]
+    ih, iw = image.shape[:2]
+    if spec.resize == "stretch":
+        return cv2.resize(image, (w, h), interpolation=interp)
+    if spec.resize == "shorter_center_crop":
+        scale = max(h / ih, w / iw)
+        rh, rw = max(h, round(ih * scale)), max(w, round(iw * scale))
+        resized = cv2.resize(image, (rw, rh), interpolation=interp)
+        y0, x0 = (rh - h) // 2, (rw - w) // 2
+        return resized[y0:y0 + h, x0:x0 + w]
+    # letterbox: fit inside, pad with the mean colour so padding normalises to zero.
+    scale = min(h / ih, w / iw)
+    rh, rw = max(1, round(ih * scale)), max(1, round(iw * scale))
+    resized = cv2.resize(image, (rw, rh), interpolation=interp)
+    pad_rgb = [round(m * 255) for m in spec.mean]
+    out = np.empty((h, w, 3), np.uint8)
+    out[:] = pad_rgb[::-1]
+    y0, x0 = (h - rh) // 2, (w - rw) // 2
+    out[y0:y0 + rh, x0:x0 + rw] = resized
+    return out
+
+
+def normalize(batch_hwc: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """``N x H x W x 3`` uint8 BGR → ``N x 3 x H x W`` float32, colour order, mean and std applied."""
+    if spec.color == "RGB":
+        batch_hwc = batch_hwc[..., ::-1]
+    scale = np.float32(1.0 / 255.0)
+    mean = np.asarray(spec.mean if spec.color == "RGB" else spec.mean[::-1], np.float32)
+    std = np.asarray(spec.std if spec.color == "RGB" else spec.std[::-1], np.float32)
+    out = batch_hwc.astype(np.float32) * scale
+    out -= mean
+    out /= std
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def preprocess_batch(images: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
+    """Preprocess BGR images (any sizes) into one ``N x 3 x H x W`` float32 batch.
+
+    Raises:
+        DataError: an image is empty or not 3-channel uint8.
+    """
+    if len(images) == 0:
+        raise DataError("preprocess: no images in the batch")
+    h, w = spec.size
+    stack = np.empty((len(images), h, w, 3), np.uint8)
+    for i, img in enumerate(images):
+        if img is None or img.size == 0:
+            raise DataError(f"preprocess: image {i} is empty")
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            img = to_bgr8(img, f"image {i}")
+        stack[i] = resize_to(img, spec)
+    return normalize(stack, spec)
+
+
+def preprocess(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Preprocess one BGR image into a ``3 x H x W`` float32 array (the trainer's validation transform)."""
+    return preprocess_batch([image], spec)[0]
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly in a folder, sorted, by suffix (content is checked when loaded)."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

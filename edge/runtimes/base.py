@@ -1,0 +1,180 @@
+"""The one interface every inference backend implements, and the registry that names them.
+
+Public :meth:`Runtime.infer` validates inputs against the manifest, subclasses implement
+``_infer``. Postprocessing (softmax, top-k, smoothing) stays out of backends.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from edge.errors import ConfigError, InferenceError, RuntimeUnavailable
+from edge.manifest import Manifest
+
+logger = logging.getLogger(__name__)
+
+_REGISTRY: dict[str, type["Runtime"]] = {}
+# "auto" prefers the fastest backend that can run here.
+AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
+
+
+def register_runtime(name: str) -> Callable[[type["Runtime"]], type["Runtime"]]:
+    """Class decorator: make a backend available under ``name``."""
+    def deco(cls: type[Runtime]) -> type[Runtime]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+class Runtime(abc.ABC):
+    """An inference backend bound to one model.
+
+    Args:
+        model_path: the artifact this backend runs (``.onnx``, OpenVINO ``.xml``, or for TensorRT an
+            ``.onnx`` whose engine is built or looked up in the engine cache).
+        manifest: the model's manifest; inputs and outputs are checked against it.
+        options: backend-specific options (threads, device, max batch ...).
+    """
+
+    name: ClassVar[str] = "?"
+
+    def __init__(self, model_path: str | Path, manifest: Manifest, **options: Any) -> None:
+        self.model_path = Path(model_path)
+        self.manifest = manifest
+        self.options = options
+        self.input_name = manifest.input.name
+        self.output_name = manifest.output.name
+        self.precision = manifest.precision
+
+    # -- what a backend implements ------------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def unavailable_reason(cls) -> str | None:
+        """``None`` when this backend can run here, else why not (e.g. which package is missing)."""
+
+    @abc.abstractmethod
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run one ``N x C x H x W`` float32 batch, return the ``N x classes`` output."""
+
+    def close(self) -> None:
+        """Free backend resources (sessions, device buffers)."""
+
+    # -- the public, validating side ------------------------------------------------------------
+    @property
+    def max_batch(self) -> int | None:
+        """Largest batch this backend accepts, ``None`` for unbounded."""
+        return None
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on ``{input_name: batch}``, return ``{output_name: logits}``.
+
+        Raises:
+            InferenceError: a missing or extra input, or a batch whose shape or dtype does not
+                match the manifest.
+        """
+        if set(inputs) != {self.input_name}:
+            raise InferenceError(f"{self.name}: expected one input '{self.input_name}', got {sorted(inputs)}")
+        batch = inputs[self.input_name]
+        h, w = self.manifest.input.size
+        if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1:] != (3, h, w):
+            shape = getattr(batch, "shape", type(batch).__name__)
+            raise InferenceError(f"{self.name}: input '{self.input_name}' must be N x 3 x {h} x {w}, got {shape}")
+        if batch.dtype != np.float32:
+            raise InferenceError(f"{self.name}: input '{self.input_name}' must be float32, got {batch.dtype}")
+        if batch.shape[0] == 0:
+            raise InferenceError(f"{self.name}: empty batch")
+        limit = self.max_batch
+        if limit is not None and batch.shape[0] > limit:
+            # Split instead of failing: a case with more slots than the engine profile still runs.
+            out = np.concatenate([self._infer(np.ascontiguousarray(batch[i:i + limit]))
+                                  for i in range(0, batch.shape[0], limit)])
+        else:
+            out = self._infer(np.ascontiguousarray(batch))
+        if out.ndim != 2 or out.shape[0] != batch.shape[0]:
+            raise InferenceError(f"{self.name}: output has shape {out.shape}, expected ({batch.shape[0]}, classes)")
+        self.manifest.check_output_width(out.shape[1], f"{self.name} {self.model_path.name}")
+        return {self.output_name: out}
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Shorthand: batch in, logits out."""
+        return self.infer({self.input_name: batch})[self.output_name]
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.name, "precision": self.precision, "model": str(self.model_path)}
+
+
+def registered_runtimes() -> dict[str, type[Runtime]]:
+    """Every backend gemsight knows, whether or not it can run here."""
+    _load_builtin()
+    return dict(_REGISTRY)
+
+
+def available_runtimes() -> dict[str, str | None]:
+    """Backend name → ``None`` if it can run here, else the reason it cannot."""
+    out = {}
+    for name, cls in registered_runtimes().items():
+        try:
+            out[name] = cls.unavailable_reason()
+        except Exception as exc:  # a broken install must read as unavailable, not crash
+            out[name] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def resolve_runtime_name(name: str) -> str:
+    """Map ``auto`` to the best available backend; check a named one exists and can run here.
+
+    Raises:
+        ConfigError: unknown name.
+        RuntimeUnavailable: a named backend that cannot run here (never a silent fallback).
+    """
+    avail = available_runtimes()
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            if avail.get(candidate) is None and candidate in avail:
+                logger.info("runtime auto: using %s (%s)", candidate,
+                            ", ".join(f"{k}: {v}" for k, v in avail.items() if v) or "all available")
+                return candidate
+        raise RuntimeUnavailable("no inference runtime is available: " +
+                                 "; ".join(f"{k}: {v}" for k, v in avail.items()))
+    if name not in avail:
+        raise ConfigError(f"unknown runtime '{name}' (known: auto, {', '.join(sorted(avail))})")
+    if avail[name] is not None:
+        raise RuntimeUnavailable(f"runtime '{name}' is not available here: {avail[name]}")
+    return name
+
+
+def create_runtime(name: str, model_path: str | Path, manifest: Manifest | None = None, **options: Any) -> Runtime:
+    """Open ``model_path`` with the backend ``name`` (or ``auto``).
+
+    ``model_path`` may be a model directory (a calibration output or installed bundle): the artifact
+    that suits the backend and the ``precision`` option (``int8`` by default where one exists) is
+    chosen by :func:`edge.runtimes.artifacts.select_artifact`.
+    """
+    from edge.manifest import load_manifest_for  # noqa: PLC0415
+    from edge.runtimes.artifacts import select_artifact  # noqa: PLC0415
+
+    resolved = resolve_runtime_name(name)
+    precision = options.pop("precision", "auto")
+    artifact = select_artifact(model_path, resolved, precision)
+    if manifest is None:
+        manifest = load_manifest_for(artifact.manifest_source)
+    if artifact.precision and manifest.precision != artifact.precision:
+        manifest = manifest.updated(precision=artifact.precision)
+    logger.info("loading %s with %s (%s)", artifact.path, resolved, manifest.precision)
+    return _REGISTRY[resolved](artifact.path, manifest, **options)
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers them; each imports its library lazily.
+    from edge.runtimes import onnxruntime_rt, openvino_rt, tensorrt_rt  # noqa: F401,PLC0415
