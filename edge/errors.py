@@ -37,3 +37,7 @@ class CalibrationError(GemsightError):
 
 class BundleError(GemsightError):
     """A model bundle is malformed, tampered with, unsigned, or cannot be installed."""
+
+
+class MessageError(GemsightError):
+    """A ZeroMQ message cannot be built, encoded, decoded, or does not match its JSON Schema."""

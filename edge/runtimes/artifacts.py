@@ -4,7 +4,8 @@ A model directory is a calibration output or an installed bundle::
 
     manifest.json            FP32 manifest (with metrics)
     model.onnx               FP32
-    model.int8.onnx          QDQ INT8 (ONNX Runtime, TensorRT explicit quantization)
+    model.int8.onnx          QDQ INT8, uint8 activations (ONNX Runtime, OpenVINO)
+    model.int8.trt.onnx      QDQ INT8, symmetric int8 activations (TensorRT explicit quantization)
     calib.cache              TensorRT calibration cache (implicit INT8 on older TensorRT)
     openvino/model.xml       OpenVINO IR, FP32
     openvino/model.int8.xml  OpenVINO IR, INT8
@@ -20,6 +21,7 @@ from edge.manifest import MANIFEST_FILENAME
 
 FP32_ONNX = "model.onnx"
 INT8_ONNX = "model.int8.onnx"
+TRT_INT8_ONNX = "model.int8.trt.onnx"
 FPGA_ONNX = "model.fpga.onnx"
 CALIB_CACHE = "calib.cache"
 OPENVINO_DIR = "openvino"
@@ -32,7 +34,7 @@ _CANDIDATES = {
     "openvino": {"int8": [OPENVINO_INT8, INT8_ONNX], "fp32": [OPENVINO_FP32, FP32_ONNX]},
     # TensorRT builds its engine from these (the FP32 ONNX + calib.cache path is chosen by the
     # TensorRT backend itself on TensorRT < 8.6, which cannot read QDQ).
-    "tensorrt": {"int8": [INT8_ONNX], "fp16": [FP32_ONNX], "fp32": [FP32_ONNX]},
+    "tensorrt": {"int8": [TRT_INT8_ONNX, INT8_ONNX], "fp16": [FP32_ONNX], "fp32": [FP32_ONNX]},
 }
 
 

@@ -1,0 +1,150 @@
+"""QDQ ONNX models written from one set of ranges.
+
+* :func:`write_cpu_int8` → ``model.int8.onnx``: uint8 asymmetric activations, int8 symmetric
+  per-channel weights, ``reduce_range`` off. ONNX Runtime fuses this form into QLinearConv with
+  u8s8 kernels (VNNI where the CPU has it, the AVX2 u8s8 path where it does not); int8 activations
+  are not fused on x86 and run no faster than FP32.
+* :func:`write_tensorrt_int8` → ``model.int8.trt.onnx``: what TensorRT's explicit quantization
+  accepts — int8 activations with zero point 0 and scale ``amax / 127`` (exactly the scales in
+  ``calib.cache``), int8 per-channel weights, biases left in float. TensorRT rejects the uint8
+  model above ("TRT only supports symmetric quantization - zeroPt must be all zeros").
+
+Both embed the manifest with ``precision: int8`` and the calibration record.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration.ranges import Ranges, ort_method
+from calibration.trt_cache import symmetric_scale
+from edge.errors import CalibrationError
+from edge.manifest import CalibrationInfo, Manifest, embed_manifest
+
+logger = logging.getLogger(__name__)
+
+
+def _quiet_ort():
+    """Silence ONNX Runtime's quantizer chatter (root-logger warnings, stdout prints)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    stack.callback(root.setLevel, level)
+    return stack
+
+
+def prepare_fp32(source: str | Path, dest: str | Path, manifest: Manifest) -> Path:
+    """Write the FP32 model every artifact is made from: ONNX Runtime's pre-processing (shape
+    inference, constant folding, Conv+BatchNorm fusion) applied, the manifest embedded.
+
+    Ranges are computed on this file and the QDQ models are made from it, so tensor names agree
+    between ``model.onnx``, ``calib.cache`` and the QDQ models. If pre-processing fails the model
+    is used as it is (with a warning).
+    """
+    import onnx  # noqa: PLC0415
+    from onnxruntime.quantization import quant_pre_process  # noqa: PLC0415
+
+    source, dest = Path(source), Path(dest)
+    try:
+        with _quiet_ort():
+            quant_pre_process(str(source), str(dest), skip_symbolic_shape=True)
+        model = onnx.load(str(dest))
+    except Exception as exc:
+        logger.warning("onnxruntime pre-processing of %s failed (%s); calibrating the model as it is", source, exc)
+        shutil.copyfile(source, dest)
+        model = onnx.load(str(dest))
+    onnx.save(embed_manifest(model, manifest), str(dest))
+    return dest
+
+
+def embed_int8_manifest(path: str | Path, manifest: Manifest, calibration: CalibrationInfo) -> Manifest:
+    """Embed the INT8 form of ``manifest`` in the QDQ model at ``path``; return it."""
+    import onnx  # noqa: PLC0415
+
+    int8 = manifest.updated(precision="int8", calibration=calibration)
+    model = onnx.load(str(path))
+    onnx.save(embed_manifest(model, int8), str(path))
+    return int8
+
+
+def quantize_from_ranges(fp32: str | Path, out: str | Path, ranges: Ranges, *, activation_type: str,
+                         per_channel: bool, extra_options: dict[str, Any]) -> Path:
+    """``quantize_static`` fed the precomputed ranges (it never runs a calibrator itself).
+
+    Args:
+        fp32: the prepared FP32 model the ranges were computed on.
+        out: the QDQ model to write.
+        ranges: from :func:`calibration.ranges.compute_ranges`.
+        activation_type: ``uint8`` or ``int8``.
+        per_channel: per-channel weight scales.
+        extra_options: passed to the quantizer (symmetry, overrides ...).
+
+    Raises:
+        CalibrationError: the quantizer failed.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: PLC0415
+
+    act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation_type]
+    with tempfile.TemporaryDirectory(prefix="gemsight-qdq-") as tmp:
+        cache = ranges.save_ort(Path(tmp) / "ranges.json")
+        try:
+            with _quiet_ort():
+                quantize_static(str(fp32), str(out), None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                                reduce_range=False, activation_type=act, weight_type=QuantType.QInt8,
+                                calibrate_method=ort_method(ranges.method), calibration_cache_path=str(cache),
+                                extra_options={"WeightSymmetric": True, **extra_options})
+        except Exception as exc:
+            raise CalibrationError(f"{fp32}: quantization to {Path(out).name} failed: {exc}") from exc
+    return Path(out)
+
+
+def write_cpu_int8(fp32: str | Path, out: str | Path, ranges: Ranges, manifest: Manifest,
+                   calibration: CalibrationInfo) -> Manifest:
+    """``model.int8.onnx``: uint8 activations, int8 per-channel weights; returns its manifest."""
+    quantize_from_ranges(fp32, out, ranges, activation_type="uint8", per_channel=True,
+                         extra_options={"ActivationSymmetric": False})
+    logger.info("wrote %s (QDQ, uint8 activations, int8 per-channel weights)", out)
+    return embed_int8_manifest(out, manifest, calibration)
+
+
+def write_tensorrt_int8(fp32: str | Path, out: str | Path, ranges: Ranges, manifest: Manifest,
+                        calibration: CalibrationInfo) -> Manifest:
+    """``model.int8.trt.onnx``: symmetric int8 activations with the ``calib.cache`` scales."""
+    from onnxruntime.quantization import QuantType  # noqa: PLC0415
+
+    overrides = {name: [{"scale": np.array(symmetric_scale(ranges.amax(name)), np.float32), "zero_point": np.array(0, np.int8),
+                         "quant_type": QuantType.QInt8}]
+                 for name in ranges.tensors}
+    quantize_from_ranges(fp32, out, ranges, activation_type="int8", per_channel=True,
+                         extra_options={"ActivationSymmetric": True, "QuantizeBias": False,
+                                        "TensorQuantOverrides": overrides})
+    logger.info("wrote %s (QDQ for TensorRT explicit quantization: int8 activations, zero point 0)", out)
+    return embed_int8_manifest(out, manifest, calibration)
+
+
+def activation_qparams(path: str | Path) -> dict[str, tuple[float, int, int]]:
+    """Tensor → (scale, zero point, ONNX element type) of every QuantizeLinear in a model."""
+    import onnx  # noqa: PLC0415
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    model = onnx.load(str(path))
+    inits = {t.name: t for t in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear":
+            continue
+        scale = numpy_helper.to_array(inits[node.input[1]])
+        zp_tensor = inits[node.input[2]] if len(node.input) > 2 and node.input[2] in inits else None
+        zp = int(numpy_helper.to_array(zp_tensor).reshape(-1)[0]) if zp_tensor is not None else 0
+        elem = zp_tensor.data_type if zp_tensor is not None else onnx.TensorProto.UINT8
+        out[node.input[0]] = (float(scale.reshape(-1)[0]), zp, elem)
+    return out

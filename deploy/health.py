@@ -1,0 +1,162 @@
+"""After a switch: restart the edge service when systemd runs it, and wait for its heartbeat.
+
+The device config is read here only for what deploy needs (device name, publish endpoint, runtime
+and precision, slot count); the edge service validates the whole file itself.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from edge.errors import BundleError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+EDGE_UNIT = "gemsight-edge.service"
+ENGINE_UNIT = "gemsight-engine.service"
+DEFAULT_MAX_BATCH = 16
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """The few device-config values deploy uses."""
+
+    device: str | None = None
+    endpoint: str | None = None
+    runtime: str = "auto"
+    precision: str = "auto"
+    max_batch: int = DEFAULT_MAX_BATCH
+
+
+def read_device_settings(config_path: str | Path) -> DeviceSettings:
+    """Read ``edge.yaml`` loosely; a missing file gives defaults (a device not configured yet).
+
+    Raises:
+        ConfigError: the file exists but is not YAML or has the wrong shape.
+    """
+    import yaml  # noqa: PLC0415
+
+    path = Path(config_path)
+    if not path.is_file():
+        return DeviceSettings()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read device config ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: device config must be a mapping")
+    try:
+        publish = data.get("publish") or {}
+        runtime = data.get("runtime") or {}
+        model = data.get("model") or {}
+        cameras = [c for c in data.get("cameras") or [] if isinstance(c, dict)]
+        # The engine's batch is the largest slot count of a camera (a camera with no slots is one
+        # whole-frame slot); a slots_file does not say its count here, so keep the default then.
+        if cameras and not any("slots_file" in c for c in cameras):
+            max_batch = max(len(c.get("slots") or [None]) for c in cameras)
+        else:
+            max_batch = DEFAULT_MAX_BATCH
+        return DeviceSettings(device=data.get("device"), endpoint=publish.get("endpoint"),
+                              runtime=str(runtime.get("name", "auto")), precision=str(model.get("precision", "auto")),
+                              max_batch=max_batch)
+    except AttributeError as exc:
+        raise ConfigError(f"{path}: unexpected shape ({exc})") from exc
+
+
+def connect_endpoint(endpoint: str) -> str:
+    """A bind endpoint (``tcp://*:5555``) turned into one a local subscriber can connect to."""
+    for wildcard in ("tcp://*:", "tcp://0.0.0.0:"):
+        if endpoint.startswith(wildcard):
+            return "tcp://127.0.0.1:" + endpoint[len(wildcard):]
+    if endpoint.startswith("tcp://[::]:"):
+        return "tcp://[::1]:" + endpoint[len("tcp://[::]:"):]
+    return endpoint
+
+
+def _systemctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def systemd_runs_edge(live_root: bool) -> bool:
+    """True when this is the live root, systemd is PID 1 and the edge unit is active or enabled."""
+    if not live_root or shutil.which("systemctl") is None or not Path("/run/systemd/system").is_dir():
+        return False
+    for verb in ("is-active", "is-enabled"):
+        try:
+            if _systemctl(verb, "--quiet", EDGE_UNIT, timeout=10).returncode == 0:
+                return True
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    return False
+
+
+def restart_edge() -> None:
+    """``systemctl restart`` the edge unit (Type=notify: returns once the new process is READY).
+
+    Raises:
+        BundleError: systemctl failed (its stderr in the message).
+    """
+    t0 = time.perf_counter()
+    try:
+        proc = _systemctl("restart", EDGE_UNIT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BundleError(f"systemctl restart {EDGE_UNIT} failed: {exc}") from exc
+    if proc.returncode != 0:
+        raise BundleError(f"systemctl restart {EDGE_UNIT} failed: {proc.stderr.strip() or proc.returncode}")
+    logger.info("restarted %s in %.1fs", EDGE_UNIT, time.perf_counter() - t0)
+
+
+def wait_for_heartbeat(endpoint: str, device: str | None, timeout: float,
+                       versions: Iterable[str] = ()) -> dict:
+    """Subscribe to ``endpoint`` and wait for a heartbeat from the edge loop.
+
+    A heartbeat is a ``[topic, json]`` message whose topic is ``gemsight/<device>/.../heartbeat``
+    (any device when ``device`` is None). When the JSON names the model version
+    (``model.version`` or ``model_version``) it must be one of ``versions``: an old process still
+    shutting down does not count.
+
+    Returns:
+        The heartbeat's JSON.
+
+    Raises:
+        BundleError: none arrived within ``timeout`` seconds.
+    """
+    import zmq  # noqa: PLC0415
+
+    endpoint = connect_endpoint(endpoint)
+    wanted = {v for v in versions if v}
+    prefix = f"gemsight/{device}/" if device else "gemsight/"
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
+    deadline = time.monotonic() + timeout
+    try:
+        sock.connect(endpoint)
+        while (left := deadline - time.monotonic()) > 0:
+            if not sock.poll(int(left * 1000) + 1):
+                continue
+            parts = sock.recv_multipart()
+            if len(parts) != 2 or not parts[0].decode(errors="replace").endswith("/heartbeat"):
+                continue
+            try:
+                msg = json.loads(parts[1])
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                logger.warning("ignoring a heartbeat that is not JSON on %s", parts[0][:80])
+                continue
+            model = msg.get("model") if isinstance(msg, dict) else None
+            seen = (model.get("version") if isinstance(model, dict) else None) or (
+                msg.get("model_version") if isinstance(msg, dict) else None)
+            if wanted and seen and seen not in wanted:
+                logger.debug("heartbeat from model %s, waiting for %s", seen, sorted(wanted))
+                continue
+            logger.info("heartbeat on %s from %s", endpoint, parts[0].decode(errors="replace"))
+            return msg if isinstance(msg, dict) else {"heartbeat": msg}
+    finally:
+        sock.close()
+    raise BundleError(f"no heartbeat from the edge on {endpoint} (topic {prefix}.../heartbeat) within {timeout:g}s")

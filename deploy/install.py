@@ -1,0 +1,177 @@
+"""``gemsight-deploy install``: lay out the service user, directories, config and systemd units on a root.
+
+Into ``/`` it also creates the user (``systemd-sysusers``, else ``useradd``), hands the edge its
+state directories, and enables the units. Into any other root (an image being built, a test) it
+only writes files: the sysusers.d entry then creates the user on the image's first boot, and
+nothing needs root privileges.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable
+
+from deploy.keys import load_public_key
+from deploy.layout import DeviceLayout
+from edge.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+UNITS = ("gemsight-engine.service", "gemsight-edge.service")
+UNIT_BIN_DIR = "/opt/gemsight/venv/bin"  # what the unit files in systemd/ say; replaced on install
+SERVICE_USER = "gemsight"
+RESTART_STEPS_SYSTEMD = 254
+BACKOFF_DROPIN = """\
+# Installed by gemsight-deploy for systemd >= 254: restart delays grow from RestartSec= (5 s)
+# in RestartSteps= steps up to RestartMaxDelaySec= while the edge keeps failing.
+[Service]
+RestartSteps=6
+RestartMaxDelaySec=5min
+"""
+EDGE_YAML = """\
+# gemsight device config (edge/config.py). Written once by `gemsight-deploy install`; edit freely.
+device: {device}
+model: {{path: /var/lib/gemsight/models/current, precision: auto}}
+runtime: {{name: auto, options: {{}}}}
+cameras:
+  - id: cam0
+    source: v4l2:///dev/video0
+    fps: 10
+    slots: [{{name: r0c0, rect: [0.0, 0.0, 1.0, 1.0]}}]
+postprocess: {{min_score: 0.5, window: 5, top_k: 3}}
+publish: {{endpoint: "tcp://*:5555", snapshot_endpoint: "tcp://*:5556", heartbeat_s: 1.0, hwm: 1000}}
+metrics: {{host: 127.0.0.1, port: 9108}}
+"""
+
+
+def systemd_source_dir() -> Path:
+    """The ``systemd/`` folder of this checkout (units, environment file, sysusers entry)."""
+    path = Path(__file__).resolve().parents[1] / "systemd"
+    if not (path / UNITS[1]).is_file():
+        raise ConfigError(f"{path}: systemd unit files not found (install gemsight from its source tree)")
+    return path
+
+
+def local_systemd_version() -> int | None:
+    """The running systemd's version number, ``None`` when there is no systemctl."""
+    if shutil.which("systemctl") is None:
+        return None
+    try:
+        out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.match(r"systemd (\d+)", out)
+    return int(m.group(1)) if m else None
+
+
+def render_unit(text: str, bin_dir: str | Path) -> str:
+    """A unit file with its ``ExecStart`` programs pointed at ``bin_dir``."""
+    return text.replace(UNIT_BIN_DIR + "/", str(bin_dir).rstrip("/") + "/")
+
+
+def _write(path: Path, text: str, mode: int = 0o644, overwrite: bool = True) -> bool:
+    if path.exists() and not overwrite:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return True
+
+
+def _default_bin_dir() -> Path:
+    here = Path(sys.executable).parent
+    return here if (here / "gemsight-deploy").exists() else Path(UNIT_BIN_DIR)
+
+
+def _create_user(sysusers_conf: Path) -> str:
+    try:
+        pwd.getpwnam(SERVICE_USER)
+        return f"user {SERVICE_USER} exists"
+    except KeyError:
+        pass
+    if shutil.which("systemd-sysusers"):
+        cmd = ["systemd-sysusers", str(sysusers_conf)]
+    else:
+        cmd = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/var/lib/gemsight/edge",
+               "--shell", "/usr/sbin/nologin", "--groups", "video", SERVICE_USER]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ConfigError(f"creating user {SERVICE_USER} failed ({' '.join(cmd)}): {proc.stderr.strip()}")
+    return f"created user {SERVICE_USER} ({cmd[0]})"
+
+
+def install(root: str | Path = "/", device: str | None = None, pubkeys: Iterable[str | Path] = (),
+            bin_dir: str | Path | None = None, systemd_version: int | None = None,
+            systemctl: bool = True) -> list[str]:
+    """Install gemsight's device files under ``root``; returns one line per thing done.
+
+    Existing ``edge.yaml`` and ``gemsight.env`` are kept; units, the sysusers entry and keys are
+    (re)written.
+
+    Args:
+        root: target root (``/`` for this machine).
+        device: device name for a new ``edge.yaml`` (default: the host name).
+        pubkeys: public keys to trust for bundles (copied as ``<key id>.pub``).
+        bin_dir: directory holding ``gemsight-edge`` and ``gemsight-deploy`` on the target.
+        systemd_version: the target's systemd; >= 254 adds the restart back-off drop-in. Default:
+            this machine's on ``/``, else unknown (no drop-in).
+        systemctl: on ``/``, run ``systemctl daemon-reload`` and enable the units.
+
+    Raises:
+        ConfigError: a key is not an ed25519 public key, or a system command failed.
+    """
+    layout = DeviceLayout(root)
+    live = layout.is_live_root
+    src = systemd_source_dir()
+    bin_dir = Path(bin_dir) if bin_dir else _default_bin_dir()
+    done: list[str] = []
+    for d, mode in ((layout.models_dir, 0o755), (layout.engines_dir, 0o755), (layout.edge_state_dir, 0o750),
+                    (layout.deploy_dir, 0o700), (layout.etc_dir, 0o755), (layout.keys_dir, 0o755)):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, mode)
+    done.append(f"directories under {layout.state_dir} and {layout.etc_dir}")
+    for path, text in ((layout.sysusers_path, (src / "gemsight.sysusers.conf").read_text()),
+                       *((layout.unit_dir / u, render_unit((src / u).read_text(), bin_dir)) for u in UNITS)):
+        _write(path, text)
+        done.append(f"wrote {path}")
+    if systemd_version is None and live:
+        systemd_version = local_systemd_version()
+    dropin = layout.unit_dir / f"{UNITS[1]}.d" / "10-restart-backoff.conf"
+    if systemd_version is not None and systemd_version >= RESTART_STEPS_SYSTEMD:
+        _write(dropin, BACKOFF_DROPIN)
+        done.append(f"wrote {dropin} (systemd {systemd_version}: growing restart delay)")
+    elif dropin.exists():
+        dropin.unlink()
+    if _write(layout.env_path, (src / "gemsight.env").read_text(), overwrite=False):
+        done.append(f"wrote {layout.env_path}")
+    name = device or socket.gethostname().split(".")[0] or "gemsight"
+    if _write(layout.config_path, EDGE_YAML.format(device=name), overwrite=False):
+        done.append(f"wrote {layout.config_path} (device {name})")
+    for pub in pubkeys:
+        key = load_public_key(pub)
+        target = layout.keys_dir / f"{key.key_id}.pub"
+        shutil.copyfile(pub, target)
+        os.chmod(target, 0o644)
+        done.append(f"trusted key {key.key_id} -> {target}")
+    if live:
+        done.append(_create_user(layout.sysusers_path))
+        user = pwd.getpwnam(SERVICE_USER)
+        for d in (layout.engines_dir, layout.edge_state_dir):
+            os.chown(d, user.pw_uid, user.pw_gid)
+        done.append(f"{layout.engines_dir} and {layout.edge_state_dir} owned by {SERVICE_USER}")
+        if systemctl and shutil.which("systemctl") and Path("/run/systemd/system").is_dir():
+            for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", *UNITS]):
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    raise ConfigError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+            done.append("units enabled (start with: systemctl start gemsight-edge.service)")
+    return done

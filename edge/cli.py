@@ -1,0 +1,89 @@
+"""``gemsight-edge``: run the camera loop, check a device, or listen to what it publishes.
+
+    gemsight-edge run --config edge.yaml [--annotate OUT.mp4] [--max-frames N]
+    gemsight-edge check --config edge.yaml
+    gemsight-edge listen ENDPOINT [--camera ID] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import resources
+
+from edge.cli_support import run_main, setup_logging
+
+logger = logging.getLogger(__name__)
+PROG = "gemsight-edge"
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The command-line parser (other tools may reuse it)."""
+    parser = argparse.ArgumentParser(prog=PROG, add_help=add_help,
+                                     description="On-device jewelry recognition: camera loop, checks, listener.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the camera loop")
+    run.add_argument("--config", required=True, help="device config YAML")
+    run.add_argument("--annotate", metavar="OUT.mp4", help="also write frames with slot boxes, labels and counts")
+    run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (all cameras together)")
+
+    check = sub.add_parser("check", help="validate config, model and cameras, then exit")
+    check.add_argument("--config", required=True, help="device config YAML")
+    check.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each camera's first frame")
+
+    sub.add_parser("example-config", help="print an example edge.yaml")
+
+    listen = sub.add_parser("listen", help="show what a device publishes (live table or JSON lines)")
+    from edge.listen import add_arguments  # noqa: PLC0415 - keeps zmq out of `--help` for run/check
+
+    add_arguments(listen)
+    return parser
+
+
+def example_config() -> str:
+    """The packaged example ``edge.yaml``."""
+    return (resources.files("edge") / "defaults" / "edge.yaml").read_text(encoding="utf-8")
+
+
+def _body(args: argparse.Namespace) -> int:
+    from edge.config import load_config  # noqa: PLC0415
+    from edge.errors import ConfigError  # noqa: PLC0415
+
+    if args.command == "example-config":
+        print(example_config(), end="")
+        return 0
+    if args.command == "listen":
+        from edge.listen import run as listen_run  # noqa: PLC0415
+
+        return int(listen_run(args) or 0)
+    config = load_config(args.config)
+    if args.command == "check":
+        from edge.model_loader import check_device  # noqa: PLC0415
+
+        lines = check_device(config, args.config, args.timeout)
+        for line in lines[:-1]:
+            logger.info("%s", line)
+        print(f"ok: {args.config}: " + "; ".join(lines))
+        return 0
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames must be at least 1, got {args.max_frames}")
+    from edge.loop import run as loop_run  # noqa: PLC0415
+
+    result = loop_run(config, max_frames=args.max_frames, annotate=args.annotate)
+    summary = ", ".join(f"{cam}: {n} frames" for cam, n in result.frames.items())
+    print(f"stopped ({result.stopped_by}) after {result.elapsed_s:.1f}s: {summary}; {result.messages} messages"
+          + (f"; annotated {', '.join(map(str, result.annotated))}" if result.annotated else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``gemsight-edge``."""
+    args = get_args_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    return run_main(lambda: _body(args), PROG)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""The device config: one YAML file, validated by strict pydantic models.
+
+A bad field gives a :class:`~edge.errors.ConfigError` naming the file and the field path, e.g.
+``edge.yaml: cameras.0.slots.2.rect: x0 must be below x1``. Secrets (camera passwords, CURVE keys)
+never live in the YAML: a camera names a ``credentials`` file (or a name under systemd's
+``$CREDENTIALS_DIRECTORY``) that holds ``user:password``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+WHOLE_FRAME_SLOT = "frame"
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # ends up in ZeroMQ topics: no '/' or spaces
+_SCHEMES = ("file", "v4l2", "rtsp", "rtsps", "http", "https", "csi", "gst")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- slots --------------------------------------------------------------------------------------
+class SlotConfig(_Strict):
+    """One named place in the display case, in normalised frame coordinates (0..1)."""
+
+    name: str = Field(pattern=_ID, description="Slot name, unique per camera (e.g. r0c0).")
+    rect: tuple[float, float, float, float] | None = Field(
+        None, description="x0, y0, x1, y1 normalised to the frame; derived from `polygon` when that is given.")
+    polygon: tuple[tuple[float, float], ...] | None = Field(
+        None, description="Optional outline [[x, y], ...] (normalised); cropped by its bounding box, "
+                          "pixels outside it masked.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rect_from_polygon(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("rect") is None and data.get("polygon") is not None:
+            pts = data["polygon"]
+            if isinstance(pts, (list, tuple)) and len(pts) >= 3 and all(
+                    isinstance(p, (list, tuple)) and len(p) == 2 for p in pts):
+                try:
+                    xs, ys = [float(p[0]) for p in pts], [float(p[1]) for p in pts]
+                except (TypeError, ValueError):
+                    return data  # the field validator names the bad value
+                data = {**data, "rect": (min(xs), min(ys), max(xs), max(ys))}
+        return data
+
+    @field_validator("rect")
+    @classmethod
+    def _rect_ok(cls, v: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        if v is None:
+            return v
+        if not all(math.isfinite(c) for c in v):
+            raise ValueError(f"rect {list(v)} has a non-finite coordinate")
+        x0, y0, x1, y1 = v
+        if x0 >= x1 or y0 >= y1:
+            raise ValueError(f"rect {list(v)} is empty: x0 must be below x1 and y0 below y1")
+        if min(v) < -1e-6 or max(v) > 1 + 1e-6:
+            raise ValueError(f"rect {list(v)} lies outside the frame: coordinates are normalised to 0..1")
+        return v
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon_ok(cls, v: tuple[tuple[float, float], ...] | None) -> tuple[tuple[float, float], ...] | None:
+        if v is None:
+            return v
+        if len(v) < 3:
+            raise ValueError(f"a polygon needs at least 3 points, got {len(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _has_shape(self) -> "SlotConfig":
+        if self.rect is None:
+            raise ValueError("a slot needs a rect [x0, y0, x1, y1] or a polygon [[x, y], ...]")
+        return self
+
+
+class SlotsFile(BaseModel):
+    """A ``<stem>.slots.yaml`` fragment (written by the synthetic video generator or by hand)."""
+
+    # Other top-level keys (frame size, grid, generator notes) belong to whoever wrote the file.
+    model_config = ConfigDict(extra="ignore")
+    slots: tuple[SlotConfig, ...] = Field(description="The slot map.")
+
+
+# -- cameras ------------------------------------------------------------------------------------
+class ReconnectConfig(_Strict):
+    """How a failed or stalled source is reopened: exponential backoff, capped."""
+
+    initial_s: float = Field(0.5, gt=0, le=60, description="First wait before reopening a failed source.")
+    max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between reopen attempts.")
+    stall_s: float = Field(5.0, gt=0, le=600, description="No frame for this long counts as a stall: "
+                                                          "the camera is reported down and reopened.")
+
+    @model_validator(mode="after")
+    def _order(self) -> "ReconnectConfig":
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s ({self.max_s}) must be at least initial_s ({self.initial_s})")
+        return self
+
+
+class CameraConfig(_Strict):
+    """One camera: where frames come from and which slots it sees."""
+
+    id: str = Field(pattern=_ID, description="Camera id, unique per device; part of the ZeroMQ topic.")
+    source: str = Field(description="file:///path.mp4[?loop=1&realtime=0], v4l2:///dev/video0, rtsp://host/..., "
+                                    "http://host/mjpeg, csi://0 or gst://<pipeline>.")
+    credentials: str | None = Field(
+        None, description="File holding 'user:password' for the source (a bare name is looked up in "
+                          "$CREDENTIALS_DIRECTORY); never put the password in `source`.")
+    fps: float | None = Field(None, gt=0, le=240, description="Optional cap on frames classified per second.")
+    slots: tuple[SlotConfig, ...] | None = Field(None, description="Slot map; none means the whole frame is one slot.")
+    slots_file: Path | None = Field(None, description="A YAML file with `slots: [...]` (relative to the config).")
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Watchdog and backoff.")
+
+    @field_validator("source")
+    @classmethod
+    def _source_ok(cls, v: str) -> str:
+        scheme = v.split("://", 1)[0].lower() if "://" in v else ""
+        if scheme not in _SCHEMES:
+            raise ValueError(f"unsupported source '{_redacted(v)}': use one of "
+                             + ", ".join(f"{s}://" for s in _SCHEMES))
+        if scheme not in ("gst", "file") and urlsplit(v).password:
+            raise ValueError("the source URI holds a password: secrets never go in the config; "
+                             "put 'user:password' in a file and name it in `credentials`")
+        return v
+
+    @model_validator(mode="after")
+    def _slots_ok(self) -> "CameraConfig":
+        if self.slots is not None and self.slots_file is not None:
+            raise ValueError("give either `slots` or `slots_file`, not both")
+        names = [s.name for s in self.slots or ()]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"slot names repeat: {dupes}")
+        return self
+
+    def slot_list(self) -> tuple[SlotConfig, ...]:
+        """The slots to classify: the configured ones, or the whole frame as one slot."""
+        if self.slots:
+            return self.slots
+        return (SlotConfig(name=WHOLE_FRAME_SLOT, rect=(0.0, 0.0, 1.0, 1.0)),)
+
+
+# -- model and runtime --------------------------------------------------------------------------
+class ModelConfig(_Strict):
+    """Which model runs, and what the config expects of it (checked against its manifest)."""
+
+    path: Path = Field(description="A model directory (bundle or calibration output) or an .onnx file "
+                                   "with its manifest; relative to the config file.")
+    precision: Literal["auto", "int8", "fp16", "fp32"] = Field(
+        "auto", description="auto: INT8 where the directory has it, else FP32.")
+    classes: tuple[str, ...] | None = Field(
+        None, description="Optional: the class names the device expects, in output order; must equal the manifest's.")
+    input_size: tuple[int, int] | None = Field(
+        None, description="Optional: the expected input height and width; must equal the manifest's.")
+
+
+class OnnxRuntimeOptions(_Strict):
+    threads: int | None = Field(None, ge=1, le=256, description="Intra-op threads (default: all cores).")
+    providers: tuple[str, ...] | None = Field(None, description="Execution providers, in order (default: CPU).")
+
+
+class OpenVinoOptions(_Strict):
+    device: str = Field("CPU", description="OpenVINO device (CPU, GPU, NPU, AUTO ...).")
+    threads: int | None = Field(None, ge=1, le=256, description="Inference threads (default: OpenVINO's choice).")
+    hint: Literal["LATENCY", "THROUGHPUT"] = Field("LATENCY", description="OpenVINO performance hint.")
+    inference_precision: Literal["f32", "bf16", "f16"] = Field(
+        "f32", description="Precision for layers left in floating point.")
+
+
+class TensorRtOptions(_Strict):
+    engine_cache: Path | None = Field(None, description="Directory of built engines (default: beside the model).")
+    workspace_mb: int = Field(1024, ge=16, le=65536, description="Builder workspace limit in MiB.")
+    max_batch: int = Field(16, ge=1, le=256, description="Largest batch of the engine's optimisation profile.")
+    fp16_fallback: bool = Field(True, description="Build FP16 where the GPU has no fast INT8 (and say so).")
+    device: int = Field(0, ge=0, description="CUDA device index.")
+
+
+class OnnxRuntimeConfig(_Strict):
+    name: Literal["onnxruntime"] = Field(description="Backend name.")
+    options: OnnxRuntimeOptions = Field(default_factory=OnnxRuntimeOptions, description="ONNX Runtime options.")
+
+
+class OpenVinoConfig(_Strict):
+    name: Literal["openvino"] = Field(description="Backend name.")
+    options: OpenVinoOptions = Field(default_factory=OpenVinoOptions, description="OpenVINO options.")
+
+
+class TensorRtConfig(_Strict):
+    name: Literal["tensorrt"] = Field(description="Backend name.")
+    options: TensorRtOptions = Field(default_factory=TensorRtOptions, description="TensorRT options.")
+
+
+class AutoOptions(_Strict):
+    """Per-backend options for ``auto``: the block of the backend it picks is used."""
+
+    onnxruntime: OnnxRuntimeOptions = Field(default_factory=OnnxRuntimeOptions, description="If ONNX Runtime is picked.")
+    openvino: OpenVinoOptions = Field(default_factory=OpenVinoOptions, description="If OpenVINO is picked.")
+    tensorrt: TensorRtOptions = Field(default_factory=TensorRtOptions, description="If TensorRT is picked.")
+
+
+class AutoRuntimeConfig(_Strict):
+    name: Literal["auto"] = Field(description="Take the best available backend (TensorRT, OpenVINO, ONNX Runtime).")
+    options: AutoOptions = Field(default_factory=AutoOptions, description="Options per candidate backend.")
+
+
+RuntimeConfig = Annotated[Union[AutoRuntimeConfig, OnnxRuntimeConfig, OpenVinoConfig, TensorRtConfig],
+                          Field(discriminator="name")]
+RUNTIME_NAMES = ("auto", "onnxruntime", "openvino", "tensorrt")
+
+
+def runtime_options(runtime: AutoRuntimeConfig | OnnxRuntimeConfig | OpenVinoConfig | TensorRtConfig,
+                    resolved: str) -> dict[str, Any]:
+    """The keyword options for ``create_runtime`` once ``auto`` is resolved to a backend name."""
+    opts = getattr(runtime.options, resolved) if runtime.name == "auto" else runtime.options
+    return {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+            for k, v in opts.model_dump().items() if v is not None}
+
+
+# -- the rest -----------------------------------------------------------------------------------
+class PostprocessConfig(_Strict):
+    min_score: float = Field(0.5, ge=0, le=1, description="Below this top score a slot is `unknown`.")
+    window: int = Field(5, ge=1, le=1000, description="Frames a label must hold to be `stable`.")
+    top_k: int = Field(3, ge=1, le=100, description="How many classes each slot reports.")
+    unknown_label: str = Field("unknown", description="Label of a slot below min_score.")
+    empty_label: str = Field("empty", description="The class meaning nothing is in the slot (not counted).")
+
+
+class PublishConfig(_Strict):
+    endpoint: str = Field("tcp://127.0.0.1:5555", description="ZeroMQ PUB bind endpoint.")
+    snapshot_endpoint: str | None = Field(
+        "tcp://127.0.0.1:5556", description="ZeroMQ REP bind endpoint answering late joiners with the last state.")
+    heartbeat_s: float = Field(1.0, gt=0, le=3600, description="Heartbeat interval in seconds.")
+    hwm: int = Field(1000, ge=1, le=1_000_000, description="PUB send high-water mark (messages per subscriber).")
+    curve_secret_key_file: str | None = Field(
+        None, description="Optional ZeroMQ CURVE server certificate (secret key file; a bare name is read "
+                          "from $CREDENTIALS_DIRECTORY): encrypts both sockets. The key itself never goes here.")
+
+    @field_validator("endpoint", "snapshot_endpoint")
+    @classmethod
+    def _zmq_endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(tcp|ipc|inproc)://\S+$", v):
+            raise ValueError(f"'{v}' is not a ZeroMQ endpoint (tcp://host:port, ipc://path or inproc://name)")
+        return v
+
+
+class MetricsConfig(_Strict):
+    host: str = Field("127.0.0.1", description="Prometheus exporter bind address (keep it on localhost).")
+    port: int | None = Field(9108, ge=0, le=65535, description="Exporter port; null disables it, 0 picks a free one.")
+
+
+class DeviceConfig(_Strict):
+    """The whole device: model, runtime, cameras and where results go."""
+
+    device: str = Field(pattern=_ID, description="Device id; part of every ZeroMQ topic.")
+    model: ModelConfig = Field(description="The model to run.")
+    runtime: RuntimeConfig = Field(default_factory=lambda: AutoRuntimeConfig(name="auto"),
+                                   description="Inference backend and its options.")
+    cameras: tuple[CameraConfig, ...] = Field(min_length=1, description="One or more cameras.")
+    postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig, description="Scores to labels.")
+    publish: PublishConfig = Field(default_factory=PublishConfig, description="ZeroMQ publishing.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus exporter.")
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> "DeviceConfig":
+        ids = [c.id for c in self.cameras]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"camera ids repeat: {dupes}")
+        return self
+
+
+# -- loading ------------------------------------------------------------------------------------
+def _redacted(uri: str) -> str:
+    from edge.sources import redact  # noqa: PLC0415 - sources imports cv2; only needed for messages
+
+    return redact(uri)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = list(loc)
+    # A discriminated union puts the tag in the path (runtime.openvino.options...): drop it.
+    if len(parts) > 1 and parts[0] == "runtime" and parts[1] in RUNTIME_NAMES:
+        del parts[1]
+    return ".".join(str(p) for p in parts) or "(top level)"
+
+
+def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
+    """``source: field.path: message`` for the first error (and how many more there are)."""
+    errors = exc.errors()
+    err = errors[0]
+    msg = err.get("msg", "invalid").removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown field (not allowed here)"
+    elif err.get("type") == "union_tag_invalid":
+        msg = f"unknown runtime '{err.get('input', {}).get('name') if isinstance(err.get('input'), dict) else '?'}' " \
+              f"(known: {', '.join(RUNTIME_NAMES)})"
+    where = _where(err.get("loc", ()))
+    if prefix:
+        where = f"{prefix}.{where}" if where != "(top level)" else prefix
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{source}: {where}: {msg}{more}"
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: {what} not found") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
+
+
+def load_slots_file(path: str | Path) -> tuple[SlotConfig, ...]:
+    """Read a ``slots: [{name, rect}]`` fragment.
+
+    Raises:
+        ConfigError: missing file, bad YAML or a bad slot (the message names the file and slot index).
+    """
+    path = Path(path)
+    data = _read_yaml(path, "slots file")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with a `slots` list")
+    try:
+        return SlotsFile.model_validate(data).slots
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from exc
+
+
+def _resolve(base: Path, value: str | Path) -> Path:
+    p = Path(os.path.expanduser(str(value)))
+    return p if p.is_absolute() else (base / p)
+
+
+def _resolve_source(base: Path, uri: str) -> str:
+    # file://relative/x.mp4 and file:x.mp4 are taken relative to the config file.
+    if not uri.lower().startswith("file://"):
+        return uri
+    rest = uri[len("file://"):]
+    path, sep, query = rest.partition("?")
+    if path.startswith("/"):
+        return uri
+    return "file://" + str(_resolve(base, path).resolve()) + sep + query
+
+
+def parse_config(data: Any, source: str = "config", base_dir: str | Path = ".") -> DeviceConfig:
+    """Validate an already-parsed YAML document; relative paths resolve against ``base_dir``.
+
+    Raises:
+        ConfigError: naming ``source`` and the field path.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        cfg = DeviceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from exc
+    base = Path(base_dir)
+    cameras = []
+    for i, cam in enumerate(cfg.cameras):
+        changes: dict[str, Any] = {"source": _resolve_source(base, cam.source)}
+        if cam.slots_file is not None:
+            slots_path = _resolve(base, cam.slots_file)
+            try:
+                changes["slots"] = load_slots_file(slots_path)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: cameras.{i}.slots_file: {exc}") from exc
+            changes["slots_file"] = slots_path
+            names = [s.name for s in changes["slots"]]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"{source}: cameras.{i}.slots_file: {slots_path}: slot names repeat")
+        if cam.credentials is not None and ("/" in cam.credentials):
+            changes["credentials"] = str(_resolve(base, cam.credentials))
+        cameras.append(cam.model_copy(update=changes))
+    model = cfg.model.model_copy(update={"path": _resolve(base, cfg.model.path)})
+    return cfg.model_copy(update={"cameras": tuple(cameras), "model": model})
+
+
+def load_config(path: str | Path) -> DeviceConfig:
+    """Load and validate the device YAML.
+
+    Raises:
+        ConfigError: missing file, bad YAML or an invalid field; the message names the file and
+            the field path (``edge.yaml: cameras.0.slots.2.rect: ...``).
+    """
+    path = Path(path)
+    data = _read_yaml(path, "config file")
+    cfg = parse_config(data, str(path), path.parent)
+    logger.debug("loaded %s: device %s, %d camera(s)", path, cfg.device, len(cfg.cameras))
+    return cfg

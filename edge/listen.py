@@ -1,0 +1,436 @@
+"""Subscribe to a device's messages: :class:`Listener` for code, ``gemsight-edge listen`` for people.
+
+The listener tracks ``seq`` per camera and reports gaps (messages lost on the way: a slow subscriber
+past the publisher's high-water mark, a network hiccup). Gaps count from the first live message of a
+camera; a heartbeat carries each camera's last ``seq``, so messages lost at the tail are noticed too.
+A ``seq`` that goes backwards means the publisher restarted; tracking starts over.
+
+With a snapshot endpoint the listener first asks it for the latest state (ZeroMQ's slow joiner:
+a new subscriber misses what was published before its subscription took effect); live messages
+not newer than the snapshot are then skipped as duplicates.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import zmq
+
+from edge import messages
+from edge.errors import ConfigError, MessageError
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 1 << 20  # a labels message is a few kB; refuse anything absurd before parsing
+MAX_GAP_RANGES = 1000        # keep the first ranges for the summary, count all of them
+REDRAW_S = 0.1               # at most 10 redraws a second on a terminal
+
+
+@dataclass
+class CameraTrack:
+    """What the listener knows about one camera's ``seq``."""
+
+    last_seq: int | None = None      # last live seq seen (None before the first live message)
+    snapshot_seq: int | None = None  # seq of the snapshot's message, live ones up to it are duplicates
+    first_seq: int | None = None
+    received: int = 0
+    missed: int = 0
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges of missing seq
+    restarts: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class Event:
+    """One received message and the gaps it revealed (``(camera, first_missing, last_missing)``)."""
+
+    kind: str
+    camera: str | None
+    msg: dict
+    payload: bytes
+    gaps: list[tuple[str, int, int]] = field(default_factory=list)
+    from_snapshot: bool = False
+
+
+class Listener:
+    """A SUB socket on a gemsight publisher that decodes messages and tracks ``seq`` per camera.
+
+    Args:
+        endpoint: The publisher's PUB endpoint to connect to.
+        camera: Only this camera (heartbeats still come through).
+        device: Only this device.
+        snapshot_endpoint: The publisher's REP endpoint for :meth:`fetch_snapshot`.
+        context: ZeroMQ context; default ``zmq.Context.instance()``.
+        curve_server_key_file: The server's public certificate, to talk to a CURVE publisher.
+        rcvhwm: Receive high-water mark (large, so the listener itself is not where messages drop).
+
+    Raises:
+        ConfigError: a bad endpoint or key file.
+    """
+
+    def __init__(self, endpoint: str, *, camera: str | None = None, device: str | None = None,
+                 snapshot_endpoint: str | None = None, context: zmq.Context | None = None,
+                 curve_server_key_file: str | None = None, rcvhwm: int = 100_000) -> None:
+        self.endpoint = endpoint
+        self.camera = camera
+        self.device = device
+        self.snapshot_endpoint = snapshot_endpoint
+        self._ctx = context or zmq.Context.instance()
+        self._curve: tuple[bytes, bytes, bytes] | None = None
+        if curve_server_key_file:
+            from edge.publisher import load_curve_keys
+
+            server_public, _ = load_curve_keys(curve_server_key_file, "CURVE server key file", need_secret=False)
+            client_public, client_secret = zmq.curve_keypair()
+            self._curve = (server_public, client_public, client_secret)
+        self.tracks: dict[str, CameraTrack] = {}
+        self.received = 0
+        self._sub = self._socket(zmq.SUB)
+        self._sub.setsockopt(zmq.RCVHWM, int(rcvhwm))
+        self._sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        prefix = f"{messages.TOPIC_ROOT}/"
+        if device:
+            prefix += f"{device}/"
+            if camera:
+                prefix += f"{camera}/"
+        # Heartbeats (camera "_") would not match a camera prefix, so subscribe to them separately.
+        self._sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        if device and camera:
+            self._sub.setsockopt(zmq.SUBSCRIBE, f"{messages.TOPIC_ROOT}/{device}/{messages.ALL_CAMERAS}/".encode())
+        self._connect(self._sub, endpoint, "listen endpoint")
+        self._poller = zmq.Poller()
+        self._poller.register(self._sub, zmq.POLLIN)
+
+    def _socket(self, kind: int) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self._curve:
+            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self._curve
+        return sock
+
+    @staticmethod
+    def _connect(sock: zmq.Socket, endpoint: str, what: str) -> None:
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise ConfigError(f"{what} '{endpoint}' is not a valid ZeroMQ endpoint: {exc}") from exc
+
+    def track(self, camera: str) -> CameraTrack:
+        """The seq tracking state of ``camera`` (created on first use)."""
+        t = self.tracks.get(camera)
+        if t is None:
+            t = self.tracks[camera] = CameraTrack()
+        return t
+
+    def fetch_snapshot(self, timeout_s: float = 2.0) -> list[Event]:
+        """Ask the snapshot endpoint for the latest state; returns it as events (labels, then status).
+
+        Raises:
+            MessageError: no snapshot endpoint, no answer within ``timeout_s``, or a bad reply.
+        """
+        if not self.snapshot_endpoint:
+            raise MessageError("no snapshot endpoint given")
+        req = self._socket(zmq.REQ)
+        try:
+            self._connect(req, self.snapshot_endpoint, "snapshot endpoint")
+            req.setsockopt(zmq.MAXMSGSIZE, 64 * MAX_MESSAGE_BYTES)
+            req.send(messages.encode({"camera": self.camera}))
+            if not req.poll(int(timeout_s * 1000), zmq.POLLIN):
+                raise MessageError(f"snapshot endpoint {self.snapshot_endpoint} did not answer within {timeout_s:g} s")
+            reply = messages.decode(req.recv())
+        finally:
+            req.close(linger=0)  # a REQ without its reply is stuck: never reuse it
+        if "error" in reply:
+            raise MessageError(f"snapshot endpoint {self.snapshot_endpoint} refused the request: {reply['error']}")
+        events = []
+        for kind, key in (("labels", "cameras"), ("status", "status")):
+            for cam, msg in (reply.get(key) or {}).items():
+                if not self._wanted(msg.get("device"), cam):
+                    continue
+                if kind == "labels" and isinstance(msg.get("seq"), int):
+                    self.track(cam).snapshot_seq = msg["seq"]
+                events.append(Event(kind, cam, msg, messages.encode(msg), from_snapshot=True))
+        return events
+
+    def _wanted(self, device: str | None, camera: str | None) -> bool:
+        if self.device and device != self.device:
+            return False
+        return not (self.camera and camera is not None and camera != self.camera)
+
+    def _on_labels(self, camera: str, seq: int) -> tuple[bool, list[tuple[str, int, int]]]:
+        """Update the camera's track with a live seq; returns (is_new, gaps found)."""
+        t = self.track(camera)
+        if t.last_seq is None:
+            if t.snapshot_seq is not None and seq <= t.snapshot_seq:
+                t.duplicates += 1
+                return False, []
+            t.last_seq = t.first_seq = seq
+            t.received += 1
+            return True, []
+        if seq == t.last_seq + 1:
+            t.last_seq = seq
+            t.received += 1
+            return True, []
+        if seq <= t.last_seq:
+            if seq == t.last_seq:
+                t.duplicates += 1
+                return False, []
+            t.restarts += 1
+            logger.warning("camera %s: seq went back from %d to %d (publisher restarted)", camera, t.last_seq, seq)
+            t.last_seq = seq
+            t.received += 1
+            return True, []
+        gap = self._gap(camera, t, t.last_seq + 1, seq - 1)
+        t.last_seq = seq
+        t.received += 1
+        return True, [gap]
+
+    def _gap(self, camera: str, t: CameraTrack, first: int, last: int) -> tuple[str, int, int]:
+        t.missed += last - first + 1
+        if len(t.gaps) < MAX_GAP_RANGES:
+            t.gaps.append((first, last))
+        logger.debug("camera %s: missed seq %d-%d", camera, first, last)
+        return camera, first, last
+
+    def _on_heartbeat(self, msg: dict) -> list[tuple[str, int, int]]:
+        gaps = []
+        for cam, info in (msg.get("cameras") or {}).items():
+            t = self.tracks.get(cam)
+            seq = info.get("seq") if isinstance(info, dict) else None
+            if t is None or t.last_seq is None or not isinstance(seq, int) or not self._wanted(None, cam):
+                continue
+            # PUB keeps order on one connection: a heartbeat newer than our last seq means the rest was lost.
+            if seq > t.last_seq:
+                gaps.append(self._gap(cam, t, t.last_seq + 1, seq))
+                t.last_seq = seq
+        return gaps
+
+    def recv(self, timeout_s: float | None = None) -> Event | None:
+        """The next wanted message, or ``None`` after ``timeout_s`` seconds (``None``: wait forever).
+
+        Messages that cannot be decoded are logged and skipped, never raised: one bad publisher
+        must not stop a kiosk.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._poller.poll(None if wait is None else int(wait * 1000)):
+                return None
+            frames = self._sub.recv_multipart()
+            event = self._handle(frames)
+            if event is not None:
+                return event
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def _handle(self, frames: list[bytes]) -> Event | None:
+        if len(frames) != 2:
+            logger.warning("skipping a message of %d frames (expected [topic, json])", len(frames))
+            return None
+        try:
+            device, camera, kind = messages.parse_topic(frames[0])
+            msg = messages.decode(frames[1])
+        except MessageError as exc:
+            logger.warning("skipping a bad message: %s", exc)
+            return None
+        if not self._wanted(device, camera):
+            return None
+        self.received += 1
+        gaps: list[tuple[str, int, int]] = []
+        if kind == "labels":
+            seq = msg.get("seq")
+            if not isinstance(seq, int) or camera is None:
+                logger.warning("skipping a labels message without an integer seq on %s", frames[0][:80])
+                return None
+            is_new, gaps = self._on_labels(camera, seq)
+            if not is_new:
+                return None
+        elif kind == "heartbeat":
+            gaps = self._on_heartbeat(msg)
+        return Event(kind, camera, msg, frames[1], gaps)
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per camera: messages received, seq range, missed count, gap ranges, restarts."""
+        return {cam: {"received": t.received, "first_seq": t.first_seq, "last_seq": t.last_seq,
+                      "missed": t.missed, "gaps": [list(g) for g in t.gaps], "restarts": t.restarts,
+                      "duplicates_skipped": t.duplicates}
+                for cam, t in sorted(self.tracks.items())}
+
+    def close(self) -> None:
+        """Close the SUB socket."""
+        self._sub.close(linger=0)
+
+    def __enter__(self) -> "Listener":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return " ".join(f"{k} {v}" for k, v in counts.items() if v) or "-"
+
+
+def _items(counts: dict[str, int]) -> int:
+    return sum(v for k, v in counts.items() if k not in ("empty", "unknown"))
+
+
+class Renderer:
+    """Shows events: JSON lines, one line per message (a pipe), or a table redrawn in place (a terminal)."""
+
+    def __init__(self, out: TextIO, mode: str) -> None:
+        self.out, self.mode = out, mode
+        self.latest: dict[str, dict] = {}
+        self.status: dict[str, dict] = {}
+        self.notes: list[str] = []
+        self._drawn = 0.0
+
+    def show(self, ev: Event) -> None:
+        """Print or record one event (gaps are reported with it)."""
+        notes = [f"GAP {cam}: missed seq {a}-{b} ({b - a + 1})" if b > a else f"GAP {cam}: missed seq {a}"
+                 for cam, a, b in ev.gaps]
+        if self.mode == "json":
+            for n in notes:  # stdout stays pure JSON lines
+                logger.warning("%s", n)
+            self.out.write(ev.payload.decode("utf-8") + "\n")
+            self.out.flush()
+            return
+        if self.mode == "lines":
+            self.out.write("".join(n + "\n" for n in notes) + self._line(ev) + "\n")
+            self.out.flush()
+            return
+        m = ev.msg
+        if ev.kind == "labels":
+            self.latest[ev.camera] = m
+        elif ev.kind == "status":
+            self.status[ev.camera] = m
+            notes.append(self._line(ev))
+        self.notes = (self.notes + notes)[-5:]
+        if notes or time.monotonic() - self._drawn >= REDRAW_S:
+            self._draw()
+
+    def _line(self, ev: Event) -> str:
+        m = ev.msg
+        if ev.kind == "labels":
+            counts = m.get("counts", {})
+            slots = " ".join(f"{s.get('name')}={s.get('label')}{'*' if s.get('stable') else ''}"
+                             for s in m.get("slots", []))
+            snap = " (snapshot)" if ev.from_snapshot else ""
+            return (f"{m.get('device')}/{ev.camera} seq {m.get('seq')}{snap} items {_items(counts)} "
+                    f"[{_counts_text(counts)}] {slots}")
+        if ev.kind == "status":
+            return f"{m.get('device')}/{ev.camera} status {m.get('state')}: {m.get('detail', '')}"
+        cams = " ".join(f"{c} seq {i.get('seq')} {i.get('state')}" for c, i in (m.get("cameras") or {}).items())
+        return f"{m.get('device')} heartbeat uptime {m.get('uptime_s', 0):.0f} s {cams}".rstrip()
+
+    def _draw(self) -> None:
+        lines = ["gemsight listen  (* = stable over the smoothing window)", ""]
+        for cam in sorted(set(self.latest) | set(self.status)):
+            m = self.latest.get(cam, {})
+            st = self.status.get(cam, {}).get("state", "?")
+            lat = sum((m.get("latencies_ms") or {}).values())
+            lines.append(f"{m.get('device', '')}/{cam}  seq {m.get('seq', '-')}  status {st}  "
+                         f"latency {lat:.1f} ms  items {_items(m.get('counts', {}))}")
+            for s in m.get("slots", []):
+                star = "*" if s.get("stable") else " "
+                lines.append(f"  {s.get('name', ''):<12} {s.get('label', ''):<12}{star} {s.get('score', 0):.2f}")
+            lines.append(f"  counts: {_counts_text(m.get('counts', {}))}")
+            lines.append("")
+        lines += self.notes
+        # Home + clear screen, then the whole table: simple and flicker is acceptable at 10 Hz.
+        self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
+        self.out.flush()
+        self._drawn = time.monotonic()
+
+    def finish(self) -> None:
+        """Final redraw of the table (no-op for the other modes)."""
+        if self.mode == "table":
+            self._draw()
+
+
+def format_summary(summary: dict[str, dict[str, Any]], received: int) -> str:
+    """The exit summary: per camera, messages, seq range, missed and gap ranges."""
+    lines = [f"summary: {received} messages"]
+    for cam, s in summary.items():
+        gaps = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in s["gaps"][:20])
+        more = " ..." if len(s["gaps"]) > 20 else ""
+        lines.append(f"  {cam}: {s['received']} labels, seq {s['first_seq']}..{s['last_seq']}, "
+                     f"{s['missed']} missed" + (f" in {len(s['gaps'])} gaps: {gaps}{more}" if s["missed"] else "")
+                     + (f", {s['restarts']} publisher restarts" if s["restarts"] else ""))
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``listen``'s arguments: ENDPOINT [--camera ID] [--device ID] [--json] [--snapshot REP] ..."""
+    parser.add_argument("endpoint", metavar="ENDPOINT", help="publisher PUB endpoint, e.g. tcp://case-01:5555")
+    parser.add_argument("--camera", metavar="ID", help="only this camera")
+    parser.add_argument("--device", metavar="ID", help="only this device")
+    parser.add_argument("--json", action="store_true", help="print each message as one JSON line (payload as sent)")
+    parser.add_argument("--snapshot", metavar="REP_ENDPOINT", help="ask this snapshot endpoint for the latest state first")
+    parser.add_argument("--count", type=int, metavar="N", help="exit after N labels messages")
+    parser.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds without a message")
+    parser.add_argument("--curve-server-key", metavar="FILE",
+                        help="server public certificate (zmq.auth format) for a CURVE publisher")
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Listen until ``--count`` labels messages, ``--timeout`` idle seconds, or Ctrl-C; print a summary.
+
+    Returns:
+        0, or 1 if ``--timeout`` passed without a single message.
+
+    Raises:
+        ConfigError: a bad argument or endpoint.
+    """
+    out = out or sys.stdout
+    if args.count is not None and args.count < 1:
+        raise ConfigError(f"--count must be >= 1, got {args.count}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ConfigError(f"--timeout must be > 0, got {args.timeout}")
+    mode = "json" if args.json else ("table" if out.isatty() else "lines")
+    view = Renderer(out, mode)
+    labels_seen = 0
+    with Listener(args.endpoint, camera=args.camera, device=args.device, snapshot_endpoint=args.snapshot,
+                  curve_server_key_file=args.curve_server_key) as listener:
+        try:
+            if args.snapshot:
+                try:
+                    for ev in listener.fetch_snapshot(timeout_s=args.timeout or 2.0):
+                        view.show(ev)
+                except MessageError as exc:
+                    logger.warning("no snapshot: %s", exc)
+            while args.count is None or labels_seen < args.count:
+                ev = listener.recv(args.timeout)
+                if ev is None:
+                    logger.info("no message for %g s; stopping", args.timeout)
+                    break
+                view.show(ev)
+                labels_seen += ev.kind == "labels"
+        except KeyboardInterrupt:
+            pass
+        finally:
+            view.finish()
+            summary = listener.summary()
+            (sys.stderr if mode == "json" else out).write(format_summary(summary, listener.received))
+    return 1 if listener.received == 0 and args.timeout is not None else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edge.listen ENDPOINT ...`` (``gemsight-edge listen`` is the same)."""
+    from edge.cli_support import run_main, setup_logging
+
+    parser = argparse.ArgumentParser(prog="gemsight-listen", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    return run_main(lambda: run(args), "gemsight-listen")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Open the configured model on the configured runtime, and check it matches what the config expects.
+
+Shared by the loop (``run``) and ``gemsight-edge check``: a model whose classes or input size
+differ from the config's pins, or whose real input does not accept the manifest's size, is refused
+before any camera is opened.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge.config import DeviceConfig, runtime_options
+from edge.errors import ConfigError, InferenceError, ManifestError, SourceError
+from edge.manifest import Manifest
+from edge.runtimes import Runtime, create_runtime, resolve_runtime_name
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelInfo:
+    """A loaded runtime, its manifest, and the ``model`` block of every labels message."""
+
+    runtime: Runtime
+    manifest: Manifest
+    info: dict[str, str]
+
+
+def check_model(config: DeviceConfig, manifest: Manifest, source: str = "config") -> None:
+    """Compare the config's optional pins (``model.classes``, ``model.input_size``) with the manifest.
+
+    Raises:
+        ConfigError: naming the field, the config's value and the model's.
+    """
+    pins = config.model
+    if pins.classes is not None and tuple(pins.classes) != tuple(manifest.classes):
+        raise ConfigError(f"{source}: model.classes {list(pins.classes)} does not match the model "
+                          f"{pins.path} (its manifest has {list(manifest.classes)})")
+    if pins.input_size is not None and tuple(pins.input_size) != tuple(manifest.input.size):
+        raise ConfigError(f"{source}: model.input_size {list(pins.input_size)} does not match the model "
+                          f"{pins.path} (its manifest says {list(manifest.input.size)})")
+
+
+def open_model(config: DeviceConfig, source: str = "config") -> ModelInfo:
+    """Create the runtime for ``config.model`` and prove it runs with one warm-up batch.
+
+    ``auto`` is resolved first so the options block of the backend it picks is used.
+
+    Raises:
+        ConfigError: unknown runtime name, or a pinned class list / input size that differs.
+        RuntimeUnavailable: a named runtime that cannot run here.
+        ManifestError: no readable manifest, or a model that does not accept its manifest's input
+            or gives an output of another width than the class list.
+    """
+    resolved = resolve_runtime_name(config.runtime.name)
+    options: dict[str, Any] = runtime_options(config.runtime, resolved)
+    t0 = time.monotonic()
+    runtime = create_runtime(resolved, config.model.path, precision=config.model.precision, **options)
+    try:
+        check_model(config, runtime.manifest, source)
+        h, w = runtime.manifest.input.size
+        try:
+            runtime(np.zeros((1, 3, h, w), np.float32))
+        except InferenceError as exc:
+            raise ManifestError(f"{runtime.model_path}: the model does not run on its manifest's input "
+                                f"1x3x{h}x{w}: {exc}") from exc
+    except Exception:
+        runtime.close()
+        raise
+    m = runtime.manifest
+    info = {"name": m.name, "version": m.version, "precision": m.precision, "backend": runtime.name}
+    logger.info("model %s %s (%s, %d classes, %dx%d) on %s, ready in %.2fs", m.name, m.version, m.precision,
+                m.num_classes, w, h, runtime.name, time.monotonic() - t0)
+    return ModelInfo(runtime, m, info)
+
+
+def check_device(config: DeviceConfig, source: str = "config", timeout_s: float = 10.0) -> list[str]:
+    """What ``gemsight-edge check`` does: load the model, then read one frame from every camera.
+
+    Returns:
+        One line per checked item, for people.
+
+    Raises:
+        GemsightError: the first problem (config, model, runtime or camera), one line.
+    """
+    from edge.slots import SlotMap  # noqa: PLC0415
+    from edge.sources import CameraSource, Status  # noqa: PLC0415
+
+    lines = []
+    model = open_model(config, source)
+    try:
+        m = model.manifest
+        lines.append(f"model {m.name} {m.version} ({m.precision}) on {model.runtime.name}: "
+                     f"{m.num_classes} classes, input {m.input.size[1]}x{m.input.size[0]}")
+    finally:
+        model.runtime.close()
+    for cam in config.cameras:
+        slots = SlotMap(cam.slot_list(), camera=cam.id)
+        src = CameraSource(cam.id, cam.source, credentials=cam.credentials, reconnect_initial_s=timeout_s,
+                           reconnect_max_s=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        with src:
+            status, frame = Status.TIMEOUT, None
+            while time.monotonic() < deadline:
+                status, frame = src.read(0.2)
+                if status in (Status.OK, Status.EOS) or (status is Status.ERROR and src.stats.open_failures):
+                    break
+            detail = src.stats.detail
+        if frame is None:
+            reason = detail.split("; retrying")[0] if detail else f"no frame within {timeout_s:.0f}s"
+            raise SourceError(f"camera {cam.id}: {reason}")
+        h, w = frame.image.shape[:2]
+        slots.crop(frame.image)  # a slot too small for this frame size fails here
+        lines.append(f"camera {cam.id}: {w}x{h}, {len(slots)} slot(s)")
+    return lines

@@ -1,0 +1,141 @@
+"""Device config: strict validation, errors that name the file and the field, slots files."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge.cli import example_config
+from edge.config import WHOLE_FRAME_SLOT, load_config, parse_config, runtime_options
+from edge.errors import ConfigError
+
+
+def _base(**over):
+    cfg = {"device": "case-01", "model": {"path": "model.onnx"},
+           "cameras": [{"id": "cam0", "source": "file:///data/case.mp4",
+                        "slots": [{"name": "r0c0", "rect": [0.0, 0.0, 0.5, 0.5]},
+                                  {"name": "r0c1", "rect": [0.5, 0.0, 1.0, 0.5]},
+                                  {"name": "r1c0", "rect": [0.0, 0.5, 0.5, 1.0]}]}]}
+    cfg.update(over)
+    return cfg
+
+
+def _write(tmp_path: Path, data, name="edge.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_example_config_is_valid(tmp_path):
+    cfg = load_config(_write(tmp_path, example_config()))
+    assert cfg.device == "case-01"
+    assert cfg.runtime.name == "auto"
+    assert cfg.cameras[0].slots[3].rect == pytest.approx((0.05, 0.55, 0.30, 0.90))  # from its polygon
+    assert cfg.metrics.port == 9108
+
+
+def test_minimal_config_defaults_and_relative_paths(tmp_path):
+    cfg = load_config(_write(tmp_path, _base(cameras=[{"id": "cam0", "source": "file://videos/a.mp4?loop=1"}])))
+    assert cfg.model.path == tmp_path / "model.onnx"
+    assert cfg.cameras[0].source == f"file://{(tmp_path / 'videos/a.mp4').resolve()}?loop=1"
+    # No slots: the whole frame is one slot.
+    (slot,) = cfg.cameras[0].slot_list()
+    assert slot.name == WHOLE_FRAME_SLOT and slot.rect == (0.0, 0.0, 1.0, 1.0)
+    assert cfg.postprocess.window == 5 and cfg.publish.hwm == 1000
+
+
+@pytest.mark.parametrize("change, where", [
+    (lambda c: c["cameras"][0]["slots"][2].update(rect=[0.6, 0.5, 0.5, 1.0]), "cameras.0.slots.2.rect"),
+    (lambda c: c["cameras"][0]["slots"][2].update(rect=[0.5, 0.5, 1.2, 1.0]), "cameras.0.slots.2.rect"),
+    (lambda c: c["cameras"][0]["slots"][1].update(rect=[0.5, 0.5]), "cameras.0.slots.1.rect"),
+    (lambda c: c["cameras"][0].update(sorce="x"), "cameras.0.sorce"),
+    (lambda c: c["cameras"][0].update(fps=-1), "cameras.0.fps"),
+    (lambda c: c["cameras"][0].update(source="ftp://x/y"), "cameras.0.source"),
+    (lambda c: c["cameras"][0].update(source="rtsp://admin:hunter2@10.0.0.5/s"), "cameras.0.source"),
+    (lambda c: c.update(runtime={"name": "openvino", "options": {"threads": 0}}), "runtime.options.threads"),
+    (lambda c: c.update(runtime={"name": "onnxruntime", "options": {"device": "GPU"}}), "runtime.options.device"),
+    (lambda c: c.update(postprocess={"min_score": 1.5}), "postprocess.min_score"),
+    (lambda c: c.update(publish={"endpoint": "localhost:5555"}), "publish.endpoint"),
+    (lambda c: c.update(metrics={"port": 70000}), "metrics.port"),
+    (lambda c: c.update(device="case/01"), "device"),
+    (lambda c: c.update(signing_key="abc"), "signing_key"),
+    (lambda c: c["model"].update(precision="int4"), "model.precision"),
+])
+def test_bad_field_is_named_with_the_file(tmp_path, change, where):
+    data = _base()
+    change(data)
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {where}"), str(info.value)
+
+
+def test_password_never_echoed(tmp_path):
+    data = _base()
+    data["cameras"][0]["source"] = "rtsp://admin:hunter2@10.0.0.5/s"
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, data))
+    assert "hunter2" not in str(info.value) and "credentials" in str(info.value)
+
+
+def test_unknown_runtime_named(tmp_path):
+    path = _write(tmp_path, _base(runtime={"name": "tensorflow"}))
+    with pytest.raises(ConfigError, match=r"edge.yaml: runtime: unknown runtime 'tensorflow'"):
+        load_config(path)
+
+
+def test_repeated_ids(tmp_path):
+    data = _base()
+    data["cameras"][0]["slots"][1]["name"] = "r0c0"
+    with pytest.raises(ConfigError, match=r"cameras\.0: .*slot names repeat: \['r0c0'\]"):
+        load_config(_write(tmp_path, data))
+    data = _base()
+    data["cameras"].append(dict(data["cameras"][0]))
+    with pytest.raises(ConfigError, match=r"camera ids repeat: \['cam0'\]"):
+        load_config(_write(tmp_path, data))
+
+
+def test_yaml_errors_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="edge.yaml: config file not found"):
+        load_config(tmp_path / "edge.yaml")
+    with pytest.raises(ConfigError, match=r"edge.yaml: line \d+: not valid YAML"):
+        load_config(_write(tmp_path, "device: a\ncameras: [\n"))
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(_write(tmp_path, "- just\n- a list\n"))
+
+
+def test_slots_file(tmp_path):
+    (tmp_path / "case.slots.yaml").write_text(yaml.safe_dump({
+        "size": [1280, 720],  # other keys belong to whoever wrote the file
+        "slots": [{"name": "r0c0", "rect": [0.1, 0.1, 0.4, 0.4]},
+                  {"name": "r0c1", "polygon": [[0.5, 0.1], [0.9, 0.1], [0.7, 0.45]]}]}))
+    data = _base(cameras=[{"id": "cam0", "source": "file:///v.mp4", "slots_file": "case.slots.yaml"}])
+    cfg = load_config(_write(tmp_path, data))
+    slots = cfg.cameras[0].slot_list()
+    assert [s.name for s in slots] == ["r0c0", "r0c1"]
+    assert slots[1].rect == pytest.approx((0.5, 0.1, 0.9, 0.45))
+    assert cfg.cameras[0].slots_file == tmp_path / "case.slots.yaml"
+
+
+def test_slots_file_errors_name_both_files(tmp_path):
+    (tmp_path / "bad.slots.yaml").write_text(yaml.safe_dump({"slots": [{"name": "a", "rect": [0, 0, 0.5, 0.5]},
+                                                                       {"name": "b", "rect": [0, 0, 0.5, 9]}]}))
+    data = _base(cameras=[{"id": "cam0", "source": "file:///v.mp4", "slots_file": "bad.slots.yaml"}])
+    with pytest.raises(ConfigError, match=r"edge.yaml: cameras.0.slots_file: .*bad.slots.yaml: slots.1.rect: "
+                                          r".*outside the frame"):
+        load_config(_write(tmp_path, data))
+    data = _base(cameras=[{"id": "cam0", "source": "file:///v.mp4", "slots_file": "missing.yaml"}])
+    with pytest.raises(ConfigError, match=r"cameras.0.slots_file: .*missing.yaml: slots file not found"):
+        load_config(_write(tmp_path, data))
+    data = _base()
+    data["cameras"][0]["slots_file"] = "bad.slots.yaml"
+    with pytest.raises(ConfigError, match="either `slots` or `slots_file`"):
+        load_config(_write(tmp_path, data))
+
+
+def test_runtime_options_for_the_picked_backend():
+    cfg = parse_config(_base(runtime={"name": "auto", "options": {"onnxruntime": {"threads": 2},
+                                                                  "openvino": {"hint": "THROUGHPUT"}}}))
+    assert runtime_options(cfg.runtime, "onnxruntime") == {"threads": 2}
+    assert runtime_options(cfg.runtime, "openvino")["hint"] == "THROUGHPUT"
+    cfg = parse_config(_base(runtime={"name": "onnxruntime", "options": {"threads": 1}}))
+    assert runtime_options(cfg.runtime, "onnxruntime") == {"threads": 1}

@@ -1,0 +1,46 @@
+"""Fixtures of the trainer tests: a tiny synthetic set and one tiny run shared by the output tests."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+TINY_CLASSES = ("ring", "watch", "empty")
+
+
+def make_tiny(out: Path, per_class: int = 12, size: int = 32, seed: int = 0) -> Path:
+    """A 3-class synthetic image-folder set (train/ + val/)."""
+    from trainer.synth import make_images
+
+    return make_images(out, classes=TINY_CLASSES, per_class=per_class, size=size, val_fraction=0.25, seed=seed)
+
+
+TINY_RECIPE = {"arch": "resnet18", "weights": "none", "img_size": 32, "epochs": 2, "batch_size": 8,
+               "workers": 0, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The tiny set, read-only for tests (copy it before changing it)."""
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "data")
+
+
+@pytest.fixture()
+def tiny_copy(tiny_data, tmp_path) -> Path:
+    """A private copy of the tiny set that a test may damage."""
+    return Path(shutil.copytree(tiny_data, tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A 2-epoch ResNet-18 run at 32 px on the tiny set, with one corrupt file planted in it."""
+    import torch
+
+    from trainer.train import train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    data = make_tiny(root / "data")
+    (data / "train" / "ring" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return train(data=str(data), out=str(root / "run"), **TINY_RECIPE)

@@ -1,0 +1,125 @@
+"""The training options: the parser (reusable by other tools), ``--config`` files and resolved ``args.yaml``."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from edge.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Keys in args.yaml that describe the run rather than configure a new one.
+_NOT_SAVED = ("config", "debug_digest", "verbose")
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The ``gemsight-train`` options (torchvision-references style, so other tools can extend them)."""
+    p = argparse.ArgumentParser(prog="gemsight-train", add_help=add_help,
+                                description="Train a jewelry classifier and export it to ONNX with its manifest. "
+                                            "Subcommand: 'gemsight-train evaluate MODEL --data DIR'.")
+    p.add_argument("--data", help="DIR/<class>/*, DIR/train + DIR/val, or a CSV of path,label")
+    p.add_argument("--out", help="run directory (default with --resume: the resumed directory)")
+    p.add_argument("--val", help="separate validation folder or CSV")
+    p.add_argument("--val-split", type=float, default=0.2,
+                   help="fraction of each class held out when there is no validation set (default 0.2)")
+    p.add_argument("--arch", default="resnet50", help="torchvision classifier name (default resnet50)")
+    p.add_argument("--epochs", type=int, default=100, help="total epochs (default 100)")
+    p.add_argument("--img-size", type=int, default=224, help="square input size in pixels (default 224)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch and process (default 32)")
+    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="SGD weight decay (default 1e-4)")
+    p.add_argument("--min-lr", type=float, default=1e-5, help="cosine annealing floor (default 1e-5)")
+    p.add_argument("--dropout", type=float, default=0.5, help="dropout before the final layer (default 0.5)")
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet (from the local torch cache only), none (from scratch) or PATH to a state dict")
+    p.add_argument("--class-weights", default="auto",
+                   help="auto (inverse class frequency), none, or w1,w2,... in class order")
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: from the cores)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
+    p.add_argument("--name", default="gemsight", help="model name in the manifest")
+    p.add_argument("--model-version", default="0.1.0", help="model version in the manifest")
+    p.add_argument("--resume", help="RUN_DIR (or its last.pt) to continue from its last finished epoch")
+    p.add_argument("--config", help="YAML of option defaults (e.g. a run's args.yaml); the command line wins")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    # Test/debug aid: each rank writes a digest of its weights after every epoch to PATH.rank<N>.
+    p.add_argument("--debug-digest", help=argparse.SUPPRESS)
+    return p
+
+
+def load_config(path: str | Path, parser: argparse.ArgumentParser) -> dict:
+    """Option defaults from a YAML mapping.
+
+    Raises:
+        ConfigError: unreadable file, not a mapping, or a key that is not an option (the message names it).
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option: value")
+    known = {a.dest for a in parser._actions if a.dest != "help"}
+    for key in data:
+        dest = str(key).replace("-", "_")
+        if dest not in known or dest in ("config", "debug_digest"):
+            raise ConfigError(f"--config {path}: unknown option '{key}'")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line, taking defaults from ``--config`` first when it is given."""
+    parser = get_args_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.config:
+        parser.set_defaults(**load_config(first.config, parser))
+    return parser.parse_args(argv)
+
+
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Check the options and fill in what follows from others.
+
+    Raises:
+        ConfigError: a missing or out-of-range option; the message names it.
+    """
+    args = argparse.Namespace(**vars(args))
+    if not args.data:
+        raise ConfigError("--data is required (a folder of class folders, train/val folders or a CSV)")
+    if not args.out:
+        if not args.resume:
+            raise ConfigError("--out is required")
+        resume = Path(args.resume)
+        args.out = str(resume if resume.is_dir() else resume.parent)
+    for name in ("epochs", "img_size", "batch_size"):
+        if int(getattr(args, name)) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.img_size < 16:
+        raise ConfigError(f"--img-size must be at least 16, got {args.img_size}")
+    if args.lr <= 0 or args.min_lr < 0:
+        raise ConfigError(f"--lr must be positive and --min-lr not negative (got {args.lr}, {args.min_lr})")
+    if not 0.0 <= args.dropout < 1.0:
+        raise ConfigError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must not be negative, got {args.workers}")
+    for name in ("data", "out", "val", "resume"):
+        if getattr(args, name) is not None:
+            setattr(args, name, str(getattr(args, name)))
+    args.weights = str(args.weights)
+    return args
+
+
+def save_args(args: argparse.Namespace, path: Path) -> Path:
+    """Write the resolved options as YAML (loadable again with ``--config``)."""
+    data = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SAVED}
+    path.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
+    return path

@@ -1,0 +1,94 @@
+"""ONNX export with the manifest in its metadata, checked against PyTorch on the same batch."""
+from __future__ import annotations
+
+import copy
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from edge.errors import InferenceError
+from edge.manifest import InputSpec, Manifest, embed_manifest
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+# Legacy exporter + ONNX Runtime reproduce PyTorch's FP32 logits to ~1e-5; past this, something is wrong.
+MATCH_TOLERANCE = 1e-4
+
+
+def git_commit() -> str:
+    """The commit of the source tree the trainer runs from, or ``unknown``."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def build_manifest(*, arch: str, classes: Sequence[str], img_size: int, name: str = "gemsight",
+                   version: str = "0.1.0", metrics: dict[str, float] | None = None,
+                   provenance: dict[str, Any] | None = None) -> Manifest:
+    """The FP32 manifest of a trained classifier (stretch resize, ImageNet mean/std, RGB, NCHW)."""
+    return Manifest(name=name, version=version, arch=arch, classes=tuple(classes),
+                    input=InputSpec(size=(img_size, img_size), resize="stretch"), precision="fp32",
+                    metrics=dict(metrics or {}), provenance=dict(provenance or {}))
+
+
+def _onnx_logits(path: Path, batch: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort  # noqa: PLC0415
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(["logits"], {"input": batch})[0]
+
+
+def export_onnx(model: torch.nn.Module, manifest: Manifest, out_path: str | Path, *, opset: int = OPSET,
+                check_batch: np.ndarray | None = None) -> dict[str, Any]:
+    """Export ``model`` to ONNX (input ``input``, output ``logits``, dynamic batch), embed the manifest.
+
+    The export runs on a CPU FP32 copy in eval mode; afterwards ONNX Runtime and PyTorch run the same
+    batch (``check_batch``, or two random images) and their logits are compared.
+
+    Returns:
+        ``{"path", "bytes", "seconds", "max_abs_diff"}``.
+
+    Raises:
+        InferenceError: the ONNX logits differ from PyTorch's by more than 100x the tolerance (a
+            broken export); a smaller excess is logged as a warning.
+    """
+    import onnx  # noqa: PLC0415
+
+    out_path = Path(out_path)
+    start = time.perf_counter()
+    cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
+    h, w = manifest.input.size
+    if check_batch is None:
+        check_batch = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0)).numpy()
+    dummy = torch.from_numpy(check_batch[:1].astype(np.float32))
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    with torch.no_grad():
+        torch.onnx.export(cpu, (dummy,), str(tmp), input_names=[manifest.input.name],
+                          output_names=[manifest.output.name], opset_version=opset, dynamo=False,
+                          dynamic_axes={manifest.input.name: {0: "batch"}, manifest.output.name: {0: "batch"}})
+    proto = onnx.load(str(tmp))
+    onnx.checker.check_model(proto)
+    onnx.save(embed_manifest(proto, manifest), str(tmp))
+    tmp.replace(out_path)
+    with torch.no_grad():
+        expected = cpu(torch.from_numpy(check_batch.astype(np.float32))).numpy()
+    got = _onnx_logits(out_path, check_batch.astype(np.float32))
+    diff = float(np.max(np.abs(expected - got)))
+    seconds = time.perf_counter() - start
+    size = out_path.stat().st_size
+    logger.info("exported %s (%.1f MB, opset %d) in %.1f s; max |ONNX - PyTorch| = %.2e",
+                out_path, size / 1e6, opset, seconds, diff)
+    if diff > 100 * MATCH_TOLERANCE:
+        raise InferenceError(f"{out_path}: ONNX logits differ from PyTorch by {diff:.3g} (tolerance {MATCH_TOLERANCE})")
+    if diff > MATCH_TOLERANCE:
+        logger.warning("%s: ONNX logits differ from PyTorch by %.3g (> %g)", out_path, diff, MATCH_TOLERANCE)
+    return {"path": str(out_path), "bytes": size, "seconds": round(seconds, 2), "max_abs_diff": diff}

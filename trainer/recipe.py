@@ -1,0 +1,179 @@
+"""The jewelry recipe: a torchvision classifier with dropout before its last layer, and the transforms.
+
+The validation transform is :func:`edge.preprocess.preprocess` itself (one source of truth with the
+device). The training transform works on the same BGR ``uint8`` images and ends with the same
+:func:`edge.preprocess.normalize`, so train and device differ only by the augmentation.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from edge.errors import ConfigError
+from edge.manifest import InputSpec
+from edge.preprocess import normalize, preprocess, resize_to
+
+logger = logging.getLogger(__name__)
+
+
+class ClassificationPresetTrain:
+    """Augmentation: resize, random crop with reflect padding, horizontal flip, brightness/contrast.
+
+    Random draws come from torch's generator, which the DataLoader seeds per worker (numpy's global
+    generator would repeat the same augmentations in every worker).
+
+    Args:
+        spec: the model's input spec (size, colour order, mean/std, resize rule).
+        hflip_prob: probability of a horizontal flip.
+        brightness: brightness shift, as a fraction of the full range (±).
+        contrast: contrast factor range (1 ± contrast).
+        pad_fraction: reflect padding on each side before the random crop, as a fraction of the size.
+    """
+
+    def __init__(self, *, spec: InputSpec, hflip_prob: float = 0.5, brightness: float = 0.2,
+                 contrast: float = 0.2, pad_fraction: float = 0.125) -> None:
+        self.spec = spec
+        self.hflip_prob = hflip_prob
+        self.brightness = brightness
+        self.contrast = contrast
+        self.pad = (round(spec.size[0] * pad_fraction), round(spec.size[1] * pad_fraction))
+
+    @staticmethod
+    def _uniform(low: float, high: float) -> float:
+        return low + (high - low) * float(torch.rand(()))
+
+    def augment(self, image: np.ndarray) -> np.ndarray:
+        """BGR uint8 in, augmented BGR uint8 at the model's size out."""
+        h, w = self.spec.size
+        img = resize_to(image, self.spec)
+        ph, pw = self.pad
+        if ph or pw:
+            img = cv2.copyMakeBorder(img, ph, ph, pw, pw, cv2.BORDER_REFLECT_101)
+            y0 = int(torch.randint(0, 2 * ph + 1, ()))
+            x0 = int(torch.randint(0, 2 * pw + 1, ()))
+            img = img[y0:y0 + h, x0:x0 + w]
+        if float(torch.rand(())) < self.hflip_prob:
+            img = img[:, ::-1]
+        alpha = self._uniform(1.0 - self.contrast, 1.0 + self.contrast)
+        beta = self._uniform(-self.brightness, self.brightness) * 255.0
+        if alpha != 1.0 or beta != 0.0:
+            # Contrast about the image mean so that it does not also shift brightness.
+            mean = float(img.mean())
+            img = np.clip((img.astype(np.float32) - mean) * alpha + mean + beta, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(img)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return normalize(self.augment(image)[None], self.spec)[0]
+
+
+class ClassificationPresetEval:
+    """The device's preprocessing (:func:`edge.preprocess.preprocess`), nothing else."""
+
+    def __init__(self, *, spec: InputSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return preprocess(image, self.spec)
+
+
+def known_archs() -> list[str]:
+    """Classifier names torchvision can build."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def imagenet_weights_path(arch: str) -> tuple[Path, str]:
+    """Where torch's cache keeps ``arch``'s default ImageNet weights, and the URL they come from."""
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    url = weights.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
+
+
+def _replace_head(model: nn.Module, num_classes: int, dropout: float) -> nn.Module:
+    """Make the last fully-connected layer output ``num_classes``, with dropout ``p`` right before it."""
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    if last is None:
+        raise ConfigError(f"--arch {type(model).__name__}: no fully-connected layer to replace")
+    parent_name, _, attr = last.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old: nn.Linear = getattr(parent, attr)
+    new = nn.Linear(old.in_features, num_classes)
+    if isinstance(parent, nn.Sequential) and attr.isdigit() and int(attr) > 0 \
+            and isinstance(parent[int(attr) - 1], nn.Dropout):
+        parent[int(attr) - 1].p = dropout  # the head already has a dropout (MobileNet, EfficientNet ...)
+        parent[int(attr)] = new
+    else:
+        setattr(parent, attr, nn.Sequential(nn.Dropout(dropout), new))
+    return model
+
+
+def create_model(arch: str, num_classes: int, *, weights: str = "none", dropout: float = 0.5) -> nn.Module:
+    """Build a torchvision classifier for ``num_classes`` with dropout before the final layer.
+
+    Args:
+        arch: a torchvision classification model name (``resnet50``, ``resnet18``, ``mobilenet_v3_large`` ...).
+        num_classes: output width.
+        weights: ``none`` (from scratch), ``imagenet`` (torchvision's default weights, from the local
+            torch cache only, never downloaded) or a path to a local state dict / gemsight checkpoint.
+        dropout: dropout probability before the final fully-connected layer.
+
+    Raises:
+        ConfigError: unknown arch, ImageNet weights missing from the cache (the message names the
+            exact path to put the file at), or a weights file that does not fit the model.
+    """
+    if arch not in known_archs():
+        raise ConfigError(f"--arch {arch}: not a torchvision classifier (known: {', '.join(known_archs())})")
+    aux = arch in ("googlenet", "inception_v3")  # their auxiliary heads only matter in training mode
+    if weights == "imagenet":
+        path, url = imagenet_weights_path(arch)
+        if not path.is_file():
+            raise ConfigError(
+                f"--weights imagenet: the {arch} ImageNet weights are not in the local torch cache and gemsight "
+                f"never downloads; put {url.rsplit('/', 1)[-1]} (from {url}) at {path}")
+        model = torchvision.models.get_model(arch, weights=None, **({"init_weights": False} if aux else {}))
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        if aux:
+            model.aux_logits = False  # type: ignore[attr-defined]
+        logger.info("loaded ImageNet weights for %s from %s", arch, path)
+        return _replace_head(model, num_classes, dropout)
+    model = _replace_head(torchvision.models.get_model(
+        arch, weights=None, num_classes=num_classes, **({"aux_logits": False, "init_weights": True} if aux else {})),
+                          num_classes, dropout)
+    if weights not in ("none", "", None):
+        _load_local(model, Path(weights))
+    return model
+
+
+def _load_local(model: nn.Module, path: Path) -> None:
+    """Load every tensor of a local state dict that fits; the head may differ (other classes)."""
+    if not path.is_file():
+        raise ConfigError(f"--weights {path}: file not found (use imagenet, none or a state-dict file)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"--weights {path}: not a readable PyTorch state dict ({exc})") from exc
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a gemsight checkpoint
+    if not isinstance(state, dict):
+        raise ConfigError(f"--weights {path}: expected a state dict, got {type(state).__name__}")
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and getattr(v, "shape", None) == own[k].shape}
+    if not fitting:
+        raise ConfigError(f"--weights {path}: no tensor in it fits --arch {type(model).__name__}")
+    model.load_state_dict(fitting, strict=False)
+    left = sorted(set(own) - set(fitting))
+    logger.info("loaded %d/%d tensors from %s%s", len(fitting), len(own), path,
+                f" (not loaded: {', '.join(left[:4])}{' ...' if len(left) > 4 else ''})" if left else "")
+
+
+def head_output(out):
+    """Logits from a model's output (GoogLeNet/Inception return named tuples in training mode)."""
+    return out.logits if hasattr(out, "logits") else out

@@ -1,0 +1,301 @@
+"""The training loop: ``train_one_epoch``, ``evaluate``, ``main(args)`` and the argument parser.
+
+Run as ``gemsight-train --data DIR --out RUN_DIR ...``, ``python -m trainer ...`` or, data-parallel,
+``torchrun --nproc_per_node N -m trainer ...``; from Python, ``train(data=..., out=..., ...)``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from edge.errors import ConfigError, DataError, GemsightError
+
+from trainer import report as reports
+from trainer.args import get_args_parser, parse_args, resolve_args, save_args
+from trainer.checkpoint import capture_rng, load_checkpoint, model_from_checkpoint, restore_rng, save_checkpoint
+from trainer.data import DatasetSplit, ImageDataset, class_weights, load_dataset
+from trainer.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup,
+                                 init_distributed)
+from trainer.evaluate import classification_report
+from trainer.export import build_manifest, export_onnx, git_commit
+from trainer.recipe import ClassificationPresetEval, ClassificationPresetTrain, create_model, head_output
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["evaluate", "get_args_parser", "main", "parse_args", "train", "train_one_epoch"]
+
+
+def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    return images.to(device, non_blocking=True, memory_format=fmt)
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                    device: torch.device, epoch: int, *, scaler: torch.amp.GradScaler | None = None,
+                    info: DistInfo = DistInfo(), show_progress: bool = False) -> dict[str, float]:
+    """One pass over the training data; returns the mean loss and images seen (summed over ranks)."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    model.train()
+    amp = scaler is not None and scaler.is_enabled()
+    totals = torch.zeros(2, dtype=torch.float64)  # loss * images, images
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=not show_progress)
+    for images, targets in bar:
+        images, targets = _to_device(images, device), targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            loss = criterion(head_output(model(images)), targets)
+        optimizer.zero_grad(set_to_none=True)
+        if amp:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise GemsightError(f"epoch {epoch + 1}: the training loss became {value}; lower --lr")
+        totals += torch.tensor([value * images.shape[0], images.shape[0]], dtype=torch.float64)
+        bar.set_postfix(loss=f"{value:.3f}")
+    seconds = time.perf_counter() - start
+    totals = all_reduce_sum(totals.to(device), info).cpu()  # NCCL reduces CUDA tensors only
+    return {"loss": float(totals[0] / max(totals[1], 1)), "images": int(totals[1]), "seconds": seconds}
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int, *,
+             info: DistInfo = DistInfo()) -> dict[str, Any]:
+    """Mean (unweighted) cross-entropy and the confusion matrix over ``loader``, summed over ranks."""
+    model.eval()
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        for images, targets in loader:
+            images, targets = _to_device(images, device), targets.to(device, non_blocking=True)
+            logits = head_output(model(images)).float()
+            totals[0] += F.cross_entropy(logits, targets, reduction="sum").double()
+            totals[1] += targets.numel()
+            confusion += torch.bincount(targets * num_classes + logits.argmax(1), minlength=num_classes ** 2)
+    all_reduce_sum(totals, info)
+    all_reduce_sum(confusion, info)
+    totals, confusion = totals.cpu(), confusion.cpu()
+    return {"loss": float(totals[0] / max(totals[1], 1)),
+            "confusion": confusion.reshape(num_classes, num_classes).numpy()}
+
+
+def _state_digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _default_workers(info: DistInfo) -> int:
+    # Leave the cores to the math on small machines; loading 64-224 px images is cheap next to it.
+    return min(8, (os.cpu_count() or 1) // info.world_size // 2)
+
+
+def _loaders(split: DatasetSplit, spec, args, info: DistInfo):
+    workers = _default_workers(info) if args.workers is None else args.workers
+    common = {"num_workers": workers, "pin_memory": info.device.type == "cuda",
+              "persistent_workers": workers > 0}
+    train_ds = ImageDataset(split.train, ClassificationPresetTrain(spec=spec))
+    # One deterministic shuffle per epoch (set_epoch), alone or sharded: a resumed run sees the same order.
+    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed)
+    per_rank = math.ceil(len(train_ds) / info.world_size)
+    train_loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler,
+                              drop_last=per_rank > args.batch_size,  # a batch of 1 breaks BatchNorm
+                              generator=torch.Generator().manual_seed(args.seed + info.rank), **common)
+    # Validation shards without padding so no image counts twice in the reduced metrics.
+    val_ds = ImageDataset(split.val[info.rank::info.world_size], ClassificationPresetEval(spec=spec))
+    val_loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False, **common)
+    return sampler, train_loader, val_loader
+
+
+def _load_split(args, info: DistInfo) -> DatasetSplit:
+    """Scan the data once on rank 0 and share it, errors included, so every rank stops together."""
+    payload: Any = None
+    if info.is_main:
+        try:
+            payload = load_dataset(args.data, val=args.val, val_split=args.val_split, seed=args.seed)
+        except GemsightError as exc:
+            payload = exc
+    payload = broadcast_object(payload, info)
+    if isinstance(payload, Exception):
+        raise payload
+    return payload
+
+
+def _resume_state(args) -> dict[str, Any] | None:
+    if not args.resume:
+        return None
+    path = Path(args.resume)
+    ckpt = load_checkpoint(path / "last.pt" if path.is_dir() else path)
+    if ckpt["arch"] != args.arch:
+        raise ConfigError(f"--resume {args.resume}: that run trained {ckpt['arch']}, not --arch {args.arch}")
+    if ckpt.get("img_size") != args.img_size:
+        raise ConfigError(f"--resume {args.resume}: that run used --img-size {ckpt.get('img_size')}, "
+                          f"not {args.img_size}")
+    return ckpt
+
+
+def main(args: argparse.Namespace) -> Path:
+    """Train, keep the best model on validation accuracy, export it; returns the run directory."""
+    args = resolve_args(args)
+    info = init_distributed(args.device)
+    try:
+        return _run(args, info)
+    finally:
+        cleanup(info)
+
+
+def _run(args: argparse.Namespace, info: DistInfo) -> Path:
+    started = time.perf_counter()
+    out = Path(args.out)
+    ckpt = _resume_state(args)
+    torch.manual_seed(args.seed)
+    split = _load_split(args, info)
+    classes = split.classes
+    if ckpt is not None and tuple(ckpt["classes"]) != classes:
+        raise DataError(f"--resume {args.resume}: that run had classes {list(ckpt['classes'])}, "
+                        f"{args.data} has {list(classes)}")
+    weights = class_weights(split.counts("train"), args.class_weights)
+    base = build_manifest(arch=args.arch, classes=classes, img_size=args.img_size, name=args.name,
+                          version=args.model_version)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_args(args, out / "args.yaml")
+        logger.info("training %s on %s (%s), %d classes, class weights %s", args.arch, info.device,
+                    f"{info.world_size} processes" if info.enabled else "1 process", len(classes),
+                    ", ".join(f"{c}={w:.2f}" for c, w in zip(classes, weights)))
+
+    model = create_model(args.arch, len(classes), weights="none" if ckpt else args.weights, dropout=args.dropout)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    cuda = info.device.type == "cuda"
+    model = model.to(info.device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if cuda else None) \
+        if info.enabled else model
+    criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=info.device))
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.min_lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    start_epoch, history, best = 0, [], {"acc": -1.0, "loss": math.inf, "epoch": -1}
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scheduler.T_max = args.epochs  # a resumed run may be given more epochs
+        scaler.load_state_dict(ckpt.get("scaler") or {}) if cuda and ckpt.get("scaler") else None
+        restore_rng(ckpt.get("rng", {}))
+        start_epoch, history = int(ckpt["epoch"]) + 1, list(ckpt.get("history", []))
+        best = {"acc": float(ckpt["best_acc"]), "loss": float(ckpt.get("best_loss", math.inf)),
+                "epoch": int(ckpt["best_epoch"])}
+        logger.info("resuming %s from epoch %d of %d", args.resume, start_epoch + 1, args.epochs)
+    spec = base.input
+    sampler, train_loader, val_loader = _loaders(split, spec, args, info)
+    show_progress = info.is_main and sys.stderr.isatty()
+    common = {"arch": args.arch, "dropout": args.dropout, "classes": list(classes), "img_size": args.img_size,
+              "manifest": base.to_json(), "args": {k: v for k, v in vars(args).items() if v is not None}}
+
+    for epoch in range(start_epoch, args.epochs):
+        sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        tr = train_one_epoch(net, criterion, optimizer, train_loader, info.device, epoch, scaler=scaler, info=info,
+                             show_progress=show_progress)
+        ev = evaluate(net, val_loader, info.device, len(classes), info=info)
+        scheduler.step()
+        metrics = classification_report(ev["confusion"], classes)
+        row = {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "val_loss": round(ev["loss"], 6),
+               "val_acc": round(metrics["accuracy"], 6), "macro_f1": round(metrics["macro_f1"], 6),
+               "lr": lr, "seconds": round(time.perf_counter() - t0, 2),
+               "images_per_s": round(tr["images"] / max(tr["seconds"], 1e-9), 1)}
+        history.append(row)
+        improved = (row["val_acc"], -row["val_loss"]) > (best["acc"], -best["loss"])
+        if improved:
+            best = {"acc": row["val_acc"], "loss": row["val_loss"], "epoch": epoch}
+        logger.info("epoch %d/%d: train loss %.4f, val loss %.4f, val acc %.4f, macro-F1 %.4f, lr %.2e, "
+                    "%.1f s, %.0f img/s%s", epoch + 1, args.epochs, row["train_loss"], row["val_loss"],
+                    row["val_acc"], row["macro_f1"], lr, row["seconds"], row["images_per_s"],
+                    " (best)" if improved else "")
+        if info.is_main:
+            state = {**common, "model": model.state_dict(), "epoch": epoch, "best_acc": best["acc"],
+                     "best_loss": best["loss"], "best_epoch": best["epoch"], "history": history}
+            if improved:
+                save_checkpoint(state, out / "best.pt")
+            save_checkpoint({**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "scaler": scaler.state_dict() if cuda else None, "rng": capture_rng()},
+                            out / "last.pt")
+            reports.write_metrics_csv(history, out / "metrics.csv")
+        if args.debug_digest:
+            Path(f"{args.debug_digest}.rank{info.rank}").write_text(_state_digest(model) + "\n")
+    if info.is_main:
+        _finish(args, out, split, weights, history, time.perf_counter() - started)
+    barrier(info)
+    return out
+
+
+def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history: list[dict], seconds: float) -> None:
+    """Rank 0: evaluate the best model, export it with its manifest, write the report and plots."""
+    if not (out / "best.pt").is_file():
+        raise ConfigError(f"{out}: no best.pt (did any epoch run? --epochs {args.epochs})")
+    ckpt = load_checkpoint(out / "best.pt")
+    model, base = model_from_checkpoint(ckpt, str(out / "best.pt"))
+    val_ds = ImageDataset(split.val, ClassificationPresetEval(spec=base.input))
+    loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False)
+    ev = evaluate(model, loader, torch.device("cpu"), len(split.classes))
+    metrics = classification_report(ev["confusion"], split.classes)
+    manifest = base.updated(
+        metrics={"fp32_accuracy": metrics["accuracy"], "fp32_macro_f1": metrics["macro_f1"]},
+        provenance={"git_commit": git_commit(), "dataset_digest": split.digest,
+                    "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "epochs": args.epochs, "best_epoch": int(ckpt["best_epoch"]) + 1, "seed": args.seed,
+                    "weights": str(args.weights), "train_images": len(split.train), "val_images": len(split.val),
+                    "data": str(args.data)})
+    check = next(iter(loader))[0][:4].numpy()
+    export = export_onnx(model, manifest, out / "model.onnx", check_batch=check)
+    manifest.save(out / "manifest.json")
+    report = {**metrics, "val_loss": ev["loss"], "best_epoch": int(ckpt["best_epoch"]) + 1,
+              "epochs": args.epochs, "class_weights": dict(zip(split.classes, weights)),
+              "train_counts": dict(zip(split.classes, split.counts("train"))),
+              "val_counts": dict(zip(split.classes, split.counts("val"))),
+              "skipped": split.skipped, "dataset_digest": split.digest, "export": export,
+              "train_seconds": round(seconds, 1)}
+    reports.write_json(report, out / "report.json")
+    reports.plot_curves(history, out / "curves.png")
+    reports.plot_confusion(metrics["confusion_matrix"], split.classes, out / "confusion.png")
+    logger.info("best epoch %d: val accuracy %.4f, macro-F1 %.4f; run in %s (%.0f s)", report["best_epoch"],
+                metrics["accuracy"], metrics["macro_f1"], out, seconds)
+    if split.skipped:
+        logger.warning("%d file(s) were skipped (listed in %s): %s", len(split.skipped), out / "report.json",
+                       ", ".join(s["path"] for s in split.skipped[:5]) + (" ..." if len(split.skipped) > 5 else ""))
+
+
+def train(**kwargs: Any) -> Path:
+    """Train from Python with the command's options as keywords (``data=..., out=..., arch=...``).
+
+    Raises:
+        ConfigError: a keyword that is not an option of ``gemsight-train``.
+    """
+    args = get_args_parser().parse_args([])
+    known = vars(args)
+    for key, value in kwargs.items():
+        if key not in known:
+            raise ConfigError(f"train(): unknown option '{key}' (known: {', '.join(sorted(known))})")
+        setattr(args, key, value)
+    return main(args)
