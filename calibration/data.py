@@ -132,8 +132,8 @@ def load_calibration_set(root: str | Path, spec: InputSpec, count: int, seed: in
         DataError: the folder does not exist.
     """
     root = Path(root)
-    if count < 1:
-        raise CalibrationError(f"--count must be at least 1, got {count}")
+    if count < min_images:
+        raise CalibrationError(f"--count {count} is too small: calibration needs at least {min_images} images")
     order, stratified = candidate_order(root, seed)
     batch, files, skipped = _load_into(order, spec, count)
     if skipped:

@@ -122,7 +122,7 @@ def _print_status(st: dict) -> None:
         print(f"  {mark} {v['version']:<16} {v.get('created') or '':<21} {v['bytes'] / 1e6:7.1f} MB  {state}")
     print("engines" + ("" if st["engines"] else "    none"))
     for e in st["engines"]:
-        print(f"    {e['name']}  {e['bytes'] / 1e6:.1f} MB  {e['modified']}")
+        print(f"    {e['name']}  {e['precision']} batch {e['max_batch']}  {e['bytes'] / 1e6:.1f} MB  {e['modified']}")
 
 
 def _run(args: argparse.Namespace) -> int:

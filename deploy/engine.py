@@ -48,26 +48,43 @@ def ensure_engine_for(model_dir: str | Path, engines_dir: str | Path, max_batch:
     return Path(engine)
 
 
-def smoke_test(model_dir: str | Path, runtime: str = "auto", precision: str = "auto", batch: int = 2,
-               options: dict | None = None) -> dict:
+def _open(model_dir: Path, runtime: str | None, precision: str | None, config_path: Path | None):
+    """The runtime the edge itself would open: through edge.model_loader with the device config
+    (its runtime options and model pins apply), else by name; ``runtime``/``precision`` override."""
+    from edge.runtimes import create_runtime  # noqa: PLC0415
+
+    if config_path is not None and config_path.is_file() and runtime is None and precision is None:
+        from edge.config import load_config  # noqa: PLC0415
+        from edge.model_loader import open_model  # noqa: PLC0415
+
+        config = load_config(config_path)
+        config = config.model_copy(update={"model": config.model.model_copy(update={"path": model_dir})})
+        return open_model(config, str(config_path)).runtime
+    return create_runtime(runtime or "auto", model_dir, precision=precision or "auto")
+
+
+def smoke_test(model_dir: str | Path, runtime: str | None = None, precision: str | None = None,
+               config_path: str | Path | None = None, batch: int = 2) -> dict:
     """Load the model the way the edge will and run one batch; check the output.
 
-    The batch holds zeros and standard-normal noise of the manifest's input size; the output must be
+    With a device config (and no override) the model is opened by :func:`edge.model_loader.open_model`,
+    so the config's runtime options and its class / input-size pins are checked too. The batch
+    holds zeros and standard-normal noise of the manifest's input size; the output must be
     ``batch x classes`` and finite.
 
     Returns:
         ``{"backend", "precision", "load_s", "infer_s"}``.
 
     Raises:
-        BundleError: the model does not load, or its output is the wrong shape or not finite.
+        BundleError: the model does not load, does not fit the config, or its output is the wrong
+            shape or not finite.
     """
-    from edge.runtimes import create_runtime  # noqa: PLC0415
-
+    model_dir = Path(model_dir)
     t0 = time.perf_counter()
     try:
-        rt = create_runtime(runtime, model_dir, precision=precision, **(options or {}))
+        rt = _open(model_dir, runtime, precision, Path(config_path) if config_path else None)
     except GemsightError as exc:
-        raise BundleError(f"smoke test: the model in {model_dir} does not load with runtime '{runtime}': {exc}") from exc
+        raise BundleError(f"smoke test: the model in {model_dir} does not load: {exc}") from exc
     t1 = time.perf_counter()
     with rt:
         h, w = rt.manifest.input.size

@@ -265,13 +265,12 @@ def flash(bundle: str | Path, root: str | Path = "/", options: FlashOptions | No
                     checkpoint("unpacked")
                 workdir = tmp
             with _timed(timings, "engine"):
-                engine = ensure_engine_for(workdir, layout.engines_dir, opts.max_batch or settings.max_batch,
-                                           opts.precision or settings.precision)
+                engine = ensure_engine_for(workdir, layout.engine_cache(settings.engine_cache),
+                                           opts.max_batch or settings.max_batch, opts.precision or settings.precision)
                 result.engine = str(engine) if engine else None
             checkpoint("engine_ready")
             with _timed(timings, "smoke"):
-                result.smoke = smoke_test(workdir, opts.runtime or settings.runtime,
-                                          opts.precision or settings.precision)
+                result.smoke = smoke_test(workdir, opts.runtime, opts.precision, layout.config_path)
             checkpoint("smoke_passed")
             with _timed(timings, "switch"):
                 if not reuse:

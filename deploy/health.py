@@ -29,13 +29,16 @@ class DeviceSettings:
 
     device: str | None = None
     endpoint: str | None = None
-    runtime: str = "auto"
     precision: str = "auto"
-    max_batch: int = DEFAULT_MAX_BATCH
+    max_batch: int = DEFAULT_MAX_BATCH           # TensorRT profile: part of the engine cache key
+    engine_cache: str | None = None              # runtime options' tensorrt.engine_cache
 
 
 def read_device_settings(config_path: str | Path) -> DeviceSettings:
     """Read ``edge.yaml`` loosely; a missing file gives defaults (a device not configured yet).
+
+    Only what deploy needs; the edge validates the whole file (and flash's smoke test loads the
+    model through the edge's own loader with it).
 
     Raises:
         ConfigError: the file exists but is not YAML or has the wrong shape.
@@ -54,18 +57,14 @@ def read_device_settings(config_path: str | Path) -> DeviceSettings:
     try:
         publish = data.get("publish") or {}
         runtime = data.get("runtime") or {}
-        model = data.get("model") or {}
-        cameras = [c for c in data.get("cameras") or [] if isinstance(c, dict)]
-        # The engine's batch is the largest slot count of a camera (a camera with no slots is one
-        # whole-frame slot); a slots_file does not say its count here, so keep the default then.
-        if cameras and not any("slots_file" in c for c in cameras):
-            max_batch = max(len(c.get("slots") or [None]) for c in cameras)
-        else:
-            max_batch = DEFAULT_MAX_BATCH
+        options = runtime.get("options") or {}
+        # runtime: {name: tensorrt, options: {...}} or {name: auto, options: {tensorrt: {...}}}
+        trt = options if runtime.get("name") == "tensorrt" else (options.get("tensorrt") or {})
         return DeviceSettings(device=data.get("device"), endpoint=publish.get("endpoint"),
-                              runtime=str(runtime.get("name", "auto")), precision=str(model.get("precision", "auto")),
-                              max_batch=max_batch)
-    except AttributeError as exc:
+                              precision=str((data.get("model") or {}).get("precision", "auto")),
+                              max_batch=int(trt.get("max_batch", DEFAULT_MAX_BATCH)),
+                              engine_cache=trt.get("engine_cache"))
+    except (AttributeError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: unexpected shape ({exc})") from exc
 
 

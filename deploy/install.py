@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
@@ -34,20 +35,6 @@ BACKOFF_DROPIN = """\
 [Service]
 RestartSteps=6
 RestartMaxDelaySec=5min
-"""
-EDGE_YAML = """\
-# gemsight device config (edge/config.py). Written once by `gemsight-deploy install`; edit freely.
-device: {device}
-model: {{path: /var/lib/gemsight/models/current, precision: auto}}
-runtime: {{name: auto, options: {{}}}}
-cameras:
-  - id: cam0
-    source: v4l2:///dev/video0
-    fps: 10
-    slots: [{{name: r0c0, rect: [0.0, 0.0, 1.0, 1.0]}}]
-postprocess: {{min_score: 0.5, window: 5, top_k: 3}}
-publish: {{endpoint: "tcp://*:5555", snapshot_endpoint: "tcp://*:5556", heartbeat_s: 1.0, hwm: 1000}}
-metrics: {{host: 127.0.0.1, port: 9108}}
 """
 
 
@@ -74,6 +61,16 @@ def local_systemd_version() -> int | None:
 def render_unit(text: str, bin_dir: str | Path) -> str:
     """A unit file with its ``ExecStart`` programs pointed at ``bin_dir``."""
     return text.replace(UNIT_BIN_DIR + "/", str(bin_dir).rstrip("/") + "/")
+
+
+def default_config(device: str) -> str:
+    """The edge's example config (edge/defaults/edge.yaml) for this device, with the TensorRT
+    engine cache in the device's engines directory."""
+    from edge.messages import check_id  # noqa: PLC0415
+
+    text = (resources.files("edge") / "defaults" / "edge.yaml").read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^device: .*$", f"device: {check_id(device, 'device')}", text, count=1)
+    return re.sub(r"(?m)^(\s*tensorrt: \{)(.*)\}", r"\1\2, engine_cache: /var/lib/gemsight/engines}", text, count=1)
 
 
 def _write(path: Path, text: str, mode: int = 0o644, overwrite: bool = True) -> bool:
@@ -154,7 +151,7 @@ def install(root: str | Path = "/", device: str | None = None, pubkeys: Iterable
     if _write(layout.env_path, (src / "gemsight.env").read_text(), overwrite=False):
         done.append(f"wrote {layout.env_path}")
     name = device or socket.gethostname().split(".")[0] or "gemsight"
-    if _write(layout.config_path, EDGE_YAML.format(device=name), overwrite=False):
+    if _write(layout.config_path, default_config(name), overwrite=False):
         done.append(f"wrote {layout.config_path} (device {name})")
     for pub in pubkeys:
         key = load_public_key(pub)

@@ -70,6 +70,13 @@ class DeviceLayout:
         """True when the root is this machine's ``/`` (systemd and users are real then)."""
         return self.root.resolve() == Path("/")
 
+    def engine_cache(self, configured: str | Path | None = None) -> Path:
+        """The engine cache: the config's ``engine_cache`` (an absolute device path, under the root)
+        or ``<root>/var/lib/gemsight/engines``."""
+        if not configured:
+            return self.engines_dir
+        return self.root / Path(configured).relative_to("/") if Path(configured).is_absolute() else self.root / configured
+
     def ensure_state_dirs(self) -> None:
         """Create the directories deploy writes to (models, engines, deploy state)."""
         for d in (self.models_dir, self.engines_dir):
@@ -220,11 +227,11 @@ class DeviceLayout:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                # The lock file itself is never written (a refused operation must change nothing);
+                # the journal names the holder.
+                holder = (self.read_journal() or {}).get("pid", "?")
                 raise BundleError(f"another gemsight-deploy operation is running on {self.root} (pid {holder}); "
                                   "try again when it has finished") from exc
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield
         finally:
             os.close(fd)  # closing drops the flock

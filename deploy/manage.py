@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def rollback(root: str | Path = "/", options: FlashOptions | None = None) -> dic
         keys = _keys_or_none(layout, opts)
         verify_installed(layout.models_dir / previous, keys)
         journal = {"op": "rollback", "phase": "switching", "version": previous,
-                   "old_current": current, "old_previous": previous}
+                   "old_current": current, "old_previous": previous, "pid": os.getpid()}
         layout.write_journal(journal)
         checkpoint("rollback_journal")
         try:
@@ -104,11 +105,13 @@ def status(root: str | Path = "/", verify: bool = False, pubkeys=(), pubkey_dir=
         except BundleError as exc:  # another operation holds the lock: report, touch nothing
             busy = str(exc)
     keys = _keys_or_none(layout, FlashOptions(pubkeys=pubkeys, pubkey_dir=pubkey_dir))
-    engines = []
-    if layout.engines_dir.is_dir():
-        engines = [{"name": p.relative_to(layout.engines_dir).as_posix(), "bytes": p.stat().st_size,
-                    "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(p.stat().st_mtime))}
-                   for p in sorted(layout.engines_dir.rglob("*")) if p.is_file()]
+    from edge.engine_cache import list_entries  # noqa: PLC0415
+
+    cache = layout.engine_cache(read_device_settings(layout.config_path).engine_cache)
+    engines = [{"name": e.path.parent.name, "bytes": e.path.stat().st_size, "precision": e.built_precision,
+                "max_batch": e.max_batch,
+                "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e.path.stat().st_mtime))}
+               for e in list_entries(cache)]
     return {
         "root": str(layout.root),
         "current": layout.current(),
@@ -145,7 +148,7 @@ def build_engine(root: str | Path = "/", max_batch: int | None = None, precision
     verify_installed(vdir, check_digests=False)
     settings = read_device_settings(layout.config_path)
     try:
-        return ensure_engine_for(vdir, layout.engines_dir, max_batch or settings.max_batch,
+        return ensure_engine_for(vdir, layout.engine_cache(settings.engine_cache), max_batch or settings.max_batch,
                                  precision or settings.precision)
     except GemsightError as exc:
         raise BundleError(f"engine build for {current} failed: {exc}") from exc

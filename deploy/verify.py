@@ -128,12 +128,16 @@ def _scan(path: Path, fh) -> dict[str, Member]:
     # makes tarfile stop early, and this is where that shows.
     fh.seek(end)
     rest = fh.read()
-    if len(rest) < 2 * BLOCK:
-        raise BundleError(f"{path}: no end-of-archive marker (truncated)")
+    # tar writes two zero blocks and pads the archive to whole records (RECORDSIZE): exactly that.
+    expected = -(-(end + 2 * BLOCK) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+    if end + len(rest) < expected:
+        raise BundleError(f"{path}: {size} bytes, the archive needs {expected} (truncated)")
     if rest.strip(b"\0"):
         at = end + len(rest) - len(rest.lstrip(b"\0"))
         raise BundleError(f"{path}: bytes at offset {at}, after member {len(members)}, are not a valid member "
                           "header or end-of-archive (corrupt or tampered)")
+    if end + len(rest) != expected:
+        raise BundleError(f"{path}: {size} bytes, the archive ends at {expected} (data appended?)")
     return members
 
 

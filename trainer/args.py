@@ -34,6 +34,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="SGD weight decay (default 1e-4)")
     p.add_argument("--min-lr", type=float, default=1e-5, help="cosine annealing floor (default 1e-5)")
+    p.add_argument("--warmup-epochs", type=float, default=0.0,
+                   help="linear learning-rate warm-up before the cosine decay, in epochs (default 0)")
     p.add_argument("--dropout", type=float, default=0.5, help="dropout before the final layer (default 0.5)")
     p.add_argument("--weights", default="imagenet",
                    help="imagenet (from the local torch cache only), none (from scratch) or PATH to a state dict")
@@ -107,6 +109,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ConfigError(f"--img-size must be at least 16, got {args.img_size}")
     if args.lr <= 0 or args.min_lr < 0:
         raise ConfigError(f"--lr must be positive and --min-lr not negative (got {args.lr}, {args.min_lr})")
+    if not 0.0 <= args.warmup_epochs < args.epochs:
+        raise ConfigError(f"--warmup-epochs must be in [0, --epochs), got {args.warmup_epochs}")
     if not 0.0 <= args.dropout < 1.0:
         raise ConfigError(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.workers is not None and args.workers < 0:

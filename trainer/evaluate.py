@@ -55,10 +55,11 @@ def classification_report(confusion: np.ndarray, classes: Sequence[str]) -> dict
     }
 
 
-def _onnx_predictor(path: Path, threads: int | None) -> tuple[Manifest, Callable[[np.ndarray], np.ndarray], Any]:
+def _runtime_predictor(path: Path, runtime_name: str, threads: int | None
+                       ) -> tuple[Manifest, Callable[[np.ndarray], np.ndarray], Any]:
     from edge.runtimes import create_runtime  # noqa: PLC0415
 
-    runtime = create_runtime("onnxruntime", path, **({"threads": threads} if threads else {}))
+    runtime = create_runtime(runtime_name, path, **({"threads": threads} if threads else {}))
     return runtime.manifest, runtime, runtime
 
 
@@ -78,15 +79,16 @@ def _checkpoint_predictor(path: Path) -> tuple[Manifest, Callable[[np.ndarray], 
 
 
 def evaluate_model(model_path: str | Path, data_dir: str | Path, batch_size: int = 32, *,
-                   threads: int | None = None) -> dict[str, Any]:
+                   threads: int | None = None, runtime: str = "onnxruntime") -> dict[str, Any]:
     """Accuracy, macro-F1, per-class metrics and confusion matrix of a model on labelled photos.
 
     Args:
-        model_path: a gemsight checkpoint (``.pt``) or an ONNX model with its manifest (``.onnx``, or a
-            model directory holding ``model.onnx`` and ``manifest.json``).
+        model_path: a gemsight checkpoint (``.pt``), an ONNX model with its manifest (``.onnx``; a model
+            directory means its FP32 ``model.onnx``), or another artifact ``runtime`` loads (OpenVINO ``.xml``).
         data_dir: image-folder layout or CSV (``DIR/val`` is used when ``DIR`` has ``train``/``val``).
         batch_size: images per inference call.
-        threads: ONNX Runtime intra-op threads (default: all cores).
+        threads: runtime intra-op threads (default: all cores).
+        runtime: the edge runtime that runs non-checkpoint models, exactly as on a device.
 
     Returns:
         The report dict (:func:`classification_report` plus ``model``, ``data``, ``skipped``,
@@ -104,14 +106,14 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, batch_size: int
         path = path / "model.onnx"
     if not path.exists():
         raise ConfigError(f"{path}: model file not found")
-    if path.suffix == ".onnx":
-        manifest, predict, closer = _onnx_predictor(path, threads)
-        backend = "onnxruntime"
-    elif path.suffix in (".pt", ".pth"):
+    if path.suffix in (".pt", ".pth"):
         manifest, predict, closer = _checkpoint_predictor(path)
         backend = "pytorch"
+    elif path.suffix in (".onnx", ".xml"):
+        manifest, predict, closer = _runtime_predictor(path, runtime, threads)
+        backend = runtime
     else:
-        raise ConfigError(f"{path}: expected a .pt checkpoint or an .onnx model")
+        raise ConfigError(f"{path}: expected a .pt checkpoint, an .onnx model or an OpenVINO .xml")
     samples, skipped = load_eval_set(data_dir, manifest.classes)
     start = time.perf_counter()
     y_true, y_pred = [], []

@@ -7,6 +7,7 @@ device). The training transform works on the same BGR ``uint8`` images and ends 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import cv2
@@ -177,3 +178,22 @@ def _load_local(model: nn.Module, path: Path) -> None:
 def head_output(out):
     """Logits from a model's output (GoogLeNet/Inception return named tuples in training mode)."""
     return out.logits if hasattr(out, "logits") else out
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int, base_lr: float,
+                   min_lr: float, warmup_epochs: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine annealing from ``base_lr`` to ``min_lr``, stepped every batch, after an optional linear warm-up.
+
+    Stepping per batch (not per epoch) keeps short runs smooth; the factor depends only on the step
+    count, so a resumed run with the saved ``last_epoch`` continues on the same curve.
+    """
+    total = max(1, epochs * steps_per_epoch)
+    warmup = int(round(warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        return (min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))) / base_lr
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -37,14 +37,15 @@ def _gem_colour(rng: np.random.Generator):
 def draw_ring(p: Painter, rng: np.random.Generator, s: int) -> None:
     """A single finger ring, mostly upright: thick band in perspective, usually a stone on top."""
     metal = random_metal(rng)
-    R = s * rng.uniform(0.16, 0.24)
-    k = rng.uniform(0.35, 0.9)
+    # Rings stay well under half the slot and bracelets well over it: the camera's scale is fixed.
+    R = s * rng.uniform(0.13, 0.2)
+    k = rng.uniform(0.35, 0.85)
     t = R * rng.uniform(0.17, 0.28)
     cx, cy = _centre(rng, s)
     cy += 0.08 * R
     ang = rng.uniform(-30, 30) if rng.random() < 0.8 else rng.uniform(0, 360)
     pose = Pose(cx, cy, ang)
-    style = _pick(rng, ["solitaire", "halo", "band", "eternity"], [0.45, 0.2, 0.15, 0.2])
+    style = _pick(rng, ["solitaire", "halo", "band", "eternity"], [0.5, 0.25, 0.1, 0.15])
     # Far side of the band first (darker), then the near side, so the ring reads as a hoop in space.
     back = Metal(METALS_RGB["silver"], rng)
     back.dark, back.mid, back.light = metal.dark, bgr(np.array(metal.mid[::-1]) * 0.8), metal.mid
@@ -100,12 +101,13 @@ def draw_earring(p: Painter, rng: np.random.Generator, s: int) -> None:
     """A matched pair (the cue that tells a hoop earring from a ring): hoops, studs or drops."""
     metal = random_metal(rng)
     style = _pick(rng, ["hoop", "stud", "drop"], [0.4, 0.25, 0.35])
-    e = s * (rng.uniform(0.08, 0.12) if style == "hoop" else rng.uniform(0.07, 0.11))
-    cx, cy = _centre(rng, s, 0.06)
+    e = s * (rng.uniform(0.07, 0.1) if style == "hoop" else rng.uniform(0.07, 0.11))
+    cx, cy = _centre(rng, s, 0.03)
     if style in ("hoop", "drop"):
         cy -= 1.0 * e
     ang = rng.uniform(-15, 15)
-    gap = s * rng.uniform(0.16, 0.21) + (1.4 * e if style == "hoop" else 0.4 * e)
+    # Half the distance between the pair: both earrings stay inside the slot.
+    gap = s * rng.uniform(0.14, 0.18) + (1.35 * e if style == "hoop" else 0.4 * e)
     d = np.array([math.cos(math.radians(ang)), math.sin(math.radians(ang))]) * gap
     if rng.random() < 0.3:  # a display card behind the pair
         card = _pick(rng, [(245, 245, 240), (25, 25, 28), (200, 170, 130)])
@@ -122,7 +124,7 @@ def draw_necklace(p: Painter, rng: np.random.Generator, s: int) -> None:
     metal = random_metal(rng)
     style = _pick(rng, ["chain", "pearls", "tennis", "stations"], [0.35, 0.25, 0.2, 0.2])
     cx, cy = _centre(rng, s, 0.06)
-    rx, ry = s * rng.uniform(0.3, 0.42), s * rng.uniform(0.3, 0.42)
+    rx, ry = s * rng.uniform(0.34, 0.46), s * rng.uniform(0.32, 0.44)
     ang = rng.uniform(-20, 20)
     hanging = rng.random() < 0.5
     if hanging:  # hangs from a bust above the slot: a U whose ends leave the top edge
@@ -130,7 +132,7 @@ def draw_necklace(p: Painter, rng: np.random.Generator, s: int) -> None:
         cy -= 0.35 * ry
     else:  # lying on the tray: an open loop with the clasp ends showing
         a0 = rng.uniform(-140, -60)
-        a1 = a0 + rng.uniform(270, 320)
+        a1 = a0 + rng.uniform(250, 300)
     pts = ellipse_points((cx, cy), rx, ry, ang, a0, a1, 120)
     wobble = rng.normal(0, 1, 4)
     tt = np.linspace(0, 1, len(pts))
@@ -232,8 +234,8 @@ def draw_bracelet(p: Painter, rng: np.random.Generator, s: int) -> None:
     """A closed loop lying on the tray: bangle, chunky links, tennis line or beads."""
     metal = random_metal(rng)
     cx, cy = _centre(rng, s, 0.05)
-    rx = s * rng.uniform(0.27, 0.37)
-    ry = rx * rng.uniform(0.6, 1.0)
+    rx = s * rng.uniform(0.3, 0.4)
+    ry = rx * rng.uniform(0.65, 1.0)
     ang = rng.uniform(0, 180)
     style = _pick(rng, ["bangle", "links", "tennis", "beads"], [0.3, 0.3, 0.2, 0.2])
     if style == "bangle":

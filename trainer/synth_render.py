@@ -62,12 +62,24 @@ def _finger(p: Painter, rng: np.random.Generator, s: int, target) -> None:
     tip = edge_pt + d * reach
     w = s * rng.uniform(0.1, 0.14)
     skin = _SKIN_RGB[int(rng.integers(len(_SKIN_RGB)))]
-    seg = np.stack([start, tip])
-    p.lines([seg], bgr(skin, 0.7), w)
-    p.lines([seg + np.array([-0.12 * w, -0.12 * w])], bgr(skin, 1.0), 0.7 * w, mask=False)
-    p.lines([seg + np.array([-0.2 * w, -0.2 * w])], bgr(skin, 1.1, 12), 0.25 * w, mask=False)
+    n = np.array([-d[1], d[0]])
+    # A tapered outline: wider at the knuckle than at the rounded tip.
+    t = np.linspace(0.0, 1.0, 8)[:, None]
+    half = (0.5 * w * (1.1 - 0.2 * t))
+    axis = start + (tip - start) * t
+    outline = np.concatenate([axis + n * half, (axis - n * half)[::-1]])
+    p.poly(outline, bgr(skin, 0.75))
+    p.circle(tip, 0.45 * w, bgr(skin, 0.75))
+    p.poly(np.concatenate([axis + n * half * 0.6, (axis - n * half * 0.75)[::-1]]) - d * 0.02 * w, bgr(skin, 1.0),
+           mask=False)
+    p.circle(tip - n * 0.05 * w, 0.33 * w, bgr(skin, 1.0), mask=False)
+    # Knuckle creases, and the nail just behind the tip.
+    for k in (0.45, 0.5):
+        q = tip - d * reach * k
+        p.lines([np.stack([q - n * 0.3 * w, q + n * 0.3 * w])], bgr(skin, 0.65), max(1.0, 0.03 * w), mask=False)
     ang = math.degrees(math.atan2(d[1], d[0]))
-    p.ellipse(tip - d * 0.22 * w, (0.28 * w, 0.22 * w), ang, 0, 360, bgr(skin, 1.1, 30), -1, mask=False)
+    p.ellipse(tip - d * 0.12 * w, (0.3 * w, 0.25 * w), ang, 0, 360, bgr(skin, 1.08, 30), -1, mask=False)
+    p.ellipse(tip - d * 0.05 * w, (0.12 * w, 0.2 * w), ang, 0, 360, bgr(skin, 1.12, 50), -1, mask=False)
 
 
 def _add_occluder(item: Painter, rng: np.random.Generator, s: int, draw, item_area: int):

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 MIN_DWELL_S = 5.0   # a placement stays at least this long (the brief asks >= 3 s; changes stay sparse)
 MAX_DWELL_S = 14.0
+FIRST_CHANGE_S = 3.0
 HAND_SHARE = 0.045  # at most this share of frames shows a hand
 HAND_COVER = 0.1    # a slot counts as covered when the hand hides this share of it
 _SKIN_RGB = [(226, 180, 150), (200, 150, 115), (160, 110, 80), (110, 76, 54)]
@@ -97,8 +98,8 @@ def _timeline(rng: np.random.Generator, n_slots: int, n_frames: int, fps: float,
         else:
             cls = items[int(rng.integers(len(items)))]
         events = [(0, cls)]
-        # The first change comes after a random part of a dwell so slots do not change in step.
-        f = int(fps * rng.uniform(0.5, 1.0) * rng.uniform(MIN_DWELL_S, MAX_DWELL_S))
+        # The first change comes anywhere after FIRST_CHANGE_S so slots do not change in step.
+        f = int(math.ceil(fps * rng.uniform(FIRST_CHANGE_S, MAX_DWELL_S)))
         while f < n_frames:
             if cls == "empty" or not can_empty or rng.random() < 0.6:
                 others = [c for c in items if c != cls] or items
@@ -106,7 +107,7 @@ def _timeline(rng: np.random.Generator, n_slots: int, n_frames: int, fps: float,
             else:
                 cls = "empty"
             events.append((f, cls))
-            f += int(fps * max(MIN_DWELL_S, rng.uniform(MIN_DWELL_S, MAX_DWELL_S)))
+            f += int(math.ceil(fps * rng.uniform(MIN_DWELL_S, MAX_DWELL_S)))
         out.append(events)
     return out
 
@@ -127,7 +128,8 @@ def _draw_hand(frame: np.ndarray, mask: np.ndarray, centre, direction, scale: fl
     d /= np.linalg.norm(d) + 1e-9
     n = np.array([-d[1], d[0]])
     c = np.asarray(centre, np.float64)
-    parts = [("ellipse", c, (0.55 * scale, 0.5 * scale))]
+    # The forearm runs back out of the frame, so the hand never floats.
+    parts = [("arm", c - d * 0.3 * scale, c - d * 4.0 * scale), ("ellipse", c, (0.55 * scale, 0.5 * scale))]
     for k, off in enumerate((-0.36, -0.12, 0.12, 0.36)):
         base = c + d * 0.35 * scale + n * off * scale
         length = scale * (0.75, 0.9, 0.85, 0.65)[k]
@@ -140,7 +142,10 @@ def _draw_hand(frame: np.ndarray, mask: np.ndarray, centre, direction, scale: fl
     def paint(img, colour, shift=(0.0, 0.0), widen=1.0):
         s = np.asarray(shift)
         for kind, a, b in parts:
-            if kind == "ellipse":
+            if kind == "arm":
+                cv2.line(img, tuple(int(v) for v in a + s), tuple(int(v) for v in b + s), colour,
+                         int(0.85 * scale * widen), cv2.LINE_AA)
+            elif kind == "ellipse":
                 cv2.ellipse(img, tuple(int(v) for v in a + s), tuple(int(v * widen) for v in b), ang, 0, 360, colour,
                             -1, cv2.LINE_AA)
             else:
@@ -153,8 +158,11 @@ def _draw_hand(frame: np.ndarray, mask: np.ndarray, centre, direction, scale: fl
     shadow = cv2.blur(shadow, (15, 15))
     cv2.subtract(frame, cv2.cvtColor(shadow, cv2.COLOR_GRAY2BGR), dst=frame)
     hand = np.zeros_like(frame)
-    paint(hand, tuple(int(v * 0.8) for v in skin[::-1]))
-    paint(hand, tuple(int(v) for v in skin[::-1]), shift=(-0.04 * scale, -0.04 * scale), widen=0.8)
+    paint(hand, tuple(int(v * 0.72) for v in skin[::-1]))
+    paint(hand, tuple(int(v * 0.9) for v in skin[::-1]), shift=(-0.03 * scale, -0.03 * scale), widen=0.85)
+    paint(hand, tuple(int(min(255, v * 1.05 + 10)) for v in skin[::-1]), shift=(-0.07 * scale, -0.07 * scale),
+          widen=0.45)
+    hand = cv2.GaussianBlur(hand, (3, 3), 0)
     sel = mask > 0
     frame[sel] = hand[sel]
 

@@ -32,7 +32,8 @@ from trainer.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_ob
                                  init_distributed)
 from trainer.evaluate import classification_report
 from trainer.export import build_manifest, export_onnx, git_commit
-from trainer.recipe import ClassificationPresetEval, ClassificationPresetTrain, create_model, head_output
+from trainer.recipe import (ClassificationPresetEval, ClassificationPresetTrain, create_model, head_output,
+                            make_scheduler)
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,10 @@ def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
                     device: torch.device, epoch: int, *, scaler: torch.amp.GradScaler | None = None,
-                    info: DistInfo = DistInfo(), show_progress: bool = False) -> dict[str, float]:
-    """One pass over the training data; returns the mean loss and images seen (summed over ranks)."""
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, info: DistInfo = DistInfo(),
+                    show_progress: bool = False) -> dict[str, float]:
+    """One pass over the training data (``scheduler`` stepped per batch); returns the mean loss and images
+    seen, summed over ranks."""
     from tqdm import tqdm  # noqa: PLC0415
 
     model.train()
@@ -67,6 +70,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         else:
             loss.backward()
             optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         value = float(loss.detach())
         if not math.isfinite(value):
             raise GemsightError(f"epoch {epoch + 1}: the training loss became {value}; lower --lr")
@@ -193,21 +198,22 @@ def _run(args: argparse.Namespace, info: DistInfo) -> Path:
         if info.enabled else model
     criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=info.device))
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.min_lr)
+    spec = base.input
+    sampler, train_loader, val_loader = _loaders(split, spec, args, info)
+    scheduler = make_scheduler(optimizer, epochs=args.epochs, steps_per_epoch=len(train_loader), base_lr=args.lr,
+                               min_lr=args.min_lr, warmup_epochs=args.warmup_epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     start_epoch, history, best = 0, [], {"acc": -1.0, "loss": math.inf, "epoch": -1}
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        scheduler.T_max = args.epochs  # a resumed run may be given more epochs
-        scaler.load_state_dict(ckpt.get("scaler") or {}) if cuda and ckpt.get("scaler") else None
+        if cuda and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt.get("rng", {}))
         start_epoch, history = int(ckpt["epoch"]) + 1, list(ckpt.get("history", []))
         best = {"acc": float(ckpt["best_acc"]), "loss": float(ckpt.get("best_loss", math.inf)),
                 "epoch": int(ckpt["best_epoch"])}
         logger.info("resuming %s from epoch %d of %d", args.resume, start_epoch + 1, args.epochs)
-    spec = base.input
-    sampler, train_loader, val_loader = _loaders(split, spec, args, info)
     show_progress = info.is_main and sys.stderr.isatty()
     common = {"arch": args.arch, "dropout": args.dropout, "classes": list(classes), "img_size": args.img_size,
               "manifest": base.to_json(), "args": {k: v for k, v in vars(args).items() if v is not None}}
@@ -216,10 +222,9 @@ def _run(args: argparse.Namespace, info: DistInfo) -> Path:
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
-        tr = train_one_epoch(net, criterion, optimizer, train_loader, info.device, epoch, scaler=scaler, info=info,
-                             show_progress=show_progress)
+        tr = train_one_epoch(net, criterion, optimizer, train_loader, info.device, epoch, scaler=scaler,
+                             scheduler=scheduler, info=info, show_progress=show_progress)
         ev = evaluate(net, val_loader, info.device, len(classes), info=info)
-        scheduler.step()
         metrics = classification_report(ev["confusion"], classes)
         row = {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "val_loss": round(ev["loss"], 6),
                "val_acc": round(metrics["accuracy"], 6), "macro_f1": round(metrics["macro_f1"], 6),
@@ -245,12 +250,13 @@ def _run(args: argparse.Namespace, info: DistInfo) -> Path:
         if args.debug_digest:
             Path(f"{args.debug_digest}.rank{info.rank}").write_text(_state_digest(model) + "\n")
     if info.is_main:
-        _finish(args, out, split, weights, history, time.perf_counter() - started)
+        _finish(args, out, split, weights, history, time.perf_counter() - started, info.device)
     barrier(info)
     return out
 
 
-def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history: list[dict], seconds: float) -> None:
+def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history: list[dict], seconds: float,
+            device: torch.device) -> None:
     """Rank 0: evaluate the best model, export it with its manifest, write the report and plots."""
     if not (out / "best.pt").is_file():
         raise ConfigError(f"{out}: no best.pt (did any epoch run? --epochs {args.epochs})")
@@ -258,7 +264,8 @@ def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history:
     model, base = model_from_checkpoint(ckpt, str(out / "best.pt"))
     val_ds = ImageDataset(split.val, ClassificationPresetEval(spec=base.input))
     loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False)
-    ev = evaluate(model, loader, torch.device("cpu"), len(split.classes))
+    ev = evaluate(model.to(device), loader, device, len(split.classes))
+    model = model.cpu()
     metrics = classification_report(ev["confusion"], split.classes)
     manifest = base.updated(
         metrics={"fp32_accuracy": metrics["accuracy"], "fp32_macro_f1": metrics["macro_f1"]},

@@ -12,7 +12,6 @@ from edge.errors import ConfigError
 from trainer.synth import (DEFAULT_CLASSES, contact_sheet, make_images, make_video, preview_frame, render_item,
                            split_counts)
 from trainer.synth_cli import main
-from trainer.synth_video import MIN_DWELL_S
 
 
 def _tree_bytes(root):

@@ -1,0 +1,23 @@
+"""INT8 keeps the trained model's accuracy on every target (the real ResNet-18 of `trained_run`)."""
+import json
+
+import pytest
+
+from calibration.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_target_within_the_gate(trained_run, tmp_path):
+    out = tmp_path / "model"
+    code = main([str(trained_run.onnx), "--images", str(trained_run.train_dir), "--out", str(out),
+                 "--count", "64", "--val", str(trained_run.val_dir), "--max-drop", "1.0",
+                 "--bench-iters", "0", "--threads", "2"])
+    assert code == 0, (out.parent / "model.rejected" / "report.md").read_text() if code == 3 else code
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["name"]: r for r in report["results"]}
+    assert rows["fp32"]["top1"] >= 90.0
+    for name in ("onnxruntime", "openvino", "tensorrt", "fpga"):
+        assert rows[name]["drop"] <= 1.0 and rows[name]["agreement"] >= 97.0, rows[name]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["int8_accuracy"] >= manifest["metrics"]["fp32_accuracy"] - 0.01

@@ -1,0 +1,183 @@
+"""systemd units (verify, exposure score), the install command, remote flashing, TensorRT wiring."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from deploy.cli import get_args_parser, main
+from deploy.flash import FlashOptions, flash
+from deploy.install import UNITS, install, systemd_source_dir
+from deploy.keys import load_public_key
+from deploy.layout import DeviceLayout
+from edge.errors import BundleError, ConfigError
+from deploy.remote import build_remote_flash, build_scp_command, build_ssh_command, remote_flash
+
+from .conftest import make_root
+
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+MAX_EXPOSURE = 2.0
+
+
+def _fake_bin(d: Path) -> Path:
+    """A bin directory with executable stand-ins, so ExecStart= paths exist for `verify`."""
+    d.mkdir(parents=True, exist_ok=True)
+    for name in ("gemsight-edge", "gemsight-deploy"):
+        (d / name).write_text("#!/bin/sh\nexit 0\n")
+        (d / name).chmod(0o755)
+    return d
+
+
+@pytest.fixture
+def installed(tmp_path, keys) -> Path:
+    root = tmp_path / "root"
+    lines = install(root, device="case-07", pubkeys=[keys.pub], bin_dir=_fake_bin(tmp_path / "bin"),
+                    systemd_version=252)
+    assert any("trusted key" in line for line in lines)
+    return root
+
+
+@needs_analyze
+def test_units_pass_systemd_analyze_verify(installed):
+    units = [str(installed / "etc/systemd/system" / u) for u in UNITS]
+    proc = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    # Warnings (unknown keys, bad values) go to stderr without failing: hold the units to none.
+    ours = [line for line in (proc.stdout + proc.stderr).splitlines() if "gemsight" in line]
+    assert ours == []
+
+
+@needs_analyze
+def test_edge_unit_exposure_at_most_2(installed):
+    unit = installed / "etc/systemd/system/gemsight-edge.service"
+    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
+                          capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for gemsight-edge\.service: (\d+(?:\.\d+)?)", proc.stdout + proc.stderr)
+    assert m, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert float(m.group(1)) <= MAX_EXPOSURE
+
+
+def test_unit_contents():
+    text = (systemd_source_dir() / "gemsight-edge.service").read_text()
+    for line in ("Type=notify", "User=gemsight", "SupplementaryGroups=video", "DevicePolicy=closed",
+                 "DeviceAllow=char-video4linux rw", "ProtectSystem=strict", "NoNewPrivileges=yes",
+                 "SystemCallFilter=@system-service", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+                 "Restart=on-failure", "LoadCredential=keys:/etc/gemsight/keys", "ReadWritePaths="):
+        assert re.search(rf"(?m)^{re.escape(line)}", text), line
+    assert re.search(r"(?m)^WatchdogSec=\d+", text)
+    engine = (systemd_source_dir() / "gemsight-engine.service").read_text()
+    assert "Type=oneshot" in engine and "Before=gemsight-edge.service" in engine and "build-engine" in engine
+
+
+def test_install_lays_out_a_root(installed, keys, tmp_path):
+    layout = DeviceLayout(installed)
+    for d in (layout.models_dir, layout.engines_dir, layout.edge_state_dir, layout.deploy_dir, layout.keys_dir):
+        assert d.is_dir(), d
+    assert stat.S_IMODE(layout.deploy_dir.stat().st_mode) == 0o700
+    edge_unit = (layout.unit_dir / "gemsight-edge.service").read_text()
+    assert f"ExecStart={tmp_path}/bin/gemsight-edge run --config /etc/gemsight/edge.yaml" in edge_unit
+    assert "u gemsight" in layout.sysusers_path.read_text() and "m gemsight video" in layout.sysusers_path.read_text()
+    assert "GEMSIGHT_ENGINE_CACHE=/var/lib/gemsight/engines" in layout.env_path.read_text()
+    assert (layout.keys_dir / f"{load_public_key(keys.pub).key_id}.pub").is_file()
+    from edge.config import load_config
+    cfg = load_config(layout.config_path)
+    assert cfg.device == "case-07"
+    assert not (layout.unit_dir / "gemsight-edge.service.d").exists()  # systemd 252: no RestartSteps
+    # Run again for systemd 254: the back-off drop-in appears, an edited config is kept.
+    layout.config_path.write_text(layout.config_path.read_text().replace("case-07", "case-08"))
+    install(installed, device="ignored", bin_dir=tmp_path / "bin", systemd_version=254)
+    assert "RestartSteps=" in (layout.unit_dir / "gemsight-edge.service.d/10-restart-backoff.conf").read_text()
+    assert load_config(layout.config_path).device == "case-08"
+
+
+def test_flash_on_installed_root_uses_device_config(installed, bundles):
+    # The smoke test opens the model through edge.model_loader with this edge.yaml.
+    result = flash(bundles.v100, installed, FlashOptions(restart=False))
+    assert result.smoke["backend"] in ("onnxruntime", "openvino")
+    assert DeviceLayout(installed).current() == "1.0.0"
+    # A config pinning other classes refuses the model before anything is switched.
+    cfg = DeviceLayout(installed).config_path
+    cfg.write_text(cfg.read_text().replace("# classes: [ring", "classes: [a, b]  # [ring"))
+    with pytest.raises(BundleError, match="smoke test.*classes"):
+        flash(bundles.v110, installed, FlashOptions(restart=False))
+    assert DeviceLayout(installed).current() == "1.0.0"
+
+
+def test_build_engine_without_tensorrt(device, capsys):
+    assert main(["build-engine", "--root", str(device)]) == 0
+    assert "no engine to build" in capsys.readouterr().out
+
+
+def test_tensorrt_engine_is_built_when_tensorrt_imports(device, bundles, monkeypatch):
+    # TensorRT cannot run here: stand-ins for `tensorrt` and calibration.tensorrt check the wiring only.
+    calls = []
+
+    def ensure_engine(model_dir, cache_dir, max_batch, precision="int8"):
+        calls.append((model_dir, cache_dir, max_batch, precision))
+        assert (model_dir / "model.onnx").is_file()
+        return cache_dir / "x" / "engine.plan"
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    monkeypatch.setitem(sys.modules, "calibration.tensorrt", types.SimpleNamespace(ensure_engine=ensure_engine))
+    result = flash(bundles.v110, device, FlashOptions(restart=False, runtime="onnxruntime", max_batch=4))
+    (model_dir, cache_dir, max_batch, precision), = calls
+    assert cache_dir == DeviceLayout(device).engines_dir and (max_batch, precision) == (4, "int8")
+    assert result.engine.endswith("engine.plan")
+
+
+# -- remote -------------------------------------------------------------------------------------
+
+def _args(*extra: str) -> argparse.Namespace:
+    return get_args_parser().parse_args(["flash", "b.gsb", "--ssh", "tech@case-01.local", *extra])
+
+
+def test_remote_command_construction():
+    args = _args("--allow-downgrade", "--ssh-port", "2222", "--ssh-option", "StrictHostKeyChecking=yes", "--sudo")
+    scp = build_scp_command(Path("b.gsb"), args.ssh, "/var/tmp/gemsight-1.gsb", 2222, args.ssh_option)
+    assert scp[:2] == ["scp", "-q"] and scp[-3:] == ["--", "b.gsb", "tech@case-01.local:/var/tmp/gemsight-1.gsb"]
+    assert ["-P", "2222"] == scp[scp.index("-P"):scp.index("-P") + 2] and "BatchMode=yes" in scp
+    remote = build_remote_flash("gemsight-deploy", "/var/tmp/gemsight-1.gsb", args)
+    assert remote[:5] == ["gemsight-deploy", "flash", "/var/tmp/gemsight-1.gsb", "--root", "/"]
+    assert "--allow-downgrade" in remote and "--no-restart" not in remote
+    ssh = build_ssh_command(args.ssh, remote, "/var/tmp/gemsight-1.gsb", 2222, args.ssh_option, sudo=True)
+    assert ssh[0] == "ssh" and ssh[-3:-1] == ["--", "tech@case-01.local"] and ["-p", "2222"] == ssh[ssh.index("-p"):][:2]
+    script = ssh[-1]
+    assert script.startswith("sudo -n gemsight-deploy flash /var/tmp/gemsight-1.gsb --root / ")
+    assert script.endswith("; rc=$?; sudo -n rm -f -- /var/tmp/gemsight-1.gsb; exit $rc")
+    # A hostile value stays one quoted word on the remote shell.
+    evil = build_remote_flash("gemsight-deploy", "/var/tmp/x.gsb", _args("--runtime", "a; rm -rf /"))
+    assert "'a; rm -rf /'" in shlex.join(evil)
+    for target in ("-oProxyCommand=x", "user@host;id", ""):
+        with pytest.raises(ConfigError, match="expected user@host"):
+            build_ssh_command(target, remote, "/x", None, ())
+
+
+def test_remote_flash_through_stand_in_ssh(bundles, keys, tmp_path, monkeypatch):
+    """ssh/scp stand-ins that run the remote side locally: the real flash runs into a temp root."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    (bin_dir / "scp").write_text('#!/bin/sh\nfor a; do last2=$prev; prev=$a; done\ncp "$last2" "${prev#*:}"\n')
+    (bin_dir / "ssh").write_text('#!/bin/sh\nfor a; do last=$a; done\nexec sh -c "$last"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    root = make_root(tmp_path / "root", keys.pub)
+    remote_dir = tmp_path / "remote-tmp"
+    remote_dir.mkdir()
+    args = get_args_parser().parse_args([
+        "flash", str(bundles.v100), "--ssh", "tech@case-01", "--root", str(root), "--no-restart", "--runtime",
+        "onnxruntime", "--remote-dir", str(remote_dir), "--remote-command", f"{sys.executable} -m deploy",
+        "--pubkey", str(keys.pub)])
+    assert remote_flash(args) == 0
+    assert DeviceLayout(root).current() == "1.0.0" and list(remote_dir.iterdir()) == []  # copy removed
+    args.bundle = bundles.v090  # a downgrade: refused remotely, exit status comes back
+    assert remote_flash(args) == 2 and DeviceLayout(root).current() == "1.0.0"

@@ -1,0 +1,101 @@
+import json
+
+import pytest
+
+from edge import engine_cache as ec
+from edge.errors import RuntimeUnavailable
+
+
+def model_dir(tmp_path, cache_text="TRT-8601-EntropyCalibration2\ninput: 3f000000\n"):
+    d = tmp_path / "model"
+    d.mkdir(exist_ok=True)
+    (d / "model.onnx").write_bytes(b"onnx-fp32")
+    (d / "model.int8.trt.onnx").write_bytes(b"onnx-qdq")
+    (d / "calib.cache").write_text(cache_text)
+    (d / "manifest.json").write_text("{}")
+    return d
+
+
+def key(digest="a" * 64, trt="8.6.2", gpu="Orin (nvgpu)", cc="8.7", precision="int8", max_batch=8):
+    return ec.EngineKey(digest, trt, gpu, cc, precision, max_batch)
+
+
+def test_model_digest_covers_every_engine_source(tmp_path):
+    d = model_dir(tmp_path)
+    first = ec.model_digest(d)
+    assert first == ec.model_digest(d)
+    (d / "manifest.json").write_text('{"metrics": 1}')  # not an engine source
+    assert ec.model_digest(d) == first
+    (d / "calib.cache").write_text("TRT-8601-EntropyCalibration2\ninput: 3f800000\n")  # recalibrated
+    assert ec.model_digest(d) != first
+
+
+def test_model_digest_needs_sources(tmp_path):
+    with pytest.raises(RuntimeUnavailable, match="no TensorRT engine source"):
+        ec.model_digest(tmp_path)
+
+
+def test_key_changes_with_digest_and_tensorrt_version():
+    base = key()
+    assert key().dirname == base.dirname
+    assert key(digest="b" * 64).dirname != base.dirname
+    assert key(trt="10.3.0").dirname != base.dirname
+    assert key(cc="7.2").dirname != base.dirname
+    assert key(precision="fp16").dirname != base.dirname
+    assert key(max_batch=4).dirname != base.dirname
+    assert "/" not in key(gpu="NVIDIA H100 80GB HBM3 / MIG 1g").dirname
+
+
+def test_bad_key():
+    with pytest.raises(ValueError, match="precision"):
+        key(precision="int4")
+    with pytest.raises(ValueError, match="max_batch"):
+        key(max_batch=0)
+
+
+def test_store_and_lookup(tmp_path):
+    k = key()
+    assert ec.lookup(tmp_path, k) is None
+    stored = ec.store(tmp_path, k, b"engine-bytes", "fp16", {"mode": "float"})
+    assert stored.path == tmp_path / k.dirname / ec.ENGINE_FILE
+    hit = ec.lookup(tmp_path, k)
+    assert hit.path == stored.path and hit.built_precision == "fp16" and hit.max_batch == 8
+    assert hit.sidecar["key"]["precision"] == "int8" and hit.sidecar["mode"] == "float"
+    assert ec.lookup(tmp_path, key(trt="10.3.0")) is None
+    assert [e.path for e in ec.list_entries(tmp_path)] == [stored.path]
+
+
+def test_corrupt_or_foreign_entries_are_ignored(tmp_path, caplog):
+    k = key()
+    stored = ec.store(tmp_path, k, b"engine-bytes", "int8")
+    stored.path.write_bytes(b"engine-byteX")
+    assert ec.lookup(tmp_path, k) is None and "does not match" in caplog.text
+    ec.store(tmp_path, k, b"engine-bytes", "int8")
+    sidecar = stored.path.with_suffix(".json")
+    data = json.loads(sidecar.read_text())
+    data["key"]["trt_version"] = "9.9.9"
+    sidecar.write_text(json.dumps(data))
+    assert ec.lookup(tmp_path, k) is None
+    sidecar.unlink()
+    assert ec.lookup(tmp_path, k) is None  # incomplete entry
+
+
+def test_store_refuses_unknown_precision(tmp_path):
+    with pytest.raises(ValueError):
+        ec.store(tmp_path, key(), b"x", "int4")
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv(ec.ENV_CACHE_DIR, raising=False)
+    monkeypatch.setenv("CACHE_DIRECTORY", f"{tmp_path}/svc:/other")
+    assert ec.default_cache_dir() == tmp_path / "svc" / "engines"
+    monkeypatch.setenv(ec.ENV_CACHE_DIR, str(tmp_path / "mine"))
+    assert ec.default_cache_dir() == tmp_path / "mine"
+
+
+def test_probe_without_tensorrt(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(RuntimeUnavailable, match="JetPack"):
+        ec.key_for(model_dir(tmp_path), "int8", 8)

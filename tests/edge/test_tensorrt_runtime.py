@@ -1,0 +1,64 @@
+import sys
+
+import pytest
+
+from edge import engine_cache as ec
+from edge.errors import RuntimeUnavailable
+from edge.runtimes import available_runtimes, create_runtime
+from edge.runtimes.tensorrt_rt import TensorRtRuntime, locate_engine
+
+
+def test_unavailable_is_reported_not_raised(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    reason = available_runtimes()["tensorrt"]
+    assert reason and "JetPack" in reason
+    with pytest.raises(RuntimeUnavailable, match="tensorrt"):
+        create_runtime("tensorrt", "model.onnx")
+
+
+def _key(tmp_path, precision="int8"):
+    d = tmp_path / "model"
+    d.mkdir(exist_ok=True)
+    (d / "model.onnx").write_bytes(b"fp32")
+    return d, ec.EngineKey(ec.model_digest(d), "8.6.2", "Orin", "8.7", precision, 4)
+
+
+def test_missing_engine_says_what_to_run(tmp_path):
+    d, key = _key(tmp_path)
+    with pytest.raises(RuntimeUnavailable, match=f"gemsight-deploy build-engine {d}") as err:
+        locate_engine(d / "model.onnx", "int8", 4, tmp_path / "engines", key=key)
+    assert key.dirname in str(err.value)
+
+
+def test_engine_found_under_key_reports_built_precision(tmp_path):
+    d, key = _key(tmp_path)
+    ec.store(tmp_path / "engines", key, b"plan", "fp16")
+    hit = locate_engine(d, "int8", 4, tmp_path / "engines", key=key)
+    assert hit.built_precision == "fp16"  # a Nano-style fallback is never reported as int8
+
+
+def test_engine_file_given_directly(tmp_path):
+    with pytest.raises(RuntimeUnavailable, match="not found"):
+        locate_engine(tmp_path / "x.plan", "int8", 4)
+    (tmp_path / "x.engine").write_bytes(b"plan")
+    assert locate_engine(tmp_path / "x.engine", "int8", 4).path == tmp_path / "x.engine"
+
+
+@pytest.mark.gpu
+def test_runtime_from_engine_file(tmp_path, untrained_onnx):
+    reason = TensorRtRuntime.unavailable_reason()
+    if reason:
+        pytest.skip(f"needs TensorRT + pycuda + an NVIDIA GPU: {reason}")
+    import numpy as np
+
+    from calibration.tensorrt import ensure_engine
+
+    # untrained_onnx's folder holds model.onnx + manifest.json: enough for an FP32 engine.
+    path = ensure_engine(untrained_onnx.parent, tmp_path / "engines", max_batch=2, precision="fp32")
+    x = np.zeros((3, 3, 64, 64), np.float32)
+    from edge.manifest import load_manifest_for
+
+    # An engine file carries no manifest: the caller passes the model's.
+    with create_runtime("tensorrt", path, manifest=load_manifest_for(untrained_onnx)) as rt:
+        assert rt.max_batch == 2 and rt.precision == "fp32"
+        assert rt(x).shape == (3, 8)
