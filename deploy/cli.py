@@ -77,7 +77,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("build-engine", help="build the TensorRT engine of the current model (boot-time unit)")
+    p.add_argument("model_dir", type=Path, nargs="?", default=None,
+                   help="a model directory to build for (default: the current version under --root)")
     p.add_argument("--root", type=Path, default=Path("/"))
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="engine cache (default: $GEMSIGHT_ENGINE_CACHE, edge.yaml, <root>/var/lib/gemsight/engines)")
     p.add_argument("--max-batch", type=int, default=None)
     p.add_argument("--precision", default=None)
 
@@ -174,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0 if all(v["complete"] for v in st["installed"]) else 1
     if args.command == "build-engine":
         from deploy.manage import build_engine  # noqa: PLC0415
-        engine = build_engine(args.root, args.max_batch, args.precision)
+        engine = build_engine(args.root, args.max_batch, args.precision, args.model_dir, args.cache_dir)
         print(engine or "no engine to build (no TensorRT here, or no model installed)")
         return 0
     if args.command == "install":

@@ -38,7 +38,11 @@ def ensure_engine_for(model_dir: str | Path, engines_dir: str | Path, max_batch:
         return None
     from calibration.tensorrt import ensure_engine  # noqa: PLC0415 - needs TensorRT
 
-    prec = precision if precision in ENGINE_PRECISIONS else "int8"
+    from edge.runtimes.artifacts import select_artifact  # noqa: PLC0415
+
+    # Resolve "auto" exactly as the edge's TensorRT runtime will, or it would look under another key.
+    prec = select_artifact(model_dir, "tensorrt", precision).precision if precision not in ENGINE_PRECISIONS \
+        else precision
     t0 = time.perf_counter()
     try:
         engine = ensure_engine(Path(model_dir), Path(engines_dir), max_batch, prec)

@@ -132,7 +132,8 @@ def install(root: str | Path = "/", device: str | None = None, pubkeys: Iterable
     bin_dir = Path(bin_dir) if bin_dir else _default_bin_dir()
     done: list[str] = []
     for d, mode in ((layout.models_dir, 0o755), (layout.engines_dir, 0o755), (layout.edge_state_dir, 0o750),
-                    (layout.deploy_dir, 0o700), (layout.etc_dir, 0o755), (layout.keys_dir, 0o755)):
+                    (layout.deploy_dir, 0o700), (layout.etc_dir, 0o755), (layout.keys_dir, 0o755),
+                    (layout.credentials_dir, 0o700)):
         d.mkdir(parents=True, exist_ok=True)
         os.chmod(d, mode)
     done.append(f"directories under {layout.state_dir} and {layout.etc_dir}")

@@ -5,6 +5,7 @@ Everything is relative to a root (``/`` on a device, a temporary directory in te
     <root>/etc/gemsight/edge.yaml                 device config (edge/config.py)
     <root>/etc/gemsight/gemsight.env              environment for the units
     <root>/etc/gemsight/keys/*.pub                public keys bundles must be signed with
+    <root>/etc/gemsight/credentials/              edge secrets (0700), LoadCredential= of the edge unit
     <root>/var/lib/gemsight/models/<version>/     one installed bundle each (payload + bundle.json,
                                                   SHA256SUMS, SHA256SUMS.sig)
     <root>/var/lib/gemsight/models/current        -> <version>   (relative symlink, switched by rename)
@@ -60,6 +61,7 @@ class DeviceLayout:
         self.history_path = self.deploy_dir / "history.jsonl"
         self.etc_dir = self.root / "etc/gemsight"
         self.keys_dir = self.etc_dir / "keys"
+        self.credentials_dir = self.etc_dir / "credentials"
         self.config_path = self.etc_dir / "edge.yaml"
         self.env_path = self.etc_dir / "gemsight.env"
         self.unit_dir = self.root / "etc/systemd/system"

@@ -125,10 +125,19 @@ def status(root: str | Path = "/", verify: bool = False, pubkeys=(), pubkey_dir=
     }
 
 
-def build_engine(root: str | Path = "/", max_batch: int | None = None, precision: str | None = None) -> Path | None:
+def build_engine(root: str | Path = "/", max_batch: int | None = None, precision: str | None = None,
+                 model_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> Path | None:
     """Build (or find in the cache) the TensorRT engine of the current model; run at boot by
     ``gemsight-engine.service``. An interrupted flash is recovered first, so the edge never starts
     on an uncommitted switch.
+
+    Args:
+        root: device root.
+        max_batch, precision: default from the device config (``runtime.options.tensorrt``,
+            ``model.precision``), as the edge will look the engine up.
+        model_dir: build for this model directory instead of the current version.
+        cache_dir: engine cache (default ``$GEMSIGHT_ENGINE_CACHE``, else the config's
+            ``engine_cache``, else ``<root>/var/lib/gemsight/engines``).
 
     Returns:
         The engine path, or ``None`` where TensorRT is absent or no model is installed.
@@ -136,19 +145,22 @@ def build_engine(root: str | Path = "/", max_batch: int | None = None, precision
     Raises:
         BundleError: the current version is damaged or the build failed.
     """
+    from edge.engine_cache import ENV_CACHE_DIR  # noqa: PLC0415
+
     layout = DeviceLayout(root)
-    if layout.deploy_dir.is_dir():
-        with layout.locked():
-            recover(layout)
-    current = layout.current()
-    if current is None:
-        logger.warning("%s: no current model installed; nothing to build", layout.models_dir)
-        return None
-    vdir = layout.models_dir / current
-    verify_installed(vdir, check_digests=False)
     settings = read_device_settings(layout.config_path)
+    if model_dir is None:
+        if layout.deploy_dir.is_dir():
+            with layout.locked():
+                recover(layout)
+        current = layout.current()
+        if current is None:
+            logger.warning("%s: no current model installed; nothing to build", layout.models_dir)
+            return None
+        model_dir = layout.models_dir / current
+        verify_installed(model_dir, check_digests=False)
+    cache = Path(cache_dir or os.environ.get(ENV_CACHE_DIR) or layout.engine_cache(settings.engine_cache))
     try:
-        return ensure_engine_for(vdir, layout.engine_cache(settings.engine_cache), max_batch or settings.max_batch,
-                                 precision or settings.precision)
+        return ensure_engine_for(model_dir, cache, max_batch or settings.max_batch, precision or settings.precision)
     except GemsightError as exc:
-        raise BundleError(f"engine build for {current} failed: {exc}") from exc
+        raise BundleError(f"engine build for {model_dir} failed: {exc}") from exc

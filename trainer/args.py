@@ -30,9 +30,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=100, help="total epochs (default 100)")
     p.add_argument("--img-size", type=int, default=224, help="square input size in pixels (default 224)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch and process (default 32)")
-    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
+    p.add_argument("--opt", default="sgd", choices=("sgd", "adamw"),
+                   help="optimizer: sgd (the recipe) or adamw (quicker from scratch on small sets)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="SGD weight decay (default 1e-4)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (default 1e-4)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing (default 0)")
     p.add_argument("--min-lr", type=float, default=1e-5, help="cosine annealing floor (default 1e-5)")
     p.add_argument("--warmup-epochs", type=float, default=0.0,
                    help="linear learning-rate warm-up before the cosine decay, in epochs (default 0)")
@@ -111,6 +114,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ConfigError(f"--lr must be positive and --min-lr not negative (got {args.lr}, {args.min_lr})")
     if not 0.0 <= args.warmup_epochs < args.epochs:
         raise ConfigError(f"--warmup-epochs must be in [0, --epochs), got {args.warmup_epochs}")
+    if not 0.0 <= args.label_smoothing < 1.0:
+        raise ConfigError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     if not 0.0 <= args.dropout < 1.0:
         raise ConfigError(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.workers is not None and args.workers < 0:

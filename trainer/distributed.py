@@ -87,3 +87,18 @@ def cleanup(info: DistInfo) -> None:
     """Leave the process group."""
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def average_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over ranks.
+
+    DDP keeps parameters identical, but each rank's last forward updates its running statistics
+    from its own shard; averaging them makes every rank validate and save the same model.
+    """
+    if not info.enabled:
+        return
+    with torch.no_grad():
+        for buf in module.buffers():
+            if buf.is_floating_point():
+                dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+                buf.div_(info.world_size)

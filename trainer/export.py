@@ -5,6 +5,7 @@ import copy
 import logging
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -71,7 +72,9 @@ def export_onnx(model: torch.nn.Module, manifest: Manifest, out_path: str | Path
         check_batch = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0)).numpy()
     dummy = torch.from_numpy(check_batch[:1].astype(np.float32))
     tmp = out_path.with_name(f".{out_path.name}.tmp")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # dynamo=False on purpose: the legacy exporter handles dynamic_axes for every torchvision classifier.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(cpu, (dummy,), str(tmp), input_names=[manifest.input.name],
                           output_names=[manifest.output.name], opset_version=opset, dynamo=False,
                           dynamic_axes={manifest.input.name: {0: "batch"}, manifest.output.name: {0: "batch"}})

@@ -40,12 +40,12 @@ def draw_ring(p: Painter, rng: np.random.Generator, s: int) -> None:
     # Rings stay well under half the slot and bracelets well over it: the camera's scale is fixed.
     R = s * rng.uniform(0.13, 0.2)
     k = rng.uniform(0.35, 0.85)
-    t = R * rng.uniform(0.17, 0.28)
+    t = R * rng.uniform(0.2, 0.3)
     cx, cy = _centre(rng, s)
     cy += 0.08 * R
     ang = rng.uniform(-30, 30) if rng.random() < 0.8 else rng.uniform(0, 360)
     pose = Pose(cx, cy, ang)
-    style = _pick(rng, ["solitaire", "halo", "band", "eternity"], [0.5, 0.25, 0.1, 0.15])
+    style = _pick(rng, ["solitaire", "halo", "band", "eternity"], [0.55, 0.15, 0.12, 0.18])
     # Far side of the band first (darker), then the near side, so the ring reads as a hoop in space.
     back = Metal(METALS_RGB["silver"], rng)
     back.dark, back.mid, back.light = metal.dark, bgr(np.array(metal.mid[::-1]) * 0.8), metal.mid
@@ -144,7 +144,7 @@ def draw_necklace(p: Painter, rng: np.random.Generator, s: int) -> None:
         for i in idx:
             pearl(p, pts[i], r, rgb)
     else:
-        w = s * (rng.uniform(0.012, 0.026) if style != "tennis" else rng.uniform(0.02, 0.03))
+        w = s * (rng.uniform(0.016, 0.03) if style != "tennis" else rng.uniform(0.02, 0.032))
         chain(p, pts, max(1.2, w), metal, "cable" if style != "tennis" else "box")
         if style == "tennis":
             col = _gem_colour(rng)
@@ -168,7 +168,7 @@ def _length(pts: np.ndarray) -> float:
 
 
 def draw_pendant(p: Painter, rng: np.random.Generator, s: int) -> None:
-    """One focal ornament on a bail, usually on a fine chain running out of the slot's top edge."""
+    """One focal ornament on a bail, on a fine chain running out of the slot's top edge."""
     metal = random_metal(rng)
     rp = s * rng.uniform(0.1, 0.16)
     cx, cy = _centre(rng, s, 0.07)
@@ -176,15 +176,15 @@ def draw_pendant(p: Painter, rng: np.random.Generator, s: int) -> None:
     ang = rng.uniform(-15, 15)
     pose = Pose(cx, cy, ang)
     bail = pose([0, -rp * 1.25])
-    if rng.random() < 0.85:
-        w = max(1.0, s * rng.uniform(0.006, 0.012))
-        spread = s * rng.uniform(0.15, 0.35)
-        for side in (-1, 1):
-            mid = bail + np.array([side * spread * 0.55, -s * rng.uniform(0.08, 0.18)])
-            end = np.array([bail[0] + side * spread, -s * 0.05])
-            t = np.linspace(0, 1, 24)[:, None]
-            path = (1 - t) ** 2 * bail + 2 * (1 - t) * t * mid + t ** 2 * end
-            chain(p, path, w, metal)
+    # A pendant always hangs on its chain (without one it would read as a brooch).
+    w = max(1.2, s * rng.uniform(0.008, 0.014))
+    spread = s * rng.uniform(0.15, 0.35)
+    for side in (-1, 1):
+        mid = bail + np.array([side * spread * 0.55, -s * rng.uniform(0.08, 0.18)])
+        end = np.array([bail[0] + side * spread, -s * 0.05])
+        t = np.linspace(0, 1, 24)[:, None]
+        path = (1 - t) ** 2 * bail + 2 * (1 - t) * t * mid + t ** 2 * end
+        chain(p, path, w, metal)
     tube_ellipse(p, bail, (0.22 * rp, 0.3 * rp), ang, max(1.5, 0.12 * rp), metal)
     style = _pick(rng, ["bezel", "heart", "cross", "coin", "drop"], [0.35, 0.15, 0.15, 0.15, 0.2])
     c = np.array([cx, cy])
@@ -279,7 +279,7 @@ def draw_bracelet(p: Painter, rng: np.random.Generator, s: int) -> None:
 def draw_brooch(p: Painter, rng: np.random.Generator, s: int) -> None:
     """A chainless cluster: flower, star, bow or bar, set with several stones."""
     metal = random_metal(rng)
-    R = s * rng.uniform(0.15, 0.25)
+    R = s * rng.uniform(0.17, 0.26)
     cx, cy = _centre(rng, s, 0.07)
     ang = rng.uniform(0, 360)
     pose = Pose(cx, cy, ang)

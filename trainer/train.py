@@ -28,7 +28,7 @@ from trainer import report as reports
 from trainer.args import get_args_parser, parse_args, resolve_args, save_args
 from trainer.checkpoint import capture_rng, load_checkpoint, model_from_checkpoint, restore_rng, save_checkpoint
 from trainer.data import DatasetSplit, ImageDataset, class_weights, load_dataset
-from trainer.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup,
+from trainer.distributed import (DistInfo, all_reduce_sum, average_buffers, barrier, broadcast_object, cleanup,
                                  init_distributed)
 from trainer.evaluate import classification_report
 from trainer.export import build_manifest, export_onnx, git_commit
@@ -83,12 +83,15 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
 
 
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int, *,
-             info: DistInfo = DistInfo()) -> dict[str, Any]:
-    """Mean (unweighted) cross-entropy and the confusion matrix over ``loader``, summed over ranks."""
+             info: DistInfo = DistInfo(), amp: bool = True) -> dict[str, Any]:
+    """Mean (unweighted) cross-entropy and the confusion matrix over ``loader``, summed over ranks.
+
+    ``amp`` uses FP16 autocast on CUDA (per-epoch validation); the final FP32 metrics turn it off.
+    """
     model.eval()
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     totals = torch.zeros(2, dtype=torch.float64, device=device)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
         for images, targets in loader:
             images, targets = _to_device(images, device), targets.to(device, non_blocking=True)
             logits = head_output(model(images)).float()
@@ -196,8 +199,13 @@ def _run(args: argparse.Namespace, info: DistInfo) -> Path:
     model = model.to(info.device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if cuda else None) \
         if info.enabled else model
-    criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=info.device))
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=info.device),
+                                    label_smoothing=args.label_smoothing)
+    if args.opt == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                    weight_decay=args.weight_decay)
     spec = base.input
     sampler, train_loader, val_loader = _loaders(split, spec, args, info)
     scheduler = make_scheduler(optimizer, epochs=args.epochs, steps_per_epoch=len(train_loader), base_lr=args.lr,
@@ -224,7 +232,9 @@ def _run(args: argparse.Namespace, info: DistInfo) -> Path:
         t0 = time.perf_counter()
         tr = train_one_epoch(net, criterion, optimizer, train_loader, info.device, epoch, scaler=scaler,
                              scheduler=scheduler, info=info, show_progress=show_progress)
-        ev = evaluate(net, val_loader, info.device, len(classes), info=info)
+        average_buffers(model, info)
+        # The bare module, not the DDP wrapper: shards differ in length and DDP's forward may sync buffers.
+        ev = evaluate(model, val_loader, info.device, len(classes), info=info)
         metrics = classification_report(ev["confusion"], classes)
         row = {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "val_loss": round(ev["loss"], 6),
                "val_acc": round(metrics["accuracy"], 6), "macro_f1": round(metrics["macro_f1"], 6),
@@ -264,7 +274,7 @@ def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history:
     model, base = model_from_checkpoint(ckpt, str(out / "best.pt"))
     val_ds = ImageDataset(split.val, ClassificationPresetEval(spec=base.input))
     loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False)
-    ev = evaluate(model.to(device), loader, device, len(split.classes))
+    ev = evaluate(model.to(device), loader, device, len(split.classes), amp=False)
     model = model.cpu()
     metrics = classification_report(ev["confusion"], split.classes)
     manifest = base.updated(

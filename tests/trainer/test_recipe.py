@@ -71,10 +71,11 @@ def test_loss_decreases_on_a_tiny_set(tiny_data):
     torch.manual_seed(0)
     split = load_dataset(tiny_data)
     spec = InputSpec(size=(32, 32))
+    # One full batch of fixed images per epoch: the loss curve reflects learning, not sampling noise.
     loader = torch.utils.data.DataLoader(ImageDataset(split.train, ClassificationPresetEval(spec=spec)),
-                                         batch_size=9, shuffle=True)
-    model = create_model("resnet18", len(split.classes), weights="none", dropout=0.0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+                                         batch_size=len(split.train))
+    model = create_model("resnet18", len(split.classes), weights="none")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     criterion = nn.CrossEntropyLoss()
-    losses = [train_one_epoch(model, criterion, optimizer, loader, torch.device("cpu"), e)["loss"] for e in range(8)]
-    assert losses[-1] < 0.5 * losses[0], losses
+    losses = [train_one_epoch(model, criterion, optimizer, loader, torch.device("cpu"), e)["loss"] for e in range(20)]
+    assert np.mean(losses[-3:]) < 0.5 * losses[0], losses
