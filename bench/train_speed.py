@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     from edge.manifest import InputSpec
-    from trainer.data import ImageDataset, load_dataset
+    from trainer.data import ImageDataset, read_folder
     from trainer.recipe import ClassificationPresetTrain, create_model
     from trainer.synth import make_images
 
@@ -72,8 +72,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         per_class = max(4, (args.steps + 3) * b // classes + 1)
         data = make_images(Path(tmp) / "data", per_class=per_class, size=s, val_fraction=0.0, seed=0)
-        split_train = load_dataset(data / "train", val_split=0.05).train
-        ds = ImageDataset(split_train, ClassificationPresetTrain(spec=InputSpec(size=(s, s))))
+        files = read_folder(data / "train")
+        samples = [(path, files.classes.index(label)) for path, label in files.items]
+        ds = ImageDataset(samples, ClassificationPresetTrain(spec=InputSpec(size=(s, s))))
         loader = torch.utils.data.DataLoader(ds, batch_size=b, shuffle=True, drop_last=True,
                                              num_workers=args.workers)
         batches = iter(loader)

@@ -31,6 +31,8 @@ class SdNotifier:
         if self.address is not None:
             try:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                # A receiver that does not read (its queue holds a few datagrams) must never block the loop.
+                self._sock.setblocking(False)
             except OSError as exc:  # never let systemd plumbing stop the loop
                 logger.warning("sd_notify: cannot create a socket: %s", exc)
                 self.address = None
@@ -45,6 +47,9 @@ class SdNotifier:
             return False
         try:
             self._sock.sendto("\n".join(fields).encode("utf-8"), self.address)
+        except BlockingIOError:
+            logger.debug("sd_notify: %r is not reading; dropped %s", _printable(self.address), fields)
+            return False
         except OSError as exc:
             logger.warning("sd_notify: cannot send to %r: %s", _printable(self.address), exc)
             return False

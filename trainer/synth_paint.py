@@ -58,6 +58,11 @@ def _fix(pts) -> np.ndarray:
     return np.round(np.asarray(pts, np.float64) * _ONE).astype(np.int32)
 
 
+def _fix_pt(c) -> tuple[int, int]:
+    # One point, in plain Python: numpy's per-call overhead dominates for two numbers.
+    return int(round(float(c[0]) * _ONE)), int(round(float(c[1]) * _ONE))
+
+
 class Pose:
     """Maps item-local coordinates (pixels, y down, origin at the item centre) into the image."""
 
@@ -87,13 +92,13 @@ class Painter:
 
     def circle(self, c, r, color, thickness=-1, mask=True):
         r = max(0.5, float(r))
-        cc = tuple(int(v) for v in _fix(c))
+        cc = _fix_pt(c)
         cv2.circle(self.layer, cc, int(round(r * _ONE)), color, thickness, AA, _SHIFT)
         if mask:
             cv2.circle(self.mask, cc, int(round(r * _ONE)), 255, thickness, AA, _SHIFT)
 
     def ellipse(self, c, axes, angle, a0, a1, color, thickness=-1, mask=True):
-        cc = tuple(int(v) for v in _fix(c))
+        cc = _fix_pt(c)
         ax = (max(1, int(round(axes[0] * _ONE))), max(1, int(round(axes[1] * _ONE))))
         t = thickness if thickness < 0 else max(1, int(round(thickness)))
         cv2.ellipse(self.layer, cc, ax, float(angle), float(a0), float(a1), color, t, AA, _SHIFT)

@@ -101,26 +101,34 @@ def _add_occluder(item: Painter, rng: np.random.Generator, s: int, draw, item_ar
     return None
 
 
+def _shifted(a: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``a`` moved right by ``dx`` and down by ``dy`` pixels (non-negative), zero-filled."""
+    out = np.zeros_like(a)
+    h, w = a.shape[:2]
+    out[dy:, dx:] = a[:h - dy, :w - dx]
+    return out
+
+
 def _composite(img: np.ndarray, p: Painter, rng: np.random.Generator, s: int, mirror: bool) -> None:
     """Lay a painted layer onto ``img`` in place, with its soft shadow (and reflection on a mirror tray)."""
     sh = max(1.0, s * rng.uniform(0.015, 0.03))
-    # Soft shadows are blurred at quarter resolution; one warp scales back up and offsets them.
+    # Soft shadows are blurred at quarter resolution, scaled back up and offset by whole pixels.
     q = 4 if s >= 64 else 2
     small = cv2.resize(p.mask, (s // q, s // q), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (0, 0), max(0.5, sh / q))
-    up = np.float32([[s / (s // q), 0, sh * rng.uniform(0.3, 1.0)], [0, s / (s // q), sh * rng.uniform(0.6, 1.3)]])
-    shadow = cv2.warpAffine(small, up, (s, s), flags=cv2.INTER_LINEAR)
+    shadow = _shifted(cv2.resize(small, (s, s), interpolation=cv2.INTER_LINEAR),
+                      int(round(sh * rng.uniform(0.3, 1.0))), int(round(sh * rng.uniform(0.6, 1.3))))
     shade = shadow.astype(np.float32)
     shade *= -rng.uniform(0.3, 0.55) / 255.0
     shade += 1.0
     img *= gray3(shade)
     if mirror:
-        off = np.float32([[1, 0, 0], [0, 1, s * rng.uniform(0.04, 0.09)]])
-        keep = cv2.warpAffine(p.mask, off, (s, s)).astype(np.float32)
+        dy = int(round(s * rng.uniform(0.04, 0.09)))
+        keep = _shifted(p.mask, 0, dy).astype(np.float32)
         keep *= -0.4 / 255.0
         keep += 1.0
         img *= gray3(keep)
-        refl = cv2.warpAffine(p.layer, off, (s, s)).astype(np.float32)
+        refl = _shifted(p.layer, 0, dy).astype(np.float32)
         refl *= 0.4
         img += refl
     keep = p.mask.astype(np.float32)

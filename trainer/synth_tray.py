@@ -224,9 +224,9 @@ def tray_details(img: np.ndarray, rng: np.random.Generator, kind: str) -> None:
         groove = tuple(float(v) for v in mean * 0.6)
         cv2.line(img, tuple(int(v) for v in p0), tuple(int(v) for v in p1), groove, max(1, size // 96), cv2.LINE_AA)
         n = np.array([-np.sin(a), np.cos(a)]) * max(2.0, size * 0.025)
-        t = np.linspace(-1.5, 1.5, 60)
-        stitches = [np.stack([c + d * t[i] / 1.5 + n, c + d * (t[i] + 0.02) / 1.5 + n]).astype(np.int32)
-                    for i in range(0, len(t))]
+        t = np.linspace(-1.0, 1.0, 60)[:, None]
+        starts = c + n + d * t
+        stitches = list(np.stack([starts, starts + d * 0.013], axis=1).astype(np.int32))
         thread = tuple(float(min(255.0, v * 1.3 + 40)) for v in mean)
         cv2.polylines(img, stitches, False, thread, 1, cv2.LINE_AA)
     if kind in ("velvet", "mirror") and rng.random() < 0.4:  # dust and lint show on dark pile and glass

@@ -156,6 +156,9 @@ def _resume_state(args) -> dict[str, Any] | None:
     ckpt = load_checkpoint(path / "last.pt" if path.is_dir() else path)
     if ckpt["arch"] != args.arch:
         raise ConfigError(f"--resume {args.resume}: that run trained {ckpt['arch']}, not --arch {args.arch}")
+    if ckpt.get("args", {}).get("opt", "sgd") != args.opt:
+        raise ConfigError(f"--resume {args.resume}: that run used --opt {ckpt['args'].get('opt', 'sgd')}, "
+                          f"not {args.opt}")
     if ckpt.get("img_size") != args.img_size:
         raise ConfigError(f"--resume {args.resume}: that run used --img-size {ckpt.get('img_size')}, "
                           f"not {args.img_size}")
@@ -244,11 +247,11 @@ def _run(args: argparse.Namespace, info: DistInfo) -> Path:
         improved = (row["val_acc"], -row["val_loss"]) > (best["acc"], -best["loss"])
         if improved:
             best = {"acc": row["val_acc"], "loss": row["val_loss"], "epoch": epoch}
-        logger.info("epoch %d/%d: train loss %.4f, val loss %.4f, val acc %.4f, macro-F1 %.4f, lr %.2e, "
-                    "%.1f s, %.0f img/s%s", epoch + 1, args.epochs, row["train_loss"], row["val_loss"],
-                    row["val_acc"], row["macro_f1"], lr, row["seconds"], row["images_per_s"],
-                    " (best)" if improved else "")
         if info.is_main:
+            logger.info("epoch %d/%d: train loss %.4f, val loss %.4f, val acc %.4f, macro-F1 %.4f, lr %.2e, "
+                        "%.1f s, %.0f img/s%s", epoch + 1, args.epochs, row["train_loss"], row["val_loss"],
+                        row["val_acc"], row["macro_f1"], lr, row["seconds"], row["images_per_s"],
+                        " (best)" if improved else "")
             state = {**common, "model": model.state_dict(), "epoch": epoch, "best_acc": best["acc"],
                      "best_loss": best["loss"], "best_epoch": best["epoch"], "history": history}
             if improved:

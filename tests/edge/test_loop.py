@@ -149,17 +149,23 @@ def test_sigterm_stops_cleanly_and_systemd_hears_it(untrained_onnx, tmp_path, mo
             seen["metrics"] = urllib.request.urlopen(url, timeout=5).read().decode()
         threading.Thread(target=get, daemon=True).start()
 
+    datagrams = []
+
+    def systemd():  # reads like systemd does, all the time
+        while True:
+            try:
+                datagrams.append(sock.recv(4096).decode())
+            except socket.timeout:
+                return
+
+    reader = threading.Thread(target=systemd, daemon=True)
+    reader.start()
     result = run(cfg, on_ready=scrape)
     timer.join()
+    reader.join()
+    sock.close()
     assert result.stopped_by == "stop" and result.frames["cam0"] > 5
     assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
-    datagrams = []
-    while True:
-        try:
-            datagrams.append(sock.recv(4096).decode())
-        except socket.timeout:
-            break
-    sock.close()
     assert datagrams[0].startswith("READY=1") and datagrams[-1] == "STOPPING=1"
     assert "WATCHDOG=1" in datagrams
     assert 'gemsight_frames_total{camera="cam0"}' in seen["metrics"]

@@ -66,3 +66,10 @@ def test_watchdog_for_another_pid_or_garbage_is_ignored(listener):
 def test_gone_socket_does_not_raise(tmp_path):
     n = SdNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens.sock")})
     assert n.enabled and n.ready() is False
+
+
+def test_a_receiver_that_does_not_read_never_blocks(listener):
+    path, _ = listener
+    n = SdNotifier({"NOTIFY_SOCKET": path})
+    sent = [n.status(f"n={i}") for i in range(2000)]  # far more than a datagram queue holds
+    assert sent[0] and not all(sent)
