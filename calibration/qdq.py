@@ -76,8 +76,17 @@ def embed_int8_manifest(path: str | Path, manifest: Manifest, calibration: Calib
     return int8
 
 
+def output_nodes(fp32: str | Path) -> list[str]:
+    """Names of the nodes that produce the graph's outputs (the classifier head)."""
+    import onnx  # noqa: PLC0415
+
+    model = onnx.load(str(fp32), load_external_data=False)
+    outputs = {o.name for o in model.graph.output}
+    return [n.name for n in model.graph.node if outputs.intersection(n.output) and n.name]
+
+
 def quantize_from_ranges(fp32: str | Path, out: str | Path, ranges: Ranges, *, activation_type: str,
-                         per_channel: bool, extra_options: dict[str, Any]) -> Path:
+                         per_channel: bool, extra_options: dict[str, Any], float_head: bool = False) -> Path:
     """``quantize_static`` fed the precomputed ranges (it never runs a calibrator itself).
 
     Args:
@@ -87,6 +96,8 @@ def quantize_from_ranges(fp32: str | Path, out: str | Path, ranges: Ranges, *, a
         activation_type: ``uint8`` or ``int8``.
         per_channel: per-channel weight scales.
         extra_options: passed to the quantizer (symmetry, overrides ...).
+        float_head: leave the node(s) producing the graph outputs in float, so the logits are not
+            rounded to 8 bits (close classes would otherwise swap); the head is tiny.
 
     Raises:
         CalibrationError: the quantizer failed.
@@ -101,6 +112,7 @@ def quantize_from_ranges(fp32: str | Path, out: str | Path, ranges: Ranges, *, a
                 quantize_static(str(fp32), str(out), None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                                 reduce_range=False, activation_type=act, weight_type=QuantType.QInt8,
                                 calibrate_method=ort_method(ranges.method), calibration_cache_path=str(cache),
+                                nodes_to_exclude=output_nodes(fp32) if float_head else None,
                                 extra_options={"WeightSymmetric": True, **extra_options})
         except Exception as exc:
             raise CalibrationError(f"{fp32}: quantization to {Path(out).name} failed: {exc}") from exc
@@ -111,7 +123,7 @@ def write_cpu_int8(fp32: str | Path, out: str | Path, ranges: Ranges, manifest: 
                    calibration: CalibrationInfo) -> Manifest:
     """``model.int8.onnx``: uint8 activations, int8 per-channel weights; returns its manifest."""
     quantize_from_ranges(fp32, out, ranges, activation_type="uint8", per_channel=True,
-                         extra_options={"ActivationSymmetric": False})
+                         extra_options={"ActivationSymmetric": False}, float_head=True)
     logger.info("wrote %s (QDQ, uint8 activations, int8 per-channel weights)", out)
     return embed_int8_manifest(out, manifest, calibration)
 
@@ -126,7 +138,7 @@ def write_tensorrt_int8(fp32: str | Path, out: str | Path, ranges: Ranges, manif
                  for name in ranges.tensors}
     quantize_from_ranges(fp32, out, ranges, activation_type="int8", per_channel=True,
                          extra_options={"ActivationSymmetric": True, "QuantizeBias": False,
-                                        "TensorQuantOverrides": overrides})
+                                        "TensorQuantOverrides": overrides}, float_head=True)
     logger.info("wrote %s (QDQ for TensorRT explicit quantization: int8 activations, zero point 0)", out)
     return embed_int8_manifest(out, manifest, calibration)
 

@@ -170,6 +170,9 @@ class ModelConfig(_Strict):
 class OnnxRuntimeOptions(_Strict):
     threads: int | None = Field(None, ge=1, le=256, description="Intra-op threads (default: all cores).")
     providers: tuple[str, ...] | None = Field(None, description="Execution providers, in order (default: CPU).")
+    allow_spinning: bool = Field(
+        False, description="Let idle worker threads busy-wait. Off by default: on a small CPU that also "
+                            "decodes video, spinning threads steal the cores the grabber and preprocessing need.")
 
 
 class OpenVinoOptions(_Strict):

@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +24,7 @@ import numpy as np
 from edge import messages
 from edge.annotate import AnnotatedWriter, draw, per_camera_paths
 from edge.config import CameraConfig, DeviceConfig
-from edge.errors import ConfigError, DataError, GemsightError, InferenceError
+from edge.errors import ConfigError, DataError, InferenceError
 from edge.metrics import LoopMetrics
 from edge.model_loader import ModelInfo, open_model
 from edge.postprocess import Postprocessor
@@ -55,9 +56,33 @@ class LoopResult:
     total_ms: list[float] = field(default_factory=list)        # capture → publish, per message
     publish_ms: list[float] = field(default_factory=list)      # encode + send, per message
     stopped_by: str = ""
+    first_capture: float | None = None   # monotonic capture time of the first classified frame
+    last_publish: float | None = None    # monotonic time the last labels message left
     endpoint: str = ""
     snapshot_endpoint: str | None = None
     annotated: list[Path] = field(default_factory=list)
+
+    @property
+    def steady_s(self) -> float:
+        """Seconds from the first frame's capture to the last publish (set-up and tear-down excluded)."""
+        if self.first_capture is None or self.last_publish is None:
+            return 0.0
+        return self.last_publish - self.first_capture
+
+
+@dataclass
+class _Batch:
+    """Slot images of the frames taken in one turn, on their way through the runtime."""
+
+    batch: np.ndarray
+    spans: list[tuple["_Camera", Frame, int, int]]  # camera, frame, first and last+1 row in the batch
+    t0: float   # preprocessing started
+    t1: float   # preprocessing done
+    future: Future | None = None
+
+    @property
+    def frames(self) -> int:
+        return len(self.spans)
 
 
 class _Camera:
@@ -108,6 +133,8 @@ class CameraLoop:
         self.cameras: list[_Camera] = []
         self._notifier = SdNotifier()
         self._failures = 0
+        # The runtime runs in one worker thread so the next frames are preprocessed meanwhile.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
 
     def stop(self) -> None:
         """Ask the loop to finish its current frame and return (any thread, or a signal handler)."""
@@ -134,6 +161,7 @@ class CameraLoop:
             cam.source.start()
 
     def _close(self) -> None:
+        self._executor.shutdown(wait=True)
         for cam in self.cameras:
             cam.source.stop()
             if cam.writer is not None:
@@ -164,28 +192,33 @@ class CameraLoop:
                 self.on_ready(self)
             self._notifier.ready(f"running {len(self.cameras)} camera(s) with {self.model.info['backend']}")
             total = 0
-            while not self.stop_event.is_set():
-                self.wake.wait(0.25)
-                self.wake.clear()
-                fresh: list[tuple[_Camera, Frame]] = []
-                ended = 0
-                for cam in self.cameras:
-                    status, frame = cam.source.read(0.0)
-                    if status is Status.OK and frame is not None:
-                        fresh.append((cam, frame))
-                    ended += status is Status.EOS  # EOS only once its last frame was taken
+            pending: _Batch | None = None
+            while True:
+                if self.stop_event.is_set():
+                    self.result.stopped_by = "stop"
+                    break
+                if pending is None:  # with a batch in flight there is no time to sleep
+                    self.wake.wait(0.25)
+                    self.wake.clear()
+                room = None if max_frames is None else max_frames - total - (pending.frames if pending else 0)
+                fresh, ended = self._take(room)
                 self._events()
-                if ended == len(self.cameras):
+                # Preprocess the next frames while the runtime works on the previous batch.
+                ready = self._prepare(fresh) if fresh else None
+                if pending is not None:
+                    total += self._finish(pending)
+                    pending = None
+                if ready is not None:
+                    pending = self._submit(ready)
+                self._housekeeping()
+                if pending is None and ended == len(self.cameras):
                     self.result.stopped_by = "eos"
                     break
-                if fresh:
-                    total += self._process(fresh)
-                self._housekeeping()
-                if max_frames is not None and total >= max_frames:
+                if pending is None and max_frames is not None and total >= max_frames:
                     self.result.stopped_by = "max_frames"
                     break
-            else:
-                self.result.stopped_by = "stop"
+            if pending is not None:
+                total += self._finish(pending)
         finally:
             self._close()
             for sig, handler in restore.items():
@@ -227,8 +260,21 @@ class CameraLoop:
                     self.metrics.messages.labels("status").inc()
                     self.result.messages += 1
 
-    def _process(self, fresh: list[tuple[_Camera, Frame]]) -> int:
-        model = self.model
+    def _take(self, room: int | None) -> tuple[list[tuple[_Camera, Frame]], int]:
+        """Fresh frames of every camera (at most ``room``), and how many cameras reached EOS."""
+        fresh: list[tuple[_Camera, Frame]] = []
+        ended = 0
+        for cam in self.cameras:
+            if room is not None and len(fresh) >= room:
+                break
+            status, frame = cam.source.read(0.0)
+            if status is Status.OK and frame is not None:
+                fresh.append((cam, frame))
+            ended += status is Status.EOS  # EOS only once its last frame was taken
+        return fresh, ended
+
+    def _prepare(self, fresh: list[tuple[_Camera, Frame]]) -> "_Batch | None":
+        """Crop every slot of every fresh frame into one preprocessed batch."""
         t0 = time.monotonic()
         crops: list[np.ndarray] = []
         spans: list[tuple[_Camera, Frame, int, int]] = []
@@ -244,27 +290,43 @@ class CameraLoop:
             spans.append((cam, frame, len(crops), len(crops) + len(cam_crops)))
             crops.extend(cam_crops)
         if not crops:
-            return 0
-        batch = preprocess_batch(crops, model.manifest.input)
-        t1 = time.monotonic()
+            return None
+        batch = preprocess_batch(crops, self.model.manifest.input)
+        return _Batch(batch, spans, t0, time.monotonic())
+
+    def _submit(self, batch: "_Batch") -> "_Batch":
+        runtime = self.model.runtime
+
+        def infer() -> tuple[np.ndarray, float, float]:
+            t1 = time.monotonic()
+            return runtime(batch.batch), t1, time.monotonic()
+
+        batch.future = self._executor.submit(infer)
+        return batch
+
+    def _finish(self, pending: "_Batch") -> int:
+        """Wait for a batch's logits, then postprocess and publish each of its frames."""
+        model = self.model
         try:
-            logits = model.runtime(batch)
-        except InferenceError as exc:
+            logits, t_in, t2 = pending.future.result()
+        except Exception as exc:  # backends raise their own types; one bad batch must not stop the device
             self._failures += 1
             logger.error("inference failed (%d in a row): %s", self._failures, exc)
             if self._failures >= MAX_INFER_FAILURES:
-                raise
+                raise InferenceError(f"{model.runtime.name}: {self._failures} batches in a row failed: {exc}") from exc
             return 0
         self._failures = 0
-        t2 = time.monotonic()
+        spans, t0, t1 = pending.spans, pending.t0, pending.t1
+        n_images = len(pending.batch)
         self.result.batches += 1
-        self.result.slot_images += len(crops)
-        self.result.infer_s += t2 - t1
-        self.metrics.batch.set(len(crops))
+        self.result.slot_images += n_images
+        self.result.infer_s += t2 - t_in
+        self.metrics.batch.set(n_images)
         for cam, frame, a, b in spans:
             tp = time.monotonic()
             result = cam.post.update(logits[a:b])
             t3 = time.monotonic()
+            # infer includes any wait for the runtime to finish the batch before this one.
             stages = {"capture": t0 - frame.t_mono, "preprocess": t1 - t0, "infer": t2 - t1,
                       "postprocess": t3 - tp}
             lat_ms = {k: v * 1000.0 for k, v in stages.items()}
@@ -274,6 +336,9 @@ class CameraLoop:
                                           frame_index=frame.index)
             self.publisher.publish_labels(cam.id, msg)
             t4 = time.monotonic()
+            if self.result.first_capture is None:
+                self.result.first_capture = frame.t_mono
+            self.result.last_publish = t4
             stages["publish"] = t4 - t3
             stages["total"] = t4 - frame.t_mono
             self.metrics.observe_stages(stages)
@@ -342,4 +407,4 @@ def run(config: DeviceConfig, *, max_frames: int | None = None, annotate: str | 
     return CameraLoop(config, annotate=annotate, on_ready=on_ready, metrics=metrics).run(max_frames)
 
 
-__all__ = ["CameraLoop", "LoopResult", "run", "GemsightError"]
+__all__ = ["CameraLoop", "LoopResult", "run"]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge.config import DeviceConfig, runtime_options
-from edge.errors import ConfigError, InferenceError, ManifestError, SourceError
+from edge.errors import ConfigError, GemsightError, ManifestError, SourceError
 from edge.manifest import Manifest
 from edge.runtimes import Runtime, create_runtime, resolve_runtime_name
 
@@ -65,7 +65,9 @@ def open_model(config: DeviceConfig, source: str = "config") -> ModelInfo:
         h, w = runtime.manifest.input.size
         try:
             runtime(np.zeros((1, 3, h, w), np.float32))
-        except InferenceError as exc:
+        except GemsightError:
+            raise  # already says what is wrong (e.g. output width vs classes)
+        except Exception as exc:  # backends raise their own types (ONNX Runtime: InvalidArgument)
             raise ManifestError(f"{runtime.model_path}: the model does not run on its manifest's input "
                                 f"1x3x{h}x{w}: {exc}") from exc
     except Exception:

@@ -9,6 +9,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_every_target_within_the_gate(trained_run, tmp_path):
+    if trained_run.accuracy < 0.9:
+        # Near-tied logits flip under any rounding: agreement says nothing about INT8 on such a model
+        # (tests/trainer checks the fixture itself reaches its accuracy).
+        pytest.skip(f"trained_run reached only {trained_run.accuracy:.1%}; INT8 accuracy needs a converged model")
     out = tmp_path / "model"
     code = main([str(trained_run.onnx), "--images", str(trained_run.train_dir), "--out", str(out),
                  "--count", "64", "--val", str(trained_run.val_dir), "--max-drop", "1.0",

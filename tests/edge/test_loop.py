@@ -24,7 +24,7 @@ SLOTS = [{"name": "a", "rect": [0, 0, 0.5, 0.5]}, {"name": "b", "rect": [0.5, 0,
 
 
 def _config(model, cameras, **over):
-    data = {"device": "case-01", "model": {"path": str(model)},
+    data = {"device": "case-01", "model": {"path": str(model), **over.pop("pins", {})},
             "runtime": {"name": "onnxruntime", "options": {"threads": 2}},
             "cameras": cameras,
             "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*",
@@ -192,9 +192,9 @@ def test_model_that_does_not_match(untrained_onnx, tmp_path):
     video = write_video(tmp_path / "v.avi", frames=3)
     cam = [_cam("cam0", video)]
     with pytest.raises(ConfigError, match=r"model.classes \['ring', 'watch'\] does not match .*'ring', 'necklace'"):
-        run(_config(untrained_onnx, cam, model={"path": str(untrained_onnx), "classes": ["ring", "watch"]}))
+        run(_config(untrained_onnx, cam, pins={"classes": ["ring", "watch"]}))
     with pytest.raises(ConfigError, match=r"model.input_size \[224, 224\] does not match .*\[64, 64\]"):
-        run(_config(untrained_onnx, cam, model={"path": str(untrained_onnx), "input_size": [224, 224]}))
+        run(_config(untrained_onnx, cam, pins={"input_size": [224, 224]}))
     wrong_size = _bare_model(untrained_onnx, tmp_path / "size", input={"size": (96, 96)})
     with pytest.raises(ManifestError, match=r"does not run on its manifest's input 1x3x96x96"):
         run(_config(wrong_size, cam))

@@ -30,8 +30,10 @@ class MjpegServer:
     again on the same port brings it back; ``paused`` keeps connections open but sends nothing (a stall).
     """
 
-    def __init__(self, size: tuple[int, int] = (160, 120), fps: float = 30.0) -> None:
+    def __init__(self, size: tuple[int, int] = (160, 120), fps: float = 30.0, frames: list | None = None) -> None:
         self.size, self.fps = size, fps
+        # Pre-encoded JPEGs of real frames (cycled), or generated grey levels.
+        self.jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames] if frames else None
         self.port = 0
         self.paused = False
         self._server = None
@@ -60,10 +62,12 @@ class MjpegServer:
                         if owner.paused:
                             time.sleep(0.02)
                             continue
-                        img = np.full((h, w, 3), 60 + (i * 5) % 150, np.uint8)
-                        ok, buf = cv2.imencode(".jpg", img)
+                        if owner.jpegs:
+                            buf = owner.jpegs[i % len(owner.jpegs)]
+                        else:
+                            buf = cv2.imencode(".jpg", np.full((h, w, 3), 60 + (i * 5) % 150, np.uint8))[1].tobytes()
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                         % len(buf) + buf.tobytes() + b"\r\n")
+                                         % len(buf) + buf + b"\r\n")
                         i += 1
                         time.sleep(1.0 / owner.fps)
                 except OSError:
