@@ -104,11 +104,14 @@ def _loop_child(cfg_data: dict, queue: mp.Queue) -> None:
     from edge.config import parse_config
     from edge.loop import run
 
+    rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = run(parse_config(cfg_data, "bench"))
     queue.put({"frames": sum(result.frames.values()), "slot_images": result.slot_images,
                "steady_s": result.steady_s, "infer_s": result.infer_s, "batches": result.batches,
                "dropped": sum(result.dropped.values()), "total_ms": result.total_ms,
-               "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+               "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "rss_after_imports_mib": rss_imports,
+               "heavy_modules": [m for m in ("torch", "onnx", "openvino", "tensorrt") if m in sys.modules]})
 
 
 def loop_run(model: Path, runtime: str, options: dict, video: Path, slots_file: Path, realtime: bool) -> dict:
@@ -217,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                  "ratio_to_runtime": loop_tput / alone["slot_images_per_s"],
                  "infer_share": fast["infer_s"] / fast["steady_s"], "dropped": fast["dropped"],
                  "latency_saturated_ms": {"p50": _percentile(fast["total_ms"], 50), "p99": _percentile(fast["total_ms"], 99)},
-                 "peak_rss_mib": fast["peak_rss_mib"]},
+                 "peak_rss_mib": fast["peak_rss_mib"], "rss_after_imports_mib": fast["rss_after_imports_mib"],
+                 "heavy_modules_loaded": fast["heavy_modules"]},
         "loop_at_camera_rate": {"fps": paced["frames"] / paced["steady_s"], "dropped": paced["dropped"],
                                 "latency_ms": {"p50": _percentile(paced["total_ms"], 50),
                                                "p99": _percentile(paced["total_ms"], 99)},

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -98,9 +97,9 @@ def build_model(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
                                     "--val", data / "val", "--out", calib, "--count", DEFAULTS["calib_count"],
                                     "--force"), [calib])
     _step(workdir, "keygen", _py("deploy", "keygen", "--out", keys), [keys])
-    _step(workdir, "bundle", _py("deploy", "bundle", calib, "--key", keys / "private.pem", "--version",
+    _step(workdir, "bundle", _py("deploy", "bundle", calib, "--key", keys / "gemsight-signing.key", "--version",
                                  DEFAULTS["version"], "--out", bundle), [bundle])
-    return bundle, keys / "public.pem"
+    return bundle, keys / "gemsight-signing.pub"
 
 
 def make_video(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
@@ -120,9 +119,8 @@ def flash(workdir: Path, bundle: Path, pubkey: Path) -> Path:
     root = workdir / "device"
     keydir = root / "etc" / "gemsight" / "keys"
     keydir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(pubkey, keydir / "demo.pub.pem")
-    _run(_py("deploy", "flash", bundle, "--root", root, "--pubkey-dir", keydir, "--no-restart",
-             "--allow-downgrade"), "flash")
+    shutil.copy2(pubkey, keydir / pubkey.name)
+    _run(_py("deploy", "flash", bundle, "--root", root, "--no-restart", "--allow-downgrade"), "flash")
     return root
 
 

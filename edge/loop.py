@@ -88,7 +88,8 @@ class _Batch:
 class _Camera:
     def __init__(self, cfg: CameraConfig, model: ModelInfo, config: DeviceConfig, wake: threading.Event) -> None:
         spec = model.manifest.input
-        fill = tuple(int(round(m * 255)) for m in (spec.mean[::-1] if spec.color == "RGB" else spec.mean))
+        # Outside a polygon slot: the mean colour (manifest means are in RGB order), which normalises to 0.
+        fill = tuple(int(round(m * 255)) for m in spec.mean[::-1])
         self.id = cfg.id
         self.cfg = cfg
         self.slots = SlotMap(cfg.slot_list(), camera=cfg.id, fill_bgr=fill)

@@ -86,9 +86,14 @@ def _build_trained_run(dest: Path) -> None:
     from trainer.synth import make_images
     from trainer.train import train
 
+    import os
+
     make_images(dest / "data", workers=1, **TRAINED_SYNTH)
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, threads))
+    # On a busy 2-core machine two spinning OpenMP threads lose ~10x to a core taken by someone else;
+    # one thread keeps a steady pace there, two are quicker only when the machine is idle.
+    busy = os.getloadavg()[0] > 1.0
+    torch.set_num_threads(1 if busy else min(2, threads))
     try:
         train(data=str(dest / "data"), out=str(dest / "run"), **TRAINED_RECIPE)
     finally:

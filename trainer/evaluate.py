@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edge.errors import ConfigError, DataError, ManifestError
-from edge.manifest import Manifest, load_manifest_for
+from edge.manifest import Manifest
 from edge.preprocess import load_image, preprocess_batch
 
 from trainer.data import load_eval_set

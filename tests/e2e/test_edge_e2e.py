@@ -60,20 +60,29 @@ class Subscriber:
         return events, summary
 
 
-def _score(labels, truth):
-    """Share of slot-frames whose smoothed label is the truth, and of frames whose counts are."""
+def _counts(slots):
+    out = {}
+    for cls in slots.values():
+        if cls != "empty":
+            out[cls] = out.get(cls, 0) + 1
+    return out
+
+
+def _score(labels, truth, lag=0):
+    """Share of slot-frames whose smoothed label is the truth, and of frames whose counts are.
+
+    ``lag`` frames of smoothing delay are allowed: at frame i the truth of frames i-lag..i counts (a
+    majority vote over a window of 5 takes 2 frames to follow a change, by design).
+    """
     slot_ok = slot_n = count_ok = 0
     for msg in labels:
-        t = truth[msg["frame_index"]]
+        i = msg["frame_index"]
+        recent = truth[max(0, i - lag):i + 1]
         for s in msg["slots"]:
-            slot_ok += s["label"] == t["slots"][s["name"]]
+            slot_ok += any(s["label"] == t["slots"][s["name"]] for t in recent)
             slot_n += 1
-        want = {}
-        for cls in t["slots"].values():
-            if cls != "empty":
-                want[cls] = want.get(cls, 0) + 1
         got = {k: v for k, v in msg["counts"].items() if v and k != "empty"}
-        count_ok += got == want
+        count_ok += any(got == _counts(t["slots"]) for t in recent)
     return slot_ok / slot_n, count_ok / len(labels)
 
 
@@ -108,9 +117,11 @@ def test_whole_video_every_message_and_accurate(trained_run, case_video):
         messages.validate(m, "labels")
     assert labels[0]["model"]["backend"] == "onnxruntime" and len(labels[0]["slots"]) == 12
 
-    slot_acc, count_acc = _score(labels, truth)
-    assert slot_acc >= 0.95, f"per-slot accuracy {slot_acc:.3f}"
-    assert count_acc >= 0.95, f"count accuracy {count_acc:.3f}"
+    strict = _score(labels, truth)
+    slot_acc, count_acc = _score(labels, truth, lag=cfg.postprocess.window // 2)
+    note = f"(with no allowance for the smoothing delay: slots {strict[0]:.3f}, counts {strict[1]:.3f})"
+    assert slot_acc >= 0.95, f"per-slot accuracy {slot_acc:.3f} {note}"
+    assert count_acc >= 0.95, f"count accuracy {count_acc:.3f} {note}"
 
     snap = {e.kind: e.msg for e in snapshot["events"]}
     assert snap["status"]["state"] == "up"
@@ -159,3 +170,23 @@ def test_camera_vanishes_mid_run_and_comes_back(trained_run, case_video):
     assert len(labels) >= seen["before"] + 10       # the loop went on after the camera came back
     assert [m["seq"] for m in labels] == list(range(len(labels)))
     assert summary["cam0"]["missed"] == 0
+
+
+def test_int8_model_through_the_loop(trained_run, case_video, tmp_path):
+    """The trained model calibrated to INT8 (QDQ, ONNX Runtime target only) runs the same video as well."""
+    from calibration.pipeline import CalibrateOptions, run as calibrate
+
+    out = tmp_path / "calib"
+    calibrate(CalibrateOptions(model=trained_run.onnx, images=trained_run.train_dir, out=out, count=64,
+                               targets=("onnxruntime",), max_drop=5.0, bench_iters=0, threads=2))
+    truth = [json.loads(line) for line in case_video["truth"].read_text().splitlines()]
+    cfg = _config(out, f"file://{case_video['video']}?realtime=0", case_video["slots"],
+                  model={"path": str(out), "precision": "int8"})
+    sub = Subscriber()
+    result = run(cfg, on_ready=sub)
+    events, summary = sub.drain()
+    labels = [e.msg for e in events if e.kind == "labels"]
+    assert result.frames == {"cam0": len(truth)} and summary["cam0"]["missed"] == 0
+    assert labels[0]["model"]["precision"] == "int8"
+    slot_acc, count_acc = _score(labels, truth, lag=cfg.postprocess.window // 2)
+    assert slot_acc >= 0.95 and count_acc >= 0.95, (slot_acc, count_acc)

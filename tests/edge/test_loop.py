@@ -232,3 +232,14 @@ metrics: {{port: null}}
     cfg.write_text(cfg.read_text().replace("rect: [0, 0, 0.5, 0.5]", "rect: [0, 0, 1.5, 0.5]"))
     assert cli_main(["check", "--config", str(cfg)]) == 2
     assert "cameras.0.slots.0.rect" in capsys.readouterr().err
+
+
+def test_frames_that_cannot_be_cropped_are_skipped_not_fatal(untrained_onnx, tmp_path, caplog):
+    good = write_video(tmp_path / "good.avi", frames=8)
+    tiny = write_video(tmp_path / "tiny.avi", frames=8, size=(32, 24))  # 3x2 px slots: too small
+    cams = [_cam("cam0", good), {"id": "cam1", "source": f"file://{tiny}?realtime=0",
+                                 "slots": [{"name": "t", "rect": [0, 0, 0.1, 0.1]}]}]
+    result = run(_config(untrained_onnx, cams))
+    assert result.stopped_by == "eos" and result.frames == {"cam0": 8, "cam1": 0}
+    warnings = [r.getMessage() for r in caplog.records if "frame skipped" in r.getMessage()]
+    assert len(warnings) == 1 and "slot 't' is only" in warnings[0]  # logged once, not per frame

@@ -13,6 +13,7 @@ import yaml
 from edge.manifest import Manifest, load_manifest_for
 from edge.preprocess import load_image, preprocess_batch
 from edge.runtimes import create_runtime
+from trainer.args import parse_args
 from trainer.checkpoint import load_checkpoint, model_from_checkpoint
 from trainer.evaluate import evaluate_model
 from trainer.report import METRIC_FIELDS
@@ -26,6 +27,8 @@ def test_run_directory_holds_every_output(tiny_run):
         assert (tiny_run / name).stat().st_size > 0, name
     args = yaml.safe_load((tiny_run / "args.yaml").read_text())
     assert args["arch"] == "resnet18" and args["img_size"] == 32 and args["epochs"] == 2
+    again = parse_args(["--config", str(tiny_run / "args.yaml")])  # a run's args.yaml reloads as a config
+    assert (again.arch, again.img_size, again.epochs, again.data) == ("resnet18", 32, 2, args["data"])
     rows = list(csv.DictReader(open(tiny_run / "metrics.csv")))
     assert tuple(rows[0]) == METRIC_FIELDS and [int(r["epoch"]) for r in rows] == [1, 2]
     assert float(rows[1]["lr"]) < float(rows[0]["lr"])  # cosine annealing
