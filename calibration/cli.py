@@ -29,7 +29,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="calibration photos (class sub-folders make the sample stratified)")
     p.add_argument("--out", type=Path, required=True, metavar="OUT", help="model directory to create")
     p.add_argument("--count", type=int, default=512, help="calibration images to use (default 512; at least 32)")
-    p.add_argument("--method", choices=METHODS, default="entropy", help="range method (default entropy)")
+    p.add_argument("--method", choices=METHODS, default="percentile",
+                   help="range method (default percentile: on our classifier it kept 99%%+ top-1 agreement "
+                        "where entropy kept 98%%; see calibration/ranges.py)")
     p.add_argument("--targets", default=",".join(TARGETS),
                    help=f"comma-separated subset of {','.join(TARGETS)} (default all)")
     p.add_argument("--val", type=Path, metavar="DIR",

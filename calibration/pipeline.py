@@ -39,7 +39,7 @@ class CalibrateOptions:
     images: Path
     out: Path
     count: int = 512
-    method: str = "entropy"
+    method: str = "percentile"
     targets: tuple[str, ...] = DEFAULT_TARGETS
     val: Path | None = None
     max_drop: float = 0.5
