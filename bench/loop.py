@@ -99,17 +99,28 @@ def runtime_alone(model: Path, runtime: str, options: dict, slots_file: Path, vi
             "precision": precision}
 
 
+def _peak_rss_mib() -> float:
+    """This process's own RSS high-water mark (VmHWM; ru_maxrss would carry the parent's over exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _loop_child(cfg_data: dict, queue: mp.Queue) -> None:
     """Runs in a fresh process so its peak RSS is the loop's own."""
     from edge.config import parse_config
     from edge.loop import run
 
-    rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_imports = _peak_rss_mib()
     result = run(parse_config(cfg_data, "bench"))
     queue.put({"frames": sum(result.frames.values()), "slot_images": result.slot_images,
                "steady_s": result.steady_s, "infer_s": result.infer_s, "batches": result.batches,
                "dropped": sum(result.dropped.values()), "total_ms": result.total_ms,
-               "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "peak_rss_mib": _peak_rss_mib(),
                "rss_after_imports_mib": rss_imports,
                "heavy_modules": [m for m in ("torch", "onnx", "openvino", "tensorrt") if m in sys.modules]})
 

@@ -15,7 +15,7 @@ from tests.edge.video_helpers import MjpegServer
 
 pytestmark = pytest.mark.slow
 
-SECONDS, FPS, SIZE = 20.0, 10.0, (640, 360)
+SECONDS, FPS, SIZE = 20.0, 10.0, (1280, 720)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,8 @@ def case_video(tmp_path_factory):
                       size=SIZE, seed=11)
 
 
-def _config(model, source, slots_file, **over):
-    data = {"device": "case-01", "model": {"path": str(model)},
+def _config(model, source, slots_file, precision="auto", **over):
+    data = {"device": "case-01", "model": {"path": str(model), "precision": precision},
             "runtime": {"name": "onnxruntime", "options": {"threads": 2}},
             "cameras": [{"id": "cam0", "source": source, "slots_file": str(slots_file),
                          "reconnect": {"initial_s": 0.2, "max_s": 1.0, "stall_s": 2.0}}],
@@ -180,8 +180,7 @@ def test_int8_model_through_the_loop(trained_run, case_video, tmp_path):
     calibrate(CalibrateOptions(model=trained_run.onnx, images=trained_run.train_dir, out=out, count=64,
                                targets=("onnxruntime",), max_drop=5.0, bench_iters=0, threads=2))
     truth = [json.loads(line) for line in case_video["truth"].read_text().splitlines()]
-    cfg = _config(out, f"file://{case_video['video']}?realtime=0", case_video["slots"],
-                  model={"path": str(out), "precision": "int8"})
+    cfg = _config(out, f"file://{case_video['video']}?realtime=0", case_video["slots"], precision="int8")
     sub = Subscriber()
     result = run(cfg, on_ready=sub)
     events, summary = sub.drain()

@@ -1,0 +1,159 @@
+"""Run every benchmark, then rewrite the README's table of measured figures from their JSON.
+
+    python bench/run_all.py               # run all, rewrite README.md
+    python bench/run_all.py --table-only  # rewrite the table from the JSON already in bench/results/
+    python bench/run_all.py --only runtimes,loop
+
+Each benchmark writes ``bench/results/<name>.json``; the table between the README's
+``<!-- bench:start -->`` and ``<!-- bench:end -->`` markers is generated from those files only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+README = ROOT / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+MODEL_DIR = ROOT / ".cache" / "bench-runtimes"
+
+Row = tuple[str, str]
+
+
+def _get(d: dict, *path, default=None):
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return default
+        d = d[key]
+    return d
+
+
+def _synth(r: dict) -> Iterator[Row]:
+    yield ("synthetic generator, 224 px images/s on one core (render + JPEG)", f"{r['images_per_s']:.0f}")
+
+
+def _train(r: dict) -> Iterator[Row]:
+    yield (f"training {r['arch']} {r['img_size']} px batch {r['batch_size']}, images/s ({r['device']})",
+           f"{r['compute_images_per_s']:.0f} (compute), {r['pipeline_images_per_s']:.0f} (with data loading)")
+
+
+def _runtimes(r: dict) -> Iterator[Row]:
+    h, w = r["input"]
+    for res in r["results"]:
+        b1, b8 = res["img_per_s"]["b1"], res["img_per_s"]["b8"]
+        ratio = _get(res, "vs_onnxruntime_fp32", "b1")
+        extra = f" ({ratio:.2f}× ORT FP32 at batch 1)" if ratio else ""
+        yield (f"{res['runtime']} {res['precision'].upper()}, {r['arch']} {h}×{w}, img/s batch 1 / 8",
+               f"{b1:.0f} / {b8:.0f}{extra}")
+
+
+def _loop(r: dict) -> Iterator[Row]:
+    loop, alone = r["loop"], r["runtime_alone"]
+    what = f"{r['video']['slots']} slots, {r['precision'].upper()} {r['runtime']}"
+    yield (f"edge loop slot-images/s ÷ runtime alone on the same batch ({what})",
+           f"{loop['ratio_to_runtime']:.2f} ({loop['slot_images_per_s']:.0f} / {alone['slot_images_per_s']:.0f})")
+    cam = r.get("loop_at_camera_rate") or {}
+    if cam:
+        yield (f"capture-to-publish latency p50 / p99 at {cam['fps']:.0f} fps",
+               f"{cam['latency_ms']['p50']:.1f} ms / {cam['latency_ms']['p99']:.1f} ms")
+    sat = loop.get("latency_saturated_ms")
+    if sat:
+        yield ("capture-to-publish latency p50 / p99, video as fast as possible",
+               f"{sat['p50']:.1f} ms / {sat['p99']:.1f} ms")
+    msg = r["message"]
+    yield ("build + encode + send one labels message", f"{msg['build_us'] + msg['encode_and_send_us']:.0f} µs "
+           f"({msg['bytes']} bytes)")
+    yield ("peak RSS of the edge loop", f"{loop['peak_rss_mib']:.0f} MiB")
+
+
+def _calibration(r: dict) -> Iterator[Row]:
+    for t in r.get("targets", []):
+        if t.get("top1_drop") is not None:
+            yield (f"INT8 accuracy drop vs FP32, {t['name']}",
+                   f"{t['top1_drop']:+.2f} points, agreement {100 * t.get('agreement', 0):.1f}%")
+
+
+def _deploy(r: dict) -> Iterator[Row]:
+    for rt, steps in r.get("median_s", {}).items():
+        yield (f"flash a {r.get('model_dir', '')} bundle ({r.get('bundle_mb', 0):.0f} MB) with {rt} smoke test",
+               f"{steps['total']:.2f} s (verify {steps['verify']:.2f}, unpack {steps['unpack']:.2f}, "
+               f"smoke {steps['smoke']:.2f}, switch {steps['switch']:.2f})")
+    if "edge_unit_exposure" in r:
+        yield ("systemd-analyze security exposure of gemsight-edge.service", f"{r['edge_unit_exposure']}")
+
+
+# name → (command, table rows from its JSON)
+BENCHES: dict[str, tuple[list[str], Callable[[dict], Iterator[Row]]]] = {
+    "synth_speed": (["bench/synth_speed.py"], _synth),
+    "train_speed": (["bench/train_speed.py"], _train),
+    "runtimes": (["bench/runtimes.py", "--work", str(MODEL_DIR)], _runtimes),
+    "calibration": ([], _calibration),   # written by runtimes' model build (the calibration report)
+    "loop": (["bench/loop.py", "--model", str(MODEL_DIR / "calib")], _loop),
+    "deploy_flash": (["bench/deploy_flash.py"], _deploy),
+}
+
+
+def table() -> str:
+    lines = ["| figure | value | reproduce |", "|---|---|---|"]
+    for name, (cmd, rows) in BENCHES.items():
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+            produced = list(rows(data))
+        except (ValueError, KeyError, TypeError) as exc:
+            produced = [(f"{name}: unreadable result ({type(exc).__name__}: {exc})", "—")]
+        how = f"`python {' '.join(cmd[:1])}`" if cmd else "`python bench/runtimes.py`"
+        for what, value in produced:
+            lines.append(f"| {what} | {value} | {how} |")
+    machine = f"{os.cpu_count()} CPU cores"
+    lines.append("")
+    lines.append(f"Measured on this project's CI machine ({machine}, no GPU) by `python bench/run_all.py`, "
+                 f"which runs every benchmark and rewrites this table; raw figures in `bench/results/*.json`.")
+    return "\n".join(lines)
+
+
+def rewrite_readme() -> None:
+    text = README.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md has no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{table()}\n{END}{tail}", encoding="utf-8")
+    print(f"rewrote the table in {README}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--table-only", action="store_true", help="do not run, only rewrite the table")
+    p.add_argument("--only", help="comma-separated benchmark names to run")
+    args = p.parse_args(argv)
+    failed = []
+    if not args.table_only:
+        names = args.only.split(",") if args.only else [n for n, (cmd, _) in BENCHES.items() if cmd]
+        for name in names:
+            cmd = BENCHES[name][0]
+            if not cmd:
+                continue
+            print(f"== {name}: {' '.join(cmd)}", flush=True)
+            started = time.monotonic()
+            proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, check=False)
+            print(f"== {name}: exit {proc.returncode} in {time.monotonic() - started:.0f} s", flush=True)
+            if proc.returncode != 0:
+                failed.append(name)
+    rewrite_readme()
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
