@@ -5,10 +5,17 @@ writes ``bench/results/runtimes.json``.
 
     python bench/runtimes.py --model-dir OUT [--run-dir RUN]     # an existing calibration output
     python bench/runtimes.py --run-dir RUN --size 224             # export RUN/best.pt at 224 px, calibrate, bench
-    python bench/runtimes.py                                      # a random-init ResNet-18 at 224 px
+    python bench/runtimes.py                                      # the newest trained_run, else random init
 
-PyTorch eager needs the weights (``--run-dir`` with ``best.pt``, or the random-init model built
-here); with only ``--model-dir`` its row is skipped.
+Without ``--model-dir`` the model is exported at ``--size`` and calibrated (all four targets) into
+``WORK/calib`` (what bench/loop.py then runs), and that calibration's report is summarised in
+``bench/results/calibration.json`` (from a calibration of the run's own ``model.onnx`` at its
+trained size when that differs from ``--size``: a 64 px model says nothing at 224 px). Without ``--run-dir`` the newest test fixture run
+(``.cache/test-model/*/run/best.pt``, the trainer's ResNet-18 on the synthetic set, with its
+``data/train`` and ``data/val``) is used; failing that a random-init ResNet-18 (speed only).
+
+PyTorch eager needs the weights (a run's ``best.pt`` or the random-init model); with only
+``--model-dir`` its row is skipped.
 """
 from __future__ import annotations
 
@@ -37,7 +44,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path, help="a gemsight-calibrate output directory")
     p.add_argument("--run-dir", type=Path, help="a training run with best.pt (PyTorch weights)")
     p.add_argument("--size", type=int, default=224, help="input size when building the model here (default 224)")
-    p.add_argument("--images", type=Path, help="calibration images when building (default: generated)")
+    p.add_argument("--images", type=Path, help="calibration images when building (default: the run's data/train, "
+                                               "else generated)")
+    p.add_argument("--val", type=Path, help="labelled validation images (default: the run's data/val)")
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-runtimes", help="where a built model goes")
     p.add_argument("--iters", type=int, default=30, help="timed runs per figure")
     p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: all cores)")
@@ -73,17 +82,29 @@ def _generated_images(root: Path, per_class: int = 8) -> Path:
     return root
 
 
+def default_run_dir() -> Path | None:
+    """The newest cached ``trained_run`` fixture run (the trainer's ResNet-18 on the synthetic set)."""
+    runs = sorted(ROOT.glob(".cache/test-model/*/run/best.pt"), key=lambda p: p.stat().st_mtime)
+    return runs[-1].parent if runs else None
+
+
 def build_model_dir(args, model, classes, arch) -> Path:
-    """Export the PyTorch model at ``--size`` with a manifest and calibrate it (ORT + OpenVINO targets)."""
+    """Export the PyTorch model at ``--size`` with a manifest and calibrate it for every target."""
     import onnx  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
     from calibration.pipeline import CalibrateOptions, run  # noqa: PLC0415
     from edge.manifest import InputSpec, Manifest, embed_manifest  # noqa: PLC0415
 
-    work = args.work / f"{'run' if args.run_dir else 'random'}-{args.size}"
-    out = work / "model"
-    if (out / "report.json").is_file():
+    work = args.work
+    out = work / "calib"
+    data = args.run_dir.parent / "data" if args.run_dir else None
+    images = args.images or (data / "train" if data and (data / "train").is_dir() else None)
+    val = args.val or (data / "val" if data and (data / "val").is_dir() else None)
+    source = {"run_dir": str(args.run_dir), "size": args.size, "images": str(images), "val": str(val),
+              "weights_mtime": (args.run_dir / "best.pt").stat().st_mtime if args.run_dir else None}
+    stamp = work / "bench-source.json"
+    if (out / "report.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == source:
         logger.info("reusing %s", out)
         return out
     work.mkdir(parents=True, exist_ok=True)
@@ -93,11 +114,48 @@ def build_model_dir(args, model, classes, arch) -> Path:
                       opset_version=17, dynamo=False)
     manifest = Manifest(name="bench", arch=arch, classes=tuple(classes), input=InputSpec(size=(args.size, args.size)))
     onnx.save(embed_manifest(onnx.load(str(src)), manifest), str(src))
-    images = args.images or _generated_images(work / "images")
-    # A benchmark, not a release: the gate is opened wide (accuracy is gemsight-calibrate's job).
-    run(CalibrateOptions(model=src, images=images, out=out, count=64, targets=("onnxruntime", "openvino"),
-                         max_drop=100.0, bench_iters=0, force=True))
+    images = images or _generated_images(work / "images")
+    # A benchmark, not a release: the gate is opened wide; the drops are recorded in calibration.json.
+    run(CalibrateOptions(model=src, images=images, out=out, count=512, val=val, max_drop=100.0, bench_iters=0,
+                         force=True))
+    stamp.write_text(json.dumps(source) + "\n")
     return out
+
+
+def native_calibration(args) -> Path | None:
+    """Calibrate the run's own model.onnx at its trained size: accuracy is only meaningful there."""
+    from calibration.pipeline import CalibrateOptions, run  # noqa: PLC0415
+    from edge.manifest import load_manifest_for  # noqa: PLC0415
+
+    if args.run_dir is None or not (args.run_dir / "model.onnx").is_file():
+        return None
+    size = load_manifest_for(args.run_dir / "model.onnx").input.size
+    if size == (args.size, args.size):
+        return None
+    data = args.run_dir.parent / "data"
+    if not (data / "val").is_dir() and args.val is None:
+        return None
+    out = args.work / "calib-native"
+    run(CalibrateOptions(model=args.run_dir / "model.onnx", images=args.images or data / "train", out=out, count=512,
+                         val=args.val or data / "val", max_drop=100.0, bench_iters=0, force=True))
+    return out
+
+
+def write_calibration_summary(model_dir: Path, path: Path) -> None:
+    """The calibration report's per-target accuracy, for the README table (bench/run_all.py)."""
+    report_path = model_dir / "report.json"
+    if not report_path.is_file():
+        return
+    report = json.loads(report_path.read_text())
+    labelled = bool(report.get("labelled"))
+    targets = [{"name": r["name"], "top1": r["top1"], "top1_drop": round(r["drop"], 3) if labelled else None,
+                "agreement": round(r["agreement"] / 100.0, 5), "max_logit_error": r["max_logit_error"]}
+               for r in report["results"] if r["gated"]]
+    path.write_text(json.dumps({"model_dir": str(model_dir), "method": report["method"],
+                                "calibration_images": report["calibration_images"], "labelled": labelled,
+                                "evaluation": report["evaluation"], "fp32_top1": report["results"][0]["top1"],
+                                "targets": targets}, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
 
 
 def _time(fn, x: np.ndarray, iters: int) -> float:
@@ -114,9 +172,15 @@ def bench(args) -> int:
     from edge.runtimes import create_runtime  # noqa: PLC0415
 
     torch_model = None
+    if args.model_dir is None and args.run_dir is None:
+        args.run_dir = default_run_dir()
+        logger.info("model: %s", args.run_dir or "random-init ResNet-18 (no trained run cached)")
     if args.run_dir is not None or args.model_dir is None:
         torch_model, classes, arch = _torch_model(args.run_dir)
     model_dir = args.model_dir or build_model_dir(args, torch_model, classes, arch)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    accuracy_dir = (native_calibration(args) if args.model_dir is None else None) or model_dir
+    write_calibration_summary(accuracy_dir, args.out.with_name("calibration.json"))
     manifest = load_manifest_for(model_dir)
     h, w = manifest.input.size
     rng = np.random.default_rng(0)
