@@ -1,4 +1,6 @@
 """gemsight: jewelry recognition for store display cases (trainer, calibration, edge loop, deploy)."""
+from glob import glob
+
 from setuptools import find_packages, setup
 
 CORE = [
@@ -31,6 +33,8 @@ setup(
     packages=find_packages(include=["edge", "edge.*", "trainer", "trainer.*", "calibration", "calibration.*",
                                     "deploy", "deploy.*"]),
     package_data={"edge": ["schemas/*.json", "defaults/*.yaml"]},
+    # The unit files, for `gemsight-deploy install` on a device installed from a wheel.
+    data_files=[("share/gemsight/systemd", sorted(glob("systemd/*")))],
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={

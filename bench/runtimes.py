@@ -159,12 +159,15 @@ def write_calibration_summary(model_dir: Path, path: Path) -> None:
 
 
 def _time(fn, x: np.ndarray, iters: int) -> float:
+    """Images/s from the median call time: robust to the other processes sharing the CPU."""
     for _ in range(3):
         fn(x)
-    started = time.perf_counter()
+    times = []
     for _ in range(iters):
+        started = time.perf_counter()
         fn(x)
-    return iters * len(x) / (time.perf_counter() - started)
+        times.append(time.perf_counter() - started)
+    return len(x) / float(np.median(times))
 
 
 def bench(args) -> int:

@@ -111,14 +111,17 @@ def run_all(runtime, batch: np.ndarray) -> np.ndarray:
 
 
 def throughput(runtime, batch: np.ndarray, batch_size: int, iters: int) -> float:
-    """Images per second at ``batch_size`` (2 warm-up runs, then ``iters`` timed runs)."""
+    """Images per second at ``batch_size``: 2 warm-up runs, then the median of ``iters`` timed runs
+    (the median shrugs off the moments another process takes the CPU)."""
     x = np.ascontiguousarray(np.resize(batch, (batch_size,) + batch.shape[1:]))
     for _ in range(2):
         runtime(x)
-    started = time.perf_counter()
+    times = []
     for _ in range(iters):
+        started = time.perf_counter()
         runtime(x)
-    return iters * batch_size / (time.perf_counter() - started)
+        times.append(time.perf_counter() - started)
+    return batch_size / float(np.median(times))
 
 
 def evaluate(out_dir: str | Path, targets: tuple[str, ...], batch: np.ndarray, labels: np.ndarray,

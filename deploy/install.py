@@ -39,11 +39,13 @@ RestartMaxDelaySec=5min
 
 
 def systemd_source_dir() -> Path:
-    """The ``systemd/`` folder of this checkout (units, environment file, sysusers entry)."""
-    path = Path(__file__).resolve().parents[1] / "systemd"
-    if not (path / UNITS[1]).is_file():
-        raise ConfigError(f"{path}: systemd unit files not found (install gemsight from its source tree)")
-    return path
+    """The unit files (units, environment file, sysusers entry): this checkout's ``systemd/`` folder,
+    else ``<prefix>/share/gemsight/systemd`` where a wheel install puts them."""
+    candidates = [Path(__file__).resolve().parents[1] / "systemd", Path(sys.prefix) / "share" / "gemsight" / "systemd"]
+    for path in candidates:
+        if (path / UNITS[1]).is_file():
+            return path
+    raise ConfigError(f"systemd unit files not found in {' or '.join(map(str, candidates))}")
 
 
 def local_systemd_version() -> int | None:

@@ -68,22 +68,30 @@ def _counts(slots):
     return out
 
 
-def _score(labels, truth, lag=0):
+def _score(labels, truth, lag=0, window=5):
     """Share of slot-frames whose smoothed label is the truth, and of frames whose counts are.
 
     ``lag`` frames of smoothing delay are allowed: at frame i the truth of frames i-lag..i counts (a
-    majority vote over a window of 5 takes 2 frames to follow a change, by design).
+    majority vote over a window of 5 takes 2 frames to follow a change, by design). A slot a passing
+    hand covers (the truth's ``hand``), in those frames and the ``window`` after, has no right answer
+    and is not scored; nor are that frame's counts.
     """
-    slot_ok = slot_n = count_ok = 0
+    slot_ok = slot_n = count_ok = count_n = 0
     for msg in labels:
         i = msg["frame_index"]
         recent = truth[max(0, i - lag):i + 1]
+        covered = {name for t in truth[max(0, i - window):i + 1] for name in t.get("hand", [])}
         for s in msg["slots"]:
+            if s["name"] in covered:
+                continue
             slot_ok += any(s["label"] == t["slots"][s["name"]] for t in recent)
             slot_n += 1
-        got = {k: v for k, v in msg["counts"].items() if v and k != "empty"}
+        if covered:
+            continue
+        got = {k: v for k, v in msg["counts"].items() if v and k not in ("empty", "unknown")}
         count_ok += any(got == _counts(t["slots"]) for t in recent)
-    return slot_ok / slot_n, count_ok / len(labels)
+        count_n += 1
+    return slot_ok / slot_n, count_ok / count_n
 
 
 def test_whole_video_every_message_and_accurate(trained_run, case_video):

@@ -20,6 +20,18 @@ TINY_RECIPE = {"arch": "resnet18", "weights": "none", "img_size": 32, "epochs": 
                "workers": 0, "seed": 0}
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from a second thread, and two spinning OpenMP threads crawl when the
+    shared machine is busy; one keeps these tests quick either way."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """The tiny set, read-only for tests (copy it before changing it)."""
@@ -42,5 +54,5 @@ def tiny_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_run")
     data = make_tiny(root / "data")
     (data / "train" / "ring" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(1)
     return train(data=str(data), out=str(root / "run"), **TINY_RECIPE)
