@@ -136,6 +136,12 @@ def native_calibration(args) -> Path | None:
     if not (data / "val").is_dir() and args.val is None:
         return None
     out = args.work / "calib-native"
+    from edge.manifest import file_digest  # noqa: PLC0415
+
+    record = out / "calibration.json"
+    if (out / "report.json").is_file() and record.is_file() and \
+            json.loads(record.read_text()).get("source_model_sha256") == file_digest(args.run_dir / "model.onnx"):
+        return out
     run(CalibrateOptions(model=args.run_dir / "model.onnx", images=args.images or data / "train", out=out, count=512,
                          val=args.val or data / "val", max_drop=100.0, bench_iters=0, force=True))
     return out

@@ -31,16 +31,23 @@ logger = logging.getLogger("gemsight.demo")
 DEFAULTS = {
     # Sized so the first run (data, training, calibration, flash, loop) stays within ~10 minutes on
     # 2 CPU cores; the model is small on purpose (64 px), the recipe is the real one.
-    "per_class": 160,
+    "per_class": 200,
     "img_size": 64,
-    "epochs": 10,
+    "epochs": 12,
     "arch": "resnet18",
     "slots": "3x4",
     "video_seconds": 30,
     "fps": 10,
     "calib_count": 256,
     "version": "1.0.0",
+    # A 320-image validation set moves 0.3 points per image: the demo's gate allows 2 points (the
+    # product default is 0.5 on a real validation set); the report shows the real drops.
+    "max_drop": 2.0,
 }
+# From scratch in a dozen epochs SGD does not get far; the demo uses the short schedule the test
+# model uses (AdamW, warm-up, label smoothing). `gemsight-train` defaults to the SGD recipe.
+SHORT_SCHEDULE = ("--opt", "adamw", "--lr", 0.002, "--weight-decay", 0.05, "--warmup-epochs", 1,
+                  "--label-smoothing", 0.1)
 
 
 class Step:
@@ -92,10 +99,10 @@ def build_model(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
                                "--size", 128, "--seed", 0), [data])
     _step(workdir, "train", _py("trainer", "--data", data, "--out", run, "--arch", DEFAULTS["arch"],
                                 "--weights", "none", "--epochs", args.epochs, "--img-size", args.img_size,
-                                "--batch-size", 32, "--seed", 0), [run])
+                                "--batch-size", 32, "--seed", 0, *SHORT_SCHEDULE), [run])
     _step(workdir, "calibrate", _py("calibration", run / "model.onnx", "--images", data / "train",
                                     "--val", data / "val", "--out", calib, "--count", DEFAULTS["calib_count"],
-                                    "--force"), [calib])
+                                    "--max-drop", DEFAULTS["max_drop"], "--force"), [calib])
     _step(workdir, "keygen", _py("deploy", "keygen", "--out", keys), [keys])
     _step(workdir, "bundle", _py("deploy", "bundle", calib, "--key", keys / "gemsight-signing.key", "--version",
                                  DEFAULTS["version"], "--out", bundle), [bundle])

@@ -22,8 +22,8 @@ def run_main(func: Callable[[], int | None], prog: str) -> int:
     try:
         return int(func() or 0)
     except GemsightError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"{prog}: error: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.stderr.write(f"{prog}: interrupted\n")
         return 130
