@@ -114,10 +114,11 @@ def table() -> str:
         how = f"`python {' '.join(cmd[:1])}`" if cmd else "`python bench/runtimes.py`"
         for what, value in produced:
             lines.append(f"| {what} | {value} | {how} |")
-    machine = f"{os.cpu_count()} CPU cores"
     lines.append("")
-    lines.append(f"Measured on this project's CI machine ({machine}, no GPU) by `python bench/run_all.py`, "
-                 f"which runs every benchmark and rewrites this table; raw figures in `bench/results/*.json`.")
+    lines.append(f"Measured on a {os.cpu_count()}-core x86-64 machine with AVX-512 VNNI and no GPU, often shared with "
+                 "other work while these were taken (expect up to 2× noise between runs; each JSON records the "
+                 "load). `python bench/run_all.py` runs every benchmark and rewrites this table from "
+                 "`bench/results/*.json`.")
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from calibration.gate import throughput  # noqa: E402
 from edge.cli_support import run_main, setup_logging  # noqa: E402
 
 logger = logging.getLogger("bench.runtimes")
@@ -165,15 +166,8 @@ def write_calibration_summary(model_dir: Path, path: Path) -> None:
 
 
 def _time(fn, x: np.ndarray, iters: int) -> float:
-    """Images/s from the median call time: robust to the other processes sharing the CPU."""
-    for _ in range(3):
-        fn(x)
-    times = []
-    for _ in range(iters):
-        started = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - started)
-    return len(x) / float(np.median(times))
+    """Images/s at ``len(x)``, measured as the accuracy gate measures it (median of timed runs)."""
+    return throughput(fn, x, len(x), iters)
 
 
 def bench(args) -> int:

@@ -159,8 +159,10 @@ def run_loop(config: Path, endpoint_port: int, annotate: Path | None, max_frames
     if max_frames:
         cmd += ["--max-frames", str(max_frames)]
     logger.info("edge loop: %s", " ".join(cmd).replace(sys.executable, "python"))
-    loop = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The listener first, so that it is subscribed before the first frame is published.
     listen = subprocess.Popen(_py("edge", "listen", f"tcp://127.0.0.1:{endpoint_port}"))
+    time.sleep(1.0)
+    loop = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _, err = loop.communicate()
     finally:
@@ -242,11 +244,14 @@ def _summary(workdir: Path, annotate: Path) -> None:
     report = workdir / "calib" / "report.json"
     if report.is_file():
         try:
-            data = json.loads(report.read_text())
-            print(f"\n  calibration summary: {json.dumps(data.get('summary', {}))[:300]}")
+            rows = json.loads(report.read_text()).get("results", [])
         except (ValueError, OSError):
-            pass
-
+            rows = []
+        if rows:
+            print("\n  INT8 vs FP32 on the validation photos (gemsight-calibrate's accuracy gate):")
+        for row in rows:
+            print(f"    {row['name']:<12} top-1 {row['top1']:6.2f}%  drop {row['drop']:+.2f}  "
+                  f"agreement {row['agreement']:6.2f}%  {row['speedup']['b1']:.1f}x FP32 at batch 1")
 
 if __name__ == "__main__":
     sys.exit(main())

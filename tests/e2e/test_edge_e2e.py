@@ -11,6 +11,7 @@ from edge import messages
 from edge.config import parse_config
 from edge.listen import Listener
 from edge.loop import CameraLoop, run
+from tests.edge.test_loop import Subscriber as LoopSubscriber
 from tests.edge.video_helpers import MjpegServer
 
 pytestmark = pytest.mark.slow
@@ -41,22 +42,11 @@ def _config(model, source, slots_file, precision="auto", **over):
     return parse_config(data, "e2e.yaml")
 
 
-class Subscriber:
-    """Connects from the loop's on_ready hook and waits for a heartbeat: in sync before frame 0."""
-
-    def __call__(self, loop: CameraLoop):
-        self.listener = Listener(loop.publisher.endpoint)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            loop.publisher.send_heartbeat({})
-            if self.listener.recv(0.05) is not None:
-                return
-        raise AssertionError("subscriber never got in sync")
+class Subscriber(LoopSubscriber):
+    """The loop tests' subscriber, which also hands back the listener's gap summary."""
 
     def drain(self):
-        events = []
-        while (ev := self.listener.recv(1.0)) is not None:
-            events.append(ev)
+        events = super().drain(close=False)
         summary = self.listener.summary()
         self.listener.close()
         return events, summary

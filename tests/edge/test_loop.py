@@ -53,11 +53,12 @@ class Subscriber:
                 return
         raise AssertionError("subscriber never got in sync")
 
-    def drain(self):
+    def drain(self, close: bool = True):
         events = []
         while (ev := self.listener.recv(0.5)) is not None:
             events.append(ev)
-        self.listener.close()
+        if close:
+            self.listener.close()
         return events
 
 
