@@ -250,8 +250,11 @@ def _summary(workdir: Path, annotate: Path) -> None:
         if rows:
             print("\n  INT8 vs FP32 on the validation photos (gemsight-calibrate's accuracy gate):")
         for row in rows:
-            print(f"    {row['name']:<12} top-1 {row['top1']:6.2f}%  drop {row['drop']:+.2f}  "
-                  f"agreement {row['agreement']:6.2f}%  {row['speedup']['b1']:.1f}x FP32 at batch 1")
+            if row.get("top1") is None:
+                continue
+            speed = (row.get("speedup") or {}).get("b1")
+            print(f"    {row['name']:<14} top-1 {row['top1']:6.2f}%  drop {row['drop']:+.2f}  "
+                  f"agreement {row['agreement']:6.2f}%" + (f"  {speed:.1f}x FP32 at batch 1" if speed else ""))
 
 if __name__ == "__main__":
     sys.exit(main())
