@@ -3,12 +3,15 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 
 import onnx
 import pytest
+import yaml
 
 from edge import messages
 from edge.cli import main as cli_main
@@ -24,13 +27,9 @@ SLOTS = [{"name": "a", "rect": [0, 0, 0.5, 0.5]}, {"name": "b", "rect": [0.5, 0,
 
 
 def _config(model, cameras, **over):
-    data = {"device": "case-01", "model": {"path": str(model), **over.pop("pins", {})},
-            "runtime": {"name": "onnxruntime", "options": {"threads": 2}},
-            "cameras": cameras,
-            "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*",
-                        "heartbeat_s": 0.2, "hwm": 100000},
-            "metrics": {"port": None}}
-    data.update(over)
+    pins = over.pop("pins", {})
+    data = _config_data(model, cameras, **over)
+    data["model"].update(pins)
     return parse_config(data, "test.yaml")
 
 
@@ -118,7 +117,8 @@ def test_late_joiner_gets_the_snapshot(untrained_onnx, tmp_path):
 
 def test_missing_camera_is_down_while_the_other_runs(untrained_onnx, tmp_path):
     video = write_video(tmp_path / "v.avi", frames=30)
-    cfg = _config(untrained_onnx, [_cam("cam0", video), _cam("cam1", tmp_path / "nope.avi",
+    # At the file's own rate, so that the run lasts long enough for heartbeats to report cam1 down.
+    cfg = _config(untrained_onnx, [_cam("cam0", video, "realtime=1"), _cam("cam1", tmp_path / "nope.avi",
                                                              reconnect={"initial_s": 0.05, "max_s": 0.1})])
     sub = Subscriber()
     result = run(cfg, max_frames=25, on_ready=sub)
@@ -130,16 +130,55 @@ def test_missing_camera_is_down_while_the_other_runs(untrained_onnx, tmp_path):
     assert beats and beats[-1]["cameras"]["cam1"]["state"] == "down"
 
 
-def test_sigterm_stops_cleanly_and_systemd_hears_it(untrained_onnx, tmp_path, monkeypatch):
+def _config_data(model, cameras, **over):
+    data = {"device": "case-01", "model": {"path": str(model)},
+            "runtime": {"name": "onnxruntime", "options": {"threads": 2}},
+            "cameras": cameras,
+            "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*",
+                        "heartbeat_s": 0.2, "hwm": 100000},
+            "metrics": {"port": None}}
+    data.update(over)
+    return data
+
+
+def test_sigterm_stops_cleanly_and_systemd_hears_it(untrained_onnx, tmp_path):
+    """As systemd runs it: its own process, NOTIFY_SOCKET and WATCHDOG_USEC set, stopped by SIGTERM."""
     video = write_video(tmp_path / "v.avi", frames=20, fps=30.0)
+    config = tmp_path / "edge.yaml"
+    config.write_text(yaml.safe_dump(_config_data(untrained_onnx, [_cam("cam0", video, "loop=1")])))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
-    sock.settimeout(2)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
-    monkeypatch.setenv("WATCHDOG_USEC", "400000")
-    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    before = signal.getsignal(signal.SIGTERM)
+    sock.settimeout(30)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="400000")
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        datagrams = [sock.recv(4096).decode()]          # READY=1 once the model and cameras are up
+        sock.settimeout(2)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            try:
+                datagrams.append(sock.recv(4096).decode())
+            except socket.timeout:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        while True:
+            try:
+                datagrams.append(sock.recv(4096).decode())
+            except socket.timeout:
+                break
+    finally:
+        proc.kill()
+        sock.close()
+    assert proc.returncode == 0, err[-2000:]
+    assert datagrams[0].startswith("READY=1") and datagrams[-1] == "STOPPING=1", datagrams
+    assert "WATCHDOG=1" in datagrams
+    assert "stopped (stop)" in out
+
+
+def test_metrics_are_served_on_localhost(untrained_onnx, tmp_path):
+    video = write_video(tmp_path / "v.avi", frames=20, fps=30.0)
     cfg = _config(untrained_onnx, [_cam("cam0", video, "loop=1")], metrics={"host": "127.0.0.1", "port": 0})
     seen = {}
 
@@ -147,28 +186,14 @@ def test_sigterm_stops_cleanly_and_systemd_hears_it(untrained_onnx, tmp_path, mo
         def get():
             time.sleep(1.0)
             url = f"http://127.0.0.1:{loop.metrics.port}/metrics"
-            seen["metrics"] = urllib.request.urlopen(url, timeout=5).read().decode()
+            try:
+                seen["metrics"] = urllib.request.urlopen(url, timeout=5).read().decode()
+            finally:
+                loop.stop()
         threading.Thread(target=get, daemon=True).start()
 
-    datagrams = []
-
-    def systemd():  # reads like systemd does, all the time
-        while True:
-            try:
-                datagrams.append(sock.recv(4096).decode())
-            except socket.timeout:
-                return
-
-    reader = threading.Thread(target=systemd, daemon=True)
-    reader.start()
     result = run(cfg, on_ready=scrape)
-    timer.join()
-    reader.join()
-    sock.close()
     assert result.stopped_by == "stop" and result.frames["cam0"] > 5
-    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
-    assert datagrams[0].startswith("READY=1") and datagrams[-1] == "STOPPING=1"
-    assert "WATCHDOG=1" in datagrams
     assert 'gemsight_frames_total{camera="cam0"}' in seen["metrics"]
     assert 'gemsight_stage_latency_seconds_bucket{le="0.001",stage="preprocess"}' in seen["metrics"]
 
