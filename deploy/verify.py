@@ -158,16 +158,22 @@ def _check_signature(path: Path, sums: bytes, sig_bytes: bytes, keys: Mapping[st
     return key_id
 
 
-def _digest_member(fh, member: Member) -> str:
-    h = hashlib.sha256()
+def _member_blocks(fh, member: Member, truncated: str):
+    """The member's content in chunks; ``truncated`` is the error if the file ends early."""
     fh.seek(member.data_offset)
     left = member.size
     while left:
         block = fh.read(min(_CHUNK, left))
         if not block:
-            raise BundleError(f"{fh.name}: member '{member.name}' is truncated")
-        h.update(block)
+            raise BundleError(truncated)
         left -= len(block)
+        yield block
+
+
+def _digest_member(fh, member: Member) -> str:
+    h = hashlib.sha256()
+    for block in _member_blocks(fh, member, f"{fh.name}: member '{member.name}' is truncated"):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -271,15 +277,9 @@ def extract_verified(bundle: VerifiedBundle, dest: str | Path,
             h = hashlib.sha256()
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             with os.fdopen(fd, "wb") as out:
-                fh.seek(member.data_offset)
-                left = member.size
-                while left:
-                    block = fh.read(min(_CHUNK, left))
-                    if not block:
-                        raise BundleError(f"{bundle.path}: '{name}' became truncated after verification")
+                for block in _member_blocks(fh, member, f"{bundle.path}: '{name}' became truncated after verification"):
                     h.update(block)
                     out.write(block)
-                    left -= len(block)
                 out.flush()
                 os.fsync(out.fileno())
             if h.hexdigest() != bundle.digests[name]:
