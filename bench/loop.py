@@ -94,9 +94,9 @@ def runtime_alone(model: Path, runtime: str, options: dict, slots_file: Path, vi
         for _ in range(iters):
             rt(batch)
         dt = time.perf_counter() - t0
-        precision = rt.manifest.precision
+        precision, size = rt.manifest.precision, list(rt.manifest.input.size)
     return {"batch": len(batch), "ms_per_batch": dt / iters * 1000, "slot_images_per_s": len(batch) * iters / dt,
-            "precision": precision}
+            "precision": precision, "input": size}
 
 
 def _peak_rss_mib() -> float:
@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": note, "runtime": args.runtime, "precision": alone["precision"], "runtime_options": options,
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "video": {"size": [width, height], "frames": fast["frames"], "slots": alone["batch"]},
+        "input": alone["input"], "load_average": os.getloadavg(),
         "runtime_alone": alone,
         "loop": {"slot_images_per_s": loop_tput, "frames_per_s": fast["frames"] / fast["steady_s"],
                  "ratio_to_runtime": loop_tput / alone["slot_images_per_s"],

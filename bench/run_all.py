@@ -56,7 +56,8 @@ def _runtimes(r: dict) -> Iterator[Row]:
 
 def _loop(r: dict) -> Iterator[Row]:
     loop, alone = r["loop"], r["runtime_alone"]
-    what = f"{r['video']['slots']} slots, {r['precision'].upper()} {r['runtime']}"
+    size = f", {r['input'][0]}×{r['input'][1]} input" if r.get("input") else ""
+    what = f"{r['video']['slots']} slots, {r['precision'].upper()} {r['runtime']}{size}"
     yield (f"edge loop slot-images/s ÷ runtime alone on the same batch ({what})",
            f"{loop['ratio_to_runtime']:.2f} ({loop['slot_images_per_s']:.0f} / {alone['slot_images_per_s']:.0f})")
     cam = r.get("loop_at_camera_rate") or {}

@@ -22,12 +22,12 @@ import zmq
 
 from edge import messages
 from edge.errors import ConfigError, MessageError
+from edge.listen_view import Renderer, format_summary
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1 << 20  # a labels message is a few kB; refuse anything absurd before parsing
 MAX_GAP_RANGES = 1000        # keep the first ranges for the summary, count all of them
-REDRAW_S = 0.1               # at most 10 redraws a second on a terminal
 
 
 @dataclass
@@ -270,99 +270,6 @@ class Listener:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _counts_text(counts: dict[str, int]) -> str:
-    return " ".join(f"{k} {v}" for k, v in counts.items() if v) or "-"
-
-
-def _items(counts: dict[str, int]) -> int:
-    return sum(v for k, v in counts.items() if k not in ("empty", "unknown"))
-
-
-class Renderer:
-    """Shows events: JSON lines, one line per message (a pipe), or a table redrawn in place (a terminal)."""
-
-    def __init__(self, out: TextIO, mode: str) -> None:
-        self.out, self.mode = out, mode
-        self.latest: dict[str, dict] = {}
-        self.status: dict[str, dict] = {}
-        self.notes: list[str] = []
-        self._drawn = 0.0
-
-    def show(self, ev: Event) -> None:
-        """Print or record one event (gaps are reported with it)."""
-        notes = [f"GAP {cam}: missed seq {a}-{b} ({b - a + 1})" if b > a else f"GAP {cam}: missed seq {a}"
-                 for cam, a, b in ev.gaps]
-        if self.mode == "json":
-            for n in notes:  # stdout stays pure JSON lines
-                logger.warning("%s", n)
-            self.out.write(ev.payload.decode("utf-8") + "\n")
-            self.out.flush()
-            return
-        if self.mode == "lines":
-            self.out.write("".join(n + "\n" for n in notes) + self._line(ev) + "\n")
-            self.out.flush()
-            return
-        m = ev.msg
-        if ev.kind == "labels":
-            self.latest[ev.camera] = m
-        elif ev.kind == "status":
-            self.status[ev.camera] = m
-            notes.append(self._line(ev))
-        self.notes = (self.notes + notes)[-5:]
-        if notes or time.monotonic() - self._drawn >= REDRAW_S:
-            self._draw()
-
-    def _line(self, ev: Event) -> str:
-        m = ev.msg
-        if ev.kind == "labels":
-            counts = m.get("counts", {})
-            slots = " ".join(f"{s.get('name')}={s.get('label')}{'*' if s.get('stable') else ''}"
-                             for s in m.get("slots", []))
-            snap = " (snapshot)" if ev.from_snapshot else ""
-            return (f"{m.get('device')}/{ev.camera} seq {m.get('seq')}{snap} items {_items(counts)} "
-                    f"[{_counts_text(counts)}] {slots}")
-        if ev.kind == "status":
-            return f"{m.get('device')}/{ev.camera} status {m.get('state')}: {m.get('detail', '')}"
-        cams = " ".join(f"{c} seq {i.get('seq')} {i.get('state')}" for c, i in (m.get("cameras") or {}).items())
-        return f"{m.get('device')} heartbeat uptime {m.get('uptime_s', 0):.0f} s {cams}".rstrip()
-
-    def _draw(self) -> None:
-        lines = ["gemsight listen  (* = stable over the smoothing window)", ""]
-        for cam in sorted(set(self.latest) | set(self.status)):
-            m = self.latest.get(cam, {})
-            st = self.status.get(cam, {}).get("state", "?")
-            lat = sum((m.get("latencies_ms") or {}).values())
-            lines.append(f"{m.get('device', '')}/{cam}  seq {m.get('seq', '-')}  status {st}  "
-                         f"latency {lat:.1f} ms  items {_items(m.get('counts', {}))}")
-            for s in m.get("slots", []):
-                star = "*" if s.get("stable") else " "
-                lines.append(f"  {s.get('name', ''):<12} {s.get('label', ''):<12}{star} {s.get('score', 0):.2f}")
-            lines.append(f"  counts: {_counts_text(m.get('counts', {}))}")
-            lines.append("")
-        lines += self.notes
-        # Home + clear screen, then the whole table: simple and flicker is acceptable at 10 Hz.
-        self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
-        self.out.flush()
-        self._drawn = time.monotonic()
-
-    def finish(self) -> None:
-        """Final redraw of the table (no-op for the other modes)."""
-        if self.mode == "table":
-            self._draw()
-
-
-def format_summary(summary: dict[str, dict[str, Any]], received: int) -> str:
-    """The exit summary: per camera, messages, seq range, missed and gap ranges."""
-    lines = [f"summary: {received} messages"]
-    for cam, s in summary.items():
-        gaps = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in s["gaps"][:20])
-        more = " ..." if len(s["gaps"]) > 20 else ""
-        lines.append(f"  {cam}: {s['received']} labels, seq {s['first_seq']}..{s['last_seq']}, "
-                     f"{s['missed']} missed" + (f" in {len(s['gaps'])} gaps: {gaps}{more}" if s["missed"] else "")
-                     + (f", {s['restarts']} publisher restarts" if s["restarts"] else ""))
-    return "\n".join(lines) + "\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

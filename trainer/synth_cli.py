@@ -3,7 +3,7 @@
 Commands::
 
     gemsight-synth images OUT [--classes a,b,...] [--per-class N] [--size S] [--val-fraction F] [--seed K] [--workers N]
-    gemsight-synth video OUT.mp4 [--slots RxC] [--seconds T] [--fps F] [--size WxH] [--seed K] [--classes ...]
+    gemsight-synth video OUT.mp4 [--slots RxC] [--seconds T] [--fps F] [--size WxH] [--seed K] [--stock-seed K] [--classes ...]
     gemsight-synth preview DATASET OUT.png [--per-class N]
     gemsight-synth frame VIDEO OUT.png [--slots FILE] [--index I]
 """
@@ -82,7 +82,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--fps", type=float, default=10.0)
     p.add_argument("--size", type=parse_frame_size, default=(1280, 720), help="frame WIDTHxHEIGHT")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the case (and, without --stock-seed, what is in it)")
+    p.add_argument("--stock-seed", type=int, help="other items in the same case (training footage of one's own case)")
     p.add_argument("--classes", type=parse_classes, default=DEFAULT_CLASSES, help=f"default {default_classes}")
 
     p = sub.add_parser("preview", help="a contact sheet (PNG) of a dataset, one row per class")
@@ -109,7 +110,7 @@ def _run(argv: Sequence[str] | None) -> int:
         print(out)
     elif args.command == "video":
         paths = synth.make_video(args.out, slots=args.slots, seconds=args.seconds, fps=args.fps, size=args.size,
-                                 seed=args.seed, classes=args.classes)
+                                 seed=args.seed, classes=args.classes, stock_seed=args.stock_seed)
         for key in ("video", "slots", "truth"):
             print(paths[key])
     elif args.command == "preview":

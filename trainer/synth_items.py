@@ -325,7 +325,7 @@ def draw_watch(p: Painter, rng: np.random.Generator, s: int) -> None:
     metal = random_metal(rng)
     R = s * rng.uniform(0.13, 0.19)
     cx, cy = _centre(rng, s, 0.06)
-    ang = rng.uniform(-40, 40) if rng.random() < 0.7 else rng.uniform(0, 360)
+    ang = rng.uniform(0, 360)  # watches lie every way in a case (upright-only ones left sideways ones rare)
     pose = Pose(cx, cy, ang)
     c = np.array([cx, cy])
     W = R * rng.uniform(1.05, 1.35)

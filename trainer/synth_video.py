@@ -8,6 +8,10 @@ camera jitter of at most one pixel, and now and then a hand passing over a few s
 Beside ``OUT.mp4`` go ``OUT.slots.yaml`` (a device-config fragment: ``slots: [{name, rect}]`` with
 rectangles normalised to 0..1) and ``OUT.truth.jsonl`` (per frame: slot → class, and the slots a hand
 covers).
+
+``seed`` fixes the case (floor, slot linings, glass, lighting, camera) and, unless ``stock_seed`` is
+given, what is placed in it and when. The same ``seed`` with another ``stock_seed`` films the same case
+with other items: what a store records of its own case to teach a model that case.
 """
 from __future__ import annotations
 
@@ -167,16 +171,16 @@ def _draw_hand(frame: np.ndarray, mask: np.ndarray, centre, direction, scale: fl
     frame[sel] = hand[sel]
 
 
-def _slot_image(cls: str, seed: int, slot: int, placement: int, side: int) -> np.ndarray:
-    # The tray generator is re-created from the slot alone: a slot keeps its lining and light.
+def _slot_image(cls: str, seed: int, stock: int, slot: int, placement: int, side: int) -> np.ndarray:
+    # The tray generator is re-created from the case seed and slot alone: a slot keeps its lining and light.
     tray_rng = np.random.default_rng([seed, 1, slot])
-    rng = np.random.default_rng([seed, 2, slot, placement])
+    rng = np.random.default_rng([stock, 2, slot, placement])
     return render_scene(cls, rng, side, tray_rng=tray_rng, glass=False, noise=False)
 
 
 def make_video(out, slots: tuple[int, int] = (3, 4), seconds: float = 20.0, fps: float = 10.0,
                size: tuple[int, int] = (1280, 720), seed: int = 0,
-               classes: Sequence[str] = DEFAULT_CLASSES) -> dict[str, Path]:
+               classes: Sequence[str] = DEFAULT_CLASSES, stock_seed: int | None = None) -> dict[str, Path]:
     """Write a display-case video, its slot map and its per-frame ground truth.
 
     Args:
@@ -187,6 +191,7 @@ def make_video(out, slots: tuple[int, int] = (3, 4), seconds: float = 20.0, fps:
         size: frame (width, height), even numbers.
         seed: the same seed gives the same frames.
         classes: what may be placed (``empty`` lets slots be emptied).
+        stock_seed: other items, placed at other times and passed over by other hands, in the same case.
 
     Returns:
         ``{"video": Path, "slots": Path, "truth": Path}``.
@@ -205,6 +210,11 @@ def make_video(out, slots: tuple[int, int] = (3, 4), seconds: float = 20.0, fps:
     rng = np.random.default_rng([int(seed), 0])
     timeline = _timeline(rng, len(layout), n_frames, fps, classes)
     passes = _hand_passes(rng, n_frames, fps)
+    stock = int(seed) if stock_seed is None else int(stock_seed)
+    if stock_seed is not None:  # drawn after the case's own stock so the case draws below stay the same
+        srng = np.random.default_rng([stock, 5])
+        timeline = _timeline(srng, len(layout), n_frames, fps, classes)
+        passes = _hand_passes(srng, n_frames, fps)
 
     # The case floor, cut larger than the frame so a one-pixel camera jitter never shows an edge.
     pad = 2
@@ -252,8 +262,8 @@ def make_video(out, slots: tuple[int, int] = (3, 4), seconds: float = 20.0, fps:
                         placement_no[k] += 1
                     current[k] = cls
                     x0, y0, x1, y1 = layout[k][1]
-                    scene[y0 + pad:y1 + pad, x0 + pad:x1 + pad] = _slot_image(cls, int(seed), k, placement_no[k],
-                                                                              x1 - x0)
+                    scene[y0 + pad:y1 + pad, x0 + pad:x1 + pad] = _slot_image(cls, int(seed), stock, k,
+                                                                              placement_no[k], x1 - x0)
             if i % max(1, int(fps)) == 0:  # the camera settles somewhere new about once a second
                 jitter = tuple(int(v) for v in rng.integers(-1, 2, 2))
             frame = scene[pad + jitter[1]:pad + jitter[1] + height, pad + jitter[0]:pad + jitter[0] + width].copy()

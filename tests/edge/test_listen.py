@@ -237,7 +237,8 @@ def test_listen_module_main_runs_as_a_command():
 
 
 def test_renderer_reports_gaps_in_line_mode_and_keeps_json_stdout_clean(caplog):
-    from edge.listen import Event, Renderer
+    from edge.listen import Event
+    from edge.listen_view import Renderer
 
     msg = make_labels("cam0")
     msg["seq"] = 9

@@ -151,6 +151,23 @@ def test_video_is_deterministic(video, tmp_path):
     assert video["slots"].read_text().split("\n", 1)[1] == again["slots"].read_text().split("\n", 1)[1]
 
 
+def test_video_stock_seed_films_the_same_case_with_other_items(video, tmp_path):
+    """Same case seed, another stock: the case around the slots is the same, what lies in them is not."""
+    other = make_video(tmp_path / "own.mp4", slots=(2, 3), seconds=3.0, fps=8.0, size=(320, 240), seed=5,
+                       stock_seed=77)
+    a, b = _read_frames(video["video"])[0], _read_frames(other["video"])[0]
+    rects = [s["rect"] for s in yaml.safe_load(video["slots"].read_text())["slots"]]
+    h, w = a.shape[:2]
+    outside = np.ones((h, w), bool)
+    for x0, y0, x1, y1 in rects:
+        outside[int(y0 * h) - 4:int(y1 * h) + 4, int(x0 * w) - 4:int(x1 * w) + 4] = False
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff[outside].mean() < 2.0              # the same floor, light and glass (MPEG-4 noise aside)
+    assert diff[~outside].mean() > 3 * max(diff[outside].mean(), 1.0)   # other items in the slots
+    truth = [json.loads(line)["slots"] for line in video["truth"].read_text().splitlines()]
+    truth_other = [json.loads(line)["slots"] for line in other["truth"].read_text().splitlines()]
+    assert truth != truth_other
+
 def test_video_changes_are_sparse_and_hands_rare(tmp_path):
     fps = 10.0
     paths = make_video(tmp_path / "long.mp4", slots=(2, 2), seconds=24.0, fps=fps, size=(192, 160), seed=2)
