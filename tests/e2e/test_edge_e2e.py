@@ -1,6 +1,7 @@
 """End to end on the device side, with real everything: a synthetic display-case video, a ResNet-18
 trained on synthetic images, ONNX Runtime, ZeroMQ on loopback, and a camera that vanishes mid-run."""
 import json
+import os
 import threading
 import time
 
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 SECONDS, FPS, SIZE = 20.0, 10.0, (1280, 720)
 FLOOR = 0.85           # per-slot accuracy below which the loop itself is broken (wrong crops or colours: < 0.5)
-CASE_SEED = 11         # a case no training video shows (tests/conftest.py: TRAINED_VIDEO_SEEDS)
+# A case no training video shows (tests/conftest.py: TRAINED_VIDEO_SEEDS); GEMSIGHT_E2E_CASE=K scores another.
+CASE_SEED = int(os.environ.get("GEMSIGHT_E2E_CASE", "11"))
 _ACCURACY: dict = {}   # what the whole-video tests scored, for the target test
 
 
@@ -202,6 +204,6 @@ def test_int8_model_through_the_loop(trained_run, case_video, tmp_path):
     assert labels[0]["model"]["precision"] == "int8"
     slot_acc, count_acc = _score(labels, truth, lag=cfg.postprocess.window // 2)
     print(f"e2e INT8: slots {slot_acc:.4f}, counts {count_acc:.4f}")
-    assert slot_acc >= FLOOR, slot_acc
+    assert slot_acc >= 0.95, slot_acc                # the issue's slot-frame bar holds on INT8 too
     if "fp32" in _ACCURACY:  # INT8 keeps what FP32 gets on the same video, within 2 points
         assert slot_acc >= _ACCURACY["fp32"][0] - 0.02, (slot_acc, _ACCURACY["fp32"])
