@@ -39,7 +39,7 @@ setup(
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
-            "gemsight-synth=trainer.synth_cli:main",
+            "gemsight-synth=trainer.synth.cli:main",
             "gemsight-train=trainer.cli:main",
             "gemsight-calibrate=calibration.cli:main",
             "gemsight-edge=edge.cli:main",

@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.cli_support import run_main, setup_logging  # noqa: E402
+from edge.contracts import DEFAULT_CLASSES  # noqa: E402
 
 logger = logging.getLogger("bench.deploy_flash")
-CLASSES = ("ring", "necklace", "earring", "bracelet", "pendant", "brooch", "watch", "empty")
+CLASSES = DEFAULT_CLASSES
 STEPS = ("verify", "unpack", "engine", "smoke", "switch", "total")
 
 

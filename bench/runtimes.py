@@ -35,9 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from calibration.gate import throughput  # noqa: E402
 from edge.cli_support import run_main, setup_logging  # noqa: E402
+from edge.contracts import DEFAULT_CLASSES  # noqa: E402
 
 logger = logging.getLogger("bench.runtimes")
-CLASSES = ("ring", "necklace", "earring", "bracelet", "pendant", "brooch", "watch", "empty")
+CLASSES = DEFAULT_CLASSES
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 
 from calibration import trt_cache
 from edge import engine_cache
+from edge.atomic import write_atomic
 from edge.errors import CalibrationError, RuntimeUnavailable
 from edge.manifest import load_manifest_for
 from edge.runtimes.artifacts import CALIB_CACHE, FP32_ONNX, TRT_INT8_ONNX
@@ -187,13 +186,6 @@ def _make_cache_calibrator(trt, cache_bytes: bytes, batch_size: int):
     return _CacheCalibrator()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def build_engine(plan: BuildPlan, *, input_name: str, chw: tuple[int, int, int], max_batch: int,
                  timing_cache: Path | None, workspace_mb: int = DEFAULT_WORKSPACE_MB,
                  fast_fp16: bool = True) -> tuple[bytes, dict[str, Any]]:
@@ -258,7 +250,7 @@ def build_engine(plan: BuildPlan, *, input_name: str, chw: tuple[int, int, int],
     engine_bytes = bytes(serialized)
     seconds = time.perf_counter() - started
     if timing_cache is not None and hasattr(config, "get_timing_cache"):
-        _atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     int8_layers, layers = _inspect(trt, trt_logger, engine_bytes)
     built = plan.precision
     if built == "int8" and layers and int8_layers == 0:

@@ -23,13 +23,13 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 import tarfile
 from dataclasses import dataclass
 from functools import total_ordering
 from pathlib import Path
 
+from edge.atomic import replacing
 from edge.errors import BundleError, ManifestError
 from edge.manifest import MANIFEST_FILENAME, Manifest, file_digest
 from edge.runtimes.artifacts import FP32_ONNX, INT8_ONNX, OPENVINO_FP32, OPENVINO_INT8
@@ -263,22 +263,14 @@ def create_bundle(model_dir: str | Path, private_key_path: str | Path, out: str 
     digests[BUNDLE_JSON] = hashlib.sha256(meta_bytes).hexdigest()
     sums = format_sums(digests)
     sig = sign_sums(sums, key)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for name, data in ((BUNDLE_JSON, meta_bytes), (SUMS, sums), (SIGNATURE, sig)):
-                _add(tar, name, len(data), io.BytesIO(data))
-            order = [MANIFEST_FILENAME] + [n for n in sorted(files) if n != MANIFEST_FILENAME]
-            for name in order:
-                with open(files[name], "rb") as fh:
-                    _add(tar, name, files[name].stat().st_size, fh)
-            tar.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(out) as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in ((BUNDLE_JSON, meta_bytes), (SUMS, sums), (SIGNATURE, sig)):
+            _add(tar, name, len(data), io.BytesIO(data))
+        order = [MANIFEST_FILENAME] + [n for n in sorted(files) if n != MANIFEST_FILENAME]
+        for name in order:
+            with open(files[name], "rb") as fh:
+                _add(tar, name, files[name].stat().st_size, fh)
     logger.info("wrote %s: version %s, %d files, %.1f MB, signed by %s", out, version, len(files),
                 out.stat().st_size / 1e6, meta["signer"])
     return out

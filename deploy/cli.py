@@ -9,6 +9,7 @@ from pathlib import Path
 from edge.cli_support import run_main, setup_logging
 
 PROG = "gemsight-deploy"
+MAX_BATCH_HELP = "TensorRT engine batch (default: every slot of every camera in edge.yaml)"
 
 
 def _add_keys(p: argparse.ArgumentParser) -> None:
@@ -54,7 +55,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     _add_health(p)
     p.add_argument("--runtime", default=None, help="runtime for the smoke test (default: runtime.name of edge.yaml)")
     p.add_argument("--precision", default=None, help="precision for engine and smoke test (default: edge.yaml)")
-    p.add_argument("--max-batch", type=int, default=None, help="TensorRT engine batch (default: slots in edge.yaml)")
+    p.add_argument("--max-batch", type=int, default=None, help=MAX_BATCH_HELP)
     p.add_argument("--keep", type=int, default=3, help="installed versions to keep (at least 2)")
     p.add_argument("--reserve-mb", type=float, default=64, help="free space (MB) that must remain after unpacking")
     p.add_argument("--ssh", default=None, metavar="USER@HOST", help="flash a remote device over ssh instead")
@@ -82,7 +83,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=Path("/"))
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="engine cache (default: $GEMSIGHT_ENGINE_CACHE, edge.yaml, <root>/var/lib/gemsight/engines)")
-    p.add_argument("--max-batch", type=int, default=None)
+    p.add_argument("--max-batch", type=int, default=None, help=MAX_BATCH_HELP)
     p.add_argument("--precision", default=None)
 
     p = sub.add_parser("install", help="lay out user, directories, config and systemd units on a root")

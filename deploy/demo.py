@@ -44,8 +44,9 @@ DEFAULTS = {
     # product default is 0.5 on a real validation set); the report shows the real drops.
     "max_drop": 2.0,
 }
-# From scratch in a dozen epochs SGD does not get far; the demo uses the short schedule the test
-# model uses (AdamW, warm-up, label smoothing). `gemsight-train` defaults to the SGD recipe.
+# From scratch in a dozen epochs SGD does not get far, so the demo trains with a short schedule of
+# its own: AdamW at lr 0.002, one warm-up epoch, label smoothing. The test model (tests/conftest.py)
+# trains with the same kind of schedule but its own figures. `gemsight-train` defaults to the SGD recipe.
 SHORT_SCHEDULE = ("--opt", "adamw", "--lr", 0.002, "--weight-decay", 0.05, "--warmup-epochs", 1,
                   "--label-smoothing", 0.1)
 

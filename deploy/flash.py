@@ -29,7 +29,8 @@ from deploy.engine import ensure_engine_for, smoke_test
 from deploy.health import read_device_settings, restart_edge, systemd_runs_edge, wait_for_heartbeat
 from deploy.keys import trusted_keys
 from deploy.layout import CURRENT, PREVIOUS, DeviceLayout
-from deploy.verify import extract_verified, fsync_dir, verify_bundle
+from deploy.verify import extract_verified, verify_bundle
+from edge.atomic import fsync_dir
 from edge.errors import BundleError
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class FlashOptions:
     heartbeat_timeout: float = 60.0
     runtime: str | None = None                     # default: runtime.name of edge.yaml
     precision: str | None = None                   # default: model.precision of edge.yaml
-    max_batch: int | None = None                   # default: the largest slot count in edge.yaml
+    max_batch: int | None = None                   # default: every slot of every camera in edge.yaml
     keep: int = 3                                  # installed versions kept (current and previous always)
     reserve_bytes: int = DEFAULT_RESERVE           # free space that must remain after unpacking
 
@@ -143,7 +144,7 @@ def recover(layout: DeviceLayout, restart: bool = False) -> list[str]:
     for path in layout.leftovers():
         layout.remove_tree(path)
         actions.append(f"removed leftover {path.name}")
-    for path in layout.deploy_dir.glob(".journal-*"):
+    for path in layout.deploy_dir.glob(f".{layout.journal_path.name}.*.tmp"):
         path.unlink()
     if actions:
         logger.warning("recovered: %s", "; ".join(actions))
@@ -154,11 +155,11 @@ def recover(layout: DeviceLayout, restart: bool = False) -> list[str]:
     return actions
 
 
-def check_health(layout: DeviceLayout, opts: FlashOptions, versions: Sequence[str]) -> tuple[bool, dict | None]:
+def check_health(layout: DeviceLayout, opts: FlashOptions, versions: Sequence[str]) -> dict | None:
     """Restart the edge if systemd runs it, then wait for a heartbeat when there is one to wait for.
 
     Returns:
-        (restarted, heartbeat JSON or None when no heartbeat was expected).
+        The heartbeat JSON, or None when no heartbeat was expected.
 
     Raises:
         BundleError: the restart failed or no heartbeat came in time.
@@ -174,8 +175,8 @@ def check_health(layout: DeviceLayout, opts: FlashOptions, versions: Sequence[st
             raise BundleError(f"{layout.config_path}: no publish.endpoint to hear the edge's heartbeat on; "
                               "pass --heartbeat-endpoint")
         logger.info("edge not restarted (not run by systemd here, or --no-restart): no heartbeat to wait for")
-        return restarted, None
-    return restarted, wait_for_heartbeat(endpoint, settings.device, opts.heartbeat_timeout, versions)
+        return None
+    return wait_for_heartbeat(endpoint, settings.device, opts.heartbeat_timeout, versions)
 
 
 def _version_policy(layout: DeviceLayout, vb, opts: FlashOptions) -> str | None:
@@ -283,7 +284,7 @@ def flash(bundle: str | Path, root: str | Path = "/", options: FlashOptions | No
                 checkpoint("switched")
             with _timed(timings, "health"):
                 model_versions = (vb.version, vb.manifest.version)
-                restarted, result.heartbeat = check_health(layout, opts, model_versions)
+                result.heartbeat = check_health(layout, opts, model_versions)
             checkpoint("healthy")
         except BaseException as exc:
             # Anything short of SIGKILL: undo now, exactly as the next run would.

@@ -1,7 +1,7 @@
 """After a switch: restart the edge service when systemd runs it, and wait for its heartbeat.
 
-The device config is read here only for what deploy needs (device name, publish endpoint, runtime
-and precision, slot count); the edge service validates the whole file itself.
+The device config is read through :mod:`edge.config`, as the edge reads it; deploy keeps only what
+it needs (device name, publish endpoint, precision, the engine's max batch and cache).
 """
 from __future__ import annotations
 
@@ -14,58 +14,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from edge.errors import BundleError, ConfigError
+from edge.config import ModelConfig, engine_max_batch, load_config, tensorrt_options
+from edge.contracts import DEFAULT_MAX_BATCH
+from edge.errors import BundleError
 
 logger = logging.getLogger(__name__)
 
 EDGE_UNIT = "gemsight-edge.service"
 ENGINE_UNIT = "gemsight-engine.service"
-DEFAULT_MAX_BATCH = 16
 
 
 @dataclass(frozen=True)
 class DeviceSettings:
-    """The few device-config values deploy uses."""
+    """The few device-config values deploy uses (defaults: a device not configured yet)."""
 
     device: str | None = None
     endpoint: str | None = None
-    precision: str = "auto"
+    precision: str = ModelConfig.model_fields["precision"].default
     max_batch: int = DEFAULT_MAX_BATCH           # TensorRT profile: part of the engine cache key
     engine_cache: str | None = None              # runtime options' tensorrt.engine_cache
 
 
 def read_device_settings(config_path: str | Path) -> DeviceSettings:
-    """Read ``edge.yaml`` loosely; a missing file gives defaults (a device not configured yet).
-
-    Only what deploy needs; the edge validates the whole file (and flash's smoke test loads the
-    model through the edge's own loader with it).
+    """What deploy needs of ``edge.yaml``, read through :func:`edge.config.load_config` (the edge's
+    own validation); a missing file gives the defaults (a device not configured yet).
 
     Raises:
-        ConfigError: the file exists but is not YAML or has the wrong shape.
+        ConfigError: the file exists but is not a valid device config (every problem named).
     """
-    import yaml  # noqa: PLC0415
-
     path = Path(config_path)
     if not path.is_file():
         return DeviceSettings()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read device config ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: device config must be a mapping")
-    try:
-        publish = data.get("publish") or {}
-        runtime = data.get("runtime") or {}
-        options = runtime.get("options") or {}
-        # runtime: {name: tensorrt, options: {...}} or {name: auto, options: {tensorrt: {...}}}
-        trt = options if runtime.get("name") == "tensorrt" else (options.get("tensorrt") or {})
-        return DeviceSettings(device=data.get("device"), endpoint=publish.get("endpoint"),
-                              precision=str((data.get("model") or {}).get("precision", "auto")),
-                              max_batch=int(trt.get("max_batch", DEFAULT_MAX_BATCH)),
-                              engine_cache=trt.get("engine_cache"))
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: unexpected shape ({exc})") from exc
+    cfg = load_config(path)
+    cache = tensorrt_options(cfg).engine_cache
+    return DeviceSettings(device=cfg.device, endpoint=cfg.publish.endpoint, precision=cfg.model.precision,
+                          max_batch=engine_max_batch(cfg), engine_cache=str(cache) if cache else None)
 
 
 def connect_endpoint(endpoint: str) -> str:

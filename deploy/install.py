@@ -21,6 +21,7 @@ from typing import Iterable
 
 from deploy.keys import load_public_key
 from deploy.layout import DeviceLayout
+from edge.atomic import write_atomic
 from edge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -79,10 +80,7 @@ def _write(path: Path, text: str, mode: int = 0o644, overwrite: bool = True) -> 
     if path.exists() and not overwrite:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode)
     return True
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Iterator
 
 from deploy.bundle import SemVer
-from deploy.verify import fsync_dir
+from edge.atomic import fsync_dir, write_atomic
 from edge.errors import BundleError
 
 logger = logging.getLogger(__name__)
@@ -180,14 +180,7 @@ class DeviceLayout:
 
     def write_journal(self, journal: dict) -> None:
         """Replace the journal atomically (temp file, fsync, rename, fsync dir)."""
-        tmp = self.deploy_dir / f".journal-{os.getpid()}"
-        data = json.dumps(journal, indent=1, sort_keys=True).encode()
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.journal_path)
-        fsync_dir(self.deploy_dir)
+        write_atomic(self.journal_path, json.dumps(journal, indent=1, sort_keys=True))
 
     def clear_journal(self) -> None:
         with contextlib.suppress(FileNotFoundError):

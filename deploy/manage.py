@@ -54,7 +54,7 @@ def rollback(root: str | Path = "/", options: FlashOptions | None = None) -> dic
         try:
             switch_links(layout, previous, current, "rollback_")
             checkpoint("rollback_switched")
-            _, heartbeat = check_health(layout, opts, (previous,))
+            heartbeat = check_health(layout, opts, (previous,))
         except BaseException as exc:
             actions = undo(layout, journal)
             layout.clear_journal()
@@ -133,8 +133,8 @@ def build_engine(root: str | Path = "/", max_batch: int | None = None, precision
 
     Args:
         root: device root.
-        max_batch, precision: default from the device config (``runtime.options.tensorrt``,
-            ``model.precision``), as the edge will look the engine up.
+        max_batch, precision: default from the device config (``runtime.options.tensorrt.max_batch``,
+            else every slot of every camera; ``model.precision``), as the edge will look the engine up.
         model_dir: build for this model directory instead of the current version.
         cache_dir: engine cache (default ``$GEMSIGHT_ENGINE_CACHE``, else the config's
             ``engine_cache``, else ``<root>/var/lib/gemsight/engines``).

@@ -23,6 +23,7 @@ from typing import Callable, Mapping
 from deploy.bundle import (BUNDLE_FORMAT, BUNDLE_JSON, MAX_MEMBERS, SIGNATURE, SUMS, SemVer, canonical_header,
                            check_member_name, parse_sums)
 from deploy.keys import PublicKey
+from edge.atomic import fsync_dir, write_file_synced
 from edge.errors import BundleError, ManifestError
 from edge.manifest import MANIFEST_FILENAME, Manifest
 
@@ -293,24 +294,6 @@ def extract_verified(bundle: VerifiedBundle, dest: str | Path,
     for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
         fsync_dir(d)
     return written
-
-
-def write_file_synced(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Create ``path`` exclusively with ``data`` and fsync it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-
-
-def fsync_dir(path: str | Path) -> None:
-    """fsync a directory so renames and new entries in it survive a power cut."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify_installed(version_dir: str | Path, keys: Mapping[str, PublicKey] | None = None,

@@ -1,9 +1,10 @@
 """The device config: one YAML file, validated by strict pydantic models.
 
-A bad field gives a :class:`~edge.errors.ConfigError` naming the file and the field path, e.g.
-``edge.yaml: cameras.0.slots.2.rect: x0 must be below x1``. Secrets (camera passwords, CURVE keys)
-never live in the YAML: a camera names a ``credentials`` file (or a name under systemd's
-``$CREDENTIALS_DIRECTORY``) that holds ``user:password``.
+A bad config gives a :class:`~edge.errors.ConfigError` with one line per problem, each naming the
+file and the field path, e.g. ``edge.yaml: cameras.0.slots.2.rect: x0 must be below x1``. Secrets
+(camera passwords, CURVE keys) never live in the YAML: a camera names a ``credentials`` file that
+holds ``user:password``, as :mod:`edge.credentials` says (a bare name is looked up in systemd's
+``$CREDENTIALS_DIRECTORY``; a path with a ``/`` is relative to the config file).
 """
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.credentials import is_name as is_credential_name
+from edge.contracts import ID_PATTERN, max_batch_for
 from edge.errors import ConfigError
+from edge.validation import error_lines
 
 logger = logging.getLogger(__name__)
 
 WHOLE_FRAME_SLOT = "frame"
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # ends up in ZeroMQ topics: no '/' or spaces
 _SCHEMES = ("file", "v4l2", "rtsp", "rtsps", "http", "https", "csi", "gst")
 
 
@@ -35,7 +38,7 @@ class _Strict(BaseModel):
 class SlotConfig(_Strict):
     """One named place in the display case, in normalised frame coordinates (0..1)."""
 
-    name: str = Field(pattern=_ID, description="Slot name, unique per camera (e.g. r0c0).")
+    name: str = Field(pattern=ID_PATTERN, description="Slot name, unique per camera (e.g. r0c0).")
     rect: tuple[float, float, float, float] | None = Field(
         None, description="x0, y0, x1, y1 normalised to the frame; derived from `polygon` when that is given.")
     polygon: tuple[tuple[float, float], ...] | None = Field(
@@ -113,12 +116,13 @@ class ReconnectConfig(_Strict):
 class CameraConfig(_Strict):
     """One camera: where frames come from and which slots it sees."""
 
-    id: str = Field(pattern=_ID, description="Camera id, unique per device; part of the ZeroMQ topic.")
+    id: str = Field(pattern=ID_PATTERN, description="Camera id, unique per device; part of the ZeroMQ topic.")
     source: str = Field(description="file:///path.mp4[?loop=1&realtime=0], v4l2:///dev/video0, rtsp://host/..., "
                                     "http://host/mjpeg, csi://0 or gst://<pipeline>.")
     credentials: str | None = Field(
-        None, description="File holding 'user:password' for the source (a bare name is looked up in "
-                          "$CREDENTIALS_DIRECTORY); never put the password in `source`.")
+        None, description="File holding 'user:password' for the source: a bare name is looked up in "
+                          "$CREDENTIALS_DIRECTORY, a path (with a '/') is relative to this config file; "
+                          "never put the password in `source`.")
     fps: float | None = Field(None, gt=0, le=240, description="Optional cap on frames classified per second.")
     slots: tuple[SlotConfig, ...] | None = Field(None, description="Slot map; none means the whole frame is one slot.")
     slots_file: Path | None = Field(None, description="A YAML file with `slots: [...]` (relative to the config).")
@@ -186,7 +190,9 @@ class OpenVinoOptions(_Strict):
 class TensorRtOptions(_Strict):
     engine_cache: Path | None = Field(None, description="Directory of built engines (default: beside the model).")
     workspace_mb: int = Field(1024, ge=16, le=65536, description="Builder workspace limit in MiB.")
-    max_batch: int = Field(16, ge=1, le=256, description="Largest batch of the engine's optimisation profile.")
+    max_batch: int | None = Field(
+        None, ge=1, le=256, description="Largest batch of the engine's optimisation profile (part of the engine "
+                                        "cache key; default: every slot of every camera, the loop's one batch).")
     fp16_fallback: bool = Field(True, description="Build FP16 where the GPU has no fast INT8 (and say so).")
     device: int = Field(0, ge=0, description="CUDA device index.")
 
@@ -224,6 +230,20 @@ RuntimeConfig = Annotated[Union[AutoRuntimeConfig, OnnxRuntimeConfig, OpenVinoCo
 RUNTIME_NAMES = ("auto", "onnxruntime", "openvino", "tensorrt")
 
 
+def tensorrt_options(config: "DeviceConfig") -> TensorRtOptions:
+    """The TensorRT options that apply: the ``tensorrt`` runtime's, ``auto``'s candidate block, else defaults."""
+    runtime = config.runtime
+    if runtime.name == "tensorrt":
+        return runtime.options
+    return runtime.options.tensorrt if runtime.name == "auto" else TensorRtOptions()
+
+
+def engine_max_batch(config: "DeviceConfig") -> int:
+    """The TensorRT engine's largest batch: ``max_batch`` where the config sets it, else every slot of
+    every camera (:func:`edge.contracts.max_batch_for`). Flash, build-engine and the edge all use this."""
+    return tensorrt_options(config).max_batch or max_batch_for(config.cameras)
+
+
 def runtime_options(runtime: AutoRuntimeConfig | OnnxRuntimeConfig | OpenVinoConfig | TensorRtConfig,
                     resolved: str) -> dict[str, Any]:
     """The keyword options for ``create_runtime`` once ``auto`` is resolved to a backend name."""
@@ -249,7 +269,8 @@ class PublishConfig(_Strict):
     hwm: int = Field(1000, ge=1, le=1_000_000, description="PUB send high-water mark (messages per subscriber).")
     curve_secret_key_file: str | None = Field(
         None, description="Optional ZeroMQ CURVE server certificate (secret key file; a bare name is read "
-                          "from $CREDENTIALS_DIRECTORY): encrypts both sockets. The key itself never goes here.")
+                          "from $CREDENTIALS_DIRECTORY, a path with a '/' is relative to this config file): "
+                          "encrypts both sockets. The key itself never goes here.")
 
     @field_validator("endpoint", "snapshot_endpoint")
     @classmethod
@@ -267,7 +288,7 @@ class MetricsConfig(_Strict):
 class DeviceConfig(_Strict):
     """The whole device: model, runtime, cameras and where results go."""
 
-    device: str = Field(pattern=_ID, description="Device id; part of every ZeroMQ topic.")
+    device: str = Field(pattern=ID_PATTERN, description="Device id; part of every ZeroMQ topic.")
     model: ModelConfig = Field(description="The model to run.")
     runtime: RuntimeConfig = Field(default_factory=lambda: AutoRuntimeConfig(name="auto"),
                                    description="Inference backend and its options.")
@@ -292,29 +313,8 @@ def _redacted(uri: str) -> str:
     return redact(uri)
 
 
-def _where(loc: tuple[Any, ...]) -> str:
-    parts = list(loc)
-    # A discriminated union puts the tag in the path (runtime.openvino.options...): drop it.
-    if len(parts) > 1 and parts[0] == "runtime" and parts[1] in RUNTIME_NAMES:
-        del parts[1]
-    return ".".join(str(p) for p in parts) or "(top level)"
-
-
-def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
-    """``source: field.path: message`` for the first error (and how many more there are)."""
-    errors = exc.errors()
-    err = errors[0]
-    msg = err.get("msg", "invalid").removeprefix("Value error, ")
-    if err.get("type") == "extra_forbidden":
-        msg = "unknown field (not allowed here)"
-    elif err.get("type") == "union_tag_invalid":
-        msg = f"unknown runtime '{err.get('input', {}).get('name') if isinstance(err.get('input'), dict) else '?'}' " \
-              f"(known: {', '.join(RUNTIME_NAMES)})"
-    where = _where(err.get("loc", ()))
-    if prefix:
-        where = f"{prefix}.{where}" if where != "(top level)" else prefix
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{source}: {where}: {msg}{more}"
+def _invalid(exc: ValidationError, source: str) -> ConfigError:
+    return ConfigError(error_lines(exc, source, tags={"runtime": RUNTIME_NAMES}))
 
 
 def _read_yaml(path: Path, what: str) -> Any:
@@ -345,7 +345,7 @@ def load_slots_file(path: str | Path) -> tuple[SlotConfig, ...]:
     try:
         return SlotsFile.model_validate(data).slots
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from exc
+        raise _invalid(exc, str(path)) from exc
 
 
 def _resolve(base: Path, value: str | Path) -> Path:
@@ -364,45 +364,63 @@ def _resolve_source(base: Path, uri: str) -> str:
     return "file://" + str(_resolve(base, path).resolve()) + sep + query
 
 
+def _resolve_credential(base: Path, ref: str | None) -> str | None:
+    # A credential path (one with a '/') is relative to the config file; a bare name stays a name.
+    return ref if ref is None or is_credential_name(ref) else str(_resolve(base, ref))
+
+
+def _slots_from_file(path: Path) -> tuple[SlotConfig, ...]:
+    slots = load_slots_file(path)
+    names = [s.name for s in slots]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{path}: slot names repeat: {dupes}")
+    return slots
+
+
+def _resolve_camera(base: Path, cam: CameraConfig) -> CameraConfig:
+    """Paths in a camera made absolute, and its slots file read in."""
+    changes: dict[str, Any] = {"source": _resolve_source(base, cam.source),
+                               "credentials": _resolve_credential(base, cam.credentials)}
+    if cam.slots_file is not None:
+        changes["slots_file"] = _resolve(base, cam.slots_file)
+        changes["slots"] = _slots_from_file(changes["slots_file"])
+    return cam.model_copy(update=changes)
+
+
 def parse_config(data: Any, source: str = "config", base_dir: str | Path = ".") -> DeviceConfig:
     """Validate an already-parsed YAML document; relative paths resolve against ``base_dir``.
 
     Raises:
-        ConfigError: naming ``source`` and the field path.
+        ConfigError: one line per problem, each naming ``source`` and the field path.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
         cfg = DeviceConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from exc
+        raise _invalid(exc, source) from exc
     base = Path(base_dir)
-    cameras = []
+    cameras, problems = [], []
     for i, cam in enumerate(cfg.cameras):
-        changes: dict[str, Any] = {"source": _resolve_source(base, cam.source)}
-        if cam.slots_file is not None:
-            slots_path = _resolve(base, cam.slots_file)
-            try:
-                changes["slots"] = load_slots_file(slots_path)
-            except ConfigError as exc:
-                raise ConfigError(f"{source}: cameras.{i}.slots_file: {exc}") from exc
-            changes["slots_file"] = slots_path
-            names = [s.name for s in changes["slots"]]
-            if len(set(names)) != len(names):
-                raise ConfigError(f"{source}: cameras.{i}.slots_file: {slots_path}: slot names repeat")
-        if cam.credentials is not None and ("/" in cam.credentials):
-            changes["credentials"] = str(_resolve(base, cam.credentials))
-        cameras.append(cam.model_copy(update=changes))
+        try:
+            cameras.append(_resolve_camera(base, cam))
+        except ConfigError as exc:
+            problems += [f"{source}: cameras.{i}.slots_file: {line}" for line in str(exc).splitlines()]
+    if problems:
+        raise ConfigError("\n".join(problems))
     model = cfg.model.model_copy(update={"path": _resolve(base, cfg.model.path)})
-    return cfg.model_copy(update={"cameras": tuple(cameras), "model": model})
+    key_file = _resolve_credential(base, cfg.publish.curve_secret_key_file)
+    publish = cfg.publish.model_copy(update={"curve_secret_key_file": key_file})
+    return cfg.model_copy(update={"cameras": tuple(cameras), "model": model, "publish": publish})
 
 
 def load_config(path: str | Path) -> DeviceConfig:
     """Load and validate the device YAML.
 
     Raises:
-        ConfigError: missing file, bad YAML or an invalid field; the message names the file and
-            the field path (``edge.yaml: cameras.0.slots.2.rect: ...``).
+        ConfigError: missing file, bad YAML or invalid fields; one line per problem, each naming the
+            file and the field path (``edge.yaml: cameras.0.slots.2.rect: ...``).
     """
     path = Path(path)
     data = _read_yaml(path, "config file")

@@ -1,5 +1,35 @@
 """Values that more than one package must agree on, defined once (every other package imports them)."""
 from __future__ import annotations
 
+from typing import Iterable, Protocol, Sized
+
 #: The eight classes of a display case, in the output order of every model gemsight trains by default.
 DEFAULT_CLASSES: tuple[str, ...] = ("ring", "necklace", "earring", "bracelet", "pendant", "brooch", "watch", "empty")
+
+#: Device, camera and slot ids: they end up in ZeroMQ topics, so no '/' and no spaces.
+#: The message schemas (``edge/schemas/*.schema.json``) spell the same pattern.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+#: Stages every labels message reports in ``latencies_ms``.
+REQUIRED_STAGES: tuple[str, ...] = ("capture", "preprocess", "infer", "postprocess")
+#: Every stage the loop measures. ``total`` runs from the frame's capture to its labels being ready
+#: to publish (the end of postprocessing); ``publish`` (building, encoding and sending the message)
+#: follows it, so ``total + publish`` is capture to sent. Message, metrics and bench use these meanings.
+STAGES: tuple[str, ...] = (*REQUIRED_STAGES, "publish", "total")
+
+#: The TensorRT optimisation profile's largest batch where no device config says otherwise.
+DEFAULT_MAX_BATCH = 16
+
+
+class _Camera(Protocol):
+    def slot_list(self) -> Sized: ...
+
+
+def max_batch_for(cameras: Iterable[_Camera]) -> int:
+    """The engine batch a device config needs: every slot of every camera, classified as one batch.
+
+    Args:
+        cameras: the config's cameras (:class:`edge.config.CameraConfig`); a camera without slots
+            counts as one (the whole frame).
+    """
+    return max(1, sum(len(cam.slot_list()) for cam in cameras))

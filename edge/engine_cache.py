@@ -30,12 +30,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.atomic import write_atomic
 from edge.errors import RuntimeUnavailable
 
 logger = logging.getLogger(__name__)
@@ -178,19 +178,6 @@ def lookup(cache_dir: str | Path, key: EngineKey) -> CachedEngine | None:
     return CachedEngine(engine, sidecar)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def store(cache_dir: str | Path, key: EngineKey, engine_bytes: bytes, built_precision: str,
           info: dict[str, Any] | None = None) -> CachedEngine:
     """Store a serialized engine under ``key`` (engine first, sidecar last, each atomically).
@@ -208,7 +195,7 @@ def store(cache_dir: str | Path, key: EngineKey, engine_bytes: bytes, built_prec
     entry.mkdir(parents=True, exist_ok=True)
     engine = entry / ENGINE_FILE
     (entry / SIDECAR_FILE).unlink(missing_ok=True)  # the entry is incomplete until the sidecar returns
-    _atomic_write(engine, bytes(engine_bytes))
+    write_atomic(engine, bytes(engine_bytes))
     sidecar = {
         "sidecar_version": SIDECAR_VERSION,
         "key": key.as_dict(),
@@ -218,7 +205,7 @@ def store(cache_dir: str | Path, key: EngineKey, engine_bytes: bytes, built_prec
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(info or {}),
     }
-    _atomic_write(entry / SIDECAR_FILE, (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(entry / SIDECAR_FILE, (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
     logger.info("cached TensorRT engine %s (%s, %.1f MB)", engine, built_precision, len(engine_bytes) / 1e6)
     return CachedEngine(engine, sidecar)
 

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import zmq
 
 from edge import messages
+from edge.credentials import load_curve_keys
 from edge.errors import ConfigError, MessageError
 from edge.listen_view import Renderer, format_summary
 
@@ -82,8 +83,6 @@ class Listener:
         self._ctx = context or zmq.Context.instance()
         self._curve: tuple[bytes, bytes, bytes] | None = None
         if curve_server_key_file:
-            from edge.publisher import load_curve_keys
-
             server_public, _ = load_curve_keys(curve_server_key_file, "CURVE server key file", need_secret=False)
             client_public, client_secret = zmq.curve_keypair()
             self._curve = (server_public, client_public, client_secret)
@@ -282,7 +281,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, metavar="N", help="exit after N labels messages")
     parser.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds without a message")
     parser.add_argument("--curve-server-key", metavar="FILE",
-                        help="server public certificate (zmq.auth format) for a CURVE publisher")
+                        help="server public certificate (zmq.auth format) for a CURVE publisher "
+                             "(a bare name is read from $CREDENTIALS_DIRECTORY, see edge.credentials)")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:

@@ -3,7 +3,8 @@
 Capture never waits for inference: each camera has a grabber thread (:mod:`edge.sources`) that keeps
 only its newest frame. Each turn the loop takes the fresh frames of every camera, crops their slots
 into one batch preprocessed by the manifest's rule, runs it through the one runtime, and publishes
-one labels message per camera. Stage latencies are measured from capture to publish.
+one labels message per camera. Stage latencies are measured from capture to publish
+(:data:`edge.contracts.STAGES` says what each means).
 
 ``run(config)`` is the whole thing, callable from Python (tests, benchmarks, the demo); SIGTERM and
 SIGINT stop it cleanly when it runs in the main thread.
@@ -27,7 +28,7 @@ from edge.config import CameraConfig, DeviceConfig
 from edge.errors import ConfigError, DataError, InferenceError
 from edge.metrics import LoopMetrics
 from edge.model_loader import ModelInfo, open_model
-from edge.postprocess import Postprocessor
+from edge.postprocess import FrameResult, Postprocessor
 from edge.preprocess import preprocess_batch
 from edge.publisher import Publisher
 from edge.sdnotify import SdNotifier
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 MAX_INFER_FAILURES = 10   # consecutive failed batches before the loop gives up (systemd restarts it)
 MAX_SAMPLES = 200_000     # latency samples kept for LoopResult (benchmarks), a bounded list
-_STATE_TO_STATUS = {"up": "up", "down": "down", "eos": "eos"}
 
 
 @dataclass
@@ -53,8 +53,8 @@ class LoopResult:
     batches: int = 0
     slot_images: int = 0
     infer_s: float = 0.0
-    total_ms: list[float] = field(default_factory=list)        # capture → publish, per message
-    publish_ms: list[float] = field(default_factory=list)      # encode + send, per message
+    total_ms: list[float] = field(default_factory=list)        # latencies_ms.total, per message
+    publish_ms: list[float] = field(default_factory=list)      # build + encode + send, per message
     stopped_by: str = ""
     first_capture: float | None = None   # monotonic capture time of the first classified frame
     last_publish: float | None = None    # monotonic time the last labels message left
@@ -107,6 +107,13 @@ class _Camera:
         self.fps = 0.0
         self.bad_logged: set[str] = set()
         self.writer: AnnotatedWriter | None = None
+        self.counted = {"dropped": 0, "invalid": 0}  # what this camera's Prometheus counters hold
+
+    def catch_up(self, name: str, counter: Any, total: int) -> None:
+        """Grabber threads keep plain totals; the Prometheus counter ``name`` catches up to them."""
+        if total > self.counted[name]:
+            counter.inc(total - self.counted[name])
+            self.counted[name] = total
 
 
 class CameraLoop:
@@ -256,8 +263,8 @@ class CameraLoop:
                     cam.post.reset()
                     self.metrics.reconnects.labels(cam.id).inc()
                 self.metrics.camera_up.labels(cam.id).set(1 if state == "up" else 0)
-                if state in _STATE_TO_STATUS:
-                    self.publisher.publish_status(cam.id, _STATE_TO_STATUS[state], detail)
+                if state in messages.STATES:  # a grabber's "starting" is no camera status
+                    self.publisher.publish_status(cam.id, state, detail)
                     self.metrics.messages.labels("status").inc()
                     self.result.messages += 1
 
@@ -283,6 +290,7 @@ class CameraLoop:
             try:
                 cam_crops = cam.slots.crop(frame.image)
             except (DataError, ConfigError) as exc:
+                cam.counted["invalid"] += 1
                 self.metrics.invalid.labels(cam.id).inc()
                 if str(exc) not in cam.bad_logged:  # once per distinct problem, not every frame
                     cam.bad_logged.add(str(exc))
@@ -307,56 +315,75 @@ class CameraLoop:
 
     def _finish(self, pending: "_Batch") -> int:
         """Wait for a batch's logits, then postprocess and publish each of its frames."""
-        model = self.model
+        done = self._logits(pending)
+        if done is None:
+            return 0
+        logits, t_in, t2 = done
+        self._count_batch(len(pending.batch), t2 - t_in)
+        for cam, frame, a, b in pending.spans:
+            self._publish_frame(cam, frame, logits[a:b], pending, t2)
+        return len(pending.spans)
+
+    def _logits(self, pending: "_Batch") -> tuple[np.ndarray, float, float] | None:
+        """The batch's logits with inference start and end times; ``None`` for a failed batch."""
         try:
-            logits, t_in, t2 = pending.future.result()
+            done = pending.future.result()
         except Exception as exc:  # backends raise their own types; one bad batch must not stop the device
             self._failures += 1
             logger.error("inference failed (%d in a row): %s", self._failures, exc)
             if self._failures >= MAX_INFER_FAILURES:
-                raise InferenceError(f"{model.runtime.name}: {self._failures} batches in a row failed: {exc}") from exc
-            return 0
+                raise InferenceError(f"{self.model.runtime.name}: {self._failures} batches in a row failed: "
+                                     f"{exc}") from exc
+            return None
         self._failures = 0
-        spans, t0, t1 = pending.spans, pending.t0, pending.t1
-        n_images = len(pending.batch)
+        return done
+
+    def _count_batch(self, n_images: int, infer_s: float) -> None:
         self.result.batches += 1
         self.result.slot_images += n_images
-        self.result.infer_s += t2 - t_in
+        self.result.infer_s += infer_s
         self.metrics.batch.set(n_images)
-        for cam, frame, a, b in spans:
-            tp = time.monotonic()
-            result = cam.post.update(logits[a:b])
-            t3 = time.monotonic()
-            # infer includes any wait for the runtime to finish the batch before this one.
-            stages = {"capture": t0 - frame.t_mono, "preprocess": t1 - t0, "infer": t2 - t1,
-                      "postprocess": t3 - tp}
-            lat_ms = {k: v * 1000.0 for k, v in stages.items()}
-            lat_ms["total"] = (time.monotonic() - frame.t_mono) * 1000.0
-            msg = messages.labels_message(device=self.config.device, camera=cam.id, capture_ts=frame.capture_ts,
-                                          model=model.info, result=result, latencies_ms=lat_ms,
-                                          frame_index=frame.index)
-            self.publisher.publish_labels(cam.id, msg)
-            t4 = time.monotonic()
-            if self.result.first_capture is None:
-                self.result.first_capture = frame.t_mono
-            self.result.last_publish = t4
-            stages["publish"] = t4 - t3
-            stages["total"] = t4 - frame.t_mono
-            self.metrics.observe_stages(stages)
-            self.metrics.frames.labels(cam.id).inc()
-            self.metrics.messages.labels("labels").inc()
-            self.result.messages += 1
-            if len(self.result.total_ms) < MAX_SAMPLES:
-                self.result.total_ms.append(stages["total"] * 1000.0)
-                self.result.publish_ms.append(stages["publish"] * 1000.0)
-            cam.frames += 1
-            if cam.writer is not None:
-                h, w = frame.image.shape[:2]
-                cam.writer.write(draw(_bgr(frame.image, cam.id), cam.slots.rects(w, h), result,
-                                      title=f"{cam.id} #{frame.index}",
-                                      unknown_label=self.config.postprocess.unknown_label,
-                                      empty_label=self.config.postprocess.empty_label))
-        return len(spans)
+
+    def _publish_frame(self, cam: _Camera, frame: Frame, logits: np.ndarray, pending: "_Batch", t2: float) -> None:
+        """Postprocess one frame's logits and publish its labels message (with its stage latencies)."""
+        tp = time.monotonic()
+        result = cam.post.update(logits)
+        t3 = time.monotonic()
+        # infer includes any wait for the runtime to finish the batch before this one; total ends
+        # where publishing starts (the meaning of latencies_ms.total, see edge.contracts.STAGES).
+        stages = {"capture": pending.t0 - frame.t_mono, "preprocess": pending.t1 - pending.t0,
+                  "infer": t2 - pending.t1, "postprocess": t3 - tp, "total": t3 - frame.t_mono}
+        msg = messages.labels_message(device=self.config.device, camera=cam.id, capture_ts=frame.capture_ts,
+                                      model=self.model.info, result=result,
+                                      latencies_ms={k: v * 1000.0 for k, v in stages.items()},
+                                      frame_index=frame.index)
+        self.publisher.publish_labels(cam.id, msg)
+        t4 = time.monotonic()
+        stages["publish"] = t4 - t3
+        self._record(cam, frame, stages, t4)
+        if cam.writer is not None:
+            self._annotate(cam, frame, result)
+
+    def _record(self, cam: _Camera, frame: Frame, stages: dict[str, float], published: float) -> None:
+        """One published frame in the metrics and the run's result."""
+        if self.result.first_capture is None:
+            self.result.first_capture = frame.t_mono
+        self.result.last_publish = published
+        self.metrics.observe_stages(stages)
+        self.metrics.frames.labels(cam.id).inc()
+        self.metrics.messages.labels("labels").inc()
+        self.result.messages += 1
+        if len(self.result.total_ms) < MAX_SAMPLES:
+            self.result.total_ms.append(stages["total"] * 1000.0)
+            self.result.publish_ms.append(stages["publish"] * 1000.0)
+        cam.frames += 1
+
+    def _annotate(self, cam: _Camera, frame: Frame, result: FrameResult) -> None:
+        h, w = frame.image.shape[:2]
+        pp = self.config.postprocess
+        cam.writer.write(draw(_bgr(frame.image, cam.id), cam.slots.rects(w, h), result,
+                              title=f"{cam.id} #{frame.index}", unknown_label=pp.unknown_label,
+                              empty_label=pp.empty_label))
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -368,8 +395,8 @@ class CameraLoop:
                 cam.fps_mark = (now, cam.frames)
                 self.metrics.fps.labels(cam.id).set(cam.fps)
                 st = cam.source.stats
-                _sync_counter(self.metrics.dropped.labels(cam.id), st.dropped)
-                _sync_counter(self.metrics.invalid.labels(cam.id), st.invalid)
+                cam.catch_up("dropped", self.metrics.dropped.labels(cam.id), st.dropped)
+                cam.catch_up("invalid", self.metrics.invalid.labels(cam.id), st.invalid)
             cams[cam.id] = {"fps": round(cam.fps, 2), "dropped": cam.source.stats.dropped,
                             "reconnects": cam.source.stats.reconnects}
         if self.publisher.maybe_heartbeat(cams):
@@ -382,13 +409,6 @@ def _bgr(image: np.ndarray, camera: str) -> np.ndarray:
     from edge.slots import as_bgr  # noqa: PLC0415
 
     return as_bgr(image, camera)
-
-
-def _sync_counter(counter: Any, total: int) -> None:
-    # Grabber threads keep plain totals; the Prometheus counter catches up to them.
-    current = counter._value.get()  # noqa: SLF001 - prometheus_client has no public getter
-    if total > current:
-        counter.inc(total - current)
 
 
 def run(config: DeviceConfig, *, max_frames: int | None = None, annotate: str | Path | None = None,

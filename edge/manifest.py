@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.errors import ManifestError
+from edge.validation import error_lines
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class Manifest(_Strict):
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{source}: not valid JSON ({exc})") from exc
         except ValidationError as exc:
-            raise ManifestError(f"{source}: invalid manifest: {_first_error(exc)}") from exc
+            raise ManifestError(error_lines(exc, f"{source}: invalid manifest")) from exc
 
     @classmethod
     def load(cls, path: str | Path) -> "Manifest":
@@ -141,12 +142,6 @@ class Manifest(_Strict):
             raise ManifestError(
                 f"{source}: output has {width} values but the manifest names {self.num_classes} classes "
                 f"({', '.join(self.classes)})")
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ())) or "manifest"
-    return f"{where}: {err.get('msg')}"
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:

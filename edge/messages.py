@@ -3,7 +3,7 @@
 Three kinds, each defined by a JSON Schema shipped in ``edge/schemas/<kind>.schema.json``:
 
 * ``labels``: one per processed frame of a camera (slots, counts, model, latencies, ``seq``);
-* ``status``: a camera went ``up``, ``down``, ``reconnecting`` or hit ``eos``;
+* ``status``: a camera went ``up`` or ``down``, or hit ``eos``;
 * ``heartbeat``: one per device every ``heartbeat_s`` seconds, with the last ``seq`` per camera.
 
 On the wire a message is multipart ``[topic, json]`` with topic ``gemsight/<device>/<camera>/<kind>``
@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from edge.contracts import ID_PATTERN, REQUIRED_STAGES
 from edge.errors import MessageError
 from edge.postprocess import FrameResult
 
@@ -30,11 +31,10 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "gemsight"
 KINDS = ("labels", "status", "heartbeat")
-STATES = ("up", "down", "reconnecting", "eos")
+STATES = ("up", "down", "eos")
 ALL_CAMERAS = "_"  # camera segment of the per-device heartbeat topic
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MODEL_KEYS = ("name", "version", "precision", "backend")
-REQUIRED_LATENCIES = ("capture", "preprocess", "infer", "postprocess")
+_ID = re.compile(ID_PATTERN)
 _SCORE_DIGITS = 4   # probabilities: 4 decimals is plenty for people and keeps messages small
 _MS_DIGITS = 3      # latencies: microsecond resolution
 
@@ -45,7 +45,7 @@ def check_id(value: Any, what: str) -> str:
     Raises:
         MessageError: naming ``what`` and the bad value.
     """
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not _ID.match(value):
         raise MessageError(f"{what} {value!r} is not a valid id (1-64 of A-Z a-z 0-9 . _ -, starting with a "
                            "letter or digit)")
     return value
@@ -92,7 +92,7 @@ def labels_message(*, device: str, camera: str, seq: int | None = None, capture_
         publish_ts: When it is sent (normally set by the publisher).
         model: At least ``name``, ``version``, ``precision``, ``backend``; other keys are left out.
         result: This frame's postprocessing result.
-        latencies_ms: Stage latencies; must hold capture, preprocess, infer and postprocess.
+        latencies_ms: Stage latencies (:data:`edge.contracts.STAGES`); must hold the required ones.
         frame_index: Index of the frame in its source, if known.
 
     Raises:
@@ -101,7 +101,7 @@ def labels_message(*, device: str, camera: str, seq: int | None = None, capture_
     missing = [k for k in MODEL_KEYS if k not in model]
     if missing:
         raise MessageError(f"labels message: model is missing {missing} (has {sorted(model)})")
-    missing = [k for k in REQUIRED_LATENCIES if k not in latencies_ms]
+    missing = [k for k in REQUIRED_STAGES if k not in latencies_ms]
     if missing:
         raise MessageError(f"labels message: latencies_ms is missing {missing}")
     msg: dict[str, Any] = {
@@ -128,7 +128,7 @@ def labels_message(*, device: str, camera: str, seq: int | None = None, capture_
 
 
 def status_message(*, device: str, camera: str, state: str, detail: str, ts: float) -> dict:
-    """Build a camera status message (``state``: up, down, reconnecting or eos).
+    """Build a camera status message (``state``: up, down or eos).
 
     Raises:
         MessageError: an unknown state or a bad id.

@@ -17,7 +17,6 @@ logger = logging.getLogger(__name__)
 # Stage latencies on an edge CPU run from well under a millisecond (postprocess) to ~1 s (a slow
 # backend on a big batch): buckets in seconds, roughly doubling.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-STAGES = ("capture", "preprocess", "infer", "postprocess", "publish", "total")
 
 
 class LoopMetrics:
@@ -44,14 +43,15 @@ class LoopMetrics:
         self.messages = Counter("gemsight_messages_published", "ZeroMQ messages sent, per kind.", ["kind"],
                                 registry=r)
         self.latency = Histogram("gemsight_stage_latency_seconds", "Latency of each loop stage; 'total' is "
-                                 "capture to publish.", ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+                                 "capture to labels ready to publish, 'publish' follows it.", ["stage"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
         self.batch = Gauge("gemsight_batch_size", "Slot images in the last inference batch.", registry=r)
         self._server: Any = None
         self._thread: Any = None
         self.port: int | None = None
 
     def observe_stages(self, seconds: dict[str, float]) -> None:
-        """Record one frame's stage latencies (seconds)."""
+        """Record one frame's stage latencies (seconds; stage names: :data:`edge.contracts.STAGES`)."""
         for stage, value in seconds.items():
             self.latency.labels(stage).observe(value)
 

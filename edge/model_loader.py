@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.config import DeviceConfig, runtime_options
+from edge.config import DeviceConfig, engine_max_batch, runtime_options
 from edge.errors import ConfigError, GemsightError, ManifestError, SourceError
 from edge.manifest import Manifest
 from edge.runtimes import Runtime, create_runtime, resolve_runtime_name
@@ -58,6 +58,8 @@ def open_model(config: DeviceConfig, source: str = "config") -> ModelInfo:
     """
     resolved = resolve_runtime_name(config.runtime.name)
     options: dict[str, Any] = runtime_options(config.runtime, resolved)
+    if resolved == "tensorrt":
+        options["max_batch"] = engine_max_batch(config)  # the engine deploy built for this config
     t0 = time.monotonic()
     runtime = create_runtime(resolved, config.model.path, precision=config.model.precision, **options)
     try:

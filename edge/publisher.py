@@ -12,23 +12,21 @@ messages are kept as their encoded bytes, which the loop never touches again: th
 splices them into its reply without decoding, and without sharing a mutable dict with the loop.
 
 CURVE: given a server secret key file (``zmq.auth`` certificate format, as written by
-``zmq.auth.create_certificates``; a relative path is read from ``$CREDENTIALS_DIRECTORY``), both
-sockets become CURVE servers: traffic is encrypted and only clients that know the server's public key
-can talk to them. Client keys are not checked (no ZAP allow-list).
+``zmq.auth.create_certificates``; named as :mod:`edge.credentials` says), both sockets become CURVE
+servers: traffic is encrypted and only clients that know the server's public key can talk to them. Client keys are not checked (no ZAP allow-list).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Any, Mapping
 
 import zmq
 
 from edge import messages
+from edge.credentials import load_curve_keys
 from edge.errors import ConfigError, MessageError
 
 logger = logging.getLogger(__name__)
@@ -36,41 +34,6 @@ logger = logging.getLogger(__name__)
 LINGER_MS = 250          # on close, give queued messages a moment to leave, never hang a shutdown
 SNAPSHOT_POLL_MS = 100   # how often the snapshot thread looks at its stop flag
 MAX_REQUEST_BYTES = 4096  # a snapshot request is tiny; refuse anything bigger before parsing
-
-
-def resolve_credential(path: str | os.PathLike, what: str) -> Path:
-    """A key file path: absolute as given, relative ones under ``$CREDENTIALS_DIRECTORY`` (systemd).
-
-    Raises:
-        ConfigError: relative path without ``$CREDENTIALS_DIRECTORY``, or the file does not exist.
-    """
-    p = Path(path)
-    if not p.is_absolute():
-        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not cred_dir:
-            raise ConfigError(f"{what} '{path}' is relative but $CREDENTIALS_DIRECTORY is not set")
-        p = Path(cred_dir) / p
-    if not p.is_file():
-        raise ConfigError(f"{what} '{p}' does not exist")
-    return p
-
-
-def load_curve_keys(path: str | os.PathLike, what: str, *, need_secret: bool) -> tuple[bytes, bytes | None]:
-    """Read a ``zmq.auth`` certificate: ``(public_key, secret_key or None)``.
-
-    Raises:
-        ConfigError: the file is missing or unreadable, or holds no secret key when one is needed.
-    """
-    import zmq.auth
-
-    p = resolve_credential(path, what)
-    try:
-        public, secret = zmq.auth.load_certificate(str(p))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{what} '{p}' is not a readable ZeroMQ certificate: {exc}") from exc
-    if need_secret and not secret:
-        raise ConfigError(f"{what} '{p}' holds no secret key (give the server's .key_secret file)")
-    return public, secret
 
 
 def _bind(sock: zmq.Socket, endpoint: str, what: str) -> str:
@@ -200,7 +163,7 @@ class Publisher:
         return seq
 
     def publish_status(self, camera: str, state: str, detail: str = "") -> None:
-        """Send a camera status message (up, down, reconnecting, eos) and keep it for snapshots.
+        """Send a camera status message (up, down, eos) and keep it for snapshots.
 
         Raises:
             MessageError: an unknown state or a bad camera id.
@@ -309,53 +272,3 @@ class Publisher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def measure_publish_cost(msg: dict | None = None, *, n: int = 2000, n_slots: int = 12) -> dict[str, float]:
-    """Cost of one labels message on the wire, for ``bench/loop.py``: encode, and encode + send.
-
-    Publishes ``n`` times on a loopback publisher with one subscriber connected (a PUB with no
-    subscriber drops at once and would flatter the figure); the subscriber drains afterwards.
-
-    Args:
-        msg: A labels message for device ``bench``, camera ``cam0``; default: one built from random
-            logits for ``n_slots`` slots and the 8 default classes.
-        n: Repetitions.
-        n_slots: Slots in the default message.
-
-    Returns:
-        ``{"bytes": size, "encode_us": per message, "publish_us": per message (encode + send)}``.
-    """
-    import numpy as np
-
-    from edge.postprocess import Postprocessor
-
-    if msg is None:
-        classes = ("ring", "necklace", "earring", "bracelet", "pendant", "brooch", "watch", "empty")
-        pp = Postprocessor(classes, [f"s{i}" for i in range(n_slots)])
-        result = pp.update(np.random.default_rng(0).normal(0, 3, (n_slots, len(classes))))
-        msg = messages.labels_message(device="bench", camera="cam0", capture_ts=time.time(), model={
-            "name": "bench", "version": "0", "precision": "int8", "backend": "onnxruntime"}, result=result,
-            latencies_ms={"capture": 1.0, "preprocess": 1.0, "infer": 1.0, "postprocess": 1.0})
-    with Publisher(msg["device"], "tcp://127.0.0.1:*", hwm=n + 10) as pub:
-        sub = pub._ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RCVHWM, n + 10)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(pub.endpoint)
-        try:
-            deadline = time.monotonic() + 5.0
-            while not sub.poll(20) and time.monotonic() < deadline:  # slow joiner
-                pub.send_heartbeat()
-            t0 = time.perf_counter()
-            for _ in range(n):
-                messages.encode(msg)
-            t1 = time.perf_counter()
-            for _ in range(n):
-                pub.publish_labels(msg["camera"], msg)
-            t2 = time.perf_counter()
-            while sub.poll(200):
-                sub.recv_multipart()
-        finally:
-            sub.close()
-    return {"bytes": float(len(messages.encode(msg))), "encode_us": (t1 - t0) / n * 1e6,
-            "publish_us": (t2 - t1) / n * 1e6}

@@ -6,13 +6,13 @@ See :mod:`edge.sources` for the URI forms. Credentials come from a file (or syst
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from edge.credentials import resolve as resolve_credential
 from edge.errors import ConfigError, SourceError
 
 logger = logging.getLogger(__name__)
@@ -32,17 +32,15 @@ def redact(uri: str) -> str:
 
 
 def read_credentials(ref: str) -> tuple[str, str]:
-    """Read ``user:password`` from a file path, or a name in ``$CREDENTIALS_DIRECTORY`` (systemd).
+    """Read ``user:password`` from a credential name or path (the rule: :func:`edge.credentials.resolve`).
 
     Raises:
         SourceError: the file is missing or malformed (the message names the file, never its content).
     """
-    path = Path(ref)
-    if "/" not in ref:
-        base = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not base:
-            raise SourceError(f"credentials '{ref}': not a path and $CREDENTIALS_DIRECTORY is not set")
-        path = Path(base) / ref
+    try:
+        path = resolve_credential(ref, "credentials")
+    except ConfigError as exc:
+        raise SourceError(str(exc)) from None
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:

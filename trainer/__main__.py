@@ -6,7 +6,7 @@ import sys
 
 def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "synth":
-        from trainer.synth_cli import main as synth_main  # noqa: PLC0415
+        from trainer.synth.cli import main as synth_main  # noqa: PLC0415
 
         return synth_main(argv[1:])
     from trainer.cli import main  # noqa: PLC0415

@@ -8,12 +8,12 @@ A checkpoint is a plain dict of tensors and builtins (loaded with ``weights_only
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from edge.atomic import replacing
 from edge.errors import ConfigError
 from edge.manifest import Manifest
 
@@ -23,9 +23,8 @@ logger = logging.getLogger(__name__)
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` through a temporary file, so a crash never leaves half a checkpoint."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as fh:
+        torch.save(state, fh)
     return path
 
 

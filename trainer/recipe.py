@@ -180,6 +180,31 @@ def head_output(out):
     return out.logits if hasattr(out, "logits") else out
 
 
+#: The optimizers ``--opt`` may name.
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def create_optimizer(params, name: str, *, lr: float, momentum: float,
+                     weight_decay: float) -> torch.optim.Optimizer:
+    """The optimizer named by ``--opt``: ``sgd`` (with momentum, the recipe) or ``adamw``.
+
+    Args:
+        params: the parameters to optimize.
+        name: ``sgd`` or ``adamw``.
+        lr: the base learning rate (the scheduler scales it).
+        momentum: SGD momentum (AdamW ignores it).
+        weight_decay: L2 penalty (SGD) or decoupled weight decay (AdamW).
+
+    Raises:
+        ConfigError: an unknown ``name``; the message names ``--opt``.
+    """
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ConfigError(f"--opt {name}: not an optimizer gemsight trains with (known: {', '.join(OPTIMIZERS)})")
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int, base_lr: float,
                    min_lr: float, warmup_epochs: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
     """Cosine annealing from ``base_lr`` to ``min_lr``, stepped every batch, after an optional linear warm-up.

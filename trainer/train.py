@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from edge.errors import ConfigError, DataError, GemsightError
+from edge.manifest import Manifest
 
 from trainer import report as reports
 from trainer.args import get_args_parser, parse_args, resolve_args, save_args
@@ -31,8 +33,8 @@ from trainer.distributed import (DistInfo, all_reduce_sum, average_buffers, barr
                                  init_distributed)
 from trainer.evaluate import classification_report
 from trainer.export import build_manifest, export_onnx, git_commit
-from trainer.recipe import (ClassificationPresetEval, ClassificationPresetTrain, create_model, head_output,
-                            make_scheduler)
+from trainer.recipe import (ClassificationPresetEval, ClassificationPresetTrain, create_model, create_optimizer,
+                            head_output, make_scheduler)
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +166,39 @@ def _resume_state(args) -> dict[str, Any] | None:
     return ckpt
 
 
+@dataclass
+class _Data:
+    """The dataset as this rank sees it: the split, the class weights, the model's base manifest, the loaders."""
+
+    split: DatasetSplit
+    weights: list[float]
+    base: Manifest
+    sampler: DistributedSampler
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+
+@dataclass
+class _Training:
+    """What the loop updates: the model (bare, and as the loop calls it), the loss and the optimization."""
+
+    model: nn.Module
+    net: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+
+@dataclass
+class _Progress:
+    """Where the run stands: the next epoch, the metrics so far and the best epoch yet."""
+
+    start_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=lambda: {"acc": -1.0, "loss": math.inf, "epoch": -1})
+
+
 def main(args: argparse.Namespace) -> Path:
     """Train, keep the best model on validation accuracy, export it; returns the run directory."""
     args = resolve_args(args)
@@ -175,96 +210,136 @@ def main(args: argparse.Namespace) -> Path:
 
 
 def _run(args: argparse.Namespace, info: DistInfo) -> Path:
+    """One run on this rank: data → model → optimizer → loop → export (rank 0)."""
     started = time.perf_counter()
     out = Path(args.out)
     ckpt = _resume_state(args)
     torch.manual_seed(args.seed)
-    split = _load_split(args, info)
-    classes = split.classes
-    if ckpt is not None and tuple(ckpt["classes"]) != classes:
-        raise DataError(f"--resume {args.resume}: that run had classes {list(ckpt['classes'])}, "
-                        f"{args.data} has {list(classes)}")
-    weights = class_weights(split.counts("train"), args.class_weights)
-    base = build_manifest(arch=args.arch, classes=classes, img_size=args.img_size, name=args.name,
-                          version=args.model_version)
+    data = _prepare_data(args, info, ckpt)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_args(args, out / "args.yaml")
-        logger.info("training %s on %s (%s), %d classes, class weights %s", args.arch, info.device,
-                    f"{info.world_size} processes" if info.enabled else "1 process", len(classes),
-                    ", ".join(f"{c}={w:.2f}" for c, w in zip(classes, weights)))
+        _start_run_dir(args, out, info, data)
+    training = _prepare_training(args, info, ckpt, data)
+    progress = _Progress() if ckpt is None else _resume_progress(args, ckpt, training, info)
+    _train_epochs(args, info, data, training, progress, out)
+    if info.is_main:
+        _finish(args, out, data.split, data.weights, progress.history, time.perf_counter() - started, info.device)
+    barrier(info)
+    return out
 
-    model = create_model(args.arch, len(classes), weights="none" if ckpt else args.weights, dropout=args.dropout)
+
+def _prepare_data(args: argparse.Namespace, info: DistInfo, ckpt: dict[str, Any] | None) -> _Data:
+    """Scan the data, check it against a resumed run, weigh the classes and build the loaders."""
+    split = _load_split(args, info)
+    if ckpt is not None and tuple(ckpt["classes"]) != split.classes:
+        raise DataError(f"--resume {args.resume}: that run had classes {list(ckpt['classes'])}, "
+                        f"{args.data} has {list(split.classes)}")
+    weights = class_weights(split.counts("train"), args.class_weights)
+    base = build_manifest(arch=args.arch, classes=split.classes, img_size=args.img_size, name=args.name,
+                          version=args.model_version)
+    sampler, train_loader, val_loader = _loaders(split, base.input, args, info)
+    return _Data(split, weights, base, sampler, train_loader, val_loader)
+
+
+def _start_run_dir(args: argparse.Namespace, out: Path, info: DistInfo, data: _Data) -> None:
+    """Rank 0: create the run directory, save the resolved arguments and say what is trained where."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_args(args, out / "args.yaml")
+    logger.info("training %s on %s (%s), %d classes, class weights %s", args.arch, info.device,
+                f"{info.world_size} processes" if info.enabled else "1 process", len(data.split.classes),
+                ", ".join(f"{c}={w:.2f}" for c, w in zip(data.split.classes, data.weights)))
+
+
+def _prepare_training(args: argparse.Namespace, info: DistInfo, ckpt: dict[str, Any] | None,
+                      data: _Data) -> _Training:
+    """The model (resumed weights loaded, on the device, DDP-wrapped when distributed), the loss, the
+    optimizer and the per-batch schedule."""
+    model = create_model(args.arch, len(data.split.classes), weights="none" if ckpt else args.weights,
+                         dropout=args.dropout)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     cuda = info.device.type == "cuda"
     model = model.to(info.device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if cuda else None) \
         if info.enabled else model
-    criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=info.device),
+    criterion = nn.CrossEntropyLoss(weight=torch.tensor(data.weights, dtype=torch.float32, device=info.device),
                                     label_smoothing=args.label_smoothing)
-    if args.opt == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                    weight_decay=args.weight_decay)
-    spec = base.input
-    sampler, train_loader, val_loader = _loaders(split, spec, args, info)
-    scheduler = make_scheduler(optimizer, epochs=args.epochs, steps_per_epoch=len(train_loader), base_lr=args.lr,
-                               min_lr=args.min_lr, warmup_epochs=args.warmup_epochs)
+    optimizer = create_optimizer(model.parameters(), args.opt, lr=args.lr, momentum=args.momentum,
+                                 weight_decay=args.weight_decay)
+    scheduler = make_scheduler(optimizer, epochs=args.epochs, steps_per_epoch=len(data.train_loader),
+                               base_lr=args.lr, min_lr=args.min_lr, warmup_epochs=args.warmup_epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
-    start_epoch, history, best = 0, [], {"acc": -1.0, "loss": math.inf, "epoch": -1}
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if cuda and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        restore_rng(ckpt.get("rng", {}))
-        start_epoch, history = int(ckpt["epoch"]) + 1, list(ckpt.get("history", []))
-        best = {"acc": float(ckpt["best_acc"]), "loss": float(ckpt.get("best_loss", math.inf)),
-                "epoch": int(ckpt["best_epoch"])}
-        logger.info("resuming %s from epoch %d of %d", args.resume, start_epoch + 1, args.epochs)
-    show_progress = info.is_main and sys.stderr.isatty()
-    common = {"arch": args.arch, "dropout": args.dropout, "classes": list(classes), "img_size": args.img_size,
-              "manifest": base.to_json(), "args": {k: v for k, v in vars(args).items() if v is not None}}
+    return _Training(model, net, criterion, optimizer, scheduler, scaler)
 
-    for epoch in range(start_epoch, args.epochs):
-        sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        t0 = time.perf_counter()
-        tr = train_one_epoch(net, criterion, optimizer, train_loader, info.device, epoch, scaler=scaler,
-                             scheduler=scheduler, info=info, show_progress=show_progress)
-        average_buffers(model, info)
-        # The bare module, not the DDP wrapper: shards differ in length and DDP's forward may sync buffers.
-        ev = evaluate(model, val_loader, info.device, len(classes), info=info)
-        metrics = classification_report(ev["confusion"], classes)
-        row = {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "val_loss": round(ev["loss"], 6),
-               "val_acc": round(metrics["accuracy"], 6), "macro_f1": round(metrics["macro_f1"], 6),
-               "lr": lr, "seconds": round(time.perf_counter() - t0, 2),
-               "images_per_s": round(tr["images"] / max(tr["seconds"], 1e-9), 1)}
-        history.append(row)
-        improved = (row["val_acc"], -row["val_loss"]) > (best["acc"], -best["loss"])
+
+def _resume_progress(args: argparse.Namespace, ckpt: dict[str, Any], training: _Training,
+                     info: DistInfo) -> _Progress:
+    """Restore the optimizer, schedule, scaler and random state of a resumed run; returns where it stood."""
+    training.optimizer.load_state_dict(ckpt["optimizer"])
+    training.scheduler.load_state_dict(ckpt["scheduler"])
+    if info.device.type == "cuda" and ckpt.get("scaler"):
+        training.scaler.load_state_dict(ckpt["scaler"])
+    restore_rng(ckpt.get("rng", {}))
+    progress = _Progress(start_epoch=int(ckpt["epoch"]) + 1, history=list(ckpt.get("history", [])),
+                         best={"acc": float(ckpt["best_acc"]), "loss": float(ckpt.get("best_loss", math.inf)),
+                               "epoch": int(ckpt["best_epoch"])})
+    logger.info("resuming %s from epoch %d of %d", args.resume, progress.start_epoch + 1, args.epochs)
+    return progress
+
+
+def _train_epochs(args: argparse.Namespace, info: DistInfo, data: _Data, training: _Training, progress: _Progress,
+                  out: Path) -> None:
+    """The loop: train, validate, keep the best; rank 0 logs and saves every epoch."""
+    show_progress = info.is_main and sys.stderr.isatty()
+    common = {"arch": args.arch, "dropout": args.dropout, "classes": list(data.split.classes),
+              "img_size": args.img_size, "manifest": data.base.to_json(),
+              "args": {k: v for k, v in vars(args).items() if v is not None}}
+    for epoch in range(progress.start_epoch, args.epochs):
+        data.sampler.set_epoch(epoch)
+        row = _train_and_validate(info, data, training, epoch, show_progress)
+        progress.history.append(row)
+        improved = (row["val_acc"], -row["val_loss"]) > (progress.best["acc"], -progress.best["loss"])
         if improved:
-            best = {"acc": row["val_acc"], "loss": row["val_loss"], "epoch": epoch}
+            progress.best = {"acc": row["val_acc"], "loss": row["val_loss"], "epoch": epoch}
         if info.is_main:
             logger.info("epoch %d/%d: train loss %.4f, val loss %.4f, val acc %.4f, macro-F1 %.4f, lr %.2e, "
                         "%.1f s, %.0f img/s%s", epoch + 1, args.epochs, row["train_loss"], row["val_loss"],
-                        row["val_acc"], row["macro_f1"], lr, row["seconds"], row["images_per_s"],
+                        row["val_acc"], row["macro_f1"], row["lr"], row["seconds"], row["images_per_s"],
                         " (best)" if improved else "")
-            state = {**common, "model": model.state_dict(), "epoch": epoch, "best_acc": best["acc"],
-                     "best_loss": best["loss"], "best_epoch": best["epoch"], "history": history}
-            if improved:
-                save_checkpoint(state, out / "best.pt")
-            save_checkpoint({**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "scaler": scaler.state_dict() if cuda else None, "rng": capture_rng()},
-                            out / "last.pt")
-            reports.write_metrics_csv(history, out / "metrics.csv")
+            _save_epoch(out, common, training, progress, epoch, improved, info)
         if args.debug_digest:
-            Path(f"{args.debug_digest}.rank{info.rank}").write_text(_state_digest(model) + "\n")
-    if info.is_main:
-        _finish(args, out, split, weights, history, time.perf_counter() - started, info.device)
-    barrier(info)
-    return out
+            Path(f"{args.debug_digest}.rank{info.rank}").write_text(_state_digest(training.model) + "\n")
+
+
+def _train_and_validate(info: DistInfo, data: _Data, training: _Training, epoch: int,
+                        show_progress: bool) -> dict[str, Any]:
+    """One epoch of training then validation; returns its row of ``metrics.csv``."""
+    lr = training.optimizer.param_groups[0]["lr"]
+    t0 = time.perf_counter()
+    tr = train_one_epoch(training.net, training.criterion, training.optimizer, data.train_loader, info.device, epoch,
+                         scaler=training.scaler, scheduler=training.scheduler, info=info, show_progress=show_progress)
+    average_buffers(training.model, info)
+    # The bare module, not the DDP wrapper: shards differ in length and DDP's forward may sync buffers.
+    ev = evaluate(training.model, data.val_loader, info.device, len(data.split.classes), info=info)
+    metrics = classification_report(ev["confusion"], data.split.classes)
+    return {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "val_loss": round(ev["loss"], 6),
+            "val_acc": round(metrics["accuracy"], 6), "macro_f1": round(metrics["macro_f1"], 6),
+            "lr": lr, "seconds": round(time.perf_counter() - t0, 2),
+            "images_per_s": round(tr["images"] / max(tr["seconds"], 1e-9), 1)}
+
+
+def _save_epoch(out: Path, common: dict[str, Any], training: _Training, progress: _Progress, epoch: int,
+                improved: bool, info: DistInfo) -> None:
+    """Rank 0: ``best.pt`` when the epoch improved, ``last.pt`` (with everything a resume needs) and the metrics."""
+    best = progress.best
+    state = {**common, "model": training.model.state_dict(), "epoch": epoch, "best_acc": best["acc"],
+             "best_loss": best["loss"], "best_epoch": best["epoch"], "history": progress.history}
+    if improved:
+        save_checkpoint(state, out / "best.pt")
+    cuda = info.device.type == "cuda"
+    save_checkpoint({**state, "optimizer": training.optimizer.state_dict(),
+                     "scheduler": training.scheduler.state_dict(),
+                     "scaler": training.scaler.state_dict() if cuda else None, "rng": capture_rng()}, out / "last.pt")
+    reports.write_metrics_csv(progress.history, out / "metrics.csv")
 
 
 def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history: list[dict], seconds: float,

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from edge import engine_cache
+from edge.contracts import DEFAULT_MAX_BATCH
 from edge.errors import InferenceError, RuntimeUnavailable
 from edge.runtimes.base import Runtime, register_runtime
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH = 8
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
@@ -61,8 +61,9 @@ def locate_engine(model_path: str | Path, precision: str, max_batch: int, cache_
 
 @register_runtime("tensorrt")
 class TensorRtRuntime(Runtime):
-    """Options: ``engine_cache`` (directory), ``max_batch`` (default 8, must match the build),
-    ``device`` (CUDA device index, default 0)."""
+    """Options: ``engine_cache`` (directory), ``max_batch`` (must match the build; the edge passes
+    :func:`edge.config.engine_max_batch`, else :data:`edge.contracts.DEFAULT_MAX_BATCH`), ``device``
+    (CUDA device index, default 0)."""
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -3,25 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
-from tests.conftest import CLASSES
-
-
-def make_images(root: Path, per_class: int, seed: int = 0, classes=CLASSES, size=(48, 56)) -> Path:
-    """Class folders of simple synthetic photos (a tinted background with a coloured disc)."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    for ci, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            img = np.full((h, w, 3), 30 + 25 * ci, np.uint8)
-            centre = (int(rng.integers(8, w - 8)), int(rng.integers(8, h - 8)))
-            cv2.circle(img, centre, int(rng.integers(4, 12)), [int(v) for v in rng.integers(0, 255, 3)], -1)
-            cv2.imwrite(str(root / name / f"{i:03d}.png"), img)
-    return root
+from tests.helpers import make_images
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from calibration.qdq import activation_qparams
 from calibration.trt_cache import read_cache
 from edge.manifest import load_manifest_for
 from edge.runtimes import create_runtime
-from tests.calibration.conftest import make_images
+from tests.helpers import make_images
 
 pytestmark = pytest.mark.slow
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from calibration.data import candidate_order, load_calibration_set, load_labelled_set
+from edge.contracts import DEFAULT_CLASSES
 from edge.errors import CalibrationError, DataError
 from edge.manifest import InputSpec
-from tests.calibration.conftest import make_images
-from tests.conftest import CLASSES
+from tests.helpers import make_images
 
 SPEC = InputSpec(size=(32, 32))
 
@@ -16,7 +16,7 @@ def test_stratified_round_robin_and_deterministic(calib_images):
     order, stratified = candidate_order(calib_images)
     assert stratified
     # The first 8 draws are one image from each class folder.
-    assert sorted(p.parent.name for p in order[:8]) == sorted(CLASSES)
+    assert sorted(p.parent.name for p in order[:8]) == sorted(DEFAULT_CLASSES)
     assert candidate_order(calib_images)[0] == order
     assert candidate_order(calib_images, seed=1)[0] != order
 
@@ -65,16 +65,16 @@ def test_missing_folder(tmp_path):
 
 
 def test_labelled_set(val_images):
-    s = load_labelled_set(val_images, SPEC, CLASSES)
-    assert len(s.files) == 16 and s.labels.tolist().count(CLASSES.index("watch")) == 2
+    s = load_labelled_set(val_images, SPEC, DEFAULT_CLASSES)
+    assert len(s.files) == 16 and s.labels.tolist().count(DEFAULT_CLASSES.index("watch")) == 2
     for path, label in zip(s.files, s.labels):
-        assert path.parent.name == CLASSES[label]
+        assert path.parent.name == DEFAULT_CLASSES[label]
 
 
 def test_labelled_set_unknown_class(tmp_path):
     root = make_images(tmp_path / "v", per_class=1, classes=("ring", "tiara"))
     with pytest.raises(DataError, match="tiara"):
-        load_labelled_set(root, SPEC, CLASSES)
+        load_labelled_set(root, SPEC, DEFAULT_CLASSES)
 
 
 def test_count_below_minimum(calib_images):

@@ -139,6 +139,28 @@ def test_tensorrt_engine_is_built_when_tensorrt_imports(device, bundles, monkeyp
     assert calls[-1][0] == DeviceLayout(device).models_dir / "1.1.0" and calls[-1][2:] == (16, "int8")
 
 
+def test_engine_batch_defaults_to_every_slot_in_edge_yaml(installed, bundles, monkeypatch):
+    calls = []
+
+    def ensure_engine(model_dir, cache_dir, max_batch, precision="int8"):
+        calls.append(max_batch)
+        return cache_dir / "x" / "engine.plan"
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    monkeypatch.setitem(sys.modules, "calibration.tensorrt", types.SimpleNamespace(ensure_engine=ensure_engine))
+    flash(bundles.v100, installed, FlashOptions(restart=False, runtime="onnxruntime"))
+    assert main(["build-engine", "--root", str(installed)]) == 0
+    assert calls == [4, 4]  # the example edge.yaml: one camera with four slots, as the edge looks it up
+
+
+def test_deploy_reads_edge_yaml_through_the_edge_config(installed, bundles):
+    cfg = DeviceLayout(installed).config_path
+    cfg.write_text(cfg.read_text().replace("\ncameras:", "\ncamras:"))
+    with pytest.raises(ConfigError, match=r"edge.yaml: camras: unknown field"):
+        flash(bundles.v100, installed, FlashOptions(restart=False))
+    assert DeviceLayout(installed).current() is None
+
+
 # -- remote -------------------------------------------------------------------------------------
 
 def _args(*extra: str) -> argparse.Namespace:

@@ -12,8 +12,8 @@ from edge import messages
 from edge.config import parse_config
 from edge.listen import Listener
 from edge.loop import CameraLoop, run
-from tests.edge.test_loop import Subscriber as LoopSubscriber
-from tests.edge.video_helpers import MjpegServer
+from tests.helpers import MjpegServer
+from tests.helpers import Subscriber as LoopSubscriber
 
 pytestmark = pytest.mark.slow
 

@@ -139,3 +139,65 @@ def test_runtime_options_for_the_picked_backend():
     assert runtime_options(cfg.runtime, "openvino")["hint"] == "THROUGHPUT"
     cfg = parse_config(_base(runtime={"name": "onnxruntime", "options": {"threads": 1, "allow_spinning": True}}))
     assert runtime_options(cfg.runtime, "onnxruntime") == {"threads": 1, "allow_spinning": True}
+
+
+def test_every_problem_is_listed_one_line_each(tmp_path):
+    data = _base(camras=_base()["cameras"], postprocess={"min_score": 1.5})
+    del data["cameras"]
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = str(info.value).splitlines()
+    assert f"{path}: camras: unknown field (not allowed here)" in lines
+    assert f"{path}: cameras: Field required" in lines
+    assert any(line.startswith(f"{path}: postprocess.min_score: ") for line in lines)
+    assert len(lines) == 3 and "more)" not in str(info.value)
+
+
+def test_check_names_a_misspelt_top_level_key(tmp_path, capsys):
+    from edge.cli import main
+
+    data = _base(camras=_base()["cameras"])
+    del data["cameras"]
+    path = _write(tmp_path, data)
+    assert main(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: camras: unknown field" in err and f"{path}: cameras: Field required" in err
+
+
+def test_slots_file_problems_of_every_camera(tmp_path):
+    (tmp_path / "bad.slots.yaml").write_text(yaml.safe_dump({"slots": [{"name": "a", "rect": [0, 0, 9, 0.5]},
+                                                                       {"name": "b", "rect": [0, 0, 0.5, 9]}]}))
+    data = _base(cameras=[{"id": "cam0", "source": "file:///v.mp4", "slots_file": "bad.slots.yaml"},
+                          {"id": "cam1", "source": "file:///v.mp4", "slots_file": "missing.yaml"}])
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, data))
+    lines = str(info.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["cameras.0.slots_file"] * 2 + ["cameras.1.slots_file"]
+    assert "slots.0.rect" in lines[0] and "slots.1.rect" in lines[1] and "slots file not found" in lines[2]
+
+
+def test_credential_paths_are_relative_to_the_config_and_names_stay_names(tmp_path):
+    data = _base(publish={"curve_secret_key_file": "keys/server.key_secret"})
+    data["cameras"][0]["credentials"] = "cam0-login"
+    data["cameras"].append({"id": "cam1", "source": "rtsp://h/s", "credentials": "secrets/cam1"})
+    cfg = load_config(_write(tmp_path, data))
+    assert cfg.cameras[0].credentials == "cam0-login"
+    assert cfg.cameras[1].credentials == str(tmp_path / "secrets/cam1")
+    assert cfg.publish.curve_secret_key_file == str(tmp_path / "keys/server.key_secret")
+    data["publish"] = {"curve_secret_key_file": "server.key_secret"}
+    assert load_config(_write(tmp_path, data)).publish.curve_secret_key_file == "server.key_secret"
+
+
+def test_engine_max_batch_is_every_slot_of_every_camera_unless_set():
+    from edge.config import engine_max_batch
+
+    data = _base()
+    data["cameras"].append({"id": "cam1", "source": "file:///b.mp4"})  # no slots: the whole frame
+    assert engine_max_batch(parse_config(data)) == 4
+    data["runtime"] = {"name": "auto", "options": {"tensorrt": {"max_batch": 12}}}
+    assert engine_max_batch(parse_config(data)) == 12
+    data["runtime"] = {"name": "tensorrt", "options": {"max_batch": 6}}
+    assert engine_max_batch(parse_config(data)) == 6
+    data["runtime"] = {"name": "onnxruntime"}
+    assert engine_max_batch(parse_config(data)) == 4

@@ -17,7 +17,7 @@ from edge import messages
 from edge.errors import ConfigError, MessageError
 from edge.listen import Listener, add_arguments, run
 from edge.publisher import Publisher
-from tests.edge.test_publisher import ANY, make_labels
+from tests.helpers import ANY, make_labels
 
 ROOT_PREFIX = b"gemsight/"
 

@@ -9,20 +9,20 @@ import numpy as np
 import pytest
 
 from edge import messages
+from edge.contracts import DEFAULT_CLASSES
 from edge.errors import MessageError
 from edge.postprocess import Postprocessor
 
-CLASSES = ("ring", "necklace", "earring", "bracelet", "pendant", "brooch", "watch", "empty")
 MODEL = {"name": "gemsight-resnet18", "version": "1.0.0", "precision": "int8", "backend": "onnxruntime"}
 LAT = {"capture": 1.25, "preprocess": 2.0, "infer": 12.3456789, "postprocess": 0.1}
 
 
 def real_labels_message(seq: int | None = 7) -> dict:
     """A labels message built from a real Postprocessor run on random logits for 12 slots."""
-    pp = Postprocessor(CLASSES, [f"r{i // 4}c{i % 4}" for i in range(12)])
+    pp = Postprocessor(DEFAULT_CLASSES, [f"r{i // 4}c{i % 4}" for i in range(12)])
     rng = np.random.default_rng(0)
     for _ in range(3):
-        result = pp.update(rng.normal(0, 3, (12, len(CLASSES))).astype(np.float32))
+        result = pp.update(rng.normal(0, 3, (12, len(DEFAULT_CLASSES))).astype(np.float32))
     return messages.labels_message(device="case-01", camera="cam0", seq=seq, capture_ts=time.time(),
                                    publish_ts=time.time(), model={**MODEL, "path": "/x/model.onnx"},
                                    result=result, latencies_ms=LAT, frame_index=42)

@@ -4,17 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge.contracts import DEFAULT_CLASSES
 from edge.errors import ConfigError, InferenceError
 from edge.postprocess import Postprocessor, softmax
-
-CLASSES = ("ring", "necklace", "earring", "bracelet", "pendant", "brooch", "watch", "empty")
 
 
 def onehot_logits(labels: list[str], strength: float = 8.0) -> np.ndarray:
     """Logits that make each slot's class clearly the best (probability ~0.998)."""
-    out = np.zeros((len(labels), len(CLASSES)), dtype=np.float32)
+    out = np.zeros((len(labels), len(DEFAULT_CLASSES)), dtype=np.float32)
     for i, lab in enumerate(labels):
-        out[i, CLASSES.index(lab)] = strength
+        out[i, DEFAULT_CLASSES.index(lab)] = strength
     return out
 
 
@@ -29,7 +28,7 @@ def test_softmax_is_stable_and_rows_sum_to_one():
 
 
 def test_topk_is_ordered_best_first_and_clamped():
-    pp = Postprocessor(CLASSES, ["a"], top_k=3, window=1)
+    pp = Postprocessor(DEFAULT_CLASSES, ["a"], top_k=3, window=1)
     logits = np.array([[0.0, 3.0, 1.0, 5.0, 0.0, 0.0, 2.0, 0.0]])
     slot = pp.update(logits).slots[0]
     assert [lab for lab, _ in slot.topk] == ["bracelet", "necklace", "watch"]
@@ -37,12 +36,12 @@ def test_topk_is_ordered_best_first_and_clamped():
     assert scores == sorted(scores, reverse=True)
     np.testing.assert_allclose(scores[0], softmax(logits)[0, 3])
     assert isinstance(scores[0], float)
-    assert Postprocessor(CLASSES[:2], ["a"], top_k=5).top_k == 2
+    assert Postprocessor(DEFAULT_CLASSES[:2], ["a"], top_k=5).top_k == 2
 
 
 def test_low_score_becomes_unknown():
-    pp = Postprocessor(CLASSES, ["a", "b"], min_score=0.5, window=1)
-    logits = np.zeros((2, len(CLASSES)))
+    pp = Postprocessor(DEFAULT_CLASSES, ["a", "b"], min_score=0.5, window=1)
+    logits = np.zeros((2, len(DEFAULT_CLASSES)))
     logits[0, 0] = 8.0  # confident ring
     logits[1, :2] = 1.0  # ring and necklace split the mass: top-1 ~0.27
     res = pp.update(logits)
@@ -54,13 +53,13 @@ def test_low_score_becomes_unknown():
 
 
 def test_probabilities_are_used_as_given():
-    pp = Postprocessor(CLASSES[:3], ["a"], outputs_are="probabilities", window=1, min_score=0.6)
+    pp = Postprocessor(DEFAULT_CLASSES[:3], ["a"], outputs_are="probabilities", window=1, min_score=0.6)
     assert pp.update(np.array([[0.1, 0.7, 0.2]])).slots[0].label == "necklace"
     assert pp.update(np.array([[0.45, 0.1, 0.45]])).slots[0].label == "unknown"
 
 
 def test_label_flips_only_once_it_dominates_the_window():
-    pp = Postprocessor(CLASSES, ["a"], window=5)
+    pp = Postprocessor(DEFAULT_CLASSES, ["a"], window=5)
     labels = []
     for lab in ["ring"] * 5 + ["watch"] * 5:
         labels.append(pp.update(onehot_logits([lab])).slots[0].label)
@@ -69,7 +68,7 @@ def test_label_flips_only_once_it_dominates_the_window():
 
 
 def test_tie_keeps_the_published_label():
-    pp = Postprocessor(CLASSES, ["a"], window=4)
+    pp = Postprocessor(DEFAULT_CLASSES, ["a"], window=4)
     seq = ["ring", "ring", "ring", "ring", "watch", "watch"]  # last 4: ring ring watch watch -> tie
     out = [pp.update(onehot_logits([lab])).slots[0].label for lab in seq]
     assert out[-1] == "ring"
@@ -77,7 +76,7 @@ def test_tie_keeps_the_published_label():
 
 
 def test_single_glitch_frame_is_smoothed_away():
-    pp = Postprocessor(CLASSES, ["a"], window=5)
+    pp = Postprocessor(DEFAULT_CLASSES, ["a"], window=5)
     seq = ["empty"] * 6 + ["brooch"] + ["empty"] * 3
     out = [pp.update(onehot_logits([lab])).slots[0] for lab in seq]
     assert all(s.label == "empty" for s in out)
@@ -86,14 +85,14 @@ def test_single_glitch_frame_is_smoothed_away():
 
 
 def test_stable_only_after_a_full_window_of_the_same_label():
-    pp = Postprocessor(CLASSES, ["a"], window=3)
+    pp = Postprocessor(DEFAULT_CLASSES, ["a"], window=3)
     stable = [pp.update(onehot_logits(["ring"])).slots[0].stable for _ in range(4)]
     assert stable == [False, False, True, True]
-    assert Postprocessor(CLASSES, ["a"], window=1).update(onehot_logits(["ring"])).slots[0].stable
+    assert Postprocessor(DEFAULT_CLASSES, ["a"], window=1).update(onehot_logits(["ring"])).slots[0].stable
 
 
 def test_score_is_the_window_mean_of_the_label():
-    pp = Postprocessor(CLASSES[:2], ["a"], window=2, outputs_are="probabilities", min_score=0.0)
+    pp = Postprocessor(DEFAULT_CLASSES[:2], ["a"], window=2, outputs_are="probabilities", min_score=0.0)
     pp.update(np.array([[0.9, 0.1]]))
     slot = pp.update(np.array([[0.7, 0.3]])).slots[0]
     assert slot.label == "ring"
@@ -102,19 +101,19 @@ def test_score_is_the_window_mean_of_the_label():
 
 def test_counts_hold_every_label_and_sum_to_the_slots():
     names = [f"s{i}" for i in range(12)]
-    pp = Postprocessor(CLASSES, names, window=1)
+    pp = Postprocessor(DEFAULT_CLASSES, names, window=1)
     truth = ["ring", "ring", "watch", "empty", "empty", "empty", "pendant", "empty", "ring", "brooch", "empty", "empty"]
     res = pp.update(onehot_logits(truth))
     assert [s.label for s in res.slots] == truth
     assert [s.name for s in res.slots] == names
-    assert set(res.counts) == set(CLASSES) | {"unknown"}
+    assert set(res.counts) == set(DEFAULT_CLASSES) | {"unknown"}
     assert res.counts["ring"] == 3 and res.counts["empty"] == 6 and res.counts["necklace"] == 0
     assert sum(res.counts.values()) == 12
     assert res.items == 6  # empty and unknown are not items
 
 
 def test_counts_use_smoothed_labels():
-    pp = Postprocessor(CLASSES, ["a", "b"], window=3)
+    pp = Postprocessor(DEFAULT_CLASSES, ["a", "b"], window=3)
     for _ in range(3):
         pp.update(onehot_logits(["ring", "empty"]))
     res = pp.update(onehot_logits(["watch", "empty"]))
@@ -122,7 +121,7 @@ def test_counts_use_smoothed_labels():
 
 
 def test_reset_forgets_one_slot():
-    pp = Postprocessor(CLASSES, ["a", "b"], window=5)
+    pp = Postprocessor(DEFAULT_CLASSES, ["a", "b"], window=5)
     for _ in range(5):
         pp.update(onehot_logits(["ring", "ring"]))
     pp.reset("a")
@@ -137,25 +136,25 @@ def test_reset_forgets_one_slot():
 
 @pytest.mark.parametrize("shape", [(3, 8), (2, 7), (16,), (2, 8, 1)])
 def test_wrong_shape_names_the_mismatch(shape):
-    pp = Postprocessor(CLASSES, ["a", "b"])
+    pp = Postprocessor(DEFAULT_CLASSES, ["a", "b"])
     with pytest.raises(InferenceError, match=r"expected \(2, 8\)"):
         pp.update(np.zeros(shape, dtype=np.float32))
 
 
 def test_non_numeric_logits_are_refused():
     with pytest.raises(InferenceError, match="numeric"):
-        Postprocessor(CLASSES[:2], ["a"]).update(np.array([["a", "b"]]))
+        Postprocessor(DEFAULT_CLASSES[:2], ["a"]).update(np.array([["a", "b"]]))
 
 
 def test_non_finite_outputs_become_unknown(caplog):
-    pp = Postprocessor(CLASSES, ["a", "b"], window=1)
+    pp = Postprocessor(DEFAULT_CLASSES, ["a", "b"], window=1)
     logits = onehot_logits(["ring", "ring"])
     logits[1, 3] = np.nan
     res = pp.update(logits)
     assert res.slots[0].label == "ring"
     assert res.slots[1].label == "unknown" and res.slots[1].score == 0.0
     assert "non-finite" in caplog.text
-    pp0 = Postprocessor(CLASSES, ["a"], window=1, min_score=0.0)
+    pp0 = Postprocessor(DEFAULT_CLASSES, ["a"], window=1, min_score=0.0)
     assert pp0.update(np.full((1, 8), np.inf)).slots[0].label == "unknown"
 
 
@@ -172,6 +171,6 @@ def test_non_finite_outputs_become_unknown(caplog):
     ({"outputs_are": "logprobs"}, "outputs_are"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
-    args = {"classes": CLASSES, "slot_names": ["a"], **kwargs}
+    args = {"classes": DEFAULT_CLASSES, "slot_names": ["a"], **kwargs}
     with pytest.raises(ConfigError, match=match):
         Postprocessor(args.pop("classes"), args.pop("slot_names"), **args)

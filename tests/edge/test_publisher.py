@@ -3,26 +3,13 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 import zmq
 
 from edge import messages
 from edge.errors import ConfigError, MessageError
-from edge.postprocess import Postprocessor
 from edge.publisher import Publisher
-
-CLASSES = ("ring", "necklace", "earring", "bracelet", "pendant", "brooch", "watch", "empty")
-MODEL = {"name": "m", "version": "1.0.0", "precision": "int8", "backend": "onnxruntime"}
-LAT = {"capture": 1.0, "preprocess": 2.0, "infer": 3.0, "postprocess": 0.1}
-ANY = "tcp://127.0.0.1:*"
-
-
-def make_labels(camera: str, device: str = "case-01", n_slots: int = 4) -> dict:
-    pp = Postprocessor(CLASSES, [f"s{i}" for i in range(n_slots)], window=1)
-    result = pp.update(np.random.default_rng(1).normal(0, 3, (n_slots, len(CLASSES))))
-    return messages.labels_message(device=device, camera=camera, capture_ts=time.time(), model=MODEL,
-                                   result=result, latencies_ms=LAT)
+from tests.helpers import ANY, make_labels
 
 
 def subscriber(endpoint: str, prefix: bytes = b"gemsight/", **sockopts) -> zmq.Socket:
@@ -221,7 +208,7 @@ def test_curve_encrypts_and_needs_the_server_key(curve_keys, monkeypatch):
 def test_curve_key_file_errors(curve_keys, monkeypatch):
     keydir, public_file, secret_file = curve_keys
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    with pytest.raises(ConfigError, match="relative but \\$CREDENTIALS_DIRECTORY is not set"):
+    with pytest.raises(ConfigError, match="\\$CREDENTIALS_DIRECTORY is not set"):
         Publisher("case-01", ANY, curve_secret_key_file="server.key_secret")
     with pytest.raises(ConfigError, match="holds no secret key"):
         Publisher("case-01", ANY, curve_secret_key_file=public_file)
@@ -231,10 +218,3 @@ def test_curve_key_file_errors(curve_keys, monkeypatch):
     garbage.write_text("not a certificate")
     with pytest.raises(ConfigError, match="garbage.key_secret"):
         Publisher("case-01", ANY, curve_secret_key_file=str(garbage))
-
-
-def test_measure_publish_cost_reports_positive_figures():
-    from edge.publisher import measure_publish_cost
-
-    cost = measure_publish_cost(n=20, n_slots=12)
-    assert cost["bytes"] > 1000 and cost["encode_us"] > 0 and cost["publish_us"] > 0

@@ -9,7 +9,7 @@ import pytest
 
 from edge.errors import ConfigError, SourceError
 from edge.sources import CameraSource, Status, parse_source, read_credentials, redact, substituted
-from tests.edge.video_helpers import MjpegServer, write_video
+from tests.helpers import MjpegServer, write_video
 
 
 def _wait(pred, timeout=10.0, step=0.02):

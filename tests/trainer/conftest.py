@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY_RECIPE
+
 TINY_CLASSES = ("ring", "watch", "empty")
 
 
@@ -14,10 +16,6 @@ def make_tiny(out: Path, per_class: int = 12, size: int = 32, seed: int = 0) -> 
     from trainer.synth import make_images
 
     return make_images(out, classes=TINY_CLASSES, per_class=per_class, size=size, val_fraction=0.25, seed=seed)
-
-
-TINY_RECIPE = {"arch": "resnet18", "weights": "none", "img_size": 32, "epochs": 2, "batch_size": 8,
-               "workers": 0, "seed": 0}
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,9 @@ from edge.errors import ConfigError
 from edge.manifest import InputSpec
 from edge.preprocess import load_image, preprocess
 from trainer.data import ImageDataset, load_dataset
-from trainer.recipe import ClassificationPresetEval, ClassificationPresetTrain, create_model
+from trainer.args import get_args_parser
+from trainer.recipe import (OPTIMIZERS, ClassificationPresetEval, ClassificationPresetTrain, create_model,
+                            create_optimizer)
 from trainer.train import train_one_epoch
 
 
@@ -75,7 +77,24 @@ def test_loss_decreases_on_a_tiny_set(tiny_data):
     loader = torch.utils.data.DataLoader(ImageDataset(split.train, ClassificationPresetEval(spec=spec)),
                                          batch_size=len(split.train))
     model = create_model("resnet18", len(split.classes), weights="none")
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    optimizer = create_optimizer(model.parameters(), "sgd", lr=0.01, momentum=0.9, weight_decay=1e-4)
     criterion = nn.CrossEntropyLoss()
     losses = [train_one_epoch(model, criterion, optimizer, loader, torch.device("cpu"), e)["loss"] for e in range(20)]
     assert np.mean(losses[-3:]) < 0.5 * losses[0], losses
+
+
+def test_every_opt_choice_builds_its_optimizer():
+    opt_action = next(a for a in get_args_parser()._actions if a.dest == "opt")
+    assert tuple(opt_action.choices) == OPTIMIZERS
+    kinds = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
+    for name in OPTIMIZERS:
+        args = get_args_parser().parse_args(["--opt", name])
+        optimizer = create_optimizer([nn.Parameter(torch.zeros(2))], args.opt, lr=args.lr, momentum=args.momentum,
+                                     weight_decay=args.weight_decay)
+        assert type(optimizer) is kinds[name]
+        assert optimizer.defaults["lr"] == args.lr and optimizer.defaults["weight_decay"] == args.weight_decay
+
+
+def test_unknown_optimizer_stops_naming_the_option():
+    with pytest.raises(ConfigError, match="--opt lamb"):
+        create_optimizer([nn.Parameter(torch.zeros(2))], "lamb", lr=0.1, momentum=0.9, weight_decay=0.0)

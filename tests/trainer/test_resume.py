@@ -11,7 +11,7 @@ from edge.errors import ConfigError
 from trainer.checkpoint import load_checkpoint
 from trainer.train import train
 
-from tests.trainer.conftest import TINY_RECIPE
+from tests.helpers import TINY_RECIPE
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import yaml
 from edge.errors import ConfigError
 from trainer.synth import (DEFAULT_CLASSES, contact_sheet, make_images, make_video, preview_frame, render_item,
                            split_counts)
-from trainer.synth_cli import main
+from trainer.synth.cli import main
 
 
 def _tree_bytes(root):
@@ -50,7 +50,7 @@ def test_render_item_every_class():
 
 def test_items_differ_from_empty_tray():
     """An item must actually show: rendered with the same tray generator, it changes the slot."""
-    from trainer.synth_render import render_scene
+    from trainer.synth.render import render_scene
 
     for cls in DEFAULT_CLASSES[:-1]:
         item = render_scene(cls, np.random.default_rng(3), 96, tray_rng=np.random.default_rng(4), noise=False)

@@ -1,4 +1,4 @@
-"""One drawing function per jewelry class, built from :mod:`trainer.synth_paint` primitives.
+"""One drawing function per jewelry class, built from :mod:`trainer.synth.paint` primitives.
 
 Each drawer gets a :class:`Painter`, the generator and the slot size ``s`` and draws one item with a
 random pose, scale, metal and stones. Scales are chosen so the classes stay apart for a person at
@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from trainer.synth_paint import (GEMS_RGB, METALS_RGB, PEARLS_RGB, Metal, Painter, Pose, bgr, chain,
+from trainer.synth.paint import (GEMS_RGB, METALS_RGB, PEARLS_RGB, Metal, Painter, Pose, bgr, chain,
                                  ellipse_points, gem, lobster_clasp, pearl, random_metal, sparkle, tube_ellipse,
                                  tube_path)
 

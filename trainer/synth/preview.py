@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import yaml
 
+from edge.contracts import DEFAULT_CLASSES
 from edge.errors import ConfigError, DataError
 from edge.preprocess import list_images, load_image
-from trainer.synth_render import DEFAULT_CLASSES
 
 logger = logging.getLogger(__name__)
 

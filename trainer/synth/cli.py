@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Sequence
 
 from edge.cli_support import run_main, setup_logging
+from edge.contracts import DEFAULT_CLASSES
 from edge.errors import ConfigError
+from trainer import synth
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +32,18 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+def _two_ints(text: str, option: str, form: str) -> tuple[int, int]:
+    """``"AxB"`` → ``(A, B)``; raises :class:`ConfigError` naming ``option`` and the ``form`` it takes."""
+    try:
+        a, b = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"{option}: expected {form}, got {text!r}") from None
+    return a, b
+
+
 def parse_grid(text: str) -> tuple[int, int]:
     """``"3x4"`` → ``(3, 4)`` (rows, columns); raises :class:`ConfigError` naming ``--slots``."""
-    try:
-        r, c = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--slots: expected ROWSxCOLS such as 3x4, got {text!r}") from None
+    r, c = _two_ints(text, "--slots", "ROWSxCOLS such as 3x4")
     if r < 1 or c < 1:
         raise ConfigError(f"--slots: rows and columns must be at least 1, got {text!r}")
     return r, c
@@ -43,10 +51,7 @@ def parse_grid(text: str) -> tuple[int, int]:
 
 def parse_frame_size(text: str) -> tuple[int, int]:
     """``"1280x720"`` → ``(1280, 720)`` (width, height); raises :class:`ConfigError` naming ``--size``."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--size: expected WIDTHxHEIGHT such as 1280x720, got {text!r}") from None
+    w, h = _two_ints(text, "--size", "WIDTHxHEIGHT such as 1280x720")
     if w < 32 or h < 32:
         raise ConfigError(f"--size: frame {text} is smaller than 32x32 px")
     return w, h
@@ -59,8 +64,6 @@ def parse_classes(text: str) -> tuple[str, ...]:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The command-line parser (reusable by other tools)."""
-    from trainer.synth import DEFAULT_CLASSES
-
     default_classes = ",".join(DEFAULT_CLASSES)
     parser = _Parser(prog=PROG, description="Synthetic jewelry display-case data: datasets, videos, previews.",
                      add_help=add_help)
@@ -102,8 +105,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def _run(argv: Sequence[str] | None) -> int:
     args = get_args_parser().parse_args(argv)
     setup_logging(args.verbose)
-    from trainer import synth
-
     if args.command == "images":
         out = synth.make_images(args.out, classes=args.classes, per_class=args.per_class, size=args.size,
                                 val_fraction=args.val_fraction, seed=args.seed, workers=args.workers)

@@ -11,14 +11,14 @@ import math
 import cv2
 import numpy as np
 
+from edge.contracts import DEFAULT_CLASSES
 from edge.errors import ConfigError
-from trainer.synth_items import DRAWERS
-from trainer.synth_paint import Painter, bgr
-from trainer.synth_tray import camera_effects, glass_reflection, gray3, lighting_field, render_tray, tray_details
+from trainer.synth.items import DRAWERS
+from trainer.synth.paint import Painter, bgr
+from trainer.synth.tray import camera_effects, glass_reflection, gray3, lighting_field, render_tray, tray_details
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CLASSES = ("ring", "necklace", "earring", "bracelet", "pendant", "brooch", "watch", "empty")
 KNOWN_CLASSES = frozenset(DEFAULT_CLASSES)
 MIN_SIZE = 32
 # An occluder may hide at most this share of the item (the limit is ~25%).

@@ -1,10 +1,37 @@
-"""Small real video files for source and loop tests (written with OpenCV, read back through FFmpeg)."""
+"""Helpers shared by test modules: real video files and an MJPEG camera, a ZeroMQ subscriber for the
+camera loop, labels messages, tiny training recipes and class folders of simple photos.
+
+Fixtures stay in the ``conftest.py`` files; what a test module imports from another lives here.
+"""
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+from edge import messages
+from edge.contracts import DEFAULT_CLASSES
+from edge.listen import Listener
+from edge.postprocess import Postprocessor
+
+if TYPE_CHECKING:
+    from edge.loop import CameraLoop
+
+#: Bind to a random free loopback port (ZeroMQ picks it; read the socket's endpoint back).
+ANY = "tcp://127.0.0.1:*"
+
+#: A 2-epoch ResNet-18 at 32 px on the tiny 3-class set (``tests/trainer/conftest.py``), one process.
+TINY_RECIPE = {"arch": "resnet18", "weights": "none", "img_size": 32, "epochs": 2, "batch_size": 8,
+               "workers": 0, "seed": 0}
+
+_MODEL = {"name": "m", "version": "1.0.0", "precision": "int8", "backend": "onnxruntime"}
+_LATENCIES = {"capture": 1.0, "preprocess": 2.0, "infer": 3.0, "postprocess": 0.1}
+
+
+# -- video files and cameras ---------------------------------------------------------------------------
 
 
 def write_video(path: Path, frames: int = 20, size: tuple[int, int] = (160, 120), fps: float = 10.0,
@@ -92,3 +119,53 @@ class MjpegServer:
             self._server.server_close()
             self._server = None
             self._thread.join(5)
+
+
+# -- ZeroMQ: the camera loop's messages ------------------------------------------------------------------
+
+class Subscriber:
+    """A Listener connected from the loop's on_ready hook, in sync before the first frame."""
+
+    def __init__(self):
+        self.listener = None
+
+    def __call__(self, loop: CameraLoop):
+        self.listener = Listener(loop.publisher.endpoint, snapshot_endpoint=loop.publisher.snapshot_endpoint)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # ZeroMQ's slow joiner: wait until a heartbeat arrives
+            loop.publisher.send_heartbeat({})
+            if self.listener.recv(0.05) is not None:
+                return
+        raise AssertionError("subscriber never got in sync")
+
+    def drain(self, close: bool = True):
+        events = []
+        while (ev := self.listener.recv(0.5)) is not None:
+            events.append(ev)
+        if close:
+            self.listener.close()
+        return events
+
+
+def make_labels(camera: str, device: str = "case-01", n_slots: int = 4) -> dict:
+    """A valid labels message from ``camera``: ``n_slots`` slots of random logits over the default classes."""
+    pp = Postprocessor(DEFAULT_CLASSES, [f"s{i}" for i in range(n_slots)], window=1)
+    result = pp.update(np.random.default_rng(1).normal(0, 3, (n_slots, len(DEFAULT_CLASSES))))
+    return messages.labels_message(device=device, camera=camera, capture_ts=time.time(), model=_MODEL,
+                                   result=result, latencies_ms=_LATENCIES)
+
+
+# -- photos ----------------------------------------------------------------------------------------------
+
+def make_images(root: Path, per_class: int, seed: int = 0, classes=DEFAULT_CLASSES, size=(48, 56)) -> Path:
+    """Class folders of simple synthetic photos (a tinted background with a coloured disc)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    for ci, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = np.full((h, w, 3), 30 + 25 * ci, np.uint8)
+            centre = (int(rng.integers(8, w - 8)), int(rng.integers(8, h - 8)))
+            cv2.circle(img, centre, int(rng.integers(4, 12)), [int(v) for v in rng.integers(0, 255, 3)], -1)
+            cv2.imwrite(str(root / name / f"{i:03d}.png"), img)
+    return root

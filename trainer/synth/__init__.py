@@ -12,6 +12,10 @@ Public API::
     make_video(out, slots, seconds, fps, size, seed, classes)                 # .mp4 + .slots.yaml + .truth.jsonl
     contact_sheet(dataset_dir, out_png, per_class)
     preview_frame(video, slots_yaml, out_png, frame_index)
+
+The modules: ``paint`` (drawing primitives), ``items`` (one drawer per class), ``tray`` (linings,
+light, glass, sensor), ``render`` (one slot), ``hands`` (hands over the case), ``video`` (the case
+video), ``preview`` (contact sheets and annotated frames), ``cli`` (``gemsight-synth``).
 """
 from __future__ import annotations
 
@@ -25,10 +29,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from edge.contracts import DEFAULT_CLASSES
 from edge.errors import ConfigError
-from trainer.synth_preview import contact_sheet, preview_frame
-from trainer.synth_render import DEFAULT_CLASSES, MIN_SIZE, check_class, render_item
-from trainer.synth_video import make_video
+from trainer.synth.preview import contact_sheet, preview_frame
+from trainer.synth.render import MIN_SIZE, check_class, render_item
+from trainer.synth.video import make_video
 
 logger = logging.getLogger(__name__)
 

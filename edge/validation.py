@@ -1,0 +1,55 @@
+"""Pydantic validation errors as messages for people: every problem on its own line.
+
+Each line names the file and the field path, e.g. ``edge.yaml: camras: unknown field (not allowed
+here)``, so one run of ``gemsight-edge check`` shows everything that is wrong with a config, not the
+first problem and a count.
+"""
+from __future__ import annotations
+
+from typing import Any, Collection, Mapping
+
+from pydantic import ValidationError
+
+TOP_LEVEL = "(top level)"
+
+
+def _where(loc: tuple[Any, ...], tags: Mapping[str, Collection[str]], prefix: str) -> str:
+    parts = list(loc)
+    # A discriminated union puts the tag in the path (runtime.openvino.options...): drop it.
+    for i in range(len(parts) - 1):
+        if parts[i] in tags and parts[i + 1] in tags[parts[i]]:
+            del parts[i + 1]
+            break
+    where = ".".join(str(p) for p in parts)
+    if prefix:
+        return f"{prefix}.{where}" if where else prefix
+    return where or TOP_LEVEL
+
+
+def _message(err: Mapping[str, Any], tags: Mapping[str, Collection[str]]) -> str:
+    kind = err.get("type")
+    if kind == "extra_forbidden":
+        return "unknown field (not allowed here)"
+    if kind == "union_tag_invalid":
+        loc = err.get("loc", ())
+        field = str(loc[-1]) if loc else "value"
+        tag = err.get("ctx", {}).get("tag", "?")
+        known = tags.get(field)
+        return f"unknown {field} '{tag}'" + (f" (known: {', '.join(known)})" if known else "")
+    return str(err.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+def error_lines(exc: ValidationError, source: str, *, prefix: str = "",
+                tags: Mapping[str, Collection[str]] | None = None) -> str:
+    """Every problem of ``exc``, one ``source: field.path: message`` line each.
+
+    Args:
+        exc: the pydantic error.
+        source: the file (or other source) that was validated.
+        prefix: a field path the validated data sits under (e.g. ``cameras.0``).
+        tags: discriminated unions: field name -> its tag values (dropped from paths, and listed
+            when a tag is unknown).
+    """
+    tags = tags or {}
+    return "\n".join(f"{source}: {_where(tuple(err.get('loc', ())), tags, prefix)}: {_message(err, tags)}"
+                     for err in exc.errors())
