@@ -45,6 +45,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--class-weights", default="auto",
                    help="auto (inverse class frequency), none, or w1,w2,... in class order")
     p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: from the cores)")
+    p.add_argument("--cache-images", default="auto", choices=("auto", "on", "off"),
+                   help="keep decoded images, resized to --img-size, in memory after the first epoch "
+                        "(auto: when they take at most 2 GiB, workers' copies included)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
     p.add_argument("--name", default="gemsight", help="model name in the manifest")

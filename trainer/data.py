@@ -281,17 +281,34 @@ class ImageDataset:
     Args:
         samples: (path, label index) pairs, already checked by :func:`load_dataset`.
         transform: BGR uint8 image → ``3 x H x W`` float32 array.
+        prepare: applied once to each decoded image before ``transform`` (the resize to the model's input);
+            with ``cache``, its result is kept in memory, so later epochs neither read nor decode the file.
+            ``transform`` must give the same result on the prepared image as on the original (the
+            recipe's transforms start with that same resize, which leaves an image of the input size as is).
+        cache: keep prepared images in memory (per process: each data-loading worker keeps its own).
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable[[np.ndarray], np.ndarray]) -> None:
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[np.ndarray], np.ndarray], *,
+                 prepare: Callable[[np.ndarray], np.ndarray] | None = None, cache: bool = False) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.prepare = prepare
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _image(self, index: int) -> np.ndarray:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        image = load_image(self.samples[index][0])
+        if self.prepare is not None:
+            image = self.prepare(image)
+        if self._cache is not None:
+            self._cache[index] = image
+        return image
+
     def __getitem__(self, index: int):
         import torch  # noqa: PLC0415 - keeps this module importable for listing data without torch
 
-        path, label = self.samples[index]
-        return torch.from_numpy(self.transform(load_image(path))), label
+        return torch.from_numpy(self.transform(self._image(index))), self.samples[index][1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import hashlib
 import logging
 import math
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from edge.errors import ConfigError, DataError, GemsightError
 from edge.manifest import Manifest
+from edge.preprocess import resize_to
 
 from trainer import report as reports
 from trainer.args import get_args_parser, parse_args, resolve_args, save_args
@@ -119,11 +121,26 @@ def _default_workers(info: DistInfo) -> int:
     return min(8, (os.cpu_count() or 1) // info.world_size // 2)
 
 
+CACHE_IMAGES_BYTES = 2 << 30   # what ``--cache-images auto`` may hold in memory
+
+
+def _cache_images(mode: str, n_images: int, spec, workers: int) -> bool:
+    """Whether to keep decoded, resized images in memory (``--cache-images``)."""
+    if mode != "auto":
+        return mode == "on"
+    h, w = spec.size
+    return n_images * h * w * 3 * max(1, workers) <= CACHE_IMAGES_BYTES
+
+
 def _loaders(split: DatasetSplit, spec, args, info: DistInfo):
     workers = _default_workers(info) if args.workers is None else args.workers
     common = {"num_workers": workers, "pin_memory": info.device.type == "cuda",
               "persistent_workers": workers > 0}
-    train_ds = ImageDataset(split.train, ClassificationPresetTrain(spec=spec))
+    def dataset(samples, transform) -> ImageDataset:
+        return ImageDataset(samples, transform, prepare=functools.partial(resize_to, spec=spec),
+                            cache=_cache_images(args.cache_images, len(split.train) + len(split.val), spec, workers))
+
+    train_ds = dataset(split.train, ClassificationPresetTrain(spec=spec))
     # One deterministic shuffle per epoch (set_epoch), alone or sharded: a resumed run sees the same order.
     sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed)
     per_rank = math.ceil(len(train_ds) / info.world_size)
@@ -131,7 +148,7 @@ def _loaders(split: DatasetSplit, spec, args, info: DistInfo):
                               drop_last=per_rank > args.batch_size,  # a batch of 1 breaks BatchNorm
                               generator=torch.Generator().manual_seed(args.seed + info.rank), **common)
     # Validation shards without padding so no image counts twice in the reduced metrics.
-    val_ds = ImageDataset(split.val[info.rank::info.world_size], ClassificationPresetEval(spec=spec))
+    val_ds = dataset(split.val[info.rank::info.world_size], ClassificationPresetEval(spec=spec))
     val_loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False, **common)
     return sampler, train_loader, val_loader
 

@@ -155,3 +155,41 @@ def test_class_weights_follow_frequencies():
         class_weights([1, 2], "1,2,3")
     with pytest.raises(ConfigError, match="class-weights"):
         class_weights([1, 2], "heavy")
+
+
+@pytest.mark.parametrize("resize", ["stretch", "shorter_center_crop", "letterbox"])
+def test_cached_images_give_the_same_samples_without_reading_the_files_again(tiny_data, tmp_path, resize):
+    """``--cache-images``: the second epoch comes from memory and is the same, augmentation included."""
+    import functools
+
+    import torch
+
+    from edge.manifest import InputSpec
+    from edge.preprocess import resize_to
+    from trainer.data import ImageDataset
+    from trainer.recipe import ClassificationPresetTrain
+
+    spec = InputSpec(size=(24, 32), resize=resize)
+    samples = load_dataset(tiny_data).train[:6]
+    copies = []
+    for i, (path, label) in enumerate(samples):   # copies this test may delete
+        copies.append((tmp_path / f"{i}{Path(path).suffix}", label))
+        shutil.copy(path, copies[-1][0])
+
+    def epoch(ds):
+        torch.manual_seed(7)
+        return [ds[i][0] for i in range(len(ds))]
+
+    plain = ImageDataset(copies, ClassificationPresetTrain(spec=spec))
+    cached = ImageDataset(copies, ClassificationPresetTrain(spec=spec),
+                          prepare=functools.partial(resize_to, spec=spec), cache=True)
+    first = epoch(cached)
+    for path, _ in copies:
+        os.unlink(path)
+    second = epoch(cached)                       # the files are gone: only the cache can answer
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    for (path, _), orig in zip(copies, samples):
+        shutil.copy(orig[0], path)
+    for a, b in zip(epoch(plain), second):      # the same tensors as decoding every time
+        assert torch.equal(a, b)
