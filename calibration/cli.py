@@ -29,9 +29,28 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="calibration photos (class sub-folders make the sample stratified)")
     p.add_argument("--out", type=Path, required=True, metavar="OUT", help="model directory to create")
     p.add_argument("--count", type=int, default=512, help="calibration images to use (default 512; at least 32)")
-    p.add_argument("--method", choices=METHODS, default="percentile",
-                   help="range method (default percentile: on our classifier it kept 99%%+ top-1 agreement "
-                        "where entropy kept 98%%; see calibration/ranges.py)")
+    p.add_argument("--method", choices=(*METHODS, "auto"), default=None,
+                   help="range method (default percentile, or auto with --auto: on our synthetic classifier "
+                        "percentile kept 99%%+ top-1 agreement where entropy kept 98%%; see calibration/ranges.py). "
+                        "auto tries each method and keeps the one that agrees best with FP32 on a held-out "
+                        "quarter of the calibration sample (never on --val)")
+    p.add_argument("--auto", action="store_true",
+                   help="find what holds accuracy: --method auto (unless --method is given), the fewest layers "
+                        "left in float that reach --agreement-target on the held-out images (ONNX Runtime, "
+                        "OpenVINO, TensorRT), cross-layer equalization and bias correction for the FPGA model; "
+                        "report.md lists the float layers, their speed cost and a per-layer sensitivity plot")
+    p.add_argument("--agreement-target", type=float, default=99.0,
+                   help="--auto's top-1 agreement with FP32 on the held-out images, in percent (default 99)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="measure and plot each layer's sensitivity without changing the artifacts")
+    p.add_argument("--exclude", default="", metavar="NODES",
+                   help="comma-separated node names to leave in float in every QDQ model but the FPGA one")
+    p.add_argument("--fpga-equalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="cross-layer equalization before the FPGA model (default: on with --auto)")
+    p.add_argument("--fpga-bias-correction", action=argparse.BooleanOptionalAction, default=None,
+                   help="correct the bias shift of power-of-two weight rounding (default: on with --auto)")
+    p.add_argument("--no-diagnose", dest="diagnose", action="store_false",
+                   help="on a failed gate, do not measure which layers hurt most")
     p.add_argument("--targets", default=",".join(TARGETS),
                    help=f"comma-separated subset of {','.join(TARGETS)} (default all)")
     p.add_argument("--val", type=Path, metavar="DIR",
@@ -53,12 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from calibration.pipeline import CalibrateOptions, parse_targets, run  # noqa: PLC0415
 
+        method = args.method or ("auto" if args.auto else "percentile")
         opts = CalibrateOptions(model=args.model, images=args.images, out=args.out, count=args.count,
-                                method=args.method, targets=parse_targets(args.targets), val=args.val,
+                                method=method, targets=parse_targets(args.targets), val=args.val,
                                 max_drop=args.max_drop, force=args.force, bench_iters=args.bench_iters,
-                                threads=args.threads)
+                                threads=args.threads, auto=args.auto, agreement_target=args.agreement_target,
+                                sensitivity=args.sensitivity,
+                                exclude=tuple(n.strip() for n in args.exclude.split(",") if n.strip()),
+                                fpga_equalize=args.fpga_equalize, fpga_bias_correction=args.fpga_bias_correction,
+                                diagnose=args.diagnose)
         report = run(opts)
-        print(f"{PROG}: wrote {args.out} ({', '.join(report['targets'])}); report: {args.out / 'report.md'}")
+        print(f"{PROG}: wrote {args.out} ({', '.join(report['targets'])}, method {report['method']}); "
+              f"report: {args.out / 'report.md'}")
+        unlike = report.get("calibration_vs_val")
+        if unlike and unlike["warning"]:
+            print(f"  WARNING: calibration photos look unlike the validation photos (shift {unlike['score']:.2f})")
         for r in report["results"]:
             b1 = r["speedup"].get("b1")
             print(f"  {r['name']:<14} top-1 {r['top1']:6.2f}%  drop {r['drop']:+.2f}  agreement {r['agreement']:6.2f}%"

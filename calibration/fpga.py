@@ -99,9 +99,10 @@ def _weight_overrides(fp32: Path) -> dict[str, list[dict]]:
     return out
 
 
-def write_fpga(fp32: str | Path, out: str | Path, ranges: Ranges, manifest: Manifest,
-               calibration: CalibrationInfo) -> Manifest:
-    """Write the power-of-two QDQ model and check every scale; return its manifest.
+def fpga_qdq(fp32: str | Path, out: str | Path, ranges: Ranges, exclude: tuple[str, ...] = ()) -> Path:
+    """The power-of-two QDQ model without its manifest; every scale checked.
+
+    ``exclude`` is for diagnosis only (the per-layer sensitivity): the artifact keeps every layer int8.
 
     Raises:
         CalibrationError: the quantizer failed or left a scale that is not a power of two.
@@ -116,9 +117,23 @@ def write_fpga(fp32: str | Path, out: str | Path, ranges: Ranges, manifest: Mani
     quantize_from_ranges(fp32, out, ranges, activation_type="int8", per_channel=False,
                          extra_options={"ActivationSymmetric": True, "TensorQuantOverrides": overrides,
                                         # keep the weight scale we chose even when the int32 bias is tiny
-                                        "QDQDisableWeightAdjustForInt32Bias": True})
+                                        "QDQDisableWeightAdjustForInt32Bias": True}, exclude=exclude)
     bad = scale_violations(out)
     if bad:
         raise CalibrationError(f"{out}: {len(bad)} scale(s) are not powers of two: {', '.join(bad[:5])}")
+    return Path(out)
+
+
+def write_fpga(fp32: str | Path, out: str | Path, ranges: Ranges, manifest: Manifest,
+               calibration: CalibrationInfo) -> Manifest:
+    """Write the power-of-two QDQ model and check every scale; return its manifest.
+
+    ``fp32`` may be the equalized, bias-corrected model of :mod:`calibration.equalize` (with
+    ``ranges`` computed on it): the DPU model is then made from that.
+
+    Raises:
+        CalibrationError: the quantizer failed or left a scale that is not a power of two.
+    """
+    fpga_qdq(fp32, out, ranges)
     logger.info("wrote %s (symmetric int8, per-tensor, power-of-two scales)", out)
     return embed_int8_manifest(out, manifest, calibration)

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from calibration import data as calib_data
-from calibration import fpga, gate, qdq, report, trt_cache
+from calibration import auto, fpga, gate, mismatch, qdq, report, trt_cache
 from calibration.openvino_export import export_openvino, require_openvino
-from calibration.ranges import METHODS, compute_ranges
+from calibration.ranges import AUTO_CANDIDATES, METHODS
 from edge.errors import CalibrationError, ConfigError
 from edge.manifest import CalibrationInfo, Manifest, embed_manifest, file_digest, load_manifest_for
 from edge.runtimes import artifacts, create_runtime
@@ -29,6 +29,7 @@ from edge.runtimes import artifacts, create_runtime
 logger = logging.getLogger(__name__)
 
 DEFAULT_TARGETS = gate.TARGETS
+PROG = "gemsight-calibrate"
 
 
 @dataclass
@@ -47,6 +48,16 @@ class CalibrateOptions:
     bench_iters: int = 20
     threads: int | None = None
     seed: int = calib_data.SEED
+    #: ``--auto``: search the method (with ``method="auto"``), leave the fewest layers in float that
+    #: reach ``agreement_target`` on the held-out images, equalize and bias-correct the FPGA model.
+    auto: bool = False
+    agreement_target: float = 99.0
+    sensitivity: bool = False             # measure per-layer sensitivity (and plot it) without --auto
+    exclude: tuple[str, ...] = ()         # nodes every QDQ form but FPGA leaves in float
+    fpga_equalize: bool | None = None     # None: as --auto
+    fpga_bias_correction: bool | None = None
+    diagnose: bool = True                 # on a failed gate, measure which layers hurt (when not yet known)
+    candidates: tuple[str, ...] = AUTO_CANDIDATES   # what --method auto tries
 
 
 def parse_targets(text: str) -> tuple[str, ...]:
@@ -72,8 +83,8 @@ def _check_paths(opts: CalibrateOptions) -> None:
             raise CalibrationError(f"--out {opts.out} contains {name} {path}; choose another output directory")
     if opts.out.exists() and not opts.force:
         raise CalibrationError(f"{opts.out} already exists; pass --force to replace it")
-    if opts.method not in METHODS:
-        raise ConfigError(f"unknown --method '{opts.method}' (choose {', '.join(METHODS)})")
+    if opts.method not in (*METHODS, "auto"):
+        raise ConfigError(f"unknown --method '{opts.method}' (choose {', '.join(METHODS)} or auto)")
 
 
 def _threads(opts: CalibrateOptions) -> dict:
@@ -99,25 +110,29 @@ def _metrics(results: list[gate.Result], labelled: bool) -> dict[str, float]:
     return metrics
 
 
-def build_artifacts(opts: CalibrateOptions, manifest: Manifest, stage: Path) -> tuple[calib_data.ImageSet, dict]:
-    """Write every artifact of the chosen targets into ``stage``; return the sample and calibration record."""
+def build_artifacts(opts: CalibrateOptions, manifest: Manifest, stage: Path,
+                    scratch: Path | None = None) -> tuple[calib_data.ImageSet, dict, auto.Plan]:
+    """Write every artifact of the chosen targets into ``stage``; return the sample, the calibration
+    record and the plan (method, ranges, float layers) they were written from."""
     fp32 = qdq.prepare_fp32(opts.model, stage / artifacts.FP32_ONNX, manifest)
     sample = calib_data.load_calibration_set(opts.images, manifest.input, opts.count, opts.seed)
-    ranges = compute_ranges(fp32, sample.batch, manifest.input.name, opts.method)
-    info = CalibrationInfo(method=opts.method, images=len(sample.files), digest=sample.digest)
+    p = auto.plan(opts, fp32, sample.batch, manifest.input.name, scratch or stage, stage)
+    ranges = p.ranges
+    info = CalibrationInfo(method=p.method, images=p.images, digest=sample.digest)
     # The QDQ model is the INT8 reference (OpenVINO converts it, the manifest's int8 metrics come
     # from it), so it is written whatever the targets.
-    qdq.write_cpu_int8(fp32, stage / artifacts.INT8_ONNX, ranges, manifest, info)
+    qdq.write_cpu_int8(fp32, stage / artifacts.INT8_ONNX, ranges, manifest, info, tuple(p.exclude.get("cpu", ())))
     scales = {name: trt_cache.symmetric_scale(amax) for name, amax in ranges.amaxes().items()}
     if "tensorrt" in opts.targets:
         trt_cache.write_cache(stage / artifacts.CALIB_CACHE, scales)
-        qdq.write_tensorrt_int8(fp32, stage / artifacts.TRT_INT8_ONNX, ranges, manifest, info)
+        qdq.write_tensorrt_int8(fp32, stage / artifacts.TRT_INT8_ONNX, ranges, manifest, info,
+                                tuple(p.exclude.get("tensorrt", ())))
     if "openvino" in opts.targets:
         export_openvino(fp32, stage / artifacts.INT8_ONNX, stage / artifacts.OPENVINO_DIR)
     if "fpga" in opts.targets:
-        fpga.write_fpga(fp32, stage / artifacts.FPGA_ONNX, ranges, manifest, info)
+        fpga.write_fpga(p.fpga_fp32 or fp32, stage / artifacts.FPGA_ONNX, p.fpga_ranges or ranges, manifest, info)
     record = {
-        "method": opts.method,
+        "method": p.method,
         "count_requested": opts.count,
         "source_model": str(opts.model),
         "source_model_sha256": file_digest(opts.model),
@@ -125,9 +140,13 @@ def build_artifacts(opts: CalibrateOptions, manifest: Manifest, stage: Path) -> 
         "digest": sample.digest,
         "ranges": ranges.to_json(),
         "trt_scales": {name: scales[name] for name in sorted(scales)},
+        "float_layers": {k: v for k, v in p.exclude.items() if v},
+        **p.record,
     }
+    if p.fpga_ranges is not None:
+        record["fpga_ranges"] = p.fpga_ranges.to_json()
     (stage / "calibration.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return sample, record
+    return sample, record, p
 
 
 def _publish(stage: Path, out: Path) -> None:
@@ -144,7 +163,7 @@ def _reject(stage: Path, out: Path) -> Path:
     rejected = out.with_name(out.name + ".rejected")
     shutil.rmtree(rejected, ignore_errors=True)
     rejected.mkdir(parents=True)
-    for name in ("report.json", "report.md", "calibration.json"):
+    for name in ("report.json", "report.md", "calibration.json", auto.PLOT):
         if (stage / name).is_file():
             shutil.copy2(stage / name, rejected / name)
     return rejected
@@ -167,14 +186,16 @@ def run(opts: CalibrateOptions) -> dict:
     stage = opts.out.with_name(f".{opts.out.name}.tmp-{os.getpid()}")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
+    scratch = auto.scratch_dir()
     try:
-        sample, record = build_artifacts(opts, manifest, stage)
+        sample, record, plan = build_artifacts(opts, manifest, stage, Path(scratch.name))
         if opts.val is not None:
             val = calib_data.load_labelled_set(opts.val, manifest.input, manifest.classes)
             batch, labels, labelled = val.batch, val.labels, True
             evaluation = f"--val {opts.val} ({len(val.files)} labelled images, digest {val.digest[:16]}…)"
+            unlike = mismatch.compare(stage / artifacts.FP32_ONNX, sample.batch, val.batch, manifest.input.name)
         else:
-            batch, labels, labelled = sample.batch, None, False
+            batch, labels, labelled, unlike = sample.batch, None, False, None
             evaluation = (f"the {len(sample.files)} calibration images with FP32's predictions as labels "
                           "(no --val: top-1 equals agreement with FP32)")
         if labels is None:
@@ -183,13 +204,23 @@ def run(opts: CalibrateOptions) -> dict:
         results = gate.evaluate(stage, opts.targets, batch, np.asarray(labels), opts.bench_iters, opts.threads)
         failures = gate.apply_gate(results, opts.max_drop)
         message = gate.gate_message(failures, opts.max_drop) if failures else ""
+        advice_text, advice = "", []
+        if failures:
+            sensitivity = auto.diagnose(opts, stage / artifacts.FP32_ONNX, plan, sample.batch, failures)
+            advice_text, advice = auto.advice(failures, sensitivity, auto.fix_command(opts, PROG, failures, plan))
+            message = f"{message}. {advice_text}"
         context = {
             "status": "failed" if failures else "passed", "max_drop": opts.max_drop,
             "model_name": manifest.name, "model_version": manifest.version, "source_model": str(opts.model),
-            "method": opts.method, "targets": list(opts.targets), "calibration_images": len(sample.files),
+            "method": plan.method, "targets": list(opts.targets), "calibration_images": len(sample.files),
             "calibration_digest": record["digest"], "evaluation": evaluation, "labelled": labelled,
             "threads": opts.threads, "failures": [r.name for r in failures], "failure_message": message,
             "seconds": round(time.perf_counter() - started, 1),
+            "auto": opts.auto, "ranges_images": plan.images, "advice": advice,
+            "calibration_vs_val": unlike.to_json() if unlike is not None else None,
+            **{k: plan.record[k] for k in ("holdout", "method_search", "sensitivity", "fallback", "speed_cost",
+                                           "sensitivity_plot", "fpga_adjustments") if k in plan.record},
+            "float_layers": {k: v for k, v in plan.exclude.items() if v},
         }
         rep = report.write_report(stage, results, context)
         if failures:
@@ -202,10 +233,11 @@ def run(opts: CalibrateOptions) -> dict:
         for rel in (artifacts.INT8_ONNX, artifacts.TRT_INT8_ONNX, artifacts.FPGA_ONNX):
             if (stage / rel).is_file():
                 int8 = fp32_manifest.updated(precision="int8", calibration=CalibrationInfo(
-                    method=opts.method, images=len(sample.files), digest=record["digest"]))
+                    method=plan.method, images=plan.images, digest=record["digest"]))
                 _reembed(stage / rel, int8)
         _publish(stage, opts.out)
         logger.info("published %s in %.1fs", opts.out, time.perf_counter() - started)
         return rep
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        scratch.cleanup()

@@ -86,7 +86,8 @@ def output_nodes(fp32: str | Path) -> list[str]:
 
 
 def quantize_from_ranges(fp32: str | Path, out: str | Path, ranges: Ranges, *, activation_type: str,
-                         per_channel: bool, extra_options: dict[str, Any], float_head: bool = False) -> Path:
+                         per_channel: bool, extra_options: dict[str, Any], float_head: bool = False,
+                         exclude: tuple[str, ...] = ()) -> Path:
     """``quantize_static`` fed the precomputed ranges (it never runs a calibrator itself).
 
     Args:
@@ -98,6 +99,8 @@ def quantize_from_ranges(fp32: str | Path, out: str | Path, ranges: Ranges, *, a
         extra_options: passed to the quantizer (symmetry, overrides ...).
         float_head: leave the node(s) producing the graph outputs in float, so the logits are not
             rounded to 8 bits (close classes would otherwise swap); the head is tiny.
+        exclude: more node names to leave in float (the mixed-precision fallback): their inputs
+            and weights get no Q/DQ pair.
 
     Raises:
         CalibrationError: the quantizer failed.
@@ -112,33 +115,85 @@ def quantize_from_ranges(fp32: str | Path, out: str | Path, ranges: Ranges, *, a
                 quantize_static(str(fp32), str(out), None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                                 reduce_range=False, activation_type=act, weight_type=QuantType.QInt8,
                                 calibrate_method=ort_method(ranges.method), calibration_cache_path=str(cache),
-                                nodes_to_exclude=output_nodes(fp32) if float_head else None,
+                                nodes_to_exclude=[*(output_nodes(fp32) if float_head else []), *exclude] or None,
                                 extra_options={"WeightSymmetric": True, **extra_options})
         except Exception as exc:
             raise CalibrationError(f"{fp32}: quantization to {Path(out).name} failed: {exc}") from exc
+    if exclude:
+        unwrap_inputs(out, exclude)
     return Path(out)
 
 
-def write_cpu_int8(fp32: str | Path, out: str | Path, ranges: Ranges, manifest: Manifest,
-                   calibration: CalibrationInfo) -> Manifest:
-    """``model.int8.onnx``: uint8 activations, int8 per-channel weights; returns its manifest."""
-    quantize_from_ranges(fp32, out, ranges, activation_type="uint8", per_channel=True,
-                         extra_options={"ActivationSymmetric": False}, float_head=True)
-    logger.info("wrote %s (QDQ, uint8 activations, int8 per-channel weights)", out)
-    return embed_int8_manifest(out, manifest, calibration)
+def unwrap_inputs(path: str | Path, nodes: tuple[str, ...]) -> None:
+    """Feed ``nodes`` the float tensors, not their ``QuantizeLinear → DequantizeLinear`` copies.
+
+    The quantizer leaves an excluded node's weights in float, but its input may still pass through
+    the Q/DQ pair of the tensor's producer (a quantized ReLU); a node left in float should see no
+    rounding at all, and TensorRT should find no Q/DQ around it. Pairs nobody reads any more go.
+    """
+    import onnx  # noqa: PLC0415
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    wanted = set(nodes)
+    for node in graph.node:
+        if node.name not in wanted:
+            continue
+        for i, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    onnx.save(model, str(path))
 
 
-def write_tensorrt_int8(fp32: str | Path, out: str | Path, ranges: Ranges, manifest: Manifest,
-                        calibration: CalibrationInfo) -> Manifest:
-    """``model.int8.trt.onnx``: symmetric int8 activations with the ``calib.cache`` scales."""
+def cpu_qdq(fp32: str | Path, out: str | Path, ranges: Ranges, exclude: tuple[str, ...] = ()) -> Path:
+    """The ``model.int8.onnx`` form without its manifest (also what the method search measures)."""
+    return quantize_from_ranges(fp32, out, ranges, activation_type="uint8", per_channel=True,
+                                extra_options={"ActivationSymmetric": False}, float_head=True, exclude=exclude)
+
+
+def tensorrt_qdq(fp32: str | Path, out: str | Path, ranges: Ranges, exclude: tuple[str, ...] = ()) -> Path:
+    """The ``model.int8.trt.onnx`` form without its manifest."""
     from onnxruntime.quantization import QuantType  # noqa: PLC0415
 
     overrides = {name: [{"scale": np.array(symmetric_scale(ranges.amax(name)), np.float32), "zero_point": np.array(0, np.int8),
                          "quant_type": QuantType.QInt8}]
                  for name in ranges.tensors}
-    quantize_from_ranges(fp32, out, ranges, activation_type="int8", per_channel=True,
-                         extra_options={"ActivationSymmetric": True, "QuantizeBias": False,
-                                        "TensorQuantOverrides": overrides}, float_head=True)
+    return quantize_from_ranges(fp32, out, ranges, activation_type="int8", per_channel=True,
+                                extra_options={"ActivationSymmetric": True, "QuantizeBias": False,
+                                               "TensorQuantOverrides": overrides}, float_head=True, exclude=exclude)
+
+
+def write_cpu_int8(fp32: str | Path, out: str | Path, ranges: Ranges, manifest: Manifest,
+                   calibration: CalibrationInfo, exclude: tuple[str, ...] = ()) -> Manifest:
+    """``model.int8.onnx``: uint8 activations, int8 per-channel weights; returns its manifest.
+
+    ``exclude``: nodes left in float (the mixed-precision fallback of ``--auto``).
+    """
+    cpu_qdq(fp32, out, ranges, exclude)
+    logger.info("wrote %s (QDQ, uint8 activations, int8 per-channel weights%s)", out,
+                f"; {len(exclude)} node(s) in float" if exclude else "")
+    return embed_int8_manifest(out, manifest, calibration)
+
+
+def write_tensorrt_int8(fp32: str | Path, out: str | Path, ranges: Ranges, manifest: Manifest,
+                        calibration: CalibrationInfo, exclude: tuple[str, ...] = ()) -> Manifest:
+    """``model.int8.trt.onnx``: symmetric int8 activations with the ``calib.cache`` scales.
+
+    ``exclude``: nodes TensorRT should run in float (no Q/DQ around them).
+    """
+    tensorrt_qdq(fp32, out, ranges, exclude)
     logger.info("wrote %s (QDQ for TensorRT explicit quantization: int8 activations, zero point 0)", out)
     return embed_int8_manifest(out, manifest, calibration)
 

@@ -49,7 +49,76 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "Notes:", *notes]
     if report.get("failures"):
         lines += ["", "Failed: " + report["failure_message"]]
+    lines += _mismatch(report) + _search(report) + _fallback(report) + _fpga(report) + _sensitivity(report)
     return "\n".join(lines) + "\n"
+
+
+def _mismatch(report: dict[str, Any]) -> list[str]:
+    m = report.get("calibration_vs_val")
+    if not m:
+        return []
+    head = ("**WARNING: the calibration photos look unlike the validation photos**" if m["warning"]
+            else "Calibration vs validation photos: alike")
+    return ["", f"{head} (largest shift {m['score']:.2f} in {m['worst']}; warning above {m['threshold']:g})"]
+
+
+def _search(report: dict[str, Any]) -> list[str]:
+    s = report.get("method_search")
+    if not s:
+        return []
+    h = report.get("holdout", {})
+    kinds = list(next(iter(s["held_out_scores"].values())).keys())
+    lines = ["", f"## Range method: {s['chosen']}", "",
+             f"Top-1 agreement with FP32 on {h.get('held_out_images', '?')} held-out calibration images "
+             f"(ranges from the other {h.get('ranges_images', '?')}; KL of the softmax in brackets):", "",
+             "| method | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for method, by_kind in s["held_out_scores"].items():
+        mark = " **(chosen)**" if method == s["chosen"] else ""
+        lines.append(f"| {method}{mark} | " + " | ".join(
+            f"{by_kind[k]['agreement']:.2f}% ({by_kind[k]['kl']:.4f})" for k in kinds) + " |")
+    return lines
+
+
+def _fallback(report: dict[str, Any]) -> list[str]:
+    fb = report.get("fallback")
+    if not fb:
+        return []
+    lines = ["", "## Layers left in float", ""]
+    for kind, entry in fb.items():
+        layers = ", ".join(f"`{x}`" for x in entry["layers"]) or "none"
+        reached = "" if entry["reached"] else " (**target not reached**)"
+        lines.append(f"- {kind}: {layers} → held-out agreement {entry['held_out']['agreement']:.2f}%{reached}")
+    cost = report.get("speed_cost")
+    if cost:
+        lines += ["", "Speed on this CPU (ONNX Runtime, img/s):", "", "| model | b1 | b8 |", "|---|---|---|"]
+        for label, speed in cost.items():
+            lines.append(f"| {label} | {_fmt(speed.get('b1'), '.1f')} | {_fmt(speed.get('b8'), '.1f')} |")
+    return lines
+
+
+def _fpga(report: dict[str, Any]) -> list[str]:
+    adj = report.get("fpga_adjustments")
+    if not adj:
+        return []
+    return ["", f"FPGA model: {len(adj['equalized_pairs'])} conv pair(s) cross-layer equalized, "
+                f"{len(adj['bias_corrected'])} bias(es) corrected for power-of-two weight rounding."]
+
+
+def _sensitivity(report: dict[str, Any]) -> list[str]:
+    sens = report.get("sensitivity")
+    if not sens:
+        return []
+    lines = ["", "## Per-layer sensitivity", "",
+             "Each layer left alone in float, every other layer int8: the share of the all-int8 error "
+             "(KL from FP32) it removes and the agreement it recovers."]
+    if report.get("sensitivity_plot"):
+        lines += ["", f"![per-layer sensitivity]({report['sensitivity_plot']})"]
+    for kind, entry in sens.items():
+        lines += ["", f"{kind} (all int8: agreement {entry['all_int8']['agreement']:.2f}%), most sensitive first:", "",
+                  "| layer | % of KL removed | agreement gain (pts) |", "|---|---|---|"]
+        for row in entry["layers"][:10]:
+            lines.append(f"| `{row['layer']}` | {100 * row['gain_kl']:.1f} | {row['gain_agreement']:+.2f} |")
+    return lines
 
 
 def write_report(out_dir: str | Path, results: list[Result], context: dict[str, Any]) -> dict[str, Any]:

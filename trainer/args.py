@@ -9,6 +9,7 @@ from typing import Sequence
 import yaml
 
 from edge.errors import ConfigError
+from trainer.presets import CROPS, OPTIMIZERS, RECIPES, apply_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -26,20 +27,41 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--val", help="separate validation folder or CSV")
     p.add_argument("--val-split", type=float, default=0.2,
                    help="fraction of each class held out when there is no validation set (default 0.2)")
-    p.add_argument("--arch", default="resnet50", help="torchvision classifier name (default resnet50)")
+    p.add_argument("--recipe", default="default", choices=tuple(RECIPES),
+                   help="preset of every recipe option below marked [recipe] that the command line does not "
+                        "give: default (chosen on real photos, bench/real_photos.py) or seed (the original "
+                        "recipe: resnet50, SGD lr 0.01, dropout 0.5, flip/brightness/contrast/padded crop)")
+    p.add_argument("--arch", help="[recipe] torchvision classifier name (default resnet18; seed resnet50)")
     p.add_argument("--epochs", type=int, default=100, help="total epochs (default 100)")
     p.add_argument("--img-size", type=int, default=224, help="square input size in pixels (default 224)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch and process (default 32)")
-    p.add_argument("--opt", default="sgd", choices=("sgd", "adamw"),
-                   help="optimizer: sgd (the recipe) or adamw (quicker from scratch on small sets)")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (default 1e-4)")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing (default 0)")
-    p.add_argument("--min-lr", type=float, default=1e-5, help="cosine annealing floor (default 1e-5)")
-    p.add_argument("--warmup-epochs", type=float, default=0.0,
-                   help="linear learning-rate warm-up before the cosine decay, in epochs (default 0)")
-    p.add_argument("--dropout", type=float, default=0.5, help="dropout before the final layer (default 0.5)")
+    p.add_argument("--opt", choices=OPTIMIZERS, help="[recipe] optimizer: sgd or adamw")
+    p.add_argument("--lr", type=float, help="[recipe] learning rate")
+    p.add_argument("--momentum", type=float, help="[recipe] SGD momentum")
+    p.add_argument("--weight-decay", type=float, help="[recipe] weight decay")
+    p.add_argument("--label-smoothing", type=float, help="[recipe] cross-entropy label smoothing")
+    p.add_argument("--min-lr", type=float, help="[recipe] cosine annealing floor")
+    p.add_argument("--warmup-epochs", type=float,
+                   help="[recipe] linear learning-rate warm-up before the cosine decay, in epochs")
+    p.add_argument("--dropout", type=float, help="[recipe] dropout before the final layer")
+    p.add_argument("--crop", choices=CROPS,
+                   help="[recipe] training crop: pad (reflect-pad 1/8 and crop back) or resized (a random "
+                        "area/aspect crop resized to the input, like RandomResizedCrop)")
+    p.add_argument("--crop-scale", type=float,
+                   help="[recipe] --crop resized: smallest crop area as a fraction of the image (the largest is 1)")
+    p.add_argument("--crop-ratio", type=float,
+                   help="[recipe] --crop resized: largest aspect ratio of the crop, R (drawn in [1/R, R], log-uniform)")
+    p.add_argument("--hflip", type=float, help="[recipe] probability of a horizontal flip")
+    p.add_argument("--vflip", type=float, help="[recipe] probability of a vertical flip")
+    p.add_argument("--rotate", type=float,
+                   help="[recipe] largest rotation in degrees, drawn uniformly in ±ROTATE (180: any angle; "
+                        "the corners are filled by reflection)")
+    p.add_argument("--mixup", type=float, help="[recipe] mixup Beta(a, a) parameter a (0: off)")
+    p.add_argument("--cutmix", type=float,
+                   help="[recipe] cutmix Beta(a, a) parameter a (0: off; with --mixup, one of the two per batch)")
+    p.add_argument("--ema", type=float,
+                   help="[recipe] decay of an exponential moving average of the weights per step (0: off); when "
+                        "on, the averaged model is the one validated, kept and exported")
     p.add_argument("--weights", default="imagenet",
                    help="imagenet (from the local torch cache only), none (from scratch) or PATH to a state dict")
     p.add_argument("--class-weights", default="auto",
@@ -100,7 +122,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     Raises:
         ConfigError: a missing or out-of-range option; the message names it.
     """
-    args = argparse.Namespace(**vars(args))
+    args = apply_recipe(argparse.Namespace(**vars(args)))
     if not args.data:
         raise ConfigError("--data is required (a folder of class folders, train/val folders or a CSV)")
     if not args.out:
@@ -121,6 +143,20 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     if not 0.0 <= args.dropout < 1.0:
         raise ConfigError(f"--dropout must be in [0, 1), got {args.dropout}")
+    for name in ("hflip", "vflip"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise ConfigError(f"--{name} must be a probability in [0, 1], got {getattr(args, name)}")
+    if not 0.0 < args.crop_scale <= 1.0:
+        raise ConfigError(f"--crop-scale must be in (0, 1], got {args.crop_scale}")
+    if args.crop_ratio < 1.0:
+        raise ConfigError(f"--crop-ratio must be at least 1, got {args.crop_ratio}")
+    if not 0.0 <= args.rotate <= 180.0:
+        raise ConfigError(f"--rotate must be in [0, 180] degrees, got {args.rotate}")
+    for name in ("mixup", "cutmix"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name} must not be negative, got {getattr(args, name)}")
+    if not 0.0 <= args.ema < 1.0:
+        raise ConfigError(f"--ema must be in [0, 1), got {args.ema}")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must not be negative, got {args.workers}")
     for name in ("data", "out", "val", "resume"):

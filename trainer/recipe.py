@@ -6,6 +6,7 @@ device). The training transform works on the same BGR ``uint8`` images and ends 
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -19,48 +20,95 @@ from torch import nn
 from edge.errors import ConfigError
 from edge.manifest import InputSpec
 from edge.preprocess import normalize, preprocess, resize_to
+from trainer.presets import CROPS, OPTIMIZERS
 
 logger = logging.getLogger(__name__)
 
 
 class ClassificationPresetTrain:
-    """Augmentation: resize, random crop with reflect padding, horizontal flip, brightness/contrast.
+    """Augmentation: resize, a random crop, rotation, flips, brightness/contrast.
 
     Random draws come from torch's generator, which the DataLoader seeds per worker (numpy's global
-    generator would repeat the same augmentations in every worker).
+    generator would repeat the same augmentations in every worker). An augmentation that is off draws
+    nothing, so the seed recipe's draws (and models) are those of the recipe before the others existed.
 
     Args:
         spec: the model's input spec (size, colour order, mean/std, resize rule).
         hflip_prob: probability of a horizontal flip.
         brightness: brightness shift, as a fraction of the full range (±).
         contrast: contrast factor range (1 ± contrast).
-        pad_fraction: reflect padding on each side before the random crop, as a fraction of the size.
+        pad_fraction: ``crop="pad"``: reflect padding on each side before the random crop, as a fraction
+            of the size.
+        crop: ``pad`` (reflect-pad and crop back to the size) or ``resized`` (a random area/aspect crop
+            resized to the size, like torchvision's ``RandomResizedCrop``).
+        crop_scale: ``crop="resized"``: the smallest crop area, as a fraction of the image (the largest is 1).
+        crop_ratio: ``crop="resized"``: the largest aspect ratio R (drawn log-uniformly in [1/R, R]).
+        vflip_prob: probability of a vertical flip.
+        rotate: largest rotation in degrees (uniform in ±rotate); the corners are filled by reflection.
     """
 
     def __init__(self, *, spec: InputSpec, hflip_prob: float = 0.5, brightness: float = 0.2,
-                 contrast: float = 0.2, pad_fraction: float = 0.125) -> None:
+                 contrast: float = 0.2, pad_fraction: float = 0.125, crop: str = "pad", crop_scale: float = 0.35,
+                 crop_ratio: float = 4 / 3, vflip_prob: float = 0.0, rotate: float = 0.0) -> None:
+        if crop not in CROPS:
+            raise ConfigError(f"--crop {crop}: unknown crop (known: {', '.join(CROPS)})")
         self.spec = spec
         self.hflip_prob = hflip_prob
+        self.vflip_prob = vflip_prob
         self.brightness = brightness
         self.contrast = contrast
+        self.crop = crop
+        self.crop_scale = crop_scale
+        self.crop_ratio = crop_ratio
+        self.rotate = rotate
         self.pad = (round(spec.size[0] * pad_fraction), round(spec.size[1] * pad_fraction))
 
     @staticmethod
     def _uniform(low: float, high: float) -> float:
         return low + (high - low) * float(torch.rand(()))
 
+    def _resized_crop(self, img: np.ndarray) -> np.ndarray:
+        """A random crop of area ``[crop_scale, 1]`` and aspect ``[1/R, R]`` resized to the input (10 tries,
+        then the whole image, as torchvision does)."""
+        h, w = self.spec.size
+        ih, iw = img.shape[:2]
+        area = ih * iw
+        log_r = math.log(self.crop_ratio)
+        for _ in range(10):
+            target = area * self._uniform(self.crop_scale, 1.0)
+            ratio = math.exp(self._uniform(-log_r, log_r))
+            cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+            if 0 < cw <= iw and 0 < ch <= ih:
+                y0 = int(torch.randint(0, ih - ch + 1, ()))
+                x0 = int(torch.randint(0, iw - cw + 1, ()))
+                img = img[y0:y0 + ch, x0:x0 + cw]
+                break
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def _rotated(self, img: np.ndarray) -> np.ndarray:
+        angle = self._uniform(-self.rotate, self.rotate)
+        h, w = img.shape[:2]
+        matrix = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, 1.0)
+        return cv2.warpAffine(img, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
     def augment(self, image: np.ndarray) -> np.ndarray:
         """BGR uint8 in, augmented BGR uint8 at the model's size out."""
         h, w = self.spec.size
         img = resize_to(image, self.spec)
         ph, pw = self.pad
-        if ph or pw:
+        if self.crop == "resized":
+            img = self._resized_crop(img)
+        elif ph or pw:
             img = cv2.copyMakeBorder(img, ph, ph, pw, pw, cv2.BORDER_REFLECT_101)
             y0 = int(torch.randint(0, 2 * ph + 1, ()))
             x0 = int(torch.randint(0, 2 * pw + 1, ()))
             img = img[y0:y0 + h, x0:x0 + w]
+        if self.rotate > 0:
+            img = self._rotated(np.ascontiguousarray(img))
         if float(torch.rand(())) < self.hflip_prob:
             img = img[:, ::-1]
+        if self.vflip_prob > 0 and float(torch.rand(())) < self.vflip_prob:
+            img = img[::-1]
         alpha = self._uniform(1.0 - self.contrast, 1.0 + self.contrast)
         beta = self._uniform(-self.brightness, self.brightness) * 255.0
         if alpha != 1.0 or beta != 0.0:
@@ -68,6 +116,12 @@ class ClassificationPresetTrain:
             mean = float(img.mean())
             img = np.clip((img.astype(np.float32) - mean) * alpha + mean + beta, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(img)
+
+    @classmethod
+    def from_args(cls, args, *, spec: InputSpec) -> "ClassificationPresetTrain":
+        """The training transform of a run's resolved options."""
+        return cls(spec=spec, hflip_prob=args.hflip, crop=args.crop, crop_scale=args.crop_scale,
+                   crop_ratio=args.crop_ratio, vflip_prob=args.vflip, rotate=args.rotate)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return normalize(self.augment(image)[None], self.spec)[0]
@@ -180,10 +234,6 @@ def head_output(out):
     return out.logits if hasattr(out, "logits") else out
 
 
-#: The optimizers ``--opt`` may name.
-OPTIMIZERS = ("sgd", "adamw")
-
-
 def create_optimizer(params, name: str, *, lr: float, momentum: float,
                      weight_decay: float) -> torch.optim.Optimizer:
     """The optimizer named by ``--opt``: ``sgd`` (with momentum, the recipe) or ``adamw``.
@@ -222,3 +272,81 @@ def make_scheduler(optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_e
         return (min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))) / base_lr
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class MixBatch:
+    """Mixup and CutMix on a batch (timm-style): with both on, one of the two per batch, at even odds.
+
+    Draws come from torch's generator in the main process; with both off, nothing is drawn.
+
+    Args:
+        mixup: Beta(a, a) parameter of mixup (0: off).
+        cutmix: Beta(a, a) parameter of CutMix (0: off).
+    """
+
+    def __init__(self, *, mixup: float = 0.0, cutmix: float = 0.0) -> None:
+        self.mixup = mixup
+        self.cutmix = cutmix
+
+    @property
+    def enabled(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """Returns (mixed images, targets, partner targets, weight of ``targets``)."""
+        use_cutmix = self.cutmix > 0 and (self.mixup <= 0 or float(torch.rand(())) < 0.5)
+        alpha = self.cutmix if use_cutmix else self.mixup
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        order = torch.randperm(images.shape[0], device="cpu").to(images.device)
+        partner = images[order]
+        if use_cutmix:
+            h, w = images.shape[-2:]
+            cut = math.sqrt(1.0 - lam)
+            ch, cw = int(h * cut), int(w * cut)
+            cy, cx = int(torch.randint(0, h, ())), int(torch.randint(0, w, ()))
+            y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+            x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+            images = images.clone()
+            images[..., y0:y1, x0:x1] = partner[..., y0:y1, x0:x1]
+            lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)  # the area actually pasted
+        else:
+            images = images * lam + partner * (1.0 - lam)
+        return images, targets, targets[order], lam
+
+
+class ModelEma:
+    """An exponential moving average of a model's weights and buffers, updated after every step.
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that a short run's
+    average is not dominated by its random start.
+
+    Args:
+        model: the model being trained (copied; the copy is the average).
+        decay: the decay per update, in [0, 1).
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s current weights."""
+        self.updates += 1
+        d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        for avg, cur in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if avg.dtype.is_floating_point:
+                avg.lerp_(cur.detach(), 1.0 - d)
+            else:
+                avg.copy_(cur)
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])

@@ -35,8 +35,8 @@ from trainer.distributed import (DistInfo, all_reduce_sum, average_buffers, barr
                                  init_distributed)
 from trainer.evaluate import classification_report
 from trainer.export import build_manifest, export_onnx, git_commit
-from trainer.recipe import (ClassificationPresetEval, ClassificationPresetTrain, create_model, create_optimizer,
-                            head_output, make_scheduler)
+from trainer.recipe import (ClassificationPresetEval, ClassificationPresetTrain, MixBatch, ModelEma, create_model,
+                            create_optimizer, head_output, make_scheduler)
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +51,10 @@ def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
                     device: torch.device, epoch: int, *, scaler: torch.amp.GradScaler | None = None,
                     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, info: DistInfo = DistInfo(),
-                    show_progress: bool = False) -> dict[str, float]:
+                    show_progress: bool = False, mix: MixBatch | None = None,
+                    ema: ModelEma | None = None) -> dict[str, float]:
     """One pass over the training data (``scheduler`` stepped per batch); returns the mean loss and images
-    seen, summed over ranks."""
+    seen, summed over ranks. ``mix`` mixes each batch (mixup/CutMix); ``ema`` is updated after every step."""
     from tqdm import tqdm  # noqa: PLC0415
 
     model.train()
@@ -63,8 +64,14 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=not show_progress)
     for images, targets in bar:
         images, targets = _to_device(images, device), targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            loss = criterion(head_output(model(images)), targets)
+        if mix is not None and mix.enabled:
+            images, targets, partners, lam = mix(images, targets)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                logits = head_output(model(images))
+                loss = lam * criterion(logits, targets) + (1.0 - lam) * criterion(logits, partners)
+        else:
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                loss = criterion(head_output(model(images)), targets)
         optimizer.zero_grad(set_to_none=True)
         if amp:
             scaler.scale(loss).backward()
@@ -75,6 +82,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.update(getattr(model, "module", model))  # the bare model under DDP
         value = float(loss.detach())
         if not math.isfinite(value):
             raise GemsightError(f"epoch {epoch + 1}: the training loss became {value}; lower --lr")
@@ -140,7 +149,7 @@ def _loaders(split: DatasetSplit, spec, args, info: DistInfo):
         return ImageDataset(samples, transform, prepare=functools.partial(resize_to, spec=spec),
                             cache=_cache_images(args.cache_images, len(split.train) + len(split.val), spec, workers))
 
-    train_ds = dataset(split.train, ClassificationPresetTrain(spec=spec))
+    train_ds = dataset(split.train, ClassificationPresetTrain.from_args(args, spec=spec))
     # One deterministic shuffle per epoch (set_epoch), alone or sharded: a resumed run sees the same order.
     sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed)
     per_rank = math.ceil(len(train_ds) / info.world_size)
@@ -205,6 +214,13 @@ class _Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    mix: MixBatch
+    ema: ModelEma | None = None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model that is validated, kept and exported: the weight average when ``--ema`` is on."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 @dataclass
@@ -285,7 +301,11 @@ def _prepare_training(args: argparse.Namespace, info: DistInfo, ckpt: dict[str, 
     scheduler = make_scheduler(optimizer, epochs=args.epochs, steps_per_epoch=len(data.train_loader),
                                base_lr=args.lr, min_lr=args.min_lr, warmup_epochs=args.warmup_epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
-    return _Training(model, net, criterion, optimizer, scheduler, scaler)
+    ema = ModelEma(model, args.ema) if args.ema > 0 else None
+    if ema is not None and ckpt is not None and ckpt.get("ema"):
+        ema.load_state_dict(ckpt["ema"])
+    return _Training(model, net, criterion, optimizer, scheduler, scaler,
+                     MixBatch(mixup=args.mixup, cutmix=args.cutmix), ema)
 
 
 def _resume_progress(args: argparse.Namespace, ckpt: dict[str, Any], training: _Training,
@@ -333,10 +353,13 @@ def _train_and_validate(info: DistInfo, data: _Data, training: _Training, epoch:
     lr = training.optimizer.param_groups[0]["lr"]
     t0 = time.perf_counter()
     tr = train_one_epoch(training.net, training.criterion, training.optimizer, data.train_loader, info.device, epoch,
-                         scaler=training.scaler, scheduler=training.scheduler, info=info, show_progress=show_progress)
+                         scaler=training.scaler, scheduler=training.scheduler, info=info, show_progress=show_progress,
+                         mix=training.mix, ema=training.ema)
     average_buffers(training.model, info)
+    if training.ema is not None:
+        average_buffers(training.ema.module, info)
     # The bare module, not the DDP wrapper: shards differ in length and DDP's forward may sync buffers.
-    ev = evaluate(training.model, data.val_loader, info.device, len(data.split.classes), info=info)
+    ev = evaluate(training.evaluated, data.val_loader, info.device, len(data.split.classes), info=info)
     metrics = classification_report(ev["confusion"], data.split.classes)
     return {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "val_loss": round(ev["loss"], 6),
             "val_acc": round(metrics["accuracy"], 6), "macro_f1": round(metrics["macro_f1"], 6),
@@ -351,9 +374,10 @@ def _save_epoch(out: Path, common: dict[str, Any], training: _Training, progress
     state = {**common, "model": training.model.state_dict(), "epoch": epoch, "best_acc": best["acc"],
              "best_loss": best["loss"], "best_epoch": best["epoch"], "history": progress.history}
     if improved:
-        save_checkpoint(state, out / "best.pt")
+        save_checkpoint({**state, "model": training.evaluated.state_dict()}, out / "best.pt")
     cuda = info.device.type == "cuda"
-    save_checkpoint({**state, "optimizer": training.optimizer.state_dict(),
+    extra = {"ema": training.ema.state_dict()} if training.ema is not None else {}
+    save_checkpoint({**state, **extra, "optimizer": training.optimizer.state_dict(),
                      "scheduler": training.scheduler.state_dict(),
                      "scaler": training.scaler.state_dict() if cuda else None, "rng": capture_rng()}, out / "last.pt")
     reports.write_metrics_csv(progress.history, out / "metrics.csv")

@@ -118,7 +118,7 @@ def test_report(calibrated):
 def test_gate_failure_publishes_nothing(untrained_onnx, calib_images, tmp_path, capsys):
     out = tmp_path / "model"
     code = cli(untrained_onnx, "--images", calib_images, "--out", out, "--count", 32, "--method", "minmax",
-               "--targets", "onnxruntime", "--max-drop", -1, "--bench-iters", 0)
+               "--targets", "onnxruntime", "--max-drop", -1, "--bench-iters", 0, "--no-diagnose")
     err = capsys.readouterr().err
     assert code == 3
     assert "target 'onnxruntime' top-1 dropped" in err and "-1" in err
@@ -132,7 +132,8 @@ def test_failed_gate_keeps_existing_out_untouched(untrained_onnx, calib_images, 
     out.mkdir()
     (out / "keep.txt").write_text("old")
     code = cli(untrained_onnx, "--images", calib_images, "--out", out, "--count", 32, "--method", "minmax",
-               "--targets", "onnxruntime", "--max-drop", -1, "--bench-iters", 0, "--force")
+               "--targets", "onnxruntime", "--max-drop", -1, "--bench-iters", 0, "--force",
+               "--no-diagnose")
     assert code == 3 and (out / "keep.txt").read_text() == "old"
     code = cli(untrained_onnx, "--images", calib_images, "--out", out, "--count", 32, "--method", "minmax",
                "--targets", "onnxruntime,fpga", "--max-drop", 100, "--bench-iters", 0, "--force")

@@ -1,0 +1,338 @@
+"""Real photos: gemsight's default recipe against a plain torchvision loop, then INT8 for every target.
+
+For each seed, on a photo folder with ``train/`` and ``val/`` (default ``../shared/data/real-dev``,
+never copied into this repository), this trains
+
+* **gemsight**: ``trainer.train.train(...)`` with its default recipe (from scratch), and
+* **reference**: the plain torchvision loop below (ResNet-18 from scratch, RandomResizedCrop 0.5-1,
+  horizontal flip, ColorJitter, SGD momentum 0.9 with cosine decay, class-weighted cross-entropy),
+
+at the same image size, epochs and batch, both scored the same way (the best epoch on ``val/``, and the
+last epoch beside it); then calibrates each gemsight model for every target with the gate opened, so
+the INT8 drop and agreement are measured rather than refused. Prints a table (mean ± sd over seeds)
+and writes ``bench/results/real_photos.json``.
+
+    python bench/real_photos.py --seeds 3                                   # CPU budget (64 px, 20 epochs)
+    python bench/real_photos.py --device cuda --img-size 224 --epochs 100   # full size
+    python bench/real_photos.py --seeds 1 --epochs 10 --no-int8 --set ema=0.99 --out bench/results/x.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from torch import nn  # noqa: E402
+
+logger = logging.getLogger("bench.real_photos")
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "real-dev"
+RECIPES = ("gemsight", "reference")
+#: The reference loop's optimisation: torchvision's classification reference (lr 0.1 for batch 256,
+#: weight decay 1e-4, cosine), its learning rate scaled linearly to the batch.
+REF_LR_PER_256 = 0.1
+REF_WEIGHT_DECAY = 1e-4
+REF_CROP_SCALE = (0.5, 1.0)
+REF_JITTER = 0.2  # brightness, contrast and saturation
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="photo folder with train/ and val/ class folders")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per recipe (default 3)")
+    p.add_argument("--img-size", type=int, default=64, help="square input size (default 64: the CPU budget)")
+    p.add_argument("--epochs", type=int, default=20, help="epochs of both recipes (default 20)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch of both recipes (default 32)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--recipes", default=",".join(RECIPES), help="which to run: gemsight,reference (default both)")
+    p.add_argument("--no-int8", action="store_true", help="skip calibrating the gemsight models")
+    p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                   help="a gemsight-train option for the gemsight runs (YAML value), e.g. --set ema=0.99 "
+                        "(repeatable; for comparing recipes)")
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes of both (default: the "
+                                                               "trainer's choice)")
+    p.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder, removed)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "real_photos.json")
+    return p
+
+
+# -- the reference loop ------------------------------------------------------------------------------------
+
+class _RefTrain(torch.utils.data.Dataset):
+    """Decoded, resized images in memory; torchvision v2 augmentation; the device's normalisation."""
+
+    def __init__(self, images: list[np.ndarray], labels: list[int], spec) -> None:
+        from torchvision.transforms import v2  # noqa: PLC0415
+
+        self.images, self.labels, self.spec = images, labels, spec
+        self.augment = v2.Compose([
+            v2.RandomResizedCrop(spec.size, scale=REF_CROP_SCALE, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(brightness=REF_JITTER, contrast=REF_JITTER, saturation=REF_JITTER),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        from edge.preprocess import normalize  # noqa: PLC0415
+
+        rgb = torch.from_numpy(np.ascontiguousarray(self.images[i][..., ::-1].transpose(2, 0, 1)))
+        out = self.augment(rgb).numpy().transpose(1, 2, 0)[..., ::-1]  # back to BGR HWC for normalize
+        return torch.from_numpy(normalize(np.ascontiguousarray(out)[None], self.spec)[0]), self.labels[i]
+
+
+def _confusion(model: nn.Module, batch: torch.Tensor, labels: np.ndarray, k: int, device) -> np.ndarray:
+    model.eval()
+    preds = []
+    with torch.inference_mode():
+        for i in range(0, len(batch), 128):
+            preds.append(model(batch[i:i + 128].to(device)).argmax(1).cpu())
+    pred = torch.cat(preds).numpy()
+    return np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
+
+
+def train_reference(split, images: dict, spec, args, seed: int, device: torch.device) -> dict[str, Any]:
+    """The plain torchvision loop; returns best-epoch and last-epoch metrics."""
+    import torchvision  # noqa: PLC0415
+
+    from trainer.data import class_weights  # noqa: PLC0415
+    from trainer.evaluate import classification_report  # noqa: PLC0415
+
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    k = len(split.classes)
+    ds = _RefTrain([images[p] for p, _ in split.train], [y for _, y in split.train], spec)
+    workers = args.workers if args.workers is not None else min(8, (os.cpu_count() or 1) // 2)
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=workers, persistent_workers=workers > 0,
+                                         generator=torch.Generator().manual_seed(seed))
+    val_batch, val_labels = _val_set(split, images, spec)
+    model = torchvision.models.resnet18(weights=None, num_classes=k).to(device)
+    weights = torch.tensor(class_weights(split.counts("train")), dtype=torch.float32, device=device)
+    criterion = nn.CrossEntropyLoss(weight=weights)
+    lr = REF_LR_PER_256 * args.batch_size / 256
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=REF_WEIGHT_DECAY)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    best, last = None, None
+    for epoch in range(args.epochs):
+        model.train()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = criterion(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        last = classification_report(_confusion(model, val_batch, val_labels, k, device), split.classes)
+        if best is None or last["accuracy"] > best["accuracy"]:
+            best = {**last, "epoch": epoch + 1}
+        logger.info("reference seed %d epoch %d/%d: val acc %.4f", seed, epoch + 1, args.epochs, last["accuracy"])
+    return {"seed": seed, "top1": best["accuracy"], "macro_f1": best["macro_f1"], "best_epoch": best["epoch"],
+            "top1_last": last["accuracy"], "macro_f1_last": last["macro_f1"],
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _val_set(split, images: dict, spec) -> tuple[torch.Tensor, np.ndarray]:
+    from edge.preprocess import preprocess  # noqa: PLC0415
+
+    batch = np.stack([preprocess(images[p], spec) for p, _ in split.val])
+    return torch.from_numpy(batch), np.array([y for _, y in split.val], np.int64)
+
+
+def decode_once(split, spec) -> dict:
+    """Every photo decoded once and resized to the input (as the trainer's ``--cache-images`` keeps it)."""
+    from edge.preprocess import load_image, resize_to  # noqa: PLC0415
+
+    return {p: resize_to(load_image(p), spec) for p, _ in split.train + split.val}
+
+
+# -- gemsight ----------------------------------------------------------------------------------------------
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair}: expected OPTION=VALUE")
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML reads 1e-4 as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.strip().replace("-", "_")] = parsed
+    return out
+
+
+def train_gemsight(args, seed: int, workdir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``trainer.train.train`` with the default recipe (plus ``--set`` options); returns its metrics."""
+    import csv  # noqa: PLC0415
+
+    from trainer.train import train  # noqa: PLC0415
+
+    start = time.perf_counter()
+    options = {"weights": "none", "img_size": args.img_size, "epochs": args.epochs, "batch_size": args.batch_size,
+               "seed": seed, "device": args.device, "cache_images": "on", "workers": args.workers, **overrides}
+    run = train(data=str(args.data), out=str(workdir / f"gemsight-seed{seed}"), **options)
+    report = json.loads((run / "report.json").read_text())
+    with open(run / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    resolved = yaml.safe_load((run / "args.yaml").read_text())
+    return {"seed": seed, "top1": report["accuracy"], "macro_f1": report["macro_f1"],
+            "best_epoch": report["best_epoch"], "top1_last": float(rows[-1]["val_acc"]),
+            "macro_f1_last": float(rows[-1]["macro_f1"]), "seconds": round(time.perf_counter() - start, 1),
+            "run": str(run), "recipe": {k: resolved[k] for k in sorted(resolved) if k in _recipe_keys()}}
+
+
+def _recipe_keys() -> tuple[str, ...]:
+    from trainer.presets import RECIPE_OPTIONS  # noqa: PLC0415
+
+    return ("recipe", *RECIPE_OPTIONS)
+
+
+def calibrate(run: Path, args, workdir: Path, seed: int) -> dict[str, Any]:
+    """Every target's INT8 drop and agreement on ``val/`` (gate opened: measured, never refused)."""
+    from calibration.pipeline import DEFAULT_TARGETS, CalibrateOptions  # noqa: PLC0415
+    from calibration.pipeline import run as calibrate_run  # noqa: PLC0415
+
+    targets = tuple(DEFAULT_TARGETS)
+    try:
+        import openvino  # noqa: F401, PLC0415
+    except ImportError:
+        targets = tuple(t for t in targets if t != "openvino")
+        logger.warning("openvino is not installed: its target is left out")
+    start = time.perf_counter()
+    opts = CalibrateOptions(model=run / "model.onnx", images=args.data / "train", out=workdir / f"calib-seed{seed}",
+                            val=args.data / "val", targets=targets, max_drop=1000.0, force=True, bench_iters=0)
+    report = calibrate_run(opts)
+    rows = {r["name"]: r for r in report["results"]}
+    return {"seed": seed, "method": report.get("method"), "seconds": round(time.perf_counter() - start, 1),
+            "fp32_top1": rows["fp32"]["top1"],
+            "targets": {t: {"drop": rows[t]["drop"], "agreement": rows[t]["agreement"]} for t in targets if t in rows}}
+
+
+# -- summary -----------------------------------------------------------------------------------------------
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "spread": max(values) - min(values)}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("top1", "macro_f1", "top1_last", "macro_f1_last", "seconds")
+    return {k: _stats([float(r[k]) for r in runs]) for k in keys}
+
+
+def summarize_int8(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    targets = rows[0]["targets"] if rows else {}
+    return {t: {"drop": _stats([r["targets"][t]["drop"] for r in rows]),
+                "agreement": _stats([r["targets"][t]["agreement"] for r in rows])} for t in targets}
+
+
+def _pm(s: dict[str, float], scale: float = 100.0, fmt: str = ".1f") -> str:
+    return f"{s['mean'] * scale:{fmt}} ± {s['sd'] * scale:{fmt}}"
+
+
+def print_table(result: dict[str, Any]) -> None:
+    recipes = result["recipes"]
+    n = result["config"]["seeds"]
+    print(f"{'recipe':<12}{'top-1 %':>14}{'spread':>8}{'macro-F1 %':>14}{'last-epoch top-1 %':>20}{'wall s':>14}")
+    for name, rec in recipes.items():
+        s = rec["summary"]
+        print(f"{name:<12}{_pm(s['top1']):>14}{s['top1']['spread'] * 100:>8.1f}{_pm(s['macro_f1']):>14}"
+              f"{_pm(s['top1_last']):>20}{_pm(s['seconds'], 1.0, '.0f'):>14}")
+    if "gemsight" in recipes and "reference" in recipes:
+        margin = (recipes["gemsight"]["summary"]["top1"]["mean"] - recipes["reference"]["summary"]["top1"]["mean"])
+        print(f"gemsight − reference: {margin * 100:+.1f} points of top-1 (mean of {n} seed(s))")
+    if result.get("int8"):
+        print(f"\n{'INT8 target':<14}{'drop (pts)':>16}{'agreement %':>16}")
+        for target, s in result["int8"]["summary"].items():
+            print(f"{target:<14}{_pm(s['drop'], 1.0, '.2f'):>16}{_pm(s['agreement'], 1.0, '.2f'):>16}")
+    c = result["config"]
+    print(f"({c['img_size']} px, {c['epochs']} epochs, batch {c['batch_size']}, {n} seed(s), {c['device']}, "
+          f"{c['train_images']} train / {c['val_images']} val photos, {result['machine']['torch_threads']} torch "
+          f"threads, {result['machine']['cpu_count']} cores)")
+
+
+# -- main --------------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown or not recipes:
+        raise SystemExit(f"--recipes: unknown {unknown or 'empty'} (choose from {', '.join(RECIPES)})")
+    if not (args.data / "train").is_dir() or not (args.data / "val").is_dir():
+        raise SystemExit(f"--data {args.data}: expected train/ and val/ class folders")
+    overrides = _overrides(args.set)
+
+    from trainer.data import load_dataset  # noqa: PLC0415
+    from trainer.export import build_manifest  # noqa: PLC0415
+
+    device = torch.device(args.device)
+    split = load_dataset(args.data)
+    spec = build_manifest(arch="resnet18", classes=split.classes, img_size=args.img_size, name="bench",
+                          version="0").input
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="real-photos-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        runs: dict[str, list] = {name: [] for name in recipes}
+        int8_rows = []
+        images = decode_once(split, spec) if "reference" in recipes else {}
+        for seed in range(args.seeds):
+            if "gemsight" in recipes:
+                runs["gemsight"].append(train_gemsight(args, seed, workdir, overrides))
+                if not args.no_int8:
+                    int8_rows.append(calibrate(Path(runs["gemsight"][-1]["run"]), args, workdir, seed))
+            if "reference" in recipes:
+                runs["reference"].append(train_reference(split, images, spec, args, seed, device))
+    result = {
+        "benchmark": "real_photos",
+        "config": {"data": str(args.data), "seeds": args.seeds, "img_size": args.img_size, "epochs": args.epochs,
+                   "batch_size": args.batch_size, "device": args.device, "recipes": recipes, "set": overrides,
+                   "train_images": len(split.train), "val_images": len(split.val), "classes": list(split.classes),
+                   "dataset_digest": split.digest, "scoring": "top1 = best epoch on val/ (both recipes); "
+                                                              "top1_last = last epoch"},
+        "reference_recipe": {"arch": "resnet18", "weights": "none", "crop_scale": list(REF_CROP_SCALE),
+                             "hflip": 0.5, "color_jitter": REF_JITTER, "opt": "sgd", "momentum": 0.9,
+                             "lr": REF_LR_PER_256 * args.batch_size / 256, "weight_decay": REF_WEIGHT_DECAY,
+                             "schedule": "cosine per epoch", "loss": "class-weighted cross-entropy"},
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "load_average": os.getloadavg()[0], "torch": torch.__version__,
+                    "python": platform.python_version(),
+                    "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
+        "recipes": {name: {"runs": [{k: v for k, v in r.items() if k != "run"} for r in rs],
+                           "summary": summarize(rs)} for name, rs in runs.items()},
+        "int8": {"runs": int8_rows, "summary": summarize_int8(int8_rows)} if int8_rows else None,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if "gemsight" in runs and "reference" in runs:
+        g, r = result["recipes"]["gemsight"]["summary"], result["recipes"]["reference"]["summary"]
+        result["margin_top1_points"] = round((g["top1"]["mean"] - r["top1"]["mean"]) * 100, 2)
+    print_table(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""``bench/real_photos.py`` end to end on a tiny synthetic folder (never the real photos): 1 seed, 1 epoch."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def _one_torch_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_real_photos_bench_runs_end_to_end_and_writes_its_json(tmp_path, capsys, _one_torch_thread):
+    from bench.real_photos import main
+    from trainer.synth import make_images
+
+    data = make_images(tmp_path / "photos", classes=("ring", "watch", "empty"), per_class=16, size=32,
+                       val_fraction=0.25, seed=0)
+    out = tmp_path / "results" / "real_photos_test.json"
+    assert main(["--data", str(data), "--seeds", "1", "--epochs", "1", "--img-size", "32", "--batch-size", "8",
+                 "--workers", "0", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["recipes"]) == {"gemsight", "reference"}
+    for recipe in result["recipes"].values():
+        assert len(recipe["runs"]) == 1 and 0.0 <= recipe["summary"]["top1"]["mean"] <= 1.0
+    assert result["recipes"]["gemsight"]["runs"][0]["recipe"]["recipe"] == "default"
+    targets = result["int8"]["summary"]
+    assert {"onnxruntime", "tensorrt", "fpga"} <= set(targets)
+    assert all(0.0 <= t["agreement"]["mean"] <= 100.0 for t in targets.values())
+    assert "margin_top1_points" in result
+    table = capsys.readouterr().out
+    assert "gemsight" in table and "reference" in table and "INT8 target" in table

@@ -1,0 +1,180 @@
+"""--auto on a three-layer model: method search, float fallback, FPGA equalization and bias
+correction, the failed gate's advice, and the calibration-vs-validation warning."""
+import itertools
+import json
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from calibration import data as calib_data
+from calibration import equalize, fpga, mismatch, qdq, ranges, search
+from calibration.gate import AccuracyGateError
+from calibration.pipeline import CalibrateOptions, run
+from edge.manifest import load_manifest_for
+from tests.calibration.tiny import CLASSES, build_tiny
+from tests.helpers import make_images
+
+# Entropy's threshold search takes ~1 s per tensor; the tests try the histogram methods only.
+FAST = ("percentile", "percentile-99.9", "mse", "minmax")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {"model": build_tiny(root / "model.onnx"), "unbalanced": build_tiny(root / "unbalanced.onnx", unbalanced=True),
+            "images": make_images(root / "images", per_class=12, classes=CLASSES),
+            "val": make_images(root / "val", per_class=6, seed=1, classes=CLASSES), "root": root}
+
+
+def _batch(path, manifest, count=48):
+    return calib_data.load_calibration_set(path, manifest.input, count, 0).batch
+
+
+def test_split_holds_out_a_stratified_quarter():
+    batch = np.arange(48, dtype=np.float32).reshape(48, 1, 1, 1)
+    calib, held = search.split_sample(batch)
+    assert len(held) == 16 and len(calib) == 32
+    assert len(search.split_sample(np.zeros((512, 1, 1, 1)))[1]) == 128
+    assert not set(held.ravel()) & set(calib.ravel())
+
+
+def test_method_search_picks_by_held_out_agreement(tiny, monkeypatch):
+    manifest = load_manifest_for(tiny["model"])
+    fp32 = qdq.prepare_fp32(tiny["model"], tiny["root"] / "fp32.onnx", manifest)
+    calib, held = search.split_sample(_batch(tiny["images"], manifest))
+    # The held-out scores decide: make entropy the only method that agrees fully on every form.
+    wanted = {"mse": 100.0}
+
+    def fake_score(self, models, kind, exclude=()):
+        return search.Score(wanted.get(models.ranges.method, 95.0), 0.1)
+    monkeypatch.setattr(search.Evaluator, "score", fake_score)
+    with search.Evaluator(held, held[:, :4, 0, 0], 1) as ev:
+        found = search.search_method(fp32, calib, ev, "input", ("cpu", "tensorrt"), candidates=FAST)
+    assert found.chosen == "mse"
+    assert set(found.scores) == set(FAST)
+    # Every candidate's ranges come from the ranges part only.
+    assert found.ranges["minmax"].tensors == ranges.compute_ranges(fp32, calib, "input", "minmax").tensors
+
+
+def test_auto_run_reports_the_search_and_holds_out(tiny, tmp_path):
+    out = tmp_path / "auto"
+    rep = run(CalibrateOptions(model=tiny["model"], images=tiny["images"], out=out, count=48, method="auto", auto=True, candidates=FAST,
+                               targets=("onnxruntime", "tensorrt", "fpga"), val=tiny["val"], max_drop=100.0,
+                               bench_iters=1, threads=1))
+    scores = rep["method_search"]["held_out_scores"]
+    worst = {m: min(s["agreement"] for s in by_kind.values()) for m, by_kind in scores.items()}
+    assert rep["method"] == rep["method_search"]["chosen"] and worst[rep["method"]] == max(worst.values())
+    assert rep["holdout"] == {"ranges_images": 32, "held_out_images": 16, "agreement_target": 99.0}
+    assert load_manifest_for(out / "model.int8.onnx").calibration.images == 32
+    assert set(rep["sensitivity"]) == {"cpu", "tensorrt", "fpga"} and set(rep["fallback"]) == {"cpu", "tensorrt"}
+    assert rep["fpga_adjustments"]["equalized_pairs"] == [["conv1", "conv2"]]
+    md = (out / "report.md").read_text()
+    assert "![per-layer sensitivity](sensitivity.png)" in md and (out / "sensitivity.png").stat().st_size > 1000
+    assert "## Range method: " + rep["method"] in md
+
+
+class _Toy(search.Evaluator):
+    """Agreement as a known function of the float layers: a and b matter, c a little, d not at all."""
+
+    def __init__(self):
+        self.builds = 0
+
+    def score(self, models, kind, exclude=()):
+        self.builds += 1
+        gain = {"a": 3.0, "b": 2.5, "c": 0.4, "d": 0.0}
+        return search.Score(95.0 + sum(gain[x] for x in exclude), 0.0)
+
+
+def test_fallback_is_minimal_and_meets_the_target():
+    toy = _Toy()
+    # A misleading ranking (d first) must still end with the smallest set.
+    layers, score, reached = search.fallback(None, "cpu", toy, ["d", "c", "a", "b"], target=99.0)
+    assert reached and score.agreement >= 99.0
+    assert sorted(layers) == ["a", "b"]
+    for layer in layers:
+        assert toy.score(None, "cpu", tuple(x for x in layers if x != layer)).agreement < 99.0
+    smallest = min((s for n in range(5) for s in itertools.combinations("abcd", n)
+                    if toy.score(None, "cpu", s).agreement >= 99.0), key=len)
+    assert len(layers) == len(smallest)
+    _, _, reached = search.fallback(None, "cpu", _Toy(), ["a", "b", "c", "d"], target=101.0)
+    assert not reached
+
+
+def test_excluded_layers_get_no_qdq(tiny, tmp_path):
+    out = tmp_path / "ex"
+    run(CalibrateOptions(model=tiny["model"], images=tiny["images"], out=out, count=32, method="minmax",
+                         targets=("onnxruntime", "tensorrt"), max_drop=100.0, bench_iters=0, threads=1,
+                         exclude=("conv2",)))
+    for rel in ("model.int8.onnx", "model.int8.trt.onnx"):
+        model = onnx.load(str(out / rel))
+        producers = {o: n.op_type for n in model.graph.node for o in n.output}
+        conv2 = next(n for n in model.graph.node if n.name == "conv2")
+        conv1 = next(n for n in model.graph.node if n.name == "conv1")
+        assert producers.get(conv2.input[0]) != "DequantizeLinear" and conv2.input[1] == "w2", rel
+        assert producers.get(conv1.input[1]) == "DequantizeLinear", rel
+    assert json.loads((out / "report.json").read_text())["float_layers"] == {"cpu": ["conv2"], "tensorrt": ["conv2"]}
+
+
+def _fpga_error(fp32, batch, tmp, equalization, bias_correction):
+    src = fp32
+    if equalization or bias_correction:
+        src = tmp / f"prep-{equalization}-{bias_correction}.onnx"
+        equalize.prepare_fpga_fp32(fp32, src, batch, "input", equalization=equalization,
+                                   bias_correction=bias_correction)
+    qdq_path = tmp / f"fpga-{equalization}-{bias_correction}.onnx"
+    fpga.fpga_qdq(src, qdq_path, ranges.compute_ranges(src, batch, "input", "percentile"))
+    assert fpga.scale_violations(qdq_path) == []
+    return float(np.abs(search.run_model(qdq_path, batch) - search.run_model(fp32, batch)).mean())
+
+
+@pytest.mark.parametrize("which", ["unbalanced", "model"])
+def test_equalization_and_bias_correction_move_fpga_closer_to_fp32(tiny, tmp_path, which):
+    manifest = load_manifest_for(tiny[which])
+    fp32 = qdq.prepare_fp32(tiny[which], tmp_path / "fp32.onnx", manifest)
+    batch = _batch(tiny["images"], manifest)
+    plain = _fpga_error(fp32, batch, tmp_path, False, False)
+    equalized = _fpga_error(fp32, batch, tmp_path, True, False)
+    both = _fpga_error(fp32, batch, tmp_path, True, True)
+    if which == "unbalanced":
+        assert equalized < plain / 5   # the rounded-away channels come back
+    else:
+        assert equalized <= plain * 1.05
+    assert both < equalized
+    # Equalization alone leaves the float function as it was.
+    prep = tmp_path / "eq.onnx"
+    equalize.prepare_fpga_fp32(fp32, prep, batch, "input", equalization=True, bias_correction=False)
+    np.testing.assert_allclose(search.run_model(prep, batch), search.run_model(fp32, batch), atol=1e-4)
+
+
+def test_failed_gate_names_target_layers_and_command(tiny, tmp_path):
+    out = tmp_path / "fail"
+    with pytest.raises(AccuracyGateError) as info:
+        run(CalibrateOptions(model=tiny["unbalanced"], images=tiny["images"], out=out, count=32, method="minmax",
+                             targets=("onnxruntime", "fpga"), max_drop=-1.0, bench_iters=0, threads=1))
+    message = str(info.value)
+    assert "target 'fpga'" in message and "layers that hurt most: conv" in message
+    assert f"Try: gemsight-calibrate {tiny['unbalanced']} --images {tiny['images']} --out {out}" in message
+    assert "--auto" in message and "--count 32" in message and "--targets onnxruntime,fpga" in message
+    rep = json.loads((tmp_path / "fail.rejected" / "report.json").read_text())
+    fpga_advice = next(a for a in rep["advice"] if a["target"] == "fpga")
+    assert fpga_advice["worst_layers"] and fpga_advice["worst_layers"][0]["layer"] in {"conv1", "conv2", "fc"}
+
+
+def _noise_images(root, per_class=8):
+    rng = np.random.default_rng(3)
+    for name in CLASSES:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            cv2.imwrite(str(root / name / f"{i}.png"), rng.integers(0, 256, (48, 56, 3), dtype=np.uint8))
+    return root
+
+
+def test_mismatch_warning(tiny, tmp_path):
+    manifest = load_manifest_for(tiny["model"])
+    val = calib_data.load_labelled_set(tiny["val"], manifest.input, manifest.classes).batch
+    alike = mismatch.compare(tiny["model"], _batch(tiny["images"], manifest), val, "input")
+    unlike = mismatch.compare(tiny["model"], _batch(_noise_images(tmp_path / "noise"), manifest, 32), val, "input")
+    assert not alike.warning and unlike.warning
+    assert unlike.score > 2 * alike.score and "unlike" in unlike.message()

@@ -1,0 +1,64 @@
+"""Recipe presets (``--recipe``): the defaults of every recipe option that the command line leaves out.
+
+``default`` was chosen by measurement on real product photos against a plain torchvision loop
+(``bench/real_photos.py``; the candidates and their figures are in
+``bench/results/real_photos_recipe_search.md``). ``seed`` is the recipe gemsight started with, kept
+exactly: the same options give the same model, bit for bit, as before presets existed.
+
+This module imports nothing heavy: the argument parser reads it.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from edge.errors import ConfigError
+
+#: The optimizers ``--opt`` may name.
+OPTIMIZERS = ("sgd", "adamw")
+#: The training crops ``--crop`` may name.
+CROPS = ("pad", "resized")
+
+#: The original recipe (resnet50, SGD, dropout 0.5, flip / brightness / contrast / reflect-padded crop).
+SEED = {
+    "arch": "resnet50", "opt": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "label_smoothing": 0.0,
+    "min_lr": 1e-5, "warmup_epochs": 0.0, "dropout": 0.5, "crop": "pad", "crop_scale": 0.35, "crop_ratio": 4 / 3,
+    "hflip": 0.5, "vflip": 0.0, "rotate": 0.0, "mixup": 0.0, "cutmix": 0.0, "ema": 0.0,
+}
+
+#: The default recipe, measured on real photos (see the module docstring).
+DEFAULT = {
+    **SEED,
+    "arch": "resnet18", "opt": "adamw", "lr": 0.002, "weight_decay": 0.05, "label_smoothing": 0.1,
+    "warmup_epochs": 1.0, "dropout": 0.0, "crop": "resized", "crop_scale": 0.35, "vflip": 0.5, "rotate": 180.0,
+    "ema": 0.0,
+}
+
+RECIPES: dict[str, dict[str, Any]] = {"default": DEFAULT, "seed": SEED}
+#: The options a preset supplies.
+RECIPE_OPTIONS = tuple(SEED)
+
+
+def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill every recipe option that is ``None`` from the preset ``args.recipe`` (given options win).
+
+    Raises:
+        ConfigError: an unknown preset, optimizer or crop; the message names the option.
+    """
+    name = getattr(args, "recipe", None) or "default"
+    if name not in RECIPES:
+        raise ConfigError(f"--recipe {name}: unknown preset (known: {', '.join(RECIPES)})")
+    args.recipe = name
+    supplied = []
+    for key, value in RECIPES[name].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+            supplied.append(key)
+    if "warmup_epochs" in supplied and isinstance(args.epochs, (int, float)) and args.epochs > 0:
+        # A preset's warm-up must not make a short run (--epochs 1) invalid: at most half the run.
+        args.warmup_epochs = min(args.warmup_epochs, args.epochs / 2)
+    if args.opt not in OPTIMIZERS:
+        raise ConfigError(f"--opt {args.opt}: not an optimizer gemsight trains with (known: {', '.join(OPTIMIZERS)})")
+    if args.crop not in CROPS:
+        raise ConfigError(f"--crop {args.crop}: unknown crop (known: {', '.join(CROPS)})")
+    return args
