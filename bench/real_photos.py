@@ -270,6 +270,36 @@ def print_table(result: dict[str, Any]) -> None:
           f"threads, {result['machine']['cpu_count']} cores)")
 
 
+def build_result(args, recipes: list[str], overrides: dict, split, runs: dict[str, list], int8_rows: list,
+                 seconds: float) -> dict[str, Any]:
+    """The JSON record: configuration, machine, every run and the summaries over seeds."""
+    done = {name: rs for name, rs in runs.items() if rs}
+    result = {
+        "benchmark": "real_photos",
+        "config": {"data": str(args.data), "seeds": args.seeds, "img_size": args.img_size, "epochs": args.epochs,
+                   "batch_size": args.batch_size, "device": args.device, "recipes": recipes, "set": overrides,
+                   "train_images": len(split.train), "val_images": len(split.val), "classes": list(split.classes),
+                   "dataset_digest": split.digest, "scoring": "top1 = best epoch on val/ (both recipes); "
+                                                              "top1_last = last epoch"},
+        "reference_recipe": {"arch": "resnet18", "weights": "none", "crop_scale": list(REF_CROP_SCALE),
+                             "hflip": 0.5, "color_jitter": REF_JITTER, "opt": "sgd", "momentum": 0.9,
+                             "lr": REF_LR_PER_256 * args.batch_size / 256, "weight_decay": REF_WEIGHT_DECAY,
+                             "schedule": "cosine per epoch", "loss": "class-weighted cross-entropy"},
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "load_average": os.getloadavg()[0], "torch": torch.__version__,
+                    "python": platform.python_version(),
+                    "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
+        "recipes": {name: {"runs": [{k: v for k, v in r.items() if k != "run"} for r in rs],
+                           "summary": summarize(rs)} for name, rs in done.items()},
+        "int8": {"runs": int8_rows, "summary": summarize_int8(int8_rows)} if int8_rows else None,
+        "seconds": round(seconds, 1),
+    }
+    if "gemsight" in done and "reference" in done:
+        g, r = result["recipes"]["gemsight"]["summary"], result["recipes"]["reference"]["summary"]
+        result["margin_top1_points"] = round((g["top1"]["mean"] - r["top1"]["mean"]) * 100, 2)
+    return result
+
+
 # -- main --------------------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -291,45 +321,33 @@ def main(argv=None) -> int:
     spec = build_manifest(arch="resnet18", classes=split.classes, img_size=args.img_size, name="bench",
                           version="0").input
     started = time.perf_counter()
+    runs: dict[str, list] = {name: [] for name in recipes}
+    int8_rows: list[dict[str, Any]] = []
+
+    def save(complete: bool) -> dict[str, Any]:
+        # Written after every run, so that a run cut short still leaves its finished seeds.
+        result = build_result(args, recipes, overrides, split, runs, int8_rows, time.perf_counter() - started)
+        result["complete"] = complete
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
     with tempfile.TemporaryDirectory(prefix="real-photos-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        runs: dict[str, list] = {name: [] for name in recipes}
-        int8_rows = []
         images = decode_once(split, spec) if "reference" in recipes else {}
         for seed in range(args.seeds):
             if "gemsight" in recipes:
                 runs["gemsight"].append(train_gemsight(args, seed, workdir, overrides))
+                save(False)
                 if not args.no_int8:
                     int8_rows.append(calibrate(Path(runs["gemsight"][-1]["run"]), args, workdir, seed))
+                    save(False)
             if "reference" in recipes:
                 runs["reference"].append(train_reference(split, images, spec, args, seed, device))
-    result = {
-        "benchmark": "real_photos",
-        "config": {"data": str(args.data), "seeds": args.seeds, "img_size": args.img_size, "epochs": args.epochs,
-                   "batch_size": args.batch_size, "device": args.device, "recipes": recipes, "set": overrides,
-                   "train_images": len(split.train), "val_images": len(split.val), "classes": list(split.classes),
-                   "dataset_digest": split.digest, "scoring": "top1 = best epoch on val/ (both recipes); "
-                                                              "top1_last = last epoch"},
-        "reference_recipe": {"arch": "resnet18", "weights": "none", "crop_scale": list(REF_CROP_SCALE),
-                             "hflip": 0.5, "color_jitter": REF_JITTER, "opt": "sgd", "momentum": 0.9,
-                             "lr": REF_LR_PER_256 * args.batch_size / 256, "weight_decay": REF_WEIGHT_DECAY,
-                             "schedule": "cosine per epoch", "loss": "class-weighted cross-entropy"},
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "load_average": os.getloadavg()[0], "torch": torch.__version__,
-                    "python": platform.python_version(),
-                    "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
-        "recipes": {name: {"runs": [{k: v for k, v in r.items() if k != "run"} for r in rs],
-                           "summary": summarize(rs)} for name, rs in runs.items()},
-        "int8": {"runs": int8_rows, "summary": summarize_int8(int8_rows)} if int8_rows else None,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    if "gemsight" in runs and "reference" in runs:
-        g, r = result["recipes"]["gemsight"]["summary"], result["recipes"]["reference"]["summary"]
-        result["margin_top1_points"] = round((g["top1"]["mean"] - r["top1"]["mean"]) * 100, 2)
+                save(False)
+    result = save(True)
     print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

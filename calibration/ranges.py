@@ -136,30 +136,16 @@ def compute_ranges(model_path: str | Path, batch: np.ndarray, input_name: str, m
     Raises:
         CalibrationError: unknown method, or the calibrator failed.
     """
-    from onnxruntime.quantization.calibrate import create_calibrator  # noqa: PLC0415
-
     calib_method = ort_method(method)
     if method not in _EXTRA:
         return candidate_ranges(model_path, batch, input_name, (method,))[method]
     started = time.perf_counter()
-    captured = io.StringIO()
-    with tempfile.TemporaryDirectory(prefix="gemsight-calib-") as tmp:
-        try:
-            # ONNX Runtime's calibrators print progress to stdout; keep stdout clean, log it instead.
-            with contextlib.redirect_stdout(captured):
-                calibrator = create_calibrator(Path(model_path), None,
-                                               augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                               calibrate_method=calib_method, extra_options=_EXTRA[method])
-                for part in _chunks(batch):
-                    calibrator.collect_data(_Reader(input_name, part))
-                data = calibrator.compute_data()
-        except CalibrationError:
-            raise
-        except Exception as exc:
-            raise CalibrationError(f"{model_path}: {method} calibration failed: {exc}") from exc
-        finally:
-            for line in captured.getvalue().splitlines():
-                logger.debug("onnxruntime: %s", line)
+    try:
+        data = _collect(model_path, batch, input_name, calib_method, _EXTRA[method]).compute_data()
+    except CalibrationError:
+        raise
+    except Exception as exc:
+        raise CalibrationError(f"{model_path}: {method} calibration failed: {exc}") from exc
     tensors = {}
     for name in data:
         lo, hi = data[name].range_value

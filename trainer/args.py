@@ -9,7 +9,7 @@ from typing import Sequence
 import yaml
 
 from edge.errors import ConfigError
-from trainer.presets import CROPS, OPTIMIZERS, RECIPES, apply_recipe
+from trainer.presets import CROPS, DEFAULT, OPTIMIZERS, RECIPE_OPTIONS, RECIPES, SEED, apply_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +28,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--val-split", type=float, default=0.2,
                    help="fraction of each class held out when there is no validation set (default 0.2)")
     p.add_argument("--recipe", default="default", choices=tuple(RECIPES),
-                   help="preset of every recipe option below marked [recipe] that the command line does not "
-                        "give: default (chosen on real photos, bench/real_photos.py) or seed (the original "
-                        "recipe: resnet50, SGD lr 0.01, dropout 0.5, flip/brightness/contrast/padded crop)")
-    p.add_argument("--arch", help="[recipe] torchvision classifier name (default resnet18; seed resnet50)")
+                   help="preset of every option marked [recipe] that the command line (or --config) does not "
+                        "give: default (chosen by measurement on real photos, bench/real_photos.py: resnet18, "
+                        "SGD, no dropout, random resized crop, label smoothing, warm-up, weight average) or seed "
+                        "(the original recipe: resnet50, SGD lr 0.01, dropout 0.5, flip/brightness/contrast/"
+                        "padded crop). Default: default")
+    p.add_argument("--arch", help="[recipe] torchvision classifier name")
     p.add_argument("--epochs", type=int, default=100, help="total epochs (default 100)")
     p.add_argument("--img-size", type=int, default=224, help="square input size in pixels (default 224)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch and process (default 32)")
@@ -79,7 +81,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     # Test/debug aid: each rank writes a digest of its weights after every epoch to PATH.rank<N>.
     p.add_argument("--debug-digest", help=argparse.SUPPRESS)
+    for action in p._actions:
+        if action.dest in RECIPE_OPTIONS:
+            action.help += f" (default {_shown(DEFAULT[action.dest])}; seed {_shown(SEED[action.dest])})"
     return p
+
+
+def _shown(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def load_config(path: str | Path, parser: argparse.ArgumentParser) -> dict:

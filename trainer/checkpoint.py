@@ -3,7 +3,8 @@
 A checkpoint is a plain dict of tensors and builtins (loaded with ``weights_only=True``): ``model``,
 ``optimizer``, ``scheduler``, ``scaler``, ``epoch`` (the last finished, 0-based), ``best_acc``,
 ``best_epoch``, ``arch``, ``dropout``, ``classes``, ``manifest`` (the input contract), ``history``
-(metrics per epoch), ``args`` and ``rng``.
+(metrics per epoch), ``args`` and ``rng``; with ``--ema``, also ``ema`` (the weight average and its update
+count), and ``best.pt``'s ``model`` is then the average (the model that was validated and is exported).
 """
 from __future__ import annotations
 

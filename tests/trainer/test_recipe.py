@@ -11,6 +11,7 @@ from edge.manifest import InputSpec
 from edge.preprocess import load_image, preprocess
 from trainer.data import ImageDataset, load_dataset
 from trainer.args import get_args_parser
+from trainer.presets import apply_recipe
 from trainer.recipe import (OPTIMIZERS, ClassificationPresetEval, ClassificationPresetTrain, create_model,
                             create_optimizer)
 from trainer.train import train_one_epoch
@@ -88,7 +89,7 @@ def test_every_opt_choice_builds_its_optimizer():
     assert tuple(opt_action.choices) == OPTIMIZERS
     kinds = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
     for name in OPTIMIZERS:
-        args = get_args_parser().parse_args(["--opt", name])
+        args = apply_recipe(get_args_parser().parse_args(["--opt", name]))  # the preset fills lr, momentum ...
         optimizer = create_optimizer([nn.Parameter(torch.zeros(2))], args.opt, lr=args.lr, momentum=args.momentum,
                                      weight_decay=args.weight_decay)
         assert type(optimizer) is kinds[name]
