@@ -61,6 +61,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--recipes", default=",".join(RECIPES), help="which to run: gemsight,reference (default both)")
     p.add_argument("--no-int8", action="store_true", help="skip calibrating the gemsight models")
+    p.add_argument("--int8-auto", action="store_true",
+                   help="calibrate with gemsight-calibrate --auto (method search, fewest float layers, FPGA "
+                        "equalization and bias correction) instead of the default percentile ranges")
     p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                    help="a gemsight-train option for the gemsight runs (YAML value), e.g. --set ema=0.99 "
                         "(repeatable; for comparing recipes)")
@@ -219,10 +222,12 @@ def calibrate(run: Path, args, workdir: Path, seed: int) -> dict[str, Any]:
         logger.warning("openvino is not installed: its target is left out")
     start = time.perf_counter()
     opts = CalibrateOptions(model=run / "model.onnx", images=args.data / "train", out=workdir / f"calib-seed{seed}",
-                            val=args.data / "val", targets=targets, max_drop=1000.0, force=True, bench_iters=0)
+                            val=args.data / "val", targets=targets, max_drop=1000.0, force=True, bench_iters=0,
+                            **({"method": "auto", "auto": True} if args.int8_auto else {}))
     report = calibrate_run(opts)
     rows = {r["name"]: r for r in report["results"]}
-    return {"seed": seed, "method": report.get("method"), "seconds": round(time.perf_counter() - start, 1),
+    return {"seed": seed, "method": report.get("method"), "auto": args.int8_auto,
+            "float_layers": report.get("float_layers", []), "seconds": round(time.perf_counter() - start, 1),
             "fp32_top1": rows["fp32"]["top1"],
             "targets": {t: {"drop": rows[t]["drop"], "agreement": rows[t]["agreement"]} for t in targets if t in rows}}
 
