@@ -41,3 +41,7 @@ class BundleError(GemsightError):
 
 class MessageError(GemsightError):
     """A ZeroMQ message cannot be built, encoded, decoded, or does not match its JSON Schema."""
+
+
+class LinkError(GemsightError):
+    """A device refused this client's connection (a failed CURVE handshake); names the device and the reason."""
