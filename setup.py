@@ -9,6 +9,8 @@ CORE = [
     "pydantic>=2.5,<3",
     "PyYAML>=6",
     "prometheus-client>=0.17",
+    # Consumers (listen, the kiosk) check every received message against edge/schemas/ before use.
+    "jsonschema>=4.18",
 ]
 EXTRAS = {
     # Jetson brings its own GStreamer-enabled OpenCV with JetPack: the PyPI wheel must stay optional.
@@ -18,7 +20,7 @@ EXTRAS = {
     "deploy": ["cryptography>=41"],
     # TensorRT itself comes with JetPack; pycuda is what we add.
     "jetson": ["pycuda>=2022.2", "cryptography>=41"],
-    "dev": ["pytest>=7.4", "jsonschema>=4.18", "cryptography>=41", "onnxruntime>=1.17"],
+    "dev": ["pytest>=7.4", "jsonschema>=4.18", "cryptography>=41", "onnxruntime>=1.17", "hypothesis>=6.80,<7"],
 }
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "jetson" for req in reqs})
 

@@ -88,6 +88,7 @@ class Listener:
             self._curve = (server_public, client_public, client_secret)
         self.tracks: dict[str, CameraTrack] = {}
         self.received = 0
+        self.rejected = 0  # messages skipped as malformed (bad topic, JSON or schema)
         self._sub = self._socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, int(rcvhwm))
         self._sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
@@ -141,17 +142,20 @@ class Listener:
             req.send(messages.encode({"camera": self.camera}))
             if not req.poll(int(timeout_s * 1000), zmq.POLLIN):
                 raise MessageError(f"snapshot endpoint {self.snapshot_endpoint} did not answer within {timeout_s:g} s")
-            reply = messages.decode(req.recv())
+            data = req.recv()
         finally:
             req.close(linger=0)  # a REQ without its reply is stuck: never reuse it
-        if "error" in reply:
-            raise MessageError(f"snapshot endpoint {self.snapshot_endpoint} refused the request: {reply['error']}")
+        try:
+            reply = messages.parse_snapshot(data)
+        except MessageError as exc:
+            self.rejected += 1
+            raise MessageError(f"snapshot endpoint {self.snapshot_endpoint}: {exc}") from exc
         events = []
         for kind, key in (("labels", "cameras"), ("status", "status")):
-            for cam, msg in (reply.get(key) or {}).items():
-                if not self._wanted(msg.get("device"), cam):
+            for cam, msg in reply[key].items():
+                if not self._wanted(msg["device"], cam):
                     continue
-                if kind == "labels" and isinstance(msg.get("seq"), int):
+                if kind == "labels":
                     self.track(cam).snapshot_seq = msg["seq"]
                 events.append(Event(kind, cam, msg, messages.encode(msg), from_snapshot=True))
         return events
@@ -198,9 +202,9 @@ class Listener:
 
     def _on_heartbeat(self, msg: dict) -> list[tuple[str, int, int]]:
         gaps = []
-        for cam, info in (msg.get("cameras") or {}).items():
+        for cam, info in msg["cameras"].items():  # validated: a mapping of camera -> mapping
             t = self.tracks.get(cam)
-            seq = info.get("seq") if isinstance(info, dict) else None
+            seq = info.get("seq")
             if t is None or t.last_seq is None or not isinstance(seq, int) or not self._wanted(None, cam):
                 continue
             # PUB keeps order on one connection: a heartbeat newer than our last seq means the rest was lost.
@@ -212,8 +216,9 @@ class Listener:
     def recv(self, timeout_s: float | None = None) -> Event | None:
         """The next wanted message, or ``None`` after ``timeout_s`` seconds (``None``: wait forever).
 
-        Messages that cannot be decoded are logged and skipped, never raised: one bad publisher
-        must not stop a kiosk.
+        Every message is checked against its JSON Schema first (:func:`edge.messages.parse_message`);
+        one that fails is counted in :attr:`rejected`, logged in one line and skipped, never raised:
+        one bad publisher must not stop a kiosk.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -229,24 +234,22 @@ class Listener:
 
     def _handle(self, frames: list[bytes]) -> Event | None:
         if len(frames) != 2:
+            self.rejected += 1
             logger.warning("skipping a message of %d frames (expected [topic, json])", len(frames))
             return None
         try:
-            device, camera, kind = messages.parse_topic(frames[0])
-            msg = messages.decode(frames[1])
+            # Validated against its schema before anything reads it: one bad publisher must not stop us.
+            device, camera, kind, msg = messages.parse_message(frames[0], frames[1])
         except MessageError as exc:
+            self.rejected += 1
             logger.warning("skipping a bad message: %s", exc)
             return None
         if not self._wanted(device, camera):
             return None
         self.received += 1
         gaps: list[tuple[str, int, int]] = []
-        if kind == "labels":
-            seq = msg.get("seq")
-            if not isinstance(seq, int) or camera is None:
-                logger.warning("skipping a labels message without an integer seq on %s", frames[0][:80])
-                return None
-            is_new, gaps = self._on_labels(camera, seq)
+        if kind == "labels" and camera is not None:
+            is_new, gaps = self._on_labels(camera, int(msg["seq"]))  # the schema's integer admits 7.0
             if not is_new:
                 return None
         elif kind == "heartbeat":
@@ -323,7 +326,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         finally:
             view.finish()
             summary = listener.summary()
-            (sys.stderr if mode == "json" else out).write(format_summary(summary, listener.received))
+            text = format_summary(summary, listener.received, listener.rejected)
+            (sys.stderr if mode == "json" else out).write(text)
     return 1 if listener.received == 0 and args.timeout is not None else 0
 
 

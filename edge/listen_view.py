@@ -22,7 +22,11 @@ def _items(counts: dict[str, int]) -> int:
 
 
 class Renderer:
-    """Shows events: JSON lines, one line per message (a pipe), or a table redrawn in place (a terminal)."""
+    """Shows events: JSON lines, one line per message (a pipe), or a table redrawn in place (a terminal).
+
+    Events hold messages the :class:`~edge.listen.Listener` validated against their schemas, so
+    every field read here has the type the schema promises.
+    """
 
     def __init__(self, out: TextIO, mode: str) -> None:
         self.out, self.mode = out, mode
@@ -94,9 +98,9 @@ class Renderer:
             self._draw()
 
 
-def format_summary(summary: dict[str, dict[str, Any]], received: int) -> str:
-    """The exit summary: per camera, messages, seq range, missed and gap ranges."""
-    lines = [f"summary: {received} messages"]
+def format_summary(summary: dict[str, dict[str, Any]], received: int, rejected: int = 0) -> str:
+    """The exit summary: messages (and malformed ones skipped); per camera, seq range, missed and gap ranges."""
+    lines = [f"summary: {received} messages" + (f", {rejected} malformed skipped" if rejected else "")]
     for cam, s in summary.items():
         gaps = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in s["gaps"][:20])
         more = " ..." if len(s["gaps"]) > 20 else ""

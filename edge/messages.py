@@ -13,6 +13,7 @@ Every message carries ``kind`` and ``schema_version`` so it stands on its own wi
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -37,6 +38,7 @@ MODEL_KEYS = ("name", "version", "precision", "backend")
 _ID = re.compile(ID_PATTERN)
 _SCORE_DIGITS = 4   # probabilities: 4 decimals is plenty for people and keeps messages small
 _MS_DIGITS = 3      # latencies: microsecond resolution
+_MAX_ERRORS = 50    # schema errors looked at per message
 
 
 def check_id(value: Any, what: str) -> str:
@@ -72,7 +74,7 @@ def parse_topic(value: str | bytes) -> tuple[str, str | None, str]:
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     parts = text.split("/")
     if len(parts) != 4 or parts[0] != TOPIC_ROOT or parts[3] not in KINDS:
-        raise MessageError(f"topic {text!r} is not {TOPIC_ROOT}/<device>/<camera>/<kind>")
+        raise MessageError(f"topic {_short(repr(text), 120)} is not {TOPIC_ROOT}/<device>/<camera>/<kind>")
     return parts[1], (None if parts[2] == ALL_CAMERAS else parts[2]), parts[3]
 
 
@@ -186,8 +188,10 @@ def decode(data: bytes | str) -> dict:
     """
     try:
         obj = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MessageError(f"message is not valid JSON: {exc}") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer past Python's digit limit
+        raise MessageError(f"message is not valid JSON: {_short(exc)}") from exc
+    except RecursionError as exc:  # json's decoder recurses once per nesting level
+        raise MessageError("message is not valid JSON: nested too deeply") from exc
     if not isinstance(obj, dict):
         raise MessageError(f"message must be a JSON object, got {type(obj).__name__}")
     return obj
@@ -232,11 +236,75 @@ def validate(msg: Mapping[str, Any], kind: str | None = "labels") -> None:
     if kind is None:
         kind = msg.get("kind") if isinstance(msg, Mapping) else None
         if kind not in KINDS:
-            raise MessageError(f"message has no valid 'kind' (got {kind!r}; expected one of {list(KINDS)})")
+            raise MessageError(f"message has no valid 'kind' (got {_short(repr(kind), 80)}; expected one of "
+                               f"{list(KINDS)})")
     validator = _validator(kind)
-    errors = sorted(validator.iter_errors(msg), key=lambda e: list(e.absolute_path))
+    # A hostile message may hold thousands of errors: look at a bounded number of them.
+    errors = sorted(itertools.islice(validator.iter_errors(msg), _MAX_ERRORS),
+                    key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(message)"
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise MessageError(f"{kind} message invalid at {where}: {err.message}{more}")
+        more = f" (and {len(errors) - 1}{'+' if len(errors) == _MAX_ERRORS else ''} more)" if len(errors) > 1 else ""
+        raise MessageError(f"{kind} message invalid at {_short(where)}: {_short(err.message)}{more}")
+
+
+def parse_message(topic: bytes | str, payload: bytes | str) -> tuple[str, str | None, str, dict]:
+    """What a consumer does with one received ``[topic, json]`` before using it.
+
+    Splits the topic, decodes the payload, validates it against its kind's JSON Schema, and checks
+    that it names the device, camera and kind of its topic. Every field a consumer reads is then
+    of the type the schema promises.
+
+    Returns:
+        ``(device, camera, kind, message)``; camera is ``None`` for a heartbeat.
+
+    Raises:
+        MessageError: one line saying what is wrong (bounded in length, whatever the input).
+    """
+    device, camera, kind = parse_topic(topic)
+    msg = decode(payload)
+    validate(msg, kind)
+    if msg["device"] != device or msg.get("camera") != camera:
+        raise MessageError(f"{kind} message of device {msg['device']!r} camera {msg.get('camera')!r} arrived on "
+                           f"topic {_short(topic)}")
+    return device, camera, kind, msg
+
+
+def parse_snapshot(payload: bytes | str) -> dict[str, dict[str, dict]]:
+    """Decode and check a snapshot endpoint's reply (:meth:`edge.publisher.Publisher.snapshot_reply`).
+
+    Returns:
+        ``{"cameras": {camera: labels message}, "status": {camera: status message}}``, every message
+        validated against its schema and filed under its own camera.
+
+    Raises:
+        MessageError: the endpoint refused the request (its ``error``), or the reply is malformed
+            (the first bad part is named).
+    """
+    reply = decode(payload)
+    if "error" in reply:
+        raise MessageError(f"refused the request: {_short(reply['error'])}")
+    out: dict[str, dict[str, dict]] = {}
+    for key, kind in (("cameras", "labels"), ("status", "status")):
+        part = reply.get(key) or {}
+        if not isinstance(part, dict):
+            raise MessageError(f"snapshot reply: {key!r} must be an object, got {type(part).__name__}")
+        for cam, msg in part.items():
+            if not isinstance(msg, dict):
+                raise MessageError(f"snapshot reply: {key}[{_short(cam)}] must be a {kind} message")
+            try:
+                validate(msg, kind)
+            except MessageError as exc:
+                raise MessageError(f"snapshot reply: {key}[{_short(cam)}]: {exc}") from exc
+            if msg["camera"] != cam:
+                raise MessageError(f"snapshot reply: {key}[{_short(cam)}] holds camera {msg['camera']!r}")
+        out[key] = part
+    return out
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """``value`` as text for a one-line error: newlines escaped, cut to ``limit`` characters."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else text[:limit] + "..."
