@@ -1,0 +1,334 @@
+"""The kiosk's brain: latest state per slot and camera, and the incidents they raise. Pure and clocked.
+
+Every input carries ``now`` (Unix seconds), so tests drive time by hand; nothing here sleeps, reads a
+socket or touches the database: each call returns :class:`~kiosk.incident.Changes` that the service
+stores and streams. Inputs are messages already checked against the schemas.
+
+Rules (the config's ``policies`` and per-case overrides):
+
+* **missing**: the planogram expects a class, the slot shows ``empty`` or ``unknown``; an incident once
+  that has lasted ``empty_grace_s`` (0 outside store hours, or while the case is in a smash alarm).
+* **wrong**: another class is in the slot, for as long as the same grace (one incident per slot:
+  missing and wrong share it, the kind changes in place).
+* **smash**: more than ``burst_slots`` slots of one case went from a piece to none within
+  ``burst_window_s``: an immediate alarm for the case, and its missing slots become incidents at once.
+* **camera**: status ``down``/``eos``, no heartbeat for ``stale_heartbeats`` intervals, or a seq frozen
+  over as many heartbeats (:mod:`kiosk.health`).
+* **model**: a labels message names another model than before; resolved when a manager acknowledges it.
+
+Incidents resolve by themselves when the slot (case, camera) is right again.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.errors import ConfigError
+from kiosk.config import EMPTY_LABELS, STATES, KioskConfig, check_expected
+from kiosk.health import CameraView, HealthMixin
+from kiosk.incident import ACKNOWLEDGED, OPEN, RESOLVED, SLOT_KINDS, Changes, Incident, incident_key
+
+logger = logging.getLogger(__name__)
+
+NOTE_MAX = 500
+SlotKey = tuple[str, str, str]
+CaseKey = tuple[str, str]
+
+
+class ActionError(ConfigError):
+    """A person's action cannot be done (unknown incident, already acknowledged, bad planogram value)."""
+
+
+@dataclass
+class SlotView:
+    """The latest labels of one slot, and since when it is in its current condition."""
+
+    label: str | None = None
+    score: float | None = None
+    topk: list = field(default_factory=list)
+    seq: int | None = None
+    since: float | None = None          # when the label became this one
+    cond: str = "nodata"                # ok, missing, wrong, extra, state, unplanned, nodata
+    bad_since: float | None = None      # when missing/wrong began
+    bad_seq: int | None = None
+    counts_before: dict | None = None   # the case's counts just before it went bad
+
+
+def condition(expected: str | None, label: str | None) -> str:
+    """A slot's condition from what the planogram expects and what the camera sees."""
+    if label is None:
+        return "nodata"
+    if expected is None:
+        return "unplanned"
+    seen_empty = label in EMPTY_LABELS
+    if expected in STATES:
+        return "state" if seen_empty else "extra"
+    if label == expected:
+        return "ok"
+    return "missing" if seen_empty else "wrong"
+
+
+class Engine(HealthMixin):
+    """State and incidents of one store.
+
+    Args:
+        config: The kiosk config (planogram and policies).
+        overrides: Planogram edits from the history (they win over the file).
+        incidents: Unresolved incidents from the history (a restart keeps them).
+        now: Start time: devices never heard from are stale after the heartbeat window from here.
+    """
+
+    def __init__(self, config: KioskConfig, overrides: dict[SlotKey, str] | None = None,
+                 incidents: list[Incident] | None = None, *, now: float) -> None:
+        self.config = config
+        self.policies = config.policies
+        self.started = now
+        self.planogram: dict[SlotKey, str] = {}
+        self.cases: dict[CaseKey, Any] = {}
+        for dev in config.devices:
+            for cam, plan in dev.cameras.items():
+                self.cases[(dev.id, cam)] = plan
+                for slot, expected in plan.slots.items():
+                    self.planogram[(dev.id, cam, slot)] = expected
+        for key, value in (overrides or {}).items():
+            if key[:2] in self.cases:
+                self.planogram[key] = value
+        self.slots: dict[SlotKey, SlotView] = {k: SlotView() for k in self.planogram}
+        self.cams: dict[CaseKey, CameraView] = {k: CameraView() for k in self.cases}
+        self.last_heartbeat: dict[str, float] = {}
+        self.models: dict[CaseKey, dict] = {}
+        self.removals: dict[CaseKey, deque] = {k: deque() for k in self.cases}
+        self.open: dict[tuple, Incident] = {}
+        for inc in incidents or []:
+            self.open[inc.key] = inc
+
+    # -- policies ----------------------------------------------------------------------------------
+    def store_open(self, now: float) -> bool:
+        hours = self.config.hours
+        return hours is None or hours.is_open(now)
+
+    def grace(self, case: CaseKey, now: float) -> float:
+        """Seconds a slot of ``case`` may be wrong before it is an incident."""
+        if not self.store_open(now) or ("smash", *case) in self.open:
+            return 0.0
+        plan = self.cases.get(case)
+        g = plan.empty_grace_s if plan is not None else None
+        return self.policies.empty_grace_s if g is None else g
+
+    def _burst_slots(self, case: CaseKey) -> int:
+        plan = self.cases.get(case)
+        return plan.burst_slots if plan is not None and plan.burst_slots is not None else self.policies.burst_slots
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def on_labels(self, msg: dict[str, Any], now: float) -> Changes:
+        """A labels message (from the feed or a snapshot)."""
+        ch = Changes()
+        dev, cam, seq = msg["device"], msg["camera"], msg["seq"]
+        case = (dev, cam)
+        view = self.cams.get(case)
+        if view is None:                       # a camera the planogram does not know: state only
+            view = self.cams[case] = CameraView()
+        counts_before = view.counts
+        view.counts, view.seq, view.last_labels = msg.get("counts") or {}, seq, now
+        self._check_model(case, msg, now, ch)
+        for s in msg["slots"]:
+            key = (dev, cam, s["name"])
+            sv = self.slots.get(key)
+            if sv is None:
+                sv = self.slots[key] = SlotView()
+            if s["label"] != sv.label:
+                ch.slot_rows.append((now, dev, cam, s["name"], s["label"], s["score"], seq))
+                sv.since = now
+                changed = True
+            else:
+                changed = False
+            sv.label, sv.score, sv.topk, sv.seq = s["label"], s["score"], s["topk"], seq
+            self._evaluate(key, sv, now, ch, counts_before, changed)
+        self._update_health(case, now, ch)
+        return ch
+
+    def _check_model(self, case: CaseKey, msg: dict[str, Any], now: float, ch: Changes) -> None:
+        model = msg.get("model") or {}
+        before = self.models.get(case)
+        self.models[case] = model
+        if before is None or before == model:
+            return
+        reason = (f"model changed from {before.get('name')} {before.get('version')} ({before.get('precision')}, "
+                  f"{before.get('backend')}) to {model.get('name')} {model.get('version')} "
+                  f"({model.get('precision')}, {model.get('backend')}) at seq {msg['seq']}")
+        self._open_or_update("model", case[0], case[1], None, reason, {"before": before, "after": model,
+                                                                       "seq": msg["seq"]}, now, ch)
+
+    def _evaluate(self, key: SlotKey, sv: SlotView, now: float, ch: Changes, counts_before: dict | None,
+                  changed: bool) -> None:
+        prev = sv.cond
+        sv.cond = condition(self.planogram.get(key), sv.label)
+        bad = sv.cond in SLOT_KINDS
+        if bad and prev not in SLOT_KINDS:
+            sv.bad_since, sv.bad_seq, sv.counts_before = now, sv.seq, counts_before
+            if sv.cond == "missing" and prev in ("ok", "wrong"):
+                self._removal(key, now, ch)
+        elif not bad:
+            sv.bad_since = sv.bad_seq = sv.counts_before = None
+        inc = self.open.get(("slot", *key))
+        if bad and inc is None and now - sv.bad_since >= self.grace(key[:2], now):
+            self._open_slot(key, sv, now, ch)
+        elif bad and inc is not None:
+            self._refresh_slot(inc, key, sv, now, ch, loud=changed or inc.kind != sv.cond)
+        elif not bad and inc is not None:
+            self._resolve(inc, f"slot {key[2]} shows {sv.label} again" if sv.cond == "ok"
+                          else f"slot {key[2]} is now {sv.cond} ({sv.label})", now, ch)
+        if changed or prev != sv.cond:
+            ch.slots.append(self.slot_dict(key))
+
+    def _removal(self, key: SlotKey, now: float, ch: Changes) -> None:
+        case = key[:2]
+        q = self.removals.setdefault(case, deque())
+        window = self.policies.burst_window_s
+        q.append((now, key[2]))
+        while q and now - q[0][0] > window:
+            q.popleft()
+        limit = self._burst_slots(case)
+        if len(q) > limit and ("smash", *case) not in self.open:
+            names = sorted({s for _, s in q})
+            reason = (f"{len(q)} slots of {self.case_title(case)} emptied within {window:g} s "
+                      f"({', '.join(names)}; more than {limit} allowed)")
+            self._open_or_update("smash", case[0], case[1], None, reason, {"slots": names, "window_s": window}, now, ch)
+            for k, sv in self.slots.items():   # the case is in alarm: its missing slots are incidents now
+                if k[:2] == case and k != key and sv.cond == "missing" and ("slot", *k) not in self.open:
+                    self._open_slot(k, sv, now, ch)
+
+    def tick(self, now: float) -> Changes:
+        """Time passing: graces that ran out, stale cameras, smash alarms whose case is whole again."""
+        ch = Changes()
+        graces: dict[CaseKey, float] = {}
+        for key, sv in self.slots.items():
+            if sv.bad_since is None or ("slot", *key) in self.open:
+                continue
+            case = key[:2]
+            if case not in graces:
+                graces[case] = self.grace(case, now)
+            if now - sv.bad_since >= graces[case]:
+                self._open_slot(key, sv, now, ch)
+        for case in list(self.cams):
+            self._update_health(case, now, ch)
+        for inc in [i for i in self.open.values() if i.kind == "smash"]:
+            case = (inc.device, inc.camera)
+            if not any(sv.cond == "missing" for k, sv in self.slots.items() if k[:2] == case):
+                self._resolve(inc, f"every slot of {self.case_title(case)} is back", now, ch)
+        return ch
+
+    # -- incidents ---------------------------------------------------------------------------------
+    def _evidence(self, key: SlotKey, sv: SlotView) -> dict[str, Any]:
+        view = self.cams.get(key[:2])
+        return {"expected": self.planogram.get(key), "label": sv.label, "score": sv.score, "topk": sv.topk,
+                "seq_first": sv.bad_seq, "seq_last": sv.seq, "since": sv.bad_since,
+                "counts_before": sv.counts_before, "counts_after": view.counts if view else None}
+
+    def _slot_reason(self, key: SlotKey, sv: SlotView, now: float) -> str:
+        expected = self.planogram.get(key)
+        what = (f"shows {sv.label} ({sv.score:.2f})" if sv.cond == "wrong"
+                else f"is {sv.label}" + (f" ({sv.score:.2f})" if sv.score is not None else ""))
+        return (f"{self.case_title(key[:2])} slot {key[2]} should hold {expected} but {what} "
+                f"since seq {sv.bad_seq} ({now - (sv.bad_since or now):.0f} s)")
+
+    def _open_slot(self, key: SlotKey, sv: SlotView, now: float, ch: Changes) -> None:
+        self._open_or_update(sv.cond, *key, self._slot_reason(key, sv, now), self._evidence(key, sv), now, ch)
+        ch.slots.append(self.slot_dict(key))
+
+    def _refresh_slot(self, inc: Incident, key: SlotKey, sv: SlotView, now: float, ch: Changes, loud: bool) -> None:
+        inc.evidence = self._evidence(key, sv)
+        inc.updated_at = now
+        if loud:   # a new label or kind: tell people and store it; same-label frames only refresh seq_last
+            inc.kind = sv.cond
+            inc.reason = self._slot_reason(key, sv, now)
+            ch.incidents.append(("updated", inc))
+
+    def _open_or_update(self, kind: str, device: str, camera: str | None, slot: str | None, reason: str,
+                        evidence: dict[str, Any], now: float, ch: Changes) -> Incident:
+        key = incident_key(kind, device, camera, slot)
+        inc = self.open.get(key)
+        if inc is None:
+            inc = Incident(kind, device, camera, slot, opened_at=now, updated_at=now, reason=reason, evidence=evidence)
+            self.open[key] = inc
+            logger.warning("incident opened: %s", reason)
+            ch.incidents.append(("opened", inc))
+        elif inc.reason != reason or inc.kind != kind:
+            inc.kind, inc.reason, inc.evidence, inc.updated_at = kind, reason, evidence, now
+            ch.incidents.append(("updated", inc))
+        return inc
+
+    def _resolve(self, inc: Incident, why: str, now: float, ch: Changes) -> None:
+        inc.state, inc.resolved_at, inc.updated_at = RESOLVED, now, now
+        inc.evidence = {**inc.evidence, "resolution": why}
+        self.open.pop(inc.key, None)
+        logger.info("incident resolved: %s (%s)", inc.reason, why)
+        ch.incidents.append(("resolved", inc))
+        if inc.slot is not None:
+            ch.slots.append(self.slot_dict((inc.device, inc.camera, inc.slot)))
+
+    def find(self, incident_id: int) -> Incident | None:
+        """The unresolved incident with this id."""
+        return next((i for i in self.open.values() if i.id == incident_id), None)
+
+    def acknowledge(self, incident_id: int, user: str, note: str, now: float) -> Changes:
+        """A manager takes an incident, with a note; a model change is thereby accepted and resolved.
+
+        Raises:
+            ActionError: no such unresolved incident, already acknowledged, or a missing/too long note.
+        """
+        note = (note or "").strip()
+        if not note:
+            raise ActionError("a note is required to acknowledge an incident")
+        if len(note) > NOTE_MAX:
+            raise ActionError(f"the note is {len(note)} characters; at most {NOTE_MAX}")
+        inc = self.find(incident_id)
+        if inc is None:
+            raise ActionError(f"incident {incident_id} is not open (unknown or already resolved)")
+        if inc.state == ACKNOWLEDGED:
+            raise ActionError(f"incident {incident_id} was already acknowledged by {inc.ack_by}")
+        inc.state, inc.ack_by, inc.ack_at, inc.ack_note, inc.updated_at = ACKNOWLEDGED, user, now, note, now
+        ch = Changes(incidents=[("acknowledged", inc)])
+        if inc.kind == "model":
+            self._resolve(inc, f"accepted by {user}", now, ch)
+        return ch
+
+    def set_expected(self, key: SlotKey, value: str, now: float) -> tuple[str | None, Changes]:
+        """A manager edits the planogram; returns the old value and what changed.
+
+        Raises:
+            ActionError: an unknown case or slot, or a value that is neither a class nor a state.
+        """
+        if key[:2] not in self.cases:
+            raise ActionError(f"no case {key[0]}/{key[1]} in this store")
+        if key not in self.planogram and key not in self.slots:
+            raise ActionError(f"no slot {key[2]} in case {key[0]}/{key[1]}")
+        try:
+            check_expected(value)
+        except ValueError as exc:
+            raise ActionError(str(exc)) from None
+        old = self.planogram.get(key)
+        self.planogram[key] = value
+        sv = self.slots.setdefault(key, SlotView())
+        ch = Changes()
+        self._evaluate(key, sv, now, ch, None, changed=True)
+        return old, ch
+
+    # -- views -------------------------------------------------------------------------------------
+    def case_title(self, case: CaseKey) -> str:
+        plan = self.cases.get(case)
+        return (plan.title if plan is not None and plan.title else None) or f"{case[0]}/{case[1]}"
+
+    def slot_dict(self, key: SlotKey) -> dict[str, Any]:
+        """A slot cell for the page and the API."""
+        sv = self.slots.get(key) or SlotView()
+        inc = self.open.get(("slot", *key))
+        return {"device": key[0], "camera": key[1], "slot": key[2], "expected": self.planogram.get(key),
+                "label": sv.label, "score": sv.score, "cond": sv.cond, "since": sv.since, "seq": sv.seq,
+                "alarm": inc is not None}
+
+    def incidents(self) -> list[Incident]:
+        """Unresolved incidents, oldest first."""
+        return sorted(self.open.values(), key=lambda i: i.opened_at)

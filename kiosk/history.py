@@ -1,0 +1,269 @@
+"""The kiosk's history: one SQLite database (WAL) in its state directory.
+
+Tables: every slot state change, every incident (updated in place, with its acknowledgement), every
+count report, planogram edits and the planogram overrides they leave, users (argon2 hashes), and an
+append-only **audit log** of who did what. Each audit row holds the SHA-256 of the previous row's
+hash and its own content, so an edited or deleted row breaks the chain (:meth:`History.verify_audit`).
+
+Retention (:meth:`History.prune`) deletes slot changes, resolved incidents and counts older than the
+configured days; the audit log is never pruned (it is small: people's actions only).
+
+One connection, shared by the subscriber thread and the web handlers under a lock; SQLite's WAL
+lets readers of other processes (``gemsight-kiosk audit verify``) run while the kiosk writes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+from edge.errors import GemsightError
+
+logger = logging.getLogger(__name__)
+
+DB_NAME = "kiosk.sqlite3"
+GENESIS = "0" * 64
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS slot_changes (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, device TEXT NOT NULL, camera TEXT NOT NULL, slot TEXT NOT NULL,
+    label TEXT NOT NULL, score REAL, seq INTEGER);
+CREATE INDEX IF NOT EXISTS slot_changes_ts ON slot_changes(ts);
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, device TEXT NOT NULL, camera TEXT, slot TEXT,
+    state TEXT NOT NULL, opened_at REAL NOT NULL, updated_at REAL NOT NULL, resolved_at REAL,
+    reason TEXT NOT NULL, evidence TEXT NOT NULL, ack_by TEXT, ack_at REAL, ack_note TEXT);
+CREATE INDEX IF NOT EXISTS incidents_state ON incidents(state);
+CREATE TABLE IF NOT EXISTS counts (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, user TEXT NOT NULL, kind TEXT NOT NULL, report TEXT NOT NULL,
+    digest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS planogram (
+    device TEXT NOT NULL, camera TEXT NOT NULL, slot TEXT NOT NULL, expected TEXT NOT NULL,
+    PRIMARY KEY (device, camera, slot));
+CREATE TABLE IF NOT EXISTS planogram_edits (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, user TEXT NOT NULL, device TEXT NOT NULL, camera TEXT NOT NULL,
+    slot TEXT NOT NULL, old TEXT, new TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, user TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL,
+    prev TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+INCIDENT_COLUMNS = ("id", "kind", "device", "camera", "slot", "state", "opened_at", "updated_at", "resolved_at",
+                    "reason", "evidence", "ack_by", "ack_at", "ack_note")
+
+
+class HistoryError(GemsightError):
+    """The history database cannot be opened or written, or its audit chain is broken."""
+
+
+def audit_hash(prev: str, ts: float, user: str, action: str, detail: str) -> str:
+    """The chain hash of one audit row: SHA-256 over the previous hash and this row's fields."""
+    body = json.dumps([prev, repr(float(ts)), user, action, detail], separators=(",", ":"))
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+class History:
+    """The kiosk's SQLite database.
+
+    Args:
+        state_dir: Directory of the database (created 0700 if missing).
+        readonly: Open for reading only (``audit verify`` beside a running kiosk).
+
+    Raises:
+        HistoryError: the directory or database cannot be opened.
+    """
+
+    def __init__(self, state_dir: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(state_dir) / DB_NAME
+        try:
+            if readonly:
+                if not self.path.is_file():
+                    raise HistoryError(f"{self.path}: no kiosk history database here")
+                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            else:
+                Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+                self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise HistoryError(f"{self.path}: cannot open the kiosk history ({exc})") from exc
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+
+    def _exec(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            try:
+                return self._db.execute(sql, tuple(args))
+            except sqlite3.Error as exc:
+                raise HistoryError(f"{self.path}: {exc}") from exc
+
+    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            try:
+                return [dict(r) for r in self._db.execute(sql, tuple(args)).fetchall()]
+            except sqlite3.Error as exc:
+                raise HistoryError(f"{self.path}: {exc}") from exc
+
+    # -- slot changes --------------------------------------------------------------------------------
+    def add_slot_changes(self, rows: list[tuple[float, str, str, str, str, float | None, int | None]]) -> None:
+        """Record slot state changes ``(ts, device, camera, slot, label, score, seq)`` in one transaction."""
+        if not rows:
+            return
+        with self._lock:
+            try:
+                with self._db:
+                    self._db.executemany("INSERT INTO slot_changes (ts, device, camera, slot, label, score, seq) "
+                                         "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            except sqlite3.Error as exc:
+                raise HistoryError(f"{self.path}: {exc}") from exc
+
+    def slot_changes(self, limit: int = 200, device: str | None = None) -> list[dict[str, Any]]:
+        """The latest slot changes, newest first (optionally of one device)."""
+        where, args = ("WHERE device = ?", [device]) if device else ("", [])
+        return self._rows(f"SELECT * FROM slot_changes {where} ORDER BY id DESC LIMIT ?", [*args, int(limit)])
+
+    # -- incidents -----------------------------------------------------------------------------------
+    def save_incident(self, inc: dict[str, Any]) -> int:
+        """Insert (no ``id``) or update an incident; returns its id."""
+        values = {k: inc.get(k) for k in INCIDENT_COLUMNS}
+        values["evidence"] = json.dumps(inc.get("evidence") or {}, separators=(",", ":"))
+        if values["id"] is None:
+            cols = INCIDENT_COLUMNS[1:]
+            cur = self._exec(f"INSERT INTO incidents ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                             [values[c] for c in cols])
+            return int(cur.lastrowid)
+        sets = ", ".join(f"{c} = ?" for c in INCIDENT_COLUMNS[1:])
+        self._exec(f"UPDATE incidents SET {sets} WHERE id = ?", [values[c] for c in INCIDENT_COLUMNS[1:]] + [values["id"]])
+        return int(values["id"])
+
+    def incidents(self, *, open_only: bool = False, limit: int = 200) -> list[dict[str, Any]]:
+        """Incidents, newest first; ``open_only``: those not resolved."""
+        where = "WHERE state != 'resolved'" if open_only else ""
+        rows = self._rows(f"SELECT * FROM incidents {where} ORDER BY id DESC LIMIT ?", [int(limit)])
+        for r in rows:
+            r["evidence"] = json.loads(r["evidence"])
+        return rows
+
+    # -- counts --------------------------------------------------------------------------------------
+    def add_count(self, ts: float, user: str, kind: str, report: dict[str, Any]) -> tuple[int, str]:
+        """Keep a count report; returns ``(id, digest)`` (SHA-256 of the report as stored, signed off in the audit)."""
+        text = json.dumps(report, separators=(",", ":"), sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        cur = self._exec("INSERT INTO counts (ts, user, kind, report, digest) VALUES (?, ?, ?, ?, ?)",
+                         [ts, user, kind, text, digest])
+        return int(cur.lastrowid), digest
+
+    def counts(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Count reports without their rows, newest first."""
+        return self._rows("SELECT id, ts, user, kind, digest FROM counts ORDER BY id DESC LIMIT ?", [int(limit)])
+
+    def count(self, count_id: int) -> dict[str, Any] | None:
+        """One count report with its rows, or ``None``."""
+        rows = self._rows("SELECT * FROM counts WHERE id = ?", [int(count_id)])
+        if not rows:
+            return None
+        row = rows[0]
+        row["report"] = json.loads(row["report"])
+        return row
+
+    # -- planogram -----------------------------------------------------------------------------------
+    def planogram_overrides(self) -> dict[tuple[str, str, str], str]:
+        """Slot -> expected, as edited from the page (these override the config file)."""
+        return {(r["device"], r["camera"], r["slot"]): r["expected"]
+                for r in self._rows("SELECT * FROM planogram")}
+
+    def set_planogram(self, ts: float, user: str, key: tuple[str, str, str], old: str | None, new: str) -> None:
+        """Record a planogram edit and keep the new value as an override."""
+        with self._lock:
+            try:
+                with self._db:
+                    self._db.execute("INSERT INTO planogram_edits (ts, user, device, camera, slot, old, new) "
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?)", (ts, user, *key, old, new))
+                    self._db.execute("INSERT OR REPLACE INTO planogram (device, camera, slot, expected) "
+                                     "VALUES (?, ?, ?, ?)", (*key, new))
+            except sqlite3.Error as exc:
+                raise HistoryError(f"{self.path}: {exc}") from exc
+
+    def planogram_edits(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Planogram edits, newest first."""
+        return self._rows("SELECT * FROM planogram_edits ORDER BY id DESC LIMIT ?", [int(limit)])
+
+    # -- users ---------------------------------------------------------------------------------------
+    def set_user(self, name: str, role: str, pw_hash: str, ts: float) -> None:
+        """Create or replace a user."""
+        self._exec("INSERT OR REPLACE INTO users (name, role, hash, created) VALUES (?, ?, ?, ?)",
+                   [name, role, pw_hash, ts])
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        """A user's row (name, role, hash), or ``None``."""
+        rows = self._rows("SELECT * FROM users WHERE name = ?", [name])
+        return rows[0] if rows else None
+
+    def user_count(self) -> int:
+        """How many users exist."""
+        return int(self._rows("SELECT COUNT(*) AS n FROM users")[0]["n"])
+
+    # -- audit ---------------------------------------------------------------------------------------
+    def audit(self, ts: float, user: str, action: str, detail: dict[str, Any]) -> str:
+        """Append one row to the audit log; returns its hash."""
+        text = json.dumps(detail, separators=(",", ":"), sort_keys=True, default=str)
+        with self._lock:
+            try:
+                with self._db:
+                    last = self._db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+                    prev = last[0] if last else GENESIS
+                    digest = audit_hash(prev, ts, user, action, text)
+                    self._db.execute("INSERT INTO audit (ts, user, action, detail, prev, hash) VALUES (?, ?, ?, ?, ?, ?)",
+                                     (ts, user, action, text, prev, digest))
+            except sqlite3.Error as exc:
+                raise HistoryError(f"{self.path}: {exc}") from exc
+        return digest
+
+    def audit_rows(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest audit rows."""
+        return self._rows("SELECT * FROM audit ORDER BY id DESC LIMIT ?", [int(limit)])
+
+    def verify_audit(self) -> int:
+        """Walk the audit chain from the start; returns the number of rows.
+
+        Raises:
+            HistoryError: naming the first row whose link or hash does not match.
+        """
+        prev, n = GENESIS, 0
+        for row in self._rows("SELECT * FROM audit ORDER BY id"):
+            if row["prev"] != prev:
+                raise HistoryError(f"audit log broken at row {row['id']}: it does not follow the row before "
+                                   "(a row was removed or reordered)")
+            if audit_hash(prev, row["ts"], row["user"], row["action"], row["detail"]) != row["hash"]:
+                raise HistoryError(f"audit log broken at row {row['id']}: its content does not match its hash "
+                                   "(the row was edited)")
+            prev, n = row["hash"], n + 1
+        return n
+
+    # -- upkeep --------------------------------------------------------------------------------------
+    def prune(self, now: float, retention_days: int) -> int:
+        """Delete slot changes, resolved incidents and counts older than ``retention_days``; returns rows deleted."""
+        cutoff = now - retention_days * 86400.0
+        n = 0
+        for sql in ("DELETE FROM slot_changes WHERE ts < ?",
+                    "DELETE FROM incidents WHERE state = 'resolved' AND resolved_at < ?",
+                    "DELETE FROM counts WHERE ts < ?",
+                    "DELETE FROM planogram_edits WHERE ts < ?"):
+            n += self._exec(sql, [cutoff]).rowcount
+        if n:
+            logger.info("history: pruned %d rows older than %d days", n, retention_days)
+        return n
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
