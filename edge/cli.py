@@ -1,8 +1,9 @@
 """``gemsight-edge``: run the camera loop, check a device, or listen to what it publishes.
 
-    gemsight-edge run --config edge.yaml [--annotate OUT.mp4] [--max-frames N]
-    gemsight-edge check --config edge.yaml
-    gemsight-edge listen ENDPOINT [--camera ID] [--json]
+    gemsight-edge run --config edge.yaml [--annotate OUT.mp4] [--max-frames N] [--insecure]
+    gemsight-edge check --config edge.yaml [--insecure]
+    gemsight-edge listen ENDPOINT --curve-server-key FILE --curve-client-key FILE [--camera ID] [--json]
+    gemsight-edge keys client|server|allow|revoke|list ...
 """
 from __future__ import annotations
 
@@ -28,10 +29,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="device config YAML")
     run.add_argument("--annotate", metavar="OUT.mp4", help="also write frames with slot boxes, labels and counts")
     run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (all cameras together)")
+    run.add_argument("--insecure", action="store_true",
+                     help="accept `publish.curve: null` (plaintext) on an endpoint that is not loopback")
 
     check = sub.add_parser("check", help="validate config, model and cameras, then exit")
     check.add_argument("--config", required=True, help="device config YAML")
     check.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each camera's first frame")
+    check.add_argument("--insecure", action="store_true",
+                       help="accept `publish.curve: null` (plaintext) on an endpoint that is not loopback")
 
     sub.add_parser("example-config", help="print an example edge.yaml")
 
@@ -39,6 +44,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     from edge.listen import add_arguments  # noqa: PLC0415 - keeps zmq out of `--help` for run/check
 
     add_arguments(listen)
+
+    keys = sub.add_parser("keys", help="CURVE key pairs and the device's allow-list of clients")
+    from edge.keys import add_arguments as add_keys_arguments  # noqa: PLC0415
+
+    add_keys_arguments(keys)
     return parser
 
 
@@ -58,11 +68,17 @@ def _body(args: argparse.Namespace) -> int:
         from edge.listen import run as listen_run  # noqa: PLC0415
 
         return int(listen_run(args) or 0)
+    if args.command == "keys":
+        from edge.keys import run as keys_run  # noqa: PLC0415
+
+        return keys_run(args)
     config = load_config(args.config)
     if args.command == "check":
         from edge.model_loader import check_device  # noqa: PLC0415
+        from edge.publisher import check_link  # noqa: PLC0415
 
-        lines = check_device(config, args.config, args.timeout)
+        link = check_link(config.publish, insecure=args.insecure)
+        lines = [*check_device(config, args.config, args.timeout), link]
         for line in lines[:-1]:
             logger.info("%s", line)
         print(f"ok: {args.config}: " + "; ".join(lines))
@@ -71,7 +87,7 @@ def _body(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-frames must be at least 1, got {args.max_frames}")
     from edge.loop import run as loop_run  # noqa: PLC0415
 
-    result = loop_run(config, max_frames=args.max_frames, annotate=args.annotate)
+    result = loop_run(config, max_frames=args.max_frames, annotate=args.annotate, insecure=args.insecure)
     summary = ", ".join(f"{cam}: {n} frames" for cam, n in result.frames.items())
     print(f"stopped ({result.stopped_by}) after {result.elapsed_s:.1f}s: {summary}; {result.messages} messages"
           + (f"; annotated {', '.join(map(str, result.annotated))}" if result.annotated else ""))

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.config_publish import CurveConfig, PublishConfig  # noqa: F401 - CurveConfig re-exported
 from edge.credentials import is_name as is_credential_name
 from edge.contracts import ID_PATTERN, max_batch_for
 from edge.errors import ConfigError
@@ -261,25 +262,6 @@ class PostprocessConfig(_Strict):
     empty_label: str = Field("empty", description="The class meaning nothing is in the slot (not counted).")
 
 
-class PublishConfig(_Strict):
-    endpoint: str = Field("tcp://127.0.0.1:5555", description="ZeroMQ PUB bind endpoint.")
-    snapshot_endpoint: str | None = Field(
-        "tcp://127.0.0.1:5556", description="ZeroMQ REP bind endpoint answering late joiners with the last state.")
-    heartbeat_s: float = Field(1.0, gt=0, le=3600, description="Heartbeat interval in seconds.")
-    hwm: int = Field(1000, ge=1, le=1_000_000, description="PUB send high-water mark (messages per subscriber).")
-    curve_secret_key_file: str | None = Field(
-        None, description="Optional ZeroMQ CURVE server certificate (secret key file; a bare name is read "
-                          "from $CREDENTIALS_DIRECTORY, a path with a '/' is relative to this config file): "
-                          "encrypts both sockets. The key itself never goes here.")
-
-    @field_validator("endpoint", "snapshot_endpoint")
-    @classmethod
-    def _zmq_endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^(tcp|ipc|inproc)://\S+$", v):
-            raise ValueError(f"'{v}' is not a ZeroMQ endpoint (tcp://host:port, ipc://path or inproc://name)")
-        return v
-
-
 class MetricsConfig(_Strict):
     host: str = Field("127.0.0.1", description="Prometheus exporter bind address (keep it on localhost).")
     port: int | None = Field(9108, ge=0, le=65535, description="Exporter port; null disables it, 0 picks a free one.")
@@ -294,7 +276,8 @@ class DeviceConfig(_Strict):
                                    description="Inference backend and its options.")
     cameras: tuple[CameraConfig, ...] = Field(min_length=1, description="One or more cameras.")
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig, description="Scores to labels.")
-    publish: PublishConfig = Field(default_factory=PublishConfig, description="ZeroMQ publishing.")
+    publish: PublishConfig = Field(default_factory=dict, validate_default=True,  # type: ignore[arg-type]
+                                   description="ZeroMQ publishing; `publish.curve` must be written (CURVE or null).")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus exporter.")
 
     @model_validator(mode="after")
@@ -410,8 +393,12 @@ def parse_config(data: Any, source: str = "config", base_dir: str | Path = ".") 
     if problems:
         raise ConfigError("\n".join(problems))
     model = cfg.model.model_copy(update={"path": _resolve(base, cfg.model.path)})
-    key_file = _resolve_credential(base, cfg.publish.curve_secret_key_file)
-    publish = cfg.publish.model_copy(update={"curve_secret_key_file": key_file})
+    publish = cfg.publish
+    if publish.curve is not None:
+        curve = publish.curve.model_copy(update={
+            "server_secret_key": _resolve_credential(base, publish.curve.server_secret_key),
+            "allowed_clients": str(_resolve(base, publish.curve.allowed_clients))})
+        publish = publish.model_copy(update={"curve": curve})
     return cfg.model_copy(update={"cameras": tuple(cameras), "model": model, "publish": publish})
 
 

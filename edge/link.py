@@ -46,7 +46,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import zmq
 
@@ -160,6 +160,8 @@ class Link:
         device: Device id for messages (default: "device").
         context: ZeroMQ context; default ``zmq.Context.instance()``.
         linger_ms: ``LINGER`` of the socket.
+        options: Socket options to set before connecting (``{zmq.RCVHWM: 100_000, zmq.MAXMSGSIZE: ...}``:
+            high-water marks and size limits apply only to connections made after they are set).
 
     Attributes:
         socket: The connected socket; set options such as ``SUBSCRIBE`` on it (``connect`` already happened:
@@ -172,7 +174,8 @@ class Link:
     """
 
     def __init__(self, kind: int, endpoint: str, keys: ClientKeys | None, *, plaintext: bool = False,
-                 device: str | None = None, context: zmq.Context | None = None, linger_ms: int = 0) -> None:
+                 device: str | None = None, context: zmq.Context | None = None, linger_ms: int = 0,
+                 options: Mapping[int, int | bytes] | None = None) -> None:
         if keys is None and not plaintext:
             raise ConfigError(f"{device or 'device'} ({endpoint}): no CURVE keys given; plaintext needs an "
                               "explicit choice (--plaintext, for a device with `publish.curve: null`)")
@@ -188,6 +191,8 @@ class Link:
         ctx = context or zmq.Context.instance()
         self.socket: zmq.Socket = ctx.socket(kind)
         self.socket.setsockopt(zmq.LINGER, linger_ms)
+        for option, value in (options or {}).items():
+            self.socket.setsockopt(option, value)
         if keys is not None:
             self.socket.curve_serverkey = keys.server_public
             self.socket.curve_publickey = keys.public
@@ -200,7 +205,7 @@ class Link:
             self.socket.connect(endpoint)
         except zmq.ZMQError as exc:
             self.close()
-            raise ConfigError(f"{device or 'device'}: '{endpoint}' is not a valid ZeroMQ endpoint: {exc}") from exc
+            raise ConfigError(f"{device or 'device'} endpoint '{endpoint}' is not a valid ZeroMQ endpoint: {exc}") from exc
 
     @property
     def secure(self) -> bool:

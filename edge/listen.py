@@ -21,8 +21,10 @@ from typing import Any, TextIO
 import zmq
 
 from edge import messages
-from edge.credentials import load_curve_keys
-from edge.errors import ConfigError, MessageError
+from edge.errors import ConfigError, LinkError, MessageError
+from edge.link import ClientKeys, Link
+from edge.link import add_arguments as add_link_arguments
+from edge.link import keys_from_args
 from edge.listen_view import Renderer, format_summary
 
 logger = logging.getLogger(__name__)
@@ -66,32 +68,32 @@ class Listener:
         device: Only this device.
         snapshot_endpoint: The publisher's REP endpoint for :meth:`fetch_snapshot`.
         context: ZeroMQ context; default ``zmq.Context.instance()``.
-        curve_server_key_file: The server's public certificate, to talk to a CURVE publisher.
+        keys: CURVE keys (:class:`edge.link.ClientKeys`: the device's pinned public key and this
+            client's key pair), or ``None`` with ``plaintext=True`` for a ``publish.curve: null`` device.
+        plaintext: Explicitly talk without CURVE.
         rcvhwm: Receive high-water mark (large, so the listener itself is not where messages drop).
 
     Raises:
-        ConfigError: a bad endpoint or key file.
+        ConfigError: a bad endpoint, or neither keys nor ``plaintext``.
+
+    :meth:`recv` and :meth:`fetch_snapshot` raise :class:`~edge.errors.LinkError` when the device
+    refuses the handshake (see :mod:`edge.link`).
     """
 
     def __init__(self, endpoint: str, *, camera: str | None = None, device: str | None = None,
                  snapshot_endpoint: str | None = None, context: zmq.Context | None = None,
-                 curve_server_key_file: str | None = None, rcvhwm: int = 100_000) -> None:
+                 keys: ClientKeys | None = None, plaintext: bool = False, rcvhwm: int = 100_000) -> None:
         self.endpoint = endpoint
         self.camera = camera
         self.device = device
         self.snapshot_endpoint = snapshot_endpoint
         self._ctx = context or zmq.Context.instance()
-        self._curve: tuple[bytes, bytes, bytes] | None = None
-        if curve_server_key_file:
-            server_public, _ = load_curve_keys(curve_server_key_file, "CURVE server key file", need_secret=False)
-            client_public, client_secret = zmq.curve_keypair()
-            self._curve = (server_public, client_public, client_secret)
+        self._keys, self._plaintext = keys, plaintext
         self.tracks: dict[str, CameraTrack] = {}
         self.received = 0
         self.rejected = 0  # messages skipped as malformed (bad topic, JSON or schema)
-        self._sub = self._socket(zmq.SUB)
-        self._sub.setsockopt(zmq.RCVHWM, int(rcvhwm))
-        self._sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self.link = self._link(zmq.SUB, endpoint, {zmq.RCVHWM: int(rcvhwm), zmq.MAXMSGSIZE: MAX_MESSAGE_BYTES})
+        self._sub = self.link.socket
         prefix = f"{messages.TOPIC_ROOT}/"
         if device:
             prefix += f"{device}/"
@@ -101,24 +103,11 @@ class Listener:
         self._sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         if device and camera:
             self._sub.setsockopt(zmq.SUBSCRIBE, f"{messages.TOPIC_ROOT}/{device}/{messages.ALL_CAMERAS}/".encode())
-        self._connect(self._sub, endpoint, "listen endpoint")
-        self._poller = zmq.Poller()
-        self._poller.register(self._sub, zmq.POLLIN)
 
-    def _socket(self, kind: int) -> zmq.Socket:
-        sock = self._ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        if self._curve:
-            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self._curve
-        return sock
-
-    @staticmethod
-    def _connect(sock: zmq.Socket, endpoint: str, what: str) -> None:
-        try:
-            sock.connect(endpoint)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise ConfigError(f"{what} '{endpoint}' is not a valid ZeroMQ endpoint: {exc}") from exc
+    def _link(self, kind: int, endpoint: str, options: dict[int, int]) -> Link:
+        # SUBSCRIBE may follow connect; RCVHWM and MAXMSGSIZE must come before it (Link sets them first).
+        return Link(kind, endpoint, self._keys, plaintext=self._plaintext, device=self.device, context=self._ctx,
+                    options=options)
 
     def track(self, camera: str) -> CameraTrack:
         """The seq tracking state of ``camera`` (created on first use)."""
@@ -132,19 +121,18 @@ class Listener:
 
         Raises:
             MessageError: no snapshot endpoint, no answer within ``timeout_s``, or a bad reply.
+            LinkError: the snapshot endpoint refused the handshake.
         """
         if not self.snapshot_endpoint:
             raise MessageError("no snapshot endpoint given")
-        req = self._socket(zmq.REQ)
+        req = self._link(zmq.REQ, self.snapshot_endpoint, {zmq.MAXMSGSIZE: 64 * MAX_MESSAGE_BYTES})
         try:
-            self._connect(req, self.snapshot_endpoint, "snapshot endpoint")
-            req.setsockopt(zmq.MAXMSGSIZE, 64 * MAX_MESSAGE_BYTES)
-            req.send(messages.encode({"camera": self.camera}))
-            if not req.poll(int(timeout_s * 1000), zmq.POLLIN):
+            req.socket.send(messages.encode({"camera": self.camera}))
+            if not req.poll_in(timeout_s):
                 raise MessageError(f"snapshot endpoint {self.snapshot_endpoint} did not answer within {timeout_s:g} s")
-            data = req.recv()
+            data = req.socket.recv()
         finally:
-            req.close(linger=0)  # a REQ without its reply is stuck: never reuse it
+            req.close()  # a REQ without its reply is stuck: never reuse it
         try:
             reply = messages.parse_snapshot(data)
         except MessageError as exc:
@@ -219,11 +207,14 @@ class Listener:
         Every message is checked against its JSON Schema first (:func:`edge.messages.parse_message`);
         one that fails is counted in :attr:`rejected`, logged in one line and skipped, never raised:
         one bad publisher must not stop a kiosk.
+
+        Raises:
+            LinkError: the device refused the handshake (a refusal is never retried in silence).
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self._poller.poll(None if wait is None else int(wait * 1000)):
+            if not self.link.poll_in(wait):
                 return None
             frames = self._sub.recv_multipart()
             event = self._handle(frames)
@@ -264,8 +255,8 @@ class Listener:
                 for cam, t in sorted(self.tracks.items())}
 
     def close(self) -> None:
-        """Close the SUB socket."""
-        self._sub.close(linger=0)
+        """Close the SUB socket and its handshake monitor."""
+        self.link.close()
 
     def __enter__(self) -> "Listener":
         return self
@@ -283,9 +274,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snapshot", metavar="REP_ENDPOINT", help="ask this snapshot endpoint for the latest state first")
     parser.add_argument("--count", type=int, metavar="N", help="exit after N labels messages")
     parser.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds without a message")
-    parser.add_argument("--curve-server-key", metavar="FILE",
-                        help="server public certificate (zmq.auth format) for a CURVE publisher "
-                             "(a bare name is read from $CREDENTIALS_DIRECTORY, see edge.credentials)")
+    add_link_arguments(parser)  # --curve-server-key, --curve-client-key, --plaintext (edge.link)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -295,7 +284,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         0, or 1 if ``--timeout`` passed without a single message.
 
     Raises:
-        ConfigError: a bad argument or endpoint.
+        ConfigError: a bad argument, endpoint or key file; no keys without ``--plaintext``.
+        LinkError: the device refused the handshake (wrong or unknown key, CURVE on one side only).
     """
     out = out or sys.stdout
     if args.count is not None and args.count < 1:
@@ -303,10 +293,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.timeout is not None and not args.timeout > 0:
         raise ConfigError(f"--timeout must be > 0, got {args.timeout}")
     mode = "json" if args.json else ("table" if out.isatty() else "lines")
+    keys = keys_from_args(args)
     view = Renderer(out, mode)
     labels_seen = 0
+    refused = False
     with Listener(args.endpoint, camera=args.camera, device=args.device, snapshot_endpoint=args.snapshot,
-                  curve_server_key_file=args.curve_server_key) as listener:
+                  keys=keys, plaintext=keys is None) as listener:
         try:
             if args.snapshot:
                 try:
@@ -323,11 +315,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 labels_seen += ev.kind == "labels"
         except KeyboardInterrupt:
             pass
+        except LinkError:
+            refused = True  # the one-line error is all there is to say
+            raise
         finally:
             view.finish()
             summary = listener.summary()
             text = format_summary(summary, listener.received, listener.rejected)
-            (sys.stderr if mode == "json" else out).write(text)
+            if not refused:
+                (sys.stderr if mode == "json" else out).write(text)
     return 1 if listener.received == 0 and args.timeout is not None else 0
 
 

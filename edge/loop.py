@@ -125,11 +125,14 @@ class CameraLoop:
         on_ready: called with this loop once everything is open, before the first frame (tests use
             it to connect subscribers to the bound endpoints).
         metrics: metrics to record into (a fresh :class:`LoopMetrics` by default).
+        insecure: allow ``publish.curve: null`` on a non-loopback endpoint (``run --insecure``).
     """
 
     def __init__(self, config: DeviceConfig, *, annotate: str | Path | None = None,
-                 on_ready: Callable[["CameraLoop"], None] | None = None, metrics: LoopMetrics | None = None) -> None:
+                 on_ready: Callable[["CameraLoop"], None] | None = None, metrics: LoopMetrics | None = None,
+                 insecure: bool = False) -> None:
         self.config = config
+        self.insecure = insecure
         self.annotate = annotate
         self.on_ready = on_ready
         self.metrics = metrics or LoopMetrics()
@@ -160,7 +163,7 @@ class CameraLoop:
                 cam.writer = AnnotatedWriter(paths[cam.id], fps=cam.cfg.fps or 10.0)
         pub = cfg.publish
         self.publisher = Publisher(cfg.device, pub.endpoint, pub.snapshot_endpoint, hwm=pub.hwm,
-                                   heartbeat_s=pub.heartbeat_s, curve_secret_key_file=pub.curve_secret_key_file)
+                                   heartbeat_s=pub.heartbeat_s, curve=pub.curve, insecure=self.insecure)
         self.result.endpoint = self.publisher.endpoint
         self.result.snapshot_endpoint = self.publisher.snapshot_endpoint
         if cfg.metrics.port is not None:
@@ -412,7 +415,8 @@ def _bgr(image: np.ndarray, camera: str) -> np.ndarray:
 
 
 def run(config: DeviceConfig, *, max_frames: int | None = None, annotate: str | Path | None = None,
-        on_ready: Callable[[CameraLoop], None] | None = None, metrics: LoopMetrics | None = None) -> LoopResult:
+        on_ready: Callable[[CameraLoop], None] | None = None, metrics: LoopMetrics | None = None,
+        insecure: bool = False) -> LoopResult:
     """Run the camera loop for ``config`` (see :class:`CameraLoop`).
 
     Args:
@@ -421,11 +425,12 @@ def run(config: DeviceConfig, *, max_frames: int | None = None, annotate: str | 
         annotate: write annotated video to this ``.mp4``.
         on_ready: called with the loop once sockets are bound and cameras started.
         metrics: a :class:`LoopMetrics` to record into.
+        insecure: allow plaintext (``publish.curve: null``) on a non-loopback endpoint.
 
     Raises:
         GemsightError: set-up failed, or inference failed repeatedly.
     """
-    return CameraLoop(config, annotate=annotate, on_ready=on_ready, metrics=metrics).run(max_frames)
+    return CameraLoop(config, annotate=annotate, on_ready=on_ready, metrics=metrics, insecure=insecure).run(max_frames)
 
 
 __all__ = ["CameraLoop", "LoopResult", "run"]

@@ -11,29 +11,71 @@ so a kiosk that joins late (ZeroMQ's slow joiner) shows the current state at onc
 messages are kept as their encoded bytes, which the loop never touches again: the snapshot thread
 splices them into its reply without decoding, and without sharing a mutable dict with the loop.
 
-CURVE: given a server secret key file (``zmq.auth`` certificate format, as written by
-``zmq.auth.create_certificates``; named as :mod:`edge.credentials` says), both sockets become CURVE
-servers: traffic is encrypted and only clients that know the server's public key can talk to them. Client keys are not checked (no ZAP allow-list).
+CURVE (the default; see the README's "Security"): given ``curve`` (``publish.curve`` of the config:
+the server's secret certificate and the allow-list directory), both sockets are CURVE servers:
+traffic is encrypted, clients must pin the server's public key, and a ZAP authenticator
+(:mod:`edge.allowlist`) admits only client public keys in the allow-list. The allow-list is
+**polled** every :data:`edge.allowlist.POLL_S` seconds (no signal needed): new keys are admitted at
+their next handshake; when a key is removed, both sockets are unbound and bound again on the same
+endpoint so every client re-handshakes and the revoked one is shut out (the others reconnect within
+ZeroMQ's reconnect interval and see a ``seq`` gap).
+
+Plaintext (``curve=None``, i.e. ``publish.curve: null``) is an explicit choice: it is logged as a
+warning at every start, and refused on an endpoint other than loopback/``ipc``/``inproc`` unless
+``insecure=True`` (``gemsight-edge run --insecure``).
+
+A snapshot request is bounded before it is buffered (``ZMQ_MAXMSGSIZE``: a larger one drops the
+connection), and no request can stop the snapshot thread: whatever one request raises is answered
+with an error, logged, and the thread goes on.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import zmq
 
-from edge import messages
+from edge import allowlist, messages
 from edge.credentials import load_curve_keys
 from edge.errors import ConfigError, MessageError
+
+if TYPE_CHECKING:
+    from edge.config import CurveConfig
 
 logger = logging.getLogger(__name__)
 
 LINGER_MS = 250          # on close, give queued messages a moment to leave, never hang a shutdown
 SNAPSHOT_POLL_MS = 100   # how often the snapshot thread looks at its stop flag
-MAX_REQUEST_BYTES = 4096  # a snapshot request is tiny; refuse anything bigger before parsing
+MAX_REQUEST_BYTES = 4096  # a snapshot request is tiny: ZMQ_MAXMSGSIZE drops a bigger one unread
+_LOCAL = re.compile(r"^(ipc|inproc)://|^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1|lo)(:|$)", re.I)
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Whether binding ``endpoint`` keeps it on this machine (tcp on 127.x/::1/localhost/lo, ipc, inproc)."""
+    return bool(_LOCAL.match(endpoint))
+
+
+def check_plaintext(endpoints: Mapping[str, str | None], *, insecure: bool) -> None:
+    """Refuse plaintext on a network-facing endpoint unless ``insecure``; warn about plaintext in any case.
+
+    Args:
+        endpoints: What each endpoint is (``"publish.endpoint"``) -> the endpoint (``None``: not used).
+        insecure: ``--insecure`` was given.
+
+    Raises:
+        ConfigError: a non-loopback endpoint without ``insecure`` (names the field and the endpoint).
+    """
+    for what, endpoint in endpoints.items():
+        if endpoint and not is_loopback(endpoint) and not insecure:
+            raise ConfigError(f"{what} '{endpoint}' is not loopback but publish.curve is null: anyone on the "
+                              "network could read and forge labels; configure publish.curve keys, or pass "
+                              "--insecure to accept plaintext")
+    logger.warning("publish.curve is null: labels and snapshots are sent in PLAINTEXT, unauthenticated, on %s%s",
+                   ", ".join(e for e in endpoints.values() if e), " (--insecure)" if insecure else "")
 
 
 def _bind(sock: zmq.Socket, endpoint: str, what: str) -> str:
@@ -46,6 +88,28 @@ def _bind(sock: zmq.Socket, endpoint: str, what: str) -> str:
     return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
 
 
+def check_link(publish: Any, *, insecure: bool) -> str:
+    """What ``gemsight-edge check`` says about the link: keys and allow-list readable, plaintext allowed.
+
+    Args:
+        publish: The config's ``publish`` section (:class:`edge.config.PublishConfig`).
+        insecure: ``--insecure`` was given.
+
+    Returns:
+        One line for people, e.g. ``link: CURVE, 2 allowed client(s) (kiosk-1, kiosk-2)``.
+
+    Raises:
+        ConfigError: an unreadable key or allow-list, or plaintext on a non-loopback endpoint.
+    """
+    if publish.curve is None:
+        check_plaintext({"publish.endpoint": publish.endpoint, "publish.snapshot_endpoint": publish.snapshot_endpoint},
+                        insecure=insecure)
+        return "link: PLAINTEXT (publish.curve: null)"
+    load_curve_keys(publish.curve.server_secret_key, "publish.curve.server_secret_key", need_secret=True)
+    names = allowlist.AllowList(publish.curve.allowed_clients).names
+    return f"link: CURVE, {len(names)} allowed client(s)" + (f" ({', '.join(names)})" if names else "")
+
+
 class Publisher:
     """Sends every message of one device; one instance per process, used from one thread.
 
@@ -56,20 +120,23 @@ class Publisher:
         hwm: Send high-water mark per subscriber: past it, a slow subscriber loses messages (and sees
             a ``seq`` gap) instead of the device buffering without bound.
         heartbeat_s: Interval of :meth:`maybe_heartbeat`.
+        curve: ``publish.curve``: the server's secret certificate (a credential reference) and the
+            allow-list directory; ``None`` (explicit, keyword required) for plaintext.
+        insecure: Allow plaintext on an endpoint that is not loopback.
         context: ZeroMQ context; default the process-wide ``zmq.Context.instance()``.
-        curve_secret_key_file: Server certificate with secret key to enable CURVE on both sockets.
 
     Attributes:
         endpoint: The PUB endpoint actually bound (port filled in).
         snapshot_endpoint: The REP endpoint actually bound, or ``None``.
 
     Raises:
-        ConfigError: a bad id, interval, hwm or key file, or an endpoint that cannot be bound.
+        ConfigError: a bad id, interval, hwm, key file or allow-list, an endpoint that cannot be bound, or
+            plaintext on a non-loopback endpoint without ``insecure``.
     """
 
-    def __init__(self, device: str, endpoint: str, snapshot_endpoint: str | None = None, *, hwm: int = 1000,
-                 heartbeat_s: float = 1.0, context: zmq.Context | None = None,
-                 curve_secret_key_file: str | None = None) -> None:
+    def __init__(self, device: str, endpoint: str, snapshot_endpoint: str | None = None, *,
+                 curve: "CurveConfig | None", insecure: bool = False, hwm: int = 1000,
+                 heartbeat_s: float = 1.0, context: zmq.Context | None = None) -> None:
         try:
             self.device = messages.check_id(device, "device")
         except MessageError as exc:
@@ -81,16 +148,29 @@ class Publisher:
         self.heartbeat_s = float(heartbeat_s)
         self._ctx = context or zmq.Context.instance()
         self._curve: tuple[bytes, bytes] | None = None
-        if curve_secret_key_file:
+        self.allow: allowlist.AllowList | None = None
+        self._zap_domain: str | None = None
+        self._revocations = 0          # bumped by the allow-list thread when a key was removed
+        if curve is None:
+            check_plaintext({"publish.endpoint": endpoint, "publish.snapshot_endpoint": snapshot_endpoint},
+                            insecure=insecure)
+        else:
             if not zmq.has("curve"):
-                raise ConfigError("publish: CURVE was asked for but this libzmq has no CURVE support")
-            public, secret = load_curve_keys(curve_secret_key_file, "publish CURVE secret key file",
+                raise ConfigError("publish.curve: CURVE was asked for but this libzmq has no CURVE support")
+            public, secret = load_curve_keys(curve.server_secret_key, "publish.curve.server_secret_key",
                                              need_secret=True)
             self._curve = (public, secret)  # type: ignore[assignment]
+            self.allow = allowlist.AllowList(curve.allowed_clients)
+            self._zap_domain = allowlist.attach(self._ctx, self.allow, self.device)
 
-        self._pub = self._socket(zmq.PUB)
-        self._pub.setsockopt(zmq.SNDHWM, int(hwm))
-        self.endpoint = _bind(self._pub, endpoint, "publish endpoint")
+        try:
+            self._pub = self._socket(zmq.PUB)
+            self._pub.setsockopt(zmq.SNDHWM, int(hwm))
+            self.endpoint = _bind(self._pub, endpoint, "publish endpoint")
+        except ConfigError:
+            self._detach()
+            raise
+        self._pub_revocations = 0
 
         self._seq: dict[str, int] = {}                 # next seq per camera
         self._state: dict[str, str] = {}               # last status state per camera
@@ -108,16 +188,65 @@ class Publisher:
         if snapshot_endpoint:
             try:
                 rep = self._socket(zmq.REP)
+                # Bounded before it is buffered: a bigger request drops its connection unread.
+                rep.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
                 self.snapshot_endpoint = _bind(rep, snapshot_endpoint, "snapshot endpoint")
             except ConfigError:
                 self._pub.close(linger=0)
+                self._detach()
                 raise
             # Thread start is a full memory barrier: from here on only the snapshot thread touches `rep`.
             self._thread = threading.Thread(target=self._serve_snapshots, args=(rep,),
                                             name=f"gemsight-snapshot-{self.device}", daemon=True)
             self._thread.start()
-        logger.info("publishing on %s (snapshot %s, hwm %d, heartbeat %.1f s%s)", self.endpoint,
-                    self.snapshot_endpoint or "off", hwm, self.heartbeat_s, ", CURVE" if self._curve else "")
+        self._watcher: threading.Thread | None = None
+        if self.allow is not None:
+            self._watcher = threading.Thread(target=self._watch_allowlist, name=f"gemsight-allowlist-{self.device}",
+                                             daemon=True)
+            self._watcher.start()
+        logger.info("publishing on %s (snapshot %s, hwm %d, heartbeat %.1f s, %s)", self.endpoint,
+                    self.snapshot_endpoint or "off", hwm, self.heartbeat_s,
+                    f"CURVE, {len(self.allow.names)} allowed client(s) in {self.allow.directory}"
+                    if self.allow is not None else "PLAINTEXT")
+
+    def _detach(self) -> None:
+        if self._zap_domain is not None:
+            allowlist.detach(self._ctx, [self._zap_domain])
+            self._zap_domain = None
+
+    def _watch_allowlist(self) -> None:
+        """Poll the allow-list directory; reload it on a change (runs in its own thread)."""
+        while not self._stop.wait(allowlist.POLL_S):
+            self.reload_allowlist(force=False)
+
+    def reload_allowlist(self, force: bool = True) -> tuple[list[str], list[str]]:
+        """Read the allow-list again now (the watcher thread does this every ``POLL_S`` s on a change).
+
+        A removed key makes both sockets rebind (in the threads that own them), which drops every
+        connection so that each client must pass the new list.
+
+        Returns:
+            The clients added and removed.
+        """
+        if self.allow is None or not (force or self.allow.changed()):
+            return [], []
+        added, removed = self.allow.reload()
+        if removed:
+            self._revocations += 1
+        return added, removed
+
+    def _rebind_if_revoked(self, sock: zmq.Socket, endpoint: str, seen: int) -> int:
+        """Unbind and bind ``sock`` again if a key was revoked since ``seen``; returns the new count."""
+        now = self._revocations
+        if now == seen:
+            return seen
+        try:
+            sock.unbind(endpoint)
+            sock.bind(endpoint)
+            logger.info("%s: dropped every connection after a revocation; allowed clients reconnect", endpoint)
+        except zmq.ZMQError as exc:
+            logger.error("%s: rebinding after a revocation failed: %s", endpoint, exc)
+        return now
 
     def _socket(self, kind: int) -> zmq.Socket:
         sock = self._ctx.socket(kind)
@@ -126,11 +255,14 @@ class Publisher:
             sock.curve_secretkey = self._curve[1]
             sock.curve_publickey = self._curve[0]
             sock.curve_server = True
+            sock.zap_domain = (self._zap_domain or "").encode()
         return sock
 
     def _send(self, topic: str, payload: bytes) -> None:
         if self._closed:
             raise MessageError("publisher is closed")
+        if self._revocations != self._pub_revocations:
+            self._pub_revocations = self._rebind_if_revoked(self._pub, self.endpoint, self._pub_revocations)
         # PUB never blocks: at the high-water mark ZeroMQ drops for that subscriber, which the
         # subscriber sees as a gap in seq.
         self._pub.send_multipart([topic.encode(), payload], flags=zmq.NOBLOCK)
@@ -229,7 +361,7 @@ class Publisher:
                 + b',"status":' + obj(status) + b"}")
 
     def _answer(self, frames: list[bytes]) -> bytes:
-        if len(frames) != 1 or len(frames[0]) > MAX_REQUEST_BYTES:
+        if len(frames) != 1 or len(frames[0]) > MAX_REQUEST_BYTES:  # MAXMSGSIZE bounds each frame, not the count
             return messages.encode({"error": "a snapshot request is one JSON frame like {\"camera\": null}"})
         try:
             req = messages.decode(frames[0]) if frames[0].strip() else {}
@@ -243,13 +375,22 @@ class Publisher:
     def _serve_snapshots(self, rep: zmq.Socket) -> None:
         poller = zmq.Poller()
         poller.register(rep, zmq.POLLIN)
+        seen = 0
         try:
             while not self._stop.is_set():
+                if self._revocations != seen:
+                    seen = self._rebind_if_revoked(rep, self.snapshot_endpoint or "", seen)
                 if not poller.poll(SNAPSHOT_POLL_MS):
                     continue
                 frames = rep.recv_multipart()
+                try:
+                    reply = self._answer(frames)
+                except Exception as exc:  # noqa: BLE001 - one request must never stop the endpoint
+                    logger.error("snapshot endpoint %s: a request failed (%s: %s); answered with an error",
+                                 self.snapshot_endpoint, type(exc).__name__, exc)
+                    reply = messages.encode({"error": f"request failed: {type(exc).__name__}"})
                 # REP must answer every request, or the socket's state machine stays stuck.
-                rep.send(self._answer(frames))
+                rep.send(reply)
         except zmq.ZMQError as exc:
             if not self._stop.is_set():
                 logger.error("snapshot endpoint %s failed: %s", self.snapshot_endpoint, exc)
@@ -264,7 +405,10 @@ class Publisher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+        if self._watcher is not None:
+            self._watcher.join(timeout=2.0)
         self._pub.close()
+        self._detach()
 
     def __enter__(self) -> "Publisher":
         return self

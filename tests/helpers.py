@@ -6,6 +6,7 @@ Fixtures stay in the ``conftest.py`` files; what a test module imports from anot
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -125,13 +126,18 @@ class MjpegServer:
 # -- ZeroMQ: the camera loop's messages ------------------------------------------------------------------
 
 class Subscriber:
-    """A Listener connected from the loop's on_ready hook, in sync before the first frame."""
+    """A Listener connected from the loop's on_ready hook, in sync before the first frame.
 
-    def __init__(self):
+    Plaintext (the loop tests' configs say ``curve: null`` on loopback) unless CURVE ``keys`` are given.
+    """
+
+    def __init__(self, keys=None):
         self.listener = None
+        self.keys = keys
 
     def __call__(self, loop: CameraLoop):
-        self.listener = Listener(loop.publisher.endpoint, snapshot_endpoint=loop.publisher.snapshot_endpoint)
+        self.listener = Listener(loop.publisher.endpoint, snapshot_endpoint=loop.publisher.snapshot_endpoint,
+                                 keys=self.keys, plaintext=self.keys is None)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:  # ZeroMQ's slow joiner: wait until a heartbeat arrives
             loop.publisher.send_heartbeat({})
@@ -146,6 +152,42 @@ class Subscriber:
         if close:
             self.listener.close()
         return events
+
+
+@dataclass(frozen=True)
+class CurveFiles:
+    """A device's CURVE key pair, its allow-list with one client (``kiosk-1``), and a stranger's key pair."""
+
+    server_public: Path
+    server_secret: Path
+    allowed_clients: Path
+    client_public: Path
+    client_secret: Path
+    stranger_secret: Path
+
+    @property
+    def config(self) -> dict:
+        """``publish.curve`` for a device config or a Publisher (paths absolute)."""
+        return {"server_secret_key": str(self.server_secret), "allowed_clients": str(self.allowed_clients)}
+
+    def client_keys(self, secret: Path | None = None, server: Path | None = None):
+        """:class:`edge.link.ClientKeys` of the allowed client (or another secret file / pinned server key)."""
+        from edge.link import ClientKeys
+
+        return ClientKeys.load(server or self.server_public, secret or self.client_secret)
+
+
+def make_curve_files(root: Path) -> CurveFiles:
+    """Real ``zmq.auth`` certificates under ``root``, made by the ``keys`` commands' own code."""
+    from edge.keys import allow, create_key_pair
+
+    server_public, server_secret = create_key_pair(root / "device", "server")
+    client_public, client_secret = create_key_pair(root / "kiosk", "kiosk-1")
+    _, stranger_secret = create_key_pair(root / "stranger", "stranger")
+    allowed = root / "clients"
+    allowed.mkdir()
+    allow(client_public, allowed)
+    return CurveFiles(server_public, server_secret, allowed, client_public, client_secret, stranger_secret)
 
 
 def make_labels(camera: str, device: str = "case-01", n_slots: int = 4) -> dict:

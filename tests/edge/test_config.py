@@ -14,7 +14,8 @@ def _base(**over):
            "cameras": [{"id": "cam0", "source": "file:///data/case.mp4",
                         "slots": [{"name": "r0c0", "rect": [0.0, 0.0, 0.5, 0.5]},
                                   {"name": "r0c1", "rect": [0.5, 0.0, 1.0, 0.5]},
-                                  {"name": "r1c0", "rect": [0.0, 0.5, 0.5, 1.0]}]}]}
+                                  {"name": "r1c0", "rect": [0.0, 0.5, 0.5, 1.0]}]}],
+           "publish": {"curve": None}}
     cfg.update(over)
     return cfg
 
@@ -178,15 +179,34 @@ def test_slots_file_problems_of_every_camera(tmp_path):
 
 
 def test_credential_paths_are_relative_to_the_config_and_names_stay_names(tmp_path):
-    data = _base(publish={"curve_secret_key_file": "keys/server.key_secret"})
+    data = _base(publish={"curve": {"server_secret_key": "keys/server.key_secret", "allowed_clients": "clients"}})
     data["cameras"][0]["credentials"] = "cam0-login"
     data["cameras"].append({"id": "cam1", "source": "rtsp://h/s", "credentials": "secrets/cam1"})
     cfg = load_config(_write(tmp_path, data))
     assert cfg.cameras[0].credentials == "cam0-login"
     assert cfg.cameras[1].credentials == str(tmp_path / "secrets/cam1")
-    assert cfg.publish.curve_secret_key_file == str(tmp_path / "keys/server.key_secret")
-    data["publish"] = {"curve_secret_key_file": "server.key_secret"}
-    assert load_config(_write(tmp_path, data)).publish.curve_secret_key_file == "server.key_secret"
+    assert cfg.publish.curve.server_secret_key == str(tmp_path / "keys/server.key_secret")
+    assert cfg.publish.curve.allowed_clients == str(tmp_path / "clients")
+    data["publish"] = {"curve": {"server_secret_key": "server.key_secret", "allowed_clients": "/etc/gemsight/clients"}}
+    curve = load_config(_write(tmp_path, data)).publish.curve
+    assert curve.server_secret_key == "server.key_secret" and curve.allowed_clients == "/etc/gemsight/clients"
+
+
+@pytest.mark.parametrize("publish, match", [
+    (None, "publish.curve: missing: the link is CURVE by default"),
+    ({"endpoint": "tcp://127.0.0.1:5555"}, "publish.curve: missing: .*or write `curve: null`"),
+    ({"curve_secret_key_file": "server.key_secret"}, "curve_secret_key_file was replaced by publish.curve"),
+    ({"curve": {"server_secret_key": "s.key_secret"}}, "publish.curve.allowed_clients: Field required"),
+    ({"curve": "yes"}, "publish.curve"),
+])
+def test_publish_curve_must_be_written(tmp_path, publish, match):
+    data = _base()
+    del data["publish"]
+    if publish is not None:
+        data["publish"] = publish
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config(_write(tmp_path, data))
+    assert "edge.yaml" in str(info.value) and "Traceback" not in str(info.value)
 
 
 def test_engine_max_batch_is_every_slot_of_every_camera_unless_set():

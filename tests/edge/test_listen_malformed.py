@@ -71,7 +71,7 @@ def _send_bad(sock: zmq.Socket) -> None:
 def test_listener_counts_and_skips_every_malformed_message(caplog):
     caplog.set_level(logging.WARNING, logger="edge.listen")
     sock, endpoint = raw_pub()
-    with Listener(endpoint) as lis:
+    with Listener(endpoint, plaintext=True) as lis:
         join(lambda: send_heartbeat(sock, {}), lis)
         caplog.clear()
         _send_bad(sock)
@@ -90,7 +90,7 @@ def test_listener_counts_and_skips_every_malformed_message(caplog):
 def test_every_output_mode_survives_malformed_messages():
     for mode, out in (("lines", io.StringIO()), ("table", Tty()), ("json", io.StringIO())):
         sock, endpoint = raw_pub()
-        with Listener(endpoint) as lis:
+        with Listener(endpoint, plaintext=True) as lis:
             join(lambda: send_heartbeat(sock, {"cam0": {"seq": None, "state": "up"}}), lis)
             _send_bad(sock)
             send_labels(sock, 0)
@@ -108,7 +108,7 @@ def test_listen_command_keeps_running_through_malformed_messages():
     sock, endpoint = raw_pub()
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args([endpoint, "--count", "2", "--timeout", "5"])
+    args = parser.parse_args([endpoint, "--plaintext", "--count", "2", "--timeout", "5"])
     out, result = io.StringIO(), {}
     t = threading.Thread(target=lambda: result.setdefault("rc", run(args, out)))
     t.start()
@@ -145,7 +145,7 @@ def test_malformed_snapshot_reply_is_one_clear_error():
     t = threading.Thread(target=serve)
     t.start()
     try:
-        with Listener("tcp://127.0.0.1:9", snapshot_endpoint=endpoint) as lis:
+        with Listener("tcp://127.0.0.1:9", snapshot_endpoint=endpoint, plaintext=True) as lis:
             for _ in replies:
                 try:
                     lis.fetch_snapshot(timeout_s=3.0)

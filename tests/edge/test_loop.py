@@ -113,7 +113,7 @@ def _config_data(model, cameras, **over):
             "runtime": {"name": "onnxruntime", "options": {"threads": 2}},
             "cameras": cameras,
             "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*",
-                        "heartbeat_s": 0.2, "hwm": 100000},
+                        "heartbeat_s": 0.2, "hwm": 100000, "curve": None},
             "metrics": {"port": None}}
     data.update(over)
     return data
@@ -221,7 +221,7 @@ model: {{path: {untrained_onnx}}}
 runtime: {{name: onnxruntime, options: {{threads: 2}}}}
 cameras:
   - {{id: cam0, source: "file://{video}?realtime=0", slots: [{{name: a, rect: [0, 0, 0.5, 0.5]}}]}}
-publish: {{endpoint: "tcp://127.0.0.1:*", snapshot_endpoint: null}}
+publish: {{endpoint: "tcp://127.0.0.1:*", snapshot_endpoint: null, curve: null}}
 metrics: {{port: null}}
 """)
     assert cli_main(["check", "--config", str(cfg)]) == 0

@@ -1,0 +1,70 @@
+"""The ``publish`` section of the device config: where messages go, and how the link is secured.
+
+``publish.curve`` must be written: a mapping naming the device's secret certificate and the
+allow-list directory (CURVE, the default ``gemsight-deploy install`` writes), or ``null`` for
+plaintext. A config without it is refused, so that plaintext is never what one gets by leaving
+something out. Paths are resolved against the config file by :func:`edge.config.parse_config`.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    # The same strictness as edge.config's models (which import this module, so it cannot import theirs).
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CurveConfig(_Strict):
+    """CURVE on both sockets: the device's key pair and the clients it answers (see the README's "Security")."""
+
+    server_secret_key: str = Field(
+        description="The device's secret certificate (zmq.auth format, e.g. server.key_secret): a bare name is read "
+                    "from $CREDENTIALS_DIRECTORY, a path with a '/' is relative to this config file. The key "
+                    "itself never goes here.")
+    allowed_clients: str = Field(
+        description="Directory of the client public certificates (*.key) allowed to connect, relative to this "
+                    "config file; reloaded while running (`gemsight-edge keys allow` / `revoke`).")
+
+
+_MISSING = object()  # `curve` left out (as opposed to `curve: null`)
+CURVE_MISSING = ("missing: the link is CURVE by default: give publish.curve: {server_secret_key: ..., "
+                  "allowed_clients: ...} (gemsight-deploy install writes both), or write `curve: null` "
+                  "for plaintext")
+
+
+class PublishConfig(_Strict):
+    endpoint: str = Field("tcp://127.0.0.1:5555", description="ZeroMQ PUB bind endpoint.")
+    snapshot_endpoint: str | None = Field(
+        "tcp://127.0.0.1:5556", description="ZeroMQ REP bind endpoint answering late joiners with the last state.")
+    heartbeat_s: float = Field(1.0, gt=0, le=3600, description="Heartbeat interval in seconds.")
+    hwm: int = Field(1000, ge=1, le=1_000_000, description="PUB send high-water mark (messages per subscriber).")
+    curve: CurveConfig | None = Field(
+        _MISSING, validate_default=True, description="Required. CURVE keys and allow-list for both sockets; `null` (written explicitly) means "
+                    "plaintext, logged as a warning at every start and refused on a non-loopback endpoint "
+                    "unless `gemsight-edge run --insecure`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_field(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "curve_secret_key_file" in data:
+            raise ValueError("curve_secret_key_file was replaced by publish.curve: {server_secret_key: <the "
+                             "same file>, allowed_clients: <directory of client .key files>} (or `curve: null`)")
+        return data
+
+    @field_validator("curve", mode="before")
+    @classmethod
+    def _curve_written(cls, v: Any) -> Any:
+        if v is _MISSING:
+            raise ValueError(CURVE_MISSING)
+        return v
+
+    @field_validator("endpoint", "snapshot_endpoint")
+    @classmethod
+    def _zmq_endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(tcp|ipc|inproc)://\S+$", v):
+            raise ValueError(f"'{v}' is not a ZeroMQ endpoint (tcp://host:port, ipc://path or inproc://name)")
+        return v
