@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.config_publish import CurveConfig, PublishConfig  # noqa: F401 - CurveConfig re-exported
 from edge.credentials import is_name as is_credential_name
 from edge.contracts import ID_PATTERN, max_batch_for
 from edge.errors import ConfigError
+from edge.slot_geometry import overlapping_pairs
 from edge.validation import error_lines
+from edge.yaml_files import load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class SlotConfig(_Strict):
             return v
         if len(v) < 3:
             raise ValueError(f"a polygon needs at least 3 points, got {len(v)}")
+        if not all(math.isfinite(c) and -1e-6 <= c <= 1 + 1e-6 for p in v for c in p):
+            raise ValueError("a polygon point lies outside the frame or is not finite: coordinates are "
+                             "normalised to 0..1")
         return v
 
     @model_validator(mode="after")
@@ -90,12 +94,37 @@ class SlotConfig(_Strict):
         return self
 
 
+def check_slot_map(slots: tuple[SlotConfig, ...]) -> None:
+    """The rules for a camera's slot map as a whole: at least one slot, no two overlapping.
+
+    Slots may touch but not share area (:mod:`edge.slot_geometry` says how polygons are compared).
+    An empty list is refused rather than read as "the whole frame": leave ``slots`` out for that.
+
+    Raises:
+        ValueError: naming the rule and the slots that break it (pydantic turns it into a field error).
+    """
+    if not slots:
+        raise ValueError(f"`slots` lists no slot; leave `slots` out to classify the whole frame as one slot "
+                         f"(or write it: [{{name: {WHOLE_FRAME_SLOT}, rect: [0, 0, 1, 1]}}])")
+    pairs = overlapping_pairs(slots)
+    if pairs:
+        raise ValueError("slots overlap: " + ", ".join(f"'{a}' and '{b}' ({100 * area:.2g}% of the frame)"
+                                                      for a, b, area in pairs)
+                         + "; slots may touch but not share area (a piece there would count twice)")
+
+
 class SlotsFile(BaseModel):
     """A ``<stem>.slots.yaml`` fragment (written by the synthetic video generator or by hand)."""
 
     # Other top-level keys (frame size, grid, generator notes) belong to whoever wrote the file.
     model_config = ConfigDict(extra="ignore")
-    slots: tuple[SlotConfig, ...] = Field(description="The slot map.")
+    slots: tuple[SlotConfig, ...] = Field(description="The slot map (at least one slot; slots may not overlap).")
+
+    @field_validator("slots")
+    @classmethod
+    def _map_ok(cls, v: tuple[SlotConfig, ...]) -> tuple[SlotConfig, ...]:
+        check_slot_map(v)
+        return v
 
 
 # -- cameras ------------------------------------------------------------------------------------
@@ -125,7 +154,8 @@ class CameraConfig(_Strict):
                           "$CREDENTIALS_DIRECTORY, a path (with a '/') is relative to this config file; "
                           "never put the password in `source`.")
     fps: float | None = Field(None, gt=0, le=240, description="Optional cap on frames classified per second.")
-    slots: tuple[SlotConfig, ...] | None = Field(None, description="Slot map; none means the whole frame is one slot.")
+    slots: tuple[SlotConfig, ...] | None = Field(
+        None, description="Slot map (slots may touch, not overlap); left out, the whole frame is one slot.")
     slots_file: Path | None = Field(None, description="A YAML file with `slots: [...]` (relative to the config).")
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Watchdog and backoff.")
 
@@ -139,6 +169,13 @@ class CameraConfig(_Strict):
         if scheme not in ("gst", "file") and urlsplit(v).password:
             raise ValueError("the source URI holds a password: secrets never go in the config; "
                              "put 'user:password' in a file and name it in `credentials`")
+        return v
+
+    @field_validator("slots")
+    @classmethod
+    def _slot_map_ok(cls, v: tuple[SlotConfig, ...] | None) -> tuple[SlotConfig, ...] | None:
+        if v is not None:
+            check_slot_map(v)
         return v
 
     @model_validator(mode="after")
@@ -301,18 +338,8 @@ def _invalid(exc: ValidationError, source: str) -> ConfigError:
 
 
 def _read_yaml(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: {what} not found") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
+    # Size, encoding, nesting and alias expansion are bounded there (MAX_YAML_BYTES etc.).
+    return load_yaml(path, what)
 
 
 def load_slots_file(path: str | Path) -> tuple[SlotConfig, ...]:

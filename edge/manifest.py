@@ -22,8 +22,13 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 ONNX_METADATA_KEY = "gemsight.manifest"
 MANIFEST_FILENAME = "manifest.json"
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few kB; the bundle verifier holds the same limit
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 class _Strict(BaseModel):
@@ -119,21 +124,46 @@ class Manifest(_Strict):
         return Manifest.model_validate(data)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "manifest") -> "Manifest":
+    def from_json(cls, text: str | bytes, source: str = "manifest") -> "Manifest":
+        """Parse and validate manifest JSON (text, or bytes that must be UTF-8).
+
+        Raises:
+            ManifestError: not JSON (or nested past the decoder's limit, or holding NaN/Infinity, which
+                JSON does not have), or an invalid manifest; one line per problem, naming ``source``.
+        """
         try:
-            return cls.model_validate(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"{source}: not valid JSON ({exc})") from exc
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer past Python's digit limit
+            raise ManifestError(f"{source}: not valid JSON ({' '.join(str(exc).split())[:200]})") from exc
+        except RecursionError as exc:
+            raise ManifestError(f"{source}: not valid JSON (nested too deeply)") from exc
+        try:
+            return cls.model_validate(data)
         except ValidationError as exc:
             raise ManifestError(error_lines(exc, f"{source}: invalid manifest")) from exc
 
     @classmethod
     def load(cls, path: str | Path) -> "Manifest":
+        """Read ``manifest.json`` (at most :data:`MAX_MANIFEST_BYTES`).
+
+        Raises:
+            ManifestError: missing, unreadable, too large, not UTF-8 JSON or invalid; names the file.
+        """
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError as exc:
             raise ManifestError(f"{path}: no manifest file") from exc
+        except OSError as exc:
+            raise ManifestError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from exc
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: manifest is larger than {MAX_MANIFEST_BYTES:,} bytes")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"{path}: manifest is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                                f"{exc.start})") from exc
         return cls.from_json(text, str(path))
 
     def check_output_width(self, width: int, source: str = "model") -> None:

@@ -82,8 +82,46 @@ def open_model(config: DeviceConfig, source: str = "config") -> ModelInfo:
     return ModelInfo(runtime, m, info)
 
 
+def check_endpoints(config: DeviceConfig, source: str = "config") -> str:
+    """Bind the publish endpoints as ``run`` will (PUB, then the snapshot REP), then release them.
+
+    Catches what the config's syntax cannot: an address this host does not have, a port in use
+    (another process, or both endpoints the same), a missing ``ipc://`` directory.
+
+    Returns:
+        One line for people.
+
+    Raises:
+        ConfigError: naming the field, the endpoint and the reason.
+    """
+    import zmq  # noqa: PLC0415 - only check needs it here
+
+    ctx = zmq.Context.instance()
+    socks, bound = [], []
+    try:
+        for name, kind in (("endpoint", zmq.PUB), ("snapshot_endpoint", zmq.REP)):
+            endpoint = getattr(config.publish, name)
+            if endpoint is None:
+                continue
+            sock = ctx.socket(kind)
+            sock.setsockopt(zmq.LINGER, 0)
+            socks.append(sock)
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                hint = (" (in use: is gemsight-edge already running here, or are both endpoints the same?)"
+                        if exc.errno == zmq.EADDRINUSE else "")
+                raise ConfigError(f"{source}: publish.{name}: cannot bind '{endpoint}': {exc.strerror}{hint}") from exc
+            bound.append(endpoint)
+    finally:
+        for sock in socks:
+            sock.close(linger=0)
+    return "publish: can bind " + " and ".join(bound)
+
+
 def check_device(config: DeviceConfig, source: str = "config", timeout_s: float = 10.0) -> list[str]:
-    """What ``gemsight-edge check`` does: load the model, then read one frame from every camera.
+    """What ``gemsight-edge check`` does: bind the publish endpoints, load the model, then read one
+    frame from every camera.
 
     Returns:
         One line per checked item, for people.
@@ -94,7 +132,7 @@ def check_device(config: DeviceConfig, source: str = "config", timeout_s: float 
     from edge.slots import SlotMap  # noqa: PLC0415
     from edge.sources import CameraSource, Status  # noqa: PLC0415
 
-    lines = []
+    lines = [check_endpoints(config, source)]
     model = open_model(config, source)
     try:
         m = model.manifest
