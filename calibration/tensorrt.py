@@ -1,26 +1,33 @@
-"""TensorRT engine builder (runs on the device that will run the engine).
+"""TensorRT engine builder (runs on the device that will run the engine), for TensorRT 8.6, 10.x and 11.x.
 
-Two INT8 paths, from the same ranges:
+One code path; what the imported TensorRT offers (:class:`calibration.trt_api.TrtApi`) picks the
+way an INT8 engine is made from the calibration outputs:
 
-* explicit quantization (TensorRT ≥ 8.6): the network is parsed from ``model.int8.trt.onnx``, whose
-  Q/DQ nodes carry the scales; the INT8 flag is set and no calibrator is used;
-* implicit (older JetPack): the network is parsed from ``model.onnx`` and an
-  ``IInt8EntropyCalibrator2`` hands TensorRT ``calib.cache`` (header rewritten for this TensorRT)
-  from ``read_calibration_cache``; ``get_batch`` returns ``None``: no images are needed on device.
+* ``strongly-typed`` (TensorRT ≥ 10, the documented way for Q/DQ models, the only one in 11): the
+  network is parsed from ``model.int8.trt.onnx`` into a strongly typed network and no precision
+  flag is set: the Q/DQ nodes say what runs in INT8;
+* ``explicit`` (TensorRT 8.x): the same Q/DQ model with ``BuilderFlag.INT8`` (and ``FP16`` for
+  the layers left unquantized, when ``fp16_fallback`` allows);
+* ``implicit`` (only where the API still has a calibrator: 8.x and 10.x, deprecated since 10.1):
+  ``model.onnx`` with ``IInt8EntropyCalibrator2`` handing TensorRT ``calib.cache`` (header rewritten
+  for this TensorRT); ``get_batch`` returns ``None``: no images are needed on the device.
 
-FP16 and FP32 builds parse ``model.onnx``. Every engine has one optimisation profile for batch
-1..max_batch, uses (and updates) a timing cache beside the engines, and a workspace pool limit.
+FP16 and FP32 builds parse ``model.onnx``; TensorRT 11 has no FP16 flag, so FP16 there would need a
+model converted to FP16 offline: gemsight builds FP32 and says so. Every engine has one
+optimisation profile for batch 1..max_batch, the configured workspace pool limit, a timing cache
+beside the engines, and (with ``dla_core``) runs on that DLA core with GPU fallback.
 
-Precision is decided by plain code (:func:`choose_precision`): a GPU without fast INT8 (Jetson
-Nano, sm_53) gets FP16 with a loud warning. After the build the engine inspector counts INT8
-layers; an "INT8" engine without any is recorded as what it really is. The sidecar's
-``built_precision`` is what the runtime reports, never the requested precision.
+Precision is decided by plain code (:func:`choose_precision`) from the compute capability (the
+``platform_has_fast_*`` queries are deprecated from 10.5 and gone in 11): a GPU without fast INT8
+gets FP16 (or FP32) with a loud warning. After the build the engine inspector, given a context
+with the profile's largest shape, counts INT8 layers (:mod:`calibration.trt_inspect`); an "INT8"
+engine with none is recorded as what it really is. Every TensorRT failure is a
+:class:`CalibrationError` naming the step.
 
-TensorRT and pycuda are imported lazily; everything but :func:`build_engine` runs without them.
+TensorRT is imported lazily; everything but :func:`build_engine`/:func:`ensure_engine` runs without it.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -28,16 +35,17 @@ from pathlib import Path
 from typing import Any
 
 from calibration import trt_cache
+from calibration.trt_api import TrtApi, trt_step
+from calibration.trt_inspect import count_int8_layers, inspect_engine  # noqa: F401 - count_int8_layers re-exported
 from edge import engine_cache
 from edge.atomic import write_atomic
+from edge.engine_cache import DEFAULT_WORKSPACE_MB, BuildOptions  # noqa: F401 - DEFAULT_WORKSPACE_MB re-exported
 from edge.errors import CalibrationError, RuntimeUnavailable
 from edge.manifest import load_manifest_for
 from edge.runtimes.artifacts import CALIB_CACHE, FP32_ONNX, TRT_INT8_ONNX
 
 logger = logging.getLogger(__name__)
 
-EXPLICIT_MIN_VERSION = (8, 6)
-DEFAULT_WORKSPACE_MB = 1024
 INSTALL_HINT = "TensorRT comes with JetPack (or NVIDIA's tensorrt wheel); pycuda: pip install 'gemsight[jetson]'"
 
 
@@ -46,10 +54,14 @@ class BuildPlan:
     """What a build parses and how it quantizes."""
 
     precision: str            # precision that will be built: int8 | fp16 | fp32
-    mode: str                 # explicit | implicit | float
+    mode: str                 # strongly-typed | explicit | implicit | float
     onnx: Path
     calib_cache: Path | None
     warning: str | None = None
+
+    @property
+    def strongly_typed(self) -> bool:
+        return self.mode == "strongly-typed"
 
 
 def version_tuple(version: str) -> tuple[int, int, int]:
@@ -61,71 +73,72 @@ def version_tuple(version: str) -> tuple[int, int, int]:
 
 
 def fast_precisions_from_cc(compute_capability: str) -> tuple[bool, bool]:
-    """(fast INT8, fast FP16) for a compute capability, where TensorRT no longer says (≥ 10.5).
+    """(fast INT8, fast FP16) for a compute capability (NVIDIA: "query data type support from CUDA").
 
     INT8 needs DP4A (sm_61) or tensor cores (sm_70+): the Nano (5.3), TX2 (6.2) and P100 (6.0)
     have none. Fast FP16: 5.3, 6.0, 6.2 and everything from 7.0.
     """
-    major, minor = (int(x) for x in compute_capability.split(".")[:2])
+    try:
+        major, minor = (int(x) for x in str(compute_capability).split(".")[:2])
+    except ValueError as exc:
+        raise CalibrationError(f"'{compute_capability}' is not a CUDA compute capability (expected e.g. 8.7)") from exc
     cc = (major, minor)
     return cc == (6, 1) or cc >= (7, 0), cc in {(5, 3), (6, 0), (6, 2)} or cc >= (7, 0)
 
 
-def choose_precision(requested: str, fast_int8: bool, fast_fp16: bool) -> tuple[str, str | None]:
+def choose_precision(requested: str, fast_int8: bool, fast_fp16: bool, api: TrtApi | None = None,
+                     fp16_fallback: bool = True) -> tuple[str, str | None]:
     """The precision to build and, if it is not the requested one, the warning to log.
+
+    Args:
+        requested: int8 | fp16 | fp32.
+        fast_int8, fast_fp16: what the GPU has (:func:`fast_precisions_from_cc`).
+        api: the TensorRT's capabilities (``None``: one with an FP16 flag).
+        fp16_fallback: a GPU without fast INT8 gets FP16 (else FP32).
 
     Raises:
         CalibrationError: an unknown precision.
     """
     if requested not in engine_cache.PRECISIONS:
         raise CalibrationError(f"unknown precision '{requested}' (choose {', '.join(engine_cache.PRECISIONS)})")
+    fp16_buildable = fast_fp16 and (api is None or api.fp16_flag)
     if requested == "int8" and not fast_int8:
-        fallback = "fp16" if fast_fp16 else "fp32"
+        fallback = "fp16" if fp16_fallback and fp16_buildable else "fp32"
         return fallback, (f"this GPU has no fast INT8 (e.g. Jetson Nano): building {fallback.upper()} instead of "
                           f"INT8 — the engine is NOT INT8 and is recorded as {fallback}")
     if requested == "fp16" and not fast_fp16:
         return "fp32", "this GPU has no fast FP16: building FP32 instead"
+    if requested == "fp16" and not fp16_buildable:
+        return "fp32", (f"TensorRT {api.version if api else ''} has no FP16 builder flag (strongly typed only): "
+                        "building FP32 from model.onnx; an FP16 engine needs a model converted to FP16 offline")
     return requested, None
 
 
-def plan_build(model_dir: str | Path, requested: str, trt_version: str, fast_int8: bool, fast_fp16: bool) -> BuildPlan:
+def plan_build(model_dir: str | Path, requested: str, api: TrtApi, fast_int8: bool, fast_fp16: bool,
+               fp16_fallback: bool = True) -> BuildPlan:
     """Decide precision, quantization mode and source files for a model directory.
 
     Raises:
-        CalibrationError: the files the chosen path needs are missing (the message lists them).
+        CalibrationError: the files the chosen path needs are missing, or this TensorRT offers no
+            way to build INT8 from the files there (the message lists both).
     """
     model_dir = Path(model_dir)
-    precision, warning = choose_precision(requested, fast_int8, fast_fp16)
+    precision, warning = choose_precision(requested, fast_int8, fast_fp16, api, fp16_fallback)
     fp32, cache, qdq = model_dir / FP32_ONNX, model_dir / CALIB_CACHE, model_dir / TRT_INT8_ONNX
     if precision != "int8":
         if not fp32.is_file():
             raise CalibrationError(f"{model_dir}: no {FP32_ONNX} to build a {precision} engine from")
         return BuildPlan(precision, "float", fp32, None, warning)
-    if version_tuple(trt_version)[:2] >= EXPLICIT_MIN_VERSION and qdq.is_file():
+    if qdq.is_file() and api.strongly_typed:
+        return BuildPlan("int8", "strongly-typed", qdq, None, warning)
+    if qdq.is_file() and api.int8_flag:
         return BuildPlan("int8", "explicit", qdq, None, warning)
-    if fp32.is_file() and cache.is_file():
+    if fp32.is_file() and cache.is_file() and api.calibrator:
         return BuildPlan("int8", "implicit", fp32, cache, warning)
+    how = (f"{TRT_INT8_ONNX}" if not api.calibrator else f"{TRT_INT8_ONNX} or {FP32_ONNX} + {CALIB_CACHE}")
     raise CalibrationError(
-        f"{model_dir}: an INT8 engine needs {TRT_INT8_ONNX} (TensorRT ≥ 8.6, have {trt_version}) or "
-        f"{FP32_ONNX} + {CALIB_CACHE}; run gemsight-calibrate with the tensorrt target")
-
-
-def count_int8_layers(engine_info_json: str) -> tuple[int, int]:
-    """(layers with an INT8 input or output, all layers) from the engine inspector's JSON."""
-    try:
-        info = json.loads(engine_info_json)
-    except (TypeError, json.JSONDecodeError):
-        return 0, 0
-    layers = info.get("Layers", []) if isinstance(info, dict) else []
-    int8 = 0
-    for layer in layers:
-        if not isinstance(layer, dict):  # names only: built without detailed profiling verbosity
-            continue
-        tensors = list(layer.get("Inputs", [])) + list(layer.get("Outputs", []))
-        # "... Int8 format" (8.x) or "... INT8 ..." (later): compare case-blind
-        if any("int8" in str(t.get("Format/Datatype", "")).lower() for t in tensors if isinstance(t, dict)):
-            int8 += 1
-    return int8, len(layers)
+        f"{model_dir}: an INT8 engine on TensorRT {api.version} needs {how}; run gemsight-calibrate with the "
+        f"tensorrt target" + ("" if api.calibrator else " (this TensorRT has no calibration-cache path)"))
 
 
 def import_tensorrt():
@@ -175,125 +188,152 @@ def _make_cache_calibrator(trt, cache_bytes: bytes, batch_size: int):
             return None
 
         def read_calibration_cache(self):
-            try:
-                return cache_bytes
-            except Exception as exc:  # pragma: no cover - defensive: callbacks never raise
-                logger.error("cannot hand calibration cache to TensorRT: %s", exc)
-                return None
+            return cache_bytes
 
         def write_calibration_cache(self, cache):
             return None  # ours is the source of truth; TensorRT's copy is not kept
     return _CacheCalibrator()
 
 
+def _configure(trt, api: TrtApi, builder, network, plan: BuildPlan, *, input_name: str,
+               chw: tuple[int, int, int], max_batch: int, options: BuildOptions) -> tuple[Any, Any, int]:
+    """The builder config for ``plan``: profile, workspace, precision flags, calibrator, DLA."""
+    config = builder.create_builder_config()
+    with trt_step(f"setting the workspace to {options.workspace_mb} MiB"):
+        workspace = int(options.workspace_mb) << 20
+        if api.memory_pool:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+        else:  # TensorRT < 8.4
+            config.max_workspace_size = workspace
+    with trt_step("creating the optimisation profile"):
+        profile = builder.create_optimization_profile()
+        net_input = network.get_input(0)
+        if int(net_input.shape[0]) != -1:
+            max_batch = int(net_input.shape[0])
+            logger.warning("%s has a fixed batch of %d; the engine takes exactly that", plan.onnx, max_batch)
+        low = 1 if int(net_input.shape[0]) == -1 else max_batch
+        profile.set_shape(input_name, (low, *chw), (max_batch, *chw), (max_batch, *chw))
+        config.add_optimization_profile(profile)
+    calibrator = None
+    with trt_step(f"setting up a {plan.mode} {plan.precision} build"):
+        if not plan.strongly_typed:
+            if plan.precision == "fp16" or (plan.precision == "int8" and options.fp16_fallback and api.fp16_flag):
+                config.set_flag(trt.BuilderFlag.FP16)  # weakly typed: unquantized layers may run in FP16
+            if plan.precision == "int8":
+                config.set_flag(trt.BuilderFlag.INT8)
+            if plan.mode == "implicit":
+                calibrator = _make_cache_calibrator(trt, trt_cache.cache_bytes_for(plan.calib_cache, api.version),
+                                                    max_batch)
+                config.int8_calibrator = calibrator
+                if api.calibration_profile:
+                    config.set_calibration_profile(profile)
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # so the inspector shows precisions
+    if options.dla_core is not None:
+        if not api.dla:
+            raise CalibrationError(f"dla_core {options.dla_core} is set but TensorRT {api.version} here has no DLA "
+                                   "support; remove dla_core from the tensorrt options")
+        with trt_step(f"selecting DLA core {options.dla_core}"):
+            config.default_device_type = trt.DeviceType.DLA
+            config.DLA_core = int(options.dla_core)
+            if api.gpu_fallback:
+                config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    return config, calibrator, max_batch
+
+
 def build_engine(plan: BuildPlan, *, input_name: str, chw: tuple[int, int, int], max_batch: int,
-                 timing_cache: Path | None, workspace_mb: int = DEFAULT_WORKSPACE_MB,
-                 fast_fp16: bool = True) -> tuple[bytes, dict[str, Any]]:
+                 timing_cache: Path | None, options: BuildOptions | None = None) -> tuple[bytes, dict[str, Any]]:
     """Build and serialize an engine (needs TensorRT and a GPU).
 
     Returns:
         (engine bytes, facts for the sidecar: built_precision, mode, int8_layers, ...).
 
     Raises:
-        CalibrationError: parsing or building failed (TensorRT's errors are in the message).
+        CalibrationError: parsing or building failed (the step and TensorRT's words in the message).
     """
+    options = options or BuildOptions()
     trt = import_tensorrt()
-    trt_logger = _make_logger(trt)
-    major = version_tuple(trt.__version__)[0]
-    builder = trt.Builder(trt_logger)
-    # TensorRT 10 networks are always explicit-batch (the flag is deprecated and ignored there).
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, trt_logger)
-    if not parser.parse_from_file(str(plan.onnx)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise CalibrationError(f"TensorRT cannot parse {plan.onnx}: {errors}")
+    api = TrtApi.of(trt)
+    with trt_step("creating the builder and network"):
+        trt_logger = _make_logger(trt)
+        builder = trt.Builder(trt_logger)
+        network = builder.create_network(api.network_flags(trt, plan.strongly_typed))
+        parser = trt.OnnxParser(network, trt_logger)
+    with trt_step(f"parsing {plan.onnx}"):
+        ok = parser.parse_from_file(str(plan.onnx))
+        errors = "" if ok else "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+    if not ok:
+        raise CalibrationError(f"TensorRT cannot parse {plan.onnx}: {errors or 'no reason given'}")
     net_input = network.get_input(0)
     if net_input.name != input_name:
         raise CalibrationError(f"{plan.onnx}: TensorRT sees input '{net_input.name}', the manifest says '{input_name}'")
-    config = builder.create_builder_config()
-    workspace = int(workspace_mb) << 20
-    if hasattr(config, "set_memory_pool_limit"):
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    else:  # TensorRT < 8.4
-        config.max_workspace_size = workspace
-    profile = builder.create_optimization_profile()
-    if net_input.shape[0] == -1:
-        profile.set_shape(input_name, (1, *chw), (max_batch, *chw), (max_batch, *chw))
-    else:
-        max_batch = int(net_input.shape[0])
-        logger.warning("%s has a fixed batch of %d; the engine takes exactly that", plan.onnx, max_batch)
-        profile.set_shape(input_name, (max_batch, *chw), (max_batch, *chw), (max_batch, *chw))
-    config.add_optimization_profile(profile)
-    if plan.precision == "fp16" or (plan.precision == "int8" and fast_fp16):
-        config.set_flag(trt.BuilderFlag.FP16)  # INT8 builds may still run unquantized layers in FP16
-    calibrator = None
-    if plan.precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        if plan.mode == "implicit":
-            cache = trt_cache.cache_bytes_for(plan.calib_cache, trt.__version__)
-            calibrator = _make_cache_calibrator(trt, cache, max_batch)
-            config.int8_calibrator = calibrator
-            if hasattr(config, "set_calibration_profile"):
-                config.set_calibration_profile(profile)
-    try:
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # so the inspector shows precisions
-    except AttributeError:
-        pass
+    config, _calibrator, max_batch = _configure(trt, api, builder, network, plan, input_name=input_name, chw=chw,
+                                                max_batch=max_batch, options=options)
     if timing_cache is not None and hasattr(config, "create_timing_cache"):
-        blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False)
+        with trt_step(f"loading the timing cache {timing_cache}"):
+            blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
+            config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False)
     started = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
+    with trt_step(f"building the engine from {plan.onnx}"):
+        serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise CalibrationError(f"TensorRT failed to build an engine from {plan.onnx} (see the tensorrt log lines)")
     engine_bytes = bytes(serialized)
     seconds = time.perf_counter() - started
     if timing_cache is not None and hasattr(config, "get_timing_cache"):
-        write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
-    int8_layers, layers = _inspect(trt, trt_logger, engine_bytes)
+        with trt_step(f"saving the timing cache {timing_cache}"):
+            write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+    engine = deserialize(trt, trt_logger, engine_bytes, options.dla_core)
+    if engine is None:
+        raise CalibrationError(f"TensorRT built an engine from {plan.onnx} that it cannot deserialize")
+    count = inspect_engine(trt, api, engine, input_name, (max_batch, *chw))
     built = plan.precision
-    if built == "int8" and layers and int8_layers == 0:
-        built = "fp16" if fast_fp16 else "fp32"
-        logger.warning("WARNING: TensorRT built no INT8 layer from %s; recording the engine as %s, not int8",
-                       plan.onnx, built)
+    if built == "int8" and count.int8 == 0 and count.conclusive:
+        built = "fp16" if options.fp16_fallback and api.fp16_flag and not plan.strongly_typed else "fp32"
+        logger.warning("WARNING: TensorRT built no INT8 layer from %s (%d layers inspected); recording the engine "
+                       "as %s, not int8", plan.onnx, count.layers, built)
+    elif built == "int8" and not count.conclusive:
+        logger.warning("WARNING: the engine inspector could not show layer formats for %s; the engine is recorded "
+                       "as int8 (as built), unconfirmed", plan.onnx)
     return engine_bytes, {"built_precision": built, "mode": plan.mode, "source": plan.onnx.name,
-                          "int8_layers": int8_layers, "layers": layers, "build_seconds": round(seconds, 1),
-                          "workspace_mb": int(workspace_mb), "max_batch_built": max_batch,
-                          "warning": plan.warning}
+                          "int8_layers": count.int8, "layers": count.layers, "int8_confirmed": count.int8 > 0,
+                          "build_seconds": round(seconds, 1), "max_batch_built": max_batch,
+                          "tensorrt": api.version, "warning": plan.warning}
 
 
-def _inspect(trt, trt_logger, engine_bytes: bytes) -> tuple[int, int]:
+def deserialize(trt, trt_logger, engine_bytes: bytes, dla_core: int | None = None):
+    """An engine from bytes (on ``dla_core`` when set), or ``None`` when TensorRT refuses it."""
+    runtime = trt.Runtime(trt_logger)
+    if dla_core is not None:
+        runtime.DLA_core = int(dla_core)
+    return runtime.deserialize_cuda_engine(engine_bytes)
+
+
+def verify_engine(trt, path: Path, dla_core: int | None = None) -> str | None:
+    """Deserialize a cached engine once: ``None`` when it loads, else why not (stale or damaged)."""
     try:
-        engine = trt.Runtime(trt_logger).deserialize_cuda_engine(engine_bytes)
-        inspector = engine.create_engine_inspector()
-        return count_int8_layers(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-    except Exception as exc:  # inspector missing (< 8.2) or refused: we just cannot count
-        logger.info("cannot inspect the engine's layer precisions: %s", exc)
-        return 0, 0
-
-
-def _fast_flags(trt, builder, compute_capability: str) -> tuple[bool, bool]:
-    # platform_has_fast_* are deprecated from TensorRT 10.5; the compute capability decides there.
-    by_cc = fast_precisions_from_cc(compute_capability)
-    int8 = getattr(builder, "platform_has_fast_int8", None)
-    fp16 = getattr(builder, "platform_has_fast_fp16", None)
-    return (by_cc[0] if int8 is None else bool(int8)), (by_cc[1] if fp16 is None else bool(fp16))
+        engine = deserialize(trt, _make_logger(trt), Path(path).read_bytes(), dla_core)
+    except Exception as exc:  # unreadable file, or TensorRT raised instead of returning None
+        return f"{type(exc).__name__}: {exc}"
+    return None if engine is not None else "TensorRT cannot deserialize it (built by another TensorRT, driver or GPU?)"
 
 
 def ensure_engine(model_dir: Path, cache_dir: Path, max_batch: int, precision: str = "int8", *,
-                  device_index: int = 0, workspace_mb: int = DEFAULT_WORKSPACE_MB, rebuild: bool = False) -> Path:
-    """The engine for a model directory on this device: from the cache, or built and cached now.
+                  device_index: int = 0, options: BuildOptions | None = None, rebuild: bool = False) -> Path:
+    """The engine for a model directory on this device: from the cache (deserialized once to prove
+    it still loads), or built and cached now.
+
+    A cached engine that does not deserialize (a TensorRT, driver or JetPack update the key did not
+    see, a damaged file) is logged as an error and rebuilt; so is an entry whose files are damaged.
 
     Args:
         model_dir: a calibration output / installed bundle directory.
         cache_dir: the engine cache (see :mod:`edge.engine_cache`).
-        max_batch: the profile's largest batch (the number of slots); the runtime must be opened
-            with the same ``max_batch`` to find the engine.
+        max_batch: the profile's largest batch (:func:`edge.config.engine_max_batch`); the runtime
+            must be opened with the same ``max_batch`` to find the engine.
         precision: requested precision; the engine may be built lower (see the sidecar).
         device_index: CUDA device.
-        workspace_mb: builder workspace pool limit.
-        rebuild: build even when a cached engine exists.
+        options: builder options (workspace, FP16 fallback, DLA core), part of the cache key.
+        rebuild: build even when a cached engine loads.
 
     Returns:
         Path of ``engine.plan`` (its sidecar ``engine.json`` beside it).
@@ -303,26 +343,46 @@ def ensure_engine(model_dir: Path, cache_dir: Path, max_batch: int, precision: s
         CalibrationError: missing artifacts, or the build failed.
     """
     model_dir, cache_dir = Path(model_dir), Path(cache_dir)
+    options = options or BuildOptions()
     trt = import_tensorrt()
-    key = engine_cache.key_for(model_dir, precision, max_batch, device_index)
-    if not rebuild:
+    api = TrtApi.of(trt)
+    key = engine_cache.key_for(model_dir, precision, max_batch, device_index, options)
+    if rebuild:
+        logger.warning("rebuilding the TensorRT engine for %s as asked (--rebuild)", model_dir)
+    else:
         hit = engine_cache.lookup(cache_dir, key)
         if hit is not None:
-            logger.info("engine cache hit: %s (%s)", hit.path, hit.built_precision)
-            return hit.path
+            problem = verify_engine(trt, hit.path, options.dla_core)
+            if problem is None:
+                logger.info("engine cache hit: %s (%s), deserializes on TensorRT %s", hit.path, hit.built_precision,
+                            key.trt_version)
+                return hit.path
+            logger.error("STALE ENGINE %s: %s; discarding it and building a new one", hit.path, problem)
+            engine_cache.discard(cache_dir, key)
+        elif engine_cache.entry_dir(cache_dir, key).exists():
+            logger.error("DAMAGED ENGINE CACHE ENTRY %s (unreadable or incomplete); building a new one",
+                         engine_cache.entry_dir(cache_dir, key))
+        for old in engine_cache.older_entries(cache_dir, key):
+            other = old.sidecar.get("key") or {}
+            logger.warning("engine %s was built for TensorRT %s / CUDA %s / %s (options %s); this device now has "
+                           "TensorRT %s / CUDA %s / %s: building a new engine", old.path, other.get("trt_version"),
+                           other.get("cuda_driver"), other.get("system"), old.sidecar.get("options"),
+                           key.trt_version, key.cuda_driver, key.system)
     manifest = load_manifest_for(model_dir)
-    builder = trt.Builder(_make_logger(trt))
-    fast_int8, fast_fp16 = _fast_flags(trt, builder, key.compute_capability)
-    del builder
-    plan = plan_build(model_dir, precision, key.trt_version, fast_int8, fast_fp16)
+    fast_int8, fast_fp16 = fast_precisions_from_cc(key.compute_capability)
+    plan = plan_build(model_dir, precision, api, fast_int8, fast_fp16, options.fp16_fallback)
     if plan.warning:
         logger.warning("WARNING: %s (%s, sm_%s)", plan.warning, key.gpu_name, key.compute_capability)
     cache_dir.mkdir(parents=True, exist_ok=True)
     timing = cache_dir / f"timing-trt{key.trt_version}-sm{key.compute_capability}.cache"
-    logger.info("building TensorRT %s engine (%s) from %s, batch 1..%d", plan.precision, plan.mode, plan.onnx, max_batch)
+    logger.info("building TensorRT %s %s engine (%s) from %s, batch 1..%d, workspace %d MiB%s", key.trt_version,
+                plan.precision, plan.mode, plan.onnx, max_batch, options.workspace_mb,
+                "" if options.dla_core is None else f", DLA core {options.dla_core}")
     h, w = manifest.input.size
     engine_bytes, facts = build_engine(plan, input_name=manifest.input.name, chw=(3, h, w), max_batch=max_batch,
-                                       timing_cache=timing, workspace_mb=workspace_mb, fast_fp16=fast_fp16)
-    facts.update({"fast_int8": fast_int8, "fast_fp16": fast_fp16, "model_dir": str(model_dir)})
+                                       timing_cache=timing, options=options)
+    facts.update({"fast_int8": fast_int8, "fast_fp16": fast_fp16, "model_dir": str(model_dir),
+                  "options": {"workspace_mb": options.workspace_mb, "fp16_fallback": options.fp16_fallback,
+                              "dla_core": options.dla_core}})
     built = facts.pop("built_precision")
     return engine_cache.store(cache_dir, key, engine_bytes, built, facts).path

@@ -1,27 +1,32 @@
 """Where TensorRT engines live on a device, and under which key.
 
-An engine only runs on the TensorRT version and GPU that built it, and only means something for
-the model files it was built from. So an engine is stored under a key of:
+An engine only runs on the TensorRT build, CUDA driver, Jetson Linux release / driver and GPU that
+built it, and only means something for the model files and builder options it was built from. So
+an engine is stored under a key of:
 
 * ``model_digest`` — SHA-256 over the model directory's TensorRT inputs (``model.onnx``,
-  ``model.int8.onnx``, ``model.int8.trt.onnx``, ``calib.cache``, whichever exist): a new model or
-  a new calibration makes a new key;
-* ``trt_version``, ``gpu_name``, ``compute_capability``;
-* ``precision`` *requested* (``int8``, ``fp16``, ``fp32``) and ``max_batch`` (the optimisation
-  profile is 1..max_batch).
+  ``model.int8.onnx``, ``model.int8.trt.onnx``, ``calib.cache``, whichever exist);
+* the platform (:mod:`edge.engine_platform`): full ``trt_version``, ``cuda_driver``, ``system``
+  (``L4T R36.4.3`` / ``driver 550.54.15``), ``gpu_name``, ``compute_capability``;
+* ``dla_core`` (``None``: the GPU), ``precision`` *requested*, ``max_batch`` (the optimisation
+  profile is 1..max_batch) and the builder options (``workspace_mb``, ``fp16_fallback``).
 
-Layout (one directory per key, its name readable by a technician)::
+After a JetPack or driver update the key changes, the look-up misses and the engine is rebuilt;
+an entry whose files are damaged is ignored (and rebuilt by :func:`calibration.tensorrt.ensure_engine`,
+which also deserializes every hit once before trusting it).
 
-    <cache_dir>/<digest[:16]>-trt<version>-<gpu>-sm<cc>-<precision>-b<max_batch>/
+Layout (one directory per key, its name readable by a technician; the last part is a digest of
+the whole key)::
+
+    <cache_dir>/<digest[:16]>-trt<version>-<gpu>-sm<cc>-<gpu|dlaN>-<precision>-b<max_batch>-<key8>/
         engine.plan     the serialized engine
         engine.json     sidecar: the full key, the precision actually built, engine SHA-256, ...
 
 The sidecar is written last, so an entry without it is incomplete and ignored. The sidecar's
-``built_precision`` is what the engine really runs (a GPU without fast INT8 gets FP16 when INT8
-was asked for); the runtime reports that, never the requested one.
+``built_precision`` is what the engine really runs; the runtime reports that, never the requested one.
 
-This module is plain Python (``edge`` imports nothing of ours); :func:`probe_device` imports
-TensorRT and pycuda lazily.
+This module is plain Python (``edge`` imports nothing of ours); :func:`key_for` probes TensorRT and
+pycuda lazily.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from edge.atomic import write_atomic
 from edge.errors import RuntimeUnavailable
@@ -42,11 +47,44 @@ logger = logging.getLogger(__name__)
 
 ENGINE_FILE = "engine.plan"
 SIDECAR_FILE = "engine.json"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2
 # Files of a model directory an engine can be built from; their contents make the model digest.
 ENGINE_SOURCE_FILES = ("model.onnx", "model.int8.onnx", "model.int8.trt.onnx", "calib.cache")
 PRECISIONS = ("int8", "fp16", "fp32")
 ENV_CACHE_DIR = "GEMSIGHT_ENGINE_CACHE"
+#: Builder workspace pool limit where the config says nothing (MiB). Small enough for a 4 GB Orin Nano.
+DEFAULT_WORKSPACE_MB = 1024
+#: Options of the device config's ``tensorrt`` block that change what the builder makes.
+BUILD_OPTION_NAMES = ("workspace_mb", "fp16_fallback", "dla_core")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """The builder options an engine depends on (edge.yaml ``runtime.options.tensorrt``).
+
+    Attributes:
+        workspace_mb: the builder's workspace pool limit.
+        fp16_fallback: where INT8 cannot be built (no fast INT8), build FP16 instead of FP32; and
+            let weakly typed INT8 builds run their unquantized layers in FP16.
+        dla_core: build for this DLA core (GPU fallback on) instead of the GPU; ``None``: the GPU.
+    """
+
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
+    fp16_fallback: bool = True
+    dla_core: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.workspace_mb, bool) or not isinstance(self.workspace_mb, int) or self.workspace_mb < 16:
+            raise ValueError(f"workspace_mb must be an integer of at least 16 (MiB), got {self.workspace_mb!r}")
+        if self.dla_core is not None and (isinstance(self.dla_core, bool) or not isinstance(self.dla_core, int)
+                                          or self.dla_core < 0):
+            raise ValueError(f"dla_core must be a DLA core number (0, 1, ...) or null, got {self.dla_core!r}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> "BuildOptions":
+        """The build options among a runtime's keyword options (others are ignored)."""
+        options = options or {}
+        return cls(**{k: options[k] for k in BUILD_OPTION_NAMES if options.get(k) is not None})
 
 
 @dataclass(frozen=True)
@@ -55,10 +93,15 @@ class EngineKey:
 
     model_digest: str
     trt_version: str
+    cuda_driver: str
+    system: str
     gpu_name: str
     compute_capability: str
+    dla_core: int | None
     precision: str
     max_batch: int
+    workspace_mb: int
+    fp16_fallback: bool
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -67,10 +110,20 @@ class EngineKey:
             raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
 
     @property
+    def device_part(self) -> str:
+        return "gpu" if self.dla_core is None else f"dla{int(self.dla_core)}"
+
+    @property
     def dirname(self) -> str:
-        """The entry's directory name: readable, and safe on any filesystem."""
+        """The entry's directory name: readable, safe on any filesystem, unique to the whole key."""
+        whole = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
         return (f"{self.model_digest[:16]}-trt{_slug(self.trt_version)}-{_slug(self.gpu_name)}"
-                f"-sm{_slug(self.compute_capability)}-{self.precision}-b{int(self.max_batch)}")
+                f"-sm{_slug(self.compute_capability)}-{self.device_part}-{self.precision}-b{int(self.max_batch)}"
+                f"-{whole}")
+
+    @property
+    def options(self) -> BuildOptions:
+        return BuildOptions(self.workspace_mb, self.fp16_fallback, self.dla_core)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,7 +204,7 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         logger.warning("engine sidecar %s is unreadable (%s); ignoring it", path, exc)
         return {}
     return data if isinstance(data, dict) else {}
@@ -161,7 +214,7 @@ def lookup(cache_dir: str | Path, key: EngineKey) -> CachedEngine | None:
     """The cached engine for ``key``, or ``None``.
 
     An entry counts only if its sidecar names exactly this key and the engine file's SHA-256
-    matches the sidecar (a half-written or corrupted engine is ignored with a warning).
+    matches the sidecar; a damaged entry is reported with a warning (the builder then rebuilds it).
     """
     entry = entry_dir(cache_dir, key)
     engine = entry / ENGINE_FILE
@@ -170,12 +223,37 @@ def lookup(cache_dir: str | Path, key: EngineKey) -> CachedEngine | None:
         return None
     sidecar = read_sidecar(engine)
     if sidecar.get("key") != key.as_dict():
-        logger.warning("engine cache entry %s belongs to another key; ignoring it", entry)
+        logger.warning("engine cache entry %s has an unreadable sidecar or belongs to another key; ignoring it",
+                       entry)
         return None
-    if sidecar.get("engine_sha256") != _sha256(engine):
+    try:
+        digest = _sha256(engine)
+    except OSError as exc:
+        logger.warning("engine %s is unreadable (%s); ignoring it", engine, exc)
+        return None
+    if sidecar.get("engine_sha256") != digest:
         logger.warning("engine %s does not match its sidecar digest (corrupted or half-written); ignoring it", engine)
         return None
     return CachedEngine(engine, sidecar)
+
+
+def discard(cache_dir: str | Path, key: EngineKey) -> None:
+    """Remove ``key``'s entry (sidecar first, so a crash halfway leaves an ignored, incomplete entry)."""
+    entry = entry_dir(cache_dir, key)
+    for name in (SIDECAR_FILE, ENGINE_FILE):
+        (entry / name).unlink(missing_ok=True)
+
+
+def older_entries(cache_dir: str | Path, key: EngineKey) -> list[CachedEngine]:
+    """Entries of the same model, precision and batch built for another platform or options (e.g.
+    before a JetPack update): what a rebuild replaces, for the log."""
+    same = {k: v for k, v in key.as_dict().items() if k in ("model_digest", "precision", "max_batch")}
+    out = []
+    for entry in list_entries(cache_dir):
+        other = entry.sidecar.get("key") or {}
+        if other != key.as_dict() and all(other.get(k) == v for k, v in same.items()):
+            out.append(entry)
+    return out
 
 
 def store(cache_dir: str | Path, key: EngineKey, engine_bytes: bytes, built_precision: str,
@@ -223,28 +301,22 @@ def list_entries(cache_dir: str | Path) -> list[CachedEngine]:
     return out
 
 
-def probe_device(device_index: int = 0) -> tuple[str, str, str]:
-    """``(trt_version, gpu_name, compute_capability)`` of this machine.
+def make_key(model_dir: str | Path, platform: "Any", precision: str, max_batch: int,
+             options: BuildOptions | None = None) -> EngineKey:
+    """The key of ``model_dir``'s engine on ``platform`` (an :class:`edge.engine_platform.Platform`)."""
+    opts = options or BuildOptions()
+    return EngineKey(model_digest(model_dir), platform.trt_version, platform.cuda_driver, platform.system,
+                     platform.gpu_name, platform.compute_capability, opts.dla_core, precision, int(max_batch),
+                     int(opts.workspace_mb), bool(opts.fp16_fallback))
+
+
+def key_for(model_dir: str | Path, precision: str, max_batch: int, device_index: int = 0,
+            options: BuildOptions | None = None) -> EngineKey:
+    """The engine key for a model directory on this machine (probes TensorRT, CUDA and the GPU).
 
     Raises:
-        RuntimeUnavailable: TensorRT or pycuda is missing, or no CUDA device answers.
+        RuntimeUnavailable: TensorRT/pycuda missing, no CUDA device, or no engine source in ``model_dir``.
     """
-    try:
-        import tensorrt as trt  # noqa: PLC0415
-        import pycuda.driver as cuda  # noqa: PLC0415
-    except ImportError as exc:
-        raise RuntimeUnavailable(
-            f"TensorRT/pycuda not installed ({exc.name}); they come with JetPack ('gemsight[jetson]')") from exc
-    try:
-        cuda.init()
-        dev = cuda.Device(device_index)
-        major, minor = dev.compute_capability()
-        return str(trt.__version__), str(dev.name()), f"{major}.{minor}"
-    except Exception as exc:  # pycuda raises its own LogicError/RuntimeError family
-        raise RuntimeUnavailable(f"no usable CUDA device {device_index}: {exc}") from exc
+    from edge.engine_platform import probe_platform  # noqa: PLC0415 - imports TensorRT and pycuda
 
-
-def key_for(model_dir: str | Path, precision: str, max_batch: int, device_index: int = 0) -> EngineKey:
-    """The engine key for a model directory on this machine (probes TensorRT and the GPU)."""
-    trt_version, gpu, cc = probe_device(device_index)
-    return EngineKey(model_digest(model_dir), trt_version, gpu, cc, precision, int(max_batch))
+    return make_key(model_dir, probe_platform(device_index), precision, max_batch, options)

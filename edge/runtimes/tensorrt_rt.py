@@ -29,7 +29,8 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def locate_engine(model_path: str | Path, precision: str, max_batch: int, cache_dir: str | Path | None = None,
-                  key: engine_cache.EngineKey | None = None, device_index: int = 0) -> engine_cache.CachedEngine:
+                  key: engine_cache.EngineKey | None = None, device_index: int = 0,
+                  options: engine_cache.BuildOptions | None = None) -> engine_cache.CachedEngine:
     """The engine to load for ``model_path``.
 
     Args:
@@ -38,6 +39,8 @@ def locate_engine(model_path: str | Path, precision: str, max_batch: int, cache_
         max_batch: the profile's largest batch (part of the cache key).
         cache_dir: engine cache (default :func:`edge.engine_cache.default_cache_dir`).
         key: the cache key; computed for this device when ``None`` (needs TensorRT and pycuda).
+        device_index: CUDA device.
+        options: the builder options the engine was built with (part of the cache key).
 
     Raises:
         RuntimeUnavailable: no engine; the message says how to build one.
@@ -49,13 +52,13 @@ def locate_engine(model_path: str | Path, precision: str, max_batch: int, cache_
         return engine_cache.CachedEngine(path, engine_cache.read_sidecar(path))
     model_dir = path if path.is_dir() else path.parent
     cache_dir = Path(cache_dir) if cache_dir else engine_cache.default_cache_dir()
-    key = key or engine_cache.key_for(model_dir, precision, max_batch, device_index)
+    key = key or engine_cache.key_for(model_dir, precision, max_batch, device_index, options)
     hit = engine_cache.lookup(cache_dir, key)
     if hit is None:
         raise RuntimeUnavailable(
             f"tensorrt: no engine for {model_dir} ({precision}, max batch {max_batch}, TensorRT {key.trt_version}, "
-            f"{key.gpu_name}) in {cache_dir} (expected {key.dirname}/); build it on this device with "
-            f"`gemsight-deploy build-engine {model_dir}`")
+            f"{key.system}, {key.gpu_name}, {key.device_part}) in {cache_dir} (expected {key.dirname}/); build it on "
+            f"this device with `gemsight-deploy build-engine {model_dir}`")
     return hit
 
 
@@ -63,7 +66,8 @@ def locate_engine(model_path: str | Path, precision: str, max_batch: int, cache_
 class TensorRtRuntime(Runtime):
     """Options: ``engine_cache`` (directory), ``max_batch`` (must match the build; the edge passes
     :func:`edge.config.engine_max_batch`, else :data:`edge.contracts.DEFAULT_MAX_BATCH`), ``device``
-    (CUDA device index, default 0)."""
+    (CUDA device index, default 0), and the builder options the engine was built with
+    (``workspace_mb``, ``fp16_fallback``, ``dla_core``: part of its cache key)."""
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -88,8 +92,10 @@ class TensorRtRuntime(Runtime):
         self._cuda = cuda
         requested = self.precision if self.precision in engine_cache.PRECISIONS else "fp32"
         device = int(options.get("device", 0))
-        cached = locate_engine(self.model_path, requested, int(options.get("max_batch", DEFAULT_MAX_BATCH)),
-                               options.get("engine_cache"), device_index=device)
+        build = engine_cache.BuildOptions.from_options(options)
+        self._dla_core = build.dla_core
+        cached = locate_engine(self.model_path, requested, int(options.get("max_batch") or DEFAULT_MAX_BATCH),
+                               options.get("engine_cache"), device_index=device, options=build)
         built = cached.built_precision or requested
         if built != requested:
             logger.warning("tensorrt: engine %s was built %s (%s asked): reporting %s", cached.path, built,
@@ -115,9 +121,12 @@ class TensorRtRuntime(Runtime):
         cuda = self._cuda
         self._trt_logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._trt_logger)
+        if getattr(self, "_dla_core", None) is not None:
+            self._runtime.DLA_core = int(self._dla_core)
         self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self._engine is None:
-            raise InferenceError(f"tensorrt: cannot deserialize {engine_path} (built by another TensorRT or GPU?)")
+            raise InferenceError(f"tensorrt: cannot deserialize {engine_path} (built by another TensorRT, driver or "
+                                 "GPU?); rebuild it with `gemsight-deploy build-engine --rebuild`")
         self._context = self._engine.create_execution_context()
         self._tensor_api = hasattr(self._engine, "num_io_tensors")  # TensorRT ≥ 8.5
         if self._tensor_api:

@@ -39,30 +39,43 @@ def _model_dir(tmp_path, *files):
     return tmp_path
 
 
-def test_plan_explicit_on_86_and_later(tmp_path):
-    d = _model_dir(tmp_path, "model.onnx", "model.int8.trt.onnx", "calib.cache")
-    for version in ("8.6.1", "10.3.0"):
-        plan = trt_build.plan_build(d, "int8", version, True, True)
-        assert (plan.mode, plan.onnx.name, plan.calib_cache) == ("explicit", "model.int8.trt.onnx", None)
+def _api(generation):
+    from calibration.trt_api import TrtApi
+    from tests.fake_tensorrt import make_tensorrt
+
+    return TrtApi.of(make_tensorrt(generation)[0])
 
 
-def test_plan_implicit_on_old_tensorrt(tmp_path):
+def test_plan_modes_by_capability(tmp_path):
     d = _model_dir(tmp_path, "model.onnx", "model.int8.trt.onnx", "calib.cache")
-    plan = trt_build.plan_build(d, "int8", "8.2.1.8", True, True)
+    modes = {g: trt_build.plan_build(d, "int8", _api(g), True, True) for g in ("8.6", "10", "11")}
+    assert {g: (p.mode, p.onnx.name) for g, p in modes.items()} == {
+        "8.6": ("explicit", "model.int8.trt.onnx"), "10": ("strongly-typed", "model.int8.trt.onnx"),
+        "11": ("strongly-typed", "model.int8.trt.onnx")}
+
+
+def test_plan_implicit_without_qdq_model(tmp_path):
+    d = _model_dir(tmp_path, "model.onnx", "calib.cache")
+    plan = trt_build.plan_build(d, "int8", _api("8.6"), True, True)
     assert (plan.mode, plan.onnx.name, plan.calib_cache.name) == ("implicit", "model.onnx", "calib.cache")
 
 
 def test_plan_without_fast_int8_builds_fp16_from_fp32_model(tmp_path):
     d = _model_dir(tmp_path, "model.onnx", "model.int8.trt.onnx", "calib.cache")
-    plan = trt_build.plan_build(d, "int8", "8.2.1", False, True)
+    plan = trt_build.plan_build(d, "int8", _api("8.6"), False, True)
     assert (plan.precision, plan.mode, plan.onnx.name) == ("fp16", "float", "model.onnx") and plan.warning
 
 
 def test_plan_missing_artifacts(tmp_path):
     with pytest.raises(CalibrationError, match="tensorrt target"):
-        trt_build.plan_build(_model_dir(tmp_path, "model.onnx"), "int8", "8.6.1", True, True)
+        trt_build.plan_build(_model_dir(tmp_path, "model.onnx"), "int8", _api("10"), True, True)
     with pytest.raises(CalibrationError, match="no model.onnx"):
-        trt_build.plan_build(tmp_path / "nothing-here", "fp16", "8.6.1", True, True)
+        trt_build.plan_build(tmp_path / "nothing-here", "fp16", _api("10"), True, True)
+
+
+def test_bad_compute_capability():
+    with pytest.raises(CalibrationError, match="'sm87' is not a CUDA compute capability"):
+        trt_build.fast_precisions_from_cc("sm87")
 
 
 def test_count_int8_layers():
@@ -70,9 +83,9 @@ def test_count_int8_layers():
         {"Name": "conv1", "Inputs": [{"Format/Datatype": "Int8 NC/32HW32"}], "Outputs": [{"Format/Datatype": "Int8 NC/32HW32"}]},
         {"Name": "fc", "Inputs": [{"Format/Datatype": "Half"}], "Outputs": [{"Format/Datatype": "Float"}]},
         {"Name": "conv2", "Inputs": [{"Format/Datatype": "Row major linear INT8 format"}], "Outputs": []}]}
-    assert trt_build.count_int8_layers(json.dumps(info)) == (2, 3)
-    assert trt_build.count_int8_layers(json.dumps({"Layers": ["conv1", "fc"]})) == (0, 2)
-    assert trt_build.count_int8_layers("not json") == (0, 0)
+    count = trt_build.count_int8_layers(json.dumps(info))
+    assert (count.int8, count.layers, count.conclusive) == (2, 3, True)
+    assert trt_build.count_int8_layers(json.dumps({"Layers": ["conv1", "fc"]})).conclusive is False
 
 
 def test_ensure_engine_without_tensorrt(tmp_path, monkeypatch):
@@ -92,11 +105,17 @@ def test_build_cache_and_run_engine(tensorrt_gpu, calibrated, tmp_path, precisio
     path = trt_build.ensure_engine(calibrated, cache, max_batch=4, precision=precision)
     sidecar = engine_cache.read_sidecar(path)
     assert sidecar["key"]["precision"] == precision and sidecar["built_precision"] in engine_cache.PRECISIONS
-    if precision == "int8" and sidecar["built_precision"] == "int8":
-        assert sidecar["int8_layers"] > 0 and sidecar["mode"] in ("explicit", "implicit")
+    if precision == "int8" and sidecar["fast_int8"]:
+        # A GPU with fast INT8 gets a real INT8 engine, confirmed by the inspector through a context.
+        assert sidecar["built_precision"] == "int8" and sidecar["int8_confirmed"] and sidecar["int8_layers"] > 0
+        assert sidecar["mode"] in ("strongly-typed", "explicit", "implicit")
+    elif precision == "int8":
+        assert sidecar["built_precision"] in ("fp16", "fp32")
     mtime = path.stat().st_mtime_ns
     assert trt_build.ensure_engine(calibrated, cache, max_batch=4, precision=precision) == path
-    assert path.stat().st_mtime_ns == mtime  # cache hit, not a rebuild
+    assert path.stat().st_mtime_ns == mtime  # cache hit (deserialized once), not a rebuild
+    assert trt_build.ensure_engine(calibrated, cache, max_batch=4, precision=precision, rebuild=True) == path
+    assert path.stat().st_mtime_ns != mtime
     x = np.random.default_rng(0).standard_normal((6, 3, 64, 64)).astype(np.float32)
     with create_runtime("onnxruntime", calibrated, precision="fp32") as ort_rt:
         ref = ort_rt(x)
@@ -110,13 +129,22 @@ def test_build_cache_and_run_engine(tensorrt_gpu, calibrated, tmp_path, precisio
 def test_implicit_int8_from_cache(tensorrt_gpu, calibrated, tmp_path):
     import shutil
 
+    import tensorrt
+
+    from calibration.trt_api import TrtApi
     from edge import engine_cache
 
     d = tmp_path / "model"
     shutil.copytree(calibrated, d)
     (d / "model.int8.trt.onnx").unlink()  # leaves model.onnx + calib.cache: the implicit path
+    if not TrtApi.of(tensorrt).calibrator:  # TensorRT 11: a clear refusal instead
+        with pytest.raises(CalibrationError, match="no calibration-cache path"):
+            trt_build.ensure_engine(d, tmp_path / "engines", max_batch=2, precision="int8")
+        return
     path = trt_build.ensure_engine(d, tmp_path / "engines", max_batch=2, precision="int8")
     side = engine_cache.read_sidecar(path)
     # implicit INT8 from calib.cache, or FP16/FP32 from model.onnx on a GPU without fast INT8
     assert side["mode"] == ("implicit" if side["fast_int8"] else "float")
     assert side["source"] == "model.onnx"
+    if side["fast_int8"]:
+        assert side["built_precision"] == "int8" and side["int8_confirmed"]

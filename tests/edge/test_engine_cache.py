@@ -16,8 +16,9 @@ def model_dir(tmp_path, cache_text="TRT-8601-EntropyCalibration2\ninput: 3f00000
     return d
 
 
-def key(digest="a" * 64, trt="8.6.2", gpu="Orin (nvgpu)", cc="8.7", precision="int8", max_batch=8):
-    return ec.EngineKey(digest, trt, gpu, cc, precision, max_batch)
+def key(digest="a" * 64, trt="10.3.0.30", gpu="Orin (nvgpu)", cc="8.7", precision="int8", max_batch=8,
+        cuda="12.6", system="L4T R36.4.3", dla=None, workspace=1024, fp16_fallback=True):
+    return ec.EngineKey(digest, trt, cuda, system, gpu, cc, dla, precision, max_batch, workspace, fp16_fallback)
 
 
 def test_model_digest_covers_every_engine_source(tmp_path):
@@ -43,6 +44,10 @@ def test_key_changes_with_digest_and_tensorrt_version():
     assert key(cc="7.2").dirname != base.dirname
     assert key(precision="fp16").dirname != base.dirname
     assert key(max_batch=4).dirname != base.dirname
+    # What a JetPack/driver update changes, the DLA core and the builder options: each a new entry.
+    for changed in (key(trt="10.3.0.26"), key(cuda="12.2"), key(system="L4T R36.3.0"), key(dla=0),
+                    key(workspace=256), key(fp16_fallback=False)):
+        assert changed.dirname != base.dirname
     assert "/" not in key(gpu="NVIDIA H100 80GB HBM3 / MIG 1g").dirname
 
 
@@ -61,7 +66,7 @@ def test_store_and_lookup(tmp_path):
     hit = ec.lookup(tmp_path, k)
     assert hit.path == stored.path and hit.built_precision == "fp16" and hit.max_batch == 8
     assert hit.sidecar["key"]["precision"] == "int8" and hit.sidecar["mode"] == "float"
-    assert ec.lookup(tmp_path, key(trt="10.3.0")) is None
+    assert ec.lookup(tmp_path, key(trt="10.3.0.26")) is None
     assert [e.path for e in ec.list_entries(tmp_path)] == [stored.path]
 
 
@@ -91,6 +96,47 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert ec.default_cache_dir() == tmp_path / "svc" / "engines"
     monkeypatch.setenv(ec.ENV_CACHE_DIR, str(tmp_path / "mine"))
     assert ec.default_cache_dir() == tmp_path / "mine"
+
+
+def test_build_options_from_config_options():
+    opts = ec.BuildOptions.from_options({"workspace_mb": 256, "fp16_fallback": False, "dla_core": 1,
+                                         "engine_cache": "/x", "max_batch": 4, "device": 0})
+    assert opts == ec.BuildOptions(256, False, 1)
+    assert ec.BuildOptions.from_options({"dla_core": None}) == ec.BuildOptions()
+    with pytest.raises(ValueError, match="workspace_mb must be an integer of at least 16"):
+        ec.BuildOptions(workspace_mb=8)
+    with pytest.raises(ValueError, match="dla_core must be a DLA core number"):
+        ec.BuildOptions(dla_core=-1)
+
+
+def test_config_defaults_are_the_builders():
+    from edge.config import TensorRtOptions
+
+    fields = TensorRtOptions.model_fields
+    assert ec.BuildOptions() == ec.BuildOptions(fields["workspace_mb"].default, fields["fp16_fallback"].default,
+                                                fields["dla_core"].default)
+
+
+def test_system_release(tmp_path):
+    from edge.engine_platform import cuda_version_text, system_release
+
+    assert system_release(tmp_path) == "unknown"
+    (tmp_path / "proc/driver/nvidia").mkdir(parents=True)
+    (tmp_path / "proc/driver/nvidia/version").write_text(
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n")
+    assert system_release(tmp_path) == "driver 550.54.15"
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/nv_tegra_release").write_text(
+        "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8\n")
+    assert system_release(tmp_path) == "L4T R36.4.3"
+    assert cuda_version_text(12060) == "12.6" and cuda_version_text(13000) == "13.0"
+
+
+def test_unreadable_sidecar_is_ignored(tmp_path, caplog):
+    k = key()
+    stored = ec.store(tmp_path, k, b"engine-bytes", "int8")
+    stored.path.with_suffix(".json").write_bytes(b"\xff\xfe not utf-8")
+    assert ec.lookup(tmp_path, k) is None and "unreadable" in caplog.text
 
 
 def test_probe_without_tensorrt(monkeypatch, tmp_path):

@@ -3,6 +3,7 @@ import sys
 import pytest
 
 from edge import engine_cache as ec
+from edge.engine_platform import Platform
 from edge.errors import RuntimeUnavailable
 from edge.runtimes import available_runtimes, create_runtime
 from edge.runtimes.tensorrt_rt import TensorRtRuntime, locate_engine
@@ -20,7 +21,8 @@ def _key(tmp_path, precision="int8"):
     d = tmp_path / "model"
     d.mkdir(exist_ok=True)
     (d / "model.onnx").write_bytes(b"fp32")
-    return d, ec.EngineKey(ec.model_digest(d), "8.6.2", "Orin", "8.7", precision, 4)
+    platform = Platform("10.3.0.30", "12.6", "L4T R36.4.3", "Orin", "8.7")
+    return d, ec.make_key(d, platform, precision, 4)
 
 
 def test_missing_engine_says_what_to_run(tmp_path):
@@ -44,11 +46,16 @@ def test_engine_file_given_directly(tmp_path):
     assert locate_engine(tmp_path / "x.engine", "int8", 4).path == tmp_path / "x.engine"
 
 
-@pytest.mark.gpu
-def test_runtime_from_engine_file(tmp_path, untrained_onnx):
+@pytest.fixture
+def needs_gpu():
+    """Skip (before any model is exported) unless TensorRT, pycuda and a CUDA device are here."""
     reason = TensorRtRuntime.unavailable_reason()
     if reason:
         pytest.skip(f"needs TensorRT + pycuda + an NVIDIA GPU: {reason}")
+
+
+@pytest.mark.gpu
+def test_runtime_from_engine_file(needs_gpu, tmp_path, untrained_onnx):
     import numpy as np
 
     from calibration.tensorrt import ensure_engine
