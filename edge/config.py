@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge.config_publish import CurveConfig, PublishConfig  # noqa: F401 - CurveConfig re-exported
 from edge.credentials import is_name as is_credential_name
 from edge.contracts import ID_PATTERN, max_batch_for
+from edge.engine_cache import DEFAULT_WORKSPACE_MB
 from edge.errors import ConfigError
 from edge.slot_geometry import overlapping_pairs
 from edge.validation import error_lines
@@ -226,13 +227,22 @@ class OpenVinoOptions(_Strict):
 
 
 class TensorRtOptions(_Strict):
-    engine_cache: Path | None = Field(None, description="Directory of built engines (default: beside the model).")
-    workspace_mb: int = Field(1024, ge=16, le=65536, description="Builder workspace limit in MiB.")
+    # The builder options (workspace_mb, fp16_fallback, dla_core) are part of the engine cache key:
+    # build-engine, flash and the edge all read them from here (edge.engine_cache.BuildOptions).
+    engine_cache: Path | None = Field(
+        None, description="Directory of built engines (default: $GEMSIGHT_ENGINE_CACHE, /var/lib/gemsight/engines "
+                          "on an installed device).")
+    workspace_mb: int = Field(DEFAULT_WORKSPACE_MB, ge=16, le=65536,
+                              description="Builder workspace pool limit in MiB (lower it on a 4 GB Orin Nano).")
     max_batch: int | None = Field(
         None, ge=1, le=256, description="Largest batch of the engine's optimisation profile (part of the engine "
                                         "cache key; default: every slot of every camera, the loop's one batch).")
-    fp16_fallback: bool = Field(True, description="Build FP16 where the GPU has no fast INT8 (and say so).")
+    fp16_fallback: bool = Field(True, description="Where INT8 cannot be built (no fast INT8) build FP16, not FP32, "
+                                                  "and say so; weakly typed INT8 builds may run unquantized layers "
+                                                  "in FP16.")
     device: int = Field(0, ge=0, description="CUDA device index.")
+    dla_core: int | None = Field(None, ge=0, le=7, description="Run the engine on this DLA core (Jetson AGX/NX "
+                                                               "Orin; GPU fallback on); null: the GPU.")
 
 
 class OnnxRuntimeConfig(_Strict):
