@@ -31,6 +31,8 @@ from edge.source_uri import SourceSpec, csi_pipeline, open_capture, parse_source
 
 logger = logging.getLogger(__name__)
 
+HEALTHY_S = 1.0  # frames for this long after an open count as a recovery: the reconnect backoff starts over
+
 __all__ = ["CameraSource", "Frame", "SourceSpec", "SourceStats", "Status", "csi_pipeline", "open_capture",
            "parse_source", "read_credentials", "redact", "substituted"]
 
@@ -231,18 +233,25 @@ class CameraSource:
             if outcome == "eos":
                 self._set_state("eos", "end of file")
                 break
+            if good:
+                # It recovered: the next outage starts over from the first, short wait.
+                delay = self.initial_s
             if outcome == "loop":
                 continue  # a looping file reopens at once: it did deliver frames
             # A failure: back off, more each time, unless the source had been healthy a while.
             failed = True
-            delay = self.initial_s if good else delay
             self._set_state("down", f"{outcome}; reopening in {delay:.1f}s")
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, self.max_s)
 
     def _grab(self, cap: Any) -> tuple[str, bool]:
-        """Read until the source fails, ends or is stopped: ``(outcome, healthy)``."""
+        """Read until the source fails, ends or is stopped: ``(outcome, healthy)``.
+
+        Healthy: frames came for at least :data:`HEALTHY_S` after the open (or a file played to its
+        end): the backoff starts over. A source that fails sooner keeps backing off, so one that
+        opens, gives a frame and dies at once cannot make the grabber spin.
+        """
         import cv2  # noqa: PLC0415
 
         file_fps = cap.get(cv2.CAP_PROP_FPS) if self.spec.kind == "file" else 0.0
@@ -252,16 +261,18 @@ class CameraSource:
         opened = time.monotonic()
         t_next = opened - max(period, min_gap)  # the first frame goes out at once
         last_out = -1e9
+        last_frame = opened
         while not self._stop.is_set():
             ok, image = cap.read()
             now = time.monotonic()
+            healthy = index > 0 and last_frame - opened >= HEALTHY_S
             if self._reopen.is_set():
-                return "stalled", False
+                return "stalled", healthy
             if not ok or image is None:
                 if self.spec.kind == "file" and index > 0:
                     return ("loop" if self.spec.loop else "eos"), True
-                return ("read failed" if index == 0 else "stream ended"), now - opened > 1.0
-            self._last_progress = now
+                return ("read failed" if index == 0 else "stream ended"), healthy
+            self._last_progress = last_frame = now
             if substituted(image):
                 self.stats.invalid += 1
                 continue
