@@ -85,6 +85,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="engine cache (default: $GEMSIGHT_ENGINE_CACHE, edge.yaml, <root>/var/lib/gemsight/engines)")
     p.add_argument("--max-batch", type=int, default=None, help=MAX_BATCH_HELP)
     p.add_argument("--precision", default=None)
+    p.add_argument("--rebuild", action="store_true",
+                   help="build the engine even when a cached one still loads (e.g. after changing TensorRT settings)")
 
     p = sub.add_parser("install", help="lay out user, directories, config and systemd units on a root")
     p.add_argument("--root", type=Path, default=Path("/"))
@@ -179,7 +181,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0 if all(v["complete"] for v in st["installed"]) else 1
     if args.command == "build-engine":
         from deploy.manage import build_engine  # noqa: PLC0415
-        engine = build_engine(args.root, args.max_batch, args.precision, args.model_dir, args.cache_dir)
+        engine = build_engine(args.root, args.max_batch, args.precision, args.model_dir, args.cache_dir,
+                              rebuild=args.rebuild)
         print(engine or "no engine to build (no TensorRT here, or no model installed)")
         return 0
     if args.command == "install":

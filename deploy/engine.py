@@ -1,17 +1,42 @@
-"""On-device checks of a model directory: TensorRT engine build (where TensorRT exists) and a smoke inference."""
+"""On-device checks of a model directory: TensorRT engine build (where TensorRT exists) and a smoke inference.
+
+Flash, ``build-engine`` and the smoke test agree on one :class:`EngineTarget` (cache directory,
+max batch, precision, builder options, CUDA device), made once from the command line and the
+device config, so the smoke test opens exactly the engine that was just built or found.
+"""
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from edge.engine_cache import BuildOptions
 from edge.errors import BundleError, GemsightError
 
 logger = logging.getLogger(__name__)
 
 ENGINE_PRECISIONS = ("int8", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class EngineTarget:
+    """Where and how the TensorRT engine of a model is built and looked up on this device."""
+
+    cache_dir: Path
+    max_batch: int                          # edge.config.engine_max_batch unless --max-batch says otherwise
+    precision: str = "auto"
+    options: BuildOptions = field(default_factory=BuildOptions)
+    device_index: int = 0
+
+    def runtime_options(self) -> dict[str, Any]:
+        """The TensorRT runtime options that find this engine (see edge.runtimes.tensorrt_rt)."""
+        return {"engine_cache": str(self.cache_dir), "max_batch": int(self.max_batch), "device": self.device_index,
+                "workspace_mb": self.options.workspace_mb, "fp16_fallback": self.options.fp16_fallback,
+                "dla_core": self.options.dla_core}
 
 
 def tensorrt_importable() -> bool:
@@ -23,12 +48,12 @@ def tensorrt_importable() -> bool:
     return True
 
 
-def ensure_engine_for(model_dir: str | Path, engines_dir: str | Path, max_batch: int,
-                      precision: str = "auto") -> Path | None:
+def ensure_engine_for(model_dir: str | Path, target: EngineTarget, rebuild: bool = False) -> Path | None:
     """Build or look up the TensorRT engine of a model directory; ``None`` where TensorRT is absent.
 
-    Engines are cached by calibration under a key of model digest, TensorRT version, GPU and
-    precision, so a flash of an already-built model and every boot after the first are look-ups.
+    Engines are cached under a key of model digest, TensorRT/CUDA/L4T versions, GPU, DLA core,
+    precision, max batch and builder options, so a flash of an already-built model and every boot
+    after the first are look-ups (each hit deserialized once; a stale one is rebuilt).
 
     Raises:
         BundleError: the build failed (the calibration error's message included).
@@ -38,24 +63,44 @@ def ensure_engine_for(model_dir: str | Path, engines_dir: str | Path, max_batch:
         return None
     from calibration.tensorrt import ensure_engine  # noqa: PLC0415 - needs TensorRT
 
-    from edge.runtimes.artifacts import select_artifact  # noqa: PLC0415
-
-    # Resolve "auto" exactly as the edge's TensorRT runtime will, or it would look under another key.
-    prec = select_artifact(model_dir, "tensorrt", precision).precision if precision not in ENGINE_PRECISIONS \
-        else precision
     t0 = time.perf_counter()
     try:
-        engine = ensure_engine(Path(model_dir), Path(engines_dir), max_batch, prec)
+        engine = ensure_engine(Path(model_dir), Path(target.cache_dir), target.max_batch,
+                               resolve_precision(model_dir, target.precision), device_index=target.device_index,
+                               options=target.options, rebuild=rebuild)
     except GemsightError as exc:
         raise BundleError(f"TensorRT engine build failed for {model_dir}: {exc}") from exc
     logger.info("TensorRT engine %s ready in %.1fs", engine, time.perf_counter() - t0)
     return Path(engine)
 
 
-def _open(model_dir: Path, runtime: str | None, precision: str | None, config_path: Path | None):
+def resolve_precision(model_dir: str | Path, precision: str) -> str:
+    """``auto`` resolved exactly as the edge's TensorRT runtime resolves it (else it looks under another key)."""
+    if precision in ENGINE_PRECISIONS:
+        return precision
+    from edge.runtimes.artifacts import select_artifact  # noqa: PLC0415
+
+    return select_artifact(model_dir, "tensorrt", precision).precision or "fp32"
+
+
+def _pin_engine(config, target: EngineTarget):
+    """``config`` with its TensorRT options pointing at ``target``'s cache directory and max batch."""
+    update = {"engine_cache": Path(target.cache_dir), "max_batch": int(target.max_batch)}
+    runtime = config.runtime
+    if runtime.name == "tensorrt":
+        runtime = runtime.model_copy(update={"options": runtime.options.model_copy(update=update)})
+    elif runtime.name == "auto":
+        trt = runtime.options.tensorrt.model_copy(update=update)
+        runtime = runtime.model_copy(update={"options": runtime.options.model_copy(update={"tensorrt": trt})})
+    return config.model_copy(update={"runtime": runtime})
+
+
+def _open(model_dir: Path, runtime: str | None, precision: str | None, config_path: Path | None,
+          target: EngineTarget | None):
     """The runtime the edge itself would open: through edge.model_loader with the device config
-    (its runtime options and model pins apply), else by name; ``runtime``/``precision`` override."""
-    from edge.runtimes import create_runtime  # noqa: PLC0415
+    (its runtime options and model pins apply), else by name; ``runtime``/``precision`` override.
+    Either way a TensorRT runtime looks in ``target``'s cache with its max batch and options."""
+    from edge.runtimes import create_runtime, resolve_runtime_name  # noqa: PLC0415
 
     if config_path is not None and config_path.is_file() and runtime is None and precision is None:
         from edge.config import load_config  # noqa: PLC0415
@@ -63,18 +108,25 @@ def _open(model_dir: Path, runtime: str | None, precision: str | None, config_pa
 
         config = load_config(config_path)
         config = config.model_copy(update={"model": config.model.model_copy(update={"path": model_dir})})
+        if target is not None:
+            config = _pin_engine(config, target)
         return open_model(config, str(config_path)).runtime
-    return create_runtime(runtime or "auto", model_dir, precision=precision or "auto")
+    resolved = resolve_runtime_name(runtime or "auto")
+    options = target.runtime_options() if resolved == "tensorrt" and target is not None else {}
+    if precision is None:  # the engine's precision for TensorRT; the other backends pick as the edge does
+        precision = target.precision if resolved == "tensorrt" and target is not None else "auto"
+    return create_runtime(resolved, model_dir, precision=precision, **options)
 
 
 def smoke_test(model_dir: str | Path, runtime: str | None = None, precision: str | None = None,
-               config_path: str | Path | None = None, batch: int = 2) -> dict:
+               config_path: str | Path | None = None, batch: int = 2, target: EngineTarget | None = None) -> dict:
     """Load the model the way the edge will and run one batch; check the output.
 
     With a device config (and no override) the model is opened by :func:`edge.model_loader.open_model`,
-    so the config's runtime options and its class / input-size pins are checked too. The batch
-    holds zeros and standard-normal noise of the manifest's input size; the output must be
-    ``batch x classes`` and finite.
+    so the config's runtime options and its class / input-size pins are checked too. A TensorRT
+    runtime is pointed at ``target`` (the engine flash just built or found). The batch holds zeros
+    and standard-normal noise of the manifest's input size; the output must be ``batch x classes``
+    and finite.
 
     Returns:
         ``{"backend", "precision", "load_s", "infer_s"}``.
@@ -86,7 +138,7 @@ def smoke_test(model_dir: str | Path, runtime: str | None = None, precision: str
     model_dir = Path(model_dir)
     t0 = time.perf_counter()
     try:
-        rt = _open(model_dir, runtime, precision, Path(config_path) if config_path else None)
+        rt = _open(model_dir, runtime, precision, Path(config_path) if config_path else None, target)
     except GemsightError as exc:
         raise BundleError(f"smoke test: the model in {model_dir} does not load: {exc}") from exc
     t1 = time.perf_counter()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from deploy.bundle import SUMS, SemVer
-from deploy.engine import ensure_engine_for, smoke_test
+from deploy.engine import EngineTarget, ensure_engine_for, smoke_test
 from deploy.health import read_device_settings, restart_edge, systemd_runs_edge, wait_for_heartbeat
 from deploy.keys import trusted_keys
 from deploy.layout import CURRENT, PREVIOUS, DeviceLayout
@@ -265,13 +265,14 @@ def flash(bundle: str | Path, root: str | Path = "/", options: FlashOptions | No
                     extract_verified(vb, tmp, on_file=_once(lambda: checkpoint("unpacked_one")))
                     checkpoint("unpacked")
                 workdir = tmp
+            target = engine_target(layout, settings, opts.max_batch, opts.precision)
             with _timed(timings, "engine"):
-                engine = ensure_engine_for(workdir, layout.engine_cache(settings.engine_cache),
-                                           opts.max_batch or settings.max_batch, opts.precision or settings.precision)
+                engine = ensure_engine_for(workdir, target)
                 result.engine = str(engine) if engine else None
             checkpoint("engine_ready")
             with _timed(timings, "smoke"):
-                result.smoke = smoke_test(workdir, opts.runtime, opts.precision, layout.config_path)
+                # The smoke test opens the engine just built: same cache directory, max batch and options.
+                result.smoke = smoke_test(workdir, opts.runtime, opts.precision, layout.config_path, target=target)
             checkpoint("smoke_passed")
             with _timed(timings, "switch"):
                 if not reuse:
@@ -310,6 +311,15 @@ def flash(bundle: str | Path, root: str | Path = "/", options: FlashOptions | No
         checkpoint("done")
     logger.info("flashed %s (was %s) in %.2fs", vb.version, current or "nothing", timings["total"])
     return result
+
+
+def engine_target(layout: DeviceLayout, settings, max_batch: int | None = None, precision: str | None = None,
+                  cache_dir: str | Path | None = None) -> EngineTarget:
+    """The one TensorRT engine target of a device: edge.yaml's tensorrt options (max batch: every slot
+    of every camera unless set), command-line overrides, and the cache under the device root."""
+    return EngineTarget(Path(cache_dir) if cache_dir else layout.engine_cache(settings.engine_cache),
+                        int(max_batch or settings.max_batch), precision or settings.precision, settings.build,
+                        settings.device_index)
 
 
 def _once(func):

@@ -10,12 +10,13 @@ import logging
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from edge.config import ModelConfig, engine_max_batch, load_config, tensorrt_options
 from edge.contracts import DEFAULT_MAX_BATCH
+from edge.engine_cache import BuildOptions
 from edge.errors import BundleError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ class DeviceSettings:
     precision: str = ModelConfig.model_fields["precision"].default
     max_batch: int = DEFAULT_MAX_BATCH           # TensorRT profile: part of the engine cache key
     engine_cache: str | None = None              # runtime options' tensorrt.engine_cache
+    build: BuildOptions = field(default_factory=BuildOptions)  # tensorrt workspace/FP16 fallback/DLA core
+    device_index: int = 0                        # tensorrt.device: the CUDA device
 
 
 def read_device_settings(config_path: str | Path) -> DeviceSettings:
@@ -46,9 +49,12 @@ def read_device_settings(config_path: str | Path) -> DeviceSettings:
     if not path.is_file():
         return DeviceSettings()
     cfg = load_config(path)
-    cache = tensorrt_options(cfg).engine_cache
+    trt = tensorrt_options(cfg)
+    cache = trt.engine_cache
     return DeviceSettings(device=cfg.device, endpoint=cfg.publish.endpoint, precision=cfg.model.precision,
-                          max_batch=engine_max_batch(cfg), engine_cache=str(cache) if cache else None)
+                          max_batch=engine_max_batch(cfg), engine_cache=str(cache) if cache else None,
+                          build=BuildOptions(trt.workspace_mb, trt.fp16_fallback, trt.dla_core),
+                          device_index=trt.device)
 
 
 def connect_endpoint(endpoint: str) -> str:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from deploy.engine import ensure_engine_for
-from deploy.flash import FlashOptions, check_health, checkpoint, recover, switch_links, undo
+from deploy.flash import FlashOptions, check_health, checkpoint, engine_target, recover, switch_links, undo
 from deploy.health import read_device_settings, restart_edge, systemd_runs_edge
 from deploy.keys import trusted_keys
 from deploy.layout import DeviceLayout
@@ -126,10 +126,11 @@ def status(root: str | Path = "/", verify: bool = False, pubkeys=(), pubkey_dir=
 
 
 def build_engine(root: str | Path = "/", max_batch: int | None = None, precision: str | None = None,
-                 model_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> Path | None:
+                 model_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                 rebuild: bool = False) -> Path | None:
     """Build (or find in the cache) the TensorRT engine of the current model; run at boot by
     ``gemsight-engine.service``. An interrupted flash is recovered first, so the edge never starts
-    on an uncommitted switch.
+    on an uncommitted switch. A cached engine is deserialized once; a stale one is rebuilt.
 
     Args:
         root: device root.
@@ -138,6 +139,7 @@ def build_engine(root: str | Path = "/", max_batch: int | None = None, precision
         model_dir: build for this model directory instead of the current version.
         cache_dir: engine cache (default ``$GEMSIGHT_ENGINE_CACHE``, else the config's
             ``engine_cache``, else ``<root>/var/lib/gemsight/engines``).
+        rebuild: build even when a cached engine loads (``--rebuild``).
 
     Returns:
         The engine path, or ``None`` where TensorRT is absent or no model is installed.
@@ -159,8 +161,8 @@ def build_engine(root: str | Path = "/", max_batch: int | None = None, precision
             return None
         model_dir = layout.models_dir / current
         verify_installed(model_dir, check_digests=False)
-    cache = Path(cache_dir or os.environ.get(ENV_CACHE_DIR) or layout.engine_cache(settings.engine_cache))
+    target = engine_target(layout, settings, max_batch, precision, cache_dir or os.environ.get(ENV_CACHE_DIR))
     try:
-        return ensure_engine_for(model_dir, cache, max_batch or settings.max_batch, precision or settings.precision)
+        return ensure_engine_for(model_dir, target, rebuild=rebuild)
     except GemsightError as exc:
         raise BundleError(f"engine build for {model_dir} failed: {exc}") from exc

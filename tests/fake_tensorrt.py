@@ -169,7 +169,9 @@ def make_tensorrt(generation: str, *, fail_build: bool = False, input_name: str 
             int8 = qdq and (strongly or major == 11 or "INT8" in flag_names)
             int8 = int8 or ("INT8" in flag_names and getattr(config, "int8_calibrator", None) is not None)
             calls.log.append(("build_serialized_network", {"int8": int8, "dla": config.DLA_core}))
-            return f"fake-engine:{version}:{json.dumps({'int8': int8})}".encode()
+            profile = calls.of("add_optimization_profile")[-1][1]
+            facts = {"int8": int8, "input": profile[0], "max": list(profile[3])}
+            return f"fake-engine:{version}:{json.dumps(facts)}".encode()
 
     if major < 11:
         Builder.platform_has_fast_int8 = True
@@ -183,6 +185,13 @@ def make_tensorrt(generation: str, *, fail_build: bool = False, input_name: str 
         def set_input_shape(self, name, shape):
             calls.log.append(("set_input_shape", name, tuple(shape)))
             self.shape = tuple(shape)
+            return True
+
+        def set_tensor_address(self, name, address):
+            return True
+
+        def execute_async_v3(self, stream_handle):
+            calls.log.append(("execute_async_v3", self.shape))
             return True
 
     trt.IExecutionContext = IExecutionContext
@@ -214,8 +223,25 @@ def make_tensorrt(generation: str, *, fail_build: bool = False, input_name: str 
             return json.dumps({"Layers": layers, **io})
 
     class Engine:
-        def __init__(self, int8):
-            self.int8 = int8
+        """What the edge's TensorRtRuntime reads of an engine (the >= 8.5 tensor API)."""
+
+        def __init__(self, facts):
+            self.int8, self._facts = facts["int8"], facts
+            self._names = [facts.get("input", input_name), "logits"]
+            self.num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return self._names[i]
+
+        def get_tensor_mode(self, name):
+            return trt.TensorIOMode.INPUT if name == self._names[0] else trt.TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return trt.DataType.FLOAT
+
+        def get_tensor_profile_shape(self, name, profile):
+            high = tuple(self._facts["max"])
+            return [(1, *high[1:]), high, high]
 
         def create_execution_context(self):
             return IExecutionContext()
@@ -234,17 +260,41 @@ def make_tensorrt(generation: str, *, fail_build: bool = False, input_name: str 
             prefix = f"fake-engine:{version}:".encode()
             if not bytes(blob).startswith(prefix):
                 return None  # built by another TensorRT, or not an engine at all
-            return Engine(json.loads(bytes(blob)[len(prefix):])["int8"])
+            return Engine(json.loads(bytes(blob)[len(prefix):]))
 
     trt.Runtime = Runtime
+    trt.TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
+    trt.DataType = enum.IntEnum("DataType", {"FLOAT": 0, "HALF": 1, "INT8": 2})
+    trt.nptype = lambda dtype: {0: "float32", 1: "float16", 2: "int8"}[int(dtype)]
+    trt.Logger = type("Logger", (ILogger,), {"WARNING": 2, "__init__": lambda self, severity=2: None})
     return trt, calls
 
 
 def make_pycuda(cc: tuple[int, int] = (8, 7), name: str = "Orin (nvgpu)", driver: int = 12060) -> dict[str, Any]:
-    """``sys.modules`` entries for a pycuda whose one device has compute capability ``cc``."""
+    """``sys.modules`` entries for a pycuda whose one device has compute capability ``cc``
+    (host buffers are numpy arrays; "device" copies do nothing, so outputs read zeros)."""
+    import numpy as np
+
     drv = types.ModuleType("pycuda.driver")
     drv.init = lambda *a: None
     drv.get_driver_version = lambda: driver
+    drv.Error = type("Error", (Exception,), {})
+    drv.pagelocked_empty = lambda shape, dtype: np.zeros(shape, dtype)
+    drv.Stream = lambda: types.SimpleNamespace(handle=0, synchronize=lambda: None)
+    drv.memcpy_htod_async = drv.memcpy_dtoh_async = lambda dst, src, stream: None
+
+    class _Memory:
+        def __init__(self, nbytes):
+            self.nbytes = nbytes
+
+        def free(self):
+            pass
+
+        def __int__(self):
+            return 4096
+
+    drv.mem_alloc = _Memory
+    context = types.SimpleNamespace(push=lambda: None, pop=lambda: None, detach=lambda: None)
 
     class Device:
         def __init__(self, index):
@@ -256,6 +306,13 @@ def make_pycuda(cc: tuple[int, int] = (8, 7), name: str = "Orin (nvgpu)", driver
 
         def name(self):
             return name
+
+        def retain_primary_context(self):
+            return context
+
+        @staticmethod
+        def count():
+            return 1
 
     drv.Device = Device
     pkg = types.ModuleType("pycuda")

@@ -122,7 +122,7 @@ def test_tensorrt_engine_is_built_when_tensorrt_imports(device, bundles, monkeyp
     # TensorRT cannot run here: stand-ins for `tensorrt` and calibration.tensorrt check the wiring only.
     calls = []
 
-    def ensure_engine(model_dir, cache_dir, max_batch, precision="int8"):
+    def ensure_engine(model_dir, cache_dir, max_batch, precision="int8", **kw):
         calls.append((model_dir, cache_dir, max_batch, precision))
         assert (model_dir / "model.onnx").is_file()
         return cache_dir / "x" / "engine.plan"
@@ -142,7 +142,7 @@ def test_tensorrt_engine_is_built_when_tensorrt_imports(device, bundles, monkeyp
 def test_engine_batch_defaults_to_every_slot_in_edge_yaml(installed, bundles, monkeypatch):
     calls = []
 
-    def ensure_engine(model_dir, cache_dir, max_batch, precision="int8"):
+    def ensure_engine(model_dir, cache_dir, max_batch, precision="int8", **kw):
         calls.append(max_batch)
         return cache_dir / "x" / "engine.plan"
 
