@@ -106,6 +106,7 @@ class CameraSource:
         self._stop = threading.Event()
         self._reopen = threading.Event()
         self._last_progress = time.monotonic()
+        self._last_read = time.monotonic()
         self._thread: threading.Thread | None = None
 
     # -- consumer side (the loop's thread) -------------------------------------------------------
@@ -118,6 +119,12 @@ class CameraSource:
 
     def read(self, timeout: float = 0.0) -> tuple[Status, Frame | None]:
         """Take the newest frame, waiting up to ``timeout`` seconds; never raises."""
+        now = time.monotonic()
+        if now - self._last_read > self._stall_limit():
+            # The loop did not look for a whole stall window: this process was paused (SIGSTOP, a
+            # suspended host) and the grabber with it, so its stall clock starts over, no false stall.
+            self._last_progress = max(self._last_progress, now)
+        self._last_read = now
         with self._cond:
             if self._latest is None and timeout > 0 and self.stats.state not in ("eos",):
                 self._cond.wait(timeout)
@@ -163,9 +170,12 @@ class CameraSource:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _stall_limit(self) -> float:
+        return max(self.stall_s, 3.0 / self.fps if self.fps else 0.0)
+
     def _watchdog(self) -> None:
         # A grabber stuck in a read that never returns: report the camera down, ask for a reopen.
-        limit = max(self.stall_s, 3.0 / self.fps if self.fps else 0.0)
+        limit = self._stall_limit()
         if self.stats.state == "up" and time.monotonic() - self._last_progress > limit:
             self._set_state("down", f"stalled: no frame for {limit:.1f}s")
             self._reopen.set()

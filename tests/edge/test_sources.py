@@ -217,3 +217,15 @@ def test_stalled_stream_is_reported_down_and_reopened():
             assert _wait(lambda: src.read(0.1)[0] is Status.OK, 10.0)
     finally:
         server.stop()
+
+
+def test_a_paused_process_is_no_stall(tmp_path):
+    """SIGSTOP or a suspended host pauses the loop and the grabber alike: no false "stalled"."""
+    video = write_video(tmp_path / "v.avi", frames=200, fps=20.0)
+    with CameraSource("cam0", f"file://{video}?loop=1", stall_s=0.2) as src:
+        assert _wait(lambda: src.read(0.1)[0] is Status.OK)
+        with src._cond:  # the grabber cannot deliver and the loop does not read: the process is paused
+            time.sleep(0.5)
+            src.read(0.0)                    # the first look after the pause (may take a frame)
+            assert src.read(0.0)[0] is not Status.ERROR
+        assert src.state == "up" and "down" not in [s for s, _ in src.pop_events()]
