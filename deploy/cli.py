@@ -97,6 +97,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--systemd-version", type=int, default=None,
                    help="systemd version of the target (default: asked from systemctl on /, else 252)")
     p.add_argument("--no-systemctl", action="store_true", help="on /: do not daemon-reload/enable the units")
+    p.add_argument("--venv", type=Path, default=None,
+                   help="create this venv for the units (e.g. /opt/gemsight/venv); on a Jetson with "
+                        "--system-site-packages, so JetPack's TensorRT and GStreamer OpenCV stay importable")
+    p.add_argument("--system-site-packages", dest="system_site_packages", action="store_true", default=None,
+                   help="let the venv see the system's packages (default: only on a Jetson)")
+    p.add_argument("--no-system-site-packages", dest="system_site_packages", action="store_false")
+    p.add_argument("--pip-install", action="append", default=[], metavar="REQ",
+                   help="pip install this into the new venv (repeatable), e.g. 'gemsight[jetson]' or a wheel")
     return parser
 
 
@@ -188,7 +196,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "install":
         from deploy.install import install  # noqa: PLC0415
         for line in install(args.root, device=args.device, pubkeys=args.pubkey, bin_dir=args.bin_dir,
-                            systemd_version=args.systemd_version, systemctl=not args.no_systemctl):
+                            systemd_version=args.systemd_version, systemctl=not args.no_systemctl,
+                            venv=args.venv, system_site_packages=args.system_site_packages,
+                            pip_install=args.pip_install):
             print(line)
         return 0
     raise AssertionError(args.command)  # argparse rejects unknown commands first

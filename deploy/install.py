@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import grp
 import pwd
 import re
 import shutil
@@ -89,6 +90,14 @@ def _default_bin_dir() -> Path:
     return here if (here / "gemsight-deploy").exists() else Path(UNIT_BIN_DIR)
 
 
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def _create_user(sysusers_conf: Path) -> str:
     try:
         pwd.getpwnam(SERVICE_USER)
@@ -98,8 +107,10 @@ def _create_user(sysusers_conf: Path) -> str:
     if shutil.which("systemd-sysusers"):
         cmd = ["systemd-sysusers", str(sysusers_conf)]
     else:
+        # render: the DRM render nodes CUDA opens on JetPack 6.x (where the group exists).
+        groups = ",".join(g for g in ("video", "render") if _group_exists(g))
         cmd = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/var/lib/gemsight/edge",
-               "--shell", "/usr/sbin/nologin", "--groups", "video", SERVICE_USER]
+               "--shell", "/usr/sbin/nologin", *(["--groups", groups] if groups else []), SERVICE_USER]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise ConfigError(f"creating user {SERVICE_USER} failed ({' '.join(cmd)}): {proc.stderr.strip()}")
@@ -108,7 +119,8 @@ def _create_user(sysusers_conf: Path) -> str:
 
 def install(root: str | Path = "/", device: str | None = None, pubkeys: Iterable[str | Path] = (),
             bin_dir: str | Path | None = None, systemd_version: int | None = None,
-            systemctl: bool = True) -> list[str]:
+            systemctl: bool = True, venv: str | Path | None = None, system_site_packages: bool | None = None,
+            pip_install: Iterable[str] = (), venv_with_pip: bool = True) -> list[str]:
     """Install gemsight's device files under ``root``; returns one line per thing done.
 
     Existing ``edge.yaml`` and ``gemsight.env`` are kept; units, the sysusers entry and keys are
@@ -122,6 +134,11 @@ def install(root: str | Path = "/", device: str | None = None, pubkeys: Iterable
         systemd_version: the target's systemd; >= 254 adds the restart back-off drop-in. Default:
             this machine's on ``/``, else unknown (no drop-in).
         systemctl: on ``/``, run ``systemctl daemon-reload`` and enable the units.
+        venv: create this venv (the units then run its ``bin``); see :mod:`deploy.venv`.
+        system_site_packages: let the venv see the system's packages; default: on a Jetson (where
+            JetPack's TensorRT and GStreamer OpenCV live there), else not.
+        pip_install: what to ``pip install`` into the new venv (requirements or wheel paths).
+        venv_with_pip: bootstrap pip into the new venv.
 
     Raises:
         ConfigError: a key is not an ed25519 public key, or a system command failed.
@@ -129,8 +146,14 @@ def install(root: str | Path = "/", device: str | None = None, pubkeys: Iterable
     layout = DeviceLayout(root)
     live = layout.is_live_root
     src = systemd_source_dir()
-    bin_dir = Path(bin_dir) if bin_dir else _default_bin_dir()
     done: list[str] = []
+    if venv is not None:
+        from deploy.venv import create_venv, is_jetson  # noqa: PLC0415
+
+        sees_system = is_jetson(root) if system_site_packages is None else system_site_packages
+        done += create_venv(venv, sees_system, list(pip_install), with_pip=venv_with_pip)
+        bin_dir = bin_dir or Path(venv) / "bin"
+    bin_dir = Path(bin_dir) if bin_dir else _default_bin_dir()
     for d, mode in ((layout.models_dir, 0o755), (layout.engines_dir, 0o755), (layout.edge_state_dir, 0o750),
                     (layout.deploy_dir, 0o700), (layout.etc_dir, 0o755), (layout.keys_dir, 0o755),
                     (layout.credentials_dir, 0o700)):
@@ -163,9 +186,11 @@ def install(root: str | Path = "/", device: str | None = None, pubkeys: Iterable
     if live:
         done.append(_create_user(layout.sysusers_path))
         user = pwd.getpwnam(SERVICE_USER)
-        for d in (layout.engines_dir, layout.edge_state_dir):
-            os.chown(d, user.pw_uid, user.pw_gid)
-        done.append(f"{layout.engines_dir} and {layout.edge_state_dir} owned by {SERVICE_USER}")
+        os.chown(layout.edge_state_dir, user.pw_uid, user.pw_gid)
+        # Engines are written by root only (gemsight-engine.service and flash, neither with
+        # CAP_DAC_OVERRIDE) and read by the edge: root-owned, 0755 (also on devices installed before).
+        os.chown(layout.engines_dir, 0, 0)
+        done.append(f"{layout.edge_state_dir} owned by {SERVICE_USER}; {layout.engines_dir} by root, readable by all")
         if systemctl and shutil.which("systemctl") and Path("/run/systemd/system").is_dir():
             for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", *UNITS]):
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -57,13 +57,25 @@ def test_units_pass_systemd_analyze_verify(installed):
 
 
 @needs_analyze
-def test_edge_unit_exposure_at_most_2(installed):
-    unit = installed / "etc/systemd/system/gemsight-edge.service"
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_exposure_at_most_2(installed, name):
+    unit = installed / "etc/systemd/system" / name
     proc = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
                           capture_output=True, text=True, timeout=60)
-    m = re.search(r"Overall exposure level for gemsight-edge\.service: (\d+(?:\.\d+)?)", proc.stdout + proc.stderr)
+    m = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+(?:\.\d+)?)", proc.stdout + proc.stderr)
     assert m, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert float(m.group(1)) <= MAX_EXPOSURE
+
+
+def test_units_reach_jetpack6_render_nodes_and_engine_unit_has_no_capabilities():
+    edge = (systemd_source_dir() / "gemsight-edge.service").read_text()
+    engine = (systemd_source_dir() / "gemsight-engine.service").read_text()
+    for unit in (edge, engine):
+        assert "DeviceAllow=char-drm rw" in unit and "DevicePolicy=closed" in unit
+    assert "SupplementaryGroups=video render" in edge
+    assert "m gemsight render" in (systemd_source_dir() / "gemsight.sysusers.conf").read_text()
+    assert "CapabilityBoundingSet=\n" in engine and "SystemCallFilter=~@privileged" in engine
+    assert "CAP_DAC_OVERRIDE" not in engine.split("[Service]")[1]
 
 
 def test_unit_contents():
