@@ -40,3 +40,97 @@ def status(state: str, *, device: str = "case-01", camera: str = "cam0", detail:
 def heartbeat(seqs: dict[str, int | None], *, device: str = "case-01", state: str = "up") -> dict:
     return messages.heartbeat_message(device=device, ts=time.time(), uptime_s=1.0,
                                       cameras={c: {"seq": s, "state": state, "fps": 2.0} for c, s in seqs.items()})
+
+
+class SimDevice:
+    """A device on loopback: a real PUB and a snapshot REP (served by a thread) that publish what a test says.
+
+    Args:
+        device: Device id.
+        curve: ``(public, secret)`` server keys for CURVE (any client key accepted: no ZAP), or ``None``.
+        answer: Whether the REP answers snapshot requests (``False``: a device that never answers).
+    """
+
+    def __init__(self, device: str = "case-01", *, curve: tuple[bytes, bytes] | None = None, answer: bool = True):
+        import threading
+
+        import zmq
+
+        self.device, self._zmq = device, zmq
+        ctx = zmq.Context.instance()
+        self.pub = ctx.socket(zmq.PUB)
+        self.rep = ctx.socket(zmq.REP)
+        for s in (self.pub, self.rep):
+            s.setsockopt(zmq.LINGER, 0)
+            if curve:
+                s.curve_publickey, s.curve_secretkey = curve
+                s.curve_server = True
+        self.pub.bind("tcp://127.0.0.1:*")
+        self.rep.bind("tcp://127.0.0.1:*")
+        self.labels_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.snapshot_endpoint = self.rep.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.seq: dict[str, int] = {}
+        self.latest: dict[str, dict] = {}
+        self.snapshots_served = 0
+        self.answer = answer
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def entry(self, cameras: dict, **extra: Any) -> dict:
+        """This device's entry for a kiosk config."""
+        return {"id": self.device, "labels": self.labels_endpoint, "snapshot": self.snapshot_endpoint,
+                "cameras": cameras, **extra}
+
+    def _serve(self) -> None:
+        zmq = self._zmq
+        poller = zmq.Poller()
+        poller.register(self.rep, zmq.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(50):
+                continue
+            self.rep.recv()
+            if not self.answer:
+                poller.unregister(self.rep)   # never answers: the REQ waits in vain
+                continue
+            with self._lock:
+                reply = {"device": self.device, "cameras": dict(self.latest), "status": {}}
+            self.snapshots_served += 1
+            self.rep.send(messages.encode(reply))
+        self.rep.close(linger=0)
+
+    def send(self, kind: str, camera: str | None, msg: dict) -> None:
+        self.pub.send_multipart([messages.topic(self.device, camera, kind).encode(), messages.encode(msg)])
+
+    def labels(self, camera: str, slots: dict[str, str], *, skip: int = 0, **kw: Any) -> dict:
+        """Publish a labels message (``skip``: pretend that many were lost before it)."""
+        seq = self.seq.get(camera, -1) + 1 + skip
+        self.seq[camera] = seq
+        msg = labels(slots, device=self.device, camera=camera, seq=seq, **kw)
+        with self._lock:
+            self.latest[camera] = msg
+        self.send("labels", camera, msg)
+        return msg
+
+    def heartbeat(self) -> None:
+        self.send("heartbeat", None, heartbeat(dict(self.seq), device=self.device))
+
+    def raw(self, *frames: bytes) -> None:
+        self.pub.send_multipart(list(frames))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.pub.close(linger=0)
+
+
+def wait_for(predicate, timeout: float = 5.0, step: float = 0.02):
+    """Poll ``predicate`` until it returns something true (returned) or ``timeout`` passes (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {getattr(predicate, '__name__', predicate)}")
