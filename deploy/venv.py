@@ -15,18 +15,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from edge.engine_platform import TEGRA_RELEASE
+from edge.engine_platform import is_jetson  # noqa: F401 - deploy.install imports it from here
 from edge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 _PROBE = ("import importlib.util as u; "
           "print(' '.join(m for m in ('tensorrt', 'cv2', 'pycuda') if u.find_spec(m) is not None))")
-
-
-def is_jetson(root: str | Path = "/") -> bool:
-    """True on Jetson Linux (L4T): the root has ``/etc/nv_tegra_release``."""
-    return (Path(root) / TEGRA_RELEASE).is_file()
 
 
 def _run(cmd: list[str], what: str, timeout: float) -> str:

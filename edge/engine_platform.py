@@ -35,6 +35,11 @@ class Platform:
     compute_capability: str    # "8.7"
 
 
+def is_jetson(root: str | Path = "/") -> bool:
+    """True on Jetson Linux (L4T): the root has ``/etc/nv_tegra_release``."""
+    return (Path(root) / TEGRA_RELEASE).is_file()
+
+
 def cuda_version_text(driver_version: int) -> str:
     """``cuDriverGetVersion``'s integer (1000 * major + 10 * minor) as ``major.minor``."""
     return f"{int(driver_version) // 1000}.{(int(driver_version) % 1000) // 10}"

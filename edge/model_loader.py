@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge.config import DeviceConfig, engine_max_batch, runtime_options
-from edge.errors import ConfigError, GemsightError, ManifestError, SourceError
+from edge.errors import ConfigError, GemsightError, ManifestError, RuntimeUnavailable, SourceError
 from edge.manifest import Manifest
 from edge.runtimes import Runtime, create_runtime, resolve_runtime_name
 
@@ -120,20 +120,28 @@ def check_endpoints(config: DeviceConfig, source: str = "config") -> str:
 
 
 def check_device(config: DeviceConfig, source: str = "config", timeout_s: float = 10.0) -> list[str]:
-    """What ``gemsight-edge check`` does: bind the publish endpoints, load the model, then read one
-    frame from every camera.
+    """What ``gemsight-edge check`` does: bind the publish endpoints, say what this machine offers
+    (TensorRT, OpenCV with or without GStreamer, runtimes), load the model, then read one frame
+    from every camera.
 
     Returns:
         One line per checked item, for people.
 
     Raises:
-        GemsightError: the first problem (config, model, runtime or camera), one line.
+        GemsightError: the first problem (config, model, runtime or camera), one line; a runtime
+            that cannot run here also names what was found.
     """
+    from edge.environment import environment_lines  # noqa: PLC0415
     from edge.slots import SlotMap  # noqa: PLC0415
     from edge.sources import CameraSource, Status  # noqa: PLC0415
 
     lines = [check_endpoints(config, source)]
-    model = open_model(config, source)
+    found = environment_lines()
+    lines += found
+    try:
+        model = open_model(config, source)
+    except RuntimeUnavailable as exc:
+        raise RuntimeUnavailable(f"{exc} [found: {'; '.join(found)}]") from exc
     try:
         m = model.manifest
         lines.append(f"model {m.name} {m.version} ({m.precision}) on {model.runtime.name}: "
