@@ -77,7 +77,10 @@ def _loop(r: dict) -> Iterator[Row]:
 def _calibration(r: dict) -> Iterator[Row]:
     for t in r.get("targets", []):
         if t.get("top1_drop") is not None:
-            yield (f"INT8 accuracy drop vs FP32, {t['name']}",
+            # The gate runs every INT8 model in ONNX Runtime; for "tensorrt" that is the Q/DQ model a
+            # TensorRT engine is built from, not the engine itself.
+            name = "tensorrt (its Q/DQ model run by ONNX Runtime)" if t["name"] == "tensorrt" else t["name"]
+            yield (f"INT8 accuracy drop vs FP32, {name}",
                    f"{t['top1_drop']:+.2f} points, agreement {100 * t.get('agreement', 0):.1f}%")
 
 
