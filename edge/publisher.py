@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 LINGER_MS = 250          # on close, give queued messages a moment to leave, never hang a shutdown
 SNAPSHOT_POLL_MS = 100   # how often the snapshot thread looks at its stop flag
+REBIND_TIMEOUT_S = 2.0   # after a revocation: how long to wait for the unbound port to come free
 MAX_REQUEST_BYTES = 4096  # a snapshot request is tiny: ZMQ_MAXMSGSIZE drops a bigger one unread
 _LOCAL = re.compile(r"^(ipc|inproc)://|^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1|lo)(:|$)", re.I)
 
@@ -242,10 +243,21 @@ class Publisher:
             return seen
         try:
             sock.unbind(endpoint)
-            sock.bind(endpoint)
-            logger.info("%s: dropped every connection after a revocation; allowed clients reconnect", endpoint)
         except zmq.ZMQError as exc:
-            logger.error("%s: rebinding after a revocation failed: %s", endpoint, exc)
+            logger.error("%s: unbinding after a revocation failed: %s", endpoint, exc)
+            return now
+        # The listener closes asynchronously in libzmq's I/O thread: the port can stay busy a moment.
+        deadline = time.monotonic() + REBIND_TIMEOUT_S
+        while True:
+            try:
+                sock.bind(endpoint)
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                    logger.error("%s: rebinding after a revocation failed: %s", endpoint, exc)
+                    return now
+                time.sleep(0.005)
+        logger.info("%s: dropped every connection after a revocation; allowed clients reconnect", endpoint)
         return now
 
     def _socket(self, kind: int) -> zmq.Socket:
