@@ -31,8 +31,8 @@ from edge.errors import CalibrationError
 logger = logging.getLogger(__name__)
 
 ALGORITHM = "EntropyCalibration2"
-# Written when no TensorRT is importable (the trainer machine): TensorRT 8.6.1, the first with
-# explicit quantization of QDQ models; the device rewrites the header for its own version anyway.
+# Written when no TensorRT is importable (the trainer machine); the device rewrites the header for
+# its own version anyway (TensorRT 11 has no calibration-cache path at all: it builds the Q/DQ model).
 DEFAULT_TRT_VERSION = "8.6.1"
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 

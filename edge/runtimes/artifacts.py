@@ -6,7 +6,7 @@ A model directory is a calibration output or an installed bundle::
     model.onnx               FP32
     model.int8.onnx          QDQ INT8, uint8 activations (ONNX Runtime, OpenVINO)
     model.int8.trt.onnx      QDQ INT8, symmetric int8 activations (TensorRT explicit quantization)
-    calib.cache              TensorRT calibration cache (implicit INT8 on older TensorRT)
+    calib.cache              TensorRT calibration cache (implicit INT8; TensorRT 8.x/10.x only)
     openvino/model.xml       OpenVINO IR, FP32
     openvino/model.int8.xml  OpenVINO IR, INT8
     model.fpga.onnx          power-of-two QDQ for FPGA DPU compilers (not run here)
@@ -32,8 +32,8 @@ _CANDIDATES = {
     # backend → precision → files to try, in order
     "onnxruntime": {"int8": [INT8_ONNX], "fp32": [FP32_ONNX]},
     "openvino": {"int8": [OPENVINO_INT8, INT8_ONNX], "fp32": [OPENVINO_FP32, FP32_ONNX]},
-    # TensorRT builds its engine from these (the FP32 ONNX + calib.cache path is chosen by the
-    # TensorRT backend itself on TensorRT < 8.6, which cannot read QDQ).
+    # TensorRT builds its engine from these (explicit Q/DQ since TensorRT 8.0; calibration.tensorrt
+    # takes model.onnx + calib.cache only where no Q/DQ model exists and the API still has a calibrator).
     "tensorrt": {"int8": [TRT_INT8_ONNX, INT8_ONNX], "fp16": [FP32_ONNX], "fp32": [FP32_ONNX]},
 }
 
