@@ -20,7 +20,11 @@ EXTRAS = {
     "deploy": ["cryptography>=41"],
     # TensorRT itself comes with JetPack; pycuda is what we add.
     "jetson": ["pycuda>=2022.2", "cryptography>=41"],
-    "dev": ["pytest>=7.4", "jsonschema>=4.18", "cryptography>=41", "onnxruntime>=1.17", "hypothesis>=6.80,<7"],
+    "dev": ["pytest>=7.4", "jsonschema>=4.18", "cryptography>=41", "onnxruntime>=1.17", "hypothesis>=6.80,<7",
+            "selenium>=4.15,<5"],
+    # The store's kiosk (kiosk/): web page and API, argon2 logins, fast schema checks of the feed.
+    "kiosk": ["starlette>=0.37,<2", "uvicorn>=0.27", "jinja2>=3.1", "python-multipart>=0.0.9", "itsdangerous>=2.1",
+              "argon2-cffi>=23.1", "jsonschema-rs>=0.20"],
 }
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "jetson" for req in reqs})
 
@@ -33,8 +37,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["edge", "edge.*", "trainer", "trainer.*", "calibration", "calibration.*",
-                                    "deploy", "deploy.*"]),
-    package_data={"edge": ["schemas/*.json", "defaults/*.yaml"]},
+                                    "deploy", "deploy.*", "kiosk", "kiosk.*"]),
+    package_data={"edge": ["schemas/*.json", "defaults/*.yaml"], "kiosk": ["templates/*.html", "static/*"]},
     # The unit files, for `gemsight-deploy install` on a device installed from a wheel.
     data_files=[("share/gemsight/systemd", sorted(glob("systemd/*")))],
     install_requires=CORE,
@@ -47,6 +51,7 @@ setup(
             "gemsight-edge=edge.cli:main",
             "gemsight-deploy=deploy.cli:main",
             "gemsight-demo=deploy.demo:main",
+            "gemsight-kiosk=kiosk.cli:main",
         ]
     },
 )

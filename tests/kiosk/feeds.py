@@ -134,3 +134,42 @@ def wait_for(predicate, timeout: float = 5.0, step: float = 0.02):
             return value
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout} s waiting for {getattr(predicate, '__name__', predicate)}")
+
+
+class Served:
+    """A kiosk with its web server on a free loopback port, in this process (``url``, ``kiosk``)."""
+
+    def __init__(self, config, *, feed: bool = True) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        from kiosk.service import Kiosk
+        from kiosk.web import create_app
+
+        self.kiosk = Kiosk(config, feed=feed)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(self.kiosk), log_level="warning",
+                                                    timeout_graceful_shutdown=1, lifespan="on"))
+        self.kiosk.start()
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        wait_for(lambda: self.server.started, timeout=10)
+
+    def close(self) -> None:
+        self.kiosk.hub.close_all()
+        self.server.should_exit = True
+        self._thread.join(10)
+        self.kiosk.stop()
+
+
+def add_users(history, now: float | None = None) -> None:
+    """mia (manager) and leo (viewer), password ``correct horse``."""
+    from kiosk.auth import add_user
+
+    add_user(history, "mia", "manager", "correct horse", now or time.time())
+    add_user(history, "leo", "viewer", "correct horse", now or time.time())

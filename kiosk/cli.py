@@ -1,0 +1,198 @@
+"""``gemsight-kiosk``: run the store's kiosk, check its config and devices, manage users, verify the audit log.
+
+    gemsight-kiosk run --config kiosk.yaml
+    gemsight-kiosk check --config kiosk.yaml
+    gemsight-kiosk example-config > kiosk.yaml
+    gemsight-kiosk user add NAME --role viewer|manager [--password-stdin] --config kiosk.yaml
+    gemsight-kiosk audit verify --config kiosk.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import socket
+import sys
+import threading
+import time
+
+import zmq
+
+from edge.cli_support import run_main, setup_logging
+from edge.errors import ConfigError, LinkError, MessageError
+from kiosk.config import EXAMPLE, KioskConfig, load_config
+
+logger = logging.getLogger(__name__)
+
+PROG = "gemsight-kiosk"
+DEFAULT_CONFIG = "/etc/gemsight/kiosk.yaml"
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The command line of ``gemsight-kiosk``."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], add_help=add_help)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"kiosk config (default {DEFAULT_CONFIG})")
+        return p
+
+    with_config(sub.add_parser("run", help="serve the page and the API, subscribed to every device"))
+    p = with_config(sub.add_parser("check", help="validate the config and reach every device once"))
+    p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="per device (default 3)")
+    sub.add_parser("example-config", help="print a commented example kiosk.yaml")
+    user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
+    p = with_config(user.add_parser("add", help="create a user or replace its password and role"))
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--role", choices=("viewer", "manager"), required=True)
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
+    with_config(audit.add_parser("verify", help="check the audit log's hash chain"))
+    return parser
+
+
+def _bind(config: KioskConfig) -> socket.socket:
+    host, port = config.web.host, config.web.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"web: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM."""
+    import uvicorn  # noqa: PLC0415 - only `run` needs the web server
+
+    from edge.sdnotify import SdNotifier  # noqa: PLC0415
+    from kiosk.service import Kiosk  # noqa: PLC0415
+    from kiosk.web import create_app  # noqa: PLC0415
+
+    config = load_config(args.config)
+    sock = _bind(config)
+    kiosk = Kiosk(config)
+    if kiosk.history.user_count() == 0:
+        logger.warning("no users yet: add one with `%s user add NAME --role manager --config %s`", PROG, args.config)
+    server = uvicorn.Server(uvicorn.Config(create_app(kiosk), log_level="warning", access_log=False,
+                                           timeout_graceful_shutdown=2, lifespan="on"))
+    host, port = sock.getsockname()[:2]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    notifier = SdNotifier()
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            logger.info("kiosk %s serving at %s", config.store, url)
+            print(f"gemsight kiosk: {url}", flush=True)
+            notifier.ready(f"serving {url}")
+
+    kiosk.start()
+    threading.Thread(target=announce, name="gemsight-kiosk-announce", daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        notifier.stopping()
+        kiosk.hub.close_all()
+        kiosk.stop()
+    return 0
+
+
+def _check_device(config: KioskConfig, device, timeout_s: float) -> str:
+    from edge import messages  # noqa: PLC0415
+    from edge.link import ClientKeys, Link  # noqa: PLC0415
+
+    keys = ClientKeys.load(device.server_key, config.curve.client_secret_key) if config.curve else None
+    with Link(zmq.SUB, device.labels, keys, plaintext=keys is None, device=device.id) as sub:
+        if not sub.wait_connected(timeout_s):
+            raise MessageError(f"{device.id}: no handshake with {device.labels} within {timeout_s:g} s "
+                               "(device down or unreachable)")
+    if not device.snapshot:
+        return f"{device.id}: link ok ({'CURVE' if keys else 'plaintext'}), no snapshot endpoint"
+    with Link(zmq.REQ, device.snapshot, keys, plaintext=keys is None, device=device.id) as req:
+        req.socket.send(messages.encode({"camera": None}))
+        if not req.poll_in(timeout_s):
+            raise MessageError(f"{device.id}: snapshot endpoint {device.snapshot} did not answer within {timeout_s:g} s")
+        reply = messages.parse_snapshot(req.socket.recv())
+    cams = sorted(reply.get("cameras", {}))
+    unplanned = sorted(set(cams) - set(device.cameras))
+    missing = sorted(set(device.cameras) - set(cams))
+    note = (f"; cameras without labels yet: {missing}" if missing else "") + \
+           (f"; cameras not in the planogram: {unplanned}" if unplanned else "")
+    return f"{device.id}: ok ({'CURVE' if keys else 'plaintext'}, snapshot with {len(cams)} camera(s){note})"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the config, then reach every device once; 1 if any device failed."""
+    config = load_config(args.config)
+    print(f"{args.config}: valid ({len(config.devices)} devices, "
+          f"{sum(len(c.slots) for d in config.devices for c in d.cameras.values())} slots)")
+    failed = 0
+    for device in config.devices:
+        try:
+            print(_check_device(config, device, args.timeout))
+        except (LinkError, MessageError, ConfigError) as exc:
+            failed += 1
+            print(f"{device.id}: FAILED: {exc}")
+    return 1 if failed else 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from kiosk.auth import add_user  # noqa: PLC0415
+    from kiosk.history import History  # noqa: PLC0415
+
+    config = load_config(args.config)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise ConfigError("the two passwords differ")
+    history = History(config.state_dir)
+    try:
+        add_user(history, args.name, args.role, password, time.time())
+    finally:
+        history.close()
+    print(f"user {args.name} ({args.role}) saved in {history.path}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from kiosk.history import History  # noqa: PLC0415
+
+    config = load_config(args.config)
+    history = History(config.state_dir, readonly=True)
+    try:
+        n = history.verify_audit()
+    finally:
+        history.close()
+    print(f"audit log {history.path}: {n} rows, hash chain intact")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``gemsight-kiosk``."""
+    args = get_args_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.command == "example-config":
+        sys.stdout.write(EXAMPLE)
+        return 0
+    commands = {"run": cmd_run, "check": cmd_check}
+    if args.command == "user":
+        func = cmd_user_add
+    elif args.command == "audit":
+        func = cmd_audit_verify
+    else:
+        func = commands[args.command]
+    return run_main(lambda: func(args), PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

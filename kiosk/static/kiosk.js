@@ -1,0 +1,136 @@
+// gemsight kiosk: live store page. Server-sent events from /api/events update the slot cells, the
+// camera health strip and the open incidents without a reload. No framework, no build step.
+"use strict";
+(function () {
+  const csrf = (document.querySelector('meta[name="csrf"]') || {}).content || "";
+  const list = document.getElementById("incident-list");
+  const manager = (document.getElementById("incidents") || {dataset: {}}).dataset.manager === "yes";
+  const live = document.getElementById("live");
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+  function when(ts) { return ts ? new Date(ts * 1000).toLocaleTimeString() : ""; }
+
+  function tally(caseKey) {
+    const out = document.querySelector('[data-tally="' + caseKey + '"]');
+    if (!out) return;
+    const want = {}, seen = {};
+    document.querySelectorAll('[data-slot^="' + caseKey + '/"]').forEach(function (c) {
+      const e = c.dataset.expected, l = c.dataset.label;
+      if (e && ["sold", "repair", "out for showing", "empty by design"].indexOf(e) < 0) want[e] = (want[e] || 0) + 1;
+      if (l && l !== "empty" && l !== "unknown") seen[l] = (seen[l] || 0) + 1;
+    });
+    const names = Object.keys(Object.assign({}, want, seen)).sort();
+    out.textContent = names.map(function (n) { return n + " " + (seen[n] || 0) + "/" + (want[n] || 0); }).join(" · ");
+  }
+
+  function onSlot(s) {
+    const key = s.device + "/" + s.camera + "/" + s.slot;
+    const cell = document.querySelector('[data-slot="' + key + '"]');
+    if (!cell) return;
+    cell.className = "slot c-" + s.cond + (s.alarm ? " alarm" : "");
+    cell.dataset.label = s.label || "";
+    cell.dataset.expected = s.expected || "";
+    cell.querySelector(".seen").textContent = s.label || "…";
+    cell.querySelector(".exp").textContent = s.expected || "—";
+    tally(s.device + "/" + s.camera);
+  }
+
+  function onCamera(c) {
+    const chip = document.querySelector('[data-camera="' + c.device + "/" + c.camera + '"]');
+    if (!chip) return;
+    chip.className = "cam h-" + c.health;
+    chip.title = c.reason;
+    chip.querySelector(".h").textContent = c.health;
+    chip.querySelector(".fps").textContent = c.fps !== null && c.fps !== undefined ? c.fps.toFixed(1) + " fps" : "";
+  }
+
+  function onDevice(d) {
+    const chip = document.querySelector('[data-device="' + d.device + '"]');
+    if (!chip) return;
+    chip.className = "dev link-" + d.link;
+    chip.title = d.error || "";
+    chip.querySelector(".l").textContent = d.error || d.link;
+  }
+
+  function ackForm(inc) {
+    const f = el("form", "ack");
+    const note = el("input");
+    note.name = "note"; note.placeholder = "note"; note.required = true; note.maxLength = 500;
+    const btn = el("button", null, "Acknowledge");
+    const msg = el("span", "error");
+    f.append(note, btn, msg);
+    f.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      fetch("/api/incidents/" + inc.id + "/ack", {
+        method: "POST", credentials: "same-origin",
+        headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
+        body: JSON.stringify({note: note.value})
+      }).then(function (r) { return r.json().then(function (j) { return [r.ok, j]; }); })
+        .then(function (res) { if (!res[0]) msg.textContent = res[1].error; else refresh(); })
+        .catch(function (e) { msg.textContent = String(e); });
+    });
+    return f;
+  }
+
+  function render(open) {
+    if (!list) return;
+    list.replaceChildren();
+    document.getElementById("incident-count").textContent = open.length;
+    open.forEach(function (inc) {
+      const li = el("li", "inc k-" + inc.kind + " s-" + inc.state);
+      li.dataset.incident = inc.id;
+      li.dataset.slot = inc.slot ? inc.device + "/" + inc.camera + "/" + inc.slot : "";
+      li.append(el("b", null, "#" + inc.id + " " + inc.title + " "), el("span", "reason", inc.reason));
+      const ev = inc.evidence || {};
+      const why = [];
+      if (ev.seq_first !== undefined && ev.seq_first !== null) why.push("seq " + ev.seq_first + "–" + ev.seq_last);
+      if (ev.topk && ev.topk.length) why.push("top: " + ev.topk.map(function (t) { return t.label + " " + t.score.toFixed(2); }).join(", "));
+      if (ev.counts_before && ev.counts_after && ev.expected) {
+        why.push(ev.expected + " " + (ev.counts_before[ev.expected] || 0) + " → " + (ev.counts_after[ev.expected] || 0));
+      }
+      li.append(el("small", "why", "opened " + when(inc.opened_at) + (why.length ? " · " + why.join(" · ") : "")));
+      if (inc.state === "acknowledged") li.append(el("small", "acked", "acknowledged by " + inc.ack_by + ": " + inc.ack_note));
+      else if (manager) li.append(ackForm(inc));
+      list.append(li);
+    });
+  }
+
+  let pending = null;
+  function refresh() {
+    if (pending) return;
+    pending = fetch("/api/incidents", {credentials: "same-origin"})
+      .then(function (r) { return r.json(); })
+      .then(function (j) { render(j.open || []); })
+      .finally(function () { pending = null; });
+  }
+
+  function connect() {
+    const es = new EventSource("/api/events");
+    es.addEventListener("hello", function () { live.textContent = "live"; live.className = "live on"; refresh(); });
+    es.addEventListener("slot", function (e) { onSlot(JSON.parse(e.data)); });
+    es.addEventListener("camera", function (e) { onCamera(JSON.parse(e.data)); });
+    es.addEventListener("device", function (e) { onDevice(JSON.parse(e.data)); });
+    es.addEventListener("incident", function () { refresh(); });
+    es.onerror = function () { live.textContent = "reconnecting…"; live.className = "live off"; };
+  }
+
+  document.querySelectorAll("[data-case]").forEach(function (c) { tally(c.dataset.case); });
+  const pg = document.getElementById("planogram");
+  if (pg) {
+    document.getElementById("cases").addEventListener("click", function (ev) {
+      const cell = ev.target.closest("[data-slot]");
+      if (!cell) return;
+      const parts = cell.dataset.slot.split("/");
+      document.getElementById("pg-device").value = parts[0];
+      document.getElementById("pg-camera").value = parts[1];
+      document.getElementById("pg-slot").value = parts[2];
+      document.getElementById("pg-expected").value = cell.dataset.expected;
+    });
+  }
+  if (list) { refresh(); connect(); }
+})();

@@ -1,0 +1,62 @@
+"""gemsight-kiosk: example-config, user add, audit verify, check against a live and a silent device."""
+from __future__ import annotations
+
+import io
+import sqlite3
+
+import yaml
+
+from kiosk.cli import main
+
+from .feeds import SimDevice, config_dict
+
+
+def write_config(tmp_path, devices=None, **top):
+    path = tmp_path / "kiosk.yaml"
+    path.write_text(yaml.safe_dump(config_dict(tmp_path, devices=devices, **top)))
+    return str(path)
+
+
+def test_example_config_user_add_and_audit(tmp_path, capsys, monkeypatch):
+    assert main(["example-config"]) == 0
+    assert "planogram" not in capsys.readouterr().err
+    cfg = write_config(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert main(["user", "add", "mia", "--role", "manager", "--password-stdin", "--config", cfg]) == 0
+    assert "user mia (manager) saved" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["user", "add", "leo", "--role", "viewer", "--password-stdin", "--config", cfg]) == 2
+    assert capsys.readouterr().err.strip() == "gemsight-kiosk: error: the password must have at least 8 characters"
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert main(["user", "add", "bad/name", "--role", "viewer", "--password-stdin", "--config", cfg]) == 2
+    assert "user name 'bad/name' is not valid" in capsys.readouterr().err
+    assert main(["audit", "verify", "--config", cfg]) == 0
+    assert "1 rows, hash chain intact" in capsys.readouterr().out
+    db = sqlite3.connect(tmp_path / "state" / "kiosk.sqlite3")
+    db.executescript("DROP TRIGGER audit_no_update; UPDATE audit SET user = 'eve';")
+    db.close()
+    assert main(["audit", "verify", "--config", cfg]) == 2
+    assert "audit log broken at row 1: its content does not match its hash" in capsys.readouterr().err
+
+
+def test_bad_config_is_one_line_per_problem(tmp_path, capsys):
+    cfg = write_config(tmp_path, policies={"burst_slots": 0}, stroe="x")
+    assert main(["check", "--config", cfg]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("gemsight-kiosk: error: ") and any("stroe: unknown field" in l for l in err)
+    assert any("policies.burst_slots: Input should be greater than or equal to 1" in l for l in err)
+
+
+def test_check_reaches_every_device(tmp_path, capsys):
+    live, silent = SimDevice("case-01"), SimDevice("case-02", answer=False)
+    try:
+        live.labels("cam0", {"r0c0": "ring"})
+        cams = {"cam0": {"slots": {"r0c0": "ring"}}}
+        cfg = write_config(tmp_path, devices=[live.entry(cams), silent.entry(cams)])
+        assert main(["check", "--config", cfg, "--timeout", "0.5"]) == 1
+        out = capsys.readouterr().out
+        assert "case-01: ok (plaintext, snapshot with 1 camera(s))" in out
+        assert f"case-02: FAILED: case-02: snapshot endpoint {silent.snapshot_endpoint} did not answer within 0.5 s" in out
+    finally:
+        live.close()
+        silent.close()
