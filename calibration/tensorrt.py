@@ -256,7 +256,8 @@ def build_engine(plan: BuildPlan, *, input_name: str, chw: tuple[int, int, int],
     with trt_step("creating the builder and network"):
         trt_logger = _make_logger(trt)
         builder = trt.Builder(trt_logger)
-        network = builder.create_network(api.network_flags(trt, plan.strongly_typed))
+        # FP32 is strongly typed too where TensorRT has it: same engine, and weak typing is deprecated (10.12).
+        network = builder.create_network(api.network_flags(trt, plan.strongly_typed or plan.precision == "fp32"))
         parser = trt.OnnxParser(network, trt_logger)
     with trt_step(f"parsing {plan.onnx}"):
         ok = parser.parse_from_file(str(plan.onnx))

@@ -102,9 +102,10 @@ def test_implicit_path_only_where_the_api_has_a_calibrator(device, model_dir, tm
 
 
 def test_precision_fallbacks_by_capability(device, model_dir, tmp_path):
-    device("11")
+    calls = device("11")
     path = trt_build.ensure_engine(model_dir, tmp_path / "a", max_batch=2, precision="fp16")
     assert engine_cache.read_sidecar(path)["built_precision"] == "fp32"  # 11.x has no FP16 flag: said, never claimed
+    assert calls.of("create_network") == [("create_network", 1 << 0)] and not calls.of("set_flag")
     calls = device("10", cc=(5, 3))  # a Nano-class GPU: no fast INT8
     path = trt_build.ensure_engine(model_dir, tmp_path / "b", max_batch=2, precision="int8")
     side = engine_cache.read_sidecar(path)
