@@ -77,6 +77,38 @@ def default_config(device: str) -> str:
     return re.sub(r"(?m)^(\s*tensorrt: \{)(.*)\}", r"\1\2, engine_cache: /var/lib/gemsight/engines}", text, count=1)
 
 
+def install_link_keys(layout: DeviceLayout) -> list[str]:
+    """The device's CURVE key pair and allow-list, made once (an existing key is never replaced).
+
+    * ``credentials/server.key_secret`` (0600, in the 0700 credentials directory the edge unit loads
+      with ``LoadCredential=``: the edge reads it as ``gemsight_server.key_secret``);
+    * ``server.key``: its public half, for the kiosks to pin;
+    * ``clients/`` (0755): the allow-list, holding deploy's own client key so that ``flash`` can hear
+      the heartbeat (its secret in ``deploy/``, 0700).
+
+    Returns:
+        One line per thing done.
+    """
+    from edge.keys import allow, create_key_pair  # noqa: PLC0415
+
+    done = []
+    layout.clients_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(layout.clients_dir, 0o755)
+    secret = layout.credentials_dir / "server.key_secret"
+    if not secret.exists():
+        public, _ = create_key_pair(layout.credentials_dir, "server")
+        os.replace(public, layout.server_public_path)
+        done.append(f"made the device's CURVE key pair: {secret} (0600), public {layout.server_public_path}")
+    layout.deploy_key_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(layout.deploy_key_dir, 0o700)
+    if not layout.deploy_key_path.exists():
+        public, _ = create_key_pair(layout.deploy_key_dir, layout.deploy_key_path.name.removesuffix(".key_secret"))
+        if not (layout.clients_dir / public.name).exists():
+            allow(public, layout.clients_dir)
+        done.append(f"made deploy's CURVE client key {layout.deploy_key_path} and allowed it in {layout.clients_dir}")
+    return done
+
+
 def _write(path: Path, text: str, mode: int = 0o644, overwrite: bool = True) -> bool:
     if path.exists() and not overwrite:
         return False
@@ -107,7 +139,11 @@ def _create_user(sysusers_conf: Path) -> str:
     if shutil.which("systemd-sysusers"):
         cmd = ["systemd-sysusers", str(sysusers_conf)]
     else:
-        # render: the DRM render nodes CUDA opens on JetPack 6.x (where the group exists).
+        # render: the DRM render nodes CUDA opens on JetPack 6.x; the unit names it, so it must exist
+        # (systemd-sysusers creates it from the `m` line; here groupadd does).
+        for group in ("video", "render"):
+            if not _group_exists(group):
+                subprocess.run(["groupadd", "--system", group], capture_output=True, text=True, check=False)
         groups = ",".join(g for g in ("video", "render") if _group_exists(g))
         cmd = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/var/lib/gemsight/edge",
                "--shell", "/usr/sbin/nologin", *(["--groups", groups] if groups else []), SERVICE_USER]
@@ -160,6 +196,7 @@ def install(root: str | Path = "/", device: str | None = None, pubkeys: Iterable
         d.mkdir(parents=True, exist_ok=True)
         os.chmod(d, mode)
     done.append(f"directories under {layout.state_dir} and {layout.etc_dir}")
+    done += install_link_keys(layout)
     for path, text in ((layout.sysusers_path, (src / "gemsight.sysusers.conf").read_text()),
                        *((layout.unit_dir / u, render_unit((src / u).read_text(), bin_dir)) for u in UNITS)):
         _write(path, text)
