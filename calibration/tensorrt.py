@@ -36,6 +36,8 @@ from typing import Any
 
 from calibration import trt_cache
 from calibration.trt_api import TrtApi, trt_step
+from calibration.trt_callbacks import make_cache_calibrator as _make_cache_calibrator
+from calibration.trt_callbacks import make_logger as _make_logger
 from calibration.trt_inspect import count_int8_layers, inspect_engine  # noqa: F401 - count_int8_layers re-exported
 from edge import engine_cache
 from edge.atomic import write_atomic
@@ -151,48 +153,10 @@ def import_tensorrt():
         import tensorrt as trt  # noqa: PLC0415
     except ImportError as exc:
         raise RuntimeUnavailable(f"TensorRT is not installed here ({exc.name}); {INSTALL_HINT}") from exc
+    except Exception as exc:  # a broken install (libnvinfer missing or mismatched) raises more than ImportError
+        raise RuntimeUnavailable(f"TensorRT is installed but does not load ({type(exc).__name__}: {exc}); "
+                                 f"{INSTALL_HINT}") from exc
     return trt
-
-
-def _make_logger(trt):
-    class _TrtLogger(trt.ILogger):
-        """Route TensorRT's messages into logging (journald); never raises."""
-
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg):  # noqa: D401 - TensorRT callback
-            try:
-                name = getattr(severity, "name", str(severity)).rsplit(".", 1)[-1]
-                level = {"INTERNAL_ERROR": logging.CRITICAL, "ERROR": logging.ERROR,
-                         "WARNING": logging.WARNING}.get(name, logging.DEBUG)
-                logger.log(level, "tensorrt: %s", msg)
-            except Exception:  # a logging failure must never unwind through TensorRT
-                pass
-    return _TrtLogger()
-
-
-def _make_cache_calibrator(trt, cache_bytes: bytes, batch_size: int):
-    class _CacheCalibrator(trt.IInt8EntropyCalibrator2):
-        """Hands TensorRT our calibration cache; never calibrates, never raises."""
-
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)  # trampoline classes must init their base
-
-        def get_batch_size(self):
-            return batch_size
-
-        def get_batch(self, names):
-            # The cache has every scale; reaching here means TensorRT rejected it.
-            logger.error("TensorRT asked for calibration data: it did not accept calib.cache (%s)", names)
-            return None
-
-        def read_calibration_cache(self):
-            return cache_bytes
-
-        def write_calibration_cache(self, cache):
-            return None  # ours is the source of truth; TensorRT's copy is not kept
-    return _CacheCalibrator()
 
 
 def _configure(trt, api: TrtApi, builder, network, plan: BuildPlan, *, input_name: str,
@@ -264,7 +228,8 @@ def build_engine(plan: BuildPlan, *, input_name: str, chw: tuple[int, int, int],
         errors = "" if ok else "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
     if not ok:
         raise CalibrationError(f"TensorRT cannot parse {plan.onnx}: {errors or 'no reason given'}")
-    net_input = network.get_input(0)
+    with trt_step(f"reading the inputs of {plan.onnx}"):
+        net_input = network.get_input(0)
     if net_input.name != input_name:
         raise CalibrationError(f"{plan.onnx}: TensorRT sees input '{net_input.name}', the manifest says '{input_name}'")
     config, _calibrator, max_batch = _configure(trt, api, builder, network, plan, input_name=input_name, chw=chw,
@@ -283,7 +248,8 @@ def build_engine(plan: BuildPlan, *, input_name: str, chw: tuple[int, int, int],
     if timing_cache is not None and hasattr(config, "get_timing_cache"):
         with trt_step(f"saving the timing cache {timing_cache}"):
             write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
-    engine = deserialize(trt, trt_logger, engine_bytes, options.dla_core)
+    with trt_step("deserializing the new engine"):
+        engine = deserialize(trt, trt_logger, engine_bytes, options.dla_core)
     if engine is None:
         raise CalibrationError(f"TensorRT built an engine from {plan.onnx} that it cannot deserialize")
     count = inspect_engine(trt, api, engine, input_name, (max_batch, *chw))
@@ -374,7 +340,10 @@ def ensure_engine(model_dir: Path, cache_dir: Path, max_batch: int, precision: s
     plan = plan_build(model_dir, precision, api, fast_int8, fast_fp16, options.fp16_fallback)
     if plan.warning:
         logger.warning("WARNING: %s (%s, sm_%s)", plan.warning, key.gpu_name, key.compute_capability)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CalibrationError(f"cannot create the engine cache {cache_dir}: {exc}") from exc
     timing = cache_dir / f"timing-trt{key.trt_version}-sm{key.compute_capability}.cache"
     logger.info("building TensorRT %s %s engine (%s) from %s, batch 1..%d, workspace %d MiB%s", key.trt_version,
                 plan.precision, plan.mode, plan.onnx, max_batch, options.workspace_mb,
@@ -386,4 +355,7 @@ def ensure_engine(model_dir: Path, cache_dir: Path, max_batch: int, precision: s
                   "options": {"workspace_mb": options.workspace_mb, "fp16_fallback": options.fp16_fallback,
                               "dla_core": options.dla_core}})
     built = facts.pop("built_precision")
-    return engine_cache.store(cache_dir, key, engine_bytes, built, facts).path
+    try:
+        return engine_cache.store(cache_dir, key, engine_bytes, built, facts).path
+    except OSError as exc:  # full disk, or a cache directory this process may not write
+        raise CalibrationError(f"cannot write the engine to {engine_cache.entry_dir(cache_dir, key)}: {exc}") from exc

@@ -203,3 +203,11 @@ def test_fake_generations_lack_what_nvidia_removed():
         cfg.int8_calibrator = object()
     trt86, _ = make_tensorrt("8.6")
     assert not hasattr(trt86.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+
+
+def test_unwritable_engine_cache_is_a_calibration_error(device, model_dir, tmp_path):
+    device("10")
+    not_a_dir = tmp_path / "engines"
+    not_a_dir.write_text("a file where the cache should be")
+    with pytest.raises(CalibrationError, match=f"cannot create the engine cache {not_a_dir}"):
+        trt_build.ensure_engine(model_dir, not_a_dir, max_batch=2)
