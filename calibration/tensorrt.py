@@ -162,8 +162,8 @@ def import_tensorrt():
 def _configure(trt, api: TrtApi, builder, network, plan: BuildPlan, *, input_name: str,
                chw: tuple[int, int, int], max_batch: int, options: BuildOptions) -> tuple[Any, Any, int]:
     """The builder config for ``plan``: profile, workspace, precision flags, calibrator, DLA."""
-    config = builder.create_builder_config()
     with trt_step(f"setting the workspace to {options.workspace_mb} MiB"):
+        config = builder.create_builder_config()
         workspace = int(options.workspace_mb) << 20
         if api.memory_pool:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
