@@ -77,26 +77,46 @@
     return f;
   }
 
+  function why(inc) {
+    const ev = inc.evidence || {};
+    const parts = [];
+    if (ev.seq_first !== undefined && ev.seq_first !== null) parts.push("seq " + ev.seq_first + "–" + ev.seq_last);
+    if (ev.topk && ev.topk.length) parts.push("top: " + ev.topk.map(function (t) { return t.label + " " + t.score.toFixed(2); }).join(", "));
+    if (ev.counts_before && ev.counts_after && ev.expected) {
+      parts.push(ev.expected + " " + (ev.counts_before[ev.expected] || 0) + " → " + (ev.counts_after[ev.expected] || 0));
+    }
+    return "opened " + when(inc.opened_at) + (parts.length ? " · " + parts.join(" · ") : "");
+  }
+
+  // Items are updated in place (keyed by incident id), so a note being typed survives other events.
   function render(open) {
     if (!list) return;
-    list.replaceChildren();
     document.getElementById("incident-count").textContent = open.length;
+    const keep = {};
     open.forEach(function (inc) {
-      const li = el("li", "inc k-" + inc.kind + " s-" + inc.state);
-      li.dataset.incident = inc.id;
-      li.dataset.slot = inc.slot ? inc.device + "/" + inc.camera + "/" + inc.slot : "";
-      li.append(el("b", null, "#" + inc.id + " " + inc.title + " "), el("span", "reason", inc.reason));
-      const ev = inc.evidence || {};
-      const why = [];
-      if (ev.seq_first !== undefined && ev.seq_first !== null) why.push("seq " + ev.seq_first + "–" + ev.seq_last);
-      if (ev.topk && ev.topk.length) why.push("top: " + ev.topk.map(function (t) { return t.label + " " + t.score.toFixed(2); }).join(", "));
-      if (ev.counts_before && ev.counts_after && ev.expected) {
-        why.push(ev.expected + " " + (ev.counts_before[ev.expected] || 0) + " → " + (ev.counts_after[ev.expected] || 0));
+      keep[inc.id] = true;
+      let li = list.querySelector('li[data-incident="' + inc.id + '"]');
+      if (!li) {
+        li = el("li");
+        li.dataset.incident = inc.id;
+        li.append(el("b"), el("span", "reason"), el("small", "why"));
+        list.append(li);
       }
-      li.append(el("small", "why", "opened " + when(inc.opened_at) + (why.length ? " · " + why.join(" · ") : "")));
-      if (inc.state === "acknowledged") li.append(el("small", "acked", "acknowledged by " + inc.ack_by + ": " + inc.ack_note));
-      else if (manager) li.append(ackForm(inc));
-      list.append(li);
+      li.className = "inc k-" + inc.kind + " s-" + inc.state;
+      li.dataset.incidentSlot = inc.slot ? inc.device + "/" + inc.camera + "/" + inc.slot : "";
+      li.querySelector("b").textContent = "#" + inc.id + " " + inc.title + " ";
+      li.querySelector(".reason").textContent = inc.reason;
+      li.querySelector(".why").textContent = why(inc);
+      const form = li.querySelector("form.ack");
+      if (inc.state === "acknowledged") {
+        if (form) form.remove();
+        if (!li.querySelector(".acked")) li.append(el("small", "acked", "acknowledged by " + inc.ack_by + ": " + inc.ack_note));
+      } else if (manager && !form) {
+        li.append(ackForm(inc));
+      }
+    });
+    list.querySelectorAll("li[data-incident]").forEach(function (li) {
+      if (!keep[li.dataset.incident]) li.remove();
     });
   }
 

@@ -74,6 +74,7 @@ class SimDevice:
         self.snapshots_served = 0
         self.answer = answer
         self._lock = threading.Lock()
+        self._send_lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -101,28 +102,46 @@ class SimDevice:
         self.rep.close(linger=0)
 
     def send(self, kind: str, camera: str | None, msg: dict) -> None:
-        self.pub.send_multipart([messages.topic(self.device, camera, kind).encode(), messages.encode(msg)])
+        with self._send_lock:   # the heartbeat thread shares the PUB socket
+            self.pub.send_multipart([messages.topic(self.device, camera, kind).encode(), messages.encode(msg)])
+
+    def beat(self, interval: float = 0.5) -> "SimDevice":
+        """Like a running device, from a thread until closed: every ``interval`` s each camera's last
+        labels again (a new seq) and a heartbeat."""
+        import threading
+
+        def run():
+            while not self._stop.wait(interval):
+                with self._send_lock:
+                    for cam, msg in list(self.latest.items()):
+                        self.labels(cam, {s["name"]: s["label"] for s in msg["slots"]})
+                    self.heartbeat()
+        threading.Thread(target=run, daemon=True).start()
+        return self
 
     def labels(self, camera: str, slots: dict[str, str], *, skip: int = 0, **kw: Any) -> dict:
         """Publish a labels message (``skip``: pretend that many were lost before it)."""
-        seq = self.seq.get(camera, -1) + 1 + skip
-        self.seq[camera] = seq
-        msg = labels(slots, device=self.device, camera=camera, seq=seq, **kw)
-        with self._lock:
-            self.latest[camera] = msg
-        self.send("labels", camera, msg)
+        with self._send_lock:
+            seq = self.seq.get(camera, -1) + 1 + skip
+            self.seq[camera] = seq
+            msg = labels(slots, device=self.device, camera=camera, seq=seq, **kw)
+            with self._lock:
+                self.latest[camera] = msg
+            self.send("labels", camera, msg)
         return msg
 
     def heartbeat(self) -> None:
         self.send("heartbeat", None, heartbeat(dict(self.seq), device=self.device))
 
     def raw(self, *frames: bytes) -> None:
-        self.pub.send_multipart(list(frames))
+        with self._send_lock:
+            self.pub.send_multipart(list(frames))
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
-        self.pub.close(linger=0)
+        with self._send_lock:
+            self.pub.close(linger=0)
 
 
 def wait_for(predicate, timeout: float = 5.0, step: float = 0.02):
