@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 
 from deploy.bundle import SUMS, SemVer
 from deploy.engine import EngineTarget, ensure_engine_for, smoke_test
-from deploy.health import read_device_settings, restart_edge, systemd_runs_edge, wait_for_heartbeat
+from deploy.health import heartbeat_keys, read_device_settings, restart_edge, systemd_runs_edge, wait_for_heartbeat
 from deploy.keys import trusted_keys
 from deploy.layout import CURRENT, PREVIOUS, DeviceLayout
 from deploy.verify import extract_verified, verify_bundle
@@ -176,7 +176,8 @@ def check_health(layout: DeviceLayout, opts: FlashOptions, versions: Sequence[st
                               "pass --heartbeat-endpoint")
         logger.info("edge not restarted (not run by systemd here, or --no-restart): no heartbeat to wait for")
         return None
-    return wait_for_heartbeat(endpoint, settings.device, opts.heartbeat_timeout, versions)
+    keys = heartbeat_keys(layout.server_public_path, layout.deploy_key_path) if settings.curve else None
+    return wait_for_heartbeat(endpoint, settings.device, opts.heartbeat_timeout, versions, keys=keys)
 
 
 def _version_policy(layout: DeviceLayout, vb, opts: FlashOptions) -> str | None:

@@ -12,12 +12,15 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from edge.config import ModelConfig, engine_max_batch, load_config, tensorrt_options
 from edge.contracts import DEFAULT_MAX_BATCH
 from edge.engine_cache import BuildOptions
 from edge.errors import BundleError
+
+if TYPE_CHECKING:
+    from edge.link import ClientKeys
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class DeviceSettings:
     engine_cache: str | None = None              # runtime options' tensorrt.engine_cache
     build: BuildOptions = field(default_factory=BuildOptions)  # tensorrt workspace/FP16 fallback/DLA core
     device_index: int = 0                        # tensorrt.device: the CUDA device
+    curve: bool = False                          # publish.curve set: the heartbeat needs deploy's client key
 
 
 def read_device_settings(config_path: str | Path) -> DeviceSettings:
@@ -54,7 +58,7 @@ def read_device_settings(config_path: str | Path) -> DeviceSettings:
     return DeviceSettings(device=cfg.device, endpoint=cfg.publish.endpoint, precision=cfg.model.precision,
                           max_batch=engine_max_batch(cfg), engine_cache=str(cache) if cache else None,
                           build=BuildOptions(trt.workspace_mb, trt.fp16_fallback, trt.dla_core),
-                          device_index=trt.device)
+                          device_index=trt.device, curve=cfg.publish.curve is not None)
 
 
 def connect_endpoint(endpoint: str) -> str:
@@ -100,8 +104,24 @@ def restart_edge() -> None:
     logger.info("restarted %s in %.1fs", EDGE_UNIT, time.perf_counter() - t0)
 
 
+def heartbeat_keys(server_public: str | Path, client_secret: str | Path) -> "ClientKeys":
+    """Deploy's CURVE keys for the heartbeat check: the device's public key and deploy's own client
+    certificate (``gemsight-deploy install`` makes both and allows the client).
+
+    Raises:
+        BundleError: a key file is missing or unreadable.
+    """
+    from edge.errors import ConfigError  # noqa: PLC0415
+    from edge.link import ClientKeys  # noqa: PLC0415
+
+    try:
+        return ClientKeys.load(str(server_public), str(client_secret))
+    except ConfigError as exc:
+        raise BundleError(f"cannot hear the edge's CURVE heartbeat: {exc} (run gemsight-deploy install)") from exc
+
+
 def wait_for_heartbeat(endpoint: str, device: str | None, timeout: float,
-                       versions: Iterable[str] = ()) -> dict:
+                       versions: Iterable[str] = (), keys: "ClientKeys | None" = None) -> dict:
     """Subscribe to ``endpoint`` and wait for a heartbeat from the edge loop.
 
     A heartbeat is a ``[topic, json]`` message whose topic is ``gemsight/<device>/.../heartbeat``
@@ -109,26 +129,33 @@ def wait_for_heartbeat(endpoint: str, device: str | None, timeout: float,
     (``model.version`` or ``model_version``) it must be one of ``versions``: an old process still
     shutting down does not count.
 
+    With ``keys`` the subscription is CURVE (a device with ``publish.curve``), else plaintext.
+
     Returns:
         The heartbeat's JSON.
 
     Raises:
-        BundleError: none arrived within ``timeout`` seconds.
+        BundleError: none arrived within ``timeout`` seconds, or the edge refused the handshake.
     """
     import zmq  # noqa: PLC0415
+
+    from edge.errors import LinkError  # noqa: PLC0415
+    from edge.link import Link  # noqa: PLC0415
 
     endpoint = connect_endpoint(endpoint)
     wanted = {v for v in versions if v}
     prefix = f"gemsight/{device}/" if device else "gemsight/"
-    sock = zmq.Context.instance().socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
+    link = Link(zmq.SUB, endpoint, keys, plaintext=keys is None, device=device)
+    sock = link.socket
     sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
     deadline = time.monotonic() + timeout
     try:
-        sock.connect(endpoint)
         while (left := deadline - time.monotonic()) > 0:
-            if not sock.poll(int(left * 1000) + 1):
-                continue
+            try:
+                if not link.poll_in(left):
+                    continue
+            except LinkError as exc:
+                raise BundleError(f"no heartbeat: {exc}") from exc
             parts = sock.recv_multipart()
             if len(parts) != 2 or not parts[0].decode(errors="replace").endswith("/heartbeat"):
                 continue
@@ -146,5 +173,5 @@ def wait_for_heartbeat(endpoint: str, device: str | None, timeout: float,
             logger.info("heartbeat on %s from %s", endpoint, parts[0].decode(errors="replace"))
             return msg if isinstance(msg, dict) else {"heartbeat": msg}
     finally:
-        sock.close()
+        link.close()
     raise BundleError(f"no heartbeat from the edge on {endpoint} (topic {prefix}.../heartbeat) within {timeout:g}s")

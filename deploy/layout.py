@@ -5,7 +5,11 @@ Everything is relative to a root (``/`` on a device, a temporary directory in te
     <root>/etc/gemsight/edge.yaml                 device config (edge/config.py)
     <root>/etc/gemsight/gemsight.env              environment for the units
     <root>/etc/gemsight/keys/*.pub                public keys bundles must be signed with
-    <root>/etc/gemsight/credentials/              edge secrets (0700), LoadCredential= of the edge unit
+    <root>/etc/gemsight/credentials/              edge secrets (0700), LoadCredential= of the edge unit,
+                                                  among them server.key_secret (the device's CURVE key)
+    <root>/etc/gemsight/server.key                the device's CURVE public key: give it to kiosks (pinned)
+    <root>/etc/gemsight/clients/*.key             client public keys the edge admits (publish.curve.allowed_clients)
+    <root>/etc/gemsight/deploy/                   deploy's own CURVE client key (0700), to hear the heartbeat
     <root>/var/lib/gemsight/models/<version>/     one installed bundle each (payload + bundle.json,
                                                   SHA256SUMS, SHA256SUMS.sig)
     <root>/var/lib/gemsight/models/current        -> <version>   (relative symlink, switched by rename)
@@ -62,6 +66,10 @@ class DeviceLayout:
         self.etc_dir = self.root / "etc/gemsight"
         self.keys_dir = self.etc_dir / "keys"
         self.credentials_dir = self.etc_dir / "credentials"
+        self.server_public_path = self.etc_dir / "server.key"
+        self.clients_dir = self.etc_dir / "clients"
+        self.deploy_key_dir = self.etc_dir / "deploy"
+        self.deploy_key_path = self.deploy_key_dir / "gemsight-deploy.key_secret"
         self.config_path = self.etc_dir / "edge.yaml"
         self.env_path = self.etc_dir / "gemsight.env"
         self.unit_dir = self.root / "etc/systemd/system"

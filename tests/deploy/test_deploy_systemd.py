@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -104,12 +105,22 @@ def test_install_lays_out_a_root(installed, keys, tmp_path):
     from edge.config import load_config
     cfg = load_config(layout.config_path)
     assert cfg.device == "case-07"
+    # CURVE by default: the device's key pair, the allow-list with deploy's own client, all named by edge.yaml.
+    assert cfg.publish.curve.server_secret_key == "gemsight_server.key_secret"  # LoadCredential= of the credentials dir
+    assert cfg.publish.curve.allowed_clients == "/etc/gemsight/clients"
+    secret = layout.credentials_dir / "server.key_secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and stat.S_IMODE(layout.deploy_key_dir.stat().st_mode) == 0o700
+    import zmq.auth
+    assert zmq.auth.load_certificate(str(layout.server_public_path))[0] == zmq.auth.load_certificate(str(secret))[0]
+    assert [p.name for p in layout.clients_dir.iterdir()] == ["gemsight-deploy.key"]
+    before = secret.read_bytes()
     assert not (layout.unit_dir / "gemsight-edge.service.d").exists()  # systemd 252: no RestartSteps
     # Run again for systemd 254: the back-off drop-in appears, an edited config is kept.
     layout.config_path.write_text(layout.config_path.read_text().replace("case-07", "case-08"))
     install(installed, device="ignored", bin_dir=tmp_path / "bin", systemd_version=254)
     assert "RestartSteps=" in (layout.unit_dir / "gemsight-edge.service.d/10-restart-backoff.conf").read_text()
     assert load_config(layout.config_path).device == "case-08"
+    assert secret.read_bytes() == before  # a device key is never replaced by a reinstall
 
 
 def test_flash_on_installed_root_uses_device_config(installed, bundles):
@@ -228,3 +239,26 @@ def test_sysusers_entry_creates_user_in_video_group(installed):
                            str(DeviceLayout(installed).sysusers_path)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert "Creating user 'gemsight'" in proc.stdout + proc.stderr
+
+
+def test_flash_hears_the_heartbeat_of_a_curve_edge_with_deploys_own_key(installed):
+    from deploy.health import heartbeat_keys, wait_for_heartbeat
+    from edge.config import CurveConfig
+    from edge.publisher import Publisher
+
+    layout = DeviceLayout(installed)
+    curve = CurveConfig(server_secret_key=str(layout.credentials_dir / "server.key_secret"),
+                        allowed_clients=str(layout.clients_dir))
+    keys = heartbeat_keys(layout.server_public_path, layout.deploy_key_path)
+    with Publisher("case-07", "tcp://127.0.0.1:*", curve=curve) as pub:
+        got = {}
+        waiter = threading.Thread(target=lambda: got.update(wait_for_heartbeat(pub.endpoint, "case-07", 5, keys=keys)))
+        waiter.start()
+        while waiter.is_alive():  # the publisher is used from this thread only
+            pub.send_heartbeat()
+            waiter.join(0.05)
+        assert got["device"] == "case-07"
+        with pytest.raises(BundleError, match="no heartbeat: case-07 at .* mechanism mismatch"):
+            wait_for_heartbeat(pub.endpoint, "case-07", 5)  # plaintext against a CURVE edge: told at once
+    with pytest.raises(BundleError, match="cannot hear the edge's CURVE heartbeat: .*does not exist"):
+        heartbeat_keys(layout.server_public_path, layout.deploy_key_dir / "missing.key_secret")
