@@ -131,7 +131,8 @@ def loop_run(model: Path, runtime: str, options: dict, video: Path, slots_file: 
            "runtime": {"name": runtime, "options": options},
            "cameras": [{"id": "cam0", "source": f"file://{video}?realtime={int(realtime)}",
                         "slots_file": str(slots_file)}],
-           "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*", "hwm": 1000},
+           "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*", "hwm": 1000,
+                       "curve": None},  # loopback, plaintext: the figures are the loop's, not the cipher's
            "metrics": {"port": None}}
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -157,7 +158,7 @@ def message_cost(n: int = 3000) -> dict:
     result = post.update(logits)
     model = {"name": "gemsight", "version": "1.0.0", "precision": "int8", "backend": "onnxruntime"}
     lat = {"capture": 1.0, "preprocess": 1.0, "infer": 5.0, "postprocess": 0.1, "total": 7.5}
-    with Publisher("bench", "tcp://127.0.0.1:*", None, hwm=n * 2) as pub:
+    with Publisher("bench", "tcp://127.0.0.1:*", None, curve=None, hwm=n * 2) as pub:
         sub = zmq.Context.instance().socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, 0)
         sub.setsockopt(zmq.SUBSCRIBE, b"")

@@ -134,7 +134,27 @@ def flash(workdir: Path, bundle: Path, pubkey: Path) -> Path:
     return root
 
 
-def write_config(workdir: Path, root: Path, source: str, slots_file: Path | None, endpoint_port: int) -> Path:
+def make_link_keys(root: Path, workdir: Path) -> dict[str, Path]:
+    """CURVE for the demo, as on a device: the device's key pair, its allow-list holding the demo
+    listener's key, and that listener's key pair (kept between runs of the same work directory)."""
+    from edge.keys import allow, create_key_pair  # noqa: PLC0415
+
+    creds, clients, mine = root / "etc/gemsight/credentials", root / "etc/gemsight/clients", workdir / "listener"
+    paths = {"server_secret": creds / "server.key_secret", "server_public": root / "etc/gemsight/server.key",
+             "allowed_clients": clients, "client_secret": mine / "demo-listener.key_secret"}
+    if not paths["server_secret"].exists():
+        public, _ = create_key_pair(creds, "server")
+        public.replace(paths["server_public"])
+    if not paths["client_secret"].exists():
+        create_key_pair(mine, "demo-listener")
+    clients.mkdir(parents=True, exist_ok=True)
+    if not (clients / "demo-listener.key").exists():
+        allow(mine / "demo-listener.key", clients)
+    return paths
+
+
+def write_config(workdir: Path, root: Path, source: str, slots_file: Path | None, endpoint_port: int,
+                 keys: dict[str, Path]) -> Path:
     camera: dict[str, object] = {"id": "cam0", "source": source}
     if slots_file is not None:
         camera["slots_file"] = str(slots_file)
@@ -145,7 +165,9 @@ def write_config(workdir: Path, root: Path, source: str, slots_file: Path | None
         "cameras": [camera],
         "postprocess": {"min_score": 0.5, "window": 5, "top_k": 3},
         "publish": {"endpoint": f"tcp://127.0.0.1:{endpoint_port}",
-                    "snapshot_endpoint": f"tcp://127.0.0.1:{endpoint_port + 1}", "heartbeat_s": 1.0, "hwm": 1000},
+                    "snapshot_endpoint": f"tcp://127.0.0.1:{endpoint_port + 1}", "heartbeat_s": 1.0, "hwm": 1000,
+                    "curve": {"server_secret_key": str(keys["server_secret"]),
+                              "allowed_clients": str(keys["allowed_clients"])}},
         "metrics": {"host": "127.0.0.1", "port": None},
     }
     path = root / "etc" / "gemsight" / "edge.yaml"
@@ -154,7 +176,8 @@ def write_config(workdir: Path, root: Path, source: str, slots_file: Path | None
     return path
 
 
-def run_loop(config: Path, endpoint_port: int, annotate: Path | None, max_frames: int | None) -> int:
+def run_loop(config: Path, endpoint_port: int, annotate: Path | None, max_frames: int | None,
+             keys: dict[str, Path]) -> int:
     """Start the edge loop as its own process and show a listener here until the loop ends."""
     cmd = _py("edge", "run", "--config", config)
     if annotate is not None:
@@ -163,7 +186,8 @@ def run_loop(config: Path, endpoint_port: int, annotate: Path | None, max_frames
         cmd += ["--max-frames", str(max_frames)]
     logger.info("edge loop: %s", " ".join(cmd).replace(sys.executable, "python"))
     # The listener first, so that it is subscribed before the first frame is published.
-    listen = subprocess.Popen(_py("edge", "listen", f"tcp://127.0.0.1:{endpoint_port}"))
+    listen = subprocess.Popen(_py("edge", "listen", f"tcp://127.0.0.1:{endpoint_port}", "--curve-server-key",
+                                  keys["server_public"], "--curve-client-key", keys["client_secret"]))
     time.sleep(1.0)
     loop = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -220,9 +244,10 @@ def main(argv: list[str] | None = None) -> int:
             # At the video's own rate, so what the listener shows is live.
             source, annotate = f"file://{video}?realtime=1", workdir / "annotated.mp4"
         root = flash(workdir, bundle, pubkey)
-        config = write_config(workdir, root, source, slots, args.port)
+        keys = make_link_keys(root, workdir)
+        config = write_config(workdir, root, source, slots, args.port, keys)
         logger.info("ready in %.1f s; starting the loop", time.monotonic() - started)
-        run_loop(config, args.port, annotate, args.max_frames)
+        run_loop(config, args.port, annotate, args.max_frames, keys)
         _summary(workdir, annotate)
         return 0
 

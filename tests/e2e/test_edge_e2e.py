@@ -39,7 +39,7 @@ def _config(model, source, slots_file, precision="auto", **over):
                          "reconnect": {"initial_s": 0.2, "max_s": 1.0, "stall_s": 2.0}}],
             "postprocess": {"min_score": 0.5, "window": 5, "top_k": 3},
             "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*",
-                        "heartbeat_s": 0.5, "hwm": 100000},
+                        "heartbeat_s": 0.5, "hwm": 100000, "curve": None},
             "metrics": {"port": None}}
     data.update(over)
     return parse_config(data, "e2e.yaml")
@@ -100,7 +100,8 @@ def test_whole_video_every_message_and_accurate(trained_run, case_video):
 
         def ask():
             time.sleep(2.0)  # a kiosk that starts while the loop runs
-            with Listener(loop.publisher.endpoint, snapshot_endpoint=loop.publisher.snapshot_endpoint) as lis:
+            with Listener(loop.publisher.endpoint, snapshot_endpoint=loop.publisher.snapshot_endpoint,
+                          plaintext=True) as lis:
                 snapshot["events"] = lis.fetch_snapshot(timeout_s=5.0)
         snapshot["thread"] = threading.Thread(target=ask, daemon=True)
         snapshot["thread"].start()
