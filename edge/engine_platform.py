@@ -18,7 +18,10 @@ from edge.errors import RuntimeUnavailable
 
 #: Jetson Linux writes its release here (``# R36 (release), REVISION: 4.3, GCID: ...``).
 TEGRA_RELEASE = "etc/nv_tegra_release"
-#: The desktop/datacentre kernel driver says its version here.
+#: The loaded desktop/datacentre kernel driver's version. Read from /sys, not /proc/driver/nvidia:
+#: the units' ProcSubset=pid hides /proc/driver, and flash (no sandbox) and the edge (sandboxed)
+#: must compute the same key.
+NVIDIA_MODULE_VERSION = "sys/module/nvidia/version"
 NVIDIA_DRIVER_VERSION = "proc/driver/nvidia/version"
 _TEGRA = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)")
 _DRIVER = re.compile(r"Kernel Module\s+(?:for\s+\S+\s+)?([0-9]+(?:\.[0-9]+)+)")
@@ -46,13 +49,23 @@ def cuda_version_text(driver_version: int) -> str:
 
 
 def system_release(root: str | Path = "/") -> str:
-    """``L4T R<major>.<revision>`` on Jetson Linux, ``driver <version>`` with a desktop driver, else ``unknown``."""
+    """``L4T R<major>.<revision>`` on Jetson Linux, ``driver <version>`` with a desktop driver, else ``unknown``.
+
+    Only files a sandboxed service can read too (``ProcSubset=pid`` hides ``/proc/driver``), so a
+    build by flash and a look-up by the edge compute the same key.
+    """
     root = Path(root)
     try:
         text = (root / TEGRA_RELEASE).read_text(encoding="utf-8", errors="replace")
         m = _TEGRA.search(text)
         if m:
             return f"L4T R{m.group(1)}.{m.group(2)}"
+    except OSError:
+        pass
+    try:
+        version = (root / NVIDIA_MODULE_VERSION).read_text(encoding="utf-8", errors="replace").strip()
+        if re.fullmatch(r"[0-9]+(?:\.[0-9]+)+", version):
+            return f"driver {version}"
     except OSError:
         pass
     try:

@@ -125,6 +125,10 @@ def test_system_release(tmp_path):
     (tmp_path / "proc/driver/nvidia/version").write_text(
         "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n")
     assert system_release(tmp_path) == "driver 550.54.15"
+    (tmp_path / "sys/module/nvidia").mkdir(parents=True)
+    (tmp_path / "sys/module/nvidia/version").write_text("550.54.15\n")
+    (tmp_path / "proc/driver/nvidia/version").unlink()  # what ProcSubset=pid leaves a service
+    assert system_release(tmp_path) == "driver 550.54.15"
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/nv_tegra_release").write_text(
         "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8\n")
