@@ -73,7 +73,8 @@ class SemVer:
         """
         m = _SEMVER.match(text or "")
         if not m:
-            raise BundleError(f"{what} '{text}' is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.4.0)")
+            shown = repr(text) if len(str(text)) <= 60 else repr(str(text)[:60]) + "..."
+            raise BundleError(f"{what} {shown} is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.4.0)")
         pre = tuple(m.group(4).split(".")) if m.group(4) else ()
         return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)), pre, m.group(5) or "")
 

@@ -108,7 +108,10 @@ def _scan(path: Path, fh) -> dict[str, Member]:
         kind = _kind(info)
         if kind is not None:
             raise BundleError(f"{path}: unsafe member '{info.name}': {kind}; bundles hold regular files only")
-        check_member_name(info.name)
+        try:
+            check_member_name(info.name)
+        except BundleError as exc:
+            raise BundleError(f"{path}: {exc}") from exc
         if info.name in members:
             raise BundleError(f"{path}: member '{info.name}' appears twice")
         if len(members) >= MAX_MEMBERS:
@@ -125,6 +128,14 @@ def _scan(path: Path, fh) -> dict[str, Member]:
             raise BundleError(f"{path}: padding after member '{info.name}' is not zero (tampered)")
         members[info.name] = Member(info.name, info.size, info.offset_data)
         end = padded
+    # A member may not be a file and a directory at once ("a" beside "a/b"): extraction could not
+    # write both, and that must show here, before anything is touched.
+    for name in members:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in members:
+                raise BundleError(f"{path}: member '{name}' needs '{'/'.join(parts[:i])}' to be a directory, "
+                                  "but the bundle holds a file of that name")
     # Everything after the last member must be the zero end-of-archive blocks: a corrupt header
     # makes tarfile stop early, and this is where that shows.
     fh.seek(end)
@@ -142,12 +153,27 @@ def _scan(path: Path, fh) -> dict[str, Member]:
     return members
 
 
-def _check_signature(path: Path, sums: bytes, sig_bytes: bytes, keys: Mapping[str, PublicKey]) -> str:
+def _json_object(path: Path, name: str, data: bytes) -> dict:
+    """``data`` as a JSON object, or a one-line :class:`BundleError` naming the bundle and the member."""
     try:
-        sig = json.loads(sig_bytes.decode("utf-8"))
+        obj = json.loads(data.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, an integer past Python's digit limit
+        raise BundleError(f"{path}: {name} is not valid JSON ({' '.join(str(exc).split())[:200]})") from exc
+    except RecursionError as exc:
+        raise BundleError(f"{path}: {name} is not valid JSON (nested too deeply)") from exc
+    if not isinstance(obj, dict):
+        raise BundleError(f"{path}: {name} is not a JSON object")
+    return obj
+
+
+def _check_signature(path: Path, sums: bytes, sig_bytes: bytes, keys: Mapping[str, PublicKey]) -> str:
+    sig = _json_object(path, SIGNATURE, sig_bytes)
+    try:
         algorithm, key_id, signature = sig["algorithm"], sig["key_id"], sig["signature"]
+        if not all(isinstance(v, str) for v in (algorithm, key_id, signature)):
+            raise TypeError("algorithm, key_id and signature must be strings")
         raw = base64.b64decode(signature, validate=True)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, binascii.Error) as exc:
+    except (KeyError, TypeError, binascii.Error) as exc:
         raise BundleError(f"{path}: {SIGNATURE} is malformed ({type(exc).__name__}: {exc})") from exc
     if algorithm != "ed25519":
         raise BundleError(f"{path}: {SIGNATURE} uses algorithm '{algorithm}', only ed25519 is accepted")
@@ -205,7 +231,10 @@ def verify_bundle(path: str | Path, keys: Mapping[str, PublicKey]) -> VerifiedBu
                 raise BundleError(f"{path}: '{name}' is implausibly large ({members[name].size} bytes)")
         control = {n: _read_at(fh, members[n].data_offset, members[n].size) for n in (BUNDLE_JSON, SUMS, SIGNATURE)}
         key_id = _check_signature(path, control[SUMS], control[SIGNATURE], keys)
-        listed = parse_sums(control[SUMS])
+        try:
+            listed = parse_sums(control[SUMS])
+        except BundleError as exc:
+            raise BundleError(f"{path}: {exc}") from exc
         signed = {n: m for n, m in members.items() if n not in (SUMS, SIGNATURE)}
         for name in signed:
             if name not in listed:
@@ -224,25 +253,25 @@ def verify_bundle(path: str | Path, keys: Mapping[str, PublicKey]) -> VerifiedBu
                                                    signed[MANIFEST_FILENAME].size).decode("utf-8"),
                                           f"{path}:{MANIFEST_FILENAME}")
         except (ManifestError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{path}: bad model manifest: {exc}") from exc
+            # One line for the flash log: the manifest's problems joined, each without its repeated source.
+            problems = [line.split(": invalid manifest: ", 1)[-1] for line in str(exc).splitlines()]
+            raise BundleError(f"{path}: bad model manifest: {'; '.join(problems)}") from exc
     payload = {n: m for n, m in signed.items() if n != BUNDLE_JSON}
     logger.info("verified %s: version %s, %d files, signed by %s", path, meta["version"], len(payload), key_id)
     return VerifiedBundle(path, meta["version"], meta, manifest, key_id, listed, payload, control)
 
 
 def _parse_meta(path: Path, data: bytes, key_id: str, signed: dict[str, Member]) -> dict:
-    try:
-        meta = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: {BUNDLE_JSON} is not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: {BUNDLE_JSON} format {meta.get('format') if isinstance(meta, dict) else '?'} "
+    meta = _json_object(path, BUNDLE_JSON, data)
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: {BUNDLE_JSON} format {str(meta.get('format'))[:40]} "
                           f"is not {BUNDLE_FORMAT} (bundle made by another gemsight version?)")
     SemVer.parse(str(meta.get("version")), f"{path}: bundle version")
     if meta.get("signer") != key_id:
         raise BundleError(f"{path}: {BUNDLE_JSON} names signer {meta.get('signer')} but key {key_id} signed it")
     files = meta.get("files")
-    if not isinstance(files, list) or sorted(files) != sorted(n for n in signed if n != BUNDLE_JSON):
+    if (not isinstance(files, list) or not all(isinstance(f, str) for f in files)
+            or sorted(files) != sorted(n for n in signed if n != BUNDLE_JSON)):
         raise BundleError(f"{path}: {BUNDLE_JSON} 'files' does not match the bundle's members")
     return meta
 
@@ -332,7 +361,4 @@ def verify_installed(version_dir: str | Path, keys: Mapping[str, PublicKey] | No
             p = vdir / name
             if p.is_symlink() or file_digest(p) != digest:
                 raise BundleError(f"{vdir}: '{name}' does not match its checksum")
-    try:
-        return json.loads(meta_bytes)
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{vdir}: {BUNDLE_JSON} unreadable ({exc})") from exc
+    return _json_object(vdir, BUNDLE_JSON, meta_bytes)

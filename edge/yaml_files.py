@@ -114,8 +114,9 @@ def load_yaml(path: str | Path, what: str = "YAML file", max_bytes: int = MAX_YA
     """
     path = Path(path)
     text = read_text(path, what, max_bytes)
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # the reader already refuses characters YAML does not allow
         node = loader.get_single_node()
         if node is None:
             return None
@@ -130,9 +131,14 @@ def load_yaml(path: str | Path, what: str = "YAML file", max_bytes: int = MAX_YA
         mark = exc.problem_mark or exc.context_mark
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{where}: not valid YAML ({_one_line(exc.problem or exc.context or exc)})") from exc
-    except yaml.YAMLError as exc:  # ReaderError: a character YAML does not allow
-        raise ConfigError(f"{path}: not valid YAML ({_one_line(getattr(exc, 'reason', '') or exc)})") from exc
-    except (ValueError, OverflowError) as exc:  # int() of a 5,000-digit number, a date out of range
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, most control characters)
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError(f"{path}: not valid YAML (unacceptable character #x{char:04x} at character {exc.position}: "
+                          f"{exc.reason})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({_one_line(exc)})") from exc
+    except (ValueError, OverflowError, IndexError) as exc:  # int() of 5,000 digits, a bad date, an empty !!int
         raise ConfigError(f"{path}: a value cannot be read ({_one_line(exc)})") from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

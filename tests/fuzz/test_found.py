@@ -1,0 +1,94 @@
+"""What the fuzzers found, each kept as a plain test so it stays fixed whatever the strategies draw."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deploy.verify import extract_verified, verify_bundle
+from edge.config import load_config
+from edge.errors import BundleError, ConfigError
+from tests.fuzz.targets import BASE_MANIFEST, _bundle
+
+
+@pytest.mark.parametrize("data, needle", [
+    (b"device: a\x00b\n", "not valid YAML (unacceptable character #x0000"),  # ReaderError from the loader's constructor
+    (b"!!int", "a value cannot be read"),                                     # IndexError in PyYAML's int constructor
+])
+def test_yaml_the_loader_itself_chokes_on(tmp_path, data, needle):
+    path = tmp_path / "edge.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ") and needle in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.fixture
+def build(tmp_path):
+    """``build(extra=[...], meta=..., manifest=..., sig=...)`` -> the path of a signed bundle, and the keys."""
+    with _bundle(tmp_path) as (_, check):
+        yield check, tmp_path / "fuzz.gsb"
+
+
+def _case(extra=(), meta=b"auto", manifest=None, control="signed", junk=b""):
+    return ("built", {"meta": meta, "manifest": manifest or json.dumps(BASE_MANIFEST).encode(), "extra": list(extra),
+                      "control": control, "junk": junk})
+
+
+def _refusal(build, case) -> str:
+    check, path = build
+    assert check(case) == "refused"  # the fuzz target's own property held (a BundleError naming the bundle)
+    from tests.fuzz import targets  # noqa: PLC0415
+
+    with pytest.raises(BundleError) as info:
+        verify_bundle(path, targets_keys(targets, path))
+    return str(info.value)
+
+
+def targets_keys(targets, path):
+    from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: PLC0415
+
+    from deploy.keys import PublicKey, key_id_of  # noqa: PLC0415
+
+    public = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32))).public_key()
+    return {key_id_of(public): PublicKey(key_id_of(public), public, path)}
+
+
+def test_a_member_that_is_both_file_and_directory_is_refused_before_extraction(build):
+    # Was: verified, then FileExistsError half-way through extraction.
+    text = _refusal(build, _case(extra=[("a", b"x"), ("a/b", b"y")]))
+    assert "member 'a/b' needs 'a' to be a directory" in text
+
+
+def test_bundle_json_files_of_other_types(build):
+    # Was: TypeError from sorting a list of strings and numbers.
+    meta = {"format": 1, "version": "1.2.0", "created": "x", "signer": "", "files": ["model.onnx", 3, None]}
+    check, path = build
+    keys = targets_keys(None, path)
+    meta["signer"] = next(iter(keys))
+    assert check(_case(meta=json.dumps(meta).encode())) == "refused"
+    with pytest.raises(BundleError, match="'files' does not match"):
+        verify_bundle(path, keys)
+
+
+def test_bad_manifest_and_unsafe_names_are_one_line_naming_the_bundle(build):
+    text = _refusal(build, _case(manifest=b'{"x": 1}'))
+    assert "\n" not in text and "bad model manifest: arch: Field required; classes: Field required" in text
+    text = _refusal(build, _case(extra=[("../x", b"")]))
+    assert text.startswith(str(build[1])) and "unsafe member name '../x'" in text
+
+
+def test_signature_fields_of_other_types(build):
+    text = _refusal(build, _case(control="sig", junk=b'{"algorithm": "ed25519", "key_id": [1], "signature": "AA=="}'))
+    assert "SHA256SUMS.sig is malformed" in text
+    text = _refusal(build, _case(control="sig", junk=b"[" * 5000))
+    assert "SHA256SUMS.sig is not valid JSON (nested too deeply)" in text
+
+
+def test_accepted_bundle_still_extracts(build, tmp_path):
+    check, path = build
+    assert check(_case(extra=[("openvino/model.xml", b"<xml/>"), ("notes.txt", b"hi")])) == "accepted"
+    dest = tmp_path / "again"
+    dest.mkdir()
+    assert extract_verified(verify_bundle(path, targets_keys(None, path)), dest) > 0
+    assert (dest / "openvino" / "model.xml").read_bytes() == b"<xml/>"
