@@ -138,6 +138,7 @@ def _print_status(st: dict) -> None:
     print("engines" + ("" if st["engines"] else "    none"))
     for e in st["engines"]:
         print(f"    {e['name']}  {e['precision']} batch {e['max_batch']}  {e['bytes'] / 1e6:.1f} MB  {e['modified']}")
+        print(f"      built for {e['built_for']}")
 
 
 def _run(args: argparse.Namespace) -> int:

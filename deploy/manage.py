@@ -109,7 +109,7 @@ def status(root: str | Path = "/", verify: bool = False, pubkeys=(), pubkey_dir=
 
     cache = layout.engine_cache(read_device_settings(layout.config_path).engine_cache)
     engines = [{"name": e.path.parent.name, "bytes": e.path.stat().st_size, "precision": e.built_precision,
-                "max_batch": e.max_batch,
+                "max_batch": e.max_batch, "built_for": _built_for(e.sidecar.get("key") or {}),
                 "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e.path.stat().st_mtime))}
                for e in list_entries(cache)]
     return {
@@ -123,6 +123,13 @@ def status(root: str | Path = "/", verify: bool = False, pubkeys=(), pubkey_dir=
         "recovered": recovered,
         "history": layout.history(5),
     }
+
+
+def _built_for(key: dict) -> str:
+    """What an engine was built for, for people: TensorRT, CUDA, L4T/driver, GPU or DLA core."""
+    device = "gpu" if key.get("dla_core") is None else f"DLA core {key['dla_core']}"
+    return (f"TensorRT {key.get('trt_version', '?')}, CUDA {key.get('cuda_driver', '?')}, {key.get('system', '?')}, "
+            f"{key.get('gpu_name', '?')} ({device})")
 
 
 def build_engine(root: str | Path = "/", max_batch: int | None = None, precision: str | None = None,

@@ -70,3 +70,5 @@ def test_build_engine_rebuild_and_options_from_edge_yaml(trt_device, bundles, ca
     assert main(["build-engine", "--root", str(root), "--rebuild"]) == 0
     assert len(calls.of("build_serialized_network")) == len(built) + 1
     assert "-dla0-fp32-b4-" in capsys.readouterr().out
+    assert main(["status", "--root", str(root)]) == 0
+    assert "built for TensorRT 10.3.0.30, CUDA 12.6, L4T R36.4.3, Orin (nvgpu) (DLA core 0)" in capsys.readouterr().out
