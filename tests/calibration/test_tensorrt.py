@@ -1,6 +1,5 @@
 """TensorRT builder: the plain decisions here; the real build in `gpu` tests that skip without one."""
 import json
-import logging
 import sys
 
 import numpy as np
