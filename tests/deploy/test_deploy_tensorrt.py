@@ -20,10 +20,11 @@ from tests.fake_tensorrt import make_pycuda, make_tensorrt
 
 
 @pytest.fixture
-def trt_device(tmp_path, keys, monkeypatch):
-    """An installed device root (edge.yaml: one camera, four slots) with a TensorRT 10.x stand-in,
-    flashed under sudo-like conditions: no $GEMSIGHT_ENGINE_CACHE, a HOME without engines."""
-    trt, calls = make_tensorrt("10")
+def trt_device(tmp_path, keys, monkeypatch, request):
+    """An installed device root (edge.yaml: one camera, four slots) with a TensorRT stand-in (10.x
+    unless the test says), flashed under sudo-like conditions: no $GEMSIGHT_ENGINE_CACHE, a HOME
+    without engines."""
+    trt, calls = make_tensorrt(getattr(request, "param", "10"))
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     for name, mod in make_pycuda().items():
         monkeypatch.setitem(sys.modules, name, mod)
@@ -38,6 +39,7 @@ def trt_device(tmp_path, keys, monkeypatch):
     return root, calls
 
 
+@pytest.mark.parametrize("trt_device", ["8.6", "10", "11"], indirect=True)
 def test_smoke_test_opens_the_engine_flash_built(trt_device, bundles):
     root, calls = trt_device
     result = flash(bundles.v100, root, FlashOptions(restart=False))
