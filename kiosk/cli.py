@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     kiosk = Kiosk(config)
     if kiosk.history.user_count() == 0:
         logger.warning("no users yet: add one with `%s user add NAME --role manager --config %s`", PROG, args.config)
-    server = uvicorn.Server(uvicorn.Config(create_app(kiosk), log_level="warning", access_log=False,
+    server = uvicorn.Server(uvicorn.Config(create_app(kiosk, stop_kiosk=True), log_level="warning", access_log=False,
                                            timeout_graceful_shutdown=2, lifespan="on"))
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"

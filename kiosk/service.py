@@ -81,13 +81,16 @@ class Kiosk:
         self._threads.append(t)
 
     def stop(self) -> None:
-        """Stop every thread and close the history."""
+        """Stop every thread and close the history (idempotent)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self.feed is not None:
             self.feed.stop()
         for t in self._threads:
             t.join(timeout=5)
         self.history.close()
+        logger.info("kiosk stopped")
 
     # -- inputs (feed thread) ----------------------------------------------------------------------
     def on_message(self, kind: str, msg: dict[str, Any]) -> None:

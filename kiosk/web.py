@@ -71,8 +71,14 @@ class Refused(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-def create_app(kiosk: Kiosk) -> Starlette:
-    """The ASGI app of ``kiosk`` (the caller runs it with uvicorn)."""
+def create_app(kiosk: Kiosk, *, stop_kiosk: bool = False) -> Starlette:
+    """The ASGI app of ``kiosk`` (the caller runs it with uvicorn).
+
+    Args:
+        kiosk: The running kiosk.
+        stop_kiosk: Stop the kiosk when the server shuts down (``gemsight-kiosk run``: uvicorn
+            re-raises SIGTERM after its graceful shutdown, so later clean-up would never run).
+    """
     cfg = kiosk.config
     auth = Authenticator(kiosk.history, cfg.web.login_attempts, cfg.web.login_window_s)
     templates = Jinja2Templates(directory=str(resources.files("kiosk") / "templates"))
@@ -256,6 +262,8 @@ def create_app(kiosk: Kiosk) -> Starlette:
         kiosk.hub.bind(asyncio.get_running_loop())
         yield
         kiosk.hub.close_all()
+        if stop_kiosk:
+            kiosk.stop()
 
     g = guarded
     routes = [

@@ -60,3 +60,39 @@ def test_check_reaches_every_device(tmp_path, capsys):
     finally:
         live.close()
         silent.close()
+
+
+def test_run_serves_notifies_systemd_and_stops_on_sigterm(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(10)
+    device = SimDevice()
+    try:
+        cfg = write_config(tmp_path, devices=[device.entry({"cam0": {"slots": {"r0c0": "ring"}}})], web={"port": 0})
+        proc = subprocess.Popen([sys.executable, "-m", "kiosk", "run", "--config", cfg], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**__import__("os").environ,
+                                                                        "NOTIFY_SOCKET": str(tmp_path / "notify")})
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith("gemsight kiosk: http://127.0.0.1:"), proc.stderr.read() if not line else line
+            url = line.split(": ", 1)[1].strip()
+            assert b"READY=1" in notify.recv(4096)
+            with urllib.request.urlopen(url + "healthz", timeout=5) as r:
+                assert r.status == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) in (0, -signal.SIGTERM)    # uvicorn re-raises SIGTERM once it shut down
+            err = proc.stderr.read()
+            assert "no users yet: add one with `gemsight-kiosk user add" in err and "kiosk stopped" in err
+            assert "Traceback" not in err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        device.close()
+        notify.close()
