@@ -3,7 +3,8 @@
 It runs the project's own commands, in order, exactly as a person would type them: synthetic
 photos and a display-case video → training → INT8 calibration with its report → a bundle signed
 with a demo key → flashed into a local device root → the edge loop on the case video through the
-INT8 model, with a listener in this terminal. Every step's output is kept under ``--workdir``
+INT8 model, with a listener in this terminal and a store kiosk (``gemsight-kiosk``: its URL is
+printed; the incidents it saw end the summary). Every step's output is kept under ``--workdir``
 (``demo-out/``) and reused by the next run, so a second run starts the loop in seconds.
 
 With ``--source`` (a real camera: ``v4l2:///dev/video0``, ``rtsp://...``) and ``--bundle`` (a real
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from deploy.demo_kiosk import start_kiosk, stop_kiosk
 from edge.cli_support import run_main, setup_logging
 from edge.errors import ConfigError, GemsightError
 
@@ -247,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         keys = make_link_keys(root, workdir)
         config = write_config(workdir, root, source, slots, args.port, keys)
         logger.info("ready in %.1f s; starting the loop", time.monotonic() - started)
-        run_loop(config, args.port, annotate, args.max_frames, keys)
+        kiosk = start_kiosk(workdir, keys, args.port, None if args.source else video.with_suffix(".truth.jsonl"))
+        try:
+            run_loop(config, args.port, annotate, args.max_frames, keys)
+        finally:
+            stop_kiosk(kiosk, workdir)
         _summary(workdir, annotate)
         return 0
 

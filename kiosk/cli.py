@@ -5,6 +5,7 @@
     gemsight-kiosk example-config > kiosk.yaml
     gemsight-kiosk user add NAME --role viewer|manager [--password-stdin] --config kiosk.yaml
     gemsight-kiosk audit verify --config kiosk.yaml
+    gemsight-kiosk incidents --config kiosk.yaml [--json]
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
     with_config(audit.add_parser("verify", help="check the audit log's hash chain"))
+    p = with_config(sub.add_parser("incidents", help="list the incidents in the history (oldest first)"))
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--limit", type=int, default=1000)
     return parser
 
 
@@ -177,6 +181,31 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_incidents(args: argparse.Namespace) -> int:
+    """Print the history's incidents (works beside a running kiosk: the database is read-only here)."""
+    import json  # noqa: PLC0415
+
+    from kiosk.history import History  # noqa: PLC0415
+
+    config = load_config(args.config)
+    history = History(config.state_dir, readonly=True)
+    try:
+        rows = list(reversed(history.incidents(limit=args.limit)))
+    finally:
+        history.close()
+    for r in rows:
+        if args.json:
+            print(json.dumps(r, sort_keys=True))
+            continue
+        ack = f"; acknowledged by {r['ack_by']}: {r['ack_note']}" if r["ack_by"] else ""
+        end = (r["evidence"] or {}).get("resolution")
+        print(f"#{r['id']} {r['kind']:<8} {r['state']:<12} {time.strftime('%H:%M:%S', time.localtime(r['opened_at']))} "
+              f"{r['reason']}{ack}" + (f" (resolved: {end})" if end else ""))
+    if not args.json:
+        print(f"{len(rows)} incident(s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gemsight-kiosk``."""
     args = get_args_parser().parse_args(argv)
@@ -184,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "example-config":
         sys.stdout.write(EXAMPLE)
         return 0
-    commands = {"run": cmd_run, "check": cmd_check}
+    commands = {"run": cmd_run, "check": cmd_check, "incidents": cmd_incidents}
     if args.command == "user":
         func = cmd_user_add
     elif args.command == "audit":

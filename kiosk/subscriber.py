@@ -35,7 +35,7 @@ HARD_MAX_BYTES = 16 << 20          # libzmq cuts (for good) a connection that se
 MAX_SNAPSHOT_BYTES = 64 << 20
 POLL_MS = 100
 RCVHWM = 100_000                   # 32 devices x 4 cameras x 2/s is 256/s: seconds of slack, not minutes
-RETRY_REFUSED_S = 30.0
+RETRY_REFUSED_S = 10.0          # a refused kiosk tries again (a key may have been allowed meanwhile)
 SNAPSHOT_BACKOFF_MAX_S = 30.0
 LOG_FIRST_BAD = 5                  # bad messages logged one by one per device, then every hundredth
 

@@ -32,6 +32,18 @@ def test_example_config_user_add_and_audit(tmp_path, capsys, monkeypatch):
     assert "user name 'bad/name' is not valid" in capsys.readouterr().err
     assert main(["audit", "verify", "--config", cfg]) == 0
     assert "1 rows, hash chain intact" in capsys.readouterr().out
+    assert main(["incidents", "--config", cfg]) == 0
+    assert capsys.readouterr().out == "0 incident(s)\n"
+    from kiosk.history import History
+    h = History(tmp_path / "state")
+    h.save_incident({"kind": "missing", "device": "case-01", "camera": "cam0", "slot": "r0c0", "state": "resolved",
+                     "opened_at": 1.0, "updated_at": 2.0, "resolved_at": 2.0, "reason": "r0c0 should hold ring",
+                     "evidence": {"resolution": "slot r0c0 shows ring again"}, "ack_by": "mia", "ack_note": "seen"})
+    h.close()
+    assert main(["incidents", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert "#1 missing  resolved" in out and "r0c0 should hold ring; acknowledged by mia: seen" in out
+    assert "(resolved: slot r0c0 shows ring again)" in out and out.endswith("1 incident(s)\n")
     db = sqlite3.connect(tmp_path / "state" / "kiosk.sqlite3")
     db.executescript("DROP TRIGGER audit_no_update; UPDATE audit SET user = 'eve';")
     db.close()

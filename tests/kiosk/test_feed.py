@@ -159,3 +159,32 @@ def test_restart_keeps_incidents_planogram_and_counts(tmp_path, device):
         assert [r["action"] for r in again.history.audit_rows()] == ["count", "planogram"]
     finally:
         again.stop()
+
+
+def test_a_device_whose_allow_list_lacks_the_kiosk(tmp_path):
+    """A real edge Publisher with CURVE and an allow-list: an unknown kiosk key is refused with the reason."""
+    from edge.config_publish import CurveConfig
+    from edge.keys import allow, create_key_pair
+    from edge.publisher import Publisher
+
+    server_pub, server_sec = create_key_pair(tmp_path / "device", "server")
+    _, kiosk_sec = create_key_pair(tmp_path / "kiosk", "kiosk")
+    other_pub, _ = create_key_pair(tmp_path / "other", "other")
+    allowed = tmp_path / "clients"
+    allowed.mkdir()
+    allow(other_pub, allowed)
+    pub = Publisher("case-01", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
+                    curve=CurveConfig(server_secret_key=str(server_sec), allowed_clients=str(allowed)))
+    try:
+        entry = {"id": "case-01", "labels": pub.endpoint, "snapshot": pub.snapshot_endpoint,
+                 "server_key": str(server_pub), "cameras": {"cam0": {"slots": SLOTS}}}
+        kiosk = start(tmp_path, [entry], curve={"client_secret_key": str(kiosk_sec)})
+        try:
+            info = kiosk.feed.devices["case-01"].info
+            wait_for(lambda: info["link"] == "refused")
+            assert "this client's key is not in its allow-list" in info["error"]
+            assert kiosk.devices["case-01"]["link"] == "refused"
+        finally:
+            kiosk.stop()
+    finally:
+        pub.close()
