@@ -87,9 +87,13 @@ def create_app(kiosk: Kiosk, *, stop_kiosk: bool = False) -> Starlette:
 
     def user(request: Request) -> dict[str, str] | None:
         s = request.session
-        if s.get("user") and time.time() - float(s.get("t", 0)) < max_age:
-            return {"name": s["user"], "role": s["role"], "csrf": s["csrf"]}
-        return None
+        if not s.get("user") or time.time() - float(s.get("t", 0)) >= max_age:
+            return None
+        if "checked" not in request.scope:     # the role as it is now: a removed or demoted user loses it at once
+            row = kiosk.history.user(s["user"])
+            request.scope["checked"] = row["role"] if row else None
+        role = request.scope["checked"]
+        return {"name": s["user"], "role": role, "csrf": s["csrf"]} if role else None
 
     def api(request: Request) -> bool:
         return request.url.path.startswith("/api/")

@@ -188,3 +188,50 @@ def test_a_device_whose_allow_list_lacks_the_kiosk(tmp_path):
             kiosk.stop()
     finally:
         pub.close()
+
+
+def test_webhook_and_scheduled_counts(tmp_path, device):
+    """Incident changes are POSTed to the webhook; counts run once at opening and once at closing."""
+    import datetime as dt
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    posts = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            posts.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    now = [dt.datetime(2026, 12, 2, 8, 59, 30, tzinfo=dt.timezone.utc).timestamp()]   # a Wednesday
+    cfg = parse_config(config_dict(tmp_path, devices=[device.entry({"cam0": {"slots": SLOTS}})],
+                                   policies={"empty_grace_s": 0},
+                                   hours={"open": "09:00", "close": "18:00", "timezone": "UTC"},
+                                   webhook={"url": f"http://127.0.0.1:{server.server_port}/hook"}))
+    kiosk = Kiosk(cfg, clock=lambda: now[0], feed=False).start()
+    try:
+        kiosk.on_message("labels", device.labels("cam0", FULL))
+        kiosk.on_message("labels", device.labels("cam0", {**FULL, "r0c0": "empty"}))   # before opening: at once
+        wait_for(lambda: posts)
+        assert (posts[0]["event"], posts[0]["kind"], posts[0]["slot"], posts[0]["store"]) == \
+            ("opened", "missing", "r0c0", "Test store")
+        kiosk.tick()
+        assert kiosk.history.counts() == []
+        base = dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc).timestamp()
+        for hhmmss in ((9, 0, 30), (9, 0, 31), (18, 0, 35), (18, 0, 36)):
+            now[0] = base + hhmmss[0] * 3600 + hhmmss[1] * 60 + hhmmss[2]
+            kiosk.tick()
+        assert [(c["kind"], c["user"]) for c in kiosk.history.counts()] == [("closing", "schedule"),
+                                                                            ("opening", "schedule")]
+        kiosk.on_message("labels", device.labels("cam0", FULL))
+        wait_for(lambda: [p for p in posts if p["event"] == "resolved"])
+    finally:
+        kiosk.stop()
+        server.shutdown()

@@ -88,6 +88,8 @@ def test_viewer_looks_but_cannot_act(site):
         assert r.status_code == 403 and r.json()["error"].startswith("the manager role is needed to"), path
     r = c.post("/counts", data={"csrf": token})
     assert r.status_code == 403 and "the manager role is needed to run a count" in r.text
+    r = c.post("/api/counts", content=b"x" * 70_000, headers={"X-CSRF-Token": token, "content-type": "text/plain"})
+    assert (r.status_code, r.json()["error"]) == (413, "request body over 65536 bytes")
 
 
 def test_manager_acknowledges_edits_and_counts(site):
@@ -144,6 +146,16 @@ def test_server_sent_events(site):
                     break
         assert events["slot"]["label"] == "ring" and events["slot"]["cond"] == "wrong"
         assert events["incident"]["event"] == "opened" and events["incident"]["kind"] == "wrong"
+
+
+def test_a_removed_user_loses_the_session(site):
+    served, _ = site
+    from kiosk.auth import add_user
+    add_user(served.kiosk.history, "tmp", "manager", "correct horse", 0.0)
+    c, _ = login(site, "tmp")
+    assert c.get("/api/state").status_code == 200
+    served.kiosk.history._exec("DELETE FROM users WHERE name = 'tmp'")
+    assert c.get("/api/state").status_code == 401
 
 
 def test_login_rate_limit(site):
