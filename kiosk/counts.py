@@ -66,6 +66,11 @@ def reconcile(planogram: dict[tuple[str, str, str], str], labels: dict[tuple[str
     return {"rows": rows, "totals": totals, "no_data": no_data, "cases": len(cases)}
 
 
+def _cell(text: str) -> str:
+    """A text cell a spreadsheet will not run as a formula (a leading = + - @ is quoted with ')."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
 def to_csv(report: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
     """The report as CSV (one row per case and class, then a TOTAL row); ``meta`` goes in ``#`` lines first."""
     out = io.StringIO()
@@ -74,6 +79,6 @@ def to_csv(report: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in report["rows"]:
-        writer.writerow(row)
+        writer.writerow({**row, "case": _cell(row["case"]), "class": _cell(row["class"])})
     writer.writerow({"case": "TOTAL", "class": "", **report["totals"]})
     return out.getvalue()

@@ -97,6 +97,8 @@ class HealthMixin:
             return
         view.health, view.reason = health, reason
         ch.cameras.append(self.camera_dict(case, now))
+        if case not in self.cases:           # a camera the planogram does not know: shown, never an incident
+            return
         inc = self.open.get(("camera", *case))
         if health in ("down", "stale"):
             self._open_or_update("camera", case[0], case[1], None, f"{self.case_title(case)}: {reason}",

@@ -120,13 +120,17 @@
     });
   }
 
-  let pending = null;
+  // One request at a time; events that arrive meanwhile ask for one more when it is done.
+  let pending = null, again = false;
   function refresh() {
-    if (pending) return;
+    if (pending) { again = true; return; }
     pending = fetch("/api/incidents", {credentials: "same-origin"})
-      .then(function (r) { return r.json(); })
-      .then(function (j) { render(j.open || []); })
-      .finally(function () { pending = null; });
+      .then(function (r) {
+        if (r.status === 401) { window.location.assign("/login"); return null; }
+        return r.json();
+      })
+      .then(function (j) { if (j) render(j.open || []); })
+      .finally(function () { pending = null; if (again) { again = false; refresh(); } });
   }
 
   function connect() {
@@ -136,7 +140,10 @@
     es.addEventListener("camera", function (e) { onCamera(JSON.parse(e.data)); });
     es.addEventListener("device", function (e) { onDevice(JSON.parse(e.data)); });
     es.addEventListener("incident", function () { refresh(); });
-    es.onerror = function () { live.textContent = "reconnecting…"; live.className = "live off"; };
+    es.onerror = function () {
+      live.textContent = "reconnecting…"; live.className = "live off";
+      refresh();   // a logged-out session goes to the login page from there
+    };
   }
 
   document.querySelectorAll("[data-case]").forEach(function (c) { tally(c.dataset.case); });

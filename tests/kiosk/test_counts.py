@@ -29,3 +29,8 @@ def test_csv_has_every_row_and_a_total():
     rows = list(csv.DictReader(io.StringIO("".join(l + "\n" for l in text.splitlines() if not l.startswith("#")))))
     assert [r["class"] for r in rows] == ["ring", "watch", ""]
     assert rows[-1]["case"] == "TOTAL" and rows[-1]["missing"] == "3"
+
+
+def test_csv_cells_never_run_as_formulas():
+    rep = reconcile({("d", "c", "a"): "ring"}, {("d", "c", "a"): "ring"}, titles={("d", "c"): "=HYPERLINK(1)"})
+    assert "\n'=HYPERLINK(1),ring,1,1,0,0,0\n" in to_csv(rep)

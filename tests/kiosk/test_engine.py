@@ -176,3 +176,12 @@ def test_restart_keeps_open_incidents(tmp_path):
     assert again.find(3) is not None
     ch = again.on_labels(labels(FULL, seq=2), T0 + 6)   # the piece is back after the restart
     assert [(ev, i.id) for ev, i in ch.incidents] == [("resolved", 3)]
+
+
+def test_a_camera_outside_the_planogram_is_shown_but_never_alarms(tmp_path):
+    e = engine(tmp_path, policies={"empty_grace_s": 0})
+    e.on_heartbeat(heartbeat({"cam0": 1, "cam9": 1}), T0)
+    ch = e.on_labels(labels({"x": "empty"}, camera="cam9", seq=2), T0 + 1)
+    assert not ch.incidents and e.slot_dict(("case-01", "cam9", "x"))["cond"] == "unplanned"
+    ch = e.on_status(status("down", camera="cam9"), T0 + 2)
+    assert ch.cameras[0]["health"] == "down" and not ch.incidents
