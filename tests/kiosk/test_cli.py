@@ -108,3 +108,21 @@ def test_run_serves_notifies_systemd_and_stops_on_sigterm(tmp_path):
     finally:
         device.close()
         notify.close()
+
+
+def test_run_refuses_a_busy_port_and_a_missing_key(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        cfg = write_config(tmp_path, web={"port": busy.getsockname()[1]})
+        assert main(["run", "--config", cfg]) == 2
+        assert f"web: cannot listen on 127.0.0.1:{busy.getsockname()[1]} (Address already in use)" in \
+            capsys.readouterr().err
+    cams = {"cam0": {"slots": {"r0c0": "ring"}}}
+    cfg = write_config(tmp_path, devices=[{"id": "case-01", "labels": "tcp://127.0.0.1:1", "server_key": "./nope.key",
+                                           "cameras": cams}], curve={"client_secret_key": "./kiosk.key_secret"})
+    assert main(["check", "--config", cfg]) == 1
+    assert f"case-01: FAILED: CURVE server key file (--curve-server-key) '{tmp_path}/nope.key' does not exist" in \
+        capsys.readouterr().out
