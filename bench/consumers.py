@@ -12,9 +12,12 @@ video, with one healthy ZeroMQ subscriber that reads everything, then:
 
 The bound: a PUB socket keeps at most ``SNDHWM`` messages per subscriber (``publish.hwm``, default
 1000; libzmq counts whole multipart messages) and then drops, silently, for that subscriber alone.
-So one dead subscriber can pin at most ``hwm x (largest message + topic)`` bytes in the edge (the
-kernel's socket buffers hold more, outside the process). The dead subscriber sees the drops as
-``seq`` gaps when it wakes. Prints a table, writes ``bench/results/consumers.json``.
+So one dead subscriber can pin at most ``hwm x (largest message + topic)`` bytes in the edge. Before
+that pipe fills, the kernel's TCP buffers of both ends absorb messages too (outside the edge's RSS;
+on loopback the receiver's buffer autotunes up to ``net.ipv4.tcp_rmem``'s maximum, here 32 MiB, which
+holds many minutes of labels: ``--rcvbuf`` pins it smaller to reach the HWM sooner). The dead
+subscriber sees the drops as ``seq`` gaps when it wakes; the edge cannot count them (see
+:func:`xpub_nodrop_demo`). Prints a table, writes ``bench/results/consumers.json``.
 """
 from __future__ import annotations
 
@@ -57,15 +60,19 @@ def _vanishing(endpoint: str, n: int, ready: "mp.synchronize.Event") -> None:
     time.sleep(3600)  # SIGKILLed long before
 
 
-def _dead(endpoint: str, ready: "mp.synchronize.Event", done: "mp.synchronize.Event", out: "mp.Queue") -> None:
+def _dead(endpoint: str, ready: "mp.synchronize.Event", done: "mp.synchronize.Event", out: "mp.Queue",
+          rcvbuf: int | None = None) -> None:
     """Child: a SUB that reads until ``ready`` is set (then it is SIGSTOPped), and after SIGCONT
-    drains until ``done``; reports labels received, seq gaps and messages missing in them."""
+    drains until ``done``; reports labels received, seq gaps and messages missing in them.
+    ``rcvbuf`` sets its kernel receive buffer (SO_RCVBUF) instead of the OS's autotuned one."""
     import zmq
 
     from edge import messages
 
     sock = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
+    if rcvbuf:
+        sock.setsockopt(zmq.RCVBUF, rcvbuf)
     sock.connect(endpoint)
     received = gaps = missing = 0
     last = None
@@ -84,7 +91,7 @@ def _dead(endpoint: str, ready: "mp.synchronize.Event", done: "mp.synchronize.Ev
                 first_gap_after = received
         last = seq
         received += 1
-        if received == 10:
+        if received == 3:
             ready.set()
     out.put({"received": received, "gaps": gaps, "missing": missing, "last_seq": last,
              "first_gap_after_messages": first_gap_after})
@@ -129,16 +136,16 @@ def vanish_phase(endpoint: str, edge: EdgeProcess, sub: ZmqSubscriber, n: int, s
 
 
 def dead_phase(endpoint: str, edge: EdgeProcess, sub: ZmqSubscriber, minutes: float, every: float,
-               drain_s: float = 5.0) -> dict:
+               drain_s: float = 5.0, rcvbuf: int | None = None) -> dict:
     """One subscriber frozen (SIGSTOP) for ``minutes``; the edge's RSS and frame rate meanwhile; it then
     has ``drain_s`` to read what reached it."""
     ctx = mp.get_context("spawn")
     ready, done, out = ctx.Event(), ctx.Event(), ctx.Queue()
-    child = ctx.Process(target=_dead, args=(endpoint, ready, done, out), daemon=True)
+    child = ctx.Process(target=_dead, args=(endpoint, ready, done, out, rcvbuf), daemon=True)
     child.start()
     if not ready.wait(60):
         child.kill()
-        raise RuntimeError("the dead-consumer child never received 10 labels messages")
+        raise RuntimeError("the dead-consumer child never received 3 labels messages")
     base = proc_sample(edge.pid)
     os.kill(child.pid, signal.SIGSTOP)
     t0 = time.monotonic()
@@ -162,7 +169,7 @@ def dead_phase(endpoint: str, edge: EdgeProcess, sub: ZmqSubscriber, minutes: fl
     child.join(10)
     peak = max(s["rss_mib"] for s in samples)
     fps = [s["fps"] for s in samples]
-    return {"minutes": minutes, "rss_before_mib": base["rss_mib"], "rss_peak_mib": peak,
+    return {"minutes": minutes, "rcvbuf": rcvbuf or "OS default (autotuned)", "rss_before_mib": base["rss_mib"], "rss_peak_mib": peak,
             "rss_last_mib": samples[-1]["rss_mib"], "rss_growth_mib": peak - base["rss_mib"],
             "fps_min": min(fps), "fps_mean": sum(fps) / len(fps), "dead_consumer": got, "samples": samples}
 
@@ -184,8 +191,50 @@ def largest_labels_bytes(endpoint: str, seconds: float = 2.0) -> int:
     return biggest
 
 
+def xpub_nodrop_demo(n: int = 200) -> dict:
+    """Why the edge cannot count drops by refusing them: with ``ZMQ_XPUB_NODROP`` a send fails
+    (EAGAIN) as soon as *one* subscriber's pipe is full, so one dead subscriber would stop every
+    other. Two subscribers on loopback, one that reads and one that never does, SNDHWM 5."""
+    import zmq
+
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.XPUB)
+    pub.setsockopt(zmq.SNDHWM, 5)
+    pub.setsockopt(zmq.XPUB_NODROP, 1)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    subs = []
+    for rcvhwm in (1000, 5):
+        s = ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.RCVHWM, rcvhwm)
+        s.setsockopt(zmq.RCVBUF, 65536)
+        s.setsockopt(zmq.SUBSCRIBE, b"")
+        s.connect(f"tcp://127.0.0.1:{port}")
+        subs.append(s)
+    good = subs[0]
+    if pub.poll(2000):  # the subscription (XPUB passes on only the first of equal ones)
+        pub.recv()
+    time.sleep(0.2)     # and both connections are up
+    sent = refused = received = 0
+    payload = b"x" * 100_000
+    for _ in range(n):
+        try:
+            pub.send(payload, zmq.NOBLOCK)
+            sent += 1
+        except zmq.Again:
+            refused += 1
+        while good.poll(0):
+            good.recv()
+            received += 1
+    while good.poll(200):
+        good.recv()
+        received += 1
+    for sock in (*subs, pub):
+        sock.close(linger=0)
+    return {"sends": n, "sent": sent, "refused_eagain": refused, "reading_subscriber_received": received}
+
+
 def run_bench(minutes: float, vanish: int, every: float, hwm: int, work: Path, video_seconds: float = 30.0,
-              settle_s: float = 3.0) -> dict:
+              settle_s: float = 3.0, rcvbuf: int | None = None) -> dict:
     """The whole bench in ``work``; returns the report (``settle_s``: the waits between steps)."""
     model = tiny_model(work / "model")
     vid = case_video(work / "case.mp4", seconds=video_seconds)
@@ -200,11 +249,12 @@ def run_bench(minutes: float, vanish: int, every: float, hwm: int, work: Path, v
             raise RuntimeError(f"no labels within 60 s; edge log:\n{edge.log_tail()}")
         msg_bytes = largest_labels_bytes(endpoint, settle_s)
         vanished = vanish_phase(endpoint, edge, sub, vanish, settle_s)
-        dead = dead_phase(endpoint, edge, sub, minutes, every, max(settle_s, 5.0 * (minutes >= 1)))
+        dead = dead_phase(endpoint, edge, sub, minutes, every, max(settle_s, 5.0 * (minutes >= 1)), rcvbuf)
         healthy = sub.snapshot()
     finally:
         sub.stop()
         rc = edge.stop()
+    nodrop = xpub_nodrop_demo()
     bound = hwm * (msg_bytes + 64) / 2**20  # + libzmq's per-message bookkeeping, roughly
     return {
         "model": MODEL_NOTE, "video": {"fps": 10, "slots": 12, "looping": True},
@@ -217,7 +267,8 @@ def run_bench(minutes: float, vanish: int, every: float, hwm: int, work: Path, v
         "drops_counted": {
             "edge": "not countable: libzmq PUB drops silently per subscriber at SNDHWM (zmq_send always "
                     "succeeds, no socket-monitor event); ZMQ_XPUB_NODROP would instead make every send "
-                    "fail for all subscribers while one is full",
+                    "fail for all subscribers while one is full (xpub_nodrop_demo)",
+            "xpub_nodrop_demo": nodrop,
             "consumer": "exact: seq gaps per camera (gemsight-edge listen reports them; heartbeats carry "
                         "the last seq so trailing drops show too)"},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -230,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vanish", type=int, default=100, help="subscribers that connect and vanish (default 100)")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples (default 10)")
     parser.add_argument("--hwm", type=int, default=DEFAULT_HWM, help="publish.hwm of the edge (default 1000)")
+    parser.add_argument("--rcvbuf", type=int, help="the dead subscriber's SO_RCVBUF in bytes (default: the OS's, "
+                        "autotuned; on loopback it can absorb many minutes of messages before the HWM is reached)")
     parser.add_argument("--video-seconds", type=float, default=30.0, help="length of the looping video")
     parser.add_argument("--out", type=Path, default=RESULTS / "consumers.json")
     args = parser.parse_args(argv)
@@ -238,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print("consumers: --minutes, --every must be > 0; --vanish, --hwm >= 1", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="gemsight-consumers-") as tmp:
-        r = run_bench(args.minutes, args.vanish, args.every, args.hwm, Path(tmp), args.video_seconds)
+        r = run_bench(args.minutes, args.vanish, args.every, args.hwm, Path(tmp), args.video_seconds, rcvbuf=args.rcvbuf)
     write_json(args.out, r)
     v, d, dc = r["vanish"], r["dead"], r["dead"]["dead_consumer"]
     print_table([
@@ -248,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
          f"open files {v['open_files_before']} -> peak {v['open_files_peak']} -> {v['open_files_after']}; "
          f"threads {v['threads_before']} -> {v['threads_after']}"),
         ("  frame rate before / during", f"{v['fps_before']:.2f} / {v['fps_during']:.2f} fps"),
-        (f"dead subscriber for {d['minutes']:g} min", f"RSS {d['rss_before_mib']:.1f} -> peak {d['rss_peak_mib']:.1f} "
+        (f"dead subscriber for {d['minutes']:g} min (SO_RCVBUF {d['rcvbuf']})", f"RSS {d['rss_before_mib']:.1f} -> peak {d['rss_peak_mib']:.1f} "
          f"MiB (+{d['rss_growth_mib']:.2f}; bound {r['bound_mib']:.2f} = hwm {r['hwm']} x {r['labels_message_bytes']} B)"),
         ("  frame rate min / mean meanwhile", f"{d['fps_min']:.2f} / {d['fps_mean']:.2f} fps"),
         ("  dead subscriber on waking", f"{dc['received']} labels received, {dc['gaps']} seq gap(s), "

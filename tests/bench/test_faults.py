@@ -8,7 +8,7 @@ from bench import camera_faults, consumers, soak
 
 def test_soak_writes_samples_plot_and_verdict(tmp_path):
     out = tmp_path / "soak.json"
-    rc = soak.main(["--minutes", "0.05", "--every", "1", "--warmup", "1", "--video-seconds", "1", "--out", str(out)])
+    rc = soak.main(["--minutes", "0.04", "--every", "0.5", "--warmup", "0.5", "--video-seconds", "1", "--out", str(out)])
     report = json.loads(out.read_text())
     assert rc == 0 and report["pass"] is True
     assert len(report["samples"]) >= 3 and report["labels"] > 10 and report["gaps"] == 0
@@ -23,18 +23,20 @@ def test_soak_refuses_a_bad_duration(capsys):
 
 
 def test_consumers_vanishing_and_dead_subscribers(tmp_path):
-    r = consumers.run_bench(minutes=0.03, vanish=3, every=1.0, hwm=1000, work=tmp_path, video_seconds=1.0,
+    r = consumers.run_bench(minutes=0.02, vanish=3, every=1.0, hwm=1000, work=tmp_path, video_seconds=1.0,
                             settle_s=0.5)
     v, d = r["vanish"], r["dead"]
-    assert v["subscribers"] == 3 and v["open_files_peak"] >= v["open_files_before"] + 3
+    assert v["subscribers"] == 3 and v["open_files_peak"] >= v["open_files_after"] + 3
     assert v["open_files_after"] <= v["open_files_before"]  # the vanished subscribers' sockets were closed
-    assert d["dead_consumer"]["received"] > 10 and d["dead_consumer"]["gaps"] == 0  # well under the HWM
+    assert d["dead_consumer"]["received"] > 5 and d["dead_consumer"]["gaps"] == 0  # well under the HWM
     assert r["healthy_subscriber"]["gaps"] == 0 and r["labels_message_bytes"] > 500
     assert r["bound_mib"] == r["hwm"] * (r["labels_message_bytes"] + 64) / 2**20 and r["edge_exit_code"] == 0
+    nodrop = r["drops_counted"]["xpub_nodrop_demo"]  # refusing sends would stall the reading subscriber too
+    assert nodrop["refused_eagain"] > 0 and nodrop["reading_subscriber_received"] == nodrop["sent"] < nodrop["sends"]
 
 
 def test_camera_faults_file_removed_goes_down_and_recovers(tmp_path):
-    r = camera_faults.run_matrix(["file-removed"], down=2.5, work=tmp_path, video_seconds=1.0)
+    r = camera_faults.run_matrix(["file-removed"], down=2.0, work=tmp_path, video_seconds=1.0)
     row = r["faults"]["file-removed"]
     states = [m["state"] for m in row["status"]]
     assert "down" in states and states[-1] == "up", row["status"]
