@@ -93,6 +93,18 @@ def _deploy(r: dict) -> Iterator[Row]:
         yield ("systemd-analyze security exposure of gemsight-edge.service", f"{r['edge_unit_exposure']}")
 
 
+def _kiosk(r: dict) -> Iterator[Row]:
+    load, lat, page = r["load"], r["latency_beyond_grace"], r["page"]
+    yield (f"kiosk CPU / RSS, {load['devices']} devices × {load['cameras_per_device']} cameras × "
+           f"{load['slots_per_camera']} slots at {load['labels_per_s']:.0f} labels/s",
+           f"{r['kiosk']['cpu_cores']:.2f} cores / {r['kiosk']['rss_peak_mb']:.0f} MB")
+    yield (f"kiosk: labels publish → incident SSE event, p95 beyond a {lat['grace_s']:g} s grace / immediate alarm",
+           f"{lat['with_grace']['p95_s']:.2f} s / {lat['immediate']['p95_s']:.3f} s")
+    browser = page.get("browser") or {}
+    if browser:
+        yield (f"kiosk store page with {load['slots']} slots, load in headless Chromium", f"{browser['load_s']:.2f} s")
+
+
 # name → (command, table rows from its JSON)
 BENCHES: dict[str, tuple[list[str], Callable[[dict], Iterator[Row]]]] = {
     "synth_speed": (["bench/synth_speed.py"], _synth),
@@ -101,6 +113,7 @@ BENCHES: dict[str, tuple[list[str], Callable[[dict], Iterator[Row]]]] = {
     "calibration": ([], _calibration),   # written by runtimes' model build (the calibration report)
     "loop": (["bench/loop.py", "--model", str(MODEL_DIR / "calib")], _loop),
     "deploy_flash": (["bench/deploy_flash.py"], _deploy),
+    "kiosk": (["bench/kiosk.py"], _kiosk),
 }
 
 
