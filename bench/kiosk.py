@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "bench": "kiosk", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(),
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
         "load": {"devices": args.devices, "cameras_per_device": args.cameras, "slots_per_camera": len(SLOTS),
                  "slots": len(keys) * len(SLOTS), "labels_per_s": args.devices * args.cameras * args.rate,
                  "labels_per_s_achieved": round(achieved, 1), "heartbeats_per_s": args.devices,
