@@ -28,7 +28,7 @@ from typing import Any
 from edge.errors import ConfigError
 from kiosk.config import EMPTY_LABELS, STATES, KioskConfig, check_expected
 from kiosk.health import CameraView, HealthMixin
-from kiosk.incident import ACKNOWLEDGED, OPEN, RESOLVED, SLOT_KINDS, Changes, Incident, incident_key
+from kiosk.incident import ACKNOWLEDGED, RESOLVED, SLOT_KINDS, Changes, Incident, incident_key
 
 logger = logging.getLogger(__name__)
 

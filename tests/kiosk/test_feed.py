@@ -2,8 +2,6 @@
 a device whose key does not match, and a restart with the history intact."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import zmq
 import zmq.auth
