@@ -3,9 +3,9 @@
 Runs the edge as a device does (``python -m edge run``, a child process) on a looping 10 fps, 12-slot
 video, with one healthy ZeroMQ subscriber that reads everything, then:
 
-1. **Vanishing subscribers**: ``--vanish`` SUB sockets (in child processes, 10 per process) connect,
-   take one message each and are SIGKILLed: they vanish without closing. The edge's RSS, open files
-   and threads before and after, and the healthy subscriber's frame rate meanwhile.
+1. **Vanishing subscribers**: ``--rounds`` times, ``--vanish`` SUB sockets (in child processes, 10 per
+   process) connect, take one message each and are SIGKILLed: they vanish without closing. The
+   edge's RSS, open files and threads before and after each round; the frame rate meanwhile.
 2. **A dead subscriber**: a SUB in a child process connects, reads a little, then is SIGSTOPped for
    ``--minutes`` (neither it nor its ZeroMQ I/O thread reads: what a hung kiosk does), then SIGCONTed
    to drain what reached it. Every ``--every`` seconds: the edge's RSS and the healthy frame rate.
@@ -104,35 +104,42 @@ def _rate(sub: ZmqSubscriber, seconds: float) -> float:
     return (sub.snapshot()["labels"] - a) / seconds
 
 
-def vanish_phase(endpoint: str, edge: EdgeProcess, sub: ZmqSubscriber, n: int, settle_s: float = 3.0) -> dict:
-    """``n`` subscribers connect, take a message and are killed; the edge before and after (``settle_s``
-    later, and the frame rate over ``settle_s`` before)."""
+def vanish_phase(endpoint: str, edge: EdgeProcess, sub: ZmqSubscriber, n: int, settle_s: float = 3.0,
+                 rounds: int = 1) -> dict:
+    """``rounds`` times, ``n`` subscribers connect, take a message and are killed; the edge before and
+    ``settle_s`` after each round (a leak grows round after round; an allocator's high-water mark does not)."""
     ctx = mp.get_context("spawn")
     before = proc_sample(edge.pid)
     fps_before = _rate(sub, settle_s)
     t0 = time.monotonic()
     a0 = sub.snapshot()["labels"]
-    procs, peak_fds = [], before["open_files"]
-    for start in range(0, n, PER_PROCESS):
-        ready = ctx.Event()
-        p = ctx.Process(target=_vanishing, args=(endpoint, min(PER_PROCESS, n - start), ready), daemon=True)
-        p.start()
-        procs.append((p, ready))
-    for p, ready in procs:
-        ready.wait(60)
-    peak_fds = max(peak_fds, (proc_sample(edge.pid) or {}).get("open_files", 0))
-    for p, _ in procs:
-        os.kill(p.pid, signal.SIGKILL)
-        p.join(10)
+    peak_fds, after_rounds, fds_rounds = before["open_files"], [], []
+    for _ in range(rounds):
+        procs = []
+        for start in range(0, n, PER_PROCESS):
+            ready = ctx.Event()
+            p = ctx.Process(target=_vanishing, args=(endpoint, min(PER_PROCESS, n - start), ready), daemon=True)
+            p.start()
+            procs.append((p, ready))
+        for p, ready in procs:
+            ready.wait(60)
+        peak_fds = max(peak_fds, (proc_sample(edge.pid) or {}).get("open_files", 0))
+        for p, _ in procs:
+            os.kill(p.pid, signal.SIGKILL)
+            p.join(10)
+        time.sleep(settle_s)  # the edge's I/O thread notices the resets and closes the pipes
+        s = proc_sample(edge.pid)
+        after_rounds.append(round(s["rss_mib"], 2))
+        fds_rounds.append(s["open_files"])
     fps_during = (sub.snapshot()["labels"] - a0) / (time.monotonic() - t0)
-    time.sleep(settle_s)  # the edge's I/O thread notices the resets and closes the pipes
     after = proc_sample(edge.pid)
-    return {"subscribers": n, "processes": len(procs), "rss_before_mib": before["rss_mib"],
-            "rss_after_mib": after["rss_mib"], "rss_delta_mib": after["rss_mib"] - before["rss_mib"],
+    return {"subscribers": n, "rounds": rounds, "processes": rounds * -(-n // PER_PROCESS),
+            "rss_before_mib": before["rss_mib"], "rss_after_mib": after["rss_mib"],
+            "rss_delta_mib": after["rss_mib"] - before["rss_mib"], "rss_after_each_round_mib": after_rounds,
             "open_files_before": before["open_files"], "open_files_peak": peak_fds,
-            "open_files_after": after["open_files"], "threads_before": before["threads"],
-            "threads_after": after["threads"], "fps_before": fps_before, "fps_during": fps_during,
-            "seconds": time.monotonic() - t0}
+            "open_files_after": after["open_files"], "open_files_after_each_round": fds_rounds,
+            "threads_before": before["threads"], "threads_after": after["threads"], "fps_before": fps_before,
+            "fps_during": fps_during, "seconds": time.monotonic() - t0}
 
 
 def dead_phase(endpoint: str, edge: EdgeProcess, sub: ZmqSubscriber, minutes: float, every: float,
@@ -169,7 +176,8 @@ def dead_phase(endpoint: str, edge: EdgeProcess, sub: ZmqSubscriber, minutes: fl
     child.join(10)
     peak = max(s["rss_mib"] for s in samples)
     fps = [s["fps"] for s in samples]
-    return {"minutes": minutes, "rcvbuf": rcvbuf or "OS default (autotuned)", "rss_before_mib": base["rss_mib"], "rss_peak_mib": peak,
+    return {"minutes": minutes, "rcvbuf": rcvbuf or "OS default (autotuned)", "rss_before_mib": base["rss_mib"],
+            "rss_peak_mib": peak,
             "rss_last_mib": samples[-1]["rss_mib"], "rss_growth_mib": peak - base["rss_mib"],
             "fps_min": min(fps), "fps_mean": sum(fps) / len(fps), "dead_consumer": got, "samples": samples}
 
@@ -234,7 +242,7 @@ def xpub_nodrop_demo(n: int = 200) -> dict:
 
 
 def run_bench(minutes: float, vanish: int, every: float, hwm: int, work: Path, video_seconds: float = 30.0,
-              settle_s: float = 3.0, rcvbuf: int | None = None) -> dict:
+              settle_s: float = 3.0, rcvbuf: int | None = None, rounds: int = 1) -> dict:
     """The whole bench in ``work``; returns the report (``settle_s``: the waits between steps)."""
     model = tiny_model(work / "model")
     vid = case_video(work / "case.mp4", seconds=video_seconds)
@@ -248,7 +256,7 @@ def run_bench(minutes: float, vanish: int, every: float, hwm: int, work: Path, v
         if not sub.wait_labels(5, 60):
             raise RuntimeError(f"no labels within 60 s; edge log:\n{edge.log_tail()}")
         msg_bytes = largest_labels_bytes(endpoint, settle_s)
-        vanished = vanish_phase(endpoint, edge, sub, vanish, settle_s)
+        vanished = vanish_phase(endpoint, edge, sub, vanish, settle_s, rounds)
         dead = dead_phase(endpoint, edge, sub, minutes, every, max(settle_s, 5.0 * (minutes >= 1)), rcvbuf)
         healthy = sub.snapshot()
     finally:
@@ -279,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="how long the subscriber stays dead (default 10)")
     parser.add_argument("--vanish", type=int, default=100, help="subscribers that connect and vanish (default 100)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --vanish subscribers (default 3)")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples (default 10)")
     parser.add_argument("--hwm", type=int, default=DEFAULT_HWM, help="publish.hwm of the edge (default 1000)")
     parser.add_argument("--rcvbuf", type=int, help="the dead subscriber's SO_RCVBUF in bytes (default: the OS's, "
@@ -287,22 +296,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "consumers.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.minutes <= 0 or args.vanish < 1 or args.every <= 0 or args.hwm < 1:
-        print("consumers: --minutes, --every must be > 0; --vanish, --hwm >= 1", file=sys.stderr)
+    if args.minutes <= 0 or args.vanish < 1 or args.rounds < 1 or args.every <= 0 or args.hwm < 1:
+        print("consumers: --minutes, --every must be > 0; --vanish, --rounds, --hwm >= 1", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="gemsight-consumers-") as tmp:
-        r = run_bench(args.minutes, args.vanish, args.every, args.hwm, Path(tmp), args.video_seconds, rcvbuf=args.rcvbuf)
+        r = run_bench(args.minutes, args.vanish, args.every, args.hwm, Path(tmp), args.video_seconds,
+                      rcvbuf=args.rcvbuf, rounds=args.rounds)
     write_json(args.out, r)
     v, d, dc = r["vanish"], r["dead"], r["dead"]["dead_consumer"]
     print_table([
         ("model / video", f"{r['model']}; 10 fps, 12 slots"),
-        (f"{v['subscribers']} subscribers connect and vanish (SIGKILL)",
-         f"RSS {v['rss_before_mib']:.1f} -> {v['rss_after_mib']:.1f} MiB ({v['rss_delta_mib']:+.2f}); "
+        (f"{v['rounds']} x {v['subscribers']} subscribers connect and vanish (SIGKILL)",
+         f"RSS {v['rss_before_mib']:.1f} -> {' -> '.join(f'{x:.1f}' for x in v['rss_after_each_round_mib'])} "
+         "MiB "
+         f"({v['rss_delta_mib']:+.2f}); "
          f"open files {v['open_files_before']} -> peak {v['open_files_peak']} -> {v['open_files_after']}; "
          f"threads {v['threads_before']} -> {v['threads_after']}"),
         ("  frame rate before / during", f"{v['fps_before']:.2f} / {v['fps_during']:.2f} fps"),
-        (f"dead subscriber for {d['minutes']:g} min (SO_RCVBUF {d['rcvbuf']})", f"RSS {d['rss_before_mib']:.1f} -> peak {d['rss_peak_mib']:.1f} "
-         f"MiB (+{d['rss_growth_mib']:.2f}; bound {r['bound_mib']:.2f} = hwm {r['hwm']} x {r['labels_message_bytes']} B)"),
+        (f"dead subscriber for {d['minutes']:g} min (SO_RCVBUF {d['rcvbuf']})",
+         f"RSS {d['rss_before_mib']:.1f} -> peak {d['rss_peak_mib']:.1f} MiB (+{d['rss_growth_mib']:.2f}; "
+         f"bound {r['bound_mib']:.2f} = hwm {r['hwm']} x {r['labels_message_bytes']} B)"),
         ("  frame rate min / mean meanwhile", f"{d['fps_min']:.2f} / {d['fps_mean']:.2f} fps"),
         ("  dead subscriber on waking", f"{dc['received']} labels received, {dc['gaps']} seq gap(s), "
                                         f"{dc['missing']} missing (= dropped for it)"),

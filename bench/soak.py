@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     _plot(report["samples"], report["warmup_s"], plot,
           f"soak {args.minutes:g} min, 10 fps, 12 slots: RSS {report['rss_mib']['growth_after_warmup']:+.2%} "
           f"after warm-up, {report['gaps']} gaps")
-    report["plot"] = str(plot.relative_to(args.out.parent.parent.parent) if plot.is_relative_to(
-        args.out.parent.parent.parent) else plot)
+    report["plot"] = plot.name  # beside the JSON by default
     write_json(args.out, report)
     r = report
     print_table([

@@ -8,7 +8,8 @@ from bench import camera_faults, consumers, soak
 
 def test_soak_writes_samples_plot_and_verdict(tmp_path):
     out = tmp_path / "soak.json"
-    rc = soak.main(["--minutes", "0.04", "--every", "0.5", "--warmup", "0.5", "--video-seconds", "1", "--out", str(out)])
+    rc = soak.main(["--minutes", "0.03", "--every", "0.4", "--warmup", "0.4", "--video-seconds", "1",
+                    "--out", str(out)])
     report = json.loads(out.read_text())
     assert rc == 0 and report["pass"] is True
     assert len(report["samples"]) >= 3 and report["labels"] > 10 and report["gaps"] == 0
