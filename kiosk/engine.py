@@ -231,8 +231,9 @@ class Engine(HealthMixin):
         expected = self.planogram.get(key)
         what = (f"shows {sv.label} ({sv.score:.2f})" if sv.cond == "wrong"
                 else f"is {sv.label}" + (f" ({sv.score:.2f})" if sv.score is not None else ""))
+        lasted = now - (sv.bad_since or now)
         return (f"{self.case_title(key[:2])} slot {key[2]} should hold {expected} but {what} "
-                f"since seq {sv.bad_seq} ({now - (sv.bad_since or now):.0f} s)")
+                f"since seq {sv.bad_seq}" + (f" ({lasted:.0f} s)" if lasted >= 1 else ""))
 
     def _open_slot(self, key: SlotKey, sv: SlotView, now: float, ch: Changes) -> None:
         self._open_or_update(sv.cond, *key, self._slot_reason(key, sv, now), self._evidence(key, sv), now, ch)

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 TICK_S = 0.2                 # grace expiry and staleness are seen within this (the bench's latency floor)
 PRUNE_EVERY_S = 6 * 3600.0
+HEARTBEATS_EVERY_S = 2.0     # the page's "last heartbeat" ages: one small event for every device
 SCHEDULE_SLACK_S = 300.0     # a scheduled count still runs if the kiosk was down for its minute
 
 
@@ -55,6 +56,7 @@ class Kiosk:
         self._webhook: queue.Queue | None = queue.Queue(maxsize=1000) if config.webhook else None
         self._threads: list[threading.Thread] = []
         self._last_prune = 0.0
+        self._last_beats = 0.0
         self._scheduled = self._last_scheduled()
         self.feed = None
         if feed:
@@ -117,6 +119,11 @@ class Kiosk:
             now = self.clock()
             self._apply(self.engine.tick(now))
         self._schedule(now)
+        if now - self._last_beats >= HEARTBEATS_EVERY_S:
+            self._last_beats = now
+            with self.lock:
+                last = dict(self.engine.last_heartbeat)
+            self.hub.publish("heartbeats", {"now": now, "last": last})
         if now - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = now
             self.history.prune(now, self.config.retention_days)

@@ -133,12 +133,27 @@
       .finally(function () { pending = null; if (again) { again = false; refresh(); } });
   }
 
+  // Last heartbeat per device, as ages: the server sends {now, last} every 2 s; between events the
+  // ages run on with the local clock (no clock agreement needed between kiosk PC and screen).
+  let beats = null;
+  function onHeartbeats(h) { beats = {at: Date.now() / 1000, now: h.now, last: h.last}; showBeats(); }
+  function showBeats() {
+    if (!beats) return;
+    const passed = Date.now() / 1000 - beats.at;
+    document.querySelectorAll("[data-hb-device]").forEach(function (e) {
+      const t = beats.last[e.dataset.hbDevice];
+      e.textContent = t ? "heartbeat " + Math.max(0, beats.now - t + passed).toFixed(0) + " s ago" : "no heartbeat yet";
+    });
+  }
+  setInterval(showBeats, 1000);
+
   function connect() {
     const es = new EventSource("/api/events");
     es.addEventListener("hello", function () { live.textContent = "live"; live.className = "live on"; refresh(); });
     es.addEventListener("slot", function (e) { onSlot(JSON.parse(e.data)); });
     es.addEventListener("camera", function (e) { onCamera(JSON.parse(e.data)); });
     es.addEventListener("device", function (e) { onDevice(JSON.parse(e.data)); });
+    es.addEventListener("heartbeats", function (e) { onHeartbeats(JSON.parse(e.data)); });
     es.addEventListener("incident", function () { refresh(); });
     es.onerror = function () {
       live.textContent = "reconnecting…"; live.className = "live off";

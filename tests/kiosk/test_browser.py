@@ -92,6 +92,7 @@ def test_store_page_live_incident_acknowledge_resolve(store, tmp_path):
         assert len(find(".case")) == 3 and len(find(".slot")) == 36
         assert len(find(".slot.c-ok")) == 35 and len(find(".slot.c-state")) == 1
         until(lambda: find("#live.on"))
+        until(lambda: find('[data-hb-device="case-02"]')[0].text in ("heartbeat 0 s ago", "heartbeat 1 s ago"))
         driver.execute_script("window.__sameDocument = true;")
 
         # A ring leaves case-01/cam0 slot r0c0: the incident shows up without a reload.
