@@ -11,13 +11,14 @@ file, never a traceback and never an unbounded amount of work:
 * more than :data:`MAX_YAML_VALUES` values once anchors and aliases are expanded (a "billion
   laughs" file is small on disk but huge to validate);
 * not valid YAML, or a value PyYAML cannot construct (an integer of more digits than Python
-  converts): the line and the problem are named.
+  converts): the line and the problem are named;
+* a string holding a NUL character or a lone surrogate (YAML escapes can write both): the field is named.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -124,7 +125,7 @@ def load_yaml(path: str | Path, what: str = "YAML file", max_bytes: int = MAX_YA
         if values > MAX_YAML_VALUES:
             raise ConfigError(f"{path}: {what} expands to {values:,} values (anchors and aliases included), "
                               f"more than the {MAX_YAML_VALUES:,} allowed")
-        return loader.construct_document(node)
+        data = loader.construct_document(node)
     except _TooDeep as exc:
         raise ConfigError(f"{path}: line {exc.line}: {what} nests deeper than {MAX_YAML_DEPTH} levels") from exc
     except yaml.MarkedYAMLError as exc:
@@ -142,3 +143,27 @@ def load_yaml(path: str | Path, what: str = "YAML file", max_bytes: int = MAX_YA
     finally:
         if loader is not None:
             loader.dispose()
+    for where, problem in _bad_strings(data, (), set()):
+        raise ConfigError(f"{path}: {'.'.join(map(str, where)) or '(top level)'}: {problem}")
+    return data
+
+
+def _bad_strings(data: Any, where: tuple, seen: set[int]) -> Iterator[tuple[tuple, str]]:
+    """Strings no config value may hold, which YAML escapes can write ("\\0", "\\ud800"): paths and
+    URIs would fail far from the file with an error that does not name it."""
+    if isinstance(data, str):
+        if "\0" in data:
+            yield where, "holds a NUL character"
+        elif any("\ud800" <= c <= "\udfff" for c in data):
+            yield where, "holds a lone surrogate (not a Unicode character)"
+        return
+    if not isinstance(data, (dict, list)) or id(data) in seen:
+        return  # a shared or recursive node (anchors, &a [*a]) is looked at once
+    seen.add(id(data))
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _bad_strings(key, where + (key,), seen)
+            yield from _bad_strings(value, where + (key,), seen)
+    else:
+        for i, value in enumerate(data):
+            yield from _bad_strings(value, where + (i,), seen)

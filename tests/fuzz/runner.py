@@ -21,10 +21,10 @@ def run_target(name: str, examples: int, workdir: Path, rng_seed: int | None = N
         raise_failure: re-raise a falsified property (pytest) instead of reporting it (the bench).
 
     Returns:
-        ``{"cases": inputs run, "outcomes": {outcome: count}, "failures": 0 or 1, "failure": first line
-        of the failure or None}``.
+        ``{"cases": inputs run, "outcomes": {outcome: count}, "failures": distinct failures found,
+        "failure": the first line of each, or None}``.
     """
-    count = 0
+    count = failures = 0
     outcomes: Counter[str] = Counter()
     failure = None
     with TARGETS[name].open(workdir) as (strategy, check):
@@ -42,6 +42,7 @@ def run_target(name: str, examples: int, workdir: Path, rng_seed: int | None = N
         except Exception as exc:  # noqa: BLE001 - a falsified property, reported by the bench
             if raise_failure:
                 raise
-            failure = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:500]
-    return {"cases": count, "outcomes": dict(sorted(outcomes.items())), "failures": int(failure is not None),
-            "failure": failure}
+            found = list(getattr(exc, "exceptions", [exc]))  # Hypothesis groups distinct failures
+            failures = len(found)
+            failure = " | ".join(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"[:400] for e in found)
+    return {"cases": count, "outcomes": dict(sorted(outcomes.items())), "failures": failures, "failure": failure}

@@ -15,6 +15,16 @@ SCALARS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 1e-300, 1e300, 0.5, 1.0]),
     st.text(max_size=12), st.sampled_from(["", "cam0", "case-01", "../x", "a/b", "\x00", "é", "ring", "up"]),
 )
+#: Strings that break paths, URIs and terminals; "{}" is replaced by the string being poisoned.
+NASTY = st.sampled_from(["{}\x00", "\x00{}", "{}\n{}", "{}/../../etc/passwd", "~/{}", "{}" * 200, "{}\u202e",
+                         "{}?{}", "{}%00", "{}\ud800", "{}:{}@host", " {} ", "{}\t", "file://{}", "{}\x1b[2J", ""])
+
+
+def poisoned(strings: st.SearchStrategy[str], every: int = 4) -> st.SearchStrategy[str]:
+    """``strings``, one in ``every`` poisoned with one of :data:`NASTY`'s patterns."""
+    return pick(*[strings] * (every - 1), st.tuples(strings, NASTY).map(lambda t: t[1].replace("{}", t[0])))
+
+
 JSON_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
 
@@ -41,8 +51,13 @@ def mutated(draw: st.DrawFn, base: Any, max_edits: int = 3) -> Any:
         if not positions:
             return draw(JSON_VALUES)
         container, key = draw(st.sampled_from(positions))
-        action = draw(st.sampled_from(["replace", "replace", "delete", "add"]))
-        if action == "replace":
+        action = draw(st.sampled_from(["replace", "replace", "delete", "add", "poison"]))
+        if action == "poison":  # a string kept a string, but a nasty one (where paths and URIs hide bugs)
+            strings = [(c, k) for c, k in positions if isinstance(c[k], str)] or [(container, key)]
+            container, key = draw(st.sampled_from(strings))
+            old = container[key] if isinstance(container[key], str) else ""
+            container[key] = draw(NASTY).replace("{}", old)
+        elif action == "replace":
             container[key] = draw(JSON_VALUES)
         elif action == "delete":
             del container[key]
@@ -106,7 +121,7 @@ def yaml_bytes(base: Any) -> st.SearchStrategy[bytes]:
 
     text = yaml.safe_dump(base, sort_keys=False).encode()
     return st.one_of(
-        mutated(base).map(lambda d: yaml.safe_dump(d, sort_keys=False, allow_unicode=True).encode()),
+        mutated(base).map(lambda d: yaml.safe_dump(d, sort_keys=False, allow_unicode=True).encode("utf-8", "surrogatepass")),
         byte_edits(text),
         st.lists(st.sampled_from(YAML_TOKENS), max_size=40).map(lambda t: "".join(t).encode("utf-8", "surrogatepass")),
         deep(b"[", b"]"), deep(b"{a: ", b"}"), deep(b"- ", b"", 200).map(lambda d: d + b"x"),

@@ -25,8 +25,8 @@ import zmq
 from hypothesis import strategies as st
 
 from edge.errors import BundleError, ConfigError, DataError, GemsightError, ManifestError, MessageError
-from tests.fuzz.strategies import (IDS, JSON_VALUES, byte_edits, deep, json_bytes, mutated, valid_message,
-                                   pick, valid_slot_map, yaml_bytes)
+from tests.fuzz.strategies import (IDS, JSON_VALUES, byte_edits, deep, json_bytes, mutated, pick, poisoned,
+                                   valid_message, valid_slot_map, yaml_bytes)
 
 Check = Callable[[Any], str]  # raises on a broken property; else says what happened ("accepted", "refused")
 
@@ -51,7 +51,8 @@ def refusal(exc: BaseException, cls: type[GemsightError] | tuple[type[GemsightEr
     if not text or (not lines and "\n" in text):
         raise AssertionError(f"not a one-line message: {text[:500]!r}") from exc
     for part in parts:
-        if not part.strip() or len(part) > 2000 or (source and not part.startswith(source)):
+        # A config line may echo a long value the file holds; a one-line error from the wire stays short.
+        if not part.strip() or len(part) > (20_000 if lines else 2000) or (source and not part.startswith(source)):
             raise AssertionError(f"bad message line {part[:300]!r} (source {source})") from exc
 
 
@@ -91,19 +92,24 @@ def _config(workdir: Path) -> Iterator[tuple[st.SearchStrategy, Check]]:
             return "refused"
         return "accepted"
 
-    def variant(slots: list[dict], cam: str, source: str, relative: bool) -> dict:
+    def variant(slots: list[dict], cam: str, source: str, paths: tuple[str, str, str]) -> dict:
         doc = copy.deepcopy(BASE_CONFIG)
         doc["cameras"][0].update(id=cam, source=source, slots=slots)
-        if relative:
-            doc["cameras"][1]["slots_file"] = "./case.slots.yaml"
+        doc["model"]["path"], doc["cameras"][1]["slots_file"], doc["cameras"][1]["credentials"] = paths
         return doc
 
     sources = st.sampled_from(["file://case.mp4", "file:case.mp4?loop=1", "file:///abs/c.mp4?realtime=0",
                                "v4l2:///dev/video0?width=640", "rtsp://cam.local/s", "http://10.0.0.3/mjpeg",
                                "csi://0", "gst://videotestsrc ! appsink"])
-    valid = st.builds(variant, valid_slot_map(), IDS, sources, st.booleans())
-    yield pick(valid.map(lambda d: yaml.safe_dump(d).encode()), valid.flatmap(lambda d: yaml_bytes(d)),
-               yaml_bytes(BASE_CONFIG)), check
+    paths = st.tuples(poisoned(st.sampled_from(["model", "/abs/model", "~/m.onnx", "models/current"])),
+                      poisoned(st.sampled_from(["case.slots.yaml", "./case.slots.yaml", str(workdir / "case.slots.yaml")])),
+                      poisoned(st.sampled_from(["cam1-login", "keys/login", "/run/credentials/x"])))
+    valid = st.builds(variant, valid_slot_map(), IDS, poisoned(sources), paths)
+    def dump(doc: Any) -> bytes:
+        return yaml.safe_dump(doc, allow_unicode=True).encode("utf-8", "surrogatepass")
+
+    yield pick(valid.map(dump), valid.flatmap(lambda d: mutated(d, 2)).map(dump),
+               valid.flatmap(lambda d: yaml_bytes(d)), yaml_bytes(BASE_CONFIG)), check
 
 
 def _rects_overlap(slots) -> bool:

@@ -14,6 +14,9 @@ from tests.fuzz.targets import BASE_MANIFEST, _bundle
 @pytest.mark.parametrize("data, needle", [
     (b"device: a\x00b\n", "not valid YAML (unacceptable character #x0000"),  # ReaderError from the loader's constructor
     (b"!!int", "a value cannot be read"),                                     # IndexError in PyYAML's int constructor
+    (b'model: {path: "m\\0"}', "model.path: holds a NUL character"),           # ValueError from Path.resolve()
+    (b'cameras: [{source: "file://c\\ud800.mp4"}]',                             # UnicodeEncodeError from Path.resolve()
+     "cameras.0.source: holds a lone surrogate"),
 ])
 def test_yaml_the_loader_itself_chokes_on(tmp_path, data, needle):
     path = tmp_path / "edge.yaml"
