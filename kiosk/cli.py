@@ -130,6 +130,11 @@ def _check_device(config: KioskConfig, device, timeout_s: float) -> str:
     missing = sorted(set(device.cameras) - set(cams))
     note = (f"; cameras without labels yet: {missing}" if missing else "") + \
            (f"; cameras not in the planogram: {unplanned}" if unplanned else "")
+    for cam in sorted(set(cams) & set(device.cameras)):
+        seen = {s["name"] for s in reply["cameras"][cam]["slots"]}
+        unknown = sorted(set(device.cameras[cam].slots) - seen)
+        if unknown:
+            note += f"; {cam}: planogram slots the camera does not report: {unknown}"
     return f"{device.id}: ok ({'CURVE' if keys else 'plaintext'}, snapshot with {len(cams)} camera(s){note})"
 
 

@@ -89,7 +89,7 @@ class DeviceEntry(_Strict):
     @field_validator("labels", "snapshot")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^(tcp|ipc|inproc)://\S+$", v):
+        if v is not None and not re.match(r"^(tcp://(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}|(ipc|inproc)://\S+)$", v):
             raise ValueError(f"{v!r} is not a ZeroMQ endpoint like tcp://host:port")
         return v
 

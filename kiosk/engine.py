@@ -130,6 +130,11 @@ class Engine(HealthMixin):
         view = self.cams.get(case)
         if view is None:                       # a camera the planogram does not know: state only
             view = self.cams[case] = CameraView()
+        if view.last_labels is None and case in self.cases:   # the first labels: does the planogram fit?
+            unknown = sorted(set(self.cases[case].slots) - {s["name"] for s in msg["slots"]})
+            if unknown:
+                logger.warning("%s: planogram slots the camera does not report (never checked): %s",
+                               self.case_title(case), unknown)
         counts_before = view.counts
         view.counts, view.seq, view.last_labels = msg.get("counts") or {}, seq, now
         self._check_model(case, msg, now, ch)

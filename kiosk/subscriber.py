@@ -126,9 +126,13 @@ class Feed:
 
     # -- the loop ----------------------------------------------------------------------------------
     def _run(self) -> None:
+        now = self._clock()
         for dev in self.devices.values():
-            self._connect(dev)
-            self.sink.on_device(dev.entry.id, dict(dev.info))
+            try:
+                self._connect(dev)
+                self.sink.on_device(dev.entry.id, dict(dev.info))
+            except ConfigError as exc:       # an endpoint libzmq refuses: that device only
+                self._refused(dev, str(exc), now)
         try:
             while not self._stop.is_set():
                 self._turn()

@@ -64,10 +64,12 @@ def test_check_reaches_every_device(tmp_path, capsys):
     try:
         live.labels("cam0", {"r0c0": "ring"})
         cams = {"cam0": {"slots": {"r0c0": "ring"}}}
-        cfg = write_config(tmp_path, devices=[live.entry(cams), silent.entry(cams)])
+        cfg = write_config(tmp_path, devices=[live.entry({"cam0": {"slots": {"r0c0": "ring", "r9c9": "ring"}}}),
+                                              silent.entry(cams)])
         assert main(["check", "--config", cfg, "--timeout", "0.5"]) == 1
         out = capsys.readouterr().out
-        assert "case-01: ok (plaintext, snapshot with 1 camera(s))" in out
+        assert "case-01: ok (plaintext, snapshot with 1 camera(s); cam0: planogram slots the camera does not " \
+               "report: ['r9c9'])" in out
         assert f"case-02: FAILED: case-02: snapshot endpoint {silent.snapshot_endpoint} did not answer within 0.5 s" in out
     finally:
         live.close()

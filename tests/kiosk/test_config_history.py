@@ -27,6 +27,7 @@ def test_example_config_is_valid(tmp_path):
     (lambda d: d.pop("curve"), "curve: Field required"),
     (lambda d: d["devices"][0].update(id="bad/id"), "devices.0.id: String should match"),
     (lambda d: d["devices"][0].update(labels="http://x"), "devices.0.labels: 'http://x' is not a ZeroMQ endpoint"),
+    (lambda d: d["devices"][0].update(snapshot="tcp://127.0.0.1"), "devices.0.snapshot: 'tcp://127.0.0.1' is not a"),
     (lambda d: d["devices"][0]["cameras"]["cam0"]["slots"].update(r0c0="sould"), None),
     (lambda d: d["devices"][0]["cameras"]["cam0"]["slots"].update(r0c0="empty"), "devices.0.cameras.cam0.slots: slot r0c0: planogram value 'empty'"),
     (lambda d: d["devices"][0].update(labels="tcp://10.0.0.5:5555"), "devices.0.labels: plaintext (curve: null) is refused"),

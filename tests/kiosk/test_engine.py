@@ -185,3 +185,9 @@ def test_a_camera_outside_the_planogram_is_shown_but_never_alarms(tmp_path):
     assert not ch.incidents and e.slot_dict(("case-01", "cam9", "x"))["cond"] == "unplanned"
     ch = e.on_status(status("down", camera="cam9"), T0 + 2)
     assert ch.cameras[0]["health"] == "down" and not ch.incidents
+
+
+def test_planogram_slots_the_camera_does_not_report_are_logged(tmp_path, caplog):
+    e = engine(tmp_path)
+    e.on_labels(labels({"r0c0": "ring", "r0c1": "ring"}, seq=0), T0)
+    assert "case-01/cam0: planogram slots the camera does not report (never checked): ['r1c0', 'r1c1']" in caplog.text
