@@ -21,7 +21,8 @@ import zmq
 
 from edge.cli_support import run_main, setup_logging
 from edge.errors import ConfigError, LinkError, MessageError
-from kiosk.config import EXAMPLE, KioskConfig, load_config
+from kiosk.config import KioskConfig, load_config
+from kiosk.example import EXAMPLE
 
 logger = logging.getLogger(__name__)
 

@@ -275,6 +275,34 @@ def _resolve(base: Path, ref: str | None) -> str | None:
     return str(p if p.is_absolute() else (base / p))
 
 
+def _bad_strings(data: Any, where: str = "") -> list[str]:
+    """``field: problem`` for every string (key or value) holding a NUL or a lone surrogate, which no
+    path, database or web page can take."""
+    out = []
+
+    def check(text: str, at: str) -> None:
+        if "\x00" in text:
+            out.append(f"{at or TOP}: contains a NUL character")
+        elif any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+            out.append(f"{at or TOP}: contains a lone surrogate (not valid Unicode text)")
+
+    if isinstance(data, str):
+        check(data, where)
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            at = f"{where}.{k}" if where else str(k)
+            if isinstance(k, str):
+                check(k, at)
+            out += _bad_strings(v, at)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out += _bad_strings(v, f"{where}.{i}" if where else str(i))
+    return out
+
+
+TOP = "(top level)"
+
+
 def parse_config(data: Any, source: str = "kiosk.yaml", base_dir: str | Path = ".") -> KioskConfig:
     """Validate a parsed YAML document; key files and ``state_dir`` resolve against ``base_dir``.
 
@@ -283,6 +311,9 @@ def parse_config(data: Any, source: str = "kiosk.yaml", base_dir: str | Path = "
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    bad = _bad_strings(data)
+    if bad:
+        raise ConfigError("\n".join(f"{source}: {line}" for line in bad))
     try:
         cfg = KioskConfig.model_validate(data)
     except ValidationError as exc:
@@ -324,47 +355,3 @@ def load_config(path: str | Path) -> KioskConfig:
     except RecursionError:
         raise ConfigError(f"{path}: YAML nested too deeply") from None
     return parse_config(data, str(path), path.parent)
-
-
-EXAMPLE = """\
-# gemsight kiosk: one store, its devices and their planogram (gemsight-kiosk example-config).
-store: "Bahnhofstrasse 12"
-state_dir: /var/lib/gemsight/kiosk
-# The kiosk's client certificate (make it with `gemsight-edge keys client kiosk --out DIR` and add its
-# public half to every device's allow-list). A bare name is read from $CREDENTIALS_DIRECTORY.
-curve:
-  client_secret_key: kiosk.key_secret
-devices:
-  - id: case-01
-    labels: tcp://case-01.local:5555
-    snapshot: tcp://case-01.local:5556
-    server_key: case-01.key          # the device's public certificate, pinned
-    cameras:
-      cam0:
-        title: "Window, left"
-        empty_grace_s: 300            # this case: 5 minutes
-        slots:
-          r0c0: ring
-          r0c1: ring
-          r0c2: necklace
-          r1c0: watch
-          r1c1: sold
-          r1c2: empty by design
-policies:
-  empty_grace_s: 600      # 10 minutes before a missing piece is an incident
-  burst_slots: 2          # a third slot of one case emptied within burst_window_s: immediate alarm
-  burst_window_s: 10
-  heartbeat_s: 1.0
-  stale_heartbeats: 3
-hours:
-  open: "09:30"
-  close: "18:30"
-  days: [mon, tue, wed, thu, fri, sat]
-  timezone: Europe/Zurich
-web:
-  host: 127.0.0.1
-  port: 8470
-# webhook:
-#   url: https://alerts.example/gemsight
-retention_days: 400
-"""

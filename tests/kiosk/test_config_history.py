@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from edge.errors import ConfigError
-from kiosk.config import EXAMPLE, load_config, parse_config
+from kiosk.config import load_config, parse_config
+from kiosk.example import EXAMPLE
 from kiosk.history import History, HistoryError
 
 from .feeds import config_dict
@@ -39,6 +40,9 @@ def test_example_config_is_valid(tmp_path):
     (lambda d: d.update(hours={"open": "09:00", "close": "18:00", "timezone": "Mars/Base"}), "hours.timezone: unknown time zone"),
     (lambda d: d.update(web={"host": "kiosk.local"}), "web.host: 'kiosk.local' is not an IP address"),
     (lambda d: d.update(webhook={"url": "ftp://x"}), "webhook.url: 'ftp://x' is not an http(s) URL"),
+    (lambda d: d.update(state_dir="/tmp/a\x00b"), "state_dir: contains a NUL character"),
+    (lambda d: d["devices"][0]["cameras"]["cam0"].update(title="\ud800"),
+     "devices.0.cameras.cam0.title: contains a lone surrogate"),
 ])
 def test_bad_config_names_the_field(tmp_path, change, message):
     data = config_dict(tmp_path)
