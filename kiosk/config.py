@@ -277,7 +277,8 @@ def _resolve(base: Path, ref: str | None) -> str | None:
 
 def _bad_strings(data: Any, where: str = "") -> list[str]:
     """``field: problem`` for every string (key or value) holding a NUL or a lone surrogate, which no
-    path, database or web page can take."""
+    path, database or web page can take, and every field name with control characters (which would
+    break the one-line-per-problem message)."""
     out = []
 
     def check(text: str, at: str) -> None:
@@ -290,6 +291,9 @@ def _bad_strings(data: Any, where: str = "") -> list[str]:
         check(data, where)
     elif isinstance(data, dict):
         for k, v in data.items():
+            if isinstance(k, str) and any(ord(c) < 32 or ord(c) == 127 for c in k):
+                out.append(f"{where or TOP}: field name {k!r} holds control characters")
+                continue
             at = f"{where}.{k}" if where else str(k)
             if isinstance(k, str):
                 check(k, at)
