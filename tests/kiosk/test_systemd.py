@@ -42,3 +42,15 @@ def test_kiosk_unit_contents():
                  "IPAddressDeny=any"):
         assert re.search(rf"(?m)^{re.escape(line)}$", text), line
     assert "SupplementaryGroups" not in text and "DeviceAllow" not in text
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers not installed")
+def test_sysusers_entry_creates_the_kiosk_user(tmp_path):
+    (tmp_path / "etc").mkdir()
+    for name in ("passwd", "group"):
+        (tmp_path / "etc" / name).touch()
+    proc = subprocess.run(["systemd-sysusers", f"--root={tmp_path}", "--dry-run",
+                           str(UNIT.with_name("gemsight-kiosk.sysusers.conf"))], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "Creating user 'gemsight-kiosk'" in proc.stdout + proc.stderr
