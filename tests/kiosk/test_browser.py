@@ -59,6 +59,7 @@ def store(tmp_path):
 
 
 def test_store_page_live_incident_acknowledge_resolve(store, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     served, dev1, dev2 = store
@@ -81,7 +82,12 @@ def test_store_page_live_incident_acknowledge_resolve(store, tmp_path):
             return driver.find_elements(By.CSS_SELECTOR, css)
 
         def until(predicate, timeout=8):
-            return wait_for(lambda: predicate(), timeout=timeout, step=0.05)
+            def attempt():
+                try:
+                    return predicate()
+                except StaleElementReferenceException:   # the page re-rendered under us: look again
+                    return None
+            return wait_for(attempt, timeout=timeout, step=0.05)
 
         driver.get(served.url + "/")
         assert driver.current_url.endswith("/login")
@@ -120,5 +126,15 @@ def test_store_page_live_incident_acknowledge_resolve(store, tmp_path):
         assert driver.execute_script("return window.__sameDocument === true;")   # never reloaded
         incs = served.kiosk.history.incidents()
         assert [(i["state"], i["ack_by"], i["slot"]) for i in incs] == [("resolved", "mia", "r0c0")]
+
+        # The manager marks a slot sold from the page: tap the slot, change the value, save.
+        find('.slot[data-slot="case-02/cam0/r1c1"]')[0].click()
+        assert find("#pg-slot")[0].get_attribute("value") == "r1c1"
+        assert find("#pg-expected")[0].get_attribute("value") == "necklace"
+        find("#pg-expected")[0].clear()
+        find("#pg-expected")[0].send_keys("sold")
+        find("#planogram button")[0].click()
+        until(lambda: "c-extra" in find('.slot[data-slot="case-02/cam0/r1c1"]')[0].get_attribute("class"))
+        assert served.kiosk.history.planogram_edits()[0]["new"] == "sold"
     finally:
         driver.quit()
