@@ -163,6 +163,8 @@ class CameraConfig(_Strict):
     @field_validator("source")
     @classmethod
     def _source_ok(cls, v: str) -> str:
+        if any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError(f"source {_redacted(v)!r} holds a control character (a newline, a tab ...)")
         scheme = v.split("://", 1)[0].lower() if "://" in v else ""
         if scheme not in _SCHEMES:
             raise ValueError(f"unsupported source '{_redacted(v)}': use one of "

@@ -13,6 +13,17 @@ logger = logging.getLogger(__name__)
 REDRAW_S = 0.1  # at most 10 redraws a second on a terminal
 
 
+# Control characters (C0, DEL, C1) and bidi overrides in what a publisher sent would drive the terminal
+# (clear it, retitle it, reorder text): shown as visible escapes instead. JSON mode prints the payload as sent.
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in [*range(32), *range(127, 160)]}
+_UNPRINTABLE.update({c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write to a terminal: control characters and bidi overrides escaped."""
+    return text.translate(_UNPRINTABLE)
+
+
 def _counts_text(counts: dict[str, int]) -> str:
     return " ".join(f"{k} {v}" for k, v in counts.items() if v) or "-"
 
@@ -46,7 +57,7 @@ class Renderer:
             self.out.flush()
             return
         if self.mode == "lines":
-            self.out.write("".join(n + "\n" for n in notes) + self._line(ev) + "\n")
+            self.out.write("".join(printable(n) + "\n" for n in [*notes, self._line(ev)]))
             self.out.flush()
             return
         m = ev.msg
@@ -88,7 +99,7 @@ class Renderer:
             lines.append("")
         lines += self.notes
         # Home + clear screen, then the whole table: simple and flicker is acceptable at 10 Hz.
-        self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
+        self.out.write("\x1b[H\x1b[2J" + "\n".join(map(printable, lines)) + "\n")
         self.out.flush()
         self._drawn = time.monotonic()
 

@@ -133,7 +133,7 @@ def parse_source(uri: str, credentials: str | None = None) -> SourceSpec:
     if scheme == "v4l2":
         path, _, query = rest.partition("?")
         q = _query(uri, query, _V4L2_KEYS)
-        m = re.fullmatch(r"/dev/video(\d+)", path)
+        m = re.fullmatch(r"/dev/video([0-9]+)", path)
         target: str | int = int(m.group(1)) if m else path
         props = []
         if "fourcc" in q:
@@ -158,10 +158,13 @@ def parse_source(uri: str, credentials: str | None = None) -> SourceSpec:
     if scheme == "csi":
         sensor, _, query = rest.partition("?")
         q = _query(uri, query, _CSI_KEYS)
-        if not sensor.isdigit():
+        if not re.fullmatch(r"[0-9]{1,3}", sensor):
             raise ConfigError(f"source {redact(uri)}: csi://N needs a sensor number")
+        flip = q.get("flip", "0")
+        if not re.fullmatch(r"[0-7]", flip):  # nvvidconv's flip-method is 0..7
+            raise ConfigError(f"source {redact(uri)}: flip={flip} must be 0..7 (nvvidconv flip-method)")
         pipeline = csi_pipeline(int(sensor), _int(q, "width", uri, 1920), _int(q, "height", uri, 1080),
-                                _int(q, "fps", uri, 30), int(q.get("flip", "0")))
+                                _int(q, "fps", uri, 30), int(flip))
         return SourceSpec(uri, "csi", pipeline, "CAP_GSTREAMER")
     if scheme == "gst":
         if "appsink" not in rest:

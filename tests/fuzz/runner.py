@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from tests.fuzz.targets import TARGETS
 
@@ -33,8 +33,10 @@ def run_target(name: str, examples: int, workdir: Path, rng_seed: int | None = N
             count += 1
             outcomes[check(value)] += 1
 
+        # The bench reports a failure as found: shrinking a config can take minutes (CI shrinks, for people).
+        phases = [p for p in Phase if raise_failure or p is not Phase.shrink]
         test = settings(max_examples=examples, derandomize=rng_seed is None, database=None, deadline=None,
-                        suppress_health_check=list(HealthCheck), print_blob=False)(given(strategy)(body))
+                        suppress_health_check=list(HealthCheck), print_blob=False, phases=phases)(given(strategy)(body))
         if rng_seed is not None:
             test = seed(rng_seed)(test)
         try:

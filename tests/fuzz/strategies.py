@@ -121,7 +121,8 @@ def yaml_bytes(base: Any) -> st.SearchStrategy[bytes]:
 
     text = yaml.safe_dump(base, sort_keys=False).encode()
     return st.one_of(
-        mutated(base).map(lambda d: yaml.safe_dump(d, sort_keys=False, allow_unicode=True).encode("utf-8", "surrogatepass")),
+        mutated(base).map(lambda d: yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+                          .encode("utf-8", "surrogatepass")),
         byte_edits(text),
         st.lists(st.sampled_from(YAML_TOKENS), max_size=40).map(lambda t: "".join(t).encode("utf-8", "surrogatepass")),
         deep(b"[", b"]"), deep(b"{a: ", b"}"), deep(b"- ", b"", 200).map(lambda d: d + b"x"),
@@ -132,7 +133,7 @@ def yaml_bytes(base: Any) -> st.SearchStrategy[bytes]:
 
 # -- messages that pass their schema (edge/schemas/), so a consumer's accepting path is fuzzed too ----
 IDS = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,12}\Z")
-NAMES = st.text(min_size=1, max_size=10)
+NAMES = st.text(min_size=1, max_size=10).flatmap(lambda t: poisoned(st.just(t)))
 PROB = st.floats(0, 1)
 NUMBER = st.one_of(st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False))
 MS = st.one_of(st.integers(0, 10**6), st.floats(0, 1e9))

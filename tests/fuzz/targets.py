@@ -24,7 +24,8 @@ import yaml
 import zmq
 from hypothesis import strategies as st
 
-from edge.errors import BundleError, ConfigError, DataError, GemsightError, ManifestError, MessageError
+from edge.errors import (BundleError, ConfigError, DataError, GemsightError, ManifestError, MessageError,
+                         SourceError)
 from tests.fuzz.strategies import (IDS, JSON_VALUES, byte_edits, deep, json_bytes, mutated, pick, poisoned,
                                    valid_message, valid_slot_map, yaml_bytes)
 
@@ -41,7 +42,7 @@ class Target:
 
 
 def refusal(exc: BaseException, cls: type[GemsightError] | tuple[type[GemsightError], ...], source: str | None = None,
-            lines: bool = False) -> None:
+            lines: bool = False, limit: int = 2000) -> None:
     """Assert ``exc`` is a proper refusal: ``cls``, non-empty, one line (or one line per problem,
     each naming ``source`` when ``lines``), bounded."""
     if not isinstance(exc, cls):
@@ -52,7 +53,7 @@ def refusal(exc: BaseException, cls: type[GemsightError] | tuple[type[GemsightEr
         raise AssertionError(f"not a one-line message: {text[:500]!r}") from exc
     for part in parts:
         # A config line may echo a long value the file holds; a one-line error from the wire stays short.
-        if not part.strip() or len(part) > (20_000 if lines else 2000) or (source and not part.startswith(source)):
+        if not part.strip() or len(part) > (20_000 if lines else limit) or (source and not part.startswith(source)):
             raise AssertionError(f"bad message line {part[:300]!r} (source {source})") from exc
 
 
@@ -79,6 +80,7 @@ BASE_SLOTS = {"slots": [{"name": f"r{r}c{c}", "rect": [c / 4, r / 3, (c + 1) / 4
 @contextlib.contextmanager
 def _config(workdir: Path) -> Iterator[tuple[st.SearchStrategy, Check]]:
     from edge.config import load_config  # noqa: PLC0415
+    from edge.source_uri import parse_source  # noqa: PLC0415
 
     (workdir / "case.slots.yaml").write_text(yaml.safe_dump(BASE_SLOTS))
     path = workdir / "edge.yaml"
@@ -86,10 +88,16 @@ def _config(workdir: Path) -> Iterator[tuple[st.SearchStrategy, Check]]:
     def check(data: bytes) -> str:
         path.write_bytes(data)
         try:
-            load_config(path)
+            cfg = load_config(path)
         except Exception as exc:  # noqa: BLE001 - the property is about which exception
             refusal(exc, ConfigError, str(path), lines=True)
             return "refused"
+        for cam in cfg.cameras:  # what run and check do next with each camera's URI (short of opening it)
+            try:
+                parse_source(cam.source)
+            except Exception as exc:  # noqa: BLE001
+                refusal(exc, (ConfigError, SourceError), "source ", limit=20_000)  # it echoes the URI
+                return "accepted, source refused"
         return "accepted"
 
     def variant(slots: list[dict], cam: str, source: str, paths: tuple[str, str, str]) -> dict:
@@ -100,11 +108,14 @@ def _config(workdir: Path) -> Iterator[tuple[st.SearchStrategy, Check]]:
 
     sources = st.sampled_from(["file://case.mp4", "file:case.mp4?loop=1", "file:///abs/c.mp4?realtime=0",
                                "v4l2:///dev/video0?width=640", "rtsp://cam.local/s", "http://10.0.0.3/mjpeg",
-                               "csi://0", "gst://videotestsrc ! appsink"])
+                               "csi://0", "csi://1?flip=2&fps=30", "gst://videotestsrc ! appsink",
+                               "v4l2:///dev/video0?fourcc=MJPG"])
     paths = st.tuples(poisoned(st.sampled_from(["model", "/abs/model", "~/m.onnx", "models/current"])),
-                      poisoned(st.sampled_from(["case.slots.yaml", "./case.slots.yaml", str(workdir / "case.slots.yaml")])),
+                      poisoned(st.sampled_from(["case.slots.yaml", "./case.slots.yaml",
+                                                str(workdir / "case.slots.yaml")])),
                       poisoned(st.sampled_from(["cam1-login", "keys/login", "/run/credentials/x"])))
     valid = st.builds(variant, valid_slot_map(), IDS, poisoned(sources), paths)
+
     def dump(doc: Any) -> bytes:
         return yaml.safe_dump(doc, allow_unicode=True).encode("utf-8", "surrogatepass")
 
@@ -207,7 +218,8 @@ def pack(members: list[tuple[str, bytes]]) -> bytes:
     with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = len(data), 0o644, 0, 0, 0, "", ""
+            info.size, info.mode, info.mtime, info.uid, info.gid = len(data), 0o644, 0, 0, 0
+            info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
 
@@ -364,6 +376,9 @@ def _messages(workdir: Path) -> Iterator[tuple[st.SearchStrategy, Check]]:
             if ev is not None:
                 for view in views:
                     view.show(ev)
+                    text = view.out.getvalue().replace("\x1b[H\x1b[2J", "")  # the table's own redraw
+                    if view.mode != "json" and any(ord(c) < 32 and c != "\n" or 127 <= ord(c) < 160 for c in text):
+                        raise AssertionError(f"{view.mode} output holds control characters: {text[:300]!r}")
                     view.out.seek(0)
                     view.out.truncate()
             snapshot = b'{"device":"case-01","cameras":{"cam0":' + payload + b'},"status":{}}'

@@ -95,3 +95,48 @@ def test_accepted_bundle_still_extracts(build, tmp_path):
     dest.mkdir()
     assert extract_verified(verify_bundle(path, targets_keys(None, path)), dest) > 0
     assert (dest / "openvino" / "model.xml").read_bytes() == b"<xml/>"
+
+
+@pytest.mark.parametrize("uri, needle", [
+    ("csi://\u00b2", "csi://N needs a sensor number"),       # int("²") raised ValueError: isdigit() is not int()
+    ("csi://0?flip=abc", "flip=abc must be 0..7"),            # int("abc") raised ValueError
+])
+def test_source_uris_that_passed_the_config_but_crashed_parse_source(uri, needle):
+    from edge.source_uri import parse_source  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match=needle):
+        parse_source(uri)
+
+
+def test_a_source_with_a_newline_is_refused_by_the_config():
+    # Was: accepted, then every later error echoing the URI spanned two lines.
+    from edge.config import parse_config  # noqa: PLC0415
+
+    data = {"device": "d", "model": {"path": "m"}, "publish": {"curve": None},
+            "cameras": [{"id": "c", "source": "file:///a.mp4\nrealtime=0"}]}
+    with pytest.raises(ConfigError, match=r"cameras.0.source: source 'file:///a.mp4\\nrealtime=0' holds a control"):
+        parse_config(data, "edge.yaml")
+
+
+def test_terminal_control_sequences_from_a_publisher_are_shown_not_obeyed():
+    # Was: a label "\x1b[2J" cleared the listener's terminal; a status detail could retitle it.
+    import io  # noqa: PLC0415
+
+    from edge import messages  # noqa: PLC0415
+    from edge.listen import Event  # noqa: PLC0415
+    from edge.listen_view import Renderer  # noqa: PLC0415
+    from tests.helpers import make_labels  # noqa: PLC0415
+
+    labels = make_labels("cam0")
+    labels.update(seq=0, publish_ts=1.0)
+    labels["slots"][0]["label"] = "ring\x1b[2J\u202e"
+    status = messages.status_message(device="case-01", camera="cam0", state="down", detail="\x1b]0;pwned\x07", ts=1.0)
+    for mode in ("lines", "table"):
+        out = io.StringIO()
+        view = Renderer(out, mode)
+        for kind, msg in (("labels", labels), ("status", status)):
+            view.show(Event(kind, "cam0", msg, messages.encode(msg)))
+        view.finish()
+        text = out.getvalue().replace("\x1b[H\x1b[2J", "")
+        assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text, mode
+        assert "ring\\x1b[2J\\u202e" in text and "\\x1b]0;pwned\\x07" in text
