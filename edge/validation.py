@@ -11,6 +11,9 @@ from typing import Any, Collection, Mapping
 from pydantic import ValidationError
 
 TOP_LEVEL = "(top level)"
+# A key or value holding a line break or another control character would split one problem over
+# several lines (or drive a terminal): escaped where it is echoed.
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(32), 127, 0x85]} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 def _where(loc: tuple[Any, ...], tags: Mapping[str, Collection[str]], prefix: str) -> str:
@@ -52,4 +55,4 @@ def error_lines(exc: ValidationError, source: str, *, prefix: str = "",
     """
     tags = tags or {}
     return "\n".join(f"{source}: {_where(tuple(err.get('loc', ())), tags, prefix)}: {_message(err, tags)}"
-                     for err in exc.errors())
+                     .translate(_ESCAPES) for err in exc.errors())

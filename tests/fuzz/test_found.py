@@ -140,3 +140,21 @@ def test_terminal_control_sequences_from_a_publisher_are_shown_not_obeyed():
         text = out.getvalue().replace("\x1b[H\x1b[2J", "")
         assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text, mode
         assert "ring\\x1b[2J\\u202e" in text and "\\x1b]0;pwned\\x07" in text
+
+
+def test_keys_and_tags_with_line_breaks_stay_on_their_line(tmp_path):
+    # Was: a runtime name or an unknown key holding "\n" split one problem over two lines.
+    from edge.config import parse_config  # noqa: PLC0415
+    from edge.errors import ManifestError  # noqa: PLC0415
+    from edge.manifest import Manifest  # noqa: PLC0415
+
+    data = {"device": "d", "model": {"path": "m"}, "publish": {"curve": None}, "runtime": {"name": "auto\nx"},
+            "cameras": [{"id": "c", "source": "file:///x"}], "a\u2028b": 1}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "edge.yaml")
+    assert str(info.value).split("\n") == [
+        "edge.yaml: runtime: unknown runtime 'auto\\x0ax' (known: auto, onnxruntime, openvino, tensorrt)",
+        "edge.yaml: a\\u2028b: unknown field (not allowed here)"]
+    with pytest.raises(ManifestError) as info:
+        Manifest.from_json(json.dumps({**BASE_MANIFEST, "x\ny": 1}), "m.json")
+    assert str(info.value) == "m.json: invalid manifest: x\\x0ay: unknown field (not allowed here)"
