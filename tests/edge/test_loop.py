@@ -81,7 +81,8 @@ def test_late_joiner_gets_the_snapshot(untrained_onnx, tmp_path):
     def late(loop: CameraLoop):
         def ask():
             time.sleep(1.0)  # joins while the loop runs
-            with Listener(loop.publisher.endpoint, snapshot_endpoint=loop.publisher.snapshot_endpoint) as lis:
+            with Listener(loop.publisher.endpoint, snapshot_endpoint=loop.publisher.snapshot_endpoint,
+                          plaintext=True) as lis:
                 got["events"] = lis.fetch_snapshot(timeout_s=3.0)
             loop.stop()
         threading.Thread(target=ask, daemon=True).start()
