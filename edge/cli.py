@@ -75,7 +75,7 @@ def _body(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.command == "check":
         from edge.model_loader import check_device  # noqa: PLC0415
-        from edge.publisher import check_link  # noqa: PLC0415
+        from edge.link_policy import check_link  # noqa: PLC0415
 
         link = check_link(config.publish, insecure=args.insecure)
         lines = [*check_device(config, args.config, args.timeout), link]

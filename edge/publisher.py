@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Mapping
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import zmq
 
 from edge import allowlist, messages
+from edge.link_policy import check_plaintext
 from edge.credentials import load_curve_keys
 from edge.errors import ConfigError, MessageError
 
@@ -52,33 +52,6 @@ LINGER_MS = 250          # on close, give queued messages a moment to leave, nev
 SNAPSHOT_POLL_MS = 100   # how often the snapshot thread looks at its stop flag
 REBIND_TIMEOUT_S = 2.0   # after a revocation: how long to wait for the unbound port to come free
 MAX_REQUEST_BYTES = 4096  # a snapshot request is tiny: ZMQ_MAXMSGSIZE drops a bigger one unread
-_LOCAL = re.compile(r"^(ipc|inproc)://|^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1|lo)(:|$)", re.I)
-
-
-def is_loopback(endpoint: str) -> bool:
-    """Whether binding ``endpoint`` keeps it on this machine (tcp on 127.x/::1/localhost/lo, ipc, inproc)."""
-    return bool(_LOCAL.match(endpoint))
-
-
-def check_plaintext(endpoints: Mapping[str, str | None], *, insecure: bool) -> None:
-    """Refuse plaintext on a network-facing endpoint unless ``insecure``; warn about plaintext in any case.
-
-    Args:
-        endpoints: What each endpoint is (``"publish.endpoint"``) -> the endpoint (``None``: not used).
-        insecure: ``--insecure`` was given.
-
-    Raises:
-        ConfigError: a non-loopback endpoint without ``insecure`` (names the field and the endpoint).
-    """
-    for what, endpoint in endpoints.items():
-        if endpoint and not is_loopback(endpoint) and not insecure:
-            raise ConfigError(f"{what} '{endpoint}' is not loopback but publish.curve is null: anyone on the "
-                              "network could read and forge labels; configure publish.curve keys, or pass "
-                              "--insecure to accept plaintext")
-    logger.warning("publish.curve is null: labels and snapshots are sent in PLAINTEXT, unauthenticated, on %s%s",
-                   ", ".join(e for e in endpoints.values() if e), " (--insecure)" if insecure else "")
-
-
 def _bind(sock: zmq.Socket, endpoint: str, what: str) -> str:
     try:
         sock.bind(endpoint)
@@ -87,28 +60,6 @@ def _bind(sock: zmq.Socket, endpoint: str, what: str) -> str:
         raise ConfigError(f"{what} '{endpoint}' cannot be bound: {exc}") from exc
     # With a wildcard port ("tcp://127.0.0.1:*") only LAST_ENDPOINT says which port was taken.
     return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-
-
-def check_link(publish: Any, *, insecure: bool) -> str:
-    """What ``gemsight-edge check`` says about the link: keys and allow-list readable, plaintext allowed.
-
-    Args:
-        publish: The config's ``publish`` section (:class:`edge.config.PublishConfig`).
-        insecure: ``--insecure`` was given.
-
-    Returns:
-        One line for people, e.g. ``link: CURVE, 2 allowed client(s) (kiosk-1, kiosk-2)``.
-
-    Raises:
-        ConfigError: an unreadable key or allow-list, or plaintext on a non-loopback endpoint.
-    """
-    if publish.curve is None:
-        check_plaintext({"publish.endpoint": publish.endpoint, "publish.snapshot_endpoint": publish.snapshot_endpoint},
-                        insecure=insecure)
-        return "link: PLAINTEXT (publish.curve: null)"
-    load_curve_keys(publish.curve.server_secret_key, "publish.curve.server_secret_key", need_secret=True)
-    names = allowlist.AllowList(publish.curve.allowed_clients).names
-    return f"link: CURVE, {len(names)} allowed client(s)" + (f" ({', '.join(names)})" if names else "")
 
 
 class Publisher:

@@ -13,7 +13,8 @@ from edge.errors import ConfigError, LinkError
 from edge.keys import allow, revoke
 from edge.link import ClientKeys, Link
 from edge.listen import Listener
-from edge.publisher import Publisher, check_link, is_loopback
+from edge.link_policy import check_link, is_loopback
+from edge.publisher import Publisher
 from tests.helpers import ANY, make_curve_files, make_labels
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
