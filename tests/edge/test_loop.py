@@ -227,7 +227,8 @@ metrics: {{port: null}}
 """)
     assert cli_main(["check", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"ok: {cfg}: model untrained 0.0.1 (fp32) on onnxruntime") and "camera cam0: 160x120" in out
+    assert out.startswith(f"ok: {cfg}: ") and "model untrained 0.0.1 (fp32) on onnxruntime" in out
+    assert "camera cam0: 160x120" in out and out.rstrip().endswith("link: PLAINTEXT (publish.curve: null)")
     assert cli_main(["run", "--config", str(cfg), "--max-frames", "5"]) == 0
     assert "cam0: 5 frames" in capsys.readouterr().out
     shutil.move(video, tmp_path / "gone.avi")
