@@ -105,6 +105,12 @@ def _kiosk(r: dict) -> Iterator[Row]:
         yield (f"kiosk store page with {load['slots']} slots, load in headless Chromium", f"{browser['load_s']:.2f} s")
 
 
+def _fuzz(r: dict) -> Iterator[Row]:
+    per = ", ".join(f"{t['target']} {t['cases']}" for t in r["targets"])
+    yield (f"fuzzing (Hypothesis, seed {r['seed']}): inputs fed ({per}) / failures (a crash, a traceback, "
+           "a refusal that is not the project's one-line error)", f"{r['total_cases']} / {r['total_failures']}")
+
+
 # name → (command, table rows from its JSON)
 BENCHES: dict[str, tuple[list[str], Callable[[dict], Iterator[Row]]]] = {
     "synth_speed": (["bench/synth_speed.py"], _synth),
@@ -113,6 +119,7 @@ BENCHES: dict[str, tuple[list[str], Callable[[dict], Iterator[Row]]]] = {
     "calibration": ([], _calibration),   # written by runtimes' model build (the calibration report)
     "loop": (["bench/loop.py", "--model", str(MODEL_DIR / "calib")], _loop),
     "deploy_flash": (["bench/deploy_flash.py"], _deploy),
+    "fuzz": (["bench/fuzz.py", "--examples", "3000"], _fuzz),
     "kiosk": (["bench/kiosk.py"], _kiosk),
 }
 
