@@ -49,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or args.examples < 1:
         sys.stderr.write(f"fuzz: unknown targets {unknown} or --examples < 1 (targets: {', '.join(TARGETS)})\n")
         return 2
-    # The code under test logs every refusal: thousands of warnings would drown the table.
-    logging.basicConfig(level=logging.CRITICAL)
     rows = []
     for name in names:
         with tempfile.TemporaryDirectory(prefix=f"gemsight-fuzz-{name}-") as tmp:
@@ -87,4 +85,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # The code under test logs every refusal: thousands of warnings would drown the table.
+    logging.basicConfig(level=logging.CRITICAL)
     sys.exit(main())
