@@ -179,6 +179,9 @@ def dead_phase(endpoint: str, edge: EdgeProcess, sub: ZmqSubscriber, minutes: fl
     return {"minutes": minutes, "rcvbuf": rcvbuf or "OS default (autotuned)", "rss_before_mib": base["rss_mib"],
             "rss_peak_mib": peak,
             "rss_last_mib": samples[-1]["rss_mib"], "rss_growth_mib": peak - base["rss_mib"],
+            # Once the queue is full (HWM) the RSS must stay flat while drops go on: the second half's range.
+            "rss_second_half_mib": [min(x["rss_mib"] for x in samples[len(samples) // 2:]),
+                                    max(x["rss_mib"] for x in samples[len(samples) // 2:])],
             "fps_min": min(fps), "fps_mean": sum(fps) / len(fps), "dead_consumer": got, "samples": samples}
 
 
