@@ -99,6 +99,11 @@ class SemVer:
         return text + (f"+{self.build}" if self.build else "")
 
 
+def shown(name: str) -> str:
+    """A member name as it may appear in a one-line message: control characters and the like escaped."""
+    return repr(name)[1:-1]
+
+
 def check_member_name(name: str) -> str:
     """Return ``name`` if it is a safe relative member path, else raise.
 
@@ -109,16 +114,16 @@ def check_member_name(name: str) -> str:
         BundleError: the name is unsafe; the message says why.
     """
     if not name or name.startswith("/") or "\\" in name:
-        raise BundleError(f"unsafe member name '{name}': absolute or not a plain relative path")
+        raise BundleError(f"unsafe member name '{shown(name)}': absolute or not a plain relative path")
     parts = name.split("/")
     if ".." in parts:
-        raise BundleError(f"unsafe member name '{name}': contains '..'")
+        raise BundleError(f"unsafe member name '{shown(name)}': contains '..'")
     for part in parts:
         if not _NAME_RE.match(part):
-            raise BundleError(f"unsafe member name '{name}': component '{part}' is empty, hidden or has "
+            raise BundleError(f"unsafe member name '{shown(name)}': component '{shown(part)}' is empty, hidden or has "
                               "characters outside [A-Za-z0-9._-]")
     if len(name.encode()) > 255:
-        raise BundleError(f"member name '{name[:60]}...' is longer than 255 bytes")
+        raise BundleError(f"member name '{shown(name[:60])}...' is longer than 255 bytes")
     return name
 
 

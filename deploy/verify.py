@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from deploy.bundle import (BUNDLE_FORMAT, BUNDLE_JSON, MAX_MEMBERS, SIGNATURE, SUMS, SemVer, canonical_header,
-                           check_member_name, parse_sums)
+                           check_member_name, parse_sums, shown)
 from deploy.keys import PublicKey
 from edge.atomic import fsync_dir, write_file_synced
 from edge.errors import BundleError, ManifestError
@@ -65,9 +65,9 @@ class VerifiedBundle:
 
 def _kind(info: tarfile.TarInfo) -> str | None:
     if info.issym():
-        return f"a symbolic link (to '{info.linkname}')"
+        return f"a symbolic link (to '{shown(info.linkname)}')"
     if info.islnk():
-        return f"a hard link (to '{info.linkname}')"
+        return f"a hard link (to '{shown(info.linkname)}')"
     if info.ischr() or info.isblk():
         return "a device node"
     if info.isfifo():
@@ -107,7 +107,7 @@ def _scan(path: Path, fh) -> dict[str, Member]:
             break
         kind = _kind(info)
         if kind is not None:
-            raise BundleError(f"{path}: unsafe member '{info.name}': {kind}; bundles hold regular files only")
+            raise BundleError(f"{path}: unsafe member '{shown(info.name)}': {kind}; bundles hold regular files only")
         try:
             check_member_name(info.name)
         except BundleError as exc:

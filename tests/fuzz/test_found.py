@@ -79,6 +79,8 @@ def test_bad_manifest_and_unsafe_names_are_one_line_naming_the_bundle(build):
     assert "\n" not in text and "bad model manifest: arch: Field required; classes: Field required" in text
     text = _refusal(build, _case(extra=[("../x", b"")]))
     assert text.startswith(str(build[1])) and "unsafe member name '../x'" in text
+    text = _refusal(build, _case(extra=[('"\n', b"")]))  # was: the name's line break split the message
+    assert "\n" not in text and "unsafe member name '\"\\n'" in text
 
 
 def test_signature_fields_of_other_types(build):
