@@ -23,7 +23,7 @@ from edge.credentials import is_name as is_credential_name
 from edge.contracts import ID_PATTERN, max_batch_for
 from edge.engine_cache import DEFAULT_WORKSPACE_MB
 from edge.errors import ConfigError
-from edge.slot_geometry import overlapping_pairs
+from edge.slot_geometry import check_slot_map
 from edge.validation import error_lines
 from edge.yaml_files import load_yaml
 
@@ -95,25 +95,6 @@ class SlotConfig(_Strict):
         return self
 
 
-def check_slot_map(slots: tuple[SlotConfig, ...]) -> None:
-    """The rules for a camera's slot map as a whole: at least one slot, no two overlapping.
-
-    Slots may touch but not share area (:mod:`edge.slot_geometry` says how polygons are compared).
-    An empty list is refused rather than read as "the whole frame": leave ``slots`` out for that.
-
-    Raises:
-        ValueError: naming the rule and the slots that break it (pydantic turns it into a field error).
-    """
-    if not slots:
-        raise ValueError(f"`slots` lists no slot; leave `slots` out to classify the whole frame as one slot "
-                         f"(or write it: [{{name: {WHOLE_FRAME_SLOT}, rect: [0, 0, 1, 1]}}])")
-    pairs = overlapping_pairs(slots)
-    if pairs:
-        raise ValueError("slots overlap: " + ", ".join(f"'{a}' and '{b}' ({100 * area:.2g}% of the frame)"
-                                                      for a, b, area in pairs)
-                         + "; slots may touch but not share area (a piece there would count twice)")
-
-
 class SlotsFile(BaseModel):
     """A ``<stem>.slots.yaml`` fragment (written by the synthetic video generator or by hand)."""
 
@@ -124,7 +105,7 @@ class SlotsFile(BaseModel):
     @field_validator("slots")
     @classmethod
     def _map_ok(cls, v: tuple[SlotConfig, ...]) -> tuple[SlotConfig, ...]:
-        check_slot_map(v)
+        check_slot_map(v, WHOLE_FRAME_SLOT)
         return v
 
 
@@ -178,7 +159,7 @@ class CameraConfig(_Strict):
     @classmethod
     def _slot_map_ok(cls, v: tuple[SlotConfig, ...] | None) -> tuple[SlotConfig, ...] | None:
         if v is not None:
-            check_slot_map(v)
+            check_slot_map(v, WHOLE_FRAME_SLOT)
         return v
 
     @model_validator(mode="after")

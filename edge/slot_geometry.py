@@ -104,3 +104,22 @@ def overlapping_pairs(slots: Sequence[_Slot], limit: int = 10) -> list[tuple[str
                 if len(found) >= limit:
                     return found
     return found
+
+
+def check_slot_map(slots: Sequence[_Slot], whole_frame: str) -> None:
+    """The rules for a camera's slot map as a whole: at least one slot, no two overlapping.
+
+    An empty list is refused rather than read as "the whole frame": leave ``slots`` out for that
+    (the config then makes one slot named ``whole_frame``).
+
+    Raises:
+        ValueError: naming the rule and the slots that break it (pydantic turns it into a field error).
+    """
+    if not slots:
+        raise ValueError(f"`slots` lists no slot; leave `slots` out to classify the whole frame as one slot "
+                         f"(or write it: [{{name: {whole_frame}, rect: [0, 0, 1, 1]}}])")
+    pairs = overlapping_pairs(slots)
+    if pairs:
+        raise ValueError("slots overlap: " + ", ".join(f"'{a}' and '{b}' ({100 * shared:.2g}% of the frame)"
+                                                      for a, b, shared in pairs)
+                         + "; slots may touch but not share area (a piece there would count twice)")
