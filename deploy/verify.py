@@ -176,9 +176,9 @@ def _check_signature(path: Path, sums: bytes, sig_bytes: bytes, keys: Mapping[st
     except (KeyError, TypeError, binascii.Error) as exc:
         raise BundleError(f"{path}: {SIGNATURE} is malformed ({type(exc).__name__}: {exc})") from exc
     if algorithm != "ed25519":
-        raise BundleError(f"{path}: {SIGNATURE} uses algorithm '{algorithm}', only ed25519 is accepted")
+        raise BundleError(f"{path}: {SIGNATURE} uses algorithm '{shown(algorithm[:40])}', only ed25519 is accepted")
     if key_id not in keys:
-        raise BundleError(f"{path}: signed by key {key_id}, which this device does not trust "
+        raise BundleError(f"{path}: signed by key {shown(key_id[:80])}, which this device does not trust "
                           f"(trusted: {', '.join(sorted(keys)) or 'none'})")
     if len(raw) != 64 or not keys[key_id].verify(raw, sums):
         raise BundleError(f"{path}: signature over {SUMS} does not verify with key {key_id} (tampered)")
@@ -264,11 +264,12 @@ def verify_bundle(path: str | Path, keys: Mapping[str, PublicKey]) -> VerifiedBu
 def _parse_meta(path: Path, data: bytes, key_id: str, signed: dict[str, Member]) -> dict:
     meta = _json_object(path, BUNDLE_JSON, data)
     if meta.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: {BUNDLE_JSON} format {str(meta.get('format'))[:40]} "
+        raise BundleError(f"{path}: {BUNDLE_JSON} format {shown(str(meta.get('format'))[:40])} "
                           f"is not {BUNDLE_FORMAT} (bundle made by another gemsight version?)")
     SemVer.parse(str(meta.get("version")), f"{path}: bundle version")
     if meta.get("signer") != key_id:
-        raise BundleError(f"{path}: {BUNDLE_JSON} names signer {meta.get('signer')} but key {key_id} signed it")
+        raise BundleError(f"{path}: {BUNDLE_JSON} names signer {shown(str(meta.get('signer'))[:80])} but key {key_id} "
+                          "signed it")
     files = meta.get("files")
     if (not isinstance(files, list) or not all(isinstance(f, str) for f in files)
             or sorted(files) != sorted(n for n in signed if n != BUNDLE_JSON)):

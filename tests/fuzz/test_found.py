@@ -88,6 +88,11 @@ def test_signature_fields_of_other_types(build):
     assert "SHA256SUMS.sig is malformed" in text
     text = _refusal(build, _case(control="sig", junk=b"[" * 5000))
     assert "SHA256SUMS.sig is not valid JSON (nested too deeply)" in text
+    # Was: a key id, algorithm or signer holding a line break split the message.
+    text = _refusal(build, _case(control="sig", junk=b'{"algorithm": "ed25519", "key_id": "k\\n1", "signature": ""}'))
+    assert "\n" not in text and "signed by key k\\n1, which this device does not trust" in text
+    text = _refusal(build, _case(meta=b'{"format": 1, "version": "1.2.0", "signer": "x\\ny"}'))
+    assert "\n" not in text and "names signer x\\ny but key" in text
 
 
 def test_accepted_bundle_still_extracts(build, tmp_path):
