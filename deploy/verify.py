@@ -116,7 +116,10 @@ def _scan(path: Path, fh) -> dict[str, Member]:
             raise BundleError(f"{path}: member '{info.name}' appears twice")
         if len(members) >= MAX_MEMBERS:
             raise BundleError(f"{path}: more than {MAX_MEMBERS} members")
-        expected = canonical_header(info.name, info.size)
+        try:
+            expected = canonical_header(info.name, info.size)
+        except BundleError as exc:  # a size no ustar header can hold (base-256, negative): not ours
+            raise BundleError(f"{path}: header of member '{info.name}' is not canonical ({exc})") from exc
         if info.offset_data - info.offset != len(expected) or _read_at(fh, info.offset, len(expected)) != expected:
             raise BundleError(f"{path}: header of member '{info.name}' is not canonical (tampered, or not "
                               "made by gemsight-deploy bundle)")

@@ -301,8 +301,39 @@ def _bundle(workdir: Path) -> Iterator[tuple[st.SearchStrategy, Check]]:
         "meta": st.just(b"auto"), "manifest": st.just(manifest), "control": st.just("signed"), "junk": st.just(b""),
         "extra": st.lists(st.tuples(st.one_of(safe_names, st.sampled_from(["a", "a/b", "a/b/c", "model.onnx/x"])),
                                     st.binary(max_size=2000)), max_size=4, unique_by=lambda m: m[0])})
-    yield pick(st.tuples(st.just("bytes"), byte_edits(good)), st.tuples(st.just("built"), structured),
+    yield pick(st.tuples(st.just("bytes"), byte_edits(good)), st.tuples(st.just("bytes"), header_edits(good)),
+               st.tuples(st.just("built"), structured),
                st.tuples(st.just("built"), well_formed)), check
+
+
+# ustar header fields (offset, length) and type flags worth trying: links, devices, directories, pax, GNU.
+_FIELDS = [(0, 100), (100, 8), (108, 8), (116, 8), (124, 12), (136, 12), (156, 1), (157, 100), (257, 8), (329, 16),
+           (345, 155)]
+_TYPES = [b"0", b"\0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"x", b"g", b"L", b"K", b"S", b"V", b"?"]
+
+
+def header_edits(bundle: bytes) -> st.SearchStrategy[bytes]:
+    """``bundle`` with one field of one member's tar header rewritten, its checksum then fixed or not
+    (fixed, tarfile reads on and the verifier's own checks are what refuse it)."""
+    with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
+        offsets = [m.offset for m in tar.getmembers()]
+
+    @st.composite
+    def edit(draw: st.DrawFn) -> bytes:
+        buf = bytearray(bundle)
+        at = draw(st.sampled_from(offsets))
+        start, length = draw(st.sampled_from(_FIELDS))
+        value = draw(st.sampled_from(_TYPES)) if length == 1 else draw(st.one_of(
+            st.binary(min_size=1, max_size=length),
+            st.sampled_from([b"../../etc/passwd\0", b"/abs\0", b"a" * 100, b"77777777777\0", b"\x80" + b"\xff" * 11,
+                             b"ustar\0" + b"00", b"ustar  \0"]).map(lambda v: v[:length])))
+        buf[at + start:at + start + len(value)] = value
+        if draw(st.booleans()):
+            header = buf[at:at + 512]
+            header[148:156] = b" " * 8
+            buf[at + 148:at + 156] = b"%06o\0 " % sum(header)
+        return bytes(buf)
+    return edit()
 
 
 # -- snapshot requests on a real Publisher -------------------------------------------------------

@@ -165,3 +165,16 @@ def test_keys_and_tags_with_line_breaks_stay_on_their_line(tmp_path):
     with pytest.raises(ManifestError) as info:
         Manifest.from_json(json.dumps({**BASE_MANIFEST, "x\ny": 1}), "m.json")
     assert str(info.value) == "m.json: invalid manifest: x\\x0ay: unknown field (not allowed here)"
+
+
+def test_a_base256_size_field_is_a_refusal_naming_the_bundle(build):
+    # Was: "member 'bundle.json' cannot be stored in a ustar header", without the bundle's name.
+    check, path = build
+    buf = bytearray(path.read_bytes())
+    buf[124:136] = b"\x80" + b"\x00" * 3 + b"\x01" + b"\x00" * 7  # GNU base-256: 2**56 bytes
+    buf[148:156] = b" " * 8
+    buf[148:156] = b"%06o\0 " % sum(buf[:512])  # a valid checksum: tarfile reads on
+    path.write_bytes(bytes(buf))
+    with pytest.raises(BundleError) as info:
+        verify_bundle(path, targets_keys(None, path))
+    assert str(info.value).startswith(f"{path}: header of member 'bundle.json' is not canonical")
