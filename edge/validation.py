@@ -16,6 +16,11 @@ TOP_LEVEL = "(top level)"
 _ESCAPES = {c: f"\\x{c:02x}" for c in [*range(32), 127, 0x85]} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
+def escaped(text: str) -> str:
+    """``text`` kept on one line: line breaks and other control characters written as escapes."""
+    return text.translate(_ESCAPES)
+
+
 def _where(loc: tuple[Any, ...], tags: Mapping[str, Collection[str]], prefix: str) -> str:
     parts = list(loc)
     # A discriminated union puts the tag in the path (runtime.openvino.options...): drop it.
@@ -55,4 +60,4 @@ def error_lines(exc: ValidationError, source: str, *, prefix: str = "",
     """
     tags = tags or {}
     return "\n".join(f"{source}: {_where(tuple(err.get('loc', ())), tags, prefix)}: {_message(err, tags)}"
-                     .translate(_ESCAPES) for err in exc.errors())
+                     .translate(_ESCAPES) for err in exc.errors())  # escaped(), the whole line

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import yaml
 
 from edge.errors import ConfigError
+from edge.validation import escaped
 
 MAX_YAML_BYTES = 1 << 20
 MAX_YAML_DEPTH = 64
@@ -144,7 +145,7 @@ def load_yaml(path: str | Path, what: str = "YAML file", max_bytes: int = MAX_YA
         if loader is not None:
             loader.dispose()
     for where, problem in _bad_strings(data, (), set()):
-        raise ConfigError(f"{path}: {'.'.join(map(str, where)) or '(top level)'}: {problem}")
+        raise ConfigError(f"{path}: {escaped('.'.join(map(str, where))) or '(top level)'}: {problem}")
     return data
 
 

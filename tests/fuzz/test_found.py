@@ -178,3 +178,12 @@ def test_a_base256_size_field_is_a_refusal_naming_the_bundle(build):
     with pytest.raises(BundleError) as info:
         verify_bundle(path, targets_keys(None, path))
     assert str(info.value).startswith(f"{path}: header of member 'bundle.json' is not canonical")
+
+
+def test_a_key_with_a_line_break_holding_a_nul_stays_on_one_line(tmp_path):
+    # Was: the key path of a NUL-holding value was echoed with its line break.
+    path = tmp_path / "edge.yaml"
+    path.write_bytes(b'"a\\nb": "x\\0"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: a\\x0ab: holds a NUL character"
