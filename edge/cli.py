@@ -87,7 +87,8 @@ def _body(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-frames must be at least 1, got {args.max_frames}")
     from edge.loop import run as loop_run  # noqa: PLC0415
 
-    result = loop_run(config, max_frames=args.max_frames, annotate=args.annotate, insecure=args.insecure)
+    # A device keeps no latency samples in memory (they are for benchmarks): its RSS stays flat.
+    result = loop_run(config, max_frames=args.max_frames, annotate=args.annotate, insecure=args.insecure, samples=0)
     summary = ", ".join(f"{cam}: {n} frames" for cam, n in result.frames.items())
     print(f"stopped ({result.stopped_by}) after {result.elapsed_s:.1f}s: {summary}; {result.messages} messages"
           + (f"; annotated {', '.join(map(str, result.annotated))}" if result.annotated else ""))

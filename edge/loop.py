@@ -38,7 +38,7 @@ from edge.sources import CameraSource, Frame, Status
 logger = logging.getLogger(__name__)
 
 MAX_INFER_FAILURES = 10   # consecutive failed batches before the loop gives up (systemd restarts it)
-MAX_SAMPLES = 200_000     # latency samples kept for LoopResult (benchmarks), a bounded list
+MAX_SAMPLES = 200_000     # latency samples a LoopResult keeps by default (benchmarks, tests); ~64 B each
 
 
 @dataclass
@@ -126,13 +126,17 @@ class CameraLoop:
             it to connect subscribers to the bound endpoints).
         metrics: metrics to record into (a fresh :class:`LoopMetrics` by default).
         insecure: allow ``publish.curve: null`` on a non-loopback endpoint (``run --insecure``).
+        samples: how many latency samples the result keeps (``total_ms``, ``publish_ms``: benchmarks
+            and tests read them). A device keeps none: ``gemsight-edge run`` passes 0, or its RSS
+            would grow by ~2.3 MB an hour at 10 fps until the cap (bench/soak.py saw it).
     """
 
     def __init__(self, config: DeviceConfig, *, annotate: str | Path | None = None,
                  on_ready: Callable[["CameraLoop"], None] | None = None, metrics: LoopMetrics | None = None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, samples: int = MAX_SAMPLES) -> None:
         self.config = config
         self.insecure = insecure
+        self.samples = samples
         self.annotate = annotate
         self.on_ready = on_ready
         self.metrics = metrics or LoopMetrics()
@@ -376,7 +380,7 @@ class CameraLoop:
         self.metrics.frames.labels(cam.id).inc()
         self.metrics.messages.labels("labels").inc()
         self.result.messages += 1
-        if len(self.result.total_ms) < MAX_SAMPLES:
+        if len(self.result.total_ms) < self.samples:
             self.result.total_ms.append(stages["total"] * 1000.0)
             self.result.publish_ms.append(stages["publish"] * 1000.0)
         cam.frames += 1
@@ -416,7 +420,7 @@ def _bgr(image: np.ndarray, camera: str) -> np.ndarray:
 
 def run(config: DeviceConfig, *, max_frames: int | None = None, annotate: str | Path | None = None,
         on_ready: Callable[[CameraLoop], None] | None = None, metrics: LoopMetrics | None = None,
-        insecure: bool = False) -> LoopResult:
+        insecure: bool = False, samples: int = MAX_SAMPLES) -> LoopResult:
     """Run the camera loop for ``config`` (see :class:`CameraLoop`).
 
     Args:
@@ -426,11 +430,13 @@ def run(config: DeviceConfig, *, max_frames: int | None = None, annotate: str | 
         on_ready: called with the loop once sockets are bound and cameras started.
         metrics: a :class:`LoopMetrics` to record into.
         insecure: allow plaintext (``publish.curve: null``) on a non-loopback endpoint.
+        samples: latency samples to keep in the result (0 on a device).
 
     Raises:
         GemsightError: set-up failed, or inference failed repeatedly.
     """
-    return CameraLoop(config, annotate=annotate, on_ready=on_ready, metrics=metrics, insecure=insecure).run(max_frames)
+    return CameraLoop(config, annotate=annotate, on_ready=on_ready, metrics=metrics, insecure=insecure,
+                      samples=samples).run(max_frames)
 
 
 __all__ = ["CameraLoop", "LoopResult", "run"]

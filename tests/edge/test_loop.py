@@ -249,3 +249,11 @@ def test_frames_that_cannot_be_cropped_are_skipped_not_fatal(untrained_onnx, tmp
     assert result.stopped_by == "eos" and result.frames == {"cam0": 8, "cam1": 0}
     warnings = [r.getMessage() for r in caplog.records if "frame skipped" in r.getMessage()]
     assert len(warnings) == 1 and "slot 't' is only" in warnings[0]  # logged once, not per frame
+
+
+def test_a_device_keeps_no_latency_samples(untrained_onnx, tmp_path):
+    """`gemsight-edge run` passes samples=0: a months-long run must not grow a list per frame."""
+    video = write_video(tmp_path / "v.avi", frames=12)
+    result = run(_config(untrained_onnx, [_cam("cam0", video)]), samples=0)
+    assert result.frames == {"cam0": 12} and result.total_ms == [] and result.publish_ms == []
+    assert len(run(_config(untrained_onnx, [_cam("cam0", video)]), samples=5).total_ms) == 5
