@@ -7,9 +7,10 @@ camera and a real ZeroMQ subscriber on loopback:
 =================  ===========================================================================
 file-removed       a looping 3 s video file is deleted while it plays; put back after ``--down`` s
 file-truncated     the file is cut to half its size while it plays; restored after ``--down`` s
-rtsp-refused       ``rtsp://`` to a closed loopback port, for ``--down`` s (nothing to recover to)
+rtsp-refused       ``rtsp://`` to a closed loopback port (nothing to recover to)
 rtsp-silent        a loopback TCP server that accepts the RTSP connection and never answers
 rtsp-stalls        a loopback RTSP server that answers OPTIONS and DESCRIBE, then never answers SETUP
+                   (the three RTSP faults last ``--down`` + 10 s from the edge's start)
 http-stalls        an MJPEG-over-HTTP camera that stops sending mid-stream for ``--down`` s
 sigstop            the edge process itself SIGSTOPped for 10 s, then SIGCONTed (file source)
 =================  ===========================================================================
