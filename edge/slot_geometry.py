@@ -120,6 +120,6 @@ def check_slot_map(slots: Sequence[_Slot], whole_frame: str) -> None:
                          f"(or write it: [{{name: {whole_frame}, rect: [0, 0, 1, 1]}}])")
     pairs = overlapping_pairs(slots)
     if pairs:
-        raise ValueError("slots overlap: " + ", ".join(f"'{a}' and '{b}' ({100 * shared:.2g}% of the frame)"
+        raise ValueError("slots overlap: " + ", ".join(f"'{a}' and '{b}' ({100 * shared:.3g}% of the frame)"
                                                       for a, b, shared in pairs)
                          + "; slots may touch but not share area (a piece there would count twice)")

@@ -20,7 +20,7 @@ def test_id_pattern():
 
 
 def test_max_batch_is_every_slot_of_every_camera():
-    slots = tuple(SlotConfig(name=f"s{i}", rect=(0, 0, 1, 1)) for i in range(5))
+    slots = tuple(SlotConfig(name=f"s{i}", rect=(i / 5, 0, (i + 1) / 5, 1)) for i in range(5))
     cams = [CameraConfig(id="a", source="file:///a.mp4", slots=slots), CameraConfig(id="b", source="file:///b.mp4")]
     assert max_batch_for(cams) == 6
     assert max_batch_for([]) == 1
