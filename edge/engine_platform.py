@@ -48,6 +48,15 @@ def cuda_version_text(driver_version: int) -> str:
     return f"{int(driver_version) // 1000}.{(int(driver_version) % 1000) // 10}"
 
 
+def _search(path: Path, pattern: re.Pattern, whole: bool = False) -> re.Match | None:
+    """``pattern`` searched (or, with ``whole``, fully matched) in a small text file; ``None`` if unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return pattern.fullmatch(text) if whole else pattern.search(text)
+
+
 def system_release(root: str | Path = "/") -> str:
     """``L4T R<major>.<revision>`` on Jetson Linux, ``driver <version>`` with a desktop driver, else ``unknown``.
 
@@ -55,26 +64,15 @@ def system_release(root: str | Path = "/") -> str:
     build by flash and a look-up by the edge compute the same key.
     """
     root = Path(root)
-    try:
-        text = (root / TEGRA_RELEASE).read_text(encoding="utf-8", errors="replace")
-        m = _TEGRA.search(text)
-        if m:
-            return f"L4T R{m.group(1)}.{m.group(2)}"
-    except OSError:
-        pass
-    try:
-        version = (root / NVIDIA_MODULE_VERSION).read_text(encoding="utf-8", errors="replace").strip()
-        if re.fullmatch(r"[0-9]+(?:\.[0-9]+)+", version):
-            return f"driver {version}"
-    except OSError:
-        pass
-    try:
-        text = (root / NVIDIA_DRIVER_VERSION).read_text(encoding="utf-8", errors="replace")
-        m = _DRIVER.search(text)
-        if m:
-            return f"driver {m.group(1)}"
-    except OSError:
-        pass
+    m = _search(root / TEGRA_RELEASE, _TEGRA)
+    if m:
+        return f"L4T R{m.group(1)}.{m.group(2)}"
+    m = _search(root / NVIDIA_MODULE_VERSION, re.compile(r"\s*([0-9]+(?:\.[0-9]+)+)\s*"), whole=True)
+    if m:
+        return f"driver {m.group(1)}"
+    m = _search(root / NVIDIA_DRIVER_VERSION, _DRIVER)
+    if m:
+        return f"driver {m.group(1)}"
     return "unknown"
 
 

@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import time
+from contextlib import closing
 
 import zmq
 
@@ -165,11 +166,8 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         password = getpass.getpass(f"password for {args.name}: ")
         if getpass.getpass("again: ") != password:
             raise ConfigError("the two passwords differ")
-    history = History(config.state_dir)
-    try:
+    with closing(History(config.state_dir)) as history:
         add_user(history, args.name, args.role, password, time.time())
-    finally:
-        history.close()
     print(f"user {args.name} ({args.role}) saved in {history.path}")
     return 0
 
@@ -178,11 +176,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from kiosk.history import History  # noqa: PLC0415
 
     config = load_config(args.config)
-    history = History(config.state_dir, readonly=True)
-    try:
+    with closing(History(config.state_dir, readonly=True)) as history:
         n = history.verify_audit()
-    finally:
-        history.close()
     print(f"audit log {history.path}: {n} rows, hash chain intact")
     return 0
 
@@ -194,11 +189,8 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     from kiosk.history import History  # noqa: PLC0415
 
     config = load_config(args.config)
-    history = History(config.state_dir, readonly=True)
-    try:
+    with closing(History(config.state_dir, readonly=True)) as history:
         rows = list(reversed(history.incidents(limit=args.limit)))
-    finally:
-        history.close()
     for r in rows:
         if args.json:
             print(json.dumps(r, sort_keys=True))
