@@ -16,6 +16,11 @@ REQUIRED_STAGES: tuple[str, ...] = ("capture", "preprocess", "infer", "postproce
 #: to publish (the end of postprocessing); ``publish`` (building, encoding and sending the message)
 #: follows it, so ``total + publish`` is capture to sent. Message, metrics and bench use these meanings.
 STAGES: tuple[str, ...] = (*REQUIRED_STAGES, "publish", "total")
+#: The per-frame breakdown of where the loop's time goes (metrics, ``LoopResult.stage_s``, bench/loop.py):
+#: ``decode`` (the grabber's read of the frame, before its capture time), ``crop`` and ``preprocess``
+#: (this frame's own slots), ``infer`` (its batch's runtime call alone, no waiting), ``postprocess``,
+#: ``encode`` (building and JSON-encoding the labels message) and ``send`` (the ZeroMQ send).
+BREAKDOWN: tuple[str, ...] = ("decode", "crop", "preprocess", "infer", "postprocess", "encode", "send")
 
 #: The TensorRT optimisation profile's largest batch where no device config says otherwise.
 DEFAULT_MAX_BATCH = 16

@@ -1,10 +1,12 @@
 """The camera loop: grab, crop every slot, one batch for all cameras, infer, postprocess, publish.
 
-Capture never waits for inference: each camera has a grabber thread (:mod:`edge.sources`) that keeps
-only its newest frame. Each turn the loop takes the fresh frames of every camera, crops their slots
-into one batch preprocessed by the manifest's rule, runs it through the one runtime, and publishes
-one labels message per camera. Stage latencies are measured from capture to publish
-(:data:`edge.contracts.STAGES` says what each means).
+Capture never waits for inference, and inference never waits for capture: each camera has a
+grabber thread (:mod:`edge.sources`) that decodes and keeps only its newest frame; a batching
+thread crops the fresh frames' slots straight into a preallocated batch while the runtime works on
+the previous one, on an inference thread of its own (:mod:`edge.loop_pipeline`); this thread
+postprocesses and publishes one labels message per camera, and publishes camera status. Stage
+latencies are measured from capture to publish (:data:`edge.contracts.STAGES`), and the per-frame
+breakdown of where time goes (:data:`edge.contracts.BREAKDOWN`) goes to the metrics.
 
 ``run(config)`` is the whole thing, callable from Python (tests, benchmarks, the demo); SIGTERM and
 SIGINT stop it cleanly when it runs in the main thread.
@@ -15,8 +17,6 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,96 +24,22 @@ import numpy as np
 
 from edge import messages
 from edge.annotate import AnnotatedWriter, draw, per_camera_paths
-from edge.config import CameraConfig, DeviceConfig
-from edge.errors import ConfigError, DataError, InferenceError
+from edge.config import DeviceConfig
+from edge.errors import InferenceError
+from edge.loop_pipeline import Batch, BatchPipeline, Span
+from edge.loop_state import MAX_SAMPLES, CameraState, FanOutEvent, LoopResult
 from edge.metrics import LoopMetrics
 from edge.model_loader import ModelInfo, open_model
-from edge.postprocess import FrameResult, Postprocessor
-from edge.preprocess import preprocess_batch
+from edge.postprocess import FrameResult
+from edge.preprocess import BatchWriter
 from edge.publisher import Publisher
 from edge.sdnotify import SdNotifier
-from edge.slots import SlotMap
-from edge.sources import CameraSource, Frame, Status
+from edge.sources import Frame
 
 logger = logging.getLogger(__name__)
 
 MAX_INFER_FAILURES = 10   # consecutive failed batches before the loop gives up (systemd restarts it)
-MAX_SAMPLES = 200_000     # latency samples a LoopResult keeps by default (benchmarks, tests); ~64 B each
-
-
-@dataclass
-class LoopResult:
-    """What a finished run did (for tests, benchmarks and the demo)."""
-
-    frames: dict[str, int] = field(default_factory=dict)
-    messages: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    reconnects: dict[str, int] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    batches: int = 0
-    slot_images: int = 0
-    infer_s: float = 0.0
-    total_ms: list[float] = field(default_factory=list)        # latencies_ms.total, per message
-    publish_ms: list[float] = field(default_factory=list)      # build + encode + send, per message
-    stopped_by: str = ""
-    first_capture: float | None = None   # monotonic capture time of the first classified frame
-    last_publish: float | None = None    # monotonic time the last labels message left
-    endpoint: str = ""
-    snapshot_endpoint: str | None = None
-    annotated: list[Path] = field(default_factory=list)
-
-    @property
-    def steady_s(self) -> float:
-        """Seconds from the first frame's capture to the last publish (set-up and tear-down excluded)."""
-        if self.first_capture is None or self.last_publish is None:
-            return 0.0
-        return self.last_publish - self.first_capture
-
-
-@dataclass
-class _Batch:
-    """Slot images of the frames taken in one turn, on their way through the runtime."""
-
-    batch: np.ndarray
-    spans: list[tuple["_Camera", Frame, int, int]]  # camera, frame, first and last+1 row in the batch
-    t0: float   # preprocessing started
-    t1: float   # preprocessing done
-    future: Future | None = None
-
-    @property
-    def frames(self) -> int:
-        return len(self.spans)
-
-
-class _Camera:
-    def __init__(self, cfg: CameraConfig, model: ModelInfo, config: DeviceConfig, wake: threading.Event) -> None:
-        spec = model.manifest.input
-        # Outside a polygon slot: the mean colour (manifest means are in RGB order), which normalises to 0.
-        fill = tuple(int(round(m * 255)) for m in spec.mean[::-1])
-        self.id = cfg.id
-        self.cfg = cfg
-        self.slots = SlotMap(cfg.slot_list(), camera=cfg.id, fill_bgr=fill)
-        pp = config.postprocess
-        self.post = Postprocessor(model.manifest.classes, self.slots.names, min_score=pp.min_score, window=pp.window,
-                                  top_k=pp.top_k, unknown_label=pp.unknown_label, empty_label=pp.empty_label,
-                                  outputs_are=model.manifest.output.kind)
-        rc = cfg.reconnect
-        self.source = CameraSource(cfg.id, cfg.source, credentials=cfg.credentials, fps=cfg.fps,
-                                   reconnect_initial_s=rc.initial_s, reconnect_max_s=rc.max_s, stall_s=rc.stall_s,
-                                   wake=wake)
-        self.frames = 0
-        self.seen_down = False
-        self.fps_mark = (time.monotonic(), 0)
-        self.fps = 0.0
-        self.bad_logged: set[str] = set()
-        self.writer: AnnotatedWriter | None = None
-        self.counted = {"dropped": 0, "invalid": 0}  # what this camera's Prometheus counters hold
-
-    def catch_up(self, name: str, counter: Any, total: int) -> None:
-        """Grabber threads keep plain totals; the Prometheus counter ``name`` catches up to them."""
-        if total > self.counted[name]:
-            counter.inc(total - self.counted[name])
-            self.counted[name] = total
+TICK_S = 0.1              # the loop's longest sleep: status, heartbeats and the watchdog keep this pace
 
 
 class CameraLoop:
@@ -141,26 +67,27 @@ class CameraLoop:
         self.on_ready = on_ready
         self.metrics = metrics or LoopMetrics()
         self.stop_event = threading.Event()
-        self.wake = threading.Event()
+        self.ticked = threading.Event()           # this thread's wake: a batch finished, a camera changed
+        self.wake = FanOutEvent(self.ticked)      # the grabbers' wake: the batching thread, and this one
         self.result = LoopResult()
         self.publisher: Publisher | None = None
         self.model: ModelInfo | None = None
-        self.cameras: list[_Camera] = []
+        self.cameras: list[CameraState] = []
+        self.pipeline: BatchPipeline | None = None
         self._notifier = SdNotifier()
         self._failures = 0
-        # The runtime runs in one worker thread so the next frames are preprocessed meanwhile.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
 
     def stop(self) -> None:
         """Ask the loop to finish its current frame and return (any thread, or a signal handler)."""
         self.stop_event.set()
         self.wake.set()
+        self.ticked.set()
 
     # -- set-up and tear-down -------------------------------------------------------------------
     def _open(self) -> None:
         cfg = self.config
         self.model = open_model(cfg)
-        self.cameras = [_Camera(c, self.model, cfg, self.wake) for c in cfg.cameras]
+        self.cameras = [CameraState(c, self.model, cfg, self.wake) for c in cfg.cameras]
         if self.annotate:
             paths = per_camera_paths(self.annotate, [c.id for c in self.cameras])
             for cam in self.cameras:
@@ -176,7 +103,8 @@ class CameraLoop:
             cam.source.start()
 
     def _close(self) -> None:
-        self._executor.shutdown(wait=True)
+        if self.pipeline is not None:
+            self.pipeline.stop()
         for cam in self.cameras:
             cam.source.stop()
             if cam.writer is not None:
@@ -206,34 +134,29 @@ class CameraLoop:
             if self.on_ready is not None:
                 self.on_ready(self)
             self._notifier.ready(f"running {len(self.cameras)} camera(s) with {self.model.info['backend']}")
-            total = 0
-            pending: _Batch | None = None
+            self.pipeline = BatchPipeline(self.cameras, BatchWriter(self.model.manifest.input), self.model.runtime,
+                                          self.wake, self.ticked.set, max_frames=max_frames,
+                                          on_invalid=self._invalid).start()
             while True:
                 if self.stop_event.is_set():
                     self.result.stopped_by = "stop"
                     break
-                if pending is None:  # with a batch in flight there is no time to sleep
-                    self.wake.wait(0.25)
-                    self.wake.clear()
-                room = None if max_frames is None else max_frames - total - (pending.frames if pending else 0)
-                fresh, ended = self._take(room)
+                self.ticked.wait(TICK_S)
+                self.ticked.clear()
                 self._events()
-                # Preprocess the next frames while the runtime works on the previous batch.
-                ready = self._prepare(fresh) if fresh else None
-                if pending is not None:
-                    total += self._finish(pending)
-                    pending = None
-                if ready is not None:
-                    pending = self._submit(ready)
+                for batch in self.pipeline.finished():
+                    self._finish(batch)
                 self._housekeeping()
-                if pending is None and ended == len(self.cameras):
+                if self.pipeline.drained():
                     self.result.stopped_by = "eos"
                     break
-                if pending is None and max_frames is not None and total >= max_frames:
+                if self.pipeline.limit_reached():
                     self.result.stopped_by = "max_frames"
                     break
-            if pending is not None:
-                total += self._finish(pending)
+            # A batch already in the runtime finishes and is published; one merely prepared is dropped.
+            self.pipeline.stop()
+            for batch in self.pipeline.finished():
+                self._finish(batch)
         finally:
             self._close()
             for sig, handler in restore.items():
@@ -275,75 +198,26 @@ class CameraLoop:
                     self.metrics.messages.labels("status").inc()
                     self.result.messages += 1
 
-    def _take(self, room: int | None) -> tuple[list[tuple[_Camera, Frame]], int]:
-        """Fresh frames of every camera (at most ``room``), and how many cameras reached EOS."""
-        fresh: list[tuple[_Camera, Frame]] = []
-        ended = 0
-        for cam in self.cameras:
-            if room is not None and len(fresh) >= room:
-                break
-            status, frame = cam.source.read(0.0)
-            if status is Status.OK and frame is not None:
-                fresh.append((cam, frame))
-            ended += status is Status.EOS  # EOS only once its last frame was taken
-        return fresh, ended
+    def _invalid(self, cam: CameraState, exc: Exception) -> None:
+        """A frame that cannot be cropped is skipped and counted (called by the batching thread)."""
+        cam.count_invalid(self.metrics.invalid.labels(cam.id))
+        if str(exc) not in cam.bad_logged:  # once per distinct problem, not every frame
+            cam.bad_logged.add(str(exc))
+            logger.warning("camera %s: frame skipped: %s", cam.id, exc)
 
-    def _prepare(self, fresh: list[tuple[_Camera, Frame]]) -> "_Batch | None":
-        """Crop every slot of every fresh frame into one preprocessed batch."""
-        t0 = time.monotonic()
-        crops: list[np.ndarray] = []
-        spans: list[tuple[_Camera, Frame, int, int]] = []
-        for cam, frame in fresh:
-            try:
-                cam_crops = cam.slots.crop(frame.image)
-            except (DataError, ConfigError) as exc:
-                cam.counted["invalid"] += 1
-                self.metrics.invalid.labels(cam.id).inc()
-                if str(exc) not in cam.bad_logged:  # once per distinct problem, not every frame
-                    cam.bad_logged.add(str(exc))
-                    logger.warning("camera %s: frame skipped: %s", cam.id, exc)
-                continue
-            spans.append((cam, frame, len(crops), len(crops) + len(cam_crops)))
-            crops.extend(cam_crops)
-        if not crops:
-            return None
-        batch = preprocess_batch(crops, self.model.manifest.input)
-        return _Batch(batch, spans, t0, time.monotonic())
-
-    def _submit(self, batch: "_Batch") -> "_Batch":
-        runtime = self.model.runtime
-
-        def infer() -> tuple[np.ndarray, float, float]:
-            t1 = time.monotonic()
-            return runtime(batch.batch), t1, time.monotonic()
-
-        batch.future = self._executor.submit(infer)
-        return batch
-
-    def _finish(self, pending: "_Batch") -> int:
-        """Wait for a batch's logits, then postprocess and publish each of its frames."""
-        done = self._logits(pending)
-        if done is None:
-            return 0
-        logits, t_in, t2 = done
-        self._count_batch(len(pending.batch), t2 - t_in)
-        for cam, frame, a, b in pending.spans:
-            self._publish_frame(cam, frame, logits[a:b], pending, t2)
-        return len(pending.spans)
-
-    def _logits(self, pending: "_Batch") -> tuple[np.ndarray, float, float] | None:
-        """The batch's logits with inference start and end times; ``None`` for a failed batch."""
-        try:
-            done = pending.future.result()
-        except Exception as exc:  # backends raise their own types; one bad batch must not stop the device
+    def _finish(self, batch: Batch) -> None:
+        """Postprocess and publish each frame of a batch the runtime finished."""
+        if batch.error is not None:
             self._failures += 1
-            logger.error("inference failed (%d in a row): %s", self._failures, exc)
+            logger.error("inference failed (%d in a row): %s", self._failures, batch.error)
             if self._failures >= MAX_INFER_FAILURES:
                 raise InferenceError(f"{self.model.runtime.name}: {self._failures} batches in a row failed: "
-                                     f"{exc}") from exc
-            return None
+                                     f"{batch.error}") from batch.error
+            return
         self._failures = 0
-        return done
+        self._count_batch(batch.rows, batch.t_out - batch.t_in)
+        for span in batch.spans:
+            self._publish_frame(span, batch.logits[span.first:span.stop], batch)
 
     def _count_batch(self, n_images: int, infer_s: float) -> None:
         self.result.batches += 1
@@ -351,32 +225,42 @@ class CameraLoop:
         self.result.infer_s += infer_s
         self.metrics.batch.set(n_images)
 
-    def _publish_frame(self, cam: _Camera, frame: Frame, logits: np.ndarray, pending: "_Batch", t2: float) -> None:
+    def _publish_frame(self, span: Span, logits: np.ndarray, batch: Batch) -> None:
         """Postprocess one frame's logits and publish its labels message (with its stage latencies)."""
+        cam, frame = span.camera, span.frame
         tp = time.monotonic()
         result = cam.post.update(logits)
         t3 = time.monotonic()
         # infer includes any wait for the runtime to finish the batch before this one; total ends
         # where publishing starts (the meaning of latencies_ms.total, see edge.contracts.STAGES).
-        stages = {"capture": pending.t0 - frame.t_mono, "preprocess": pending.t1 - pending.t0,
-                  "infer": t2 - pending.t1, "postprocess": t3 - tp, "total": t3 - frame.t_mono}
+        stages = {"capture": batch.t0 - frame.t_mono, "preprocess": batch.t1 - batch.t0,
+                  "infer": batch.t_out - batch.t1, "postprocess": t3 - tp, "total": t3 - frame.t_mono}
         msg = messages.labels_message(device=self.config.device, camera=cam.id, capture_ts=frame.capture_ts,
                                       model=self.model.info, result=result,
                                       latencies_ms={k: v * 1000.0 for k, v in stages.items()},
                                       frame_index=frame.index)
+        t_built = time.monotonic()
         self.publisher.publish_labels(cam.id, msg)
         t4 = time.monotonic()
         stages["publish"] = t4 - t3
-        self._record(cam, frame, stages, t4)
+        encode_s, send_s = self.publisher.last_timing
+        breakdown = {"decode": frame.decode_s, "crop": span.crop_s, "preprocess": span.preprocess_s,
+                     "infer": batch.t_out - batch.t_in, "postprocess": t3 - tp,
+                     "encode": t_built - t3 + encode_s, "send": send_s}
+        self._record(cam, frame, stages, breakdown, t4)
         if cam.writer is not None:
             self._annotate(cam, frame, result)
 
-    def _record(self, cam: _Camera, frame: Frame, stages: dict[str, float], published: float) -> None:
+    def _record(self, cam: CameraState, frame: Frame, stages: dict[str, float], breakdown: dict[str, float],
+                published: float) -> None:
         """One published frame in the metrics and the run's result."""
         if self.result.first_capture is None:
             self.result.first_capture = frame.t_mono
         self.result.last_publish = published
         self.metrics.observe_stages(stages)
+        self.metrics.observe_breakdown(breakdown)
+        for k, v in breakdown.items():
+            self.result.stage_s[k] = self.result.stage_s.get(k, 0.0) + v
         self.metrics.frames.labels(cam.id).inc()
         self.metrics.messages.labels("labels").inc()
         self.result.messages += 1
@@ -385,7 +269,7 @@ class CameraLoop:
             self.result.publish_ms.append(stages["publish"] * 1000.0)
         cam.frames += 1
 
-    def _annotate(self, cam: _Camera, frame: Frame, result: FrameResult) -> None:
+    def _annotate(self, cam: CameraState, frame: Frame, result: FrameResult) -> None:
         h, w = frame.image.shape[:2]
         pp = self.config.postprocess
         cam.writer.write(draw(_bgr(frame.image, cam.id), cam.slots.rects(w, h), result,

@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 # Stage latencies on an edge CPU run from well under a millisecond (postprocess) to ~1 s (a slow
 # backend on a big batch): buckets in seconds, roughly doubling.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+# The breakdown's stages start at tens of microseconds (encode, send): finer buckets at the bottom.
+BREAKDOWN_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0005, *LATENCY_BUCKETS)
 
 
 class LoopMetrics:
@@ -45,6 +47,11 @@ class LoopMetrics:
         self.latency = Histogram("gemsight_stage_latency_seconds", "Latency of each loop stage; 'total' is "
                                  "capture to labels ready to publish, 'publish' follows it.", ["stage"],
                                  buckets=LATENCY_BUCKETS, registry=r)
+        self.breakdown = Histogram("gemsight_frame_stage_seconds", "Where a frame's time goes, stage by stage: "
+                                   "decode (the grabber's read), crop and preprocess (this frame's slots), "
+                                   "infer (its batch's runtime call), postprocess, encode (build + JSON) and "
+                                   "send (ZeroMQ). Decode, crop and preprocess run beside inference, on their "
+                                   "own threads.", ["stage"], buckets=BREAKDOWN_BUCKETS, registry=r)
         self.batch = Gauge("gemsight_batch_size", "Slot images in the last inference batch.", registry=r)
         self._server: Any = None
         self._thread: Any = None
@@ -54,6 +61,20 @@ class LoopMetrics:
         """Record one frame's stage latencies (seconds; stage names: :data:`edge.contracts.STAGES`)."""
         for stage, value in seconds.items():
             self.latency.labels(stage).observe(value)
+
+    def observe_breakdown(self, seconds: dict[str, float]) -> None:
+        """Record one frame's breakdown (seconds; stage names: :data:`edge.contracts.BREAKDOWN`)."""
+        for stage, value in seconds.items():
+            self.breakdown.labels(stage).observe(max(0.0, value))
+
+    def breakdown_ms(self) -> dict[str, float]:
+        """Mean milliseconds per frame of each breakdown stage so far (from the histogram's sums)."""
+        out: dict[str, float] = {}
+        for metric in self.breakdown.collect():
+            sums = {s.labels["stage"]: s.value for s in metric.samples if s.name.endswith("_sum")}
+            counts = {s.labels["stage"]: s.value for s in metric.samples if s.name.endswith("_count")}
+            out = {k: 1000.0 * v / counts[k] for k, v in sums.items() if counts.get(k)}
+        return out
 
     def serve(self, host: str = "127.0.0.1", port: int = 9108) -> int:
         """Start the HTTP exporter; returns the bound port (``port=0`` picks a free one).

@@ -107,23 +107,84 @@ def normalize(batch_hwc: np.ndarray, spec: InputSpec) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
-def preprocess_batch(images: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
+def normalize_lut(spec: InputSpec) -> np.ndarray:
+    """``3 x 256`` float32 table: row ``c`` maps a uint8 value of the model's input channel ``c`` (in
+    its colour order) to ``(v / 255 - mean) / std`` of that channel, with the float32 arithmetic of
+    :func:`normalize`, so a table lookup gives the same bits (manifest means are in RGB order)."""
+    values = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255.0)
+    mean = np.asarray(spec.mean if spec.color == "RGB" else spec.mean[::-1], np.float32)
+    std = np.asarray(spec.std if spec.color == "RGB" else spec.std[::-1], np.float32)
+    return np.stack([(values - mean[c]) / std[c] for c in range(3)]).astype(np.float32)
+
+
+class BatchWriter:
+    """Preprocesses crops straight into slots of a preallocated ``N x 3 x H x W`` float32 batch.
+
+    The crop is resized first (a few hundred pixels a side, not the frame), into one reused uint8
+    scratch image; each of its channels then goes through :func:`normalize_lut`'s table into the
+    batch row's plane in the model's colour order: no per-slot array is allocated (for the
+    ``stretch`` rule; ``letterbox`` and ``shorter_center_crop`` resize through
+    :func:`resize_to`). Values are bit-identical to :func:`normalize` of :func:`resize_to`.
+
+    Args:
+        spec: the manifest's input spec.
+    """
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        self.size = tuple(spec.size)
+        self.lut = normalize_lut(spec)
+        # Model channel c reads BGR channel src[c]: RGB models read 2, 1, 0.
+        self.src = (2, 1, 0) if spec.color == "RGB" else (0, 1, 2)
+        h, w = self.size
+        self._scratch = np.empty((h, w, 3), np.uint8)
+        self._interp = _INTERP[spec.interpolation]
+
+    def allocate(self, n: int) -> np.ndarray:
+        """A batch buffer for up to ``n`` images (rows are filled by :meth:`write`)."""
+        h, w = self.size
+        return np.empty((max(1, n), 3, h, w), np.float32)
+
+    def write(self, out: np.ndarray, image: np.ndarray, index: int = 0) -> None:
+        """Preprocess one BGR uint8 image into ``out[index]`` (``out``: a ``N x 3 x H x W`` float32 buffer).
+
+        Raises:
+            DataError: the image is empty or cannot be converted to 3-channel uint8.
+        """
+        if image is None or not isinstance(image, np.ndarray) or image.size == 0:
+            raise DataError(f"preprocess: image {index} is empty")
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            image = to_bgr8(image, f"image {index}")
+        h, w = self.size
+        if self.spec.resize == "stretch":
+            resized = cv2.resize(image, (w, h), dst=self._scratch, interpolation=self._interp)
+        else:
+            resized = resize_to(image, self.spec)
+        row = out[index]
+        for c in range(3):
+            np.take(self.lut[c], resized[:, :, self.src[c]], out=row[c], mode="clip")
+
+
+def preprocess_batch(images: Sequence[np.ndarray], spec: InputSpec, out: np.ndarray | None = None) -> np.ndarray:
     """Preprocess BGR images (any sizes) into one ``N x 3 x H x W`` float32 batch.
 
+    Args:
+        images: BGR uint8 images (other layouts are converted).
+        spec: the manifest's input spec.
+        out: a preallocated float32 buffer with at least ``len(images)`` rows to write into; the
+            returned batch is then its first ``len(images)`` rows (a view, no copy).
+
     Raises:
-        DataError: an image is empty or not 3-channel uint8.
+        DataError: an image is empty or not convertible to 3-channel uint8.
     """
     if len(images) == 0:
         raise DataError("preprocess: no images in the batch")
-    h, w = spec.size
-    stack = np.empty((len(images), h, w, 3), np.uint8)
+    writer = BatchWriter(spec)
+    if out is None:
+        out = writer.allocate(len(images))
     for i, img in enumerate(images):
-        if img is None or img.size == 0:
-            raise DataError(f"preprocess: image {i} is empty")
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            img = to_bgr8(img, f"image {i}")
-        stack[i] = resize_to(img, spec)
-    return normalize(stack, spec)
+        writer.write(out, img, i)
+    return out[:len(images)]
 
 
 def preprocess(image: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -132,6 +132,7 @@ class Publisher:
         self._started = time.monotonic()
         self._last_heartbeat: float | None = None
         self.sent = 0
+        self.last_timing = (0.0, 0.0)  # seconds the last labels message took to encode and to send
         self._closed = False
 
         self.snapshot_endpoint: str | None = None
@@ -250,8 +251,11 @@ class Publisher:
         seq = self._seq.get(camera, 0)
         msg["seq"] = seq
         msg["publish_ts"] = time.time()
+        t0 = time.monotonic()
         payload = messages.encode(msg)
+        t1 = time.monotonic()
         self._send(messages.topic(self.device, camera, "labels"), payload)
+        self.last_timing = (t1 - t0, time.monotonic() - t1)  # encode, send: the loop's per-stage metrics
         self._seq[camera] = seq + 1
         with self._lock:
             self._latest[camera] = payload

@@ -115,16 +115,22 @@ class SlotMap:
     def crop(self, frame: np.ndarray) -> list[np.ndarray]:
         """Every slot's crop of ``frame`` (BGR uint8), in slot order.
 
-        A grayscale, BGRA or 16-bit frame is converted to 8-bit BGR first.
+        Crops are views of the frame. A grayscale, BGRA or 16-bit frame is cropped first and only
+        the crops are converted to 8-bit BGR (the slots are a fraction of the frame).
 
         Raises:
             DataError: the frame is empty or has a layout that cannot be converted.
         """
-        frame = as_bgr(frame, self.camera)
+        if not isinstance(frame, np.ndarray) or frame.ndim < 2 or frame.size == 0:
+            raise DataError(f"camera {self.camera}: empty frame")
+        if frame.dtype.kind == "f" or not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4))):
+            # Float frames scale by their maximum (the whole frame's, not a crop's); a layout that
+            # cannot be converted is reported with the frame's own shape.
+            frame = as_bgr(frame, self.camera)
         h, w = frame.shape[:2]
         crops = []
         for ps in self.rects(w, h):
-            crop = frame[ps.y0:ps.y1, ps.x0:ps.x1]
+            crop = as_bgr(frame[ps.y0:ps.y1, ps.x0:ps.x1], self.camera)
             if ps.mask is not None:
                 crop = crop.copy()
                 crop[~ps.mask] = self.fill

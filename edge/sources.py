@@ -60,6 +60,7 @@ class Frame:
     index: int            # position in the file (files) or frames since open (live sources)
     capture_ts: float     # wall clock, seconds since the epoch
     t_mono: float         # time.monotonic() at capture, for latencies
+    decode_s: float = 0.0  # how long the grabber's read (network, decode, colour conversion) took
 
 
 @dataclass
@@ -273,6 +274,7 @@ class CameraSource:
         last_out = -1e9
         last_frame = opened
         while not self._stop.is_set():
+            t_read = time.monotonic()
             ok, image = cap.read()
             now = time.monotonic()
             healthy = index > 0 and last_frame - opened >= HEALTHY_S
@@ -299,7 +301,7 @@ class CameraSource:
                 self.stats.skipped += 1
                 continue
             last_out = time.monotonic()
-            frame = Frame(self.camera_id, image, frame_index, time.time(), last_out)
+            frame = Frame(self.camera_id, image, frame_index, time.time(), last_out, now - t_read)
             if not self._deliver(frame):
                 return "stop", True
         return "stop", True
