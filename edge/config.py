@@ -13,15 +13,17 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.config_publish import CurveConfig, PublishConfig  # noqa: F401 - CurveConfig re-exported
+from edge.config_runtime import (RUNTIME_NAMES, AutoOptions, AutoRuntimeConfig, OnnxRuntimeConfig,  # noqa: F401
+                                 OnnxRuntimeOptions, OpenVinoConfig, OpenVinoOptions, RuntimeConfig, TensorRtConfig,
+                                 TensorRtOptions, runtime_options)
 from edge.credentials import is_name as is_credential_name
 from edge.contracts import ID_PATTERN, max_batch_for
-from edge.engine_cache import DEFAULT_WORKSPACE_MB
 from edge.errors import ConfigError
 from edge.slot_geometry import check_slot_map
 from edge.validation import error_lines
@@ -193,74 +195,6 @@ class ModelConfig(_Strict):
         None, description="Optional: the expected input height and width; must equal the manifest's.")
 
 
-class OnnxRuntimeOptions(_Strict):
-    threads: int | None = Field(None, ge=1, le=256, description="Intra-op threads (default: all cores).")
-    providers: tuple[str, ...] | None = Field(None, description="Execution providers, in order (default: CPU).")
-    allow_spinning: bool = Field(
-        False, description="Let idle worker threads busy-wait. Off by default: on a small CPU that also "
-                            "decodes video, spinning threads steal the cores the grabber and preprocessing need.")
-
-
-class OpenVinoOptions(_Strict):
-    device: str = Field("CPU", description="OpenVINO device (CPU, GPU, NPU, AUTO ...).")
-    threads: int | None = Field(None, ge=1, le=256, description="Inference threads (default: OpenVINO's choice).")
-    hint: Literal["LATENCY", "THROUGHPUT"] = Field("LATENCY", description="OpenVINO performance hint.")
-    inference_precision: Literal["f32", "bf16", "f16"] = Field(
-        "f32", description="Precision for layers left in floating point.")
-
-
-class TensorRtOptions(_Strict):
-    # The builder options (workspace_mb, fp16_fallback, dla_core) are part of the engine cache key:
-    # build-engine, flash and the edge all read them from here (edge.engine_cache.BuildOptions).
-    engine_cache: Path | None = Field(
-        None, description="Directory of built engines (default: $GEMSIGHT_ENGINE_CACHE, /var/lib/gemsight/engines "
-                          "on an installed device).")
-    workspace_mb: int = Field(DEFAULT_WORKSPACE_MB, ge=16, le=65536,
-                              description="Builder workspace pool limit in MiB (lower it on a 4 GB Orin Nano).")
-    max_batch: int | None = Field(
-        None, ge=1, le=256, description="Largest batch of the engine's optimisation profile (part of the engine "
-                                        "cache key; default: every slot of every camera, the loop's one batch).")
-    fp16_fallback: bool = Field(True, description="Where INT8 cannot be built (no fast INT8) build FP16, not FP32, "
-                                                  "and say so; weakly typed INT8 builds may run unquantized layers "
-                                                  "in FP16.")
-    device: int = Field(0, ge=0, description="CUDA device index.")
-    dla_core: int | None = Field(None, ge=0, le=7, description="Run the engine on this DLA core (Jetson AGX/NX "
-                                                               "Orin; GPU fallback on); null: the GPU.")
-
-
-class OnnxRuntimeConfig(_Strict):
-    name: Literal["onnxruntime"] = Field(description="Backend name.")
-    options: OnnxRuntimeOptions = Field(default_factory=OnnxRuntimeOptions, description="ONNX Runtime options.")
-
-
-class OpenVinoConfig(_Strict):
-    name: Literal["openvino"] = Field(description="Backend name.")
-    options: OpenVinoOptions = Field(default_factory=OpenVinoOptions, description="OpenVINO options.")
-
-
-class TensorRtConfig(_Strict):
-    name: Literal["tensorrt"] = Field(description="Backend name.")
-    options: TensorRtOptions = Field(default_factory=TensorRtOptions, description="TensorRT options.")
-
-
-class AutoOptions(_Strict):
-    """Per-backend options for ``auto``: the block of the backend it picks is used."""
-
-    onnxruntime: OnnxRuntimeOptions = Field(default_factory=OnnxRuntimeOptions, description="If ONNX Runtime is picked.")
-    openvino: OpenVinoOptions = Field(default_factory=OpenVinoOptions, description="If OpenVINO is picked.")
-    tensorrt: TensorRtOptions = Field(default_factory=TensorRtOptions, description="If TensorRT is picked.")
-
-
-class AutoRuntimeConfig(_Strict):
-    name: Literal["auto"] = Field(description="Take the best available backend (TensorRT, OpenVINO, ONNX Runtime).")
-    options: AutoOptions = Field(default_factory=AutoOptions, description="Options per candidate backend.")
-
-
-RuntimeConfig = Annotated[Union[AutoRuntimeConfig, OnnxRuntimeConfig, OpenVinoConfig, TensorRtConfig],
-                          Field(discriminator="name")]
-RUNTIME_NAMES = ("auto", "onnxruntime", "openvino", "tensorrt")
-
-
 def tensorrt_options(config: "DeviceConfig") -> TensorRtOptions:
     """The TensorRT options that apply: the ``tensorrt`` runtime's, ``auto``'s candidate block, else defaults."""
     runtime = config.runtime
@@ -273,14 +207,6 @@ def engine_max_batch(config: "DeviceConfig") -> int:
     """The TensorRT engine's largest batch: ``max_batch`` where the config sets it, else every slot of
     every camera (:func:`edge.contracts.max_batch_for`). Flash, build-engine and the edge all use this."""
     return tensorrt_options(config).max_batch or max_batch_for(config.cameras)
-
-
-def runtime_options(runtime: AutoRuntimeConfig | OnnxRuntimeConfig | OpenVinoConfig | TensorRtConfig,
-                    resolved: str) -> dict[str, Any]:
-    """The keyword options for ``create_runtime`` once ``auto`` is resolved to a backend name."""
-    opts = getattr(runtime.options, resolved) if runtime.name == "auto" else runtime.options
-    return {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
-            for k, v in opts.model_dump().items() if v is not None}
 
 
 # -- the rest -----------------------------------------------------------------------------------

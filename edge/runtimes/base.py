@@ -64,6 +64,11 @@ class Runtime(abc.ABC):
     def close(self) -> None:
         """Free backend resources (sessions, device buffers)."""
 
+    def settings(self) -> dict[str, str]:
+        """The options that decide speed and precision, as the runtime itself reports them once the
+        model is loaded (threads, performance and precision hints ...); empty where it reports none."""
+        return {}
+
     # -- the public, validating side ------------------------------------------------------------
     @property
     def max_batch(self) -> int | None:

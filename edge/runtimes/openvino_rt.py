@@ -6,16 +6,31 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import InferenceError
+from edge.config_runtime import OPENVINO_HINTS, OPENVINO_PRECISIONS
+from edge.errors import ConfigError, InferenceError
 from edge.runtimes.base import Runtime, register_runtime
 
 logger = logging.getLogger(__name__)
 
+# Compiled-model properties that decide speed and precision, read back for the log and the benchmark.
+REPORTED_PROPERTIES = ("PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
+                       "EXECUTION_DEVICES")
+
 
 @register_runtime("openvino")
 class OpenVinoRuntime(Runtime):
-    """Options: ``device`` (default ``CPU``), ``threads``, ``hint`` (``LATENCY`` or ``THROUGHPUT``),
-    ``inference_precision`` (``f32`` default, ``bf16``/``f16`` to allow lower-precision FP layers)."""
+    """Options: ``device`` (default ``CPU``), ``threads`` (``INFERENCE_NUM_THREADS``; default OpenVINO's
+    choice, every physical core), ``hint`` (``PERFORMANCE_HINT``: ``LATENCY``, the default, one stream
+    with every thread, what one caller waiting for each batch needs; ``THROUGHPUT`` splits the cores into
+    streams that only pay off with several requests in flight), ``inference_precision``
+    (``INFERENCE_PRECISION_HINT``: ``f32``, the default, keeps floating-point layers exact, which the
+    FP32 reference of the calibration gate needs and which in an INT8 IR only touches the final
+    classifier; ``bf16``/``f16`` let OpenVINO run them in lower precision, ~4x faster for FP32 on a CPU
+    with AMX, at the cost of exactness).
+
+    Inputs are shared with OpenVINO (no copy into the request's tensor); outputs come back as a copy
+    the next batch does not overwrite.
+    """
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -29,30 +44,56 @@ class OpenVinoRuntime(Runtime):
         super().__init__(model_path, manifest, **options)
         import openvino as ov  # noqa: PLC0415
 
-        core = ov.Core()
         # On CPUs with BF16/AMX OpenVINO would silently run FP32 layers in bf16; keep f32 unless asked.
-        config: dict[str, Any] = {"PERFORMANCE_HINT": options.get("hint", "LATENCY"),
-                                  "INFERENCE_PRECISION_HINT": options.get("inference_precision", "f32")}
-        if options.get("threads"):
-            config["INFERENCE_NUM_THREADS"] = int(options["threads"])
+        hint = options.get("hint") or "LATENCY"
+        precision = options.get("inference_precision") or "f32"
+        if hint not in OPENVINO_HINTS:
+            raise ConfigError(f"openvino: hint must be one of {', '.join(OPENVINO_HINTS)}, got {hint!r}")
+        if precision not in OPENVINO_PRECISIONS:
+            raise ConfigError(f"openvino: inference_precision must be one of {', '.join(OPENVINO_PRECISIONS)}, "
+                              f"got {precision!r}")
+        config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision}
+        if options.get("threads") is not None:
+            config["INFERENCE_NUM_THREADS"] = _positive_int("threads", options["threads"])
+        core = ov.Core()
         try:
             model = core.read_model(str(self.model_path))
-            self._compiled = core.compile_model(model, options.get("device", "CPU"), config)
+            self._compiled = core.compile_model(model, options.get("device") or "CPU", config)
         except Exception as exc:
             raise InferenceError(f"openvino: cannot load {self.model_path}: {exc}") from exc
         self._request = self._compiled.create_infer_request()
-        names = {n for port in self._compiled.inputs for n in port.get_names()}
-        if self.input_name not in names:
-            raise InferenceError(f"openvino: {self.model_path} has inputs {sorted(names)}, manifest says '{self.input_name}'")
+        self._input = next((p for p in self._compiled.inputs if self.input_name in p.get_names()), None)
+        if self._input is None:
+            names = sorted(n for p in self._compiled.inputs for n in p.get_names())
+            raise InferenceError(f"openvino: {self.model_path} has inputs {names}, manifest says '{self.input_name}'")
         self._output = next((p for p in self._compiled.outputs if self.output_name in p.get_names()), None)
         if self._output is None:
             outs = sorted(n for p in self._compiled.outputs for n in p.get_names())
             raise InferenceError(f"openvino: {self.model_path} has outputs {outs}, manifest says '{self.output_name}'")
+        logger.info("openvino %s: %s", self.model_path.name,
+                    ", ".join(f"{k}={v}" for k, v in self.settings().items()))
+
+    def settings(self) -> dict[str, str]:
+        """The compiled model's performance and precision properties, as OpenVINO reports them."""
+        out = {}
+        for key in REPORTED_PROPERTIES:
+            try:
+                out[key] = str(self._compiled.get_property(key))
+            except RuntimeError:  # a device plugin without this property
+                continue
+        return out
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        result = self._request.infer({self.input_name: batch})
-        return np.array(result[self._output], copy=True)
+        # share_inputs: OpenVINO reads the caller's (C-contiguous float32) batch in place, no copy;
+        # share_outputs=False: the logits are copied out once, so the caller may keep them.
+        return self._request.infer({self._input: batch}, share_inputs=True, share_outputs=False)[self._output]
 
     def close(self) -> None:
         self._request = None
         self._compiled = None
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"openvino: {name} must be a whole number of at least 1, got {value!r}")
+    return value
