@@ -52,6 +52,20 @@ def _runtimes(r: dict) -> Iterator[Row]:
         extra = f" ({ratio:.2f}× ORT FP32 at batch 1)" if ratio else ""
         yield (f"{res['runtime']} {res['precision'].upper()}, {r['arch']} {h}×{w}, img/s batch 1 / 8",
                f"{b1:.0f} / {b8:.0f}{extra}")
+    rounds = r.get("rounds")
+    for res in r["results"]:
+        vs = res.get("adapter_vs_raw")
+        if vs:   # bench/runtimes.py: the adapter beside the raw runtime on the same artifact
+            cells = " / ".join(f"{vs[b]['median']:.2f} ({vs[b]['min']:.2f}–{vs[b]['max']:.2f})" for b in ("b1", "b8"))
+            yield (f"gemsight's {res['runtime']} {res['precision'].upper()} adapter ÷ the raw runtime, batch 1 / 8 "
+                   f"(median of {rounds} interleaved rounds, range)", cells)
+        info = res.get("raw_default_precision")
+        if info and res["precision"] == "fp32":
+            prec = _get(info, "settings", "INFERENCE_PRECISION_HINT", default="default")
+            mine = res["img_per_s"]
+            yield (f"{res['runtime']} FP32 raw at the runtime's default precision ({prec}, not exact), img/s batch 1 / 8",
+                   f"{info['img_per_s']['b1']:.0f} / {info['img_per_s']['b8']:.0f} (gemsight keeps f32, exact: "
+                   f"{mine['b1']:.0f} / {mine['b8']:.0f})")
 
 
 def _loop(r: dict) -> Iterator[Row]:

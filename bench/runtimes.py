@@ -1,7 +1,12 @@
-"""Throughput of one model on every CPU runtime: PyTorch eager FP32, ONNX Runtime FP32/INT8, OpenVINO FP32/INT8.
+"""gemsight's runtime adapters beside the raw runtimes they wrap: PyTorch eager FP32, ONNX Runtime FP32/INT8, OpenVINO FP32/INT8.
 
-One run, batch 1 and 8, images per second and the ratio to ONNX Runtime FP32; prints a table and
-writes ``bench/results/runtimes.json``.
+For each backend and precision the same artifact is run two ways: through gemsight's adapter
+(``edge.runtimes``, with the options the device config gives by default) and through the runtime's own
+API with its recommended settings (``bench/raw_runtimes.py``), in interleaved rounds at batch 1 and 8.
+The figure is the median over rounds of adapter ÷ raw, with its range. OpenVINO also gets a raw row at
+the runtime's default precision (``bf16`` on a CPU with AMX / AVX-512-BF16), for information: the
+adapter keeps ``f32`` (exact FP32, the calibration gate's reference). Prints a table and writes
+``bench/results/runtimes.json`` (``bench/run_all.py`` builds the README's rows from it).
 
     python bench/runtimes.py --model-dir OUT [--run-dir RUN]     # an existing calibration output
     python bench/runtimes.py --run-dir RUN --size 224             # export RUN/best.pt at 224 px, calibrate, bench
@@ -50,8 +55,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                "else generated)")
     p.add_argument("--val", type=Path, help="labelled validation images (default: the run's data/val)")
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-runtimes", help="where a built model goes")
-    p.add_argument("--iters", type=int, default=30, help="timed runs per figure")
-    p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: all cores)")
+    p.add_argument("--iters", type=int, default=10, help="timed runs per runner per round (PyTorch: per figure)")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of raw and adapter per figure")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for every runtime, raw and adapter (default: each runtime's own, every physical core)")
+    p.add_argument("--only", help="comma-separated backend:precision pairs, e.g. openvino:int8 (default: all four)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "runtimes.json")
     return p
 
@@ -171,9 +179,86 @@ def _time(fn, x: np.ndarray, iters: int) -> float:
     return throughput(fn, x, len(x), iters)
 
 
+PAIRS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"))
+BATCHES = (1, 8)
+GOAL = 0.95   # issue 16: every adapter at >= 0.95 of its raw runtime (median of interleaved rounds)
+
+
+def adapter_options(backend: str, threads: int | None) -> dict:
+    """What a device whose config says nothing more runs with (edge.config_runtime's defaults)."""
+    from edge.config_runtime import OnnxRuntimeConfig, OpenVinoConfig, runtime_options  # noqa: PLC0415
+
+    config = {"onnxruntime": OnnxRuntimeConfig, "openvino": OpenVinoConfig}[backend](name=backend)
+    options = runtime_options(config, backend)
+    if threads:
+        options["threads"] = threads
+    return options
+
+
+def compare(backend: str, precision: str, model_dir: Path, batches: dict, args) -> dict:
+    """One backend and precision: adapter and raw runtime on the same artifact, interleaved rounds."""
+    from edge.runtimes import create_runtime  # noqa: PLC0415
+
+    from bench.raw_runtimes import interleaved, open_raw, ratio_summary  # noqa: PLC0415
+
+    options = adapter_options(backend, args.threads)
+    adapter = create_runtime(backend, model_dir, precision=precision, **options)
+    runners = {"adapter": adapter}
+    try:
+        extra = {"inference_precision": options["inference_precision"]} if backend == "openvino" else {}
+        runners["raw"] = open_raw(backend, adapter.model_path, args.threads, **extra)
+        if backend == "openvino":   # the runtime's own default precision, for information
+            runners["raw_default_precision"] = open_raw(backend, adapter.model_path, args.threads)
+        x = batches[BATCHES[-1]]
+        diff = float(np.abs(adapter(x) - runners["raw"](x)).max())
+        speeds = {bs: interleaved(runners, xb, args.rounds, args.iters) for bs, xb in batches.items()}
+        med = {name: {f"b{bs}": round(float(np.median(speeds[bs][name])), 2) for bs in batches} for name in runners}
+        row = {"runtime": backend, "precision": precision, "artifact": adapter.model_path.relative_to(model_dir).as_posix(),
+               "img_per_s": med["adapter"], "adapter_options": options, "settings": adapter.settings(),
+               "raw": {"img_per_s": med["raw"], "settings": runners["raw"].settings()},
+               "adapter_vs_raw": {f"b{bs}": ratio_summary(speeds[bs]["adapter"], speeds[bs]["raw"]) for bs in batches},
+               "max_abs_diff_vs_raw": diff}
+        if "raw_default_precision" in runners:
+            row["raw_default_precision"] = {
+                "img_per_s": med["raw_default_precision"], "settings": runners["raw_default_precision"].settings(),
+                "adapter_vs_it": {f"b{bs}": ratio_summary(speeds[bs]["adapter"], speeds[bs]["raw_default_precision"])
+                                  for bs in batches}}
+        return row
+    finally:
+        for runner in runners.values():
+            runner.close()
+
+
+def print_table(payload: dict) -> None:
+    h, w = payload["input"]
+    print(f"\nmodel {payload['model_dir']} ({payload['arch']}, {h}x{w}); {payload['rounds']} interleaved rounds x "
+          f"{payload['iters']} runs; threads {payload['threads'] or 'runtime default'}; load "
+          f"{' '.join(f'{v:.2f}' for v in payload['load_average']['start'])} -> "
+          f"{' '.join(f'{v:.2f}' for v in payload['load_average']['end'])}")
+    print(f"{'runtime':<12} {'prec':<5} {'img/s b1 adapter/raw':>21} {'adapter÷raw b1 (range)':>24} "
+          f"{'img/s b8 adapter/raw':>21} {'adapter÷raw b8 (range)':>24}")
+    for r in payload["results"]:
+        cells = []
+        for bs in ("b1", "b8"):
+            raw = r.get("raw", {}).get("img_per_s", {}).get(bs)
+            ratio = r.get("adapter_vs_raw", {}).get(bs)
+            cells.append(f"{r['img_per_s'][bs]:9.1f} / {raw:9.1f}" if raw else f"{r['img_per_s'][bs]:9.1f} / {'—':>9}")
+            cells.append(f"{ratio['median']:.3f} ({ratio['min']:.2f}–{ratio['max']:.2f})" if ratio else "—")
+        print(f"{r['runtime']:<12} {r['precision']:<5} {cells[0]:>21} {cells[1]:>24} {cells[2]:>21} {cells[3]:>24}")
+    for r in payload["results"]:
+        info = r.get("raw_default_precision")
+        if info:
+            prec = info["settings"].get("INFERENCE_PRECISION_HINT", "?")
+            print(f"  info: {r['runtime']} {r['precision']} raw at the runtime's default precision ({prec}): "
+                  f"{info['img_per_s']['b1']:.1f} / {info['img_per_s']['b8']:.1f} img/s at b1 / b8; adapter ÷ it "
+                  f"{info['adapter_vs_it']['b1']['median']:.2f} / {info['adapter_vs_it']['b8']['median']:.2f}")
+    goal = payload["goal"]
+    print(f"every adapter >= {goal['threshold']} of its raw runtime at b1 and b8: {goal['met']} "
+          f"(lowest median {goal['lowest_median']:.3f}, {goal['lowest']})")
+
+
 def bench(args) -> int:
     from edge.manifest import load_manifest_for  # noqa: PLC0415
-    from edge.runtimes import create_runtime  # noqa: PLC0415
 
     torch_model = None
     if args.model_dir is None and args.run_dir is None:
@@ -188,42 +273,43 @@ def bench(args) -> int:
     manifest = load_manifest_for(model_dir)
     h, w = manifest.input.size
     rng = np.random.default_rng(0)
-    batches = {bs: rng.standard_normal((bs, 3, h, w)).astype(np.float32) for bs in (1, 8)}
-    threads = args.threads or os.cpu_count()
+    batches = {bs: rng.standard_normal((bs, 3, h, w)).astype(np.float32) for bs in BATCHES}
+    load_start = os.getloadavg()
+    pairs = [tuple(p.split(":")) for p in args.only.split(",")] if args.only else PAIRS
     rows = []
-    if torch_model is not None:
+    if torch_model is not None and not args.only:
         import torch  # noqa: PLC0415
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(args.threads or os.cpu_count() or 1)
 
         def torch_fn(x):
             with torch.inference_mode():
                 return torch_model(torch.from_numpy(x)).numpy()
-        rows.append(("pytorch", "fp32", "eager", {bs: _time(torch_fn, x, args.iters) for bs, x in batches.items()}))
-    for backend, precision in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8")):
+        rows.append({"runtime": "pytorch", "precision": "fp32", "artifact": "eager",
+                     "img_per_s": {f"b{bs}": round(_time(torch_fn, x, args.iters), 2) for bs, x in batches.items()}})
+    for backend, precision in pairs:
+        logger.info("%s %s: adapter and raw, %d rounds", backend, precision, args.rounds)
         try:
-            with create_runtime(backend, model_dir, precision=precision, threads=threads) as rt:
-                speeds = {bs: _time(rt, x, args.iters) for bs, x in batches.items()}
-                rows.append((backend, precision, rt.model_path.relative_to(model_dir).as_posix(), speeds))
+            rows.append(compare(backend, precision, model_dir, batches, args))
         except Exception as exc:  # a missing artifact or runtime is reported, the rest still runs
             logger.warning("%s %s: %s", backend, precision, exc)
-    base = next((r[3] for r in rows if r[:2] == ("onnxruntime", "fp32")), None)
-    print(f"\nmodel {model_dir} ({manifest.arch}, {h}x{w}), {threads} threads, {args.iters} runs per figure")
-    print(f"{'runtime':<12} {'prec':<5} {'artifact':<24} {'b1 img/s':>9} {'b8 img/s':>9} {'b1 ×ORT32':>10} {'b8 ×ORT32':>10}")
-    results = []
-    for backend, precision, artifact, speeds in rows:
-        ratio = {bs: (speeds[bs] / base[bs] if base else None) for bs in speeds}
-        print(f"{backend:<12} {precision:<5} {artifact:<24} {speeds[1]:9.1f} {speeds[8]:9.1f} "
-              f"{ratio[1] or 0:10.2f} {ratio[8] or 0:10.2f}")
-        results.append({"runtime": backend, "precision": precision, "artifact": artifact,
-                        "img_per_s": {f"b{k}": round(v, 2) for k, v in speeds.items()},
-                        "vs_onnxruntime_fp32": {f"b{k}": (round(v, 3) if v else None) for k, v in ratio.items()}})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    base = next((r["img_per_s"] for r in rows if (r["runtime"], r["precision"]) == ("onnxruntime", "fp32")), None)
+    for r in rows:
+        r["vs_onnxruntime_fp32"] = {k: (round(v / base[k], 3) if base else None) for k, v in r["img_per_s"].items()}
+    medians = [(r["adapter_vs_raw"][bs]["median"], f"{r['runtime']} {r['precision']} {bs}")
+               for r in rows if "adapter_vs_raw" in r for bs in r["adapter_vs_raw"]]
+    lowest = min(medians) if medians else (float("nan"), "none measured")
     cpu_flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0] if Path("/proc/cpuinfo").exists() else ""
-    payload = {"model_dir": str(model_dir), "arch": manifest.arch, "input": [h, w], "threads": threads,
-               "iters": args.iters, "cpu": platform.processor() or platform.machine(),
-               "avx512_vnni": "avx512_vnni" in cpu_flags, "avx2": "avx2" in cpu_flags,
-               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results}
+    payload = {"model_dir": str(model_dir), "arch": manifest.arch, "input": [h, w], "threads": args.threads,
+               "cores": os.cpu_count(), "iters": args.iters, "rounds": args.rounds,
+               "cpu": platform.processor() or platform.machine(),
+               "avx512_vnni": "avx512_vnni" in cpu_flags, "avx2": "avx2" in cpu_flags, "amx_bf16": "amx_bf16" in cpu_flags,
+               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "load_average": {"start": [round(v, 2) for v in load_start], "end": [round(v, 2) for v in os.getloadavg()]},
+               "goal": {"threshold": GOAL, "met": bool(medians) and lowest[0] >= GOAL and len(medians) == 2 * len(pairs),
+                        "lowest_median": lowest[0], "lowest": lowest[1]},
+               "results": rows}
+    print_table(payload)
     args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
     return 0

@@ -75,13 +75,7 @@ class OpenVinoRuntime(Runtime):
 
     def settings(self) -> dict[str, str]:
         """The compiled model's performance and precision properties, as OpenVINO reports them."""
-        out = {}
-        for key in REPORTED_PROPERTIES:
-            try:
-                out[key] = str(self._compiled.get_property(key))
-            except RuntimeError:  # a device plugin without this property
-                continue
-        return out
+        return compiled_settings(self._compiled)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         # share_inputs: OpenVINO reads the caller's (C-contiguous float32) batch in place, no copy;
@@ -97,3 +91,19 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"openvino: {name} must be a whole number of at least 1, got {value!r}")
     return value
+
+
+def compiled_settings(compiled: Any) -> dict[str, str]:
+    """``REPORTED_PROPERTIES`` of an ``openvino.CompiledModel`` as plain strings (``f32``, not ``<Type: ...>``)."""
+    out = {}
+    for key in REPORTED_PROPERTIES:
+        try:
+            value = compiled.get_property(key)
+        except RuntimeError:  # a device plugin without this property
+            continue
+        if hasattr(value, "to_string"):   # an openvino.Type
+            value = value.to_string()
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        out[key] = str(value)
+    return out
