@@ -1,17 +1,22 @@
-"""How much the camera loop costs on top of inference: ``python bench/loop.py [--model DIR]``.
+"""What the camera loop costs beside the runtime alone, and how it grows: ``python bench/loop.py``.
 
-Measures, on this CPU, with an INT8 ResNet-18 and a 12-slot synthetic display-case video:
+On this CPU, with the INT8 ResNet-18 at 224 px that ``bench/runtimes.py`` builds
+(``.cache/bench-runtimes/calib``; ``--model DIR`` for another) and synthetic 1280×720 display-case
+videos (decoded by OpenCV in the loop, as on a device):
 
-* loop throughput (slot-images/s, as fast as the file decodes) divided by the runtime's own
-  throughput on the same 12-image batch (aim >= 0.9);
-* capture-to-publish latency p50/p99 (the labels message's ``latencies_ms.total``), at the camera's
-  rate (10 fps) and saturated;
-* the cost of encoding and sending one labels message (and its size);
-* the peak RSS of the process running the loop (measured in a fresh child process).
+1. **loop ÷ runtime alone**, for each runtime (``--runtimes``, default ONNX Runtime and OpenVINO):
+   rounds that alternate the runtime alone, back to back on the loop's 12-slot batch, and the loop
+   as fast as the video decodes; the figure is the median of the rounds' ratios (single runs on a
+   shared machine swing too much to say anything);
+2. **capture→publish p50/p99 at 10 fps** (the labels message's capture time to its send) beside the
+   runtime's own p99 for the batch;
+3. **the per-stage breakdown** per frame (decode, crop, preprocess, infer, postprocess, encode, send)
+   from the loop's own metrics, so the table says where the time goes;
+4. **a scaling table**: cameras 1/2/4 × slots 12/24/48 per camera (``--quick``: shorter windows):
+   slot-images/s, loop ÷ runtime, capture→publish p50/p99 at 10 fps, peak RSS and CPU.
 
-Without ``--model`` it builds one: the newest cached ``trained_run`` model (``.cache/test-model``)
-or else a randomly initialised ResNet-18, calibrated to INT8 by ``calibration.pipeline`` on
-synthetic images (only the ONNX Runtime target). Prints a table, writes ``bench/results/loop.json``.
+Each measurement runs in a fresh child process, so RSS and CPU are the loop's own. Prints the
+tables and writes ``bench/results/loop.json``; ``--readme`` prints the README's tables from that JSON.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import logging
 import multiprocessing as mp
 import os
 import platform
-import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -32,10 +37,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 logger = logging.getLogger("bench.loop")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+DEFAULT_MODEL = ROOT / ".cache" / "bench-runtimes" / "calib"
+GRIDS = {12: (3, 4), 24: (4, 6), 48: (6, 8)}   # slots per camera -> the video's (rows, cols)
+STAGE_ORDER = ("decode", "crop", "preprocess", "infer", "postprocess", "encode", "send")
 
 
 def build_int8(work: Path, fp32: Path | None, random_size: int | None = None) -> tuple[Path, str]:
@@ -72,75 +76,6 @@ def build_int8(work: Path, fp32: Path | None, random_size: int | None = None) ->
     calibrate(CalibrateOptions(model=fp32, images=images / "train" if (images / "train").is_dir() else images,
                                out=out, count=32, targets=("onnxruntime",), max_drop=100.0, bench_iters=0))
     return out, f"INT8 calibrated here from {note or fp32}"
-
-
-def runtime_alone(model: Path, runtime: str, options: dict, slots_file: Path, video: Path, iters: int) -> dict:
-    """The runtime's own throughput on one 12-slot batch cropped from the video's first frame."""
-    import cv2
-
-    from edge.config import load_slots_file
-    from edge.preprocess import preprocess_batch
-    from edge.runtimes import create_runtime
-    from edge.slots import SlotMap
-
-    cap = cv2.VideoCapture(str(video))
-    ok, frame = cap.read()
-    cap.release()
-    slots = SlotMap(load_slots_file(slots_file))
-    with create_runtime(runtime, model, precision="int8", **options) as rt:
-        batch = preprocess_batch(slots.crop(frame), rt.manifest.input)
-        for _ in range(10):
-            rt(batch)
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            rt(batch)
-        dt = time.perf_counter() - t0
-        precision, size = rt.manifest.precision, list(rt.manifest.input.size)
-    return {"batch": len(batch), "ms_per_batch": dt / iters * 1000, "slot_images_per_s": len(batch) * iters / dt,
-            "precision": precision, "input": size}
-
-
-def _peak_rss_mib() -> float:
-    """This process's own RSS high-water mark (VmHWM; ru_maxrss would carry the parent's over exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _loop_child(cfg_data: dict, queue: mp.Queue) -> None:
-    """Runs in a fresh process so its peak RSS is the loop's own."""
-    from edge.config import parse_config
-    from edge.loop import run
-
-    rss_imports = _peak_rss_mib()
-    result = run(parse_config(cfg_data, "bench"))
-    queue.put({"frames": sum(result.frames.values()), "slot_images": result.slot_images,
-               "steady_s": result.steady_s, "infer_s": result.infer_s, "batches": result.batches,
-               "dropped": sum(result.dropped.values()), "total_ms": result.total_ms,
-               "peak_rss_mib": _peak_rss_mib(),
-               "rss_after_imports_mib": rss_imports,
-               "heavy_modules": [m for m in ("torch", "onnx", "openvino", "tensorrt") if m in sys.modules]})
-
-
-def loop_run(model: Path, runtime: str, options: dict, video: Path, slots_file: Path, realtime: bool) -> dict:
-    cfg = {"device": "bench", "model": {"path": str(model), "precision": "int8"},
-           "runtime": {"name": runtime, "options": options},
-           "cameras": [{"id": "cam0", "source": f"file://{video}?realtime={int(realtime)}",
-                        "slots_file": str(slots_file)}],
-           "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*", "hwm": 1000,
-                       "curve": None},  # loopback, plaintext: the figures are the loop's, not the cipher's
-           "metrics": {"port": None}}
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_loop_child, args=(cfg, queue))
-    proc.start()
-    out = queue.get(timeout=600)
-    proc.join(30)
-    return out
 
 
 def message_cost(n: int = 3000) -> dict:
@@ -185,87 +120,207 @@ def message_cost(n: int = 3000) -> dict:
             "bytes": size, "received": received, "sent": n}
 
 
+def run_job(job: dict, timeout: float = 900) -> dict:
+    """One measurement in a fresh (spawned) child process."""
+    from bench.loop_child import child
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=child, args=(job, queue))
+    proc.start()
+    try:
+        out = queue.get(timeout=timeout)
+    finally:
+        proc.join(30)
+    if "error" in out:
+        raise RuntimeError(f"bench job {out['job']}: {out['error']}")
+    return out
+
+
+def headline(model: Path, runtime: str, options: dict, video: dict, args) -> dict:
+    """Loop ÷ runtime alone (median of interleaved rounds) and the 10 fps latency for one runtime."""
+    job = {"model": str(model), "runtime": runtime, "options": options, "video": str(video["video"]),
+           "slots_file": str(video["slots"]), "cameras": 1, "paced_s": args.paced_s, "rounds": args.rounds,
+           "alone_s": args.alone_s, "loop_s": args.loop_s, "warm_s": args.warm_s}
+    out = run_job(job)
+    ratios = [r["ratio"] for r in out["rounds"]]
+    alone_p99 = statistics.median(r["alone"]["p99_ms"] for r in out["rounds"])
+    paced = out["paced"]
+    stages = {k: statistics.median(r["loop"]["breakdown_ms_per_frame"].get(k, 0.0) for r in out["rounds"])
+              for k in STAGE_ORDER}
+    return {"runtime": runtime, "options": options, "batch": out["batch"], "input": out["input"],
+            "ratio_median": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)],
+            "ratios": ratios,
+            "alone_slot_images_per_s": statistics.median(r["alone"]["slot_images_per_s"] for r in out["rounds"]),
+            "alone_ms_per_batch": statistics.median(r["alone"]["ms_per_batch"] for r in out["rounds"]),
+            "alone_p99_ms": alone_p99,
+            "alone_cpu_cores": statistics.median(r["alone"]["cpu_cores"] for r in out["rounds"]),
+            "loop_slot_images_per_s": statistics.median(r["loop"]["slot_images_per_s"] for r in out["rounds"]),
+            "loop_cpu_cores": statistics.median(r["loop"]["cpu_cores"] for r in out["rounds"]),
+            "loop_dropped": sum(r["loop"]["dropped"] for r in out["rounds"]),
+            "breakdown_ms_per_frame": stages,
+            "paced": paced, "p99_margin_ms": paced["capture_to_publish_ms"]["p99"] - alone_p99,
+            "rounds": out["rounds"]}
+
+
+def scaling(model: Path, runtime: str, options: dict, videos: dict, args) -> list[dict]:
+    rows = []
+    for cameras in (1, 2, 4):
+        for slots in (12, 24, 48):
+            v = videos[slots]
+            job = {"model": str(model), "runtime": runtime, "options": options, "video": str(v["video"]),
+                   "slots_file": str(v["slots"]), "cameras": cameras, "paced_s": args.scale_paced_s, "rounds": 1,
+                   "alone_s": args.scale_alone_s, "loop_s": args.scale_loop_s, "warm_s": args.warm_s}
+            print(f"  {cameras} camera(s) × {slots} slots ...", flush=True)
+            out = run_job(job)
+            r = out["rounds"][0]
+            paced = out["paced"]
+            rows.append({"cameras": cameras, "slots_per_camera": slots, "batch": out["batch"],
+                         "slot_images_per_s": r["loop"]["slot_images_per_s"],
+                         "alone_slot_images_per_s": r["alone"]["slot_images_per_s"],
+                         "alone_ms_per_batch": r["alone"]["ms_per_batch"], "ratio": r["ratio"],
+                         "paced_fps_per_camera": paced["frames_per_s"] / cameras,
+                         "capture_to_publish_ms": paced["capture_to_publish_ms"],
+                         "peak_rss_mib": paced["peak_rss_mib"], "cpu_cores_at_10fps": paced["cpu_cores"],
+                         "cpu_cores_saturated": r["loop"]["cpu_cores"],
+                         "breakdown_ms_per_frame": r["loop"]["breakdown_ms_per_frame"]})
+    return rows
+
+
+def headline_table(report: dict) -> list[str]:
+    lines = ["| runtime | runtime alone, batch of 12 | loop | loop ÷ runtime (median, range of rounds) | "
+             "capture→publish p50 / p99 at 10 fps | runtime's own p99 |",
+             "|---|---|---|---|---|---|"]
+    for h in report["runtimes"].values():
+        c = h["paced"]["capture_to_publish_ms"]
+        lines.append(f"| {h['runtime']} | {h['alone_slot_images_per_s']:.0f} slot-images/s "
+                     f"({h['alone_ms_per_batch']:.1f} ms) | {h['loop_slot_images_per_s']:.0f} | "
+                     f"**{h['ratio_median']:.2f}** ({h['ratio_range'][0]:.2f}–{h['ratio_range'][1]:.2f}, "
+                     f"{len(h['ratios'])} rounds) | {c['p50']:.1f} / {c['p99']:.1f} ms | {h['alone_p99_ms']:.1f} ms |")
+    return lines
+
+
+def stage_table(report: dict) -> list[str]:
+    names = list(report["runtimes"])
+    lines = ["| stage (ms per frame, loop as fast as it goes) | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for k in STAGE_ORDER:
+        lines.append(f"| {k} | " + " | ".join(f"{report['runtimes'][n]['breakdown_ms_per_frame'][k]:.2f}"
+                                             for n in names) + " |")
+    lines.append("| CPU cores: runtime alone / loop | " + " | ".join(
+        f"{report['runtimes'][n]['alone_cpu_cores']:.2f} / {report['runtimes'][n]['loop_cpu_cores']:.2f}"
+        for n in names) + " |")
+    return lines
+
+
+def scaling_table(report: dict) -> list[str]:
+    lines = ["| cameras × slots | batch | slot-images/s | loop ÷ runtime | frames/s per camera at 10 fps | "
+             "capture→publish p50 / p99 | peak RSS | CPU cores at 10 fps / saturated |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in report.get("scaling", []):
+        c = r["capture_to_publish_ms"]
+        lines.append(f"| {r['cameras']} × {r['slots_per_camera']} | {r['batch']} | {r['slot_images_per_s']:.0f} | "
+                     f"{r['ratio']:.2f} | {r['paced_fps_per_camera']:.1f} | {c['p50']:.0f} / {c['p99']:.0f} ms | "
+                     f"{r['peak_rss_mib']:.0f} MiB | {r['cpu_cores_at_10fps']:.2f} / {r['cpu_cores_saturated']:.2f} |")
+    return lines
+
+
+def readme(report: dict) -> str:
+    """The README's loop tables, from the JSON."""
+    la = report.get("load_average", [0, 0, 0])
+    out = [f"Measured {report['measured_at']} on {report['cores']} cores ({report['cpu']}), load average "
+           f"{la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} at the start, `python bench/loop.py"
+           f"{' --quick' if report.get('quick') else ''}`; {report['model']}.", ""]
+    out += headline_table(report) + [""] + stage_table(report)
+    if report.get("scaling"):
+        out += ["", f"Scaling ({report['scaling_runtime']}):", ""] + scaling_table(report)
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="calibration output / bundle directory with model.int8.onnx")
-    parser.add_argument("--fp32", type=Path, help="calibrate this FP32 model instead of the cached/random one")
-    parser.add_argument("--random", type=int, metavar="SIZE",
-                        help="calibrate a random-init ResNet-18 at this input size (e.g. 224) instead")
-    parser.add_argument("--runtime", default="onnxruntime")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="calibration output with the INT8 models")
+    parser.add_argument("--fp32", type=Path, help="calibrate this FP32 model instead (ONNX Runtime only)")
+    parser.add_argument("--random", type=int, metavar="SIZE", help="calibrate a random-init ResNet-18 at this size")
+    parser.add_argument("--runtimes", default="onnxruntime,openvino")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--spinning", action="store_true", help="let ONNX Runtime threads busy-wait (default off)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="video length (10 fps)")
+    parser.add_argument("--options", type=json.loads, default={},
+                        help='extra runtime options as JSON per runtime, e.g. \'{"onnxruntime": {"allow_spinning": false}}\'')
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per runtime")
+    parser.add_argument("--alone-s", type=float, default=3.0, help="seconds of runtime alone per round")
+    parser.add_argument("--loop-s", type=float, default=5.0, help="measured seconds of loop per round")
+    parser.add_argument("--warm-s", type=float, default=1.5, help="loop seconds before measuring")
+    parser.add_argument("--paced-s", type=float, default=20.0, help="measured seconds at 10 fps")
     parser.add_argument("--size", default="1280x720", help="video frame size WxH")
-    parser.add_argument("--iters", type=int, default=200, help="runtime-alone timed batches")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the cameras × slots table")
+    parser.add_argument("--scaling-runtime", default="openvino", help="runtime of the scaling table")
+    parser.add_argument("--quick", action="store_true", help="shorter windows (the whole run in a few minutes)")
+    parser.add_argument("--readme", action="store_true", help="print the README tables from --out and exit")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.readme:
+        print(readme(json.loads(args.out.read_text())))
+        return 0
+    if args.quick:
+        args.rounds, args.alone_s, args.loop_s, args.paced_s = min(args.rounds, 3), 2.0, 3.0, 8.0
+    args.scale_paced_s, args.scale_alone_s, args.scale_loop_s = (4.0, 1.5, 3.0) if args.quick else (8.0, 2.0, 5.0)
 
     from trainer.synth import make_video
 
     width, height = (int(v) for v in args.size.lower().split("x"))
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="gemsight-bench-loop-") as tmp:
         work = Path(tmp)
-        if args.model is not None:
-            model, note = args.model, f"given: {args.model}"
-        else:
+        if args.fp32 is not None or args.random is not None or not (args.model / "model.int8.onnx").is_file():
             print("building an INT8 model ...", flush=True)
             model, note = build_int8(work, args.fp32, args.random)
-        vid = make_video(work / "case.mp4", slots=(3, 4), seconds=args.seconds, fps=10.0, size=(width, height), seed=3)
-        print("runtime alone ...", flush=True)
-        options = {"threads": args.threads}
-        if args.runtime == "onnxruntime":
-            options["allow_spinning"] = args.spinning
-        alone = runtime_alone(model, args.runtime, options, vid["slots"], vid["video"], args.iters)
-        print("loop, as fast as possible ...", flush=True)
-        fast = loop_run(model, args.runtime, options, vid["video"], vid["slots"], realtime=False)
-        print("loop, at the camera's 10 fps ...", flush=True)
-        paced = loop_run(model, args.runtime, options, vid["video"], vid["slots"], realtime=True)
+        else:
+            model, note = args.model, f"INT8 ResNet-18 from {args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model}"
+        print("writing videos ...", flush=True)
+        grids = GRIDS if not args.no_scaling else {12: GRIDS[12]}
+        videos = {n: make_video(work / f"case{n}.mp4", slots=g, seconds=6.0, fps=10.0, size=(width, height), seed=3)
+                  for n, g in grids.items()}
+        report: dict = {"model": note, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                        "load_average": load, "quick": args.quick, "video": {"size": [width, height], "slots": 12},
+                        "runtimes": {}}
+        for name in [r.strip() for r in args.runtimes.split(",") if r.strip()]:
+            options = {"threads": args.threads, **args.options.get(name, {})}
+            print(f"{name}: {args.rounds} interleaved rounds (runtime alone, loop) and {args.paced_s:g} s at 10 fps ...",
+                  flush=True)
+            report["runtimes"][name] = headline(model, name, options, videos[12], args)
+        if not args.no_scaling:
+            name = args.scaling_runtime
+            print(f"scaling with {name} ...", flush=True)
+            report["scaling_runtime"] = name
+            report["scaling"] = scaling(model, name, {"threads": args.threads, **args.options.get(name, {})},
+                                        videos, args)
         print("messages ...", flush=True)
-        msg = message_cost()
-
-    loop_tput = fast["slot_images"] / fast["steady_s"]
-    report = {
-        "model": note, "runtime": args.runtime, "precision": alone["precision"], "runtime_options": options,
-        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-        "video": {"size": [width, height], "frames": fast["frames"], "slots": alone["batch"]},
-        "input": alone["input"], "load_average": os.getloadavg(),
-        "runtime_alone": alone,
-        "loop": {"slot_images_per_s": loop_tput, "frames_per_s": fast["frames"] / fast["steady_s"],
-                 "ratio_to_runtime": loop_tput / alone["slot_images_per_s"],
-                 "infer_share": fast["infer_s"] / fast["steady_s"], "dropped": fast["dropped"],
-                 "latency_saturated_ms": {"p50": _percentile(fast["total_ms"], 50), "p99": _percentile(fast["total_ms"], 99)},
-                 "peak_rss_mib": fast["peak_rss_mib"], "rss_after_imports_mib": fast["rss_after_imports_mib"],
-                 "heavy_modules_loaded": fast["heavy_modules"]},
-        "loop_at_camera_rate": {"fps": paced["frames"] / paced["steady_s"], "dropped": paced["dropped"],
-                                "latency_ms": {"p50": _percentile(paced["total_ms"], 50),
-                                               "p99": _percentile(paced["total_ms"], 99)},
-                                "peak_rss_mib": paced["peak_rss_mib"]},
-        "message": msg,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    rows = [
-        ("model", note),
-        ("runtime / precision / options", f"{args.runtime} / {alone['precision']} / {options}"),
-        ("runtime alone, batch of 12", f"{alone['slot_images_per_s']:.0f} slot-images/s ({alone['ms_per_batch']:.1f} ms/batch)"),
-        ("loop, as fast as possible", f"{loop_tput:.0f} slot-images/s ({report['loop']['frames_per_s']:.1f} frames/s)"),
-        ("loop / runtime", f"{report['loop']['ratio_to_runtime']:.2f}"),
-        ("capture->publish at 10 fps p50 / p99", f"{report['loop_at_camera_rate']['latency_ms']['p50']:.1f} / "
-                                                  f"{report['loop_at_camera_rate']['latency_ms']['p99']:.1f} ms"),
-        ("capture->publish saturated p50 / p99", f"{report['loop']['latency_saturated_ms']['p50']:.1f} / "
-                                                  f"{report['loop']['latency_saturated_ms']['p99']:.1f} ms"),
-        ("labels message: build / encode / encode+send", f"{msg['build_us']:.0f} / {msg['encode_us']:.0f} / "
-                                                          f"{msg['encode_and_send_us']:.0f} us ({msg['bytes']} B)"),
-        ("peak RSS of the loop process", f"{max(fast['peak_rss_mib'], paced['peak_rss_mib']):.0f} MiB"),
-    ]
-    width_l = max(len(r[0]) for r in rows)
+        report["message"] = message_cost()
+    report["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    report["load_average_end"] = os.getloadavg()
+    _compat(report)
     print()
-    for k, v in rows:
-        print(f"{k:<{width_l}}  {v}")
+    print(readme(report))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0
+
+
+def _compat(report: dict) -> None:
+    """The fields bench/run_all.py reads, for the first runtime measured."""
+    first = next(iter(report["runtimes"].values()))
+    paced = first["paced"]
+    report.update({
+        "runtime": first["runtime"], "precision": "int8", "input": first["input"],
+        "runtime_alone": {"batch": first["batch"], "slot_images_per_s": first["alone_slot_images_per_s"],
+                          "ms_per_batch": first["alone_ms_per_batch"], "p99_ms": first["alone_p99_ms"]},
+        "loop": {"slot_images_per_s": first["loop_slot_images_per_s"], "ratio_to_runtime": first["ratio_median"],
+                 "peak_rss_mib": paced["peak_rss_mib"]},
+        "loop_at_camera_rate": {"fps": paced["frames_per_s"], "dropped": paced["dropped"],
+                                "latency_ms": paced["capture_to_publish_ms"], "peak_rss_mib": paced["peak_rss_mib"]},
+    })
 
 
 if __name__ == "__main__":

@@ -18,11 +18,15 @@ from edge.errors import ConfigError, SourceError
 logger = logging.getLogger(__name__)
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s?#]+@")
-_SECRET_PARAM = re.compile(r"(?i)\b(password|passwd|pass|pwd|token|user-pw|user_pw|key)=([^&\s!]+)")
+# A value is a double-quoted string (GStreamer pipelines) or runs to the next separator.
+_SECRET_PARAM = re.compile(r'(?i)\b(password|passwd|pass|pwd|token|user-pw|user_pw|key)=("(?:[^"\\]|\\.)*"?|[^&\s!]+)')
 _FILE_KEYS = {"loop", "realtime"}
 _V4L2_KEYS = {"width", "height", "fps", "fourcc"}
 _CSI_KEYS = {"width", "height", "fps", "flip"}
+_RTSP_FRAGMENT_KEYS = {"codec", "latency"}
 _NET_TIMEOUT_MS = 5000
+RTSP_LATENCY_MS = 200   # rtspsrc's jitter buffer on a Jetson (its default, 2000 ms, would delay every frame)
+_GSTREAMER_YES = "GStreamer:                   YES"
 
 
 def redact(uri: str) -> str:
@@ -109,13 +113,67 @@ def csi_pipeline(sensor: int, width: int = 1920, height: int = 1080, fps: int = 
             "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false")
 
 
-def parse_source(uri: str, credentials: str | None = None) -> SourceSpec:
+def _gst_quote(value: str) -> str:
+    """A value for a gst-launch pipeline string: double-quoted, backslash and quote escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def rtsp_pipeline(url: str, codec: str = "h264", latency_ms: int = RTSP_LATENCY_MS,
+                  user: str | None = None, password: str | None = None) -> str:
+    """The Jetson pipeline for an RTSP camera: depayload and parse on the CPU (cheap), decode on the
+    hardware decoder (``nvv4l2decoder``, NV12 in NVMM memory), convert to BGRx on the hardware
+    converter (``nvvidconv``), drop the fourth byte (``videoconvert``) into a BGR appsink that keeps
+    only the newest frame. Elements as in NVIDIA's Jetson Linux "Accelerated GStreamer" guide.
+
+    Args:
+        url: the camera's ``rtsp://`` URL, without credentials.
+        codec: ``h264`` or ``h265`` (what the camera streams).
+        latency_ms: rtspsrc's jitter buffer.
+        user, password: given to rtspsrc as ``user-id`` / ``user-pw`` (never in the URL).
+    """
+    depay = {"h264": "rtph264depay ! h264parse", "h265": "rtph265depay ! h265parse"}[codec]
+    auth = ""
+    if user is not None:
+        auth = f" user-id={_gst_quote(user)} user-pw={_gst_quote(password or '')}"
+    return (f"rtspsrc location={_gst_quote(url)} latency={int(latency_ms)}{auth} ! {depay} ! nvv4l2decoder ! "
+            "nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert ! video/x-raw, format=(string)BGR ! "
+            "appsink drop=true max-buffers=1 sync=false")
+
+
+def opencv_has_gstreamer() -> bool:
+    """Whether this OpenCV was built with GStreamer (JetPack's is; the pip wheels are not)."""
+    import cv2  # noqa: PLC0415
+
+    return _GSTREAMER_YES in cv2.getBuildInformation()
+
+
+def hardware_decode_available() -> bool:
+    """A Jetson whose OpenCV has GStreamer: network cameras decode on the hardware decoder there."""
+    from edge.engine_platform import is_jetson  # noqa: PLC0415
+
+    return is_jetson() and opencv_has_gstreamer()
+
+
+def _rtsp_fragment(uri: str, fragment: str) -> tuple[str, int]:
+    """gemsight's own options after ``#`` in an RTSP URI (a fragment never reaches the camera)."""
+    q = _query(uri, fragment, _RTSP_FRAGMENT_KEYS)
+    codec = q.get("codec", "h264").lower()
+    if codec not in ("h264", "h265"):
+        raise ConfigError(f"source {redact(uri)}: codec={q['codec']} must be h264 or h265")
+    return codec, _int(q, "latency", uri, RTSP_LATENCY_MS)
+
+
+def parse_source(uri: str, credentials: str | None = None, *, hardware_decode: bool | None = None) -> SourceSpec:
     """Turn a source URI into what OpenCV opens.
 
     Args:
         uri: see the module docstring.
         credentials: for rtsp/http sources, a credentials file or name (see :func:`read_credentials`);
             read here, at open time, so the secret never sits in the config.
+        hardware_decode: decode ``rtsp://`` through the Jetson's hardware decoder (a GStreamer
+            pipeline, :func:`rtsp_pipeline`) instead of FFmpeg on the CPU; ``None``: when
+            :func:`hardware_decode_available`. ``rtsp://...#codec=h265&latency=200`` sets the
+            pipeline's codec and jitter buffer (the fragment is never sent to the camera).
 
     Raises:
         ConfigError: an unsupported scheme or parameter.
@@ -147,10 +205,19 @@ def parse_source(uri: str, credentials: str | None = None) -> SourceSpec:
                 props.append((prop, value))
         return SourceSpec(uri, "v4l2", target, "CAP_V4L2", props=tuple(props))
     if scheme in ("rtsp", "rtsps", "http", "https"):
-        target = uri
+        uri_only, _, fragment = uri.partition("#")
+        codec, latency = _rtsp_fragment(uri, fragment) if scheme.startswith("rtsp") else ("h264", 0)
+        if fragment and not scheme.startswith("rtsp"):
+            raise ConfigError(f"source {redact(uri)}: '#' options are for rtsp:// cameras only")
+        if scheme.startswith("rtsp") and (hardware_decode_available() if hardware_decode is None else hardware_decode):
+            user = password = None
+            if credentials:
+                user, password = read_credentials(credentials)
+            return SourceSpec(uri, "rtsp", rtsp_pipeline(uri_only, codec, latency, user, password), "CAP_GSTREAMER")
+        target = uri_only
         if credentials:
             user, password = read_credentials(credentials)
-            parts = urlsplit(uri)
+            parts = urlsplit(uri_only)
             host = parts.netloc.rpartition("@")[2]
             target = parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}").geturl()
         params = (_cap("CAP_PROP_OPEN_TIMEOUT_MSEC"), _NET_TIMEOUT_MS, _cap("CAP_PROP_READ_TIMEOUT_MSEC"), _NET_TIMEOUT_MS)
@@ -193,7 +260,7 @@ def open_capture(spec: SourceSpec) -> Any:
         raise SourceError(f"{spec.redacted}: no such device")
     if spec.kind == "v4l2" and isinstance(spec.target, int) and not Path(f"/dev/video{spec.target}").exists():
         raise SourceError(f"{spec.redacted}: no such device /dev/video{spec.target}")
-    if spec.api == "CAP_GSTREAMER" and "GStreamer:                   YES" not in cv2.getBuildInformation():
+    if spec.api == "CAP_GSTREAMER" and not opencv_has_gstreamer():
         raise SourceError(f"{spec.redacted}: this OpenCV has no GStreamer support (use the JetPack OpenCV)")
     try:
         cap = cv2.VideoCapture(spec.target, _cap(spec.api), list(spec.params))

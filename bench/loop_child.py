@@ -1,0 +1,145 @@
+"""What ``bench/loop.py`` runs in a fresh child process per measurement (its RSS and CPU are the loop's).
+
+One job: optionally the loop at the camera's rate (10 fps: latency, CPU, RSS), then rounds that
+alternate the runtime alone on the loop's batch and the loop as fast as the video decodes, each
+over a measured window after a warm-up. Everything is real: video files decoded by OpenCV, the
+runtime, ZeroMQ on loopback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def peak_rss_mib() -> float:
+    """This process's own RSS high-water mark (VmHWM; ru_maxrss would carry the parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def loop_config(job: dict, realtime: bool) -> dict:
+    query = f"loop=1&realtime={int(realtime)}"
+    cams = [{"id": f"cam{i}", "source": f"file://{job['video']}?{query}", "slots_file": job["slots_file"]}
+            for i in range(job["cameras"])]
+    return {"device": "bench", "model": {"path": job["model"], "precision": "int8"},
+            "runtime": {"name": job["runtime"], "options": job["options"]}, "cameras": cams,
+            "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*", "hwm": 1000,
+                        "curve": None},  # loopback, plaintext: the figures are the loop's, not the cipher's
+            "metrics": {"port": None}}
+
+
+def run_loop(job: dict, realtime: bool, warm_s: float, measure_s: float) -> dict:
+    """Run the loop; measure slot-images/s between two publish instants after ``warm_s``, latencies
+    of the messages published in the window, CPU of the whole process over the window."""
+    from edge.config import parse_config
+    from edge.loop import CameraLoop
+    from edge.metrics import LoopMetrics
+
+    metrics = LoopMetrics()
+    loop = CameraLoop(parse_config(loop_config(job, realtime), "bench"), metrics=metrics)
+    marks: dict[str, tuple] = {}
+
+    def sample() -> None:
+        while loop.result.slot_images == 0 and not loop.stop_event.is_set():
+            time.sleep(0.01)
+        time.sleep(warm_s)
+        r = loop.result
+        marks["a"] = (r.slot_images, r.last_publish, len(r.total_ms), os.times(), dict(r.stage_s), sum(
+            c.frames for c in loop.cameras))
+        time.sleep(measure_s)
+        marks["b"] = (r.slot_images, r.last_publish, len(r.total_ms), os.times(), dict(r.stage_s), sum(
+            c.frames for c in loop.cameras))
+        loop.stop()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    res = loop.run()
+    sampler.join(5)
+    (n0, p0, i0, c0, s0, f0), (n1, p1, i1, c1, s1, f1) = marks["a"], marks["b"]
+    wall = c1.elapsed - c0.elapsed
+    frames = max(1, f1 - f0)
+    total = [t + p for t, p in zip(res.total_ms[i0:i1], res.publish_ms[i0:i1])]
+    return {"slot_images_per_s": (n1 - n0) / (p1 - p0), "frames_per_s": frames / (p1 - p0),
+            "frames": frames, "dropped": sum(res.dropped.values()),
+            "capture_to_publish_ms": {"p50": pct(total, 50), "p99": pct(total, 99), "n": len(total)},
+            "cpu_cores": ((c1.user - c0.user) + (c1.system - c0.system)) / wall,
+            # infer: each frame's batch's runtime call (so per batch, not per frame's share of it)
+            "breakdown_ms_per_frame": {k: (s1[k] - s0.get(k, 0.0)) * 1000.0 / frames for k in s1}}
+
+
+def batch_for(job: dict, spec) -> np.ndarray:
+    """The loop's batch: every slot of every camera, cropped from the video's first frame."""
+    import cv2
+
+    from edge.config import load_slots_file
+    from edge.preprocess import preprocess_batch
+    from edge.slots import SlotMap
+
+    cap = cv2.VideoCapture(job["video"])
+    ok, frame = cap.read()
+    cap.release()
+    crops = SlotMap(load_slots_file(job["slots_file"])).crop(frame) * job["cameras"]
+    return np.ascontiguousarray(preprocess_batch(crops, spec))
+
+
+def run_alone(rt, batch: np.ndarray, seconds: float) -> dict:
+    """The runtime on its own, back to back on one batch, for about ``seconds``."""
+    for _ in range(3):
+        rt(batch)
+    times = []
+    c0 = os.times()
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end or len(times) < 5:
+        t0 = time.perf_counter()
+        rt(batch)
+        times.append(time.perf_counter() - t0)
+    c1 = os.times()
+    total = sum(times)
+    return {"slot_images_per_s": len(batch) * len(times) / total, "ms_per_batch": total / len(times) * 1000,
+            "p50_ms": pct(times, 50) * 1000, "p99_ms": pct(times, 99) * 1000, "batches": len(times),
+            "cpu_cores": ((c1.user - c0.user) + (c1.system - c0.system)) / (c1.elapsed - c0.elapsed)}
+
+
+def child(job: dict, queue) -> None:
+    """Entry point of the child process: put one dict of results on ``queue``."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from edge.runtimes import create_runtime
+
+    out: dict = {"job": {k: v for k, v in job.items() if k not in ("video", "slots_file")}}
+    try:
+        if job.get("paced_s"):
+            paced = run_loop(job, realtime=True, warm_s=1.0, measure_s=job["paced_s"])
+            paced["peak_rss_mib"] = peak_rss_mib()  # before the runtime-alone instance exists
+            out["paced"] = paced
+        rounds = []
+        if job.get("rounds"):
+            with create_runtime(job["runtime"], job["model"], precision="int8", **job["options"]) as rt:
+                batch = batch_for(job, rt.manifest.input)
+                out["batch"], out["input"] = len(batch), list(rt.manifest.input.size)
+                for _ in range(job["rounds"]):
+                    alone = run_alone(rt, batch, job["alone_s"])
+                    fast = run_loop(job, realtime=False, warm_s=job["warm_s"], measure_s=job["loop_s"])
+                    rounds.append({"alone": alone, "loop": fast,
+                                   "ratio": fast["slot_images_per_s"] / alone["slot_images_per_s"]})
+        out["rounds"] = rounds
+        out["peak_rss_mib"] = peak_rss_mib()
+    except Exception as exc:  # the parent reports it with the job
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    queue.put(out)
