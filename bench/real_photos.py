@@ -210,21 +210,32 @@ def _recipe_keys() -> tuple[str, ...]:
 
 
 def calibrate(run: Path, args, workdir: Path, seed: int) -> dict[str, Any]:
-    """Every target's INT8 drop and agreement on ``val/`` (gate opened: measured, never refused)."""
-    from calibration.pipeline import DEFAULT_TARGETS, CalibrateOptions  # noqa: PLC0415
-    from calibration.pipeline import run as calibrate_run  # noqa: PLC0415
+    """Every target's INT8 drop and agreement on ``val/`` (gate opened: measured, never refused).
 
-    targets = tuple(DEFAULT_TARGETS)
+    Runs ``gemsight-calibrate`` (the command a user runs) in a child process, so that a native crash
+    in a runtime is reported with its exit status instead of silently ending the benchmark.
+
+    Raises:
+        RuntimeError: the calibration process failed; the message has its exit status and last lines.
+    """
+    import subprocess  # noqa: PLC0415
+
+    targets = ["onnxruntime", "openvino", "tensorrt", "fpga"]
     try:
         import openvino  # noqa: F401, PLC0415
     except ImportError:
-        targets = tuple(t for t in targets if t != "openvino")
+        targets.remove("openvino")
         logger.warning("openvino is not installed: its target is left out")
     start = time.perf_counter()
-    opts = CalibrateOptions(model=run / "model.onnx", images=args.data / "train", out=workdir / f"calib-seed{seed}",
-                            val=args.data / "val", targets=targets, max_drop=1000.0, force=True, bench_iters=0,
-                            **({"method": "auto", "auto": True} if args.int8_auto else {}))
-    report = calibrate_run(opts)
+    out = workdir / f"calib-seed{seed}"
+    cmd = [sys.executable, "-m", "calibration", str(run / "model.onnx"), "--images", str(args.data / "train"),
+           "--out", str(out), "--val", str(args.data / "val"), "--targets", ",".join(targets),
+           "--max-drop", "1000", "--force", "--bench-iters", "0", *(["--auto"] if args.int8_auto else [])]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+        raise RuntimeError(f"seed {seed}: gemsight-calibrate exited with status {proc.returncode}:\n{tail}")
+    report = json.loads((out / "report.json").read_text())
     rows = {r["name"]: r for r in report["results"]}
     return {"seed": seed, "method": report.get("method"), "auto": args.int8_auto,
             "float_layers": report.get("float_layers", []), "seconds": round(time.perf_counter() - start, 1),
@@ -328,11 +339,14 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     runs: dict[str, list] = {name: [] for name in recipes}
     int8_rows: list[dict[str, Any]] = []
+    errors: list[str] = []
 
     def save(complete: bool) -> dict[str, Any]:
         # Written after every run, so that a run cut short still leaves its finished seeds.
         result = build_result(args, recipes, overrides, split, runs, int8_rows, time.perf_counter() - started)
-        result["complete"] = complete
+        result["complete"] = complete and not errors
+        if errors:
+            result["errors"] = errors
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         return result
@@ -346,7 +360,11 @@ def main(argv=None) -> int:
                 runs["gemsight"].append(train_gemsight(args, seed, workdir, overrides))
                 save(False)
                 if not args.no_int8:
-                    int8_rows.append(calibrate(Path(runs["gemsight"][-1]["run"]), args, workdir, seed))
+                    try:
+                        int8_rows.append(calibrate(Path(runs["gemsight"][-1]["run"]), args, workdir, seed))
+                    except RuntimeError as exc:   # recorded, and the other seeds still run
+                        logger.error("%s", exc)
+                        errors.append(str(exc))
                     save(False)
             if "reference" in recipes:
                 runs["reference"].append(train_reference(split, images, spec, args, seed, device))
@@ -354,7 +372,9 @@ def main(argv=None) -> int:
     result = save(True)
     print_table(result)
     print(f"wrote {args.out}")
-    return 0
+    for err in errors:
+        print(f"error: {err}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ activations int8, symmetric (zero point 0), one scale per tensor; weights int8, 
 scale per tensor; every scale ``2**k``. Biases become int32 with scale ``s_in * s_w``, itself a
 power of two.
 
-Activation scales come from the shared ranges: ``amax / 127`` rounded to the nearest power of two
-in the log domain (the calibrated ``amax`` already clips outliers, so rounding down a little is
-fine and halves the step half of the time). Weight scales pick, among the two powers of two around
+Activation scales come from the shared ranges: ``amax / 127`` rounded UP to a power of two, so
+nothing inside the calibrated range is clipped (the calibrated ``amax`` has already cut the
+outliers). Rounding to the nearest power of two instead clipped up to 29% of each range: on
+real-photo ResNet-18s that kept 82-85% top-1 agreement with FP32, rounding up 99.6%
+(``bench/real_photos.py``). Weight scales pick, among the two powers of two around
 ``max|w| / 127``, the one with the smaller quantization MSE on the actual weights.
 """
 from __future__ import annotations
@@ -30,11 +32,11 @@ _WEIGHT_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1, "ConvTranspose": 1}
 _BIAS_OPS = {"Conv": 2, "Gemm": 2, "ConvTranspose": 2}
 
 
-def pow2_nearest(scale: float) -> float:
-    """The power of two nearest to ``scale`` in the log domain."""
+def pow2_at_least(scale: float) -> float:
+    """The smallest power of two not below ``scale`` (a range it quantizes is never clipped)."""
     if scale <= 0 or not math.isfinite(scale):
         return 1.0
-    return float(2.0 ** round(math.log2(scale)))
+    return float(2.0 ** math.ceil(math.log2(scale)))
 
 
 def pow2_weight_scale(weights: np.ndarray) -> float:
@@ -110,7 +112,7 @@ def fpga_qdq(fp32: str | Path, out: str | Path, ranges: Ranges, exclude: tuple[s
     from onnxruntime.quantization import QuantType  # noqa: PLC0415
 
     fp32 = Path(fp32)
-    overrides = {name: [{"scale": np.array(pow2_nearest(symmetric_scale(ranges.amax(name))), np.float32), "zero_point": np.array(0, np.int8),
+    overrides = {name: [{"scale": np.array(pow2_at_least(symmetric_scale(ranges.amax(name))), np.float32), "zero_point": np.array(0, np.int8),
                          "quant_type": QuantType.QInt8}]
                  for name in ranges.tensors}
     overrides.update(_weight_overrides(fp32))

@@ -53,6 +53,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="[recipe] --crop resized: smallest crop area as a fraction of the image (the largest is 1)")
     p.add_argument("--crop-ratio", type=float,
                    help="[recipe] --crop resized: largest aspect ratio of the crop, R (drawn in [1/R, R], log-uniform)")
+    p.add_argument("--source-scale", type=float,
+                   help="[recipe] --crop resized: crop from the photo kept at this multiple of the input size")
     p.add_argument("--hflip", type=float, help="[recipe] probability of a horizontal flip")
     p.add_argument("--vflip", type=float, help="[recipe] probability of a vertical flip")
     p.add_argument("--rotate", type=float,
@@ -157,6 +159,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             raise ConfigError(f"--{name} must be a probability in [0, 1], got {getattr(args, name)}")
     if not 0.0 < args.crop_scale <= 1.0:
         raise ConfigError(f"--crop-scale must be in (0, 1], got {args.crop_scale}")
+    if args.source_scale < 1.0:
+        raise ConfigError(f"--source-scale must be at least 1, got {args.source_scale}")
     if args.crop_ratio < 1.0:
         raise ConfigError(f"--crop-ratio must be at least 1, got {args.crop_ratio}")
     if not 0.0 <= args.rotate <= 180.0:

@@ -45,13 +45,19 @@ class ClassificationPresetTrain:
         crop_ratio: ``crop="resized"``: the largest aspect ratio R (drawn log-uniformly in [1/R, R]).
         vflip_prob: probability of a vertical flip.
         rotate: largest rotation in degrees (uniform in ±rotate); the corners are filled by reflection.
+        source_scale: ``crop="resized"``: crop from the photo at this multiple of the input size (the
+            dataset should keep its photos that large: :meth:`source_spec`), so that a zoomed-in crop is
+            shrunk to the input and keeps its detail instead of being blown up from an input-size image.
     """
 
     def __init__(self, *, spec: InputSpec, hflip_prob: float = 0.5, brightness: float = 0.2,
                  contrast: float = 0.2, pad_fraction: float = 0.125, crop: str = "pad", crop_scale: float = 0.35,
-                 crop_ratio: float = 4 / 3, vflip_prob: float = 0.0, rotate: float = 0.0) -> None:
+                 crop_ratio: float = 4 / 3, vflip_prob: float = 0.0, rotate: float = 0.0,
+                 source_scale: float = 1.0) -> None:
         if crop not in CROPS:
             raise ConfigError(f"--crop {crop}: unknown crop (known: {', '.join(CROPS)})")
+        if source_scale < 1.0:
+            raise ConfigError(f"--source-scale must be at least 1, got {source_scale}")
         self.spec = spec
         self.hflip_prob = hflip_prob
         self.vflip_prob = vflip_prob
@@ -61,6 +67,7 @@ class ClassificationPresetTrain:
         self.crop_scale = crop_scale
         self.crop_ratio = crop_ratio
         self.rotate = rotate
+        self.source_scale = source_scale if crop == "resized" else 1.0
         self.pad = (round(spec.size[0] * pad_fraction), round(spec.size[1] * pad_fraction))
 
     @staticmethod
@@ -83,7 +90,15 @@ class ClassificationPresetTrain:
                 x0 = int(torch.randint(0, iw - cw + 1, ()))
                 img = img[y0:y0 + ch, x0:x0 + cw]
                 break
-        return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        shrink = img.shape[0] > h and img.shape[1] > w
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+    def source_spec(self) -> InputSpec:
+        """The input spec at ``source_scale`` times the size: what the training photos are kept at."""
+        if self.source_scale == 1.0:
+            return self.spec
+        h, w = self.spec.size
+        return self.spec.model_copy(update={"size": (round(h * self.source_scale), round(w * self.source_scale))})
 
     def _rotated(self, img: np.ndarray) -> np.ndarray:
         angle = self._uniform(-self.rotate, self.rotate)
@@ -94,7 +109,7 @@ class ClassificationPresetTrain:
     def augment(self, image: np.ndarray) -> np.ndarray:
         """BGR uint8 in, augmented BGR uint8 at the model's size out."""
         h, w = self.spec.size
-        img = resize_to(image, self.spec)
+        img = resize_to(image, self.source_spec())
         ph, pw = self.pad
         if self.crop == "resized":
             img = self._resized_crop(img)
@@ -121,7 +136,8 @@ class ClassificationPresetTrain:
     def from_args(cls, args, *, spec: InputSpec) -> "ClassificationPresetTrain":
         """The training transform of a run's resolved options."""
         return cls(spec=spec, hflip_prob=args.hflip, crop=args.crop, crop_scale=args.crop_scale,
-                   crop_ratio=args.crop_ratio, vflip_prob=args.vflip, rotate=args.rotate)
+                   crop_ratio=args.crop_ratio, vflip_prob=args.vflip, rotate=args.rotate,
+                   source_scale=args.source_scale)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return normalize(self.augment(image)[None], self.spec)[0]

@@ -145,11 +145,14 @@ def _loaders(split: DatasetSplit, spec, args, info: DistInfo):
     workers = _default_workers(info) if args.workers is None else args.workers
     common = {"num_workers": workers, "pin_memory": info.device.type == "cuda",
               "persistent_workers": workers > 0}
-    def dataset(samples, transform) -> ImageDataset:
-        return ImageDataset(samples, transform, prepare=functools.partial(resize_to, spec=spec),
-                            cache=_cache_images(args.cache_images, len(split.train) + len(split.val), spec, workers))
+    augment = ClassificationPresetTrain.from_args(args, spec=spec)
+    cache = _cache_images(args.cache_images, len(split.train) + len(split.val), augment.source_spec(), workers)
 
-    train_ds = dataset(split.train, ClassificationPresetTrain.from_args(args, spec=spec))
+    def dataset(samples, transform, kept_at) -> ImageDataset:
+        return ImageDataset(samples, transform, prepare=functools.partial(resize_to, spec=kept_at), cache=cache)
+
+    # Training photos are kept at the augmentation's source size (--source-scale), validation at the input's.
+    train_ds = dataset(split.train, augment, augment.source_spec())
     # One deterministic shuffle per epoch (set_epoch), alone or sharded: a resumed run sees the same order.
     sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed)
     per_rank = math.ceil(len(train_ds) / info.world_size)
@@ -157,7 +160,7 @@ def _loaders(split: DatasetSplit, spec, args, info: DistInfo):
                               drop_last=per_rank > args.batch_size,  # a batch of 1 breaks BatchNorm
                               generator=torch.Generator().manual_seed(args.seed + info.rank), **common)
     # Validation shards without padding so no image counts twice in the reduced metrics.
-    val_ds = dataset(split.val[info.rank::info.world_size], ClassificationPresetEval(spec=spec))
+    val_ds = dataset(split.val[info.rank::info.world_size], ClassificationPresetEval(spec=spec), spec)
     val_loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False, **common)
     return sampler, train_loader, val_loader
 

@@ -38,3 +38,16 @@ def test_real_photos_bench_runs_end_to_end_and_writes_its_json(tmp_path, capsys,
     assert "margin_top1_points" in result
     table = capsys.readouterr().out
     assert "gemsight" in table and "reference" in table and "INT8 target" in table
+
+
+def test_a_failed_calibration_is_reported_with_its_status_not_lost(tmp_path):
+    """The calibration runs in a child process: its failure (a native crash included) names the seed,
+    the exit status and the child's last lines, instead of ending the benchmark without a word."""
+    import argparse
+
+    from bench.real_photos import calibrate
+
+    (tmp_path / "run").mkdir()
+    args = argparse.Namespace(data=tmp_path / "photos", int8_auto=False)
+    with pytest.raises(RuntimeError, match=r"seed 3: gemsight-calibrate exited with status 2:(.|\n)*model\.onnx"):
+        calibrate(tmp_path / "run", args, tmp_path / "work", 3)

@@ -64,6 +64,22 @@ def test_resized_crop_gives_the_input_size_and_the_whole_image_at_scale_1():
         _plain(crop="diagonal")
 
 
+def test_a_zoomed_crop_from_a_larger_source_keeps_its_detail():
+    """--source-scale 2: the crop is cut from the photo kept at twice the input and shrunk, so a fine
+    pattern that the input-size image has already blurred away survives in the crop."""
+    stripes = np.zeros((128, 128, 3), np.uint8)
+    stripes[:, 0::4] = stripes[:, 1::4] = 255  # two-pixel stripes at 128 px: gone at 32 px, kept at 64
+    torch.manual_seed(0)
+    blurred = _plain(crop="resized", crop_scale=0.25, crop_ratio=1.0).augment(stripes)
+    torch.manual_seed(0)
+    aug = _plain(crop="resized", crop_scale=0.25, crop_ratio=1.0, source_scale=2.0)
+    assert aug.source_spec().size == (64, 64)
+    sharp = aug.augment(stripes)
+    assert sharp.shape == blurred.shape == (32, 32, 3)
+    assert float(sharp.std()) > 2 * float(blurred.std())
+    assert _plain(crop="pad", source_scale=2.0).source_spec() == SPEC   # only the resized crop uses it
+
+
 def test_presets_fill_what_the_command_line_leaves_out():
     args = resolve_args(parse_args(["--data", "d", "--out", "o"]))
     assert args.recipe == "default" and {k: getattr(args, k) for k in RECIPE_OPTIONS} == DEFAULT
@@ -78,7 +94,7 @@ def test_unknown_values_name_their_option(tmp_path):
     with pytest.raises(ConfigError, match="--recipe"):
         train(data="d", out=str(tmp_path / "o"), recipe="paper")
     for option, value in (("opt", "rmsprop"), ("crop", "diagonal"), ("rotate", 270.0), ("vflip", 2.0),
-                          ("ema", 1.0), ("mixup", -1.0), ("crop_scale", 0.0)):
+                          ("ema", 1.0), ("mixup", -1.0), ("crop_scale", 0.0), ("source_scale", 0.5)):
         args = parse_args(["--data", "d", "--out", "o"])
         setattr(args, option, value)
         with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')}"):
