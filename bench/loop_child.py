@@ -115,6 +115,23 @@ def run_alone(rt, batch: np.ndarray, seconds: float) -> dict:
             "cpu_cores": ((c1.user - c0.user) + (c1.system - c0.system)) / (c1.elapsed - c0.elapsed)}
 
 
+def run_alone_paced(rt, batch: np.ndarray, seconds: float, fps: float = 10.0) -> dict:
+    """The runtime on its own at the camera's pace: one batch every 1/fps s, idle in between (as in
+    the loop at 10 fps, where each batch finds the runtime's threads asleep)."""
+    for _ in range(3):
+        rt(batch)
+    times = []
+    t_next = time.perf_counter()
+    t_end = t_next + seconds
+    while t_next < t_end:
+        time.sleep(max(0.0, t_next - time.perf_counter()))
+        t0 = time.perf_counter()
+        rt(batch)
+        times.append(time.perf_counter() - t0)
+        t_next += 1.0 / fps
+    return {"p50_ms": pct(times, 50) * 1000, "p99_ms": pct(times, 99) * 1000, "batches": len(times)}
+
+
 def child(job: dict, queue) -> None:
     """Entry point of the child process: put one dict of results on ``queue``."""
     import logging
@@ -133,6 +150,8 @@ def child(job: dict, queue) -> None:
             with create_runtime(job["runtime"], job["model"], precision="int8", **job["options"]) as rt:
                 batch = batch_for(job, rt.manifest.input)
                 out["batch"], out["input"] = len(batch), list(rt.manifest.input.size)
+                if job.get("alone_paced_s"):
+                    out["alone_paced"] = run_alone_paced(rt, batch, job["alone_paced_s"])
                 for _ in range(job["rounds"]):
                     alone = run_alone(rt, batch, job["alone_s"])
                     fast = run_loop(job, realtime=False, warm_s=job["warm_s"], measure_s=job["loop_s"])

@@ -7,6 +7,7 @@ as the manifest's :class:`~edge.manifest.InputSpec` says.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -120,8 +121,8 @@ def normalize_lut(spec: InputSpec) -> np.ndarray:
 class BatchWriter:
     """Preprocesses crops straight into slots of a preallocated ``N x 3 x H x W`` float32 batch.
 
-    The crop is resized first (a few hundred pixels a side, not the frame), into one reused uint8
-    scratch image; each of its channels then goes through :func:`normalize_lut`'s table into the
+    The crop is resized first (a few hundred pixels a side, not the frame), into a uint8 scratch
+    image reused by each calling thread (several threads may fill rows of one batch); each of its channels then goes through :func:`normalize_lut`'s table into the
     batch row's plane in the model's colour order: no per-slot array is allocated (for the
     ``stretch`` rule; ``letterbox`` and ``shorter_center_crop`` resize through
     :func:`resize_to`). Values are bit-identical to :func:`normalize` of :func:`resize_to`.
@@ -136,9 +137,15 @@ class BatchWriter:
         self.lut = normalize_lut(spec)
         # Model channel c reads BGR channel src[c]: RGB models read 2, 1, 0.
         self.src = (2, 1, 0) if spec.color == "RGB" else (0, 1, 2)
-        h, w = self.size
-        self._scratch = np.empty((h, w, 3), np.uint8)
+        self._local = threading.local()
         self._interp = _INTERP[spec.interpolation]
+
+    def _scratch(self) -> np.ndarray:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            h, w = self.size
+            scratch = self._local.scratch = np.empty((h, w, 3), np.uint8)
+        return scratch
 
     def allocate(self, n: int) -> np.ndarray:
         """A batch buffer for up to ``n`` images (rows are filled by :meth:`write`)."""
@@ -157,7 +164,7 @@ class BatchWriter:
             image = to_bgr8(image, f"image {index}")
         h, w = self.size
         if self.spec.resize == "stretch":
-            resized = cv2.resize(image, (w, h), dst=self._scratch, interpolation=self._interp)
+            resized = cv2.resize(image, (w, h), dst=self._scratch(), interpolation=self._interp)
         else:
             resized = resize_to(image, self.spec)
         row = out[index]
