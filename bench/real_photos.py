@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -74,6 +75,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (a run paused from outside costs none)."""
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
 # -- the reference loop ------------------------------------------------------------------------------------
 
 class _RefTrain(torch.utils.data.Dataset):
@@ -117,7 +124,7 @@ def train_reference(split, images: dict, spec, args, seed: int, device: torch.de
     from trainer.data import class_weights  # noqa: PLC0415
     from trainer.evaluate import classification_report  # noqa: PLC0415
 
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), _cpu_seconds()
     torch.manual_seed(seed)
     k = len(split.classes)
     ds = _RefTrain([images[p] for p, _ in split.train], [y for _, y in split.train], spec)
@@ -148,7 +155,7 @@ def train_reference(split, images: dict, spec, args, seed: int, device: torch.de
         logger.info("reference seed %d epoch %d/%d: val acc %.4f", seed, epoch + 1, args.epochs, last["accuracy"])
     return {"seed": seed, "top1": best["accuracy"], "macro_f1": best["macro_f1"], "best_epoch": best["epoch"],
             "top1_last": last["accuracy"], "macro_f1_last": last["macro_f1"],
-            "seconds": round(time.perf_counter() - start, 1)}
+            "seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(_cpu_seconds() - start_cpu, 1)}
 
 
 def _val_set(split, images: dict, spec) -> tuple[torch.Tensor, np.ndarray]:
@@ -189,7 +196,7 @@ def train_gemsight(args, seed: int, workdir: Path, overrides: dict[str, Any]) ->
 
     from trainer.train import train  # noqa: PLC0415
 
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), _cpu_seconds()
     options = {"weights": "none", "img_size": args.img_size, "epochs": args.epochs, "batch_size": args.batch_size,
                "seed": seed, "device": args.device, "cache_images": "on", "workers": args.workers, **overrides}
     run = train(data=str(args.data), out=str(workdir / f"gemsight-seed{seed}"), **options)
@@ -200,6 +207,7 @@ def train_gemsight(args, seed: int, workdir: Path, overrides: dict[str, Any]) ->
     return {"seed": seed, "top1": report["accuracy"], "macro_f1": report["macro_f1"],
             "best_epoch": report["best_epoch"], "top1_last": float(rows[-1]["val_acc"]),
             "macro_f1_last": float(rows[-1]["macro_f1"]), "seconds": round(time.perf_counter() - start, 1),
+            "cpu_seconds": round(_cpu_seconds() - start_cpu, 1),
             "run": str(run), "recipe": {k: resolved[k] for k in sorted(resolved) if k in _recipe_keys()}}
 
 
@@ -251,8 +259,8 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("top1", "macro_f1", "top1_last", "macro_f1_last", "seconds")
-    return {k: _stats([float(r[k]) for r in runs]) for k in keys}
+    keys = ("top1", "macro_f1", "top1_last", "macro_f1_last", "seconds", "cpu_seconds")
+    return {k: _stats([float(r[k]) for r in runs]) for k in keys if all(k in r for r in runs)}
 
 
 def summarize_int8(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -268,11 +276,13 @@ def _pm(s: dict[str, float], scale: float = 100.0, fmt: str = ".1f") -> str:
 def print_table(result: dict[str, Any]) -> None:
     recipes = result["recipes"]
     n = result["config"]["seeds"]
-    print(f"{'recipe':<12}{'top-1 %':>14}{'spread':>8}{'macro-F1 %':>14}{'last-epoch top-1 %':>20}{'wall s':>14}")
+    print(f"{'recipe':<12}{'top-1 %':>14}{'spread':>8}{'macro-F1 %':>14}{'last-epoch top-1 %':>20}{'wall s':>14}"
+          f"{'CPU s':>14}")
     for name, rec in recipes.items():
         s = rec["summary"]
+        cpu = _pm(s["cpu_seconds"], 1.0, ".0f") if "cpu_seconds" in s else "—"
         print(f"{name:<12}{_pm(s['top1']):>14}{s['top1']['spread'] * 100:>8.1f}{_pm(s['macro_f1']):>14}"
-              f"{_pm(s['top1_last']):>20}{_pm(s['seconds'], 1.0, '.0f'):>14}")
+              f"{_pm(s['top1_last']):>20}{_pm(s['seconds'], 1.0, '.0f'):>14}{cpu:>14}")
     if "gemsight" in recipes and "reference" in recipes:
         margin = (recipes["gemsight"]["summary"]["top1"]["mean"] - recipes["reference"]["summary"]["top1"]["mean"])
         print(f"gemsight − reference: {margin * 100:+.1f} points of top-1 (mean of {n} seed(s))")

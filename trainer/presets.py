@@ -30,7 +30,7 @@ SEED = {
 DEFAULT = {
     **SEED,
     "arch": "resnet18", "dropout": 0.0, "label_smoothing": 0.1, "warmup_epochs": 1.0, "crop": "resized",
-    "crop_scale": 0.35, "ema": 0.995,
+    "crop_scale": 0.35, "source_scale": 2.0, "ema": 0.995,
 }
 
 RECIPES: dict[str, dict[str, Any]] = {"default": DEFAULT, "seed": SEED}
