@@ -116,7 +116,10 @@ def quantize_from_ranges(fp32: str | Path, out: str | Path, ranges: Ranges, *, a
                                 reduce_range=False, activation_type=act, weight_type=QuantType.QInt8,
                                 calibrate_method=ort_method(ranges.method), calibration_cache_path=str(cache),
                                 nodes_to_exclude=[*(output_nodes(fp32) if float_head else []), *exclude] or None,
-                                extra_options={"WeightSymmetric": True, **extra_options})
+                                extra_options={"WeightSymmetric": True, **extra_options,
+                                               # A layer left in float reads the tensor before its Q/DQ
+                                               # pair; a ReLU folded into that pair would then be lost.
+                                               **({"QDQKeepRemovableActivations": True} if exclude else {})})
         except Exception as exc:
             raise CalibrationError(f"{fp32}: quantization to {Path(out).name} failed: {exc}") from exc
     if exclude:
