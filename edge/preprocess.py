@@ -122,10 +122,12 @@ class BatchWriter:
     """Preprocesses crops straight into slots of a preallocated ``N x 3 x H x W`` float32 batch.
 
     The crop is resized first (a few hundred pixels a side, not the frame), into a uint8 scratch
-    image reused by each calling thread (several threads may fill rows of one batch); each of its channels then goes through :func:`normalize_lut`'s table into the
-    batch row's plane in the model's colour order: no per-slot array is allocated (for the
-    ``stretch`` rule; ``letterbox`` and ``shorter_center_crop`` resize through
-    :func:`resize_to`). Values are bit-identical to :func:`normalize` of :func:`resize_to`.
+    image reused by each calling thread (several threads may fill rows of one batch); each of its
+    channels is then extracted into a scratch plane and mapped by :func:`normalize_lut`'s table
+    (``cv2.LUT``, vectorised) straight into the batch row's plane in the model's colour order: no
+    per-slot array is allocated (for the ``stretch`` rule; ``letterbox`` and
+    ``shorter_center_crop`` resize through :func:`resize_to`). Values are bit-identical to
+    :func:`normalize` of :func:`resize_to`.
 
     Args:
         spec: the manifest's input spec.
@@ -135,16 +137,18 @@ class BatchWriter:
         self.spec = spec
         self.size = tuple(spec.size)
         self.lut = normalize_lut(spec)
+        self._luts = [np.ascontiguousarray(row).reshape(1, 256) for row in self.lut]  # cv2.LUT's shape
         # Model channel c reads BGR channel src[c]: RGB models read 2, 1, 0.
         self.src = (2, 1, 0) if spec.color == "RGB" else (0, 1, 2)
         self._local = threading.local()
         self._interp = _INTERP[spec.interpolation]
 
-    def _scratch(self) -> np.ndarray:
+    def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
+        """This thread's resized image and single-channel plane (allocated once per thread)."""
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             h, w = self.size
-            scratch = self._local.scratch = np.empty((h, w, 3), np.uint8)
+            scratch = self._local.scratch = (np.empty((h, w, 3), np.uint8), np.empty((h, w), np.uint8))
         return scratch
 
     def allocate(self, n: int) -> np.ndarray:
@@ -163,13 +167,15 @@ class BatchWriter:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             image = to_bgr8(image, f"image {index}")
         h, w = self.size
+        scratch, plane = self._scratch()
         if self.spec.resize == "stretch":
-            resized = cv2.resize(image, (w, h), dst=self._scratch(), interpolation=self._interp)
+            resized = cv2.resize(image, (w, h), dst=scratch, interpolation=self._interp)
         else:
             resized = resize_to(image, self.spec)
         row = out[index]
         for c in range(3):
-            np.take(self.lut[c], resized[:, :, self.src[c]], out=row[c], mode="clip")
+            cv2.extractChannel(resized, self.src[c], dst=plane)
+            cv2.LUT(plane, self._luts[c], dst=row[c])
 
 
 def preprocess_batch(images: Sequence[np.ndarray], spec: InputSpec, out: np.ndarray | None = None) -> np.ndarray:
@@ -189,6 +195,11 @@ def preprocess_batch(images: Sequence[np.ndarray], spec: InputSpec, out: np.ndar
     writer = BatchWriter(spec)
     if out is None:
         out = writer.allocate(len(images))
+    elif (out.dtype != np.float32 or not out.flags.c_contiguous or out.shape[1:] != (3, *spec.size)
+          or len(out) < len(images)):
+        raise DataError(f"preprocess: the output buffer is {out.dtype} {out.shape}"
+                        f"{'' if out.flags.c_contiguous else ' (not contiguous)'}; {len(images)} images need a "
+                        f"contiguous float32 buffer of at least {len(images)} x 3 x {spec.size[0]} x {spec.size[1]}")
     for i, img in enumerate(images):
         writer.write(out, img, i)
     return out[:len(images)]

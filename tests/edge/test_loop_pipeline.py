@@ -119,3 +119,12 @@ def test_preprocessing_refuses_an_empty_crop_by_its_row():
     writer = BatchWriter(spec)
     with pytest.raises(DataError, match="preprocess: image 2 is empty"):
         writer.write(writer.allocate(3), np.zeros((0, 5, 3), np.uint8), 2)
+
+
+def test_preprocessing_refuses_a_buffer_it_cannot_fill():
+    spec = InputSpec(size=(16, 16))
+    images = [np.zeros((20, 20, 3), np.uint8)] * 3
+    with pytest.raises(DataError, match=r"output buffer is float32 \(2, 3, 16, 16\); 3 images need"):
+        preprocess_batch(images, spec, out=np.empty((2, 3, 16, 16), np.float32))
+    with pytest.raises(DataError, match=r"\(not contiguous\)"):
+        preprocess_batch(images, spec, out=np.empty((3, 3, 16, 32), np.float32)[..., ::2])
