@@ -74,7 +74,8 @@ def run_loop(job: dict, realtime: bool, warm_s: float, measure_s: float) -> dict
     wall = c1.elapsed - c0.elapsed
     frames = max(1, f1 - f0)
     total = [t + p for t, p in zip(res.total_ms[i0:i1], res.publish_ms[i0:i1])]
-    return {"slot_images_per_s": (n1 - n0) / (p1 - p0), "frames_per_s": frames / (p1 - p0),
+    span = (p1 - p0) if p1 is not None and p0 is not None and p1 > p0 else float("nan")  # no batch: no figure
+    return {"slot_images_per_s": (n1 - n0) / span, "frames_per_s": frames / span,
             "frames": frames, "dropped": sum(res.dropped.values()),
             "capture_to_publish_ms": {"p50": pct(total, 50), "p99": pct(total, 99), "n": len(total)},
             "cpu_cores": ((c1.user - c0.user) + (c1.system - c0.system)) / wall,
@@ -137,6 +138,7 @@ def child(job: dict, queue) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("edge.link_policy").setLevel(logging.ERROR)  # plaintext on loopback, on purpose
     from edge.runtimes import create_runtime
 
     out: dict = {"job": {k: v for k, v in job.items() if k not in ("video", "slots_file")}}
