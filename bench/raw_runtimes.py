@@ -103,12 +103,16 @@ def open_raw(backend: str, path: Path, threads: int | None, **kw: Any):
     raise ValueError(f"no raw runner for backend '{backend}'")
 
 
-def interleaved(runners: dict[str, Any], x: np.ndarray, rounds: int, iters: int, warmup: int = 3) -> dict[str, list[float]]:
+def interleaved(runners: dict[str, Any], x: np.ndarray, rounds: int, iters: int, warmup: int = 2,
+                settle_s: float = 0.0) -> dict[str, list[float]]:
     """Images/s of each runner in ``rounds`` interleaved rounds on the same batch.
 
     Each round runs every runner for ``iters`` timed calls (after ``warmup`` untimed ones) and keeps the
     median call time; the order of the runners is rotated every round so that neither always goes
     first. A ratio taken round by round then compares runs made seconds apart, under the same load.
+    ``settle_s`` is slept before each block: two runtimes in one process each have their own worker
+    threads, and ONNX Runtime's keep spinning for a while after a run (unless told to stop), which
+    would slow whichever runner comes next.
     """
     import time  # noqa: PLC0415
 
@@ -118,6 +122,7 @@ def interleaved(runners: dict[str, Any], x: np.ndarray, rounds: int, iters: int,
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             fn = runners[name]
+            time.sleep(settle_s)
             for _ in range(warmup):
                 fn(x)
             times = []

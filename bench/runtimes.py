@@ -55,8 +55,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                "else generated)")
     p.add_argument("--val", type=Path, help="labelled validation images (default: the run's data/val)")
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-runtimes", help="where a built model goes")
-    p.add_argument("--iters", type=int, default=10, help="timed runs per runner per round (PyTorch: per figure)")
-    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of raw and adapter per figure")
+    p.add_argument("--iters", type=int, default=5, help="timed runs per runner per round (PyTorch: 4x that, per figure)")
+    p.add_argument("--rounds", type=int, default=20, help="interleaved rounds of raw and adapter per figure")
+    p.add_argument("--settle", type=float, default=0.2,
+                   help="seconds of pause before each runner's block, so that threads still spinning from the "
+                        "previous block (ONNX Runtime's default spins ~2^20 times after a run) do not slow it")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for every runtime, raw and adapter (default: each runtime's own, every physical core)")
     p.add_argument("--only", help="comma-separated backend:precision pairs, e.g. openvino:int8 (default: all four)")
@@ -211,7 +214,7 @@ def compare(backend: str, precision: str, model_dir: Path, batches: dict, args) 
             runners["raw_default_precision"] = open_raw(backend, adapter.model_path, args.threads)
         x = batches[BATCHES[-1]]
         diff = float(np.abs(adapter(x) - runners["raw"](x)).max())
-        speeds = {bs: interleaved(runners, xb, args.rounds, args.iters) for bs, xb in batches.items()}
+        speeds = {bs: interleaved(runners, xb, args.rounds, args.iters, settle_s=args.settle) for bs, xb in batches.items()}
         med = {name: {f"b{bs}": round(float(np.median(speeds[bs][name])), 2) for bs in batches} for name in runners}
         row = {"runtime": backend, "precision": precision, "artifact": adapter.model_path.relative_to(model_dir).as_posix(),
                "img_per_s": med["adapter"], "adapter_options": options, "settings": adapter.settings(),
@@ -286,7 +289,7 @@ def bench(args) -> int:
             with torch.inference_mode():
                 return torch_model(torch.from_numpy(x)).numpy()
         rows.append({"runtime": "pytorch", "precision": "fp32", "artifact": "eager",
-                     "img_per_s": {f"b{bs}": round(_time(torch_fn, x, args.iters), 2) for bs, x in batches.items()}})
+                     "img_per_s": {f"b{bs}": round(_time(torch_fn, x, 4 * args.iters), 2) for bs, x in batches.items()}})
     for backend, precision in pairs:
         logger.info("%s %s: adapter and raw, %d rounds", backend, precision, args.rounds)
         try:
@@ -301,7 +304,7 @@ def bench(args) -> int:
     lowest = min(medians) if medians else (float("nan"), "none measured")
     cpu_flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0] if Path("/proc/cpuinfo").exists() else ""
     payload = {"model_dir": str(model_dir), "arch": manifest.arch, "input": [h, w], "threads": args.threads,
-               "cores": os.cpu_count(), "iters": args.iters, "rounds": args.rounds,
+               "cores": os.cpu_count(), "iters": args.iters, "rounds": args.rounds, "settle_s": args.settle,
                "cpu": platform.processor() or platform.machine(),
                "avx512_vnni": "avx512_vnni" in cpu_flags, "avx2": "avx2" in cpu_flags, "amx_bf16": "amx_bf16" in cpu_flags,
                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
