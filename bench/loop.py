@@ -166,6 +166,9 @@ def headline(model: Path, runtime: str, options: dict, video: dict, args) -> dic
             "alone_cpu_cores": statistics.median(r["alone"]["cpu_cores"] for r in out["rounds"]),
             "loop_slot_images_per_s": statistics.median(r["loop"]["slot_images_per_s"] for r in out["rounds"]),
             "loop_cpu_cores": statistics.median(r["loop"]["cpu_cores"] for r in out["rounds"]),
+            "loop_cpu_cores_by_role": {k: statistics.median(r["loop"]["cpu_cores_by_role"].get(k, 0.0)
+                                                            for r in out["rounds"])
+                                       for k in out["rounds"][0]["loop"]["cpu_cores_by_role"]},
             "loop_dropped": sum(r["loop"]["dropped"] for r in out["rounds"]),
             "breakdown_ms_per_frame": stages,
             "alone_paced": out["alone_paced"],
@@ -222,6 +225,10 @@ def stage_table(report: dict) -> list[str]:
     lines.append("| CPU cores: runtime alone / loop | " + " | ".join(
         f"{report['runtimes'][n]['alone_cpu_cores']:.2f} / {report['runtimes'][n]['loop_cpu_cores']:.2f}"
         for n in names) + " |")
+    roles = sorted({k for n in names for k in report["runtimes"][n].get("loop_cpu_cores_by_role", {})})
+    for role in roles:
+        lines.append(f"| CPU cores in the loop: {role} | " + " | ".join(
+            f"{report['runtimes'][n].get('loop_cpu_cores_by_role', {}).get(role, 0.0):.2f}" for n in names) + " |")
     return lines
 
 

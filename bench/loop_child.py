@@ -32,6 +32,35 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of every thread of this process: ``{tid: (name, seconds)}``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(task.name)] = (names.get(int(task.name), comm), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_by_role(a: dict, b: dict, wall: float) -> dict[str, float]:
+    """Cores used per role over a window: the loop's own threads by name, the rest (the runtime's
+    worker threads, the decoder's threads, ZeroMQ's I/O thread) as ``runtime and libraries``."""
+    roles: dict[str, float] = {}
+    for tid, (name, sec) in b.items():
+        used = sec - a.get(tid, (name, 0.0))[1]
+        role = ("grabbers (decode)" if name.startswith("grab-") else "batching (crop, preprocess)"
+                if name == "batch" or name.startswith("prep") else "inference thread (also one of the runtime's workers)" if name == "infer"
+                else "loop thread (postprocess, publish)" if name == "MainThread" else "runtime and libraries")
+        roles[role] = roles.get(role, 0.0) + used / wall
+    return roles
+
+
 def loop_config(job: dict, realtime: bool) -> dict:
     query = f"loop=1&realtime={int(realtime)}"
     cams = [{"id": f"cam{i}", "source": f"file://{job['video']}?{query}", "slots_file": job["slots_file"]}
@@ -61,9 +90,11 @@ def run_loop(job: dict, realtime: bool, warm_s: float, measure_s: float) -> dict
         r = loop.result
         marks["a"] = (r.slot_images, r.last_publish, len(r.total_ms), os.times(), dict(r.stage_s), sum(
             c.frames for c in loop.cameras))
+        marks["threads_a"] = thread_cpu()
         time.sleep(measure_s)
         marks["b"] = (r.slot_images, r.last_publish, len(r.total_ms), os.times(), dict(r.stage_s), sum(
             c.frames for c in loop.cameras))
+        marks["threads_b"] = thread_cpu()
         loop.stop()
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -79,6 +110,7 @@ def run_loop(job: dict, realtime: bool, warm_s: float, measure_s: float) -> dict
             "frames": frames, "dropped": sum(res.dropped.values()),
             "capture_to_publish_ms": {"p50": pct(total, 50), "p99": pct(total, 99), "n": len(total)},
             "cpu_cores": ((c1.user - c0.user) + (c1.system - c0.system)) / wall,
+            "cpu_cores_by_role": cpu_by_role(marks["threads_a"], marks["threads_b"], wall),
             # infer: each frame's batch's runtime call (so per batch, not per frame's share of it)
             "breakdown_ms_per_frame": {k: (s1[k] - s0.get(k, 0.0)) * 1000.0 / frames for k in s1}}
 
