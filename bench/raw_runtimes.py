@@ -94,6 +94,23 @@ class RawOpenVino:
         self.compiled = None
 
 
+class CopyingOpenVinoCall:
+    """gemsight's OpenVINO call before issue 16, on the adapter's own compiled model: the batch copied
+    into the request's tensor (``share_inputs=False``) and the logits copied twice. Kept to measure
+    what sharing the input saves (``bench/runtimes.py --copying-call``)."""
+
+    def __init__(self, adapter: Any) -> None:
+        self.request = adapter._compiled.create_infer_request()
+        self.input_name, self.output = adapter.input_name, adapter._output
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        result = self.request.infer({self.input_name: x})
+        return np.array(result[self.output], copy=True)
+
+    def close(self) -> None:
+        self.request = None
+
+
 def open_raw(backend: str, path: Path, threads: int | None, **kw: Any):
     """The raw runner for ``backend`` on ``path``."""
     if backend == "onnxruntime":

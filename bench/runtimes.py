@@ -62,6 +62,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "previous block (ONNX Runtime's default spins ~2^20 times after a run) do not slow it")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for every runtime, raw and adapter (default: each runtime's own, every physical core)")
+    p.add_argument("--option", action="append", default=[], metavar="BACKEND.KEY=VALUE",
+                   help="override one adapter option (a YAML value, validated as edge.yaml's), e.g. "
+                        "onnxruntime.allow_spinning=false: what a setting costs; repeatable")
+    p.add_argument("--copying-call", action="store_true",
+                   help="also time OpenVINO called as gemsight did before issue 16 (input and output copied)")
     p.add_argument("--only", help="comma-separated backend:precision pairs, e.g. openvino:int8 (default: all four)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "runtimes.json")
     return p
@@ -187,11 +192,31 @@ BATCHES = (1, 8)
 GOAL = 0.95   # issue 16: every adapter at >= 0.95 of its raw runtime (median of interleaved rounds)
 
 
-def adapter_options(backend: str, threads: int | None) -> dict:
-    """What a device whose config says nothing more runs with (edge.config_runtime's defaults)."""
-    from edge.config_runtime import OnnxRuntimeConfig, OpenVinoConfig, runtime_options  # noqa: PLC0415
+def adapter_options(backend: str, threads: int | None, overrides: list[str] = ()) -> dict:
+    """What a device whose config says nothing more runs with (edge.config_runtime's defaults), with
+    ``--option BACKEND.KEY=VALUE`` overrides for this backend, validated as the config validates them."""
+    import yaml  # noqa: PLC0415
+    from pydantic import ValidationError  # noqa: PLC0415
 
-    config = {"onnxruntime": OnnxRuntimeConfig, "openvino": OpenVinoConfig}[backend](name=backend)
+    from edge.config_runtime import (OnnxRuntimeConfig, OnnxRuntimeOptions, OpenVinoConfig,  # noqa: PLC0415
+                                     OpenVinoOptions, runtime_options)
+    from edge.errors import ConfigError  # noqa: PLC0415
+    from edge.validation import error_lines  # noqa: PLC0415
+
+    given = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        name, dot, field = key.partition(".")
+        if not (sep and dot and field) or name not in ("onnxruntime", "openvino"):
+            raise ConfigError(f"--option {item!r}: expected onnxruntime.KEY=VALUE or openvino.KEY=VALUE")
+        if name == backend:
+            given[field] = yaml.safe_load(value)
+    config_cls, options_cls = {"onnxruntime": (OnnxRuntimeConfig, OnnxRuntimeOptions),
+                               "openvino": (OpenVinoConfig, OpenVinoOptions)}[backend]
+    try:
+        config = config_cls(name=backend, options=options_cls(**given))
+    except ValidationError as exc:
+        raise ConfigError(error_lines(exc, "--option", prefix=backend)) from exc
     options = runtime_options(config, backend)
     if threads:
         options["threads"] = threads
@@ -202,9 +227,9 @@ def compare(backend: str, precision: str, model_dir: Path, batches: dict, args) 
     """One backend and precision: adapter and raw runtime on the same artifact, interleaved rounds."""
     from edge.runtimes import create_runtime  # noqa: PLC0415
 
-    from bench.raw_runtimes import interleaved, open_raw, ratio_summary  # noqa: PLC0415
+    from bench.raw_runtimes import CopyingOpenVinoCall, interleaved, open_raw, ratio_summary  # noqa: PLC0415
 
-    options = adapter_options(backend, args.threads)
+    options = adapter_options(backend, args.threads, args.option)
     adapter = create_runtime(backend, model_dir, precision=precision, **options)
     runners = {"adapter": adapter}
     try:
@@ -212,6 +237,8 @@ def compare(backend: str, precision: str, model_dir: Path, batches: dict, args) 
         runners["raw"] = open_raw(backend, adapter.model_path, args.threads, **extra)
         if backend == "openvino":   # the runtime's own default precision, for information
             runners["raw_default_precision"] = open_raw(backend, adapter.model_path, args.threads)
+            if args.copying_call:
+                runners["copying_call"] = CopyingOpenVinoCall(adapter)
         x = batches[BATCHES[-1]]
         diff = float(np.abs(adapter(x) - runners["raw"](x)).max())
         speeds = {bs: interleaved(runners, xb, args.rounds, args.iters, settle_s=args.settle) for bs, xb in batches.items()}
@@ -226,6 +253,10 @@ def compare(backend: str, precision: str, model_dir: Path, batches: dict, args) 
                 "img_per_s": med["raw_default_precision"], "settings": runners["raw_default_precision"].settings(),
                 "adapter_vs_it": {f"b{bs}": ratio_summary(speeds[bs]["adapter"], speeds[bs]["raw_default_precision"])
                                   for bs in batches}}
+        if "copying_call" in runners:
+            row["copying_call"] = {
+                "img_per_s": med["copying_call"],
+                "vs_raw": {f"b{bs}": ratio_summary(speeds[bs]["copying_call"], speeds[bs]["raw"]) for bs in batches}}
         return row
     finally:
         for runner in runners.values():
@@ -255,6 +286,13 @@ def print_table(payload: dict) -> None:
             print(f"  info: {r['runtime']} {r['precision']} raw at the runtime's default precision ({prec}): "
                   f"{info['img_per_s']['b1']:.1f} / {info['img_per_s']['b8']:.1f} img/s at b1 / b8; adapter ÷ it "
                   f"{info['adapter_vs_it']['b1']['median']:.2f} / {info['adapter_vs_it']['b8']['median']:.2f}")
+    for r in payload["results"]:
+        old = r.get("copying_call")
+        if old:
+            print(f"  before issue 16: {r['runtime']} {r['precision']} with input and output copied: "
+                  f"{old['img_per_s']['b1']:.1f} / {old['img_per_s']['b8']:.1f} img/s; ÷ raw "
+                  f"{old['vs_raw']['b1']['median']:.3f} ({old['vs_raw']['b1']['min']:.2f}–{old['vs_raw']['b1']['max']:.2f}) / "
+                  f"{old['vs_raw']['b8']['median']:.3f} ({old['vs_raw']['b8']['min']:.2f}–{old['vs_raw']['b8']['max']:.2f})")
     goal = payload["goal"]
     print(f"every adapter >= {goal['threshold']} of its raw runtime at b1 and b8: {goal['met']} "
           f"(lowest median {goal['lowest_median']:.3f}, {goal['lowest']})")
@@ -262,6 +300,9 @@ def print_table(payload: dict) -> None:
 
 def bench(args) -> int:
     from edge.manifest import load_manifest_for  # noqa: PLC0415
+
+    for backend in ("onnxruntime", "openvino"):   # a bad --option fails now, not after the model build
+        adapter_options(backend, args.threads, args.option)
 
     torch_model = None
     if args.model_dir is None and args.run_dir is None:
@@ -307,7 +348,7 @@ def bench(args) -> int:
                "cores": os.cpu_count(), "iters": args.iters, "rounds": args.rounds, "settle_s": args.settle,
                "cpu": platform.processor() or platform.machine(),
                "avx512_vnni": "avx512_vnni" in cpu_flags, "avx2": "avx2" in cpu_flags, "amx_bf16": "amx_bf16" in cpu_flags,
-               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": args.option,
                "load_average": {"start": [round(v, 2) for v in load_start], "end": [round(v, 2) for v in os.getloadavg()]},
                "goal": {"threshold": GOAL, "met": bool(medians) and lowest[0] >= GOAL and len(medians) == 2 * len(pairs),
                         "lowest_median": lowest[0], "lowest": lowest[1]},
