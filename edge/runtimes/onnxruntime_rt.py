@@ -66,6 +66,8 @@ class OnnxRuntime(Runtime):
         if self.output_name not in outs:
             raise InferenceError(f"onnxruntime: {self.model_path} has outputs {outs}, manifest says '{self.output_name}'")
         self._output_names = [self.output_name]
+        logger.info("onnxruntime %s: %s", self.model_path.name,
+                    ", ".join(f"{k}={v}" for k, v in self.settings().items()))
 
     @property
     def session(self):
