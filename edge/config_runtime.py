@@ -48,7 +48,7 @@ class OpenVinoOptions(_Strict):
     inference_precision: Literal[OPENVINO_PRECISIONS] = Field(
         "f32", description="INFERENCE_PRECISION_HINT for layers left in floating point. f32 keeps an FP32 model "
                            "exact (the calibration gate's reference) and in an INT8 model only touches the final "
-                           "classifier, at no cost in speed; bf16/f16 trade exactness for speed (FP32 ~4x faster "
+                           "classifier, at no cost in speed; bf16/f16 trade exactness for speed (FP32 ~5x faster "
                            "on a CPU with AMX).")
 
 

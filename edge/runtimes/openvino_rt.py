@@ -25,7 +25,7 @@ class OpenVinoRuntime(Runtime):
     streams that only pay off with several requests in flight), ``inference_precision``
     (``INFERENCE_PRECISION_HINT``: ``f32``, the default, keeps floating-point layers exact, which the
     FP32 reference of the calibration gate needs and which in an INT8 IR only touches the final
-    classifier; ``bf16``/``f16`` let OpenVINO run them in lower precision, ~4x faster for FP32 on a CPU
+    classifier; ``bf16``/``f16`` let OpenVINO run them in lower precision, ~5x faster for FP32 on a CPU
     with AMX, at the cost of exactness).
 
     Inputs are shared with OpenVINO (no copy into the request's tensor); outputs come back as a copy
