@@ -270,10 +270,18 @@ class CameraSource:
         min_gap = 1.0 / self.fps if self.fps else 0.0
         index = 0
         opened = time.monotonic()
-        t_next = opened - max(period, min_gap)  # the first frame goes out at once
+        # A file played at a rate waits for each frame's time and only then decodes it, as a live
+        # camera's frame exists only from its capture on (reading ahead would decode frame N+1 while
+        # frame N is being classified, which no camera does).
+        gap = max(period, min_gap) if (period or (self.spec.kind == "file" and min_gap)) else 0.0
+        t_next = opened  # the first frame goes out at once
         last_out = -1e9
         last_frame = opened
         while not self._stop.is_set():
+            if gap:
+                if self._stop.wait(max(0.0, t_next - time.monotonic())):
+                    return "stop", True
+                t_next = max(t_next + gap, time.monotonic() - 1.0)
             t_read = time.monotonic()
             ok, image = cap.read()
             now = time.monotonic()
@@ -292,12 +300,7 @@ class CameraSource:
             index += 1
             if self.stats.state != "up":
                 self._set_state("up", f"{image.shape[1]}x{image.shape[0]}")
-            if period or (self.spec.kind == "file" and min_gap):
-                # A file plays at its own rate (or the cap): sleep instead of skipping.
-                t_next = max(t_next + max(period, min_gap), now - 1.0)
-                if self._stop.wait(max(0.0, t_next - time.monotonic())):
-                    return "stop", True
-            elif min_gap and now - last_out < min_gap:
+            if not gap and min_gap and now - last_out < min_gap:
                 self.stats.skipped += 1
                 continue
             last_out = time.monotonic()
