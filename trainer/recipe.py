@@ -68,6 +68,9 @@ class ClassificationPresetTrain:
         self.crop_ratio = crop_ratio
         self.rotate = rotate
         self.source_scale = source_scale if crop == "resized" else 1.0
+        h, w = spec.size
+        self._source = spec if self.source_scale == 1.0 else spec.model_copy(
+            update={"size": (round(h * self.source_scale), round(w * self.source_scale))})
         self.pad = (round(spec.size[0] * pad_fraction), round(spec.size[1] * pad_fraction))
 
     @staticmethod
@@ -95,10 +98,7 @@ class ClassificationPresetTrain:
 
     def source_spec(self) -> InputSpec:
         """The input spec at ``source_scale`` times the size: what the training photos are kept at."""
-        if self.source_scale == 1.0:
-            return self.spec
-        h, w = self.spec.size
-        return self.spec.model_copy(update={"size": (round(h * self.source_scale), round(w * self.source_scale))})
+        return self._source
 
     def _rotated(self, img: np.ndarray) -> np.ndarray:
         angle = self._uniform(-self.rotate, self.rotate)
