@@ -9,7 +9,7 @@ ignored with a warning.
 
 ZAP (ZeroMQ's authentication protocol) is served per ZeroMQ context by one
 :class:`zmq.auth.thread.ThreadAuthenticator`; several publishers in one process (tests, benches)
-share it, each under its own ZAP domain, so :func:`attach` / :func:`detach` count its users.
+share it, each under its own ZAP domain (:func:`attach` / :func:`detach`); it serves for the process's life.
 """
 from __future__ import annotations
 
@@ -165,9 +165,23 @@ class AllowList:
         return False
 
 
-# -- one ZAP authenticator per context ---------------------------------------------------------
+# -- one ZAP authenticator per context, for the process's life ----------------------------------
+# Never stopped: stopping one and starting the next races libzmq's asynchronous release of the ZAP
+# endpoint (the next start fails with "Address already in use"), and pyzmq's stop() joins its thread
+# without a timeout. A domain that is detached is refused ("unknown domain"). A CURVE server socket of
+# the same context that sets no ZAP domain (not ours: every publisher sets one) is answered as libzmq
+# answers it when no authenticator runs: admitted.
+
+
+class _NoDomain:
+    """The credentials provider for servers without a ZAP domain: what libzmq does without a ZAP handler."""
+
+    @staticmethod
+    def callback(domain: str, key: bytes) -> bool:
+        return True
+
 _lock = threading.Lock()
-_authenticators: dict[int, tuple[ThreadAuthenticator, set[str]]] = {}
+_authenticators: dict[int, ThreadAuthenticator] = {}
 _domains = itertools.count(1)
 
 
@@ -175,26 +189,21 @@ def attach(context: zmq.Context, allow: AllowList, name: str) -> str:
     """Serve ZAP for ``allow`` in ``context``; returns the ZAP domain to set on the server sockets."""
     domain = f"gemsight-{name}-{next(_domains)}"
     with _lock:
-        entry = _authenticators.get(id(context))
-        if entry is None:
+        auth = _authenticators.get(id(context))
+        if auth is None or auth.context is not context or not auth.is_alive():
             auth = ThreadAuthenticator(context, log=logging.getLogger("zmq.auth"))
             auth.start()
-            entry = _authenticators[id(context)] = (auth, set())
-        entry[0].configure_curve_callback(domain, allow)
-        entry[1].add(domain)
+            auth.configure_curve_callback("*", _NoDomain())  # pyzmq's name for "no domain"
+            _authenticators[id(context)] = auth
+        auth.configure_curve_callback(domain, allow)
     return domain
 
 
 def detach(context: zmq.Context, domains: Iterable[str]) -> None:
-    """Stop serving these domains; the authenticator stops with its last domain."""
+    """Stop serving these domains (their clients are refused from now on); the authenticator stays."""
     with _lock:
-        entry = _authenticators.get(id(context))
-        if entry is None:
+        auth = _authenticators.get(id(context))
+        if auth is None or auth.context is not context:
             return
-        auth, used = entry
         for domain in domains:
-            used.discard(domain)
             auth.credentials_providers.pop(domain, None)
-        if not used:
-            del _authenticators[id(context)]
-            auth.stop()

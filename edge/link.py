@@ -37,7 +37,8 @@ good handshake; libzmq reconnects). Typical use in a caller's own poll loop::
             link.check()                            # raises LinkError on a refused handshake
             ...
 
-or, for one socket, ``link.poll_in(timeout_s)`` (polls the socket and the monitor together).
+or, for one socket, ``link.poll_in(timeout_s)`` (polls the socket and the monitor together). Send with
+``link.send(data, timeout_s)``, never a blocking ``socket.send``: a refused REQ would block forever.
 """
 from __future__ import annotations
 
@@ -270,6 +271,23 @@ class Link:
         if self._error is not None:
             raise self._error
 
+    def _poll(self, flag: int, timeout_s: float | None) -> bool:
+        poller = zmq.Poller()
+        poller.register(self.socket, flag)
+        poller.register(self.monitor, zmq.POLLIN)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            self.check()
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            events = dict(poller.poll(None if wait is None else int(wait * 1000)))
+            if self.monitor in events:
+                self.check()
+            if events.get(self.socket, 0) & flag:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                self.check()
+                return False
+
     def poll_in(self, timeout_s: float | None) -> bool:
         """Wait until the socket has a message (True) or ``timeout_s`` passes (False), watching the handshake.
 
@@ -279,21 +297,29 @@ class Link:
         Raises:
             LinkError: the handshake was refused meanwhile.
         """
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        poller.register(self.monitor, zmq.POLLIN)
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
+        return self._poll(zmq.POLLIN, timeout_s)
+
+    def send(self, data: bytes, timeout_s: float) -> bool:
+        """Send one message, waiting at most ``timeout_s`` for the socket to take it, watching the handshake.
+
+        A plain blocking ``socket.send`` can wait forever: after a refused handshake libzmq may drop the
+        connection's pipe for good (it does not reconnect after an authentication or protocol error),
+        and a REQ socket without a pipe blocks every send.
+
+        Returns:
+            True when the message was queued; False when the socket could not take it in time.
+
+        Raises:
+            LinkError: the handshake was refused meanwhile.
+        """
+        if not self._poll(zmq.POLLOUT, timeout_s):
+            return False
+        try:
+            self.socket.send(data, zmq.NOBLOCK)
+        except zmq.Again:  # the pipe went away between the poll and the send
             self.check()
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            events = dict(poller.poll(None if wait is None else int(wait * 1000)))
-            if self.monitor in events:
-                self.check()
-            if self.socket in events:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                self.check()
-                return False
+            return False
+        return True
 
     def wait_connected(self, timeout_s: float) -> bool:
         """Wait for the first successful handshake (True), or ``timeout_s`` (False: device not reachable yet).

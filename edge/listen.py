@@ -127,8 +127,11 @@ class Listener:
             raise MessageError("no snapshot endpoint given")
         req = self._link(zmq.REQ, self.snapshot_endpoint, {zmq.MAXMSGSIZE: 64 * MAX_MESSAGE_BYTES})
         try:
-            req.socket.send(messages.encode({"camera": self.camera}))
-            if not req.poll_in(timeout_s):
+            deadline = time.monotonic() + timeout_s
+            if not req.send(messages.encode({"camera": self.camera}), timeout_s):
+                raise MessageError(f"snapshot endpoint {self.snapshot_endpoint} did not take a request within "
+                                   f"{timeout_s:g} s")
+            if not req.poll_in(max(0.0, deadline - time.monotonic())):
                 raise MessageError(f"snapshot endpoint {self.snapshot_endpoint} did not answer within {timeout_s:g} s")
             data = req.socket.recv()
         finally:

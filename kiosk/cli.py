@@ -123,8 +123,11 @@ def _check_device(config: KioskConfig, device, timeout_s: float) -> str:
     if not device.snapshot:
         return f"{device.id}: link ok ({'CURVE' if keys else 'plaintext'}), no snapshot endpoint"
     with Link(zmq.REQ, device.snapshot, keys, plaintext=keys is None, device=device.id) as req:
-        req.socket.send(messages.encode({"camera": None}))
-        if not req.poll_in(timeout_s):
+        deadline = time.monotonic() + timeout_s
+        if not req.send(messages.encode({"camera": None}), timeout_s):
+            raise MessageError(f"{device.id}: snapshot endpoint {device.snapshot} did not take a request within "
+                               f"{timeout_s:g} s")
+        if not req.poll_in(max(0.0, deadline - time.monotonic())):
             raise MessageError(f"{device.id}: snapshot endpoint {device.snapshot} did not answer within {timeout_s:g} s")
         reply = messages.parse_snapshot(req.socket.recv())
     cams = sorted(reply.get("cameras", {}))

@@ -187,7 +187,9 @@ class Feed:
                                            f"{self.config.policies.snapshot_timeout_s:g} s", now)
         elif dev.entry.snapshot and now >= dev.snapshot_due:
             dev.req = self._link(dev, zmq.REQ, dev.entry.snapshot)
-            dev.req.socket.send(messages.encode({"camera": None}))
+            # Never a blocking send in this loop: a refused REQ has no pipe and would block every device.
+            # Not taken now, the request times out below (or check() reports the refusal).
+            dev.req.send(messages.encode({"camera": None}), 0.0)
             dev.req_deadline = now + self.config.policies.snapshot_timeout_s
             dev.snapshot_due = float("inf")
 

@@ -1,6 +1,7 @@
 """The secure link on real loopback sockets: CURVE, the ZAP allow-list, pinning, handshake errors, plaintext."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -55,7 +56,10 @@ def refused(pub: Publisher, keys: ClientKeys | None, snapshot: bool = False) -> 
     kind, endpoint = (zmq.REQ, pub.snapshot_endpoint) if snapshot else (zmq.SUB, pub.endpoint)
     with Link(kind, endpoint, keys, plaintext=keys is None, device="case-01") as link:
         if snapshot:
-            link.socket.send(b'{"camera": null}')
+            try:
+                link.send(b'{"camera": null}', 0.0)  # a blocking send could hang: see the test below
+            except LinkError:
+                pass
         else:
             link.socket.setsockopt(zmq.SUBSCRIBE, b"")
         deadline = time.monotonic() + 3.0
@@ -93,6 +97,61 @@ def test_unknown_key_no_curve_and_wrong_server_key_receive_nothing_and_are_told(
         err = refused(pub, wrong)
         assert "pinned server key does not match" in str(err) and "\n" not in str(err)
         assert "pinned server key does not match" in str(refused(pub, wrong, snapshot=True))
+
+
+def test_publishers_come_and_go_in_one_process(curve):
+    """The ZAP authenticator serves the whole process: it used to stop with the last publisher, and the
+    next publisher, started at once, failed to bind the ZAP endpoint ("Address already in use")."""
+    stranger = curve.client_keys(secret=curve.stranger_secret)
+    for _ in range(8):
+        with Publisher("case-01", ANY, ANY, curve=_config(curve)) as pub:
+            with Listener(pub.endpoint, device="case-01", keys=curve.client_keys()) as lis:
+                first_labels(pub, lis)
+    with Publisher("case-01", ANY, ANY, curve=_config(curve)) as pub:
+        assert "not in its allow-list" in str(refused(pub, stranger))
+
+
+def test_a_refused_request_link_never_blocks_a_send(curve, caplog):
+    """After a refused handshake libzmq may drop the REQ socket's only pipe (it does not reconnect after an
+    authentication error); a plain blocking send then waits forever (CI hung here once). Link.send is bounded."""
+    caplog.set_level(logging.ERROR, logger="edge.allowlist")
+    stranger = curve.client_keys(secret=curve.stranger_secret)
+    with Publisher("case-01", ANY, ANY, curve=_config(curve)) as pub:
+        for attempt in range(40):
+            keys = stranger if attempt % 2 else None
+            with Link(zmq.REQ, pub.snapshot_endpoint, keys, plaintext=keys is None, device="case-01") as link:
+                deadline = time.monotonic() + 5.0
+                while link.error is None and time.monotonic() < deadline:
+                    with contextlib.suppress(LinkError):
+                        link.check()
+                    link.monitor.poll(20)
+                assert link.error is not None, "the refusal was never reported"
+                gone = time.monotonic() + 0.3  # libzmq drops the pipe, when it does, soon after the refusal
+                while link.socket.poll(0, zmq.POLLOUT) and time.monotonic() < gone:
+                    time.sleep(0.02)
+                if link.socket.poll(0, zmq.POLLOUT):
+                    continue  # this refusal left the pipe in place: try again
+                with pytest.raises(zmq.Again):
+                    link.socket.send(b"{}", zmq.NOBLOCK)  # what a blocking send would wait on, forever
+                t0 = time.monotonic()
+                with pytest.raises(LinkError, match="allow-list|mechanism mismatch"):
+                    link.send(b'{"camera": null}', 2.0)
+                assert time.monotonic() - t0 < 1.0
+                return
+    pytest.skip("libzmq kept the REQ pipe through 40 refusals: the hang cannot be shown here")
+
+
+def test_a_refused_snapshot_request_fails_within_its_timeout(curve, caplog):
+    caplog.set_level(logging.ERROR, logger="edge.allowlist")
+    stranger = curve.client_keys(secret=curve.stranger_secret)
+    with Publisher("case-01", ANY, ANY, curve=_config(curve)) as pub:
+        for keys in (stranger, None) * 5:
+            with Listener(pub.endpoint, snapshot_endpoint=pub.snapshot_endpoint, device="case-01", keys=keys,
+                          plaintext=keys is None) as lis:
+                t0 = time.monotonic()
+                with pytest.raises(LinkError, match="allow-list|mechanism mismatch"):
+                    lis.fetch_snapshot(timeout_s=3.0)
+                assert time.monotonic() - t0 < 3.5
 
 
 def test_listen_exits_with_one_line_on_a_refused_handshake(curve, capsys):
