@@ -56,6 +56,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="photo folder with train/ and val/ class folders")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per recipe (default 3)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="start the seeds here: FIRST..FIRST+N-1 (to split seeds between processes)")
     p.add_argument("--img-size", type=int, default=64, help="square input size (default 64: the CPU budget)")
     p.add_argument("--epochs", type=int, default=20, help="epochs of both recipes (default 20)")
     p.add_argument("--batch-size", type=int, default=32, help="batch of both recipes (default 32)")
@@ -302,7 +304,7 @@ def build_result(args, recipes: list[str], overrides: dict, split, runs: dict[st
     done = {name: rs for name, rs in runs.items() if rs}
     result = {
         "benchmark": "real_photos",
-        "config": {"data": str(args.data), "seeds": args.seeds, "img_size": args.img_size, "epochs": args.epochs,
+        "config": {"data": str(args.data), "seeds": args.seeds, "first_seed": args.first_seed, "img_size": args.img_size, "epochs": args.epochs,
                    "batch_size": args.batch_size, "device": args.device, "recipes": recipes, "set": overrides,
                    "train_images": len(split.train), "val_images": len(split.val), "classes": list(split.classes),
                    "dataset_digest": split.digest, "scoring": "top1 = best epoch on val/ (both recipes); "
@@ -365,7 +367,7 @@ def main(argv=None) -> int:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         images = decode_once(split, spec) if "reference" in recipes else {}
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             if "gemsight" in recipes:
                 runs["gemsight"].append(train_gemsight(args, seed, workdir, overrides))
                 save(False)

@@ -25,12 +25,13 @@ def test_real_photos_bench_runs_end_to_end_and_writes_its_json(tmp_path, capsys,
     data = make_images(tmp_path / "photos", classes=("ring", "watch", "empty"), per_class=16, size=32,
                        val_fraction=0.25, seed=0)
     out = tmp_path / "results" / "real_photos_test.json"
-    assert main(["--data", str(data), "--seeds", "1", "--epochs", "1", "--img-size", "32", "--batch-size", "8",
-                 "--workers", "0", "--out", str(out)]) == 0
+    assert main(["--data", str(data), "--seeds", "1", "--first-seed", "2", "--epochs", "1", "--img-size", "32",
+                 "--batch-size", "8", "--workers", "0", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["recipes"]) == {"gemsight", "reference"}
     for recipe in result["recipes"].values():
         assert len(recipe["runs"]) == 1 and 0.0 <= recipe["summary"]["top1"]["mean"] <= 1.0
+        assert recipe["runs"][0]["seed"] == 2   # --first-seed 2: a later process can run the later seeds
     assert result["recipes"]["gemsight"]["runs"][0]["recipe"]["recipe"] == "default"
     targets = result["int8"]["summary"]
     assert {"onnxruntime", "tensorrt", "fpga"} <= set(targets)
