@@ -1,4 +1,6 @@
-"""The training loop: ``train_one_epoch``, ``evaluate``, ``main(args)`` and the argument parser.
+"""The training run: data, model, the epochs with their checkpoints, the final report and the ONNX export.
+
+The per-epoch passes are in :mod:`trainer.epoch` (re-exported here), the loaders in :mod:`trainer.loaders`.
 
 Run as ``gemsight-train --data DIR --out RUN_DIR ...``, ``python -m trainer ...`` or, data-parallel,
 ``torchrun --nproc_per_node N -m trainer ...``; from Python, ``train(data=..., out=..., ...)``.
@@ -7,11 +9,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
-import hashlib
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,150 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from edge.errors import ConfigError, DataError, GemsightError
 from edge.manifest import Manifest
-from edge.preprocess import resize_to
 
 from trainer import report as reports
 from trainer.args import get_args_parser, parse_args, resolve_args, save_args
 from trainer.checkpoint import capture_rng, load_checkpoint, model_from_checkpoint, restore_rng, save_checkpoint
 from trainer.data import DatasetSplit, ImageDataset, class_weights, load_dataset
-from trainer.distributed import (DistInfo, all_reduce_sum, average_buffers, barrier, broadcast_object, cleanup,
-                                 init_distributed)
+from trainer.distributed import DistInfo, average_buffers, barrier, broadcast_object, cleanup, init_distributed
+from trainer.epoch import evaluate, state_digest, train_one_epoch
 from trainer.evaluate import classification_report
 from trainer.export import build_manifest, export_onnx, git_commit
-from trainer.recipe import (ClassificationPresetEval, ClassificationPresetTrain, MixBatch, ModelEma, create_model,
-                            create_optimizer, head_output, make_scheduler)
+from trainer.loaders import make_loaders
+from trainer.recipe import ClassificationPresetEval, MixBatch, ModelEma, create_model, create_optimizer, make_scheduler
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate", "get_args_parser", "main", "parse_args", "train", "train_one_epoch"]
-
-
-def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    return images.to(device, non_blocking=True, memory_format=fmt)
-
-
-def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
-                    device: torch.device, epoch: int, *, scaler: torch.amp.GradScaler | None = None,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, info: DistInfo = DistInfo(),
-                    show_progress: bool = False, mix: MixBatch | None = None,
-                    ema: ModelEma | None = None) -> dict[str, float]:
-    """One pass over the training data (``scheduler`` stepped per batch); returns the mean loss and images
-    seen, summed over ranks. ``mix`` mixes each batch (mixup/CutMix); ``ema`` is updated after every step."""
-    from tqdm import tqdm  # noqa: PLC0415
-
-    model.train()
-    amp = scaler is not None and scaler.is_enabled()
-    totals = torch.zeros(2, dtype=torch.float64)  # loss * images, images
-    start = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=not show_progress)
-    for images, targets in bar:
-        images, targets = _to_device(images, device), targets.to(device, non_blocking=True)
-        if mix is not None and mix.enabled:
-            images, targets, partners, lam = mix(images, targets)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                logits = head_output(model(images))
-                loss = lam * criterion(logits, targets) + (1.0 - lam) * criterion(logits, partners)
-        else:
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                loss = criterion(head_output(model(images)), targets)
-        optimizer.zero_grad(set_to_none=True)
-        if amp:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if ema is not None:
-            ema.update(getattr(model, "module", model))  # the bare model under DDP
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise GemsightError(f"epoch {epoch + 1}: the training loss became {value}; lower --lr")
-        totals += torch.tensor([value * images.shape[0], images.shape[0]], dtype=torch.float64)
-        bar.set_postfix(loss=f"{value:.3f}")
-    seconds = time.perf_counter() - start
-    totals = all_reduce_sum(totals.to(device), info).cpu()  # NCCL reduces CUDA tensors only
-    return {"loss": float(totals[0] / max(totals[1], 1)), "images": int(totals[1]), "seconds": seconds}
-
-
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int, *,
-             info: DistInfo = DistInfo(), amp: bool = True) -> dict[str, Any]:
-    """Mean (unweighted) cross-entropy and the confusion matrix over ``loader``, summed over ranks.
-
-    ``amp`` uses FP16 autocast on CUDA (per-epoch validation); the final FP32 metrics turn it off.
-    """
-    model.eval()
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
-    totals = torch.zeros(2, dtype=torch.float64, device=device)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-        for images, targets in loader:
-            images, targets = _to_device(images, device), targets.to(device, non_blocking=True)
-            logits = head_output(model(images)).float()
-            totals[0] += F.cross_entropy(logits, targets, reduction="sum").double()
-            totals[1] += targets.numel()
-            confusion += torch.bincount(targets * num_classes + logits.argmax(1), minlength=num_classes ** 2)
-    all_reduce_sum(totals, info)
-    all_reduce_sum(confusion, info)
-    totals, confusion = totals.cpu(), confusion.cpu()
-    return {"loss": float(totals[0] / max(totals[1], 1)),
-            "confusion": confusion.reshape(num_classes, num_classes).numpy()}
-
-
-def _state_digest(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _default_workers(info: DistInfo) -> int:
-    # Leave the cores to the math on small machines; loading 64-224 px images is cheap next to it.
-    return min(8, (os.cpu_count() or 1) // info.world_size // 2)
-
-
-CACHE_IMAGES_BYTES = 2 << 30   # what ``--cache-images auto`` may hold in memory
-
-
-def _cache_images(mode: str, n_images: int, spec, workers: int) -> bool:
-    """Whether to keep decoded, resized images in memory (``--cache-images``)."""
-    if mode != "auto":
-        return mode == "on"
-    h, w = spec.size
-    return n_images * h * w * 3 * max(1, workers) <= CACHE_IMAGES_BYTES
-
-
-def _loaders(split: DatasetSplit, spec, args, info: DistInfo):
-    workers = _default_workers(info) if args.workers is None else args.workers
-    common = {"num_workers": workers, "pin_memory": info.device.type == "cuda",
-              "persistent_workers": workers > 0}
-    augment = ClassificationPresetTrain.from_args(args, spec=spec)
-    cache = _cache_images(args.cache_images, len(split.train) + len(split.val), augment.source_spec(), workers)
-
-    def dataset(samples, transform, kept_at) -> ImageDataset:
-        return ImageDataset(samples, transform, prepare=functools.partial(resize_to, spec=kept_at), cache=cache)
-
-    # Training photos are kept at the augmentation's source size (--source-scale), validation at the input's.
-    train_ds = dataset(split.train, augment, augment.source_spec())
-    # One deterministic shuffle per epoch (set_epoch), alone or sharded: a resumed run sees the same order.
-    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed)
-    per_rank = math.ceil(len(train_ds) / info.world_size)
-    train_loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler,
-                              drop_last=per_rank > args.batch_size,  # a batch of 1 breaks BatchNorm
-                              generator=torch.Generator().manual_seed(args.seed + info.rank), **common)
-    # Validation shards without padding so no image counts twice in the reduced metrics.
-    val_ds = dataset(split.val[info.rank::info.world_size], ClassificationPresetEval(spec=spec), spec)
-    val_loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False, **common)
-    return sampler, train_loader, val_loader
 
 
 def _load_split(args, info: DistInfo) -> DatasetSplit:
@@ -272,7 +147,7 @@ def _prepare_data(args: argparse.Namespace, info: DistInfo, ckpt: dict[str, Any]
     weights = class_weights(split.counts("train"), args.class_weights)
     base = build_manifest(arch=args.arch, classes=split.classes, img_size=args.img_size, name=args.name,
                           version=args.model_version)
-    sampler, train_loader, val_loader = _loaders(split, base.input, args, info)
+    sampler, train_loader, val_loader = make_loaders(split, base.input, args, info)
     return _Data(split, weights, base, sampler, train_loader, val_loader)
 
 
@@ -347,7 +222,7 @@ def _train_epochs(args: argparse.Namespace, info: DistInfo, data: _Data, trainin
                         " (best)" if improved else "")
             _save_epoch(out, common, training, progress, epoch, improved, info)
         if args.debug_digest:
-            Path(f"{args.debug_digest}.rank{info.rank}").write_text(_state_digest(training.model) + "\n")
+            Path(f"{args.debug_digest}.rank{info.rank}").write_text(state_digest(training.model) + "\n")
 
 
 def _train_and_validate(info: DistInfo, data: _Data, training: _Training, epoch: int,
