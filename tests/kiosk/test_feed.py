@@ -48,7 +48,10 @@ def test_snapshot_on_start_live_updates_and_gap(tmp_path, device):
         in_sync(kiosk, device)
         device.labels("cam0", {**FULL, "r0c1": "empty"})
         inc = wait_for(lambda: kiosk.engine.open.get(("slot", "case-01", "cam0", "r0c1")))
-        assert inc.id is not None and kiosk.history.incidents(open_only=True)[0]["slot"] == "r0c1"
+        # The engine opens it, then the feed's thread stores it (under the service's lock, which this
+        # test thread does not take): wait for the store rather than race it.
+        wait_for(lambda: inc.id is not None)
+        assert kiosk.history.incidents(open_only=True)[0]["slot"] == "r0c1"
         # Three messages lost on the way: the next one reveals the gap and a snapshot follows.
         device.labels("cam0", FULL, skip=3)
         wait_for(lambda: device.snapshots_served == 2)
