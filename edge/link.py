@@ -321,6 +321,20 @@ class Link:
             return False
         return True
 
+    def request(self, data: bytes, timeout_s: float) -> bytes | None:
+        """Send one request and wait for its reply (a REQ link), all within ``timeout_s``.
+
+        Returns:
+            The reply, or None when the request was not taken or not answered in time.
+
+        Raises:
+            LinkError: the handshake was refused meanwhile.
+        """
+        deadline = time.monotonic() + timeout_s
+        if not self.send(data, timeout_s) or not self.poll_in(max(0.0, deadline - time.monotonic())):
+            return None
+        return self.socket.recv()
+
     def wait_connected(self, timeout_s: float) -> bool:
         """Wait for the first successful handshake (True), or ``timeout_s`` (False: device not reachable yet).
 

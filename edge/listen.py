@@ -127,13 +127,9 @@ class Listener:
             raise MessageError("no snapshot endpoint given")
         req = self._link(zmq.REQ, self.snapshot_endpoint, {zmq.MAXMSGSIZE: 64 * MAX_MESSAGE_BYTES})
         try:
-            deadline = time.monotonic() + timeout_s
-            if not req.send(messages.encode({"camera": self.camera}), timeout_s):
-                raise MessageError(f"snapshot endpoint {self.snapshot_endpoint} did not take a request within "
-                                   f"{timeout_s:g} s")
-            if not req.poll_in(max(0.0, deadline - time.monotonic())):
+            data = req.request(messages.encode({"camera": self.camera}), timeout_s)
+            if data is None:
                 raise MessageError(f"snapshot endpoint {self.snapshot_endpoint} did not answer within {timeout_s:g} s")
-            data = req.socket.recv()
         finally:
             req.close()  # a REQ without its reply is stuck: never reuse it
         try:

@@ -123,13 +123,10 @@ def _check_device(config: KioskConfig, device, timeout_s: float) -> str:
     if not device.snapshot:
         return f"{device.id}: link ok ({'CURVE' if keys else 'plaintext'}), no snapshot endpoint"
     with Link(zmq.REQ, device.snapshot, keys, plaintext=keys is None, device=device.id) as req:
-        deadline = time.monotonic() + timeout_s
-        if not req.send(messages.encode({"camera": None}), timeout_s):
-            raise MessageError(f"{device.id}: snapshot endpoint {device.snapshot} did not take a request within "
-                               f"{timeout_s:g} s")
-        if not req.poll_in(max(0.0, deadline - time.monotonic())):
+        data = req.request(messages.encode({"camera": None}), timeout_s)
+        if data is None:
             raise MessageError(f"{device.id}: snapshot endpoint {device.snapshot} did not answer within {timeout_s:g} s")
-        reply = messages.parse_snapshot(req.socket.recv())
+        reply = messages.parse_snapshot(data)
     cams = sorted(reply.get("cameras", {}))
     unplanned = sorted(set(cams) - set(device.cameras))
     missing = sorted(set(device.cameras) - set(cams))

@@ -56,10 +56,8 @@ def refused(pub: Publisher, keys: ClientKeys | None, snapshot: bool = False) -> 
     kind, endpoint = (zmq.REQ, pub.snapshot_endpoint) if snapshot else (zmq.SUB, pub.endpoint)
     with Link(kind, endpoint, keys, plaintext=keys is None, device="case-01") as link:
         if snapshot:
-            try:
+            with contextlib.suppress(LinkError):
                 link.send(b'{"camera": null}', 0.0)  # a blocking send could hang: see the test below
-            except LinkError:
-                pass
         else:
             link.socket.setsockopt(zmq.SUBSCRIBE, b"")
         deadline = time.monotonic() + 3.0
