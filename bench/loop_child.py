@@ -115,8 +115,9 @@ def run_loop(job: dict, realtime: bool, warm_s: float, measure_s: float) -> dict
             "breakdown_ms_per_frame": {k: (s1[k] - s0.get(k, 0.0)) * 1000.0 / frames for k in s1}}
 
 
-def batch_for(job: dict, spec) -> np.ndarray:
-    """The loop's batch: every slot of every camera, cropped from the video's first frame."""
+def batch_for(job: dict, spec, uint8: bool = False) -> np.ndarray:
+    """The loop's batch: every slot of every camera, cropped from the video's first frame (and made as
+    the loop makes it for this runtime: float32, or uint8 for a runtime that normalises itself)."""
     import cv2
 
     from edge.config import load_slots_file
@@ -127,7 +128,7 @@ def batch_for(job: dict, spec) -> np.ndarray:
     ok, frame = cap.read()
     cap.release()
     crops = SlotMap(load_slots_file(job["slots_file"])).crop(frame) * job["cameras"]
-    return np.ascontiguousarray(preprocess_batch(crops, spec))
+    return np.ascontiguousarray(preprocess_batch(crops, spec, uint8=uint8))
 
 
 def run_alone(rt, batch: np.ndarray, seconds: float) -> dict:
@@ -182,7 +183,7 @@ def child(job: dict, queue) -> None:
         rounds = []
         if job.get("rounds"):
             with create_runtime(job["runtime"], job["model"], precision="int8", **job["options"]) as rt:
-                batch = batch_for(job, rt.manifest.input)
+                batch = batch_for(job, rt.manifest.input, uint8=rt.input_kind == "uint8")
                 out["batch"], out["input"] = len(batch), list(rt.manifest.input.size)
                 if job.get("alone_paced_s"):
                     out["alone_paced"] = run_alone_paced(rt, batch, job["alone_paced_s"])

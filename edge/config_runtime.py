@@ -50,6 +50,11 @@ class OpenVinoOptions(_Strict):
                            "exact (the calibration gate's reference) and in an INT8 model only touches the final "
                            "classifier, at no cost in speed; bf16/f16 trade exactness for speed (FP32 ~5x faster "
                            "on a CPU with AMX).")
+    uint8_input: bool = Field(
+        True, description="Hand OpenVINO the crops resized to the input (uint8 BGR) and let the compiled model "
+                          "convert, reorder the colours, normalise and transpose them (OpenVINO's preprocessing, "
+                          "fused with the first layer): the same logits as the float batch, without building that "
+                          "batch on the CPU. false: the loop normalises, as for the other runtimes.")
 
 
 class TensorRtOptions(_Strict):

@@ -134,7 +134,9 @@ class CameraLoop:
             if self.on_ready is not None:
                 self.on_ready(self)
             self._notifier.ready(f"running {len(self.cameras)} camera(s) with {self.model.info['backend']}")
-            self.pipeline = BatchPipeline(self.cameras, BatchWriter(self.model.manifest.input), self.model.runtime,
+            self.pipeline = BatchPipeline(self.cameras, BatchWriter(self.model.manifest.input,
+                                                                       uint8=self.model.runtime.input_kind == "uint8"),
+                                          self.model.runtime,
                                           self.wake, self.ticked.set, max_frames=max_frames,
                                           on_invalid=self._invalid).start()
             while True:

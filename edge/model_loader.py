@@ -66,7 +66,7 @@ def open_model(config: DeviceConfig, source: str = "config") -> ModelInfo:
         check_model(config, runtime.manifest, source)
         h, w = runtime.manifest.input.size
         try:
-            runtime(np.zeros((1, 3, h, w), np.float32))
+            runtime(runtime.blank(1))
         except GemsightError:
             raise  # already says what is wrong (e.g. output width vs classes)
         except Exception as exc:  # backends raise their own types (ONNX Runtime: InvalidArgument)

@@ -129,12 +129,18 @@ class BatchWriter:
     ``shorter_center_crop`` resize through :func:`resize_to`). Values are bit-identical to
     :func:`normalize` of :func:`resize_to`.
 
+    With ``uint8=True`` the batch is ``N x H x W x 3`` BGR ``uint8``: each crop is resized straight into
+    its row and nothing else, for a runtime that does the rest inside its model
+    (:attr:`edge.runtimes.Runtime.input_kind` ``uint8``).
+
     Args:
         spec: the manifest's input spec.
+        uint8: write resized ``uint8`` images instead of normalised float32 planes.
     """
 
-    def __init__(self, spec: InputSpec) -> None:
+    def __init__(self, spec: InputSpec, uint8: bool = False) -> None:
         self.spec = spec
+        self.uint8 = uint8
         self.size = tuple(spec.size)
         self.lut = normalize_lut(spec)
         self._luts = [np.ascontiguousarray(row).reshape(1, 256) for row in self.lut]  # cv2.LUT's shape
@@ -154,10 +160,12 @@ class BatchWriter:
     def allocate(self, n: int) -> np.ndarray:
         """A batch buffer for up to ``n`` images (rows are filled by :meth:`write`)."""
         h, w = self.size
+        if self.uint8:
+            return np.empty((max(1, n), h, w, 3), np.uint8)
         return np.empty((max(1, n), 3, h, w), np.float32)
 
     def write(self, out: np.ndarray, image: np.ndarray, index: int = 0) -> None:
-        """Preprocess one BGR uint8 image into ``out[index]`` (``out``: a ``N x 3 x H x W`` float32 buffer).
+        """Preprocess one BGR uint8 image into ``out[index]`` (``out``: a buffer from :meth:`allocate`).
 
         Raises:
             DataError: the image is empty or cannot be converted to 3-channel uint8.
@@ -167,6 +175,12 @@ class BatchWriter:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             image = to_bgr8(image, f"image {index}")
         h, w = self.size
+        if self.uint8:
+            if self.spec.resize == "stretch":
+                cv2.resize(image, (w, h), dst=out[index], interpolation=self._interp)
+            else:
+                out[index] = resize_to(image, self.spec)
+            return
         scratch, plane = self._scratch()
         if self.spec.resize == "stretch":
             resized = cv2.resize(image, (w, h), dst=scratch, interpolation=self._interp)
@@ -178,28 +192,33 @@ class BatchWriter:
             cv2.LUT(plane, self._luts[c], dst=row[c])
 
 
-def preprocess_batch(images: Sequence[np.ndarray], spec: InputSpec, out: np.ndarray | None = None) -> np.ndarray:
-    """Preprocess BGR images (any sizes) into one ``N x 3 x H x W`` float32 batch.
+def preprocess_batch(images: Sequence[np.ndarray], spec: InputSpec, out: np.ndarray | None = None,
+                     uint8: bool = False) -> np.ndarray:
+    """Preprocess BGR images (any sizes) into one ``N x 3 x H x W`` float32 batch (with ``uint8``: the
+    images resized, ``N x H x W x 3`` BGR uint8, for a runtime that normalises inside its model).
 
     Args:
         images: BGR uint8 images (other layouts are converted).
         spec: the manifest's input spec.
-        out: a preallocated float32 buffer with at least ``len(images)`` rows to write into; the
-            returned batch is then its first ``len(images)`` rows (a view, no copy).
+        out: a preallocated buffer of the batch's type with at least ``len(images)`` rows to write
+            into; the returned batch is then its first ``len(images)`` rows (a view, no copy).
+        uint8: write resized uint8 images instead of normalised float32 planes.
 
     Raises:
-        DataError: an image is empty or not convertible to 3-channel uint8.
+        DataError: an image is empty or not convertible to 3-channel uint8, or ``out`` does not fit.
     """
     if len(images) == 0:
         raise DataError("preprocess: no images in the batch")
-    writer = BatchWriter(spec)
+    writer = BatchWriter(spec, uint8=uint8)
+    h, w = spec.size
+    dtype, row = (np.uint8, (h, w, 3)) if uint8 else (np.float32, (3, h, w))
     if out is None:
         out = writer.allocate(len(images))
-    elif (out.dtype != np.float32 or not out.flags.c_contiguous or out.shape[1:] != (3, *spec.size)
-          or len(out) < len(images)):
+    elif out.dtype != dtype or not out.flags.c_contiguous or out.shape[1:] != row or len(out) < len(images):
         raise DataError(f"preprocess: the output buffer is {out.dtype} {out.shape}"
                         f"{'' if out.flags.c_contiguous else ' (not contiguous)'}; {len(images)} images need a "
-                        f"contiguous float32 buffer of at least {len(images)} x 3 x {spec.size[0]} x {spec.size[1]}")
+                        f"contiguous {np.dtype(dtype).name} buffer of at least {len(images)} x "
+                        f"{' x '.join(map(str, row))}")
     for i, img in enumerate(images):
         writer.write(out, img, i)
     return out[:len(images)]

@@ -42,6 +42,9 @@ class Runtime(abc.ABC):
     """
 
     name: ClassVar[str] = "?"
+    #: True where the backend can take the resized crops themselves (option ``uint8_input``) and do the
+    #: rest of the manifest's preprocessing (colour order, mean/std, layout) inside the compiled model.
+    takes_uint8: ClassVar[bool] = False
 
     def __init__(self, model_path: str | Path, manifest: Manifest, **options: Any) -> None:
         self.model_path = Path(model_path)
@@ -50,6 +53,15 @@ class Runtime(abc.ABC):
         self.input_name = manifest.input.name
         self.output_name = manifest.output.name
         self.precision = manifest.precision
+        uint8 = options.get("uint8_input", False)
+        if not isinstance(uint8, bool):
+            raise ConfigError(f"{self.name}: uint8_input must be true or false, got {uint8!r}")
+        if uint8 and not self.takes_uint8:
+            raise ConfigError(f"{self.name}: uint8_input is not supported by this runtime (it takes the manifest's "
+                              f"float32 N x 3 x H x W batch)")
+        #: ``float32``: ``N x 3 x H x W`` batches preprocessed by the manifest; ``uint8``: ``N x H x W x 3``
+        #: BGR images already resized to the input (what :class:`edge.preprocess.BatchWriter` writes).
+        self.input_kind = "uint8" if uint8 else "float32"
 
     # -- what a backend implements ------------------------------------------------------------
     @classmethod
@@ -59,7 +71,7 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run one ``N x C x H x W`` float32 batch, return the ``N x classes`` output."""
+        """Run one batch of :attr:`input_kind` (checked), return the ``N x classes`` output."""
 
     def close(self) -> None:
         """Free backend resources (sessions, device buffers)."""
@@ -86,11 +98,13 @@ class Runtime(abc.ABC):
             raise InferenceError(f"{self.name}: expected one input '{self.input_name}', got {sorted(inputs)}")
         batch = inputs[self.input_name]
         h, w = self.manifest.input.size
-        if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1:] != (3, h, w):
-            shape = getattr(batch, "shape", type(batch).__name__)
-            raise InferenceError(f"{self.name}: input '{self.input_name}' must be N x 3 x {h} x {w}, got {shape}")
-        if batch.dtype != np.float32:
-            raise InferenceError(f"{self.name}: input '{self.input_name}' must be float32, got {batch.dtype}")
+        shape, dims = (((h, w, 3), f"N x {h} x {w} x 3 (uint8 images)") if self.input_kind == "uint8"
+                       else ((3, h, w), f"N x 3 x {h} x {w}"))
+        if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1:] != shape:
+            got = getattr(batch, "shape", type(batch).__name__)
+            raise InferenceError(f"{self.name}: input '{self.input_name}' must be {dims}, got {got}")
+        if batch.dtype != np.dtype(self.input_kind):
+            raise InferenceError(f"{self.name}: input '{self.input_name}' must be {self.input_kind}, got {batch.dtype}")
         if batch.shape[0] == 0:
             raise InferenceError(f"{self.name}: empty batch")
         limit = self.max_batch
@@ -104,6 +118,11 @@ class Runtime(abc.ABC):
             raise InferenceError(f"{self.name}: output has shape {out.shape}, expected ({batch.shape[0]}, classes)")
         self.manifest.check_output_width(out.shape[1], f"{self.name} {self.model_path.name}")
         return {self.output_name: out}
+
+    def blank(self, n: int = 1) -> np.ndarray:
+        """A batch of ``n`` zero images in the form this runtime takes (for warm-up runs)."""
+        h, w = self.manifest.input.size
+        return np.zeros((n, h, w, 3) if self.input_kind == "uint8" else (n, 3, h, w), self.input_kind)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Shorthand: batch in, logits out."""

@@ -20,6 +20,7 @@ from edge.errors import ConfigError, ManifestError, RuntimeUnavailable
 from edge.listen import Listener
 from edge.loop import CameraLoop, run
 from edge.manifest import Manifest
+from edge.runtimes import available_runtimes
 from tests.helpers import Subscriber, write_video
 
 SLOTS = [{"name": "a", "rect": [0, 0, 0.5, 0.5]}, {"name": "b", "rect": [0.5, 0, 1, 0.5]},
@@ -58,6 +59,25 @@ def test_every_frame_published_in_order(untrained_onnx, tmp_path):
     assert result.slot_images == 60 and len(result.total_ms) == 20
     # One meaning of total: what the message says is what the run (and the bench) reports.
     assert [m["latencies_ms"]["total"] for m in labels] == pytest.approx(result.total_ms, abs=1e-3)
+
+
+@pytest.mark.skipif(available_runtimes().get("openvino") is not None, reason="openvino not installed")
+def test_openvino_normalising_inside_its_model_publishes_the_float_paths_labels(untrained_onnx, tmp_path):
+    """The loop hands OpenVINO (uint8_input, the default) the resized crops; the labels and scores
+    it publishes are those of the manifest's float batch (uint8_input: false)."""
+    video = write_video(tmp_path / "v.avi", frames=6)
+    published = {}
+    for uint8 in (True, False):
+        sub = Subscriber()
+        runtime = {"name": "openvino", "options": {"threads": 2, "uint8_input": uint8}}
+        result = run(_config(untrained_onnx, [_cam("cam0", video)], runtime=runtime), on_ready=sub)
+        assert result.frames == {"cam0": 6}
+        published[uint8] = [[(s["label"], s["score"]) for s in e.msg["slots"]]
+                            for e in sub.drain() if e.kind == "labels"]
+    assert len(published[True]) == 6
+    for raw, flt in zip(published[True], published[False]):
+        assert [label for label, _ in raw] == [label for label, _ in flt]
+        assert [c for _, c in raw] == pytest.approx([c for _, c in flt], abs=1e-4)
 
 
 def test_two_cameras_share_one_batch_and_snapshot(untrained_onnx, tmp_path):

@@ -26,12 +26,13 @@ SLOTS = [{"name": "a", "rect": [0, 0, 0.5, 0.5]}, {"name": "b", "rect": [0.5, 0,
 
 
 class SlowRuntime:
-    """The runtime interface (callable on a batch, ``name``, ``close``) around a real runtime, slower
+    """The runtime interface (callable on a batch, ``name``, ``input_kind``, ``close``) around a real runtime, slower
     by ``delay_s`` per batch, recording when each batch ran and which memory it was given."""
 
     def __init__(self, inner, delay_s: float) -> None:
         self.inner = inner
         self.name = inner.name
+        self.input_kind = inner.input_kind
         self.delay_s = delay_s
         self.calls: list[tuple[float, float, int, int]] = []   # t_in, t_out, data pointer, rows
         self.lock = threading.Lock()
@@ -112,6 +113,12 @@ def test_preprocessing_into_a_buffer_is_bit_identical_to_normalize():
             assert np.shares_memory(got, buffer) and got.shape == (4, 3, 32, 40)
             want = normalize(np.stack([resize_to(i, spec) for i in images]), spec)
             assert np.array_equal(got, want), (color, rule)
+            # For a runtime that normalises inside its model: the resized crops themselves, in place.
+            raw_buffer = BatchWriter(spec, uint8=True).allocate(6)
+            raw = preprocess_batch(images, spec, out=raw_buffer, uint8=True)
+            assert np.shares_memory(raw, raw_buffer) and raw.shape == (4, 32, 40, 3) and raw.dtype == np.uint8
+            assert np.array_equal(raw, np.stack([resize_to(i, spec) for i in images])), (color, rule)
+            assert np.array_equal(normalize(raw, spec), want)
 
 
 def test_preprocessing_refuses_an_empty_crop_by_its_row():
@@ -128,3 +135,6 @@ def test_preprocessing_refuses_a_buffer_it_cannot_fill():
         preprocess_batch(images, spec, out=np.empty((2, 3, 16, 16), np.float32))
     with pytest.raises(DataError, match=r"\(not contiguous\)"):
         preprocess_batch(images, spec, out=np.empty((3, 3, 16, 32), np.float32)[..., ::2])
+    with pytest.raises(DataError, match=r"output buffer is float32 \(3, 3, 16, 16\); 3 images need a contiguous "
+                                        r"uint8 buffer of at least 3 x 16 x 16 x 3"):
+        preprocess_batch(images, spec, out=np.empty((3, 3, 16, 16), np.float32), uint8=True)

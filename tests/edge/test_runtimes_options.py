@@ -132,3 +132,59 @@ def test_bad_option_given_to_the_adapter_is_refused_before_loading(untrained_onn
     with pytest.raises(ConfigError) as info:
         create_runtime(backend, untrained_onnx, **options)
     assert str(info.value) == message
+
+
+def _crops(n=3, seed=2):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (50 + 7 * i, 90 - 5 * i, 3), dtype=np.uint8) for i in range(n)]
+
+
+@needs_openvino
+@pytest.mark.parametrize("color", ["RGB", "BGR"])
+def test_openvino_uint8_input_gives_the_float_paths_logits(untrained_onnx, color):
+    """The crops resized to uint8 and normalised inside OpenVINO's model give the logits of the float batch
+    the loop would otherwise build (for either colour order), and the loop's writer makes that batch."""
+    from edge.manifest import load_manifest_for
+    from edge.preprocess import BatchWriter, preprocess_batch
+
+    manifest = load_manifest_for(untrained_onnx)
+    manifest = manifest.updated(input=manifest.input.model_copy(update={"color": color}))
+    crops = _crops()
+    with create_runtime("openvino", untrained_onnx, manifest=manifest) as float_rt:
+        want = float_rt(preprocess_batch(crops, manifest.input))
+        assert float_rt.input_kind == "float32"
+    with create_runtime("openvino", untrained_onnx, manifest=manifest, uint8_input=True) as rt:
+        assert rt.input_kind == "uint8" and rt.blank(2).shape == (2, 64, 64, 3)
+        writer = BatchWriter(manifest.input, uint8=rt.input_kind == "uint8")
+        batch = writer.allocate(len(crops))
+        for i, crop in enumerate(crops):
+            writer.write(batch, crop, i)
+        got = rt(batch)
+    assert batch.dtype == np.uint8 and batch.shape == (3, 64, 64, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+@needs_openvino
+def test_a_uint8_runtime_refuses_a_float_batch_by_name(untrained_onnx):
+    from edge.errors import InferenceError
+
+    with create_runtime("openvino", untrained_onnx, uint8_input=True) as rt:
+        with pytest.raises(InferenceError, match=r"openvino: input 'input' must be N x 64 x 64 x 3 \(uint8 images\), "
+                                                 r"got \(2, 3, 64, 64\)"):
+            rt(_batch())
+        with pytest.raises(InferenceError, match="openvino: input 'input' must be uint8, got float32"):
+            rt(np.zeros((1, 64, 64, 3), np.float32))
+
+
+@pytest.mark.parametrize("backend, options, message", [
+    ("onnxruntime", {"uint8_input": True}, "onnxruntime: uint8_input is not supported by this runtime (it takes the "
+                                           "manifest's float32 N x 3 x H x W batch)"),
+    ("openvino", {"uint8_input": "yes"}, "openvino: uint8_input must be true or false, got 'yes'"),
+])
+def test_uint8_input_where_it_cannot_be_is_refused(untrained_onnx, backend, options, message):
+    if available_runtimes().get(backend) is not None:
+        pytest.skip(f"{backend} not installed")
+    with pytest.raises(ConfigError) as info:
+        create_runtime(backend, untrained_onnx, **options)
+    assert str(info.value) == message
