@@ -9,7 +9,7 @@ from typing import Sequence
 import yaml
 
 from edge.errors import ConfigError
-from trainer.presets import CROPS, DEFAULT, OPTIMIZERS, RECIPE_OPTIONS, RECIPES, SEED, apply_recipe
+from trainer.presets import CROPS, DEFAULT, OPTIMIZERS, RECIPE_OPTIONS, RECIPES, SEED, STEMS, apply_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "(the original recipe: resnet50, SGD lr 0.01, dropout 0.5, flip/brightness/contrast/"
                         "padded crop). Default: default")
     p.add_argument("--arch", help="[recipe] torchvision classifier name")
+    p.add_argument("--stem", choices=STEMS,
+                   help="[recipe] the first layers of a ResNet: standard (torchvision's: a stride-2 convolution "
+                        "then a max-pool, 32x downsampling in all), small (no max-pool: 16x, for small inputs; "
+                        "4x the compute of the layers after it) or auto (small up to 128 px, standard above)")
     p.add_argument("--epochs", type=int, default=100, help="total epochs (default 100)")
     p.add_argument("--img-size", type=int, default=224, help="square input size in pixels (default 224)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch and process (default 32)")

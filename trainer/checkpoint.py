@@ -2,7 +2,7 @@
 
 A checkpoint is a plain dict of tensors and builtins (loaded with ``weights_only=True``): ``model``,
 ``optimizer``, ``scheduler``, ``scaler``, ``epoch`` (the last finished, 0-based), ``best_acc``,
-``best_epoch``, ``arch``, ``dropout``, ``classes``, ``manifest`` (the input contract), ``history``
+``best_epoch``, ``arch``, ``dropout``, ``stem``, ``classes``, ``manifest`` (the input contract), ``history``
 (metrics per epoch), ``args`` and ``rng``; with ``--ema``, also ``ema`` (the weight average and its update
 count), and ``best.pt``'s ``model`` is then the average (the model that was validated and is exported).
 """
@@ -68,7 +68,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint"):
     from trainer.recipe import create_model  # noqa: PLC0415 - avoid a cycle at import time
 
     manifest = Manifest.from_json(ckpt["manifest"], f"{source} (manifest)")
-    model = create_model(ckpt["arch"], manifest.num_classes, weights="none", dropout=float(ckpt.get("dropout", 0.5)))
+    model = create_model(ckpt["arch"], manifest.num_classes, weights="none", dropout=float(ckpt.get("dropout", 0.5)),
+                         stem=ckpt.get("stem", "standard"))  # checkpoints from before --stem: standard
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

@@ -18,19 +18,25 @@ from edge.errors import ConfigError
 OPTIMIZERS = ("sgd", "adamw")
 #: The training crops ``--crop`` may name.
 CROPS = ("pad", "resized")
+#: The stems ``--stem`` may name: ``standard`` (torchvision's), ``small`` (a ResNet without the max-pool
+#: after its first convolution, for small inputs), ``auto`` (``small`` up to :data:`SMALL_STEM_MAX_SIZE`).
+STEMS = ("auto", "standard", "small")
+#: ``--stem auto`` keeps the max-pool above this input size (pixels, the larger side).
+SMALL_STEM_MAX_SIZE = 128
 
 #: The original recipe (resnet50, SGD, dropout 0.5, flip / brightness / contrast / reflect-padded crop).
 SEED = {
     "arch": "resnet50", "opt": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "label_smoothing": 0.0,
     "min_lr": 1e-5, "warmup_epochs": 0.0, "dropout": 0.5, "crop": "pad", "crop_scale": 0.35, "crop_ratio": 4 / 3,
     "source_scale": 1.0, "hflip": 0.5, "vflip": 0.0, "rotate": 0.0, "mixup": 0.0, "cutmix": 0.0, "ema": 0.0,
+    "stem": "standard",
 }
 
 #: The default recipe, measured on real photos (see the module docstring).
 DEFAULT = {
     **SEED,
     "arch": "resnet18", "dropout": 0.0, "label_smoothing": 0.1, "warmup_epochs": 1.0, "crop": "resized",
-    "crop_scale": 0.35, "source_scale": 2.0, "ema": 0.995,
+    "crop_scale": 0.35, "source_scale": 2.0, "ema": 0.995, "stem": "auto",
 }
 
 RECIPES: dict[str, dict[str, Any]] = {"default": DEFAULT, "seed": SEED}
@@ -60,4 +66,6 @@ def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
         raise ConfigError(f"--opt {args.opt}: not an optimizer gemsight trains with (known: {', '.join(OPTIMIZERS)})")
     if args.crop not in CROPS:
         raise ConfigError(f"--crop {args.crop}: unknown crop (known: {', '.join(CROPS)})")
+    if args.stem not in STEMS:
+        raise ConfigError(f"--stem {args.stem}: unknown stem (known: {', '.join(STEMS)})")
     return args

@@ -20,7 +20,7 @@ from torch import nn
 from edge.errors import ConfigError
 from edge.manifest import InputSpec
 from edge.preprocess import normalize, preprocess, resize_to
-from trainer.presets import CROPS, OPTIMIZERS
+from trainer.presets import CROPS, OPTIMIZERS, SMALL_STEM_MAX_SIZE, STEMS
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,27 @@ def _replace_head(model: nn.Module, num_classes: int, dropout: float) -> nn.Modu
     return model
 
 
-def create_model(arch: str, num_classes: int, *, weights: str = "none", dropout: float = 0.5) -> nn.Module:
+def resolve_stem(stem: str, arch: str, img_size: int) -> str:
+    """``standard`` or ``small`` for ``--stem`` (``auto``: ``small`` for a ResNet-family ``arch`` at inputs
+    up to :data:`~trainer.presets.SMALL_STEM_MAX_SIZE` px, where the standard stem's 32x downsampling
+    leaves the last layers a 2x2 map at 64 px; ``standard`` otherwise).
+
+    Raises:
+        ConfigError: an unknown stem, or ``small`` for an arch without a max-pool stem.
+    """
+    if stem not in STEMS:
+        raise ConfigError(f"--stem {stem}: unknown stem (known: {', '.join(STEMS)})")
+    pooled = arch.startswith(("resnet", "resnext", "wide_resnet"))
+    if stem == "small" and not pooled:
+        raise ConfigError(f"--stem small: {arch} has no max-pool stem to remove (the ResNet family has; use "
+                          f"--stem standard or auto)")
+    if stem == "auto":
+        return "small" if pooled and img_size <= SMALL_STEM_MAX_SIZE else "standard"
+    return stem
+
+
+def create_model(arch: str, num_classes: int, *, weights: str = "none", dropout: float = 0.5,
+                 stem: str = "standard") -> nn.Module:
     """Build a torchvision classifier for ``num_classes`` with dropout before the final layer.
 
     Args:
@@ -195,6 +215,8 @@ def create_model(arch: str, num_classes: int, *, weights: str = "none", dropout:
         weights: ``none`` (from scratch), ``imagenet`` (torchvision's default weights, from the local
             torch cache only, never downloaded) or a path to a local state dict / gemsight checkpoint.
         dropout: dropout probability before the final fully-connected layer.
+        stem: ``standard`` (torchvision's) or ``small`` (a ResNet without the max-pool after its first
+            convolution; it holds no weights, so any ResNet weights still load); see :func:`resolve_stem`.
 
     Raises:
         ConfigError: unknown arch, ImageNet weights missing from the cache (the message names the
@@ -214,12 +236,22 @@ def create_model(arch: str, num_classes: int, *, weights: str = "none", dropout:
         if aux:
             model.aux_logits = False  # type: ignore[attr-defined]
         logger.info("loaded ImageNet weights for %s from %s", arch, path)
-        return _replace_head(model, num_classes, dropout)
+        return _with_stem(_replace_head(model, num_classes, dropout), arch, stem)
     model = _replace_head(torchvision.models.get_model(
         arch, weights=None, num_classes=num_classes, **({"aux_logits": False, "init_weights": True} if aux else {})),
                           num_classes, dropout)
     if weights not in ("none", "", None):
         _load_local(model, Path(weights))
+    return _with_stem(model, arch, stem)
+
+
+def _with_stem(model: nn.Module, arch: str, stem: str) -> nn.Module:
+    if stem == "standard":
+        return model
+    if stem != "small" or not isinstance(getattr(model, "maxpool", None), nn.MaxPool2d):
+        resolve_stem(stem, arch, 0)  # raises the named error
+        raise ConfigError(f"--stem {stem}: {arch} has no max-pool stem to remove")
+    model.maxpool = nn.Identity()
     return model
 
 

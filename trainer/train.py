@@ -33,7 +33,8 @@ from trainer.epoch import evaluate, state_digest, train_one_epoch
 from trainer.evaluate import classification_report
 from trainer.export import build_manifest, export_onnx, git_commit
 from trainer.loaders import make_loaders
-from trainer.recipe import ClassificationPresetEval, MixBatch, ModelEma, create_model, create_optimizer, make_scheduler
+from trainer.recipe import (ClassificationPresetEval, MixBatch, ModelEma, create_model, create_optimizer,
+                            make_scheduler, resolve_stem)
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def _prepare_training(args: argparse.Namespace, info: DistInfo, ckpt: dict[str, 
     """The model (resumed weights loaded, on the device, DDP-wrapped when distributed), the loss, the
     optimizer and the per-batch schedule."""
     model = create_model(args.arch, len(data.split.classes), weights="none" if ckpt else args.weights,
-                         dropout=args.dropout)
+                         dropout=args.dropout, stem=resolve_stem(args.stem, args.arch, args.img_size))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     cuda = info.device.type == "cuda"
@@ -205,7 +206,8 @@ def _train_epochs(args: argparse.Namespace, info: DistInfo, data: _Data, trainin
                   out: Path) -> None:
     """The loop: train, validate, keep the best; rank 0 logs and saves every epoch."""
     show_progress = info.is_main and sys.stderr.isatty()
-    common = {"arch": args.arch, "dropout": args.dropout, "classes": list(data.split.classes),
+    common = {"arch": args.arch, "dropout": args.dropout, "stem": resolve_stem(args.stem, args.arch, args.img_size),
+              "classes": list(data.split.classes),
               "img_size": args.img_size, "manifest": data.base.to_json(),
               "args": {k: v for k, v in vars(args).items() if v is not None}}
     for epoch in range(progress.start_epoch, args.epochs):

@@ -154,3 +154,43 @@ def test_the_seed_preset_gives_the_models_of_before(tiny_run):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     assert h.hexdigest() == expected
+
+
+def test_the_stem_follows_the_input_size_and_the_arch():
+    from trainer.recipe import create_model, resolve_stem
+
+    assert resolve_stem("auto", "resnet18", 64) == "small" and resolve_stem("auto", "resnet50", 128) == "small"
+    assert resolve_stem("auto", "resnet18", 224) == "standard"
+    assert resolve_stem("auto", "mobilenet_v3_small", 64) == "standard"  # no max-pool stem to drop
+    assert resolve_stem("small", "resnet18", 224) == "small" and resolve_stem("standard", "resnet18", 64) == "standard"
+    with pytest.raises(ConfigError, match=r"^--stem small: mobilenet_v3_small has no max-pool stem to remove"):
+        resolve_stem("small", "mobilenet_v3_small", 64)
+    with pytest.raises(ConfigError, match=r"^--stem tiny: unknown stem \(known: auto, standard, small\)$"):
+        resolve_stem("tiny", "resnet18", 64)
+    torch.manual_seed(0)
+    standard = create_model("resnet18", 3, dropout=0.0)
+    small = create_model("resnet18", 3, dropout=0.0, stem="small")
+    small.load_state_dict(standard.state_dict())  # the max-pool holds no weights: the same tensors fit
+    assert isinstance(small.maxpool, nn.Identity) and isinstance(standard.maxpool, nn.MaxPool2d)
+    x = torch.randn(1, 3, 64, 64)
+    trunk = nn.Sequential(*list(small.children())[:-2]).eval()
+    assert trunk(x).shape[-2:] == (4, 4)   # standard: 2 x 2 at 64 px
+    assert nn.Sequential(*list(standard.children())[:-2]).eval()(x).shape[-2:] == (2, 2)
+    assert DEFAULT["stem"] == "auto" and SEED["stem"] == "standard"
+
+
+def test_a_small_stem_run_exports_and_reloads_with_its_stem(tiny_data, tmp_path):
+    from edge.preprocess import load_image, preprocess_batch
+    from edge.runtimes import create_runtime
+    from trainer.checkpoint import model_from_checkpoint
+
+    out = train(data=str(tiny_data), out=str(tmp_path / "run"), **{**TINY_RECIPE, "epochs": 1, "stem": "auto"})
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["stem"] == "small"   # auto at 32 px
+    model, manifest = model_from_checkpoint(ckpt)
+    assert isinstance(model.maxpool, nn.Identity)
+    batch = preprocess_batch([load_image(p) for p in sorted((tiny_data / "val").rglob("*.jpg"))[:4]], manifest.input)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(batch)).numpy()
+    with create_runtime("onnxruntime", out / "model.onnx", threads=1) as rt:
+        assert np.max(np.abs(rt(batch) - expected)) <= 1e-4
