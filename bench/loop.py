@@ -262,8 +262,8 @@ def growth(report: dict) -> str:
         f"{d['capture_to_publish_ms']['p50']:.0f} ms at {d['batch']}; once a batch takes longer than the "
         f"cameras' 100 ms the loop runs saturated and classifies fewer frames per camera "
         f"({d['paced_fps_per_camera']:.1f} fps each at 4 × 48), the grabbers dropping the stale ones instead of "
-        f"queueing them. Memory grows by about {rss_per_slot:.0f} KiB per slot-image of batch (two float32 "
-        f"batch buffers, the runtime's activations, one decoded frame per camera): "
+        f"queueing them. Memory grows by about {rss_per_slot:.0f} KiB per slot-image of batch (two batch "
+        f"buffers, the runtime's activations, one decoded frame per camera): "
         f"{a['peak_rss_mib']:.0f} MiB at 1 × 12, {d['peak_rss_mib']:.0f} MiB at 4 × 48. CPU at 10 fps goes from "
         f"{a['cpu_cores_at_10fps']:.2f} to {d['cpu_cores_at_10fps']:.2f} cores.")
 
