@@ -115,20 +115,22 @@ def run_loop(job: dict, realtime: bool, warm_s: float, measure_s: float) -> dict
             "breakdown_ms_per_frame": {k: (s1[k] - s0.get(k, 0.0)) * 1000.0 / frames for k in s1}}
 
 
-def batch_for(job: dict, spec, uint8: bool = False) -> np.ndarray:
-    """The loop's batch: every slot of every camera, cropped from the video's first frame (and made as
-    the loop makes it for this runtime: float32, or uint8 for a runtime that normalises itself)."""
+def batch_for(job: dict, writer) -> np.ndarray:
+    """The loop's batch: every slot of every camera, cropped from the video's first frame, made by the
+    runtime's own batch writer (as the loop makes it: float32, uint8 images or quantized planes)."""
     import cv2
 
     from edge.config import load_slots_file
-    from edge.preprocess import preprocess_batch
     from edge.slots import SlotMap
 
     cap = cv2.VideoCapture(job["video"])
     ok, frame = cap.read()
     cap.release()
     crops = SlotMap(load_slots_file(job["slots_file"])).crop(frame) * job["cameras"]
-    return np.ascontiguousarray(preprocess_batch(crops, spec, uint8=uint8))
+    batch = writer.allocate(len(crops))
+    for i, crop in enumerate(crops):
+        writer.write(batch, crop, i)
+    return batch
 
 
 def run_alone(rt, batch: np.ndarray, seconds: float) -> dict:
@@ -183,7 +185,7 @@ def child(job: dict, queue) -> None:
         rounds = []
         if job.get("rounds"):
             with create_runtime(job["runtime"], job["model"], precision="int8", **job["options"]) as rt:
-                batch = batch_for(job, rt.manifest.input, uint8=rt.input_kind == "uint8")
+                batch = batch_for(job, rt.batch_writer())
                 out["batch"], out["input"] = len(batch), list(rt.manifest.input.size)
                 if job.get("alone_paced_s"):
                     out["alone_paced"] = run_alone_paced(rt, batch, job["alone_paced_s"])

@@ -31,7 +31,6 @@ from edge.loop_state import MAX_SAMPLES, CameraState, FanOutEvent, LoopResult
 from edge.metrics import LoopMetrics
 from edge.model_loader import ModelInfo, open_model
 from edge.postprocess import FrameResult
-from edge.preprocess import BatchWriter
 from edge.publisher import Publisher
 from edge.sdnotify import SdNotifier
 from edge.sources import Frame
@@ -134,9 +133,7 @@ class CameraLoop:
             if self.on_ready is not None:
                 self.on_ready(self)
             self._notifier.ready(f"running {len(self.cameras)} camera(s) with {self.model.info['backend']}")
-            self.pipeline = BatchPipeline(self.cameras, BatchWriter(self.model.manifest.input,
-                                                                       uint8=self.model.runtime.input_kind == "uint8"),
-                                          self.model.runtime,
+            self.pipeline = BatchPipeline(self.cameras, self.model.runtime.batch_writer(), self.model.runtime,
                                           self.wake, self.ticked.set, max_frames=max_frames,
                                           on_invalid=self._invalid).start()
             while True:

@@ -26,13 +26,13 @@ SLOTS = [{"name": "a", "rect": [0, 0, 0.5, 0.5]}, {"name": "b", "rect": [0.5, 0,
 
 
 class SlowRuntime:
-    """The runtime interface (callable on a batch, ``name``, ``input_kind``, ``close``) around a real runtime, slower
+    """The runtime interface (callable on a batch, ``name``, ``batch_writer``, ``close``) around a real runtime, slower
     by ``delay_s`` per batch, recording when each batch ran and which memory it was given."""
 
     def __init__(self, inner, delay_s: float) -> None:
         self.inner = inner
         self.name = inner.name
-        self.input_kind = inner.input_kind
+        self.batch_writer = inner.batch_writer
         self.delay_s = delay_s
         self.calls: list[tuple[float, float, int, int]] = []   # t_in, t_out, data pointer, rows
         self.lock = threading.Lock()
