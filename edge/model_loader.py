@@ -63,14 +63,14 @@ def open_model(config: DeviceConfig, source: str = "config") -> ModelInfo:
     runtime = create_runtime(resolved, config.model.path, precision=config.model.precision, **options)
     try:
         check_model(config, runtime.manifest, source)
-        h, w = runtime.manifest.input.size
+        blank = runtime.blank(1)
         try:
-            runtime(runtime.blank(1))
+            runtime(blank)
         except GemsightError:
             raise  # already says what is wrong (e.g. output width vs classes)
         except Exception as exc:  # backends raise their own types (ONNX Runtime: InvalidArgument)
             raise ManifestError(f"{runtime.model_path}: the model does not run on its manifest's input "
-                                f"1x3x{h}x{w}: {exc}") from exc
+                                f"{'x'.join(map(str, blank.shape))} ({runtime.input_kind}): {exc}") from exc
     except Exception:
         runtime.close()
         raise
