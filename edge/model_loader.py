@@ -75,6 +75,7 @@ def open_model(config: DeviceConfig, source: str = "config") -> ModelInfo:
         runtime.close()
         raise
     m = runtime.manifest
+    h, w = m.input.size
     info = {"name": m.name, "version": m.version, "precision": m.precision, "backend": runtime.name}
     logger.info("model %s %s (%s, %d classes, %dx%d) on %s, ready in %.2fs", m.name, m.version, m.precision,
                 m.num_classes, w, h, runtime.name, time.monotonic() - t0)
