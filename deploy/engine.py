@@ -124,9 +124,9 @@ def smoke_test(model_dir: str | Path, runtime: str | None = None, precision: str
 
     With a device config (and no override) the model is opened by :func:`edge.model_loader.open_model`,
     so the config's runtime options and its class / input-size pins are checked too. A TensorRT
-    runtime is pointed at ``target`` (the engine flash just built or found). The batch holds zeros
-    and standard-normal noise of the manifest's input size; the output must be ``batch x classes``
-    and finite.
+    runtime is pointed at ``target`` (the engine flash just built or found). The batch is a black
+    image and random-noise images at the manifest's input size, made by the runtime's own batch writer
+    as the loop makes it; the output must be ``batch x classes`` and finite.
 
     Returns:
         ``{"backend", "precision", "load_s", "infer_s"}``.
@@ -144,8 +144,12 @@ def smoke_test(model_dir: str | Path, runtime: str | None = None, precision: str
     t1 = time.perf_counter()
     with rt:
         h, w = rt.manifest.input.size
-        x = np.zeros((batch, 3, h, w), dtype=np.float32)
-        x[1:] = np.random.default_rng(0).standard_normal((batch - 1, 3, h, w), dtype=np.float32)
+        rng = np.random.default_rng(0)
+        writer = rt.batch_writer()   # the batch the loop would make for this runtime (float, uint8, quantized)
+        x = writer.allocate(batch)
+        for i in range(batch):
+            image = np.zeros((h, w, 3), np.uint8) if i == 0 else rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            writer.write(x, image, i)
         try:
             out = rt(x)
         except GemsightError as exc:
