@@ -30,8 +30,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="default", choices=tuple(RECIPES),
                    help="preset of every option marked [recipe] that the command line (or --config) does not "
                         "give: default (chosen by measurement on real photos, bench/real_photos.py: resnet18, "
-                        "SGD, no dropout, no stem max-pool up to 128 px, random resized crop, label smoothing, warm-up, "
-                        "weight average) or seed "
+                        "SGD, no dropout, no stem max-pool up to 128 px, random resized crop, label smoothing, "
+                        "warm-up, weight average) or seed "
                         "(the original recipe: resnet50, SGD lr 0.01, dropout 0.5, flip/brightness/contrast/"
                         "padded crop). Default: default")
     p.add_argument("--arch", help="[recipe] torchvision classifier name")
