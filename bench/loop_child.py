@@ -117,7 +117,7 @@ def run_loop(job: dict, realtime: bool, warm_s: float, measure_s: float) -> dict
 
 def batch_for(job: dict, writer) -> np.ndarray:
     """The loop's batch: every slot of every camera, cropped from the video's first frame, made by the
-    runtime's own batch writer (as the loop makes it: float32, uint8 images or quantized planes)."""
+    runtime's own batch writer (as the loop makes it: float32, or uint8 images)."""
     import cv2
 
     from edge.config import load_slots_file

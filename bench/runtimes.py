@@ -218,10 +218,9 @@ def adapter_options(backend: str, threads: int | None, overrides: list[str] = ()
     except ValidationError as exc:
         raise ConfigError(error_lines(exc, "--option", prefix=backend)) from exc
     options = runtime_options(config, backend)
-    # The raw runtime is fed the manifest's float32 batch; so is the adapter here (the loop's uint8 and
-    # quantized inputs, which skip that batch, are measured by bench/loop.py).
+    # The raw runtime is fed the manifest's float32 batch; so is the adapter here (the loop's uint8 input,
+    # normalised inside OpenVINO's model, is measured by bench/loop.py).
     options.pop("uint8_input", None)
-    options.pop("quantized_input", None)
     if threads:
         options["threads"] = threads
     return options

@@ -35,11 +35,6 @@ class OnnxRuntimeOptions(_Strict):
         False, description="Keep spinning after a run returns (ONNX Runtime's default). Off here "
                            "(session.force_spinning_stop): between batches the cores go to decoding and "
                            "preprocessing, and a run costs no more than with spinning on.")
-    quantized_input: bool = Field(
-        True, description="For an INT8 model: open it without the QuantizeLinear of its input and hand it the "
-                          "quantized uint8/int8 planes, which the loop writes with one table lookup per pixel "
-                          "(the same values ONNX Runtime would compute, a quarter of the bytes). An FP32 model "
-                          "keeps its float32 input. false: the loop writes float32, as for FP32.")
 
 
 class OpenVinoOptions(_Strict):

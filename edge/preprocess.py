@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -119,23 +118,6 @@ def normalize_lut(spec: InputSpec) -> np.ndarray:
     return np.stack([(values - mean[c]) / std[c] for c in range(3)]).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class InputQuantization:
-    """How an INT8 model quantizes its input (its first ``QuantizeLinear``): ``q = saturate(rint(x / scale)
-    + zero_point)`` in ``dtype`` (``uint8`` or ``int8``), ``x`` the normalised float value."""
-
-    scale: float
-    zero_point: int
-    dtype: str
-
-    def table(self, lut: np.ndarray) -> np.ndarray:
-        """:func:`normalize_lut`'s float table quantized as the model would quantize those values (the
-        float32 division and round-half-to-even of ``QuantizeLinear``)."""
-        info = np.iinfo(self.dtype)
-        q = np.rint(lut.astype(np.float32) / np.float32(self.scale)) + self.zero_point
-        return np.clip(q, info.min, info.max).astype(self.dtype)
-
-
 class BatchWriter:
     """Preprocesses crops straight into slots of a preallocated ``N x 3 x H x W`` float32 batch.
 
@@ -151,24 +133,16 @@ class BatchWriter:
     its row and nothing else, for a runtime that does the rest inside its model
     (:attr:`edge.runtimes.Runtime.input_kind` ``uint8``).
 
-    With ``quantization`` the planes are the INT8 model's quantized input (the table maps each pixel
-    value straight to it, so the runtime skips its first ``QuantizeLinear``: a quarter of the bytes,
-    the same values; :attr:`edge.runtimes.Runtime.input_kind` ``quantized``).
-
     Args:
         spec: the manifest's input spec.
         uint8: write resized ``uint8`` images instead of normalised float32 planes.
-        quantization: write the model's quantized input planes instead of float32 ones.
     """
 
-    def __init__(self, spec: InputSpec, uint8: bool = False, quantization: InputQuantization | None = None) -> None:
-        if uint8 and quantization is not None:
-            raise ValueError("BatchWriter: uint8 images or quantized planes, not both")
+    def __init__(self, spec: InputSpec, uint8: bool = False) -> None:
         self.spec = spec
         self.uint8 = uint8
-        self.quantization = quantization
         self.size = tuple(spec.size)
-        self.lut = normalize_lut(spec) if quantization is None else quantization.table(normalize_lut(spec))
+        self.lut = normalize_lut(spec)
         self._luts = [np.ascontiguousarray(row).reshape(1, 256) for row in self.lut]  # cv2.LUT's shape
         # Model channel c reads BGR channel src[c]: RGB models read 2, 1, 0.
         self.src = (2, 1, 0) if spec.color == "RGB" else (0, 1, 2)
@@ -188,7 +162,7 @@ class BatchWriter:
         h, w = self.size
         if self.uint8:
             return np.empty((max(1, n), h, w, 3), np.uint8)
-        return np.empty((max(1, n), 3, h, w), self.lut.dtype)
+        return np.empty((max(1, n), 3, h, w), np.float32)
 
     def write(self, out: np.ndarray, image: np.ndarray, index: int = 0) -> None:
         """Preprocess one BGR uint8 image into ``out[index]`` (``out``: a buffer from :meth:`allocate`).
@@ -219,7 +193,7 @@ class BatchWriter:
 
 
 def preprocess_batch(images: Sequence[np.ndarray], spec: InputSpec, out: np.ndarray | None = None,
-                     uint8: bool = False, quantization: InputQuantization | None = None) -> np.ndarray:
+                     uint8: bool = False) -> np.ndarray:
     """Preprocess BGR images (any sizes) into one ``N x 3 x H x W`` float32 batch (with ``uint8``: the
     images resized, ``N x H x W x 3`` BGR uint8, for a runtime that normalises inside its model).
 
@@ -229,16 +203,15 @@ def preprocess_batch(images: Sequence[np.ndarray], spec: InputSpec, out: np.ndar
         out: a preallocated buffer of the batch's type with at least ``len(images)`` rows to write
             into; the returned batch is then its first ``len(images)`` rows (a view, no copy).
         uint8: write resized uint8 images instead of normalised float32 planes.
-        quantization: write an INT8 model's quantized input planes (:class:`BatchWriter`).
 
     Raises:
         DataError: an image is empty or not convertible to 3-channel uint8, or ``out`` does not fit.
     """
     if len(images) == 0:
         raise DataError("preprocess: no images in the batch")
-    writer = BatchWriter(spec, uint8=uint8, quantization=quantization)
+    writer = BatchWriter(spec, uint8=uint8)
     h, w = spec.size
-    dtype, row = (np.uint8, (h, w, 3)) if uint8 else (writer.lut.dtype, (3, h, w))
+    dtype, row = (np.uint8, (h, w, 3)) if uint8 else (np.float32, (3, h, w))
     if out is None:
         out = writer.allocate(len(images))
     elif out.dtype != dtype or not out.flags.c_contiguous or out.shape[1:] != row or len(out) < len(images):

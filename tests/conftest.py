@@ -37,30 +37,6 @@ def untrained_onnx(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def untrained_int8(untrained_onnx, tmp_path_factory) -> Path:
-    """``untrained_onnx`` quantized to a QDQ INT8 model by ONNX Runtime (static, uint8 activations, 8
-    random calibration batches), in its own folder with its manifest (precision int8)."""
-    import numpy as np
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    from edge.manifest import Manifest
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            rng = np.random.default_rng(0)
-            self.batches = iter([{"input": rng.standard_normal((1, 3, 64, 64), dtype=np.float32)} for _ in range(8)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    out = tmp_path_factory.mktemp("untrained-int8") / "model.int8.onnx"
-    quantize_static(str(untrained_onnx), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    Manifest.load(untrained_onnx.parent / "manifest.json").updated(precision="int8").save(out.parent / "manifest.json")
-    return out
-
-
 class TrainedRun:
     """What ``trained_run`` gives: the run directory, its files, and the dataset it was trained on."""
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from edge.errors import ConfigError, InferenceError, RuntimeUnavailable
 from edge.manifest import Manifest
-from edge.preprocess import BatchWriter, InputQuantization
+from edge.preprocess import BatchWriter
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,8 @@ class Runtime(abc.ABC):
             raise ConfigError(f"{self.name}: uint8_input is not supported by this runtime (it takes the manifest's "
                               f"float32 N x 3 x H x W batch)")
         #: ``float32``: ``N x 3 x H x W`` batches preprocessed by the manifest; ``uint8``: ``N x H x W x 3``
-        #: BGR images already resized to the input; ``quantized``: ``N x 3 x H x W`` planes of the INT8
-        #: model's quantized input (:attr:`input_quantization`). :meth:`batch_writer` writes the right one.
+        #: BGR images already resized to the input. :meth:`batch_writer` writes the right one.
         self.input_kind = "uint8" if uint8 else "float32"
-        #: For ``quantized``: how the model quantizes its input (set by the backend that takes it).
-        self.input_quantization: InputQuantization | None = None
 
     # -- what a backend implements ------------------------------------------------------------
     @classmethod
@@ -107,10 +104,8 @@ class Runtime(abc.ABC):
         if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1:] != shape:
             got = getattr(batch, "shape", type(batch).__name__)
             raise InferenceError(f"{self.name}: input '{self.input_name}' must be {dims}, got {got}")
-        dtype = self._input_dtype()
-        if batch.dtype != dtype:
-            what = f"{dtype.name} (the model's quantized input)" if self.input_kind == "quantized" else dtype.name
-            raise InferenceError(f"{self.name}: input '{self.input_name}' must be {what}, got {batch.dtype}")
+        if batch.dtype != np.dtype(self.input_kind):
+            raise InferenceError(f"{self.name}: input '{self.input_name}' must be {self.input_kind}, got {batch.dtype}")
         if batch.shape[0] == 0:
             raise InferenceError(f"{self.name}: empty batch")
         limit = self.max_batch
@@ -125,20 +120,14 @@ class Runtime(abc.ABC):
         self.manifest.check_output_width(out.shape[1], f"{self.name} {self.model_path.name}")
         return {self.output_name: out}
 
-    def _input_dtype(self) -> np.dtype:
-        if self.input_kind == "quantized":
-            return np.dtype(self.input_quantization.dtype)
-        return np.dtype(self.input_kind)
-
     def blank(self, n: int = 1) -> np.ndarray:
         """A batch of ``n`` zero images in the form this runtime takes (for warm-up runs)."""
         h, w = self.manifest.input.size
-        return np.zeros((n, h, w, 3) if self.input_kind == "uint8" else (n, 3, h, w), self._input_dtype())
+        return np.zeros((n, h, w, 3) if self.input_kind == "uint8" else (n, 3, h, w), self.input_kind)
 
     def batch_writer(self) -> BatchWriter:
         """The :class:`~edge.preprocess.BatchWriter` that makes this runtime's batches from BGR crops."""
-        return BatchWriter(self.manifest.input, uint8=self.input_kind == "uint8",
-                           quantization=self.input_quantization if self.input_kind == "quantized" else None)
+        return BatchWriter(self.manifest.input, uint8=self.input_kind == "uint8")
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Shorthand: batch in, logits out."""

@@ -24,11 +24,7 @@ class OnnxRuntime(Runtime):
     between the operators of one run instead of sleeping, which at batch 1 is ~15% faster),
     ``spin_between_runs`` (bool, default ONNX Runtime's, on: ``False`` sets ``session.force_spinning_stop``
     so the workers stop spinning the moment a run returns and leave the cores to decoding and
-    preprocessing until the next batch), ``quantized_input`` (bool, default off: for an INT8 model whose
-    input goes straight into one ``QuantizeLinear`` with a single scale, the session is opened without
-    that node and takes its output, ``N x 3 x H x W`` ``uint8``/``int8``, which the loop writes with one
-    table lookup per pixel; the same values as ONNX Runtime's own quantization, a quarter of the bytes;
-    a model without such a node keeps its float32 input, said in the log)."""
+    preprocessing until the next batch)."""
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -59,26 +55,11 @@ class OnnxRuntime(Runtime):
         if options.get("spin_between_runs") is not None:
             so.add_session_config_entry(FORCE_SPINNING_STOP, "0" if options["spin_between_runs"] else "1")
         providers = options.get("providers") or ["CPUExecutionProvider"]
-        quantized = options.get("quantized_input", False)
-        if not isinstance(quantized, bool):
-            raise ConfigError(f"onnxruntime: quantized_input must be true or false, got {quantized!r}")
-        source: Any = str(self.model_path)
-        self._feed = self.input_name
-        if quantized:
-            cut = _without_input_quantizer(self.model_path, self.input_name)
-            if cut is None:
-                logger.info("onnxruntime %s: quantized_input: the input does not go into one QuantizeLinear "
-                            "(an FP32 model?); it stays float32", self.model_path.name)
-            else:
-                source, self._feed, self.input_quantization = cut
-                self.input_kind = "quantized"
         try:
-            self._session = ort.InferenceSession(source, so, providers=providers)
+            self._session = ort.InferenceSession(str(self.model_path), so, providers=providers)
         except Exception as exc:
             raise InferenceError(f"onnxruntime: cannot load {self.model_path}: {exc}") from exc
         names = [i.name for i in self._session.get_inputs()]
-        if self._feed != self.input_name:
-            names = [self.input_name if n == self._feed else n for n in names]
         if self.input_name not in names:
             raise InferenceError(f"onnxruntime: {self.model_path} has inputs {names}, manifest says '{self.input_name}'")
         outs = [o.name for o in self._session.get_outputs()]
@@ -107,40 +88,7 @@ class OnnxRuntime(Runtime):
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         # A C-contiguous float32 array is handed to ONNX Runtime without a copy (checked in Runtime.infer).
-        return self._session.run(self._output_names, {self._feed: batch})[0]
+        return self._session.run(self._output_names, {self.input_name: batch})[0]
 
     def close(self) -> None:
         self._session = None
-
-
-def _without_input_quantizer(path, input_name: str):
-    """``(model bytes, new input name, InputQuantization)`` for the model at ``path`` without the one
-    ``QuantizeLinear`` its input feeds, or ``None`` where the input is not quantized that way (several
-    consumers, a per-channel scale, a scale that is not a constant)."""
-    import onnx  # noqa: PLC0415
-    from onnx import numpy_helper  # noqa: PLC0415
-
-    from edge.preprocess import InputQuantization  # noqa: PLC0415
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    users = [n for n in graph.node if input_name in n.input]
-    if len(users) != 1 or users[0].op_type != "QuantizeLinear" or users[0].input[0] != input_name \
-            or len(users[0].input) < 3:
-        return None
-    node = users[0]
-    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name in node.input[1:3]}
-    if set(consts) != set(node.input[1:3]):
-        return None
-    scale, zero = consts[node.input[1]], consts[node.input[2]]
-    if scale.size != 1 or zero.size != 1 or zero.dtype not in (np.uint8, np.int8):
-        return None
-    out = node.output[0]
-    tensor_type = onnx.TensorProto.UINT8 if zero.dtype == np.uint8 else onnx.TensorProto.INT8
-    original = next(i for i in graph.input if i.name == input_name)
-    dims = [d.dim_param or d.dim_value for d in original.type.tensor_type.shape.dim]
-    graph.node.remove(node)
-    graph.input.remove(original)
-    graph.input.insert(0, onnx.helper.make_tensor_value_info(out, tensor_type, dims))
-    quant = InputQuantization(scale=float(scale.reshape(())), zero_point=int(zero.reshape(())), dtype=zero.dtype.name)
-    return model.SerializeToString(), out, quant

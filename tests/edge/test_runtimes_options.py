@@ -128,7 +128,6 @@ def test_bad_runtime_option_in_the_config_is_one_named_line(backend, key, value,
     ("onnxruntime", {"uint8_input": True}, "onnxruntime: uint8_input is not supported by this runtime (it takes the "
                                            "manifest's float32 N x 3 x H x W batch)"),
     ("openvino", {"uint8_input": "yes"}, "openvino: uint8_input must be true or false, got 'yes'"),
-    ("onnxruntime", {"quantized_input": 1}, "onnxruntime: quantized_input must be true or false, got 1"),
 ])
 def test_bad_option_given_to_the_adapter_is_refused_before_loading(untrained_onnx, backend, options, message):
     if available_runtimes().get(backend) is not None:
@@ -181,45 +180,10 @@ def test_a_uint8_runtime_refuses_a_float_batch_by_name(untrained_onnx):
             rt(np.zeros((1, 64, 64, 3), np.float32))
 
 
-def test_onnxruntime_quantized_input_gives_the_float_paths_logits(untrained_int8):
-    """An INT8 model opened without its input's QuantizeLinear, fed the planes the loop's writer quantizes
-    with its table, gives the logits of the float batch through the whole model."""
-    from edge.preprocess import preprocess_batch
-
-    crops = _crops()
-    with create_runtime("onnxruntime", untrained_int8, threads=1) as float_rt:
-        assert float_rt.input_kind == "float32"
-        want = float_rt(preprocess_batch(crops, float_rt.manifest.input))
-    with create_runtime("onnxruntime", untrained_int8, threads=1, quantized_input=True) as rt:
-        assert rt.input_kind == "quantized" and rt.input_quantization.dtype == "uint8"
-        writer = rt.batch_writer()
-        batch = writer.allocate(len(crops))
-        for i, crop in enumerate(crops):
-            writer.write(batch, crop, i)
-        assert batch.dtype == np.uint8 and batch.shape == (3, 3, 64, 64)
-        got = rt(batch)
-        assert rt.blank(2).dtype == np.uint8
-        from edge.errors import InferenceError
-
-        with pytest.raises(InferenceError, match=r"onnxruntime: input 'input' must be uint8 \(the model's quantized "
-                                                 r"input\), got float32"):
-            rt(preprocess_batch(crops, rt.manifest.input))
-    np.testing.assert_array_equal(got, want)
-
-
-def test_onnxruntime_quantized_input_leaves_an_fp32_model_float(untrained_onnx, caplog):
-    with caplog.at_level("INFO", logger="edge.runtimes.onnxruntime_rt"):
-        with create_runtime("onnxruntime", untrained_onnx, threads=1, quantized_input=True) as rt:
-            assert rt.input_kind == "float32" and rt.input_quantization is None
-            assert rt(_batch()).shape == (2, 8)
-    assert "does not go into one QuantizeLinear" in caplog.text
-
-
-def test_the_device_defaults_take_the_fast_inputs(untrained_int8, untrained_onnx):
-    """``edge.yaml``'s defaults: ONNX Runtime takes an INT8 model's quantized planes, OpenVINO the crops."""
+@needs_openvino
+def test_the_device_defaults_give_openvino_the_crops_and_onnxruntime_floats(untrained_onnx):
     cfg = parse_config(_example(), "edge.yaml")
-    with create_runtime("onnxruntime", untrained_int8, **runtime_options(cfg.runtime, "onnxruntime")) as rt:
-        assert rt.input_kind == "quantized"
-    if available_runtimes().get("openvino") is None:
-        with create_runtime("openvino", untrained_onnx, **runtime_options(cfg.runtime, "openvino")) as rt:
-            assert rt.input_kind == "uint8"
+    with create_runtime("openvino", untrained_onnx, **runtime_options(cfg.runtime, "openvino")) as rt:
+        assert rt.input_kind == "uint8" and rt.batch_writer().allocate(2).shape == (2, 64, 64, 3)
+    with create_runtime("onnxruntime", untrained_onnx, **runtime_options(cfg.runtime, "onnxruntime")) as rt:
+        assert rt.input_kind == "float32" and rt.batch_writer().allocate(2).dtype == np.float32
