@@ -127,10 +127,7 @@ def batch_for(job: dict, writer) -> np.ndarray:
     ok, frame = cap.read()
     cap.release()
     crops = SlotMap(load_slots_file(job["slots_file"])).crop(frame) * job["cameras"]
-    batch = writer.allocate(len(crops))
-    for i, crop in enumerate(crops):
-        writer.write(batch, crop, i)
-    return batch
+    return writer.batch(crops)
 
 
 def run_alone(rt, batch: np.ndarray, seconds: float) -> dict:

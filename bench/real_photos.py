@@ -305,7 +305,8 @@ def build_result(args, recipes: list[str], overrides: dict, split, runs: dict[st
     result = {
         "benchmark": "real_photos",
         "config": {"data": str(args.data), "seeds": args.seeds, "first_seed": args.first_seed,
-                   "img_size": args.img_size, "epochs": args.epochs, "batch_size": args.batch_size, "device": args.device, "recipes": recipes, "set": overrides,
+                   "img_size": args.img_size, "epochs": args.epochs, "batch_size": args.batch_size,
+                   "device": args.device, "recipes": recipes, "set": overrides,
                    "train_images": len(split.train), "val_images": len(split.val), "classes": list(split.classes),
                    "dataset_digest": split.digest, "scoring": "top1 = best epoch on val/ (both recipes); "
                                                               "top1_last = last epoch"},

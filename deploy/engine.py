@@ -145,11 +145,9 @@ def smoke_test(model_dir: str | Path, runtime: str | None = None, precision: str
     with rt:
         h, w = rt.manifest.input.size
         rng = np.random.default_rng(0)
-        writer = rt.batch_writer()   # the batch the loop would make for this runtime (float32 or uint8)
-        x = writer.allocate(batch)
-        for i in range(batch):
-            image = np.zeros((h, w, 3), np.uint8) if i == 0 else rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            writer.write(x, image, i)
+        images = [np.zeros((h, w, 3), np.uint8)] + [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                                                    for _ in range(batch - 1)]
+        x = rt.batch_writer().batch(images)   # the batch the loop would make for this runtime (float32 or uint8)
         try:
             out = rt(x)
         except GemsightError as exc:

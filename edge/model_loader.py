@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-
 from edge.config import DeviceConfig, engine_max_batch, runtime_options
 from edge.errors import ConfigError, GemsightError, ManifestError, RuntimeUnavailable, SourceError
 from edge.manifest import Manifest

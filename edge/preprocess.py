@@ -142,6 +142,9 @@ class BatchWriter:
         self.spec = spec
         self.uint8 = uint8
         self.size = tuple(spec.size)
+        h, w = self.size
+        #: One batch row's shape and the batch's type.
+        self.row, self.dtype = ((h, w, 3), np.dtype(np.uint8)) if uint8 else ((3, h, w), np.dtype(np.float32))
         self.lut = normalize_lut(spec)
         self._luts = [np.ascontiguousarray(row).reshape(1, 256) for row in self.lut]  # cv2.LUT's shape
         # Model channel c reads BGR channel src[c]: RGB models read 2, 1, 0.
@@ -159,10 +162,7 @@ class BatchWriter:
 
     def allocate(self, n: int) -> np.ndarray:
         """A batch buffer for up to ``n`` images (rows are filled by :meth:`write`)."""
-        h, w = self.size
-        if self.uint8:
-            return np.empty((max(1, n), h, w, 3), np.uint8)
-        return np.empty((max(1, n), 3, h, w), np.float32)
+        return np.empty((max(1, n), *self.row), self.dtype)
 
     def write(self, out: np.ndarray, image: np.ndarray, index: int = 0) -> None:
         """Preprocess one BGR uint8 image into ``out[index]`` (``out``: a buffer from :meth:`allocate`).
@@ -192,36 +192,38 @@ class BatchWriter:
             cv2.LUT(plane, self._luts[c], dst=row[c])
 
 
+    def batch(self, images: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+        """Preprocess BGR images (any sizes) into one batch of this writer's form.
+
+        Args:
+            images: BGR uint8 images (other layouts are converted).
+            out: a buffer of the batch's form with at least ``len(images)`` rows to write into; the
+                returned batch is then its first ``len(images)`` rows (a view, no copy). Default: a new one.
+
+        Raises:
+            DataError: an image is empty or not convertible to 3-channel uint8, or ``out`` does not fit.
+        """
+        if len(images) == 0:
+            raise DataError("preprocess: no images in the batch")
+        if out is None:
+            out = self.allocate(len(images))
+        elif (out.dtype != self.dtype or not out.flags.c_contiguous or out.shape[1:] != self.row
+              or len(out) < len(images)):
+            raise DataError(f"preprocess: the output buffer is {out.dtype} {out.shape}"
+                            f"{'' if out.flags.c_contiguous else ' (not contiguous)'}; {len(images)} images need a "
+                            f"contiguous {self.dtype.name} buffer of at least {len(images)} x "
+                            f"{' x '.join(map(str, self.row))}")
+        for i, img in enumerate(images):
+            self.write(out, img, i)
+        return out[:len(images)]
+
+
 def preprocess_batch(images: Sequence[np.ndarray], spec: InputSpec, out: np.ndarray | None = None,
                      uint8: bool = False) -> np.ndarray:
     """Preprocess BGR images (any sizes) into one ``N x 3 x H x W`` float32 batch (with ``uint8``: the
-    images resized, ``N x H x W x 3`` BGR uint8, for a runtime that normalises inside its model).
-
-    Args:
-        images: BGR uint8 images (other layouts are converted).
-        spec: the manifest's input spec.
-        out: a preallocated buffer of the batch's type with at least ``len(images)`` rows to write
-            into; the returned batch is then its first ``len(images)`` rows (a view, no copy).
-        uint8: write resized uint8 images instead of normalised float32 planes.
-
-    Raises:
-        DataError: an image is empty or not convertible to 3-channel uint8, or ``out`` does not fit.
-    """
-    if len(images) == 0:
-        raise DataError("preprocess: no images in the batch")
-    writer = BatchWriter(spec, uint8=uint8)
-    h, w = spec.size
-    dtype, row = (np.uint8, (h, w, 3)) if uint8 else (np.float32, (3, h, w))
-    if out is None:
-        out = writer.allocate(len(images))
-    elif out.dtype != dtype or not out.flags.c_contiguous or out.shape[1:] != row or len(out) < len(images):
-        raise DataError(f"preprocess: the output buffer is {out.dtype} {out.shape}"
-                        f"{'' if out.flags.c_contiguous else ' (not contiguous)'}; {len(images)} images need a "
-                        f"contiguous {np.dtype(dtype).name} buffer of at least {len(images)} x "
-                        f"{' x '.join(map(str, row))}")
-    for i, img in enumerate(images):
-        writer.write(out, img, i)
-    return out[:len(images)]
+    images resized, ``N x H x W x 3`` BGR uint8, for a runtime that normalises inside its model):
+    :meth:`BatchWriter.batch`."""
+    return BatchWriter(spec, uint8=uint8).batch(images, out)
 
 
 def preprocess(image: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -198,8 +198,7 @@ def resolve_stem(stem: str, arch: str, img_size: int) -> str:
         raise ConfigError(f"--stem {stem}: unknown stem (known: {', '.join(STEMS)})")
     pooled = arch.startswith(("resnet", "resnext", "wide_resnet"))
     if stem == "small" and not pooled:
-        raise ConfigError(f"--stem small: {arch} has no max-pool stem to remove (the ResNet family has; use "
-                          f"--stem standard or auto)")
+        raise _no_max_pool(arch)
     if stem == "auto":
         return "small" if pooled and img_size <= SMALL_STEM_MAX_SIZE else "standard"
     return stem
@@ -245,12 +244,18 @@ def create_model(arch: str, num_classes: int, *, weights: str = "none", dropout:
     return _with_stem(model, arch, stem)
 
 
+def _no_max_pool(arch: str) -> ConfigError:
+    return ConfigError(f"--stem small: {arch} has no max-pool stem to remove (the ResNet family has; use "
+                       f"--stem standard or auto)")
+
+
 def _with_stem(model: nn.Module, arch: str, stem: str) -> nn.Module:
     if stem == "standard":
         return model
-    if stem != "small" or not isinstance(getattr(model, "maxpool", None), nn.MaxPool2d):
-        resolve_stem(stem, arch, 0)  # raises the named error
-        raise ConfigError(f"--stem {stem}: {arch} has no max-pool stem to remove")
+    if stem != "small":
+        raise ConfigError(f"--stem {stem}: create_model takes standard or small (resolve_stem turns auto into one)")
+    if not isinstance(getattr(model, "maxpool", None), nn.MaxPool2d):
+        raise _no_max_pool(arch)
     model.maxpool = nn.Identity()
     return model
 

@@ -95,6 +95,7 @@ class _Training:
     scaler: torch.amp.GradScaler
     mix: MixBatch
     ema: ModelEma | None = None
+    stem: str = "standard"   # what --stem resolved to (saved in the checkpoint)
 
     @property
     def evaluated(self) -> nn.Module:
@@ -165,8 +166,9 @@ def _prepare_training(args: argparse.Namespace, info: DistInfo, ckpt: dict[str, 
                       data: _Data) -> _Training:
     """The model (resumed weights loaded, on the device, DDP-wrapped when distributed), the loss, the
     optimizer and the per-batch schedule."""
+    stem = resolve_stem(args.stem, args.arch, args.img_size)
     model = create_model(args.arch, len(data.split.classes), weights="none" if ckpt else args.weights,
-                         dropout=args.dropout, stem=resolve_stem(args.stem, args.arch, args.img_size))
+                         dropout=args.dropout, stem=stem)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     cuda = info.device.type == "cuda"
@@ -184,7 +186,7 @@ def _prepare_training(args: argparse.Namespace, info: DistInfo, ckpt: dict[str, 
     if ema is not None and ckpt is not None and ckpt.get("ema"):
         ema.load_state_dict(ckpt["ema"])
     return _Training(model, net, criterion, optimizer, scheduler, scaler,
-                     MixBatch(mixup=args.mixup, cutmix=args.cutmix), ema)
+                     MixBatch(mixup=args.mixup, cutmix=args.cutmix), ema, stem)
 
 
 def _resume_progress(args: argparse.Namespace, ckpt: dict[str, Any], training: _Training,
@@ -206,8 +208,7 @@ def _train_epochs(args: argparse.Namespace, info: DistInfo, data: _Data, trainin
                   out: Path) -> None:
     """The loop: train, validate, keep the best; rank 0 logs and saves every epoch."""
     show_progress = info.is_main and sys.stderr.isatty()
-    common = {"arch": args.arch, "dropout": args.dropout, "stem": resolve_stem(args.stem, args.arch, args.img_size),
-              "classes": list(data.split.classes),
+    common = {"arch": args.arch, "dropout": args.dropout, "stem": training.stem, "classes": list(data.split.classes),
               "img_size": args.img_size, "manifest": data.base.to_json(),
               "args": {k: v for k, v in vars(args).items() if v is not None}}
     for epoch in range(progress.start_epoch, args.epochs):

@@ -122,8 +122,8 @@ class Runtime(abc.ABC):
 
     def blank(self, n: int = 1) -> np.ndarray:
         """A batch of ``n`` zero images in the form this runtime takes (for warm-up runs)."""
-        h, w = self.manifest.input.size
-        return np.zeros((n, h, w, 3) if self.input_kind == "uint8" else (n, 3, h, w), self.input_kind)
+        writer = self.batch_writer()
+        return np.zeros((n, *writer.row), writer.dtype)
 
     def batch_writer(self) -> BatchWriter:
         """The :class:`~edge.preprocess.BatchWriter` that makes this runtime's batches from BGR crops."""

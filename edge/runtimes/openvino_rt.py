@@ -19,8 +19,6 @@ REPORTED_PROPERTIES = ("PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "NUM_STRE
 
 @register_runtime("openvino")
 class OpenVinoRuntime(Runtime):
-    takes_uint8 = True
-
     """Options: ``device`` (default ``CPU``), ``threads`` (``INFERENCE_NUM_THREADS``; default OpenVINO's
     choice, every physical core), ``hint`` (``PERFORMANCE_HINT``: ``LATENCY``, the default, one stream
     with every thread, what one caller waiting for each batch needs; ``THROUGHPUT`` splits the cores into
@@ -37,6 +35,8 @@ class OpenVinoRuntime(Runtime):
     Inputs are shared with OpenVINO (no copy into the request's tensor); outputs come back as a copy
     the next batch does not overwrite.
     """
+
+    takes_uint8 = True
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
