@@ -85,8 +85,8 @@ def test_store_page_live_incident_acknowledge_resolve(store, tmp_path):
             def attempt():
                 try:
                     return predicate()
-                except StaleElementReferenceException:   # the page re-rendered under us: look again
-                    return None
+                except (StaleElementReferenceException, IndexError):
+                    return None   # the page re-rendered under us (the element replaced or not back yet): look again
             return wait_for(attempt, timeout=timeout, step=0.05)
 
         driver.get(served.url + "/")
