@@ -60,7 +60,8 @@ def plan(opts, fp32: Path, batch: np.ndarray, input_name: str, scratch: Path, st
 
     calib, held = search.split_sample(batch)
     record["holdout"] = {"ranges_images": len(calib), "held_out_images": len(held),
-                         "agreement_target": opts.agreement_target}
+                         "views": opts.held_out_views, "agreement_target": opts.agreement_target}
+    held = search.views(held, opts.held_out_views)
     ref = search.run_model(fp32, held, opts.threads)
     with search.Evaluator(held, ref, opts.threads) as ev:
         if opts.method == "auto":
@@ -131,6 +132,8 @@ def fix_command(opts, prog: str, failures: list[gate.Result], p: Plan) -> list[s
         args.append("--force")
     count = opts.count
     args.append("--auto")
+    if opts.held_out_views != search.VIEWS:
+        args += ["--held-out-views", str(opts.held_out_views)]
     if opts.auto:
         if any(search.KINDS[r.target] in search.FALLBACK_KINDS for r in failures if r.target):
             args += ["--agreement-target", f"{min(100.0, opts.agreement_target + 0.5):g}"]

@@ -1,6 +1,10 @@
 """OpenVINO IR of the FP32 and the INT8 (QDQ) model: ``openvino/model.xml`` and ``model.int8.xml``.
 
-OpenVINO reads the QDQ pairs as FakeQuantize and runs the INT8 kernels; no second calibration.
+OpenVINO reads the QDQ pairs as FakeQuantize and runs the INT8 kernels; no second calibration. The
+INT8 IR is converted from the QDQ form with 7-bit weights by default (``--openvino-weight-bits``):
+on an x86 CPU without VNNI OpenVINO's int8 kernels sum pairs of uint8 × int8 products into 16-bit
+integers, which 8-bit weights can saturate (OpenVINO's "saturation issue"), and the same IR must
+hold on every store PC.
 Weights stay as they are (``compress_to_fp16=False``): the FP32 IR must match FP32 ONNX Runtime.
 """
 from __future__ import annotations

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,9 @@ class CalibrateOptions:
     #: reach ``agreement_target`` on the held-out images, equalize and bias-correct the FPGA model.
     auto: bool = False
     agreement_target: float = 99.0
+    held_out_views: int = 2               # views of each held-out image --auto scores (1: as drawn)
+    #: Weight bits of the OpenVINO INT8 IR: 7 cannot saturate on a CPU without VNNI (8: as model.int8.onnx).
+    openvino_weight_bits: int = 7
     sensitivity: bool = False             # measure per-layer sensitivity (and plot it) without --auto
     exclude: tuple[str, ...] = ()         # nodes every QDQ form but FPGA leaves in float
     fpga_equalize: bool | None = None     # None: as --auto
@@ -128,7 +132,12 @@ def build_artifacts(opts: CalibrateOptions, manifest: Manifest, stage: Path,
         qdq.write_tensorrt_int8(fp32, stage / artifacts.TRT_INT8_ONNX, ranges, manifest, info,
                                 tuple(p.exclude.get("tensorrt", ())))
     if "openvino" in opts.targets:
-        export_openvino(fp32, stage / artifacts.INT8_ONNX, stage / artifacts.OPENVINO_DIR)
+        int8_source = stage / artifacts.INT8_ONNX
+        with tempfile.TemporaryDirectory(prefix="gemsight-ov-") as tmp:
+            if opts.openvino_weight_bits != 8:
+                int8_source = qdq.cpu_qdq(fp32, Path(tmp) / "model.int8.onnx", ranges,
+                                          tuple(p.exclude.get("cpu", ())), weight_bits=opts.openvino_weight_bits)
+            export_openvino(fp32, int8_source, stage / artifacts.OPENVINO_DIR)
     if "fpga" in opts.targets:
         fpga.write_fpga(p.fpga_fp32 or fp32, stage / artifacts.FPGA_ONNX, p.fpga_ranges or ranges, manifest, info)
     record = {
@@ -141,6 +150,7 @@ def build_artifacts(opts: CalibrateOptions, manifest: Manifest, stage: Path,
         "ranges": ranges.to_json(),
         "trt_scales": {name: scales[name] for name in sorted(scales)},
         "float_layers": {k: v for k, v in p.exclude.items() if v},
+        **({"openvino_weight_bits": opts.openvino_weight_bits} if "openvino" in opts.targets else {}),
         **p.record,
     }
     if p.fpga_ranges is not None:

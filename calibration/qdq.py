@@ -3,7 +3,10 @@
 * :func:`write_cpu_int8` → ``model.int8.onnx``: uint8 asymmetric activations, int8 symmetric
   per-channel weights, ``reduce_range`` off. ONNX Runtime fuses this form into QLinearConv with
   u8s8 kernels (VNNI where the CPU has it, the AVX2 u8s8 path where it does not); int8 activations
-  are not fused on x86 and run no faster than FP32.
+  are not fused on x86 and run no faster than FP32. Where the CPU lacks VNNI, the u8s8 path sums
+  pairs of products into saturating 16-bit integers: edge's ONNX Runtime adapter asks for exact
+  u8u8 kernels there (``exact_int8``), and the OpenVINO IR is converted from the same form with
+  7-bit weights (``weight_bits=7``), which cannot saturate (OpenVINO's own advice for such CPUs).
 * :func:`write_tensorrt_int8` → ``model.int8.trt.onnx``: what TensorRT's explicit quantization
   accepts — int8 activations with zero point 0 and scale ``amax / 127`` (exactly the scales in
   ``calib.cache``), int8 per-channel weights, biases left in float. TensorRT rejects the uint8
@@ -87,7 +90,7 @@ def output_nodes(fp32: str | Path) -> list[str]:
 
 def quantize_from_ranges(fp32: str | Path, out: str | Path, ranges: Ranges, *, activation_type: str,
                          per_channel: bool, extra_options: dict[str, Any], float_head: bool = False,
-                         exclude: tuple[str, ...] = ()) -> Path:
+                         exclude: tuple[str, ...] = (), weight_bits: int = 8) -> Path:
     """``quantize_static`` fed the precomputed ranges (it never runs a calibrator itself).
 
     Args:
@@ -101,6 +104,8 @@ def quantize_from_ranges(fp32: str | Path, out: str | Path, ranges: Ranges, *, a
             rounded to 8 bits (close classes would otherwise swap); the head is tiny.
         exclude: more node names to leave in float (the mixed-precision fallback): their inputs
             and weights get no Q/DQ pair.
+        weight_bits: 8, or 7 (the quantizer's ``reduce_range``): weights within ±64, so that the
+            16-bit pair sums of a U8S8 kernel on a CPU without VNNI cannot saturate.
 
     Raises:
         CalibrationError: the quantizer failed.
@@ -108,12 +113,14 @@ def quantize_from_ranges(fp32: str | Path, out: str | Path, ranges: Ranges, *, a
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: PLC0415
 
     act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation_type]
+    if weight_bits not in (7, 8):
+        raise CalibrationError(f"weight bits must be 7 or 8, got {weight_bits}")
     with tempfile.TemporaryDirectory(prefix="gemsight-qdq-") as tmp:
         cache = ranges.save_ort(Path(tmp) / "ranges.json")
         try:
             with _quiet_ort():
                 quantize_static(str(fp32), str(out), None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                                reduce_range=False, activation_type=act, weight_type=QuantType.QInt8,
+                                reduce_range=weight_bits == 7, activation_type=act, weight_type=QuantType.QInt8,
                                 calibrate_method=ort_method(ranges.method), calibration_cache_path=str(cache),
                                 nodes_to_exclude=[*(output_nodes(fp32) if float_head else []), *exclude] or None,
                                 extra_options={"WeightSymmetric": True, **extra_options,
@@ -160,10 +167,13 @@ def unwrap_inputs(path: str | Path, nodes: tuple[str, ...]) -> None:
     onnx.save(model, str(path))
 
 
-def cpu_qdq(fp32: str | Path, out: str | Path, ranges: Ranges, exclude: tuple[str, ...] = ()) -> Path:
-    """The ``model.int8.onnx`` form without its manifest (also what the method search measures)."""
+def cpu_qdq(fp32: str | Path, out: str | Path, ranges: Ranges, exclude: tuple[str, ...] = (),
+            weight_bits: int = 8) -> Path:
+    """The ``model.int8.onnx`` form without its manifest (also what the method search measures);
+    with ``weight_bits=7``, what the OpenVINO IR is converted from."""
     return quantize_from_ranges(fp32, out, ranges, activation_type="uint8", per_channel=True,
-                                extra_options={"ActivationSymmetric": False}, float_head=True, exclude=exclude)
+                                extra_options={"ActivationSymmetric": False}, float_head=True, exclude=exclude,
+                                weight_bits=weight_bits)
 
 
 def tensorrt_qdq(fp32: str | Path, out: str | Path, ranges: Ranges, exclude: tuple[str, ...] = ()) -> Path:

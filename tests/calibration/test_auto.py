@@ -40,6 +40,25 @@ def test_split_holds_out_a_stratified_quarter():
     assert not set(held.ravel()) & set(calib.ravel())
 
 
+def test_held_out_views_zoom_and_mirror_each_image():
+    rng = np.random.default_rng(0)
+    batch = rng.normal(size=(3, 3, 20, 30)).astype(np.float32)
+    v = search.views(batch, 4)
+    assert v.shape == (12, 3, 20, 30) and v.dtype == np.float32 and v.flags.c_contiguous
+    assert np.array_equal(v[:3], batch)                              # as drawn
+    # Zoomed: the top-left 80% crop scaled back; its corner pixel is the image's own corner.
+    assert np.allclose(v[3:6, :, 0, 0], batch[:, :, 0, 0], atol=1e-5) and not np.allclose(v[3:6], batch)
+    assert np.array_equal(v[6:9], batch[..., ::-1])                  # mirrored
+    # The fourth view is the bottom-right crop, mirrored: its top-left pixel is the image's bottom-right.
+    assert np.allclose(v[9:12, :, -1, 0], batch[:, :, -1, -1], atol=1e-5) and not np.allclose(v[9:12], v[3:6])
+    assert np.array_equal(search.views(batch), v[:6])                # the default: as drawn, zoomed
+    assert np.array_equal(search.views(batch, 1), batch)
+    # Views of a constant image are that constant (no border, no interpolation bias).
+    assert np.allclose(search.views(np.full((1, 3, 8, 8), 0.25, np.float32), 4), 0.25)
+    with pytest.raises(ValueError, match="count must be 1-4, got 5"):
+        search.views(batch, 5)
+
+
 def test_method_search_picks_by_held_out_agreement(tiny, monkeypatch):
     manifest = load_manifest_for(tiny["model"])
     fp32 = qdq.prepare_fp32(tiny["model"], tiny["root"] / "fp32.onnx", manifest)
@@ -66,7 +85,7 @@ def test_auto_run_reports_the_search_and_holds_out(tiny, tmp_path):
     scores = rep["method_search"]["held_out_scores"]
     worst = {m: min(s["agreement"] for s in by_kind.values()) for m, by_kind in scores.items()}
     assert rep["method"] == rep["method_search"]["chosen"] and worst[rep["method"]] == max(worst.values())
-    assert rep["holdout"] == {"ranges_images": 32, "held_out_images": 16, "agreement_target": 99.0}
+    assert rep["holdout"] == {"ranges_images": 32, "held_out_images": 16, "views": 2, "agreement_target": 99.0}
     assert load_manifest_for(out / "model.int8.onnx").calibration.images == 32
     assert set(rep["sensitivity"]) == {"cpu", "tensorrt", "fpga"} and set(rep["fallback"]) == {"cpu", "tensorrt"}
     assert rep["fpga_adjustments"]["equalized_pairs"] == [["conv1", "conv2"]]

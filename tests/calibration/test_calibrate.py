@@ -162,6 +162,37 @@ def test_unknown_target(untrained_onnx, calib_images, tmp_path, capsys):
     assert "'tpu'" in capsys.readouterr().err
 
 
+def _int8_weights(xml):
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    return [c.get_data() for c in model.get_ops() if c.get_type_name() == "Constant"
+            and c.get_element_type() == ov.Type.i8]
+
+
+def test_openvino_ir_has_7_bit_weights_and_onnx_keeps_8(calibrated, untrained_onnx, calib_images, tmp_path):
+    # On a CPU without VNNI, 8-bit weights saturate OpenVINO's int8 kernels; the IR's weights stay within ±64.
+    weights = _int8_weights(calibrated / "openvino" / "model.int8.xml")
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+    assert json.loads((calibrated / "calibration.json").read_text())["openvino_weight_bits"] == 7
+    onnx_w = [numpy_helper.to_array(t) for t in onnx.load(str(calibrated / "model.int8.onnx")).graph.initializer
+              if t.data_type == onnx.TensorProto.INT8 and t.dims]
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in onnx_w) == 127
+    out = tmp_path / "ov8"
+    assert cli(untrained_onnx, "--images", calib_images, "--out", out, "--targets", "onnxruntime,openvino",
+               "--method", "minmax", "--count", "40", "--max-drop", "100", "--bench-iters", "0",
+               "--openvino-weight-bits", "8") == 0
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in _int8_weights(out / "openvino" / "model.int8.xml")) == 127
+
+
+def test_held_out_views_out_of_range(untrained_onnx, calib_images, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli(untrained_onnx, "--images", calib_images, "--out", tmp_path / "o", "--auto", "--held-out-views", "5")
+    assert exc.value.code == 2
+    assert "--held-out-views: invalid choice: 5" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_existing_out_needs_force(untrained_onnx, calib_images, tmp_path, capsys):
     (tmp_path / "o").mkdir()
     assert cli(untrained_onnx, "--images", calib_images, "--out", tmp_path / "o", "--targets", "onnxruntime") == 2

@@ -26,6 +26,68 @@ def _example(**runtime):
     return data
 
 
+def _saturating_int8(path):
+    """One QDQ convolution that ONNX Runtime fuses into a U8S8 kernel: uint8 inputs at 255 times int8
+    weights at ±127, whose pairwise sums (64,770) overflow the 16-bit intermediates of that kernel on an
+    x86 CPU without VNNI."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge.manifest import InputSpec, Manifest, embed_manifest
+
+    w = np.full((4, 3, 3, 3), 127, np.int8)
+    w[1] = -127
+    w[2, ::2] = 100
+    consts = {"w_q": w, "w_s": np.float32(0.01), "w_z": np.int8(0), "x_s": np.float32(1 / 255),
+              "x_z": np.uint8(0), "y_s": np.float32(0.5), "y_z": np.uint8(128)}
+    nodes = [helper.make_node("QuantizeLinear", ["input", "x_s", "x_z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["wd"]),
+             helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["y", "y_s", "y_z"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "y_s", "y_z"], ["yd"]),
+             helper.make_node("GlobalAveragePool", ["yd"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["logits"])]
+    graph = helper.make_graph(nodes, "saturating", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                                 ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    manifest = Manifest(arch="qdq-conv", classes=("a", "b", "c", "d"), precision="int8",
+                        input=InputSpec(size=(8, 8)))
+    onnx.save(embed_manifest(model, manifest), str(path))
+    return path
+
+
+def _has_vnni() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return True
+    return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni")) or " avx2" not in flags
+
+
+def test_exact_int8_keeps_an_int8_model_exact_where_the_cpu_lacks_vnni(tmp_path):
+    import onnxruntime as ort
+
+    path = _saturating_int8(tmp_path / "int8.onnx")
+    x = np.ones((2, 3, 8, 8), np.float32)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # Q/DQ simulated in float
+    want = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert np.all(np.abs(want) > 20.0)
+    with create_runtime("onnxruntime", path, threads=1) as rt:        # exact_int8 is the default
+        assert rt.settings()["session.x64quantprecision"] == "1"
+        np.testing.assert_allclose(rt(x), want, atol=1e-4)
+    with create_runtime("onnxruntime", path, threads=1, exact_int8=False) as rt:
+        assert rt.settings()["session.x64quantprecision"] == "default"
+        fast = rt(x)
+    if _has_vnni():
+        np.testing.assert_allclose(fast, want, atol=1e-4)
+    else:   # what exact_int8 prevents: the saturated U8S8 kernel is off by about half
+        assert np.abs(fast - want).max() > 5.0
+
+
 def test_onnxruntime_options_reach_the_session(untrained_onnx):
     with create_runtime("onnxruntime", untrained_onnx, threads=1, allow_spinning=True, spin_between_runs=False) as rt:
         got = rt.settings()
@@ -37,6 +99,8 @@ def test_onnxruntime_options_reach_the_session(untrained_onnx):
     assert got["intra_op_num_threads"] == "0"   # ONNX Runtime's own default: one per physical core
     assert got["session.intra_op.allow_spinning"] == "0"
     assert got["session.force_spinning_stop"] == "0"
+    with pytest.raises(ConfigError, match="exact_int8 must be true or false, got 'yes'"):
+        create_runtime("onnxruntime", untrained_onnx, exact_int8="yes")
 
 
 @needs_openvino
@@ -48,7 +112,11 @@ def test_openvino_options_reach_the_compiled_model(untrained_onnx):
     with create_runtime("openvino", untrained_onnx, hint="THROUGHPUT", inference_precision="bf16") as rt:
         got = rt.settings()
     assert got["PERFORMANCE_HINT"] == "THROUGHPUT"
-    assert got["INFERENCE_PRECISION_HINT"] == "bf16"
+    # A CPU without bf16 (AVX2 only, e.g. AMD Zen 3) runs f32 whatever the hint asks; OpenVINO says which.
+    import openvino as ov
+
+    bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert got["INFERENCE_PRECISION_HINT"] == ("bf16" if bf16 else "f32")
 
 
 @needs_openvino
