@@ -70,7 +70,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="[recipe] cutmix Beta(a, a) parameter a (0: off; with --mixup, one of the two per batch)")
     p.add_argument("--ema", type=float,
                    help="[recipe] decay of an exponential moving average of the weights per step (0: off); when "
-                        "on, the averaged model is the one validated, kept and exported")
+                        "on, the averaged model is the one validated, kept and exported. The decay ramps up as "
+                        "(1 + n) / (10 + n) after n steps and reaches 0.99 only after 890 steps, so in a short run "
+                        "a larger value changes nothing (at 980 steps, 0.995 and 0.998 train the same model)")
     p.add_argument("--weights", default="imagenet",
                    help="imagenet (from the local torch cache only), none (from scratch) or PATH to a state dict")
     p.add_argument("--class-weights", default="auto",
