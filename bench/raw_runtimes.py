@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.runtimes.onnxruntime_rt import X64_QUANT_PRECISION
+
 
 class RawOnnxRuntime:
     """ONNX Runtime through ``InferenceSession.run_with_iobinding`` with a preallocated output."""
@@ -35,7 +37,7 @@ class RawOnnxRuntime:
         so.intra_op_num_threads = int(threads or 0)
         so.log_severity_level = 3
         # The same integer precision as gemsight's adapter (exact_int8): U8U8 where the CPU lacks VNNI.
-        so.add_session_config_entry("session.x64quantprecision", "1")
+        so.add_session_config_entry(X64_QUANT_PRECISION, "1")
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
@@ -47,7 +49,7 @@ class RawOnnxRuntime:
         so = self.session.get_session_options()
         return {"intra_op_num_threads": so.intra_op_num_threads, "graph_optimization_level": str(so.graph_optimization_level),
                 "execution_mode": str(so.execution_mode), "allow_spinning": "runtime default (1)",
-                "session.x64quantprecision": so.get_session_config_entry("session.x64quantprecision"),
+                X64_QUANT_PRECISION: so.get_session_config_entry(X64_QUANT_PRECISION),
                 "call": "run_with_iobinding, output preallocated per batch size"}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

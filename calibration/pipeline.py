@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration import data as calib_data
-from calibration import auto, fpga, gate, mismatch, qdq, report, trt_cache
+from calibration import auto, fpga, gate, mismatch, qdq, report, search, trt_cache
 from calibration.openvino_export import export_openvino, require_openvino
 from calibration.ranges import AUTO_CANDIDATES, METHODS
 from edge.errors import CalibrationError, ConfigError
@@ -53,7 +53,7 @@ class CalibrateOptions:
     #: reach ``agreement_target`` on the held-out images, equalize and bias-correct the FPGA model.
     auto: bool = False
     agreement_target: float = 99.0
-    held_out_views: int = 2               # views of each held-out image --auto scores (1: as drawn)
+    held_out_views: int = search.VIEWS    # views of each held-out image --auto scores (1: as drawn)
     #: Weight bits of the OpenVINO INT8 IR: 7 cannot saturate on a CPU without VNNI (8: as model.int8.onnx).
     openvino_weight_bits: int = 7
     sensitivity: bool = False             # measure per-layer sensitivity (and plot it) without --auto

@@ -191,7 +191,6 @@ class BatchWriter:
             cv2.extractChannel(resized, self.src[c], dst=plane)
             cv2.LUT(plane, self._luts[c], dst=row[c])
 
-
     def batch(self, images: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
         """Preprocess BGR images (any sizes) into one batch of this writer's form.
 
