@@ -60,6 +60,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="[recipe] --crop resized: largest aspect ratio of the crop, R (drawn in [1/R, R], log-uniform)")
     p.add_argument("--source-scale", type=float,
                    help="[recipe] --crop resized: crop from the photo kept at this multiple of the input size")
+    p.add_argument("--zoom-out", type=float,
+                   help="[recipe] largest zoom-out: half the training crops are placed on a canvas up to ZOOM_OUT "
+                        "times their side, filled with their border's colour (1: off)")
     p.add_argument("--hflip", type=float, help="[recipe] probability of a horizontal flip")
     p.add_argument("--vflip", type=float, help="[recipe] probability of a vertical flip")
     p.add_argument("--rotate", type=float,
@@ -170,6 +173,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ConfigError(f"--source-scale must be at least 1, got {args.source_scale}")
     if args.crop_ratio < 1.0:
         raise ConfigError(f"--crop-ratio must be at least 1, got {args.crop_ratio}")
+    if not 1.0 <= args.zoom_out <= 4.0:
+        raise ConfigError(f"--zoom-out must be in [1, 4] (1: off), got {args.zoom_out}")
     if not 0.0 <= args.rotate <= 180.0:
         raise ConfigError(f"--rotate must be in [0, 180] degrees, got {args.rotate}")
     for name in ("mixup", "cutmix"):

@@ -29,7 +29,7 @@ SEED = {
     "arch": "resnet50", "opt": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "label_smoothing": 0.0,
     "min_lr": 1e-5, "warmup_epochs": 0.0, "dropout": 0.5, "crop": "pad", "crop_scale": 0.35, "crop_ratio": 4 / 3,
     "source_scale": 1.0, "hflip": 0.5, "vflip": 0.0, "rotate": 0.0, "mixup": 0.0, "cutmix": 0.0, "ema": 0.0,
-    "stem": "standard",
+    "stem": "standard", "zoom_out": 1.0,
 }
 
 #: The default recipe, measured on real photos (see the module docstring).

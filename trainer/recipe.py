@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 class ClassificationPresetTrain:
-    """Augmentation: resize, a random crop, rotation, flips, brightness/contrast.
+    """Augmentation: resize, a random crop, a zoom-out, rotation, flips, brightness/contrast.
 
     Random draws come from torch's generator, which the DataLoader seeds per worker (numpy's global
     generator would repeat the same augmentations in every worker). An augmentation that is off draws
@@ -48,12 +48,16 @@ class ClassificationPresetTrain:
         source_scale: ``crop="resized"``: crop from the photo at this multiple of the input size (the
             dataset should keep its photos that large: :meth:`source_spec`), so that a zoomed-in crop is
             shrunk to the input and keeps its detail instead of being blown up from an input-size image.
+        zoom_out: largest zoom-out, as the side of a canvas in multiples of the crop's (``<= 1``: off). Half
+            the crops are placed at a random spot of a canvas ``[1, zoom_out]`` times their side, filled with
+            the median colour of the crop's border, then shrunk to the input (torchvision's ``RandomZoomOut``,
+            p 0.5): the piece appears smaller, whole, with room around it, as a piece lies in a case.
     """
 
     def __init__(self, *, spec: InputSpec, hflip_prob: float = 0.5, brightness: float = 0.2,
                  contrast: float = 0.2, pad_fraction: float = 0.125, crop: str = "pad", crop_scale: float = 0.35,
                  crop_ratio: float = 4 / 3, vflip_prob: float = 0.0, rotate: float = 0.0,
-                 source_scale: float = 1.0) -> None:
+                 source_scale: float = 1.0, zoom_out: float = 1.0) -> None:
         if crop not in CROPS:
             raise ConfigError(f"--crop {crop}: unknown crop (known: {', '.join(CROPS)})")
         if source_scale < 1.0:
@@ -67,6 +71,7 @@ class ClassificationPresetTrain:
         self.crop_scale = crop_scale
         self.crop_ratio = crop_ratio
         self.rotate = rotate
+        self.zoom_out = zoom_out
         self.source_scale = source_scale if crop == "resized" else 1.0
         h, w = spec.size
         self._source = spec if self.source_scale == 1.0 else spec.model_copy(
@@ -78,9 +83,8 @@ class ClassificationPresetTrain:
         return low + (high - low) * float(torch.rand(()))
 
     def _resized_crop(self, img: np.ndarray) -> np.ndarray:
-        """A random crop of area ``[crop_scale, 1]`` and aspect ``[1/R, R]`` resized to the input (10 tries,
-        then the whole image, as torchvision does)."""
-        h, w = self.spec.size
+        """A random crop of area ``[crop_scale, 1]`` and aspect ``[1/R, R]`` (10 tries, then the whole image,
+        as torchvision does), at the source's resolution: :meth:`_fit` brings it to the input."""
         ih, iw = img.shape[:2]
         area = ih * iw
         log_r = math.log(self.crop_ratio)
@@ -91,8 +95,28 @@ class ClassificationPresetTrain:
             if 0 < cw <= iw and 0 < ch <= ih:
                 y0 = int(torch.randint(0, ih - ch + 1, ()))
                 x0 = int(torch.randint(0, iw - cw + 1, ()))
-                img = img[y0:y0 + ch, x0:x0 + cw]
-                break
+                return img[y0:y0 + ch, x0:x0 + cw]
+        return img
+
+    def _zoomed_out(self, img: np.ndarray) -> np.ndarray:
+        """Half the time, ``img`` at a random spot of a canvas up to ``zoom_out`` times its side, filled with
+        the median colour of its border; otherwise ``img`` (no draw at all when the zoom-out is off)."""
+        if self.zoom_out <= 1.0 or float(torch.rand(())) >= 0.5:
+            return img
+        side = self._uniform(1.0, self.zoom_out)
+        ih, iw = img.shape[:2]
+        ch, cw = round(ih * side), round(iw * side)
+        top = int(torch.randint(0, ch - ih + 1, ()))
+        left = int(torch.randint(0, cw - iw + 1, ()))
+        border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+        fill = [float(v) for v in np.median(border, axis=0)]
+        return cv2.copyMakeBorder(img, top, ch - ih - top, left, cw - iw - left, cv2.BORDER_CONSTANT, value=fill)
+
+    def _fit(self, img: np.ndarray) -> np.ndarray:
+        """``img`` at the input size: shrunk by area, enlarged linearly, untouched when it already is."""
+        h, w = self.spec.size
+        if img.shape[:2] == (h, w):
+            return img
         shrink = img.shape[0] > h and img.shape[1] > w
         return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
@@ -118,6 +142,7 @@ class ClassificationPresetTrain:
             y0 = int(torch.randint(0, 2 * ph + 1, ()))
             x0 = int(torch.randint(0, 2 * pw + 1, ()))
             img = img[y0:y0 + h, x0:x0 + w]
+        img = self._fit(self._zoomed_out(img))
         if self.rotate > 0:
             img = self._rotated(np.ascontiguousarray(img))
         if float(torch.rand(())) < self.hflip_prob:
@@ -137,7 +162,7 @@ class ClassificationPresetTrain:
         """The training transform of a run's resolved options."""
         return cls(spec=spec, hflip_prob=args.hflip, crop=args.crop, crop_scale=args.crop_scale,
                    crop_ratio=args.crop_ratio, vflip_prob=args.vflip, rotate=args.rotate,
-                   source_scale=args.source_scale)
+                   source_scale=args.source_scale, zoom_out=args.zoom_out)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return normalize(self.augment(image)[None], self.spec)[0]

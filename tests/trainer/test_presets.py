@@ -85,6 +85,32 @@ def test_a_zoomed_crop_from_a_larger_source_keeps_its_detail():
     assert _plain(crop="pad", source_scale=2.0).source_spec() == SPEC   # only the resized crop uses it
 
 
+def test_zoom_out_shrinks_the_piece_onto_its_background_colour_half_the_time():
+    """--zoom-out 3: about half the crops show the piece smaller, with the crop's own border colour around
+    it; the other half are untouched; off (1), it draws nothing and changes nothing."""
+    img = np.full((32, 32, 3), (200, 120, 40), np.uint8)  # a blue-grey background (BGR) ...
+    img[4:28, 4:28] = (0, 0, 255)                         # ... around a red piece
+    torch.manual_seed(0)
+    outs = [_plain(zoom_out=3.0).augment(img) for _ in range(40)]
+    assert all(o.shape == img.shape and o.dtype == np.uint8 for o in outs)
+    red = [float(((o[..., 2] > 200) & (o[..., 0] < 50)).mean()) for o in outs]
+    whole = float(((img[..., 2] > 200) & (img[..., 0] < 50)).mean())
+    zoomed = [r for r in red if r < 0.9 * whole]
+    assert 10 <= len(zoomed) <= 30                         # p 0.5
+    assert min(zoomed) < whole / 2                         # up to 3x the side: 1/9 of the area
+    for o, r in zip(outs, red):                            # no new colour: the canvas is the border's
+        if r < 0.9 * whole:
+            corners = np.stack([o[0, 0], o[0, -1], o[-1, 0], o[-1, -1]]).astype(int)
+            assert any(np.abs(c - (200, 120, 40)).max() <= 2 for c in corners)
+    off = _plain(zoom_out=1.0)
+    state = torch.get_rng_state()
+    assert off._zoomed_out(img) is img and np.array_equal(off.augment(img), img)
+    state_after = torch.get_rng_state()
+    torch.set_rng_state(state)
+    _plain().augment(img)                                  # off: the draws of a transform without it,
+    assert torch.equal(torch.get_rng_state(), state_after)  # so other recipes' models stay the same
+
+
 def test_presets_fill_what_the_command_line_leaves_out():
     args = resolve_args(parse_args(["--data", "d", "--out", "o"]))
     assert args.recipe == "default" and {k: getattr(args, k) for k in RECIPE_OPTIONS} == DEFAULT
@@ -99,7 +125,8 @@ def test_unknown_values_name_their_option(tmp_path):
     with pytest.raises(ConfigError, match="--recipe"):
         train(data="d", out=str(tmp_path / "o"), recipe="paper")
     for option, value in (("opt", "rmsprop"), ("crop", "diagonal"), ("rotate", 270.0), ("vflip", 2.0),
-                          ("ema", 1.0), ("mixup", -1.0), ("crop_scale", 0.0), ("source_scale", 0.5)):
+                          ("ema", 1.0), ("mixup", -1.0), ("crop_scale", 0.0), ("source_scale", 0.5),
+                          ("zoom_out", 0.5), ("zoom_out", 5.0)):
         args = parse_args(["--data", "d", "--out", "o"])
         setattr(args, option, value)
         with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')}"):
