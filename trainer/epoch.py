@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from edge.errors import GemsightError
 
 from trainer.distributed import DistInfo, all_reduce_sum
-from trainer.recipe import MixBatch, ModelEma, head_output
+from trainer.recipe import head_output
+from trainer.regularize import MixBatch, ModelEma
 
 __all__ = ["evaluate", "state_digest", "to_device", "train_one_epoch"]
 

@@ -1,4 +1,5 @@
-"""The jewelry recipe: a torchvision classifier with dropout before its last layer, and the transforms.
+"""The jewelry recipe: a torchvision classifier with dropout before its last layer, the transforms, the
+optimizer and its schedule (mixup/CutMix and the weight average are in :mod:`trainer.regularize`).
 
 The validation transform is :func:`edge.preprocess.preprocess` itself (one source of truth with the
 device). The training transform works on the same BGR ``uint8`` images and ends with the same
@@ -6,7 +7,6 @@ device). The training transform works on the same BGR ``uint8`` images and ends 
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from pathlib import Path
@@ -350,81 +350,3 @@ def make_scheduler(optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_e
         return (min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))) / base_lr
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-class MixBatch:
-    """Mixup and CutMix on a batch (timm-style): with both on, one of the two per batch, at even odds.
-
-    Draws come from torch's generator in the main process; with both off, nothing is drawn.
-
-    Args:
-        mixup: Beta(a, a) parameter of mixup (0: off).
-        cutmix: Beta(a, a) parameter of CutMix (0: off).
-    """
-
-    def __init__(self, *, mixup: float = 0.0, cutmix: float = 0.0) -> None:
-        self.mixup = mixup
-        self.cutmix = cutmix
-
-    @property
-    def enabled(self) -> bool:
-        return self.mixup > 0 or self.cutmix > 0
-
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-        """Returns (mixed images, targets, partner targets, weight of ``targets``)."""
-        use_cutmix = self.cutmix > 0 and (self.mixup <= 0 or float(torch.rand(())) < 0.5)
-        alpha = self.cutmix if use_cutmix else self.mixup
-        lam = float(torch.distributions.Beta(alpha, alpha).sample())
-        order = torch.randperm(images.shape[0], device="cpu").to(images.device)
-        partner = images[order]
-        if use_cutmix:
-            h, w = images.shape[-2:]
-            cut = math.sqrt(1.0 - lam)
-            ch, cw = int(h * cut), int(w * cut)
-            cy, cx = int(torch.randint(0, h, ())), int(torch.randint(0, w, ()))
-            y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
-            x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
-            images = images.clone()
-            images[..., y0:y1, x0:x1] = partner[..., y0:y1, x0:x1]
-            lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)  # the area actually pasted
-        else:
-            images = images * lam + partner * (1.0 - lam)
-        return images, targets, targets[order], lam
-
-
-class ModelEma:
-    """An exponential moving average of a model's weights and buffers, updated after every step.
-
-    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that a short run's
-    average is not dominated by its random start.
-
-    Args:
-        model: the model being trained (copied; the copy is the average).
-        decay: the decay per update, in [0, 1).
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        self.decay = decay
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the average towards ``model``'s current weights."""
-        self.updates += 1
-        d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
-        for avg, cur in zip(self.module.state_dict().values(), model.state_dict().values()):
-            if avg.dtype.is_floating_point:
-                avg.lerp_(cur.detach(), 1.0 - d)
-            else:
-                avg.copy_(cur)
-
-    def state_dict(self) -> dict:
-        return {"module": self.module.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["module"])
-        self.updates = int(state["updates"])

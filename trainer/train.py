@@ -33,8 +33,8 @@ from trainer.epoch import evaluate, state_digest, train_one_epoch
 from trainer.evaluate import classification_report
 from trainer.export import build_manifest, export_onnx, git_commit
 from trainer.loaders import make_loaders
-from trainer.recipe import (ClassificationPresetEval, MixBatch, ModelEma, create_model, create_optimizer,
-                            make_scheduler, resolve_stem)
+from trainer.recipe import ClassificationPresetEval, create_model, create_optimizer, make_scheduler, resolve_stem
+from trainer.regularize import MixBatch, ModelEma
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from edge.manifest import InputSpec
 from trainer.args import parse_args, resolve_args
 from trainer.checkpoint import load_checkpoint
 from trainer.presets import DEFAULT, RECIPE_OPTIONS, SEED
-from trainer.recipe import ClassificationPresetTrain, MixBatch, ModelEma
+from trainer.recipe import ClassificationPresetTrain
+from trainer.regularize import MixBatch, ModelEma
 from trainer.train import train
 
 from tests.helpers import TINY_RECIPE
