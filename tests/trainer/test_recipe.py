@@ -12,7 +12,7 @@ from edge.preprocess import load_image, preprocess
 from trainer.data import ImageDataset, load_dataset
 from trainer.args import get_args_parser
 from trainer.presets import apply_recipe
-from trainer.recipe import (OPTIMIZERS, ClassificationPresetEval, ClassificationPresetTrain, create_model,
+from trainer.recipe import (BN_MOMENTUM, OPTIMIZERS, ClassificationPresetEval, ClassificationPresetTrain, create_model,
                             create_optimizer)
 from trainer.train import train_one_epoch
 
@@ -26,6 +26,25 @@ def test_head_has_dropout_before_the_final_layer():
     head = list(mobile.classifier)
     assert isinstance(head[-2], nn.Dropout) and head[-2].p == 0.5 and head[-1].out_features == 3
     assert mobile(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_batch_norm_statistics_follow_a_short_run():
+    # MobileNetV3 ships BatchNorm momentum 0.01 (its running statistics trail the weights by ~100 steps);
+    # the trainer raises it to 0.1, and leaves the ResNets' own 0.1 alone.
+    mobile = create_model("mobilenet_v3_small", 3, weights="none")
+    norms = [m for m in mobile.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and {m.momentum for m in norms} == {BN_MOMENTUM}
+    assert {m.eps for m in norms} == {0.001}  # only the momentum changes
+    resnet = create_model("resnet18", 3, weights="none")
+    assert {m.momentum for m in resnet.modules() if isinstance(m, nn.BatchNorm2d)} == {0.1}
+    # One step in training mode moves the running mean a tenth of the way to the batch's mean.
+    norm = norms[0]
+    norm.train()
+    x = torch.randn(8, norm.num_features, 4, 4) + 5.0
+    before = norm.running_mean.clone()
+    norm(x)
+    expected = 0.9 * before + 0.1 * x.mean(dim=(0, 2, 3))
+    assert torch.allclose(norm.running_mean, expected, atol=1e-5)
 
 
 def test_unknown_arch_and_missing_imagenet_weights_stop(tmp_path):
