@@ -274,7 +274,7 @@ BN_MOMENTUM = 0.1
 
 
 def _follow_batches(model: nn.Module, arch: str) -> nn.Module:
-    """Raise BatchNorm momenta below :data:`BN_MOMENTUM` to it (MobileNetV3 and EfficientNet ship 0.01, MNASNet
+    """Raise BatchNorm momenta below :data:`BN_MOMENTUM` to it (MobileNetV3 and EfficientNet-B5–B7 ship 0.01, MNASNet
     0.0003: tuned for ImageNet's long schedules). At 0.01 the running statistics that validation and the
     exported model use trail the weights by ~100 steps: on the real-photo benchmark a MobileNetV3 from scratch
     validated at 0.20 (one class) for its first 8 epochs of 20 and at 0.39 after 10, while its training loss
