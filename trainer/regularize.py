@@ -4,11 +4,11 @@ Both are recipe options (``--mixup``, ``--cutmix``, ``--ema``); :mod:`trainer.ep
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 
 class MixBatch:
@@ -55,8 +55,10 @@ class MixBatch:
 class ModelEma:
     """An exponential moving average of a model's weights and buffers, updated after every step.
 
-    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that a short run's
-    average is not dominated by its random start.
+    torch's :class:`~torch.optim.swa_utils.AveragedModel` (buffers averaged too) with one difference from
+    its ``get_ema_multi_avg_fn``: the decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n``
+    updates, so that a short run's average is not dominated by its random start. The average starts as a
+    copy of the model; integer buffers (BatchNorm's batch count) are copied, not averaged.
 
     Args:
         model: the model being trained (copied; the copy is the average).
@@ -64,26 +66,35 @@ class ModelEma:
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        self.module = copy.deepcopy(model).eval()
+        self.decay = decay
+        self.averaged = AveragedModel(model, multi_avg_fn=self._lerp, use_buffers=True)
+        self.averaged.update_parameters(model)   # n_averaged 0: a plain copy; every later call is an update
+        self.module = self.averaged.module.eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
-        self.decay = decay
-        self.updates = 0
+
+    @property
+    def updates(self) -> int:
+        """Training steps averaged so far (the first call, the copy, is not one)."""
+        return int(self.averaged.n_averaged) - 1
+
+    def _lerp(self, averages: list[torch.Tensor], currents: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        # AveragedModel groups tensors by device and dtype: a group is all floating point or all integer.
+        if not averages[0].is_floating_point():
+            for average, current in zip(averages, currents):
+                average.copy_(current)
+            return
+        n = int(n_averaged)   # updates including this one (the copy counted as the first call)
+        torch._foreach_lerp_(averages, currents, 1.0 - min(self.decay, (1.0 + n) / (10.0 + n)))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the average towards ``model``'s current weights."""
-        self.updates += 1
-        d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
-        for avg, cur in zip(self.module.state_dict().values(), model.state_dict().values()):
-            if avg.dtype.is_floating_point:
-                avg.lerp_(cur.detach(), 1.0 - d)
-            else:
-                avg.copy_(cur)
+        self.averaged.update_parameters(model)
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])
-        self.updates = int(state["updates"])
+        self.averaged.n_averaged.fill_(int(state["updates"]) + 1)

@@ -161,6 +161,32 @@ def test_ema_moves_towards_the_model_with_a_ramped_decay():
     assert not ema.module.weight.requires_grad
 
 
+def test_ema_averages_buffers_copies_counts_and_resumes_where_it_stopped():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).train()
+    ema = ModelEma(model, decay=0.9)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for n in range(1, 9):
+        opt.zero_grad()
+        model(torch.randn(4, 3, 8, 8)).square().mean().backward()
+        opt.step()
+        ema.update(model)
+        d = min(0.9, (1 + n) / (10 + n))
+        for k, v in model.state_dict().items():
+            expected[k] = expected[k] * d + v * (1 - d) if v.is_floating_point() else v.clone()
+        if n == 4:   # a resume: a new average from the saved state goes on exactly as the old one would
+            saved = ema.state_dict()
+            ema = ModelEma(model, decay=0.9)
+            ema.load_state_dict(saved)
+    assert ema.updates == 8
+    average = ema.module.state_dict()
+    assert average["1.num_batches_tracked"] == 8               # copied, not averaged
+    assert not torch.equal(average["1.running_mean"], model.state_dict()["1.running_mean"])   # averaged
+    for k, v in expected.items():
+        assert torch.allclose(average[k].float(), v.float(), atol=1e-6), k
+
+
 def test_the_exported_model_is_the_weight_average(tiny_data, tmp_path):
     out = train(data=str(tiny_data), out=str(tmp_path / "run"), **{**TINY_RECIPE, "epochs": 1, "ema": 0.9})
     best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")
