@@ -9,7 +9,8 @@ never copied into this repository), this trains
 
 at the same image size, epochs and batch, both scored the same way (the best epoch on ``val/``, and the
 last epoch beside it); then calibrates each gemsight model for every target with the gate opened, so
-the INT8 drop and agreement are measured rather than refused. Prints a table (mean ± sd over seeds)
+the INT8 drop and agreement are measured rather than refused (``--auto``, as the README advises for
+real photos; ``--int8-plain`` for calibration's defaults). Prints a table (mean ± sd over seeds)
 and writes ``bench/results/real_photos.json``.
 
     python bench/real_photos.py --seeds 3                                   # CPU budget (64 px, 20 epochs)
@@ -64,9 +65,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--recipes", default=",".join(RECIPES), help="which to run: gemsight,reference (default both)")
     p.add_argument("--no-int8", action="store_true", help="skip calibrating the gemsight models")
-    p.add_argument("--int8-auto", action="store_true",
-                   help="calibrate with gemsight-calibrate --auto (method search, fewest float layers, FPGA "
-                        "equalization and bias correction) instead of the default percentile ranges")
+    int8 = p.add_mutually_exclusive_group()
+    int8.add_argument("--int8-auto", dest="int8_auto", action="store_true", default=True,
+                      help="calibrate with gemsight-calibrate --auto (method search, fewest float layers, FPGA "
+                           "equalization and bias correction): what a real-photo model needs; the default")
+    int8.add_argument("--int8-plain", dest="int8_auto", action="store_false",
+                      help="calibrate with gemsight-calibrate's defaults (percentile ranges, no search) instead")
     p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                    help="a gemsight-train option for the gemsight runs (YAML value), e.g. --set ema=0.99 "
                         "(repeatable; for comparing recipes)")

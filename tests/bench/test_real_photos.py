@@ -26,7 +26,7 @@ def test_real_photos_bench_runs_end_to_end_and_writes_its_json(tmp_path, capsys,
                        val_fraction=0.25, seed=0)
     out = tmp_path / "results" / "real_photos_test.json"
     assert main(["--data", str(data), "--seeds", "1", "--first-seed", "2", "--epochs", "1", "--img-size", "32",
-                 "--batch-size", "8", "--workers", "0", "--out", str(out)]) == 0
+                 "--batch-size", "8", "--workers", "0", "--int8-plain", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["recipes"]) == {"gemsight", "reference"}
     for recipe in result["recipes"].values():
@@ -36,9 +36,22 @@ def test_real_photos_bench_runs_end_to_end_and_writes_its_json(tmp_path, capsys,
     targets = result["int8"]["summary"]
     assert {"onnxruntime", "tensorrt", "fpga"} <= set(targets)
     assert all(0.0 <= t["agreement"]["mean"] <= 100.0 for t in targets.values())
+    assert result["int8"]["runs"][0]["auto"] is False   # --int8-plain (--auto's search is calibration's tests')
     assert "margin_top1_points" in result
     table = capsys.readouterr().out
     assert "gemsight" in table and "reference" in table and "INT8 target" in table
+
+
+def test_int8_is_calibrated_with_auto_unless_plain_is_asked_for():
+    """The bench measures INT8 as the README tells a store to calibrate a real-photo model: ``--auto``."""
+    from bench.real_photos import get_args_parser
+
+    parser = get_args_parser()
+    assert parser.parse_args([]).int8_auto is True
+    assert parser.parse_args(["--int8-auto"]).int8_auto is True
+    assert parser.parse_args(["--int8-plain"]).int8_auto is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--int8-auto", "--int8-plain"])
 
 
 def test_a_failed_calibration_is_reported_with_its_status_not_lost(tmp_path):
