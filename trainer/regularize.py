@@ -67,29 +67,26 @@ class ModelEma:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
+        self.updates = 0   # training steps averaged (counted here: reading AveragedModel's count would sync a GPU)
         self.averaged = AveragedModel(model, multi_avg_fn=self._lerp, use_buffers=True)
-        self.averaged.update_parameters(model)   # n_averaged 0: a plain copy; every later call is an update
+        self.averaged.update_parameters(model)   # its first call copies the model; every later one averages
         self.module = self.averaged.module.eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
 
-    @property
-    def updates(self) -> int:
-        """Training steps averaged so far (the first call, the copy, is not one)."""
-        return int(self.averaged.n_averaged) - 1
-
-    def _lerp(self, averages: list[torch.Tensor], currents: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+    def _lerp(self, averages: list[torch.Tensor], currents: list[torch.Tensor], _n_averaged: torch.Tensor) -> None:
         # AveragedModel groups tensors by device and dtype: a group is all floating point or all integer.
         if not averages[0].is_floating_point():
             for average, current in zip(averages, currents):
                 average.copy_(current)
             return
-        n = int(n_averaged)   # updates including this one (the copy counted as the first call)
+        n = self.updates
         torch._foreach_lerp_(averages, currents, 1.0 - min(self.decay, (1.0 + n) / (10.0 + n)))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the average towards ``model``'s current weights."""
+        self.updates += 1
         self.averaged.update_parameters(model)
 
     def state_dict(self) -> dict:
@@ -97,4 +94,5 @@ class ModelEma:
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])
-        self.averaged.n_averaged.fill_(int(state["updates"]) + 1)
+        self.updates = int(state["updates"])
+        self.averaged.n_averaged.fill_(self.updates + 1)
