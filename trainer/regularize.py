@@ -16,6 +16,11 @@ class MixBatch:
 
     Draws come from torch's generator in the main process; with both off, nothing is drawn.
 
+    Not torchvision's ``v2.MixUp``/``v2.CutMix``: those return soft labels, and class-weighted
+    cross-entropy on soft labels divides by the batch size instead of by the targets' weights, so the
+    loss (and every model trained with ``--mixup``/``--cutmix``) would change. This returns both targets
+    and their weight for :mod:`trainer.epoch`'s two-target loss.
+
     Args:
         mixup: Beta(a, a) parameter of mixup (0: off).
         cutmix: Beta(a, a) parameter of CutMix (0: off).
