@@ -10,8 +10,9 @@ never copied into this repository), this trains
 at the same image size, epochs and batch, both scored the same way (the best epoch on ``val/``, and the
 last epoch beside it); then calibrates each gemsight model for every target with the gate opened, so
 the INT8 drop and agreement are measured rather than refused (``--auto``, as the README advises for
-real photos; ``--int8-plain`` for calibration's defaults). Prints a table (mean ± sd over seeds)
-and writes ``bench/results/real_photos.json``.
+real photos; ``--int8-plain`` for calibration's defaults). Prints a table (mean ± sd over seeds; the
+best epoch's recall per class for both recipes) and writes ``bench/results/real_photos.json`` (each run
+with its best epoch's confusion matrix).
 
     python bench/real_photos.py --seeds 3                                   # CPU budget (64 px, 20 epochs)
     python bench/real_photos.py --device cuda --img-size 224 --epochs 100   # full size
@@ -160,8 +161,15 @@ def train_reference(split, images: dict, spec, args, seed: int, device: torch.de
             best = {**last, "epoch": epoch + 1}
         logger.info("reference seed %d epoch %d/%d: val acc %.4f", seed, epoch + 1, args.epochs, last["accuracy"])
     return {"seed": seed, "top1": best["accuracy"], "macro_f1": best["macro_f1"], "best_epoch": best["epoch"],
-            "top1_last": last["accuracy"], "macro_f1_last": last["macro_f1"],
+            "top1_last": last["accuracy"], "macro_f1_last": last["macro_f1"], **_per_class(best),
             "seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(_cpu_seconds() - start_cpu, 1)}
+
+
+def _per_class(report: dict[str, Any]) -> dict[str, Any]:
+    """The best epoch's recall per class and its confusion matrix (rows: true class), from a classification
+    report: which class a recipe loses, and to which, in the same run for both recipes."""
+    return {"recall": {name: c["recall"] for name, c in report["per_class"].items()},
+            "confusion": report["confusion_matrix"]}
 
 
 def _val_set(split, images: dict, spec) -> tuple[torch.Tensor, np.ndarray]:
@@ -212,7 +220,8 @@ def train_gemsight(args, seed: int, workdir: Path, overrides: dict[str, Any]) ->
     resolved = yaml.safe_load((run / "args.yaml").read_text())
     return {"seed": seed, "top1": report["accuracy"], "macro_f1": report["macro_f1"],
             "best_epoch": report["best_epoch"], "top1_last": float(rows[-1]["val_acc"]),
-            "macro_f1_last": float(rows[-1]["macro_f1"]), "seconds": round(time.perf_counter() - start, 1),
+            "macro_f1_last": float(rows[-1]["macro_f1"]), **_per_class(report),
+            "seconds": round(time.perf_counter() - start, 1),
             "cpu_seconds": round(_cpu_seconds() - start_cpu, 1),
             "run": str(run), "recipe": {k: resolved[k] for k in sorted(resolved) if k in _recipe_keys()}}
 
@@ -266,7 +275,10 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("top1", "macro_f1", "top1_last", "macro_f1_last", "seconds", "cpu_seconds")
-    return {k: _stats([float(r[k]) for r in runs]) for k in keys if all(k in r for r in runs)}
+    out = {k: _stats([float(r[k]) for r in runs]) for k in keys if all(k in r for r in runs)}
+    if runs and all("recall" in r for r in runs):
+        out["recall"] = {name: _stats([float(r["recall"][name]) for r in runs]) for name in runs[0]["recall"]}
+    return out
 
 
 def summarize_int8(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -292,6 +304,12 @@ def print_table(result: dict[str, Any]) -> None:
     if "gemsight" in recipes and "reference" in recipes:
         margin = (recipes["gemsight"]["summary"]["top1"]["mean"] - recipes["reference"]["summary"]["top1"]["mean"])
         print(f"gemsight − reference: {margin * 100:+.1f} points of top-1 (mean of {n} seed(s))")
+    classes = result["config"]["classes"]
+    if any("recall" in rec["summary"] for rec in recipes.values()):
+        print(f"\n{'recall % (best epoch)':<22}" + "".join(f"{c[:12]:>13}" for c in classes))
+        for name, rec in recipes.items():
+            recall = rec["summary"].get("recall", {})
+            print(f"{name:<22}" + "".join(f"{_pm(recall[c], fmt='.0f') if c in recall else '—':>13}" for c in classes))
     if result.get("int8"):
         print(f"\n{'INT8 target':<14}{'drop (pts)':>16}{'agreement %':>16}")
         for target, s in result["int8"]["summary"].items():

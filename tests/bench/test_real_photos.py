@@ -32,6 +32,15 @@ def test_real_photos_bench_runs_end_to_end_and_writes_its_json(tmp_path, capsys,
     for recipe in result["recipes"].values():
         assert len(recipe["runs"]) == 1 and 0.0 <= recipe["summary"]["top1"]["mean"] <= 1.0
         assert recipe["runs"][0]["seed"] == 2   # --first-seed 2: a later process can run the later seeds
+        run = recipe["runs"][0]
+        # Which class each recipe loses, and to which: the best epoch's confusion matrix and recall.
+        assert sum(map(sum, run["confusion"])) == result["config"]["val_images"]
+        assert set(run["recall"]) == set(result["config"]["classes"])
+        for i, name in enumerate(result["config"]["classes"]):
+            assert run["recall"][name] == pytest.approx(run["confusion"][i][i] / sum(run["confusion"][i]))
+        assert set(recipe["summary"]["recall"]) == set(result["config"]["classes"])
+        assert sum(run["confusion"][i][i] for i in range(len(run["confusion"]))) \
+            == pytest.approx(run["top1"] * result["config"]["val_images"])
     assert result["recipes"]["gemsight"]["runs"][0]["recipe"]["recipe"] == "default"
     targets = result["int8"]["summary"]
     assert {"onnxruntime", "tensorrt", "fpga"} <= set(targets)
@@ -40,6 +49,9 @@ def test_real_photos_bench_runs_end_to_end_and_writes_its_json(tmp_path, capsys,
     assert "margin_top1_points" in result
     table = capsys.readouterr().out
     assert "gemsight" in table and "reference" in table and "INT8 target" in table
+    recall_rows = table.split("recall % (best epoch)", 1)[1].splitlines()
+    assert recall_rows[0].split() == result["config"]["classes"]
+    assert recall_rows[1].startswith("gemsight") and recall_rows[2].startswith("reference")
 
 
 def test_int8_is_calibrated_with_auto_unless_plain_is_asked_for():
