@@ -265,6 +265,7 @@ def _summary(workdir: Path, annotate: Path) -> None:
         ("annotated video", annotate),
         ("training curves", workdir / "run" / "curves.png"),
         ("confusion matrix", workdir / "run" / "confusion.png"),
+        ("missed photos", workdir / "run" / "misses.png"),
         ("training report", workdir / "run" / "report.json"),
         ("calibration report", workdir / "calib" / "report.md"),
         ("dataset contact sheet", workdir / "contact_sheet.png"),

@@ -84,6 +84,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--cache-images", default="auto", choices=("auto", "on", "off"),
                    help="keep decoded images, resized to --img-size, in memory after the first epoch "
                         "(auto: when they take at most 2 GiB, workers' copies included)")
+    p.add_argument("--misses", type=int, default=48,
+                   help="list this many of the validation photos the final model gets wrong (surest first) in "
+                        "report.json, each with the training photo it looks most like, and draw them in misses.png "
+                        "(0: neither; default 48)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
     p.add_argument("--name", default="gemsight", help="model name in the manifest")
@@ -182,6 +186,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             raise ConfigError(f"--{name} must not be negative, got {getattr(args, name)}")
     if not 0.0 <= args.ema < 1.0:
         raise ConfigError(f"--ema must be in [0, 1), got {args.ema}")
+    if args.misses < 0:
+        raise ConfigError(f"--misses must not be negative, got {args.misses}")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must not be negative, got {args.workers}")
     for name in ("data", "out", "val", "resume"):

@@ -24,6 +24,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the report JSON here")
     p.add_argument("--batch-size", type=int, default=32, help="images per inference call (default 32)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--misses", type=int, default=48,
+                   help="list this many of the photos the model gets wrong in the report, surest first (default 48)")
+    p.add_argument("--misses-png", help="draw those photos in this PNG, each with what the model called it")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     return p
 
@@ -34,10 +37,11 @@ def _evaluate(argv: Sequence[str]) -> int:
 
     args = evaluate_parser().parse_args(argv)
     setup_logging(args.verbose)
-    report = evaluate_model(args.model, args.data, batch_size=args.batch_size, threads=args.threads)
+    report = evaluate_model(args.model, args.data, batch_size=args.batch_size, threads=args.threads,
+                            misses=args.misses, misses_png=args.misses_png)
     if args.out:
         write_json(report, args.out)
-    print(json.dumps({k: report[k] for k in ("model", "backend", "images", "accuracy", "macro_f1")}
+    print(json.dumps({k: report[k] for k in ("model", "backend", "images", "accuracy", "macro_f1", "missed")}
                      | {"skipped": len(report["skipped"])}))
     return 0
 

@@ -18,6 +18,7 @@ from edge.manifest import Manifest
 from edge.preprocess import load_image, preprocess_batch
 
 from trainer.data import load_eval_set
+from trainer.misses import for_report, list_misses, plot_misses, softmax
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def _checkpoint_predictor(path: Path) -> tuple[Manifest, Callable[[np.ndarray], 
 
 
 def evaluate_model(model_path: str | Path, data_dir: str | Path, batch_size: int = 32, *,
-                   threads: int | None = None, runtime: str = "onnxruntime") -> dict[str, Any]:
+                   threads: int | None = None, runtime: str = "onnxruntime", misses: int = 48,
+                   misses_png: str | Path | None = None) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class metrics and confusion matrix of a model on labelled photos.
 
     Args:
@@ -89,19 +91,24 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, batch_size: int
         batch_size: images per inference call.
         threads: runtime intra-op threads (default: all cores).
         runtime: the edge runtime that runs non-checkpoint models, exactly as on a device.
+        misses: how many of the photos the model gets wrong to list (surest first; ``0``: none).
+        misses_png: draw those misses in this PNG (nothing is written when there are none).
 
     Returns:
         The report dict (:func:`classification_report` plus ``model``, ``data``, ``skipped``,
-        ``seconds``, ``backend``).
+        ``seconds``, ``backend``, ``missed`` and ``misses``: :func:`trainer.misses.list_misses`, paths
+        relative to ``data_dir``).
 
     Raises:
-        ConfigError: an unknown model file type or bad batch size.
+        ConfigError: an unknown model file type, a bad batch size or a negative ``misses``.
         ManifestError: an ONNX model without a readable manifest.
         DataError: no usable image, or a class the model does not know.
     """
     path = Path(model_path)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if misses < 0:
+        raise ConfigError(f"--misses must not be negative, got {misses}")
     if path.is_dir():
         path = path / "model.onnx"
     if not path.exists():
@@ -116,7 +123,7 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, batch_size: int
         raise ConfigError(f"{path}: expected a .pt checkpoint, an .onnx model or an OpenVINO .xml")
     samples, skipped = load_eval_set(data_dir, manifest.classes)
     start = time.perf_counter()
-    y_true, y_pred = [], []
+    y_true, probs = [], []
     try:
         for i in range(0, len(samples), batch_size):
             chunk = samples[i:i + batch_size]
@@ -124,17 +131,25 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, batch_size: int
             logits = predict(batch)
             if logits.shape != (len(chunk), manifest.num_classes):
                 raise ManifestError(f"{path}: output shape {logits.shape}, expected ({len(chunk)}, {manifest.num_classes})")
-            y_pred.extend(np.argmax(logits, axis=1).tolist())
+            probs.append(softmax(logits))
             y_true.extend(label for _, label in chunk)
     finally:
         if closer is not None:
             closer.close()
     seconds = time.perf_counter() - start
-    report = classification_report(confusion_matrix(y_true, y_pred, manifest.num_classes), manifest.classes)
-    report.update({"model": str(path), "backend": backend, "data": str(data_dir), "skipped": skipped,
-                   "seconds": round(seconds, 3), "images_per_s": round(len(samples) / max(seconds, 1e-9), 1)})
-    logger.info("%s on %s: accuracy %.4f, macro-F1 %.4f over %d images (%d skipped)", path.name, data_dir,
-                report["accuracy"], report["macro_f1"], report["images"], len(skipped))
     if not y_true:
         raise DataError(f"{data_dir}: nothing was evaluated")
+    probs = np.concatenate(probs)
+    y_pred = probs.argmax(axis=1)
+    report = classification_report(confusion_matrix(y_true, y_pred, manifest.num_classes), manifest.classes)
+    found = list_misses([p for p, _ in samples], y_true, probs, manifest.classes, misses)
+    missed = int(np.count_nonzero(y_pred != np.asarray(y_true)))
+    root = Path(data_dir) if Path(data_dir).is_dir() else Path(data_dir).parent
+    report.update({"model": str(path), "backend": backend, "data": str(data_dir), "skipped": skipped,
+                   "seconds": round(seconds, 3), "images_per_s": round(len(samples) / max(seconds, 1e-9), 1),
+                   "missed": missed, "misses": for_report(found, root)})
+    logger.info("%s on %s: accuracy %.4f, macro-F1 %.4f over %d images (%d skipped)", path.name, data_dir,
+                report["accuracy"], report["macro_f1"], report["images"], len(skipped))
+    if misses_png is not None and found:
+        plot_misses(found, misses_png, total=missed, images=len(y_true))
     return report

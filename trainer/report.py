@@ -1,4 +1,5 @@
-"""The run's human-readable outputs: ``metrics.csv``, ``report.json``, ``curves.png``, ``confusion.png``."""
+"""The run's human-readable outputs: ``metrics.csv``, ``report.json``, ``curves.png``, ``confusion.png``
+(``misses.png``: :mod:`trainer.misses`)."""
 from __future__ import annotations
 
 import csv

@@ -22,9 +22,9 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from edge.errors import ConfigError, DataError, GemsightError
-from edge.manifest import Manifest
+from edge.manifest import InputSpec, Manifest
 
-from trainer import report as reports
+from trainer import misses as misses_mod, report as reports
 from trainer.args import get_args_parser, parse_args, resolve_args, save_args
 from trainer.checkpoint import capture_rng, load_checkpoint, model_from_checkpoint, restore_rng, save_checkpoint
 from trainer.data import DatasetSplit, ImageDataset, class_weights, load_dataset
@@ -292,6 +292,9 @@ def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history:
               "val_counts": dict(zip(split.classes, split.counts("val"))),
               "skipped": split.skipped, "dataset_digest": split.digest, "export": export,
               "train_seconds": round(seconds, 1)}
+    report["missed"] = int(ev["confusion"].sum() - ev["confusion"].trace())
+    report["misses"] = _misses(args, split, model.to(device), loader, base.input, device, out / "misses.png", report)
+    model.cpu()
     reports.write_json(report, out / "report.json")
     reports.plot_curves(history, out / "curves.png")
     reports.plot_confusion(metrics["confusion_matrix"], split.classes, out / "confusion.png")
@@ -300,6 +303,26 @@ def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history:
     if split.skipped:
         logger.warning("%d file(s) were skipped (listed in %s): %s", len(split.skipped), out / "report.json",
                        ", ".join(s["path"] for s in split.skipped[:5]) + (" ..." if len(split.skipped) > 5 else ""))
+
+
+def _misses(args, split: DatasetSplit, model: nn.Module, val_loader: DataLoader, spec: InputSpec, device: torch.device,
+            png: Path, report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``--misses`` validation photos the model is surest of and gets wrong, each with its nearest training
+    photo (one pass over the training photos, at the validation preprocessing), drawn in ``misses.png``."""
+    png.unlink(missing_ok=True)   # a resumed run must not keep a sheet of an older model
+    if args.misses == 0 or report["missed"] == 0:
+        return []
+    probs, features = misses_mod.model_outputs(model, val_loader, device)
+    found = misses_mod.list_misses([p for p, _ in split.val], [y for _, y in split.val], probs, split.classes,
+                                   args.misses)
+    train_loader = DataLoader(ImageDataset(split.train, ClassificationPresetEval(spec=spec)), batch_size=args.batch_size,
+                              shuffle=False)
+    _, train_features = misses_mod.model_outputs(model, train_loader, device)
+    misses_mod.add_nearest(found, features, train_features, [p for p, _ in split.train], [y for _, y in split.train],
+                           split.classes)
+    misses_mod.plot_misses(found, png, total=report["missed"], images=report["images"])
+    data = Path(args.data)
+    return misses_mod.for_report(found, data if data.is_dir() else data.parent)
 
 
 def train(**kwargs: Any) -> Path:

@@ -19,11 +19,15 @@ def _run(*argv: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_evaluate_command_writes_the_report(tiny_run, tiny_data, tmp_path):
     proc = _run("evaluate", str(tiny_run / "model.onnx"), "--data", str(tiny_data), "--out", str(tmp_path / "r.json"),
-                "--threads", "1")
+                "--threads", "1", "--misses", "2", "--misses-png", str(tmp_path / "misses.png"))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     report = json.loads((tmp_path / "r.json").read_text())
     assert summary["accuracy"] == report["accuracy"] and report["images"] == 9 and summary["backend"] == "onnxruntime"
+    assert summary["missed"] == report["missed"] and len(report["misses"]) == min(2, report["missed"])
+    assert (tmp_path / "misses.png").is_file() == (report["missed"] > 0)
+    refused = _run("evaluate", str(tiny_run / "model.onnx"), "--data", str(tiny_data), "--misses", "-3")
+    assert refused.returncode == 2 and "--misses must not be negative, got -3" in refused.stderr
 
 
 def test_errors_exit_with_one_line_naming_the_problem(tmp_path):
