@@ -86,8 +86,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "(auto: when they take at most 2 GiB, workers' copies included)")
     p.add_argument("--misses", type=int, default=48,
                    help="list this many of the validation photos the final model gets wrong (surest first) in "
-                        "report.json, each with the training photo it looks most like, and draw them in misses.png "
-                        "(0: neither; default 48)")
+                        "report.json, each with the training photo it looks most like (one pass over the training "
+                        "photos after the last epoch), and draw them in misses.png (0: neither; default 48)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
     p.add_argument("--name", default="gemsight", help="model name in the manifest")

@@ -14,7 +14,7 @@ from trainer.data import DatasetSplit, ImageDataset
 from trainer.distributed import DistInfo
 from trainer.recipe import ClassificationPresetEval, ClassificationPresetTrain
 
-__all__ = ["CACHE_IMAGES_BYTES", "make_loaders"]
+__all__ = ["CACHE_IMAGES_BYTES", "eval_loader", "make_loaders"]
 
 
 def _default_workers(info: DistInfo) -> int:
@@ -56,3 +56,11 @@ def make_loaders(split: DatasetSplit, spec, args, info: DistInfo):
     val_ds = dataset(split.val[info.rank::info.world_size], ClassificationPresetEval(spec=spec), spec)
     val_loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False, **common)
     return sampler, train_loader, val_loader
+
+
+def eval_loader(samples, spec, args) -> DataLoader:
+    """Photos in their order at the device's preprocessing, with the training's loading processes (the final
+    report's passes over the validation and the training photos, on the main rank)."""
+    workers = _default_workers(DistInfo()) if args.workers is None else args.workers
+    return DataLoader(ImageDataset(samples, ClassificationPresetEval(spec=spec)), batch_size=args.batch_size,
+                      shuffle=False, num_workers=workers)

@@ -27,13 +27,13 @@ from edge.manifest import InputSpec, Manifest
 from trainer import misses as misses_mod, report as reports
 from trainer.args import get_args_parser, parse_args, resolve_args, save_args
 from trainer.checkpoint import capture_rng, load_checkpoint, model_from_checkpoint, restore_rng, save_checkpoint
-from trainer.data import DatasetSplit, ImageDataset, class_weights, load_dataset
+from trainer.data import DatasetSplit, class_weights, load_dataset
 from trainer.distributed import DistInfo, average_buffers, barrier, broadcast_object, cleanup, init_distributed
 from trainer.epoch import evaluate, state_digest, train_one_epoch
 from trainer.evaluate import classification_report
 from trainer.export import build_manifest, export_onnx, git_commit
-from trainer.loaders import make_loaders
-from trainer.recipe import ClassificationPresetEval, create_model, create_optimizer, make_scheduler, resolve_stem
+from trainer.loaders import eval_loader, make_loaders
+from trainer.recipe import create_model, create_optimizer, make_scheduler, resolve_stem
 from trainer.regularize import MixBatch, ModelEma
 
 logger = logging.getLogger(__name__)
@@ -271,8 +271,7 @@ def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history:
         raise ConfigError(f"{out}: no best.pt (did any epoch run? --epochs {args.epochs})")
     ckpt = load_checkpoint(out / "best.pt")
     model, base = model_from_checkpoint(ckpt, str(out / "best.pt"))
-    val_ds = ImageDataset(split.val, ClassificationPresetEval(spec=base.input))
-    loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False)
+    loader = eval_loader(split.val, base.input, args)
     ev = evaluate(model.to(device), loader, device, len(split.classes), amp=False)
     model = model.cpu()
     metrics = classification_report(ev["confusion"], split.classes)
@@ -315,9 +314,7 @@ def _misses(args, split: DatasetSplit, model: nn.Module, val_loader: DataLoader,
     probs, features = misses_mod.model_outputs(model, val_loader, device)
     found = misses_mod.list_misses([p for p, _ in split.val], [y for _, y in split.val], probs, split.classes,
                                    args.misses)
-    train_loader = DataLoader(ImageDataset(split.train, ClassificationPresetEval(spec=spec)), batch_size=args.batch_size,
-                              shuffle=False)
-    _, train_features = misses_mod.model_outputs(model, train_loader, device)
+    _, train_features = misses_mod.model_outputs(model, eval_loader(split.train, spec, args), device)
     misses_mod.add_nearest(found, features, train_features, [p for p, _ in split.train], [y for _, y in split.train],
                            split.classes)
     misses_mod.plot_misses(found, png, total=report["missed"], images=report["images"])
