@@ -18,7 +18,7 @@ from edge.manifest import Manifest
 from edge.preprocess import load_image, preprocess_batch
 
 from trainer.data import load_eval_set
-from trainer.misses import for_report, list_misses, plot_misses, softmax
+from trainer.misses import for_report, list_misses, plot_misses, softmax, writable
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, batch_size: int
         relative to ``data_dir``).
 
     Raises:
-        ConfigError: an unknown model file type, a bad batch size or a negative ``misses``.
+        ConfigError: an unknown model file type, a bad batch size, a negative ``misses`` or a ``misses_png``
+            that cannot be written.
         ManifestError: an ONNX model without a readable manifest.
         DataError: no usable image, or a class the model does not know.
     """
@@ -109,6 +110,11 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, batch_size: int
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if misses < 0:
         raise ConfigError(f"--misses must not be negative, got {misses}")
+    if misses_png is not None:
+        try:
+            writable(misses_png, "--misses-png")   # before the evaluation, not after it
+        except DataError as exc:
+            raise ConfigError(str(exc)) from exc
     if path.is_dir():
         path = path / "model.onnx"
     if not path.exists():

@@ -125,7 +125,8 @@ def plot_misses(misses: Sequence[dict[str, Any]], path: str | Path, *, total: in
         images: how many photos were evaluated.
 
     Raises:
-        DataError: no misses to draw, a photo that cannot be read, or a PNG that cannot be written.
+        DataError: no misses to draw, a photo that cannot be read, or a PNG that cannot be written (its folder
+            cannot be made, or it is a folder).
     """
     if not misses:
         raise DataError(f"{path}: no misses to draw")
@@ -154,11 +155,26 @@ def plot_misses(misses: Sequence[dict[str, Any]], path: str | Path, *, total: in
                         cv2.LINE_AA)
             cv2.putText(sheet, f"sim {near['similarity']:.2f}", (nx, y + THUMB + 30), _FONT, 0.42, (60, 60, 60), 1,
                         cv2.LINE_AA)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = writable(path, "misses sheet")
     if not cv2.imwrite(str(path), sheet):
         raise DataError(f"{path}: cannot write PNG")
     logger.info("%d misses drawn in %s", len(misses), path)
+    return path
+
+
+def writable(path: str | Path, what: str) -> Path:
+    """``path`` with its folder made, checked before any work is done for it.
+
+    Raises:
+        DataError: the folder cannot be made, or ``path`` is a folder (the message names ``what`` and the path).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{what} {path}: cannot make its folder ({exc.strerror or exc})") from exc
+    if path.is_dir():
+        raise DataError(f"{what} {path}: is a folder, not a file")
     return path
 
 

@@ -308,7 +308,8 @@ def _misses(args, split: DatasetSplit, model: nn.Module, val_loader: DataLoader,
             png: Path, report: dict[str, Any]) -> list[dict[str, Any]]:
     """The ``--misses`` validation photos the model is surest of and gets wrong, each with its nearest training
     photo (one pass over the training photos, at the validation preprocessing), drawn in ``misses.png``."""
-    png.unlink(missing_ok=True)   # a resumed run must not keep a sheet of an older model
+    if png.is_file():
+        png.unlink()   # a resumed run must not keep a sheet of an older model
     if args.misses == 0 or report["missed"] == 0:
         return []
     probs, features = misses_mod.model_outputs(model, val_loader, device)
@@ -317,7 +318,10 @@ def _misses(args, split: DatasetSplit, model: nn.Module, val_loader: DataLoader,
     _, train_features = misses_mod.model_outputs(model, eval_loader(split.train, spec, args), device)
     misses_mod.add_nearest(found, features, train_features, [p for p, _ in split.train], [y for _, y in split.train],
                            split.classes)
-    misses_mod.plot_misses(found, png, total=report["missed"], images=report["images"])
+    try:
+        misses_mod.plot_misses(found, png, total=report["missed"], images=report["images"])
+    except DataError as exc:   # the run's report and model matter more than its picture
+        logger.warning("no misses sheet: %s", exc)
     data = Path(args.data)
     return misses_mod.for_report(found, data if data.is_dir() else data.parent)
 

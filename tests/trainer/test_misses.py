@@ -90,13 +90,20 @@ def test_the_sheet_shows_each_miss_beside_its_nearest_training_photo(tmp_path):
     assert ((single[..., 1] > 150) & (single[..., 2] < 50)).sum() == 0    # no training photo drawn
 
 
-def test_the_sheet_refuses_nothing_to_draw_and_names_a_photo_it_cannot_read(tmp_path):
+def test_the_sheet_refuses_nothing_to_draw_and_names_a_photo_it_cannot_read_or_a_place_it_cannot_write(tmp_path):
     with pytest.raises(DataError, match="no misses"):
         misses.plot_misses([], tmp_path / "m.png", total=0, images=9)
     gone = {"path": str(tmp_path / "gone.jpg"), "label": "ring", "predicted": "bracelet", "confidence": 0.5}
     with pytest.raises(DataError, match="gone.jpg"):
         misses.plot_misses([gone], tmp_path / "m.png", total=1, images=9)
     assert not (tmp_path / "m.png").exists()
+    here = {**gone, "path": _photo(tmp_path / "here.png", (0, 0, 200))}
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match=r"misses sheet .*file/m.png: cannot make its folder"):
+        misses.plot_misses([here], tmp_path / "file" / "m.png", total=1, images=9)
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(DataError, match=r"dir.png: is a folder"):
+        misses.plot_misses([here], tmp_path / "dir.png", total=1, images=9)
 
 
 @pytest.mark.slow
@@ -129,6 +136,17 @@ def test_evaluate_lists_the_same_misses_and_draws_them(tiny_run, tiny_data, tmp_
     assert (tmp_path / "m.png").is_file() == (trained["missed"] > 0)
     with pytest.raises(ConfigError, match="--misses"):
         evaluate_model(tiny_run / "model.onnx", tiny_data, misses=-1)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="--misses-png .*file/m.png: cannot make its folder"):
+        evaluate_model(tiny_run / "nowhere.onnx", tiny_data, misses_png=tmp_path / "file" / "m.png")  # said first
+
+
+def test_a_sheet_that_cannot_be_written_costs_the_run_nothing_but_the_picture(tiny_data, tmp_path, caplog):
+    (tmp_path / "run" / "misses.png").mkdir(parents=True)   # in the way of the sheet
+    run = train(data=str(tiny_data), out=str(tmp_path / "run"), **{**TINY_RECIPE, "epochs": 1})
+    report = json.loads((run / "report.json").read_text())
+    assert report["missed"] > 0 and len(report["misses"]) == min(48, report["missed"]) and (run / "model.onnx").is_file()
+    assert "no misses sheet" in caplog.text and "is a folder" in caplog.text
 
 
 def test_misses_zero_leaves_out_the_list_and_the_sheet_and_negative_is_refused(tiny_data, tmp_path):
