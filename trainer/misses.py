@@ -1,9 +1,10 @@
 """The validation photos a model gets wrong: what it calls them, and the training photo each looks most like.
 
 A per-class recall says *that* a class is weak; the misses say *which* photos, and the nearest training
-photo (by the features the model's last layer reads) says *why*: on the real-photo benchmark the missed
-necklaces are open wire collars whose nearest training photos are bangles, since the training necklaces are
-chains and pendants. ``report.json`` lists them (``misses``, most confident first) and ``misses.png``
+photo (by the features the model's last layer reads) shows *why*, to whoever looks at the pair: on the
+real-photo benchmark the missed necklaces are wire collars shot whole, and their nearest training photos
+chain bracelets shot whole, with the same silhouette. (The neighbour's label alone says little: a misread
+photo's features lie among the class it was called.) ``report.json`` lists them (``misses``, most confident first) and ``misses.png``
 shows each beside its nearest training photo; ``gemsight-train evaluate --misses-png`` draws the same
 sheet for any model the edge runs (without the nearest photo: a runtime gives logits, not features).
 """
