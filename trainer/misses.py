@@ -4,16 +4,18 @@ A per-class recall says *that* a class is weak; the misses say *which* photos, a
 photo (by the features the model's last layer reads) shows *why*, to whoever looks at the pair: on the
 real-photo benchmark the missed necklaces are wire collars shot whole, and their nearest training photos
 chain bracelets shot whole, with the same silhouette. (The neighbour's label alone says little: a misread
-photo's features lie among the class it was called.) ``report.json`` lists them (``misses``, most confident first) and ``misses.png``
-shows each beside its nearest training photo; ``gemsight-train evaluate --misses-png`` draws the same
-sheet for any model the edge runs (without the nearest photo: a runtime gives logits, not features).
+photo's features lie among the class it was called.)
+
+``report.json`` lists them (``misses``, most confident first) and ``misses.png`` shows each beside its
+nearest training photo; ``gemsight-train evaluate --misses-png`` draws the same sheet for any model the
+edge runs (without the nearest photo: a runtime gives logits, not features).
 """
 from __future__ import annotations
 
 import logging
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -70,21 +72,32 @@ def list_misses(paths: Sequence[str | Path], labels: Sequence[int], probs: np.nd
              "label_probability": round(float(probs[i, labels[i]]), 4)} for i in order]
 
 
-def add_nearest(misses: list[dict[str, Any]], features: np.ndarray, train_features: np.ndarray,
+def add_nearest(misses: list[dict[str, Any]], features: np.ndarray, train_features: Iterable[np.ndarray],
                 train_paths: Sequence[str | Path], train_labels: Sequence[int], classes: Sequence[str]) -> None:
     """Give each miss ``nearest_train``: the training photo whose features are closest (cosine similarity).
 
-    ``features`` are the validation photos' (row ``miss["index"]``), ``train_features`` the training photos'.
+    ``features`` are the validation photos' (row ``miss["index"]``); ``train_features`` the training photos'
+    in batches, in the order of ``train_paths`` (one pass, so no more than a batch of them is held at once).
     """
-    if not misses or len(train_paths) == 0:
+    if not misses:
         return
     query = _unit(features[[m["index"] for m in misses]])
-    train = _unit(train_features)
-    sims = query @ train.T
-    best = sims.argmax(axis=1)
-    for miss, j, row in zip(misses, best, sims):
-        miss["nearest_train"] = {"path": str(train_paths[j]), "label": classes[train_labels[j]],
-                                 "similarity": round(float(row[j]), 4)}
+    best_sim = np.full(len(misses), -np.inf, np.float32)
+    best = np.zeros(len(misses), np.int64)
+    start = 0
+    for batch in train_features:
+        sims = query @ _unit(batch).T
+        top = sims.argmax(axis=1)
+        value = sims[np.arange(len(misses)), top]
+        better = value > best_sim
+        best_sim[better], best[better] = value[better], start + top[better]
+        start += len(batch)
+    if start != len(train_paths):
+        raise DataError(f"misses: features of {start} training photos for {len(train_paths)} paths")
+    for miss, j, sim in zip(misses, best, best_sim):
+        if np.isfinite(sim):
+            miss["nearest_train"] = {"path": str(train_paths[j]), "label": classes[train_labels[j]],
+                                     "similarity": round(float(sim), 4)}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -179,8 +192,9 @@ def writable(path: str | Path, what: str) -> Path:
     return path
 
 
-def model_outputs(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities and the features the model's last linear layer reads, per photo, in loader order."""
+def outputs(model, loader, device) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per batch of ``loader``, in order: softmax probabilities and the features the model's last linear layer
+    reads (float64 and float32 arrays)."""
     import torch  # noqa: PLC0415
     from torch import nn  # noqa: PLC0415
 
@@ -190,15 +204,20 @@ def model_outputs(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
     last = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not last:
         raise DataError(f"{type(model).__name__}: no linear layer to read features from")
-    features: list[torch.Tensor] = []
-    handle = last[-1].register_forward_hook(lambda _m, inputs, _out: features.append(inputs[0].flatten(1).float().cpu()))
-    probs = []
+    seen: list[torch.Tensor] = []
+    handle = last[-1].register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].flatten(1)))
     model.eval()
     try:
         with torch.inference_mode():
             for images, _ in loader:
                 logits = head_output(model(to_device(images, device))).float()
-                probs.append(torch.softmax(logits, dim=1).cpu())
+                features = seen.pop().float().cpu().numpy()
+                yield torch.softmax(logits, dim=1).double().cpu().numpy(), features
     finally:
         handle.remove()
-    return torch.cat(probs).double().numpy(), torch.cat(features).numpy()
+
+
+def model_outputs(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`outputs` of every batch, stacked: ``N x K`` probabilities and ``N x D`` features."""
+    probs, features = zip(*outputs(model, loader, device))
+    return np.concatenate(probs), np.concatenate(features)

@@ -315,7 +315,7 @@ def _misses(args, split: DatasetSplit, model: nn.Module, val_loader: DataLoader,
     probs, features = misses_mod.model_outputs(model, val_loader, device)
     found = misses_mod.list_misses([p for p, _ in split.val], [y for _, y in split.val], probs, split.classes,
                                    args.misses)
-    _, train_features = misses_mod.model_outputs(model, eval_loader(split.train, spec, args), device)
+    train_features = (f for _, f in misses_mod.outputs(model, eval_loader(split.train, spec, args), device))
     misses_mod.add_nearest(found, features, train_features, [p for p, _ in split.train], [y for _, y in split.train],
                            split.classes)
     try:

@@ -49,11 +49,14 @@ def test_misses_refuse_inputs_that_do_not_line_up(paths, labels, probs):
 def test_the_nearest_training_photo_is_the_one_pointing_the_same_way():
     features = np.array([[1.0, 0.0], [3.0, 3.1], [0.0, 1.0]])   # validation photos 0, 1, 2
     train = np.array([[0.0, 10.0], [5.0, 5.0], [0.2, 0.0]])     # cosine, not distance: [5, 5] is far but aligned
-    found = [{"index": 1, "path": "v1"}, {"index": 0, "path": "v0"}, {"index": 2, "path": "v2"}]
-    misses.add_nearest(found, features, train, ["t0", "t1", "t2"], [1, 0, 2], CLASSES)
-    assert [(m["nearest_train"]["path"], m["nearest_train"]["label"]) for m in found] == \
-        [("t1", "bracelet"), ("t2", "ring"), ("t0", "necklace")]
-    assert found[1]["nearest_train"]["similarity"] == 1.0 and 0.99 < found[0]["nearest_train"]["similarity"] < 1.0
+    for batches in ([train], [train[:1], train[1:]], [train[:2], train[2:]]):   # one pass, in batches
+        found = [{"index": 1, "path": "v1"}, {"index": 0, "path": "v0"}, {"index": 2, "path": "v2"}]
+        misses.add_nearest(found, features, iter(batches), ["t0", "t1", "t2"], [1, 0, 2], CLASSES)
+        assert [(m["nearest_train"]["path"], m["nearest_train"]["label"]) for m in found] == \
+            [("t1", "bracelet"), ("t2", "ring"), ("t0", "necklace")]
+        assert found[1]["nearest_train"]["similarity"] == 1.0 and 0.99 < found[0]["nearest_train"]["similarity"] < 1.0
+    with pytest.raises(DataError, match="features of 2 training photos for 3 paths"):
+        misses.add_nearest(found, features, [train[:2]], ["t0", "t1", "t2"], [1, 0, 2], CLASSES)
 
 
 def test_report_paths_are_relative_to_the_data_folder(tmp_path):
