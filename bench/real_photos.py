@@ -11,8 +11,9 @@ at the same image size, epochs and batch, both scored the same way (the best epo
 last epoch beside it); then calibrates each gemsight model for every target with the gate opened, so
 the INT8 drop and agreement are measured rather than refused (``--auto``, as the README advises for
 real photos; ``--int8-plain`` for calibration's defaults). Prints a table (mean ± sd over seeds; the
-best epoch's recall per class for both recipes) and writes ``bench/results/real_photos.json`` (each run
-with its best epoch's confusion matrix).
+best epoch's recall per class for both recipes, and per seed how many validation photos both recipes
+get wrong) and writes ``bench/results/real_photos.json`` (each run with its best epoch's confusion matrix
+and the validation photos it gets wrong, by path).
 
     python bench/real_photos.py --seeds 3                                   # CPU budget (64 px, 20 epochs)
     python bench/real_photos.py --device cuda --img-size 224 --epochs 100   # full size
@@ -114,14 +115,20 @@ class _RefTrain(torch.utils.data.Dataset):
         return torch.from_numpy(normalize(np.ascontiguousarray(out)[None], self.spec)[0]), self.labels[i]
 
 
-def _confusion(model: nn.Module, batch: torch.Tensor, labels: np.ndarray, k: int, device) -> np.ndarray:
+def _predict(model: nn.Module, batch: torch.Tensor, device) -> np.ndarray:
     model.eval()
     preds = []
     with torch.inference_mode():
         for i in range(0, len(batch), 128):
             preds.append(model(batch[i:i + 128].to(device)).argmax(1).cpu())
-    pred = torch.cat(preds).numpy()
-    return np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
+    return torch.cat(preds).numpy()
+
+
+def _missed(split, data: Path, wrong: np.ndarray) -> list[str]:
+    """The validation photos (paths relative to ``data``) a recipe's best epoch gets wrong, sorted."""
+    from trainer.misses import shown_path  # noqa: PLC0415
+
+    return sorted(shown_path(split.val[i][0], data) for i in np.flatnonzero(wrong))
 
 
 def train_reference(split, images: dict, spec, args, seed: int, device: torch.device) -> dict[str, Any]:
@@ -129,7 +136,7 @@ def train_reference(split, images: dict, spec, args, seed: int, device: torch.de
     import torchvision  # noqa: PLC0415
 
     from trainer.data import class_weights  # noqa: PLC0415
-    from trainer.evaluate import classification_report  # noqa: PLC0415
+    from trainer.evaluate import classification_report, confusion_matrix  # noqa: PLC0415
 
     start, start_cpu = time.perf_counter(), _cpu_seconds()
     torch.manual_seed(seed)
@@ -156,12 +163,14 @@ def train_reference(split, images: dict, spec, args, seed: int, device: torch.de
             loss.backward()
             optimizer.step()
         scheduler.step()
-        last = classification_report(_confusion(model, val_batch, val_labels, k, device), split.classes)
+        pred = _predict(model, val_batch, device)
+        last = classification_report(confusion_matrix(val_labels, pred, k), split.classes)
         if best is None or last["accuracy"] > best["accuracy"]:
-            best = {**last, "epoch": epoch + 1}
+            best = {**last, "epoch": epoch + 1, "missed": _missed(split, args.data, pred != val_labels)}
         logger.info("reference seed %d epoch %d/%d: val acc %.4f", seed, epoch + 1, args.epochs, last["accuracy"])
     return {"seed": seed, "top1": best["accuracy"], "macro_f1": best["macro_f1"], "best_epoch": best["epoch"],
             "top1_last": last["accuracy"], "macro_f1_last": last["macro_f1"], **_per_class(best),
+            "missed": best["missed"],
             "seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(_cpu_seconds() - start_cpu, 1)}
 
 
@@ -204,15 +213,17 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def train_gemsight(args, seed: int, workdir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``trainer.train.train`` with the default recipe (plus ``--set`` options); returns its metrics."""
+def train_gemsight(args, seed: int, workdir: Path, overrides: dict[str, Any], val_images: int) -> dict[str, Any]:
+    """``trainer.train.train`` with the default recipe (plus ``--set`` options); returns its metrics, with every
+    validation photo it gets wrong (its report lists up to ``--misses`` of them: here, all ``val_images``)."""
     import csv  # noqa: PLC0415
 
     from trainer.train import train  # noqa: PLC0415
 
     start, start_cpu = time.perf_counter(), _cpu_seconds()
     options = {"weights": "none", "img_size": args.img_size, "epochs": args.epochs, "batch_size": args.batch_size,
-               "seed": seed, "device": args.device, "cache_images": "on", "workers": args.workers, **overrides}
+               "seed": seed, "device": args.device, "cache_images": "on", "workers": args.workers,
+               "misses": val_images, **overrides}
     run = train(data=str(args.data), out=str(workdir / f"gemsight-seed{seed}"), **options)
     report = json.loads((run / "report.json").read_text())
     with open(run / "metrics.csv", newline="") as fh:
@@ -221,6 +232,7 @@ def train_gemsight(args, seed: int, workdir: Path, overrides: dict[str, Any]) ->
     return {"seed": seed, "top1": report["accuracy"], "macro_f1": report["macro_f1"],
             "best_epoch": report["best_epoch"], "top1_last": float(rows[-1]["val_acc"]),
             "macro_f1_last": float(rows[-1]["macro_f1"]), **_per_class(report),
+            "missed": sorted(m["path"] for m in report["misses"]),
             "seconds": round(time.perf_counter() - start, 1),
             "cpu_seconds": round(_cpu_seconds() - start_cpu, 1),
             "run": str(run), "recipe": {k: resolved[k] for k in sorted(resolved) if k in _recipe_keys()}}
@@ -310,6 +322,9 @@ def print_table(result: dict[str, Any]) -> None:
         for name, rec in recipes.items():
             recall = rec["summary"].get("recall", {})
             print(f"{name:<22}" + "".join(f"{_pm(recall[c], fmt='.0f') if c in recall else '—':>13}" for c in classes))
+    for row in result.get("missed_by_both", []):
+        print(f"seed {row['seed']}: {row['both']} validation photos missed by both recipes (gemsight missed "
+              f"{row['gemsight']}, the reference {row['reference']})")
     if result.get("int8"):
         print(f"\n{'INT8 target':<14}{'drop (pts)':>16}{'agreement %':>16}")
         for target, s in result["int8"]["summary"].items():
@@ -348,7 +363,21 @@ def build_result(args, recipes: list[str], overrides: dict, split, runs: dict[st
     if "gemsight" in done and "reference" in done:
         g, r = result["recipes"]["gemsight"]["summary"], result["recipes"]["reference"]["summary"]
         result["margin_top1_points"] = round((g["top1"]["mean"] - r["top1"]["mean"]) * 100, 2)
+        result["missed_by_both"] = missed_by_both(done["gemsight"], done["reference"])
     return result
+
+
+def missed_by_both(gemsight: list[dict[str, Any]], reference: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per seed both recipes ran: how many validation photos each got wrong, and how many of them both did
+    (photos neither recipe learns from the training photos are the data's, not a recipe's)."""
+    ref = {r["seed"]: set(r["missed"]) for r in reference if "missed" in r}
+    out = []
+    for run in gemsight:
+        if "missed" in run and run["seed"] in ref:
+            mine = set(run["missed"])
+            out.append({"seed": run["seed"], "gemsight": len(mine), "reference": len(ref[run["seed"]]),
+                        "both": len(mine & ref[run["seed"]])})
+    return out
 
 
 # -- main --------------------------------------------------------------------------------------------------
@@ -392,7 +421,7 @@ def main(argv=None) -> int:
         images = decode_once(split, spec) if "reference" in recipes else {}
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             if "gemsight" in recipes:
-                runs["gemsight"].append(train_gemsight(args, seed, workdir, overrides))
+                runs["gemsight"].append(train_gemsight(args, seed, workdir, overrides, len(split.val)))
                 save(False)
                 if not args.no_int8:
                     try:

@@ -41,17 +41,26 @@ def test_real_photos_bench_runs_end_to_end_and_writes_its_json(tmp_path, capsys,
         assert set(recipe["summary"]["recall"]) == set(result["config"]["classes"])
         assert sum(run["confusion"][i][i] for i in range(len(run["confusion"]))) \
             == pytest.approx(run["top1"] * result["config"]["val_images"])
+        # ... and which photos it gets wrong: as many as the confusion matrix's off-diagonal, each a val photo.
+        off_diagonal = sum(map(sum, run["confusion"])) - sum(run["confusion"][i][i] for i in range(3))
+        assert len(run["missed"]) == len(set(run["missed"])) == off_diagonal > 0
+        assert all((data / path).is_file() and path.startswith("val/") for path in run["missed"])
     assert result["recipes"]["gemsight"]["runs"][0]["recipe"]["recipe"] == "default"
     targets = result["int8"]["summary"]
     assert {"onnxruntime", "tensorrt", "fpga"} <= set(targets)
     assert all(0.0 <= t["agreement"]["mean"] <= 100.0 for t in targets.values())
     assert result["int8"]["runs"][0]["auto"] is False   # --int8-plain (--auto's search is calibration's tests')
     assert "margin_top1_points" in result
+    [both] = result["missed_by_both"]
+    missed = {name: set(rec["runs"][0]["missed"]) for name, rec in result["recipes"].items()}
+    assert both == {"seed": 2, "gemsight": len(missed["gemsight"]), "reference": len(missed["reference"]),
+                    "both": len(missed["gemsight"] & missed["reference"])}
     table = capsys.readouterr().out
     assert "gemsight" in table and "reference" in table and "INT8 target" in table
     recall_rows = table.split("recall % (best epoch)", 1)[1].splitlines()
     assert recall_rows[0].split() == result["config"]["classes"]
     assert recall_rows[1].startswith("gemsight") and recall_rows[2].startswith("reference")
+    assert f"seed 2: {both['both']} validation photos missed by both recipes" in table
 
 
 def test_int8_is_calibrated_with_auto_unless_plain_is_asked_for():
