@@ -150,10 +150,9 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, batch_size: int
     report = classification_report(confusion_matrix(y_true, y_pred, manifest.num_classes), manifest.classes)
     found = list_misses([p for p, _ in samples], y_true, probs, manifest.classes, misses)
     missed = int(np.count_nonzero(y_pred != np.asarray(y_true)))
-    root = Path(data_dir) if Path(data_dir).is_dir() else Path(data_dir).parent
     report.update({"model": str(path), "backend": backend, "data": str(data_dir), "skipped": skipped,
                    "seconds": round(seconds, 3), "images_per_s": round(len(samples) / max(seconds, 1e-9), 1),
-                   "missed": missed, "misses": for_report(found, root)})
+                   "missed": missed, "misses": for_report(found, data_dir)})
     logger.info("%s on %s: accuracy %.4f, macro-F1 %.4f over %d images (%d skipped)", path.name, data_dir,
                 report["accuracy"], report["macro_f1"], report["images"], len(skipped))
     if misses_png is not None and found:

@@ -105,8 +105,10 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def for_report(misses: list[dict[str, Any]], root: str | Path | None) -> list[dict[str, Any]]:
-    """The misses as ``report.json`` keeps them: paths relative to the data folder, no internal index."""
+def for_report(misses: list[dict[str, Any]], data: str | Path | None) -> list[dict[str, Any]]:
+    """The misses as ``report.json`` keeps them: paths relative to the data (a folder, or a CSV's folder), no
+    internal index."""
+    root = None if data is None else Path(data).parent if Path(data).is_file() else Path(data)
     out = []
     for miss in misses:
         entry = {k: v for k, v in miss.items() if k != "index"}

@@ -293,7 +293,6 @@ def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history:
               "train_seconds": round(seconds, 1)}
     report["missed"] = int(ev["confusion"].sum() - ev["confusion"].trace())
     report["misses"] = _misses(args, split, model.to(device), loader, base.input, device, out / "misses.png", report)
-    model.cpu()
     reports.write_json(report, out / "report.json")
     reports.plot_curves(history, out / "curves.png")
     reports.plot_confusion(metrics["confusion_matrix"], split.classes, out / "confusion.png")
@@ -322,8 +321,7 @@ def _misses(args, split: DatasetSplit, model: nn.Module, val_loader: DataLoader,
         misses_mod.plot_misses(found, png, total=report["missed"], images=report["images"])
     except DataError as exc:   # the run's report and model matter more than its picture
         logger.warning("no misses sheet: %s", exc)
-    data = Path(args.data)
-    return misses_mod.for_report(found, data if data.is_dir() else data.parent)
+    return misses_mod.for_report(found, args.data)
 
 
 def train(**kwargs: Any) -> Path:
