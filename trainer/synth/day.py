@@ -40,7 +40,7 @@ def _check_day_args(minutes: float, fps: float, grace_s: float) -> None:
             raise ConfigError(f"{name}: must be a positive number, got {value}")
     if grace_s < 5:
         raise ConfigError(f"--grace-s: {grace_s:g} s is too short to show a piece and put it back (at least 5 s)")
-    need = OPENING_QUIET_S + 2 * grace_s + 40.0
+    need = OPENING_QUIET_S + 2 * grace_s + 30.0
     if minutes * 60.0 < need:
         raise ConfigError(f"--minutes: {minutes:g} min is too short for one of each store-day event with "
                           f"--grace-s {grace_s:g} (at least {need / 60:.1f} min)")

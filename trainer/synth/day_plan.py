@@ -24,6 +24,8 @@ SEPARATION_S = 5.0      # on top of the grace, between events on one slot
 #: Per hour of video; at least one of each whatever the length.
 PER_HOUR = {"hand_pass": 200, "lift_return": 40, "sale": 10, "theft": 10, "swap": 10, "smash": 2}
 SMASH_SLOTS = 3
+RESTOCK_AFTER_S = 15.0  # a removed piece's slot is restocked this long after its alarm could have fired
+RESTOCK_END_S = 20.0    # no restock in the last seconds (its enrolment must fit)
 
 
 @dataclass
@@ -178,8 +180,9 @@ class _Planner:
         return out
 
     def restock_later(self, slot: int, after: float, queue: list) -> None:
-        t = after + self.grace + 15.0 + self.rng.uniform(0.0, 60.0)
-        if t <= self.T - 20.0:
+        t = after + self.grace + RESTOCK_AFTER_S
+        t += self.rng.uniform(0.0, max(0.0, min(60.0, self.T - RESTOCK_END_S - t)))
+        if t <= self.T - RESTOCK_END_S:
             queue.append((t, "restock", slot))
         self.free_at[slot] = math.inf   # the restock (or the end of the day) frees it
 
@@ -284,6 +287,8 @@ class _Planner:
                 continue
             n = max(1, math.ceil(per_hour * hours - 1e-9))
             lo, hi = OPENING_QUIET_S, self.alarm_end - (self.grace + 10.0 if kind == "lift_return" else 12.0)
+            if kind == "sale":  # every sale leaves time for its restock, so a short day still has one
+                hi = min(hi, self.T - RESTOCK_END_S - self.grace - RESTOCK_AFTER_S - 12.0)
             if hi <= lo:
                 raise ConfigError(f"--minutes: {self.T / 60:g} min leaves no time for a {kind} before the last "
                                   f"{self.grace + SEPARATION_S:g} s (--grace-s {self.grace:g})")
