@@ -87,7 +87,7 @@ class _Film:
         x0, y0, x1, y1 = self.layout[v.slot][1]
         scale = 0.9 * self.side
         target = np.array([(x0 + x1) / 2 + offset[0], (y0 + y1) / 2 + offset[1]])
-        entry = np.array([v.entry * self.width, self.height + 0.6 * self.side])
+        entry = np.array([v.entry * self.width, self.height + 1.8 * self.side])  # all of the hand out of sight
         d = (target - entry) / (np.linalg.norm(target - entry) + 1e-9)
         goal = target  # the palm over the piece, the fingers beyond it
         if t < v.t_reach:
