@@ -258,7 +258,7 @@ class Engine(StatesMixin, HealthMixin):
               "seq_first": sv.bad_seq, "seq_last": sv.seq, "since": sv.bad_since,
               "counts_before": sv.counts_before, "counts_after": view.counts if view else None}
         if sv.state is not None:
-            ev.update(state=sv.state, similarity=sv.similarity, place=self.place(key),
+            ev.update(states=True, state=sv.state, similarity=sv.similarity, place=self.place(key),
                       enrolment=self.enrolments.get(key[:2]))
         return ev
 

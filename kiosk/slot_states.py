@@ -153,7 +153,7 @@ class StatesMixin:
         names = [n for _, n in best]
         reason = (f"{len(names)} slots of {self.case_title(case)} emptied within {window:g} s "
                   f"({', '.join(slot_words(n) for n in names)}; more than {limit} allowed)")
-        self._open_or_update("smash", case[0], case[1], None, reason, {"slots": names, "window_s": window}, now, ch)
+        self._open_or_update("smash", case[0], case[1], None, reason, {"slots": names, "window_s": window, "states": True}, now, ch)
         for k, sv in self.slots.items():   # the case is in alarm: its missing slots are incidents now
             if k[:2] == case and k != key and sv.cond == "missing" and ("slot", *k) not in self.open:
                 self._open_slot(k, sv, now, ch)

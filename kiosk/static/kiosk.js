@@ -32,7 +32,9 @@
     const key = s.device + "/" + s.camera + "/" + s.slot;
     const cell = document.querySelector('[data-slot="' + key + '"]');
     if (!cell) return;
-    cell.className = "slot c-" + s.cond + (s.alarm ? " alarm" : "");
+    cell.className = "slot c-" + s.cond + (s.alarm ? " alarm" : "") + (s.suggested ? " suggested" : "");
+    const hint = cell.querySelector(".hint");
+    if (hint) hint.textContent = s.hint || "";
     cell.dataset.label = s.label || "";
     cell.dataset.expected = s.expected || "";
     cell.querySelector(".seen").textContent = s.label || "…";
