@@ -141,6 +141,18 @@ class EvidenceStore:
             return None
         return p if p.is_file() else None
 
+    @staticmethod
+    def _saved_at(d: Path, files: list[Path]) -> float:
+        """When an incident's evidence was kept (its metas' ``saved_at``: the kiosk's clock), else the files' time."""
+        times = []
+        for f in files:
+            if f.name == "meta.json":
+                try:
+                    times.append(float(json.loads(f.read_text())["saved_at"]))
+                except (OSError, ValueError, KeyError, TypeError):
+                    times.append(f.stat().st_mtime)
+        return max(times, default=max((f.stat().st_mtime for f in files), default=d.stat().st_mtime))
+
     def prune(self, now: float) -> int:
         """Remove incidents' evidence older than ``max_days``, then the oldest past ``max_bytes``; returns
         how many incidents' evidence went."""
@@ -151,8 +163,7 @@ class EvidenceStore:
             if not d.is_dir() or not d.name.isdigit():
                 continue
             files = [f for f in d.rglob("*") if f.is_file()]
-            newest = max((f.stat().st_mtime for f in files), default=d.stat().st_mtime)
-            entries.append((newest, int(d.name), sum(f.stat().st_size for f in files), d))
+            entries.append((self._saved_at(d, files), int(d.name), sum(f.stat().st_size for f in files), d))
         entries.sort()
         total, removed = sum(e[2] for e in entries), 0
         cutoff = now - self.max_days * 86400.0
