@@ -132,6 +132,7 @@ class Kiosk:
         if now - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = now
             self.history.prune(now, self.config.retention_days)
+            self.evidence.store.prune(now)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(TICK_S):
