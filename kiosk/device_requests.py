@@ -78,7 +78,7 @@ def device_request(config: KioskConfig, device: str, request: dict[str, Any], ti
         raise DeviceRequestError(f"{device}: {reply['error']}", status if isinstance(status, int) and
                                  400 <= status < 600 else 502)
     if reply.get("kind") != what:
-        raise DeviceRequestError(f"{device}: the reply to a {what} request is of kind {reply.get('kind')!r} "
+        raise DeviceRequestError(f"{device}: the reply to the {what} request is of kind {reply.get('kind')!r} "
                                  "(a device without slot states?)")
     return reply
 

@@ -129,3 +129,34 @@ def test_collector_keeps_pictures_of_state_incidents_and_the_reason_when_there_a
     assert meta["files"] == {} and "current crop: not a JPEG" in meta["error"]
     [meta] = col.collect(9, "case-01", "cam0", ["zz"])
     assert meta["error"] == "case-01: unknown slot 'zz' of camera cam0"
+
+
+def test_a_device_without_slot_states_is_named(tmp_path):
+    from .feeds import SimDevice                 # answers every request with a snapshot, as old devices do
+    old = SimDevice()
+    try:
+        cfg = parse_config(states_config(tmp_path, devices=[old.entry({"cam0": {"slots": dict(PLAN)}})]))
+        with pytest.raises(DeviceRequestError, match=r"the reply to the enrol request is of kind None "
+                                                     r"\(a device without slot states\?\)") as exc:
+            request_enrol(cfg, "case-01", "cam0", None)
+        assert exc.value.status == 502
+    finally:
+        old.close()
+
+
+def test_a_failed_enrolment_changes_nothing_and_is_audited(tmp_path):
+    from kiosk.enrolment import enrol_case
+    from kiosk.service import Kiosk
+
+    kiosk = Kiosk(parse_config(states_config(tmp_path)), feed=False)
+    try:
+        def down(*_):
+            raise DeviceRequestError("case-01 (tcp://127.0.0.1:2) did not answer the enrol request within 10 s", 504)
+        before = dict(kiosk.engine.planogram)
+        with pytest.raises(DeviceRequestError, match="did not answer the enrol request") as exc:
+            enrol_case(kiosk, "case-01", "cam0", "mia", request=down)
+        assert exc.value.status == 504 and kiosk.engine.planogram == before and not kiosk.engine.suggested
+        row = kiosk.history.audit_rows(1)[0]
+        assert row["action"] == "enrol" and "did not answer" in row["detail"]
+    finally:
+        kiosk.stop()
