@@ -72,7 +72,6 @@ def publish_until(pub, states, done, timeout=10.0):
     return wait_for(step, timeout, step=0.1)
 
 
-@pytest.mark.slow
 def test_states_over_curve_from_labels_to_evidence_and_enrolment(linked):
     served, pub = linked
     kiosk = served.kiosk
