@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+# bench/kiosk.py would shadow the kiosk package: the benchmarks are imported as bench.*
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
-import store_day_kit as kit  # noqa: E402
-from store_day_score import format_table, load_events, score_cases  # noqa: E402
+from bench import store_day_kit as kit  # noqa: E402
+from bench.store_day_score import format_table, load_events, score_cases  # noqa: E402
 
 from edge.link import ClientKeys  # noqa: E402
 from edge.loop import CameraLoop  # noqa: E402
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "model": str(model),
                               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                               "stockings": {}}
-    from store_day_parts import fps_rounds, int8_agreement
+    from bench.store_day_parts import fps_rounds, int8_agreement
 
     for stocking in args.stockings.split(","):
         days = film(stocking, args, work)

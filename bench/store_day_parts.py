@@ -22,7 +22,7 @@ from edge.loop import CameraLoop
 from edge.manifest import embed_manifest, load_manifest_for
 from edge.slots import SlotMap
 
-import store_day_kit as kit
+from bench import store_day_kit as kit
 
 logger = logging.getLogger("store_day")
 ROUND_FRAMES = 400

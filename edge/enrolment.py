@@ -157,16 +157,21 @@ class EnrolmentStore:
             return b""
         return data if len(data) <= MAX_CROP_BYTES and data[:3] == b"\xff\xd8\xff" else b""
 
-    def save(self, enrolment: Enrolment) -> Path:
-        """Write the crops, then the JSON (each atomically)."""
-        self.crops.mkdir(parents=True, exist_ok=True)
-        for name, ref in enrolment.slots.items():
-            if ref.crop_jpeg:
-                write_atomic(self.crops / f"{name}.jpg", ref.crop_jpeg)
+    @staticmethod
+    def document(enrolment: Enrolment) -> str:
+        """The JSON that :meth:`save` writes (taken under the tracker's lock, written outside it)."""
         doc = {"schema": ENROLMENT_SCHEMA, "camera": enrolment.camera, "model": enrolment.model,
                "slot_map": enrolment.slot_map, "id": enrolment.id, "ts": enrolment.ts,
                "slots": {name: ref.as_json() for name, ref in sorted(enrolment.slots.items())}}
-        return write_atomic(self.path, json.dumps(doc, indent=1) + "\n")
+        return json.dumps(doc, indent=1) + "\n"
+
+    def save(self, document: str, crops: Mapping[str, bytes]) -> Path:
+        """Write the (re-)enrolled slots' crops, then the JSON (each atomically)."""
+        self.crops.mkdir(parents=True, exist_ok=True)
+        for name, data in crops.items():
+            if data:
+                write_atomic(self.crops / f"{name}.jpg", data)
+        return write_atomic(self.path, document)
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -208,14 +213,3 @@ def thumbnail(crop: np.ndarray, side: int = 16) -> np.ndarray:
     small = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
     grey = small.mean(axis=2) if small.ndim == 3 else small
     return grey / max(float(grey.mean()), 1.0)
-
-
-__all__ = ["Enrolment", "EnrolmentError", "EnrolmentStore", "Reference", "jpeg", "make_reference", "model_key",
-           "slot_map_digest", "thumbnail", "unit"]
-
-
-def describe(enrolment: Enrolment | None, slot_names: Sequence[str]) -> Mapping[str, Any]:
-    """For ``gemsight-edge check`` and logs: how many slots are enrolled."""
-    enrolled = sorted(enrolment.slots) if enrolment else []
-    return {"enrolled": len(enrolled), "slots": len(slot_names),
-            "missing": [s for s in slot_names if s not in enrolled]}

@@ -107,6 +107,7 @@ class CameraLoop:
             self.pipeline.stop()
         for cam in self.cameras:
             cam.source.stop()
+            cam.tracker.flush()
             if cam.writer is not None:
                 cam.writer.close()
                 if cam.writer.frames:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ class SlotTracker:
         self.store = EnrolmentStore(state_dir, camera) if state_dir is not None else None
         self._tracks = [_Track(recent=deque(maxlen=cfg.enrol_frames)) for _ in self.names]
         self._lock = threading.Lock()
+        self._writes: queue.Queue = queue.Queue()
+        self._writer: threading.Thread | None = None
         self._image: np.ndarray | None = None
         self._t = 0.0
         self._ts = 0.0
@@ -168,7 +171,7 @@ class SlotTracker:
                 self._settle(tr, candidate, fresh=name in auto_enrolled)
                 out.append((tr.state, tr.similarity))
             if auto_enrolled:
-                self._save(f"auto-enrolled {', '.join(auto_enrolled)}")
+                self._save(f"auto-enrolled {', '.join(auto_enrolled)}", auto_enrolled)
         return out
 
     def _settle(self, tr: _Track, candidate: SlotState, fresh: bool) -> None:
@@ -195,17 +198,37 @@ class SlotTracker:
         tr.state, tr.pending, tr.pending_n = SlotState.PRESENT, None, 0
         return ref
 
-    def _save(self, why: str) -> None:
+    def _save(self, why: str, slots: Sequence[str]) -> None:
+        """Record a (re-)enrolment: a new id now, the files written by the writer thread (under the lock:
+        the loop's thread never waits for a disk)."""
         self.enrolment.touch()
         logger.info("camera %s: %s (enrolment %s, %d of %d slots)", self.camera, why, self.enrolment.id,
                     len(self.enrolment.slots), len(self.names))
         if self.store is None:
             return
-        try:
-            self.store.save(self.enrolment)
-        except OSError as exc:  # a full or read-only disk: the references still hold until a restart
-            logger.error("camera %s: cannot save the enrolment to %s (%s); it lasts until the device restarts",
-                         self.camera, self.store.path, exc.strerror or exc)
+        crops = {name: self.enrolment.slots[name].crop_jpeg for name in slots}
+        self._writes.put((self.store.document(self.enrolment), crops))
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write, name=f"enrolment-{self.camera}", daemon=True)
+            self._writer.start()
+
+    def _write(self) -> None:
+        while True:
+            item = self._writes.get()
+            try:
+                if item is None:
+                    return
+                self.store.save(*item)
+            except OSError as exc:  # a full or read-only disk: the references still hold until a restart
+                logger.error("camera %s: cannot save the enrolment to %s (%s); it lasts until the device restarts",
+                             self.camera, self.store.path, exc.strerror or exc)
+            finally:
+                self._writes.task_done()
+
+    def flush(self) -> None:
+        """Wait until every enrolment was written (the loop calls it when it stops)."""
+        if self._writer is not None:
+            self._writes.join()
 
     # -- requests (any thread) -----------------------------------------------------------------------
     def index(self, slot: str) -> int:
@@ -243,7 +266,7 @@ class SlotTracker:
                     enrolled.append(name)
                     labels[name] = tr.label
             if enrolled:
-                self._save(f"enrolled {', '.join(enrolled)} on request")
+                self._save(f"enrolled {', '.join(enrolled)} on request", enrolled)
             summary = self.enrolment.summary()
         for name, why in refused.items():
             logger.warning("camera %s: slot %s not enrolled: %s", self.camera, name, why)
