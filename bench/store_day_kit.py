@@ -26,6 +26,8 @@ from kiosk.service import Kiosk
 
 DEVICE = "bench-case"
 USER = "bench"
+RETRIES = 4      # a refused enrolment is tried again this many times ...
+RETRY_S = 2.0    # ... this many video seconds apart
 
 
 class VideoClock:
@@ -139,7 +141,13 @@ class Staff:
                 self._stop.wait(0.05)
                 continue
             self.todo.pop(0)
-            self.done.append({"t": t, "camera": camera, **ev, **self._act(camera, ev, truth)})
+            done = {"t": t, "camera": camera, **ev, **self._act(camera, ev, truth)}
+            if done.get("refused") and ev.get("tries", 0) < RETRIES:
+                # A person whose enrolment was refused (a hand still over the case) presses again.
+                again = {**ev, "tries": ev.get("tries", 0) + 1}
+                self.todo.append((self.clock() + RETRY_S, camera, again, truth))
+                self.todo.sort(key=lambda x: x[0])
+            self.done.append(done)
 
     def _act(self, camera: str, ev: dict, truth: list[dict]) -> dict:
         key = (DEVICE, camera, ev["slot"])

@@ -26,11 +26,16 @@ class StatesConfig(BaseModel):
     enrol_frames: int = Field(6, ge=2, le=100, description="Still frames averaged into a slot's reference.")
     motion: float = Field(0.07, gt=0, le=2, description="Change of a slot's tiny grey thumbnail between two frames "
                                                         "(mean absolute difference, light's gain removed) that "
-                                                        "counts as motion.")
+                                                        "counts as motion ...")
+    motion_embedding: float = Field(0.02, ge=0, le=2, description="... together with a change of its embedding "
+                                                                 "(1 - cosine between two frames) of at least this.")
     spread_k: float = Field(6.0, gt=0, le=100, description="A slot's threshold lies this many of its enrolment "
                                                            "spreads below its reference similarity ...")
     min_margin: float = Field(0.12, ge=0, le=1, description="... but at least this far below it (light, glare and "
                                                             "a nudged camera move the embedding a little) ...")
     max_margin: float = Field(0.35, gt=0, le=2, description="... and at most this far.")
+    follow_s: float = Field(30.0, ge=0, le=3600, description="Time constant (seconds) with which a present "
+                                                            "piece's reference follows slow changes of light; "
+                                                            "0 keeps the enrolled reference as it is.")
     confirm_frames: int = Field(3, ge=1, le=100, description="Frames a decided state must hold before it is "
                                                              "published (occluded is published at once).")

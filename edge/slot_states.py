@@ -5,10 +5,13 @@ the same piece. The category the model reads answers neither reliably (a misread
 missing ring), so each slot is compared with *its own* reference, recorded at enrolment:
 
 * a slot moves (a hand, a customer's sleeve) → ``occluded``: no decision until it has been still for
-  ``still_s``; motion is the change of a tiny grey thumbnail of the crop with light's gain divided out,
-  so a flicker or a slow lighting ramp is not motion;
-* once still: the model reads ``empty`` → ``empty``; its embedding is within the slot's threshold of the
-  reference → ``present``; else → ``changed`` (another piece);
+  ``still_s``. Motion is a change of both the crop's pixels (a tiny grey thumbnail with light's gain
+  divided out, so a flicker or a slow lighting ramp is not motion) and of its embedding from one frame
+  to the next: the video codec's refreshes jolt the pixels of a plain empty tray without moving the
+  embedding, and a sparkle moves the embedding of a piece a little without its pixels;
+* once still: its embedding is within the slot's threshold of the reference → ``present`` (the reference
+  follows the slow changes of a piece it matches: the day's light); else the model reads ``empty`` →
+  ``empty``; else → ``changed`` (another piece);
 * a slot without a reference → ``unenrolled`` (it enrols itself once still with a piece, where
   ``auto_enrol`` is on, or when the kiosk or ``gemsight-edge enrol`` asks).
 
@@ -60,6 +63,8 @@ class _Track:
     """What one slot's state is decided from."""
 
     thumb: np.ndarray | None = None
+    emb: np.ndarray | None = None                  # the last frame's embedding
+    t: float = 0.0                                 # the last frame's time
     still_since: float | None = None
     recent: deque = field(default_factory=deque)   # embeddings since the slot became still
     label: str = ""
@@ -141,8 +146,10 @@ class SlotTracker:
             auto_enrolled = []
             for i, (name, tr) in enumerate(zip(self.names, self._tracks)):
                 thumb = thumbnail(crops[i])
-                moving = tr.thumb is None or float(np.abs(thumb - tr.thumb).mean()) > cfg.motion
-                tr.thumb, tr.label = thumb, labels[i]
+                emb = embeddings[i] if embeddings is not None else None
+                moving = tr.thumb is None or (float(np.abs(thumb - tr.thumb).mean()) > cfg.motion and (
+                    emb is None or tr.emb is None or 1.0 - float(emb @ tr.emb) > cfg.motion_embedding))
+                tr.thumb, tr.emb, tr.label = thumb, emb, labels[i]
                 if moving:
                     tr.still_since = None
                     tr.recent.clear()
@@ -158,21 +165,34 @@ class SlotTracker:
                     ref = self._enrol_slot(i, crops[i])
                     auto_enrolled.append(name)
                 tr.similarity = None if ref is None or embeddings is None else float(embeddings[i] @ ref.embedding)
+                same = ref is not None and tr.similarity is not None and tr.similarity >= ref.threshold
                 if ref is None:
                     candidate = SlotState.UNENROLLED
                 elif not still:
                     candidate = SlotState.OCCLUDED
+                elif same:   # the enrolled piece, even where the model calls a small piece "empty"
+                    candidate = SlotState.PRESENT
+                    self._follow(ref, emb, t - tr.t)
                 elif labels[i] == self.empty_label:
                     candidate = SlotState.EMPTY
-                elif tr.similarity is not None and tr.similarity >= ref.threshold:
-                    candidate = SlotState.PRESENT
                 else:
                     candidate = SlotState.CHANGED
+                tr.t = t
                 self._settle(tr, candidate, fresh=name in auto_enrolled)
                 out.append((tr.state, tr.similarity))
             if auto_enrolled:
                 self._save(f"auto-enrolled {', '.join(auto_enrolled)}", auto_enrolled)
         return out
+
+    def _follow(self, ref: Any, emb: np.ndarray | None, dt: float) -> None:
+        """The reference follows slow changes of the piece it already matches (the day's light moving over
+        the case) with a time constant of ``follow_s``; an abrupt change never matches, so it is never
+        followed. Kept in memory: a restart starts again from the enrolled reference."""
+        if emb is None or self.cfg.follow_s <= 0 or dt <= 0:
+            return
+        alpha = min(0.2, dt / self.cfg.follow_s)
+        moved = (1.0 - alpha) * ref.embedding + alpha * emb
+        ref.embedding = (moved / max(float(np.linalg.norm(moved)), 1e-12)).astype(np.float32)
 
     def _settle(self, tr: _Track, candidate: SlotState, fresh: bool) -> None:
         """Publish ``candidate`` once it held ``confirm_frames`` frames (occluded, unenrolled and a

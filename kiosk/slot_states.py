@@ -10,8 +10,9 @@ planogram expects a piece:
   while it stays occluded, empty or changed) and reads ``empty``; an incident once
   ``now - away >= empty_grace_s`` (0 outside store hours or in a smash alarm). A lift-and-return
   within the grace never opens anything.
-* **swapped**: ``changed`` without a break for ``swap_confirm_s``; resolved when the slot is
-  ``present`` again or re-enrolled.
+* **swapped**: ``changed`` for ``swap_confirm_s`` (``occluded`` meanwhile does not break the count, any
+  other state does); resolved when the slot is ``present`` again or re-enrolled. An open missing
+  incident turns swapped only after the same confirmation.
 * **smash**: more than ``burst_slots`` slots of one case went from ``present`` to ``empty`` with away
   times within ``burst_window_s``: an immediate case incident. A hand pass (``occluded``, then
   ``present``) never counts.
@@ -102,7 +103,7 @@ class StatesMixin:
                 sv.away_since, sv.away_from_present = now, prev_state == "present"
         else:
             sv.away_since, sv.away_from_present = None, False
-        if state != "changed":
+        if state not in ("changed", "occluded"):   # a hand over a changed slot decides nothing: the count goes on
             sv.changed_since = None
         elif sv.changed_since is None:
             sv.changed_since = now
@@ -126,7 +127,9 @@ class StatesMixin:
         if sv.cond in SLOT_KINDS:
             if inc is None and now - sv.bad_since >= self._threshold(key, sv, now):
                 self._open_slot(key, sv, now, ch)
-            elif inc is not None:
+            elif inc is not None and not (inc.kind != sv.cond and now - sv.bad_since < self._threshold(key, sv, now)):
+                # An open missing incident becomes swapped only once the slot read changed for swap_confirm_s
+                # (an emptied slot misread for a moment is still missing).
                 self._refresh_slot(inc, key, sv, now, ch, loud=changed or inc.kind != sv.cond)
         elif sv.cond not in HOLD and inc is not None:
             why = (f"the piece is back in {slot_words(key[2])}" if sv.cond == "ok"

@@ -43,6 +43,7 @@ def unit(v) -> np.ndarray:
 
 
 PIECE_A, PIECE_B = unit(np.arange(1, DIM + 1)), unit(np.arange(DIM, 0, -1))
+TRAY = unit([1, -1] * (DIM // 2))
 
 
 class Case:
@@ -72,6 +73,13 @@ def test_a_still_slot_with_a_piece_enrols_itself_and_is_present(tmp_path):
     assert (tmp_path / "enrolment" / "cam0" / "r0c0.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
 
 
+def test_pixels_jolted_without_the_embedding_moving_are_no_motion(tmp_path):
+    """A codec refresh shifts a plain tray's pixels; the embedding does not move: the slot stays decided."""
+    case = Case(tmp_path)
+    case.step(n=6)
+    assert case.step(image=frame(hand_on=0)) == ["present", "present"]
+
+
 def test_a_hand_makes_a_slot_occluded_and_no_decision_is_made_until_it_is_still(tmp_path):
     case = Case(tmp_path)
     case.step(n=6)
@@ -85,12 +93,30 @@ def test_a_hand_makes_a_slot_occluded_and_no_decision_is_made_until_it_is_still(
 def test_another_piece_once_still_is_changed_and_an_empty_slot_is_empty(tmp_path):
     case = Case(tmp_path)
     case.step(n=6)
-    states = case.step(emb=(PIECE_B, PIECE_A), labels=("ring", "empty"), n=1)
+    states = case.step(emb=(PIECE_B, TRAY), labels=("ring", "empty"), n=1)
     assert states == ["present", "present"]          # confirm_frames: one frame decides nothing
-    assert case.step(emb=(PIECE_B, PIECE_A), labels=("ring", "empty"), n=2) == ["changed", "empty"]
+    assert case.step(emb=(PIECE_B, TRAY), labels=("ring", "empty"), n=2) == ["changed", "empty"]
     sims = [s for _, s in case.tracker.update(case.t + 0.2, 0.0, frame(), case.smap.crop(frame()),
-                                               np.stack([PIECE_B, PIECE_A]), ["ring", "empty"])]
-    assert sims[0] == pytest.approx(float(PIECE_A @ PIECE_B), abs=1e-5) and sims[1] == pytest.approx(1.0, abs=1e-5)
+                                               np.stack([PIECE_B, TRAY]), ["ring", "empty"])]
+    assert sims[0] == pytest.approx(float(PIECE_A @ PIECE_B), abs=1e-5)
+    assert sims[1] == pytest.approx(float(PIECE_A @ TRAY), abs=1e-5)
+
+
+def test_a_small_piece_the_model_calls_empty_is_present_while_it_matches_its_reference(tmp_path):
+    case = Case(tmp_path)
+    case.step(n=6)
+    assert case.step(labels=("empty", "watch"), n=4) == ["present", "present"]
+
+
+def test_the_reference_follows_slow_light_but_never_an_abrupt_change(tmp_path):
+    case = Case(tmp_path, StatesConfig(still_s=0.5, enrol_frames=3, follow_s=5.0, min_margin=0.05, max_margin=0.05))
+    case.step(n=6)
+    drift = PIECE_A
+    for k in range(60):   # 12 s of light slowly moving the embedding toward PIECE_B
+        drift = unit(PIECE_A * (1 - k / 150) + PIECE_B * (k / 150))
+        assert case.step(emb=(drift, PIECE_A))[0] == "present"
+    assert float(PIECE_A @ drift) < 0.95     # beyond the 0.05 margin of the enrolled reference: followed
+    assert case.step(emb=(PIECE_B, PIECE_A), n=3)[0] == "changed"
 
 
 def test_the_threshold_comes_from_the_slots_own_spread(tmp_path):
@@ -107,7 +133,7 @@ def test_the_threshold_comes_from_the_slots_own_spread(tmp_path):
 def test_enrol_on_request_refuses_a_covered_slot_by_name_and_an_empty_one(tmp_path):
     case = Case(tmp_path, StatesConfig(still_s=0.5, enrol_frames=3, auto_enrol=False))
     case.step(n=6, labels=("ring", "empty"))
-    case.step(image=frame(hand_on=0), labels=("ring", "empty"))
+    case.step(emb=(PIECE_B, PIECE_A), image=frame(hand_on=0), labels=("ring", "empty"))
     reply = case.tracker.enrol()
     assert reply["enrolled"] == []
     assert reply["refused"] == {"r0c0": OCCLUDED_REASON, "r0c1": "empty: nothing to enrol"}

@@ -91,8 +91,9 @@ def test_swapped_once_changed_for_swap_confirm_s(tmp_path):
     d.at(0)
     d.at(1, {"r0c1": "occluded"})
     d.at(2, {"r0c1": "changed"})
-    d.at(3, {"r0c1": "occluded"})                  # the run is broken: counts again
+    d.at(3, {"r0c1": "present"})                   # the run is broken: counts again
     d.at(4, {"r0c1": "changed"})
+    d.at(5, {"r0c1": "occluded"})                  # a hand over it decides nothing: the count goes on
     d.at(6, {"r0c1": "changed"})
     assert d.opened() == []
     d.at(7, {"r0c1": "changed"}, {"r0c1": "ring"})
