@@ -38,7 +38,6 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 from bench import store_day_kit as kit  # noqa: E402
 from bench.store_day_score import format_table, load_events, score_cases  # noqa: E402
 
-from edge.link import ClientKeys  # noqa: E402
 from edge.loop import CameraLoop  # noqa: E402
 
 logger = logging.getLogger("store_day")
@@ -69,18 +68,18 @@ def play(days: list[dict], model: Path, work: Path, args: argparse.Namespace) ->
     keys = kit.keys(work / "keys")
     config = kit.device_config(days, model, work, keys, args.speed)
     clock = kit.VideoClock(args.fps)
-    client = ClientKeys.load(keys["server_public"], keys["client_secret"])
     started: dict[str, Any] = {}
 
     def ready(loop: CameraLoop) -> None:
         endpoints = (loop.result.endpoint, loop.result.snapshot_endpoint)
         kiosks = [kit.ClockedKiosk(kit.kiosk_config(mode, work, days, truths, endpoints, keys, grace_s=args.grace,
-                                                    speed=args.speed, swap_confirm_s=args.swap_confirm), clock)
+                                                    speed=args.speed, swap_confirm_s=args.swap_confirm), clock,
+                                   work / "states.jsonl" if mode == "states" else None)
                   for mode in ("states", "categories")]
         for kiosk in kiosks:
             kiosk.start()
         started["kiosks"] = kiosks
-        started["staff"] = kit.Staff(truths, kiosks, clock, endpoints[1], client).start()
+        started["staff"] = kit.Staff(truths, kiosks, clock).start()
 
     t0 = time.monotonic()
     result = CameraLoop(config, on_ready=ready, samples=0).run()

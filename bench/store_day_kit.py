@@ -9,6 +9,7 @@ SQLite and raises incidents on its own clock.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -17,10 +18,11 @@ from typing import Any
 import yaml
 
 from edge.config import parse_config
-from edge.device_requests import ask
 from edge.keys import allow, create_key_pair
 from edge.link import ClientKeys
 from kiosk.config import KioskConfig
+from kiosk.device_requests import DeviceRequestError
+from kiosk.enrolment import enrol_case
 from kiosk.history import History
 from kiosk.service import Kiosk
 
@@ -53,14 +55,23 @@ class VideoClock:
 class ClockedKiosk(Kiosk):
     """A kiosk whose clock advances with the labels it receives."""
 
-    def __init__(self, config: KioskConfig, clock: VideoClock) -> None:
+    def __init__(self, config: KioskConfig, clock: VideoClock, record: Path | None = None) -> None:
         super().__init__(config, clock=clock)
         self.video_clock = clock
+        self._record = open(record, "a", encoding="utf-8") if record is not None else None
 
     def on_message(self, kind: str, msg: dict[str, Any]) -> None:
         if kind == "labels":
             self.video_clock.seen(msg)
+            if self._record is not None:   # the states timeline, for reading a false incident afterwards
+                self._record.write(json.dumps({"camera": msg["camera"], "i": msg.get("frame_index"), "slots": [
+                    [s["name"], s["label"], s.get("state"), s.get("similarity")] for s in msg["slots"]]}) + "\n")
         super().on_message(kind, msg)
+
+    def stop(self) -> None:
+        super().stop()
+        if self._record is not None:
+            self._record.close()
 
 
 def keys(root: Path) -> dict[str, Path]:
@@ -117,11 +128,10 @@ class Staff:
     """Performs the truth's staff actions on the video clock: mark a sold piece sold (both kiosks'
     planograms), enrol a restocked slot on the device and set its class in the planograms."""
 
-    def __init__(self, truths: list[list[dict]], kiosks: list[Kiosk], clock: VideoClock, snapshot: str,
-                 client: ClientKeys) -> None:
+    def __init__(self, truths: list[list[dict]], kiosks: list[Kiosk], clock: VideoClock) -> None:
         self.todo = sorted(((ev["t"], f"case{i}", ev, t) for i, t in enumerate(truths) for ev in t if "action" in ev),
                            key=lambda x: x[0])
-        self.kiosks, self.clock, self.snapshot, self.client = kiosks, clock, snapshot, client
+        self.kiosks, self.clock = kiosks, clock
         self.done: list[dict] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="staff", daemon=True)
@@ -157,12 +167,16 @@ class Staff:
             return {}
         cls = next((e["class"] for e in reversed(truth) if e.get("kind") == "restock" and ev["slot"] in e["slots"]
                     and e["t"] <= ev["t"]), None)
-        reply = ask(self.snapshot, self.client, {"kind": "enrol", "camera": camera, "slots": [ev["slot"]]},
-                    timeout_s=5.0, device=DEVICE)
-        if cls is not None:
-            for kiosk in self.kiosks:
+        # The manager enrols the slot from the states kiosk ("enrol" on the slot: the device records the new
+        # piece, the slot's incident ends) and types its class into both kiosks' planograms.
+        try:
+            reply = enrol_case(self.kiosks[0], DEVICE, camera, USER, slots=[ev["slot"]])
+        except DeviceRequestError as exc:
+            return {"error": str(exc)}
+        for kiosk in self.kiosks:
+            if cls is not None:
                 kiosk.set_expected(key, cls, USER)
-        return {"enrolled": reply.get("enrolled"), "refused": reply.get("refused"), "error": reply.get("error")}
+        return {"enrolled": reply.get("enrolled"), "refused": reply.get("refused")}
 
 
 def incidents_of(kiosk_dir: Path) -> list[dict]:

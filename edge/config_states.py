@@ -34,7 +34,7 @@ class StatesConfig(BaseModel):
     min_margin: float = Field(0.12, ge=0, le=1, description="... but at least this far below it (light, glare and "
                                                             "a nudged camera move the embedding a little) ...")
     max_margin: float = Field(0.35, gt=0, le=2, description="... and at most this far.")
-    follow_s: float = Field(30.0, ge=0, le=3600, description="Time constant (seconds) with which a present "
+    follow_s: float = Field(10.0, ge=0, le=3600, description="Time constant (seconds) with which a present "
                                                             "piece's reference follows slow changes of light; "
                                                             "0 keeps the enrolled reference as it is.")
     confirm_frames: int = Field(3, ge=1, le=100, description="Frames a decided state must hold before it is "

@@ -7,7 +7,7 @@ stores and streams. Inputs are messages already checked against the schemas.
 Rules (the config's ``policies`` and per-case overrides):
 
 * **missing**: the planogram expects a class, the slot shows ``empty`` or ``unknown``; an incident once
-  that has lasted ``empty_grace_s`` (0 outside store hours, or while the case is in a smash alarm).
+  that has lasted ``empty_grace_s`` (0 outside store hours, or within ``burst_window_s`` of a smash alarm).
 * **wrong**: another class is in the slot, for as long as the same grace (one incident per slot:
   missing and wrong share it, the kind changes in place).
 * **smash**: more than ``burst_slots`` slots of one case went from a piece to none within
@@ -126,7 +126,10 @@ class Engine(StatesMixin, HealthMixin):
 
     def grace(self, case: CaseKey, now: float) -> float:
         """Seconds a slot of ``case`` may be wrong before it is an incident."""
-        if not self.store_open(now) or ("smash", *case) in self.open:
+        smash = self.open.get(("smash", *case))
+        # A smash-and-grab makes the slots emptied with it incidents at once; a slot emptied long after it (a
+        # sale, a hand resting on the glass) has its grace again, though the smash alarm may still be open.
+        if not self.store_open(now) or (smash is not None and now - smash.opened_at <= self.policies.burst_window_s):
             return 0.0
         plan = self.cases.get(case)
         g = plan.empty_grace_s if plan is not None else None

@@ -20,15 +20,16 @@ from kiosk.engine import ActionError
 logger = logging.getLogger(__name__)
 
 
-def enrol_case(kiosk: Any, device: str, camera: str, user: str, *,
+def enrol_case(kiosk: Any, device: str, camera: str, user: str, *, slots: list[str] | None = None,
                request: Callable[..., dict] = request_enrol) -> dict[str, Any]:
-    """Enrol every slot of a case and fill its planogram with suggestions.
+    """Enrol every slot of a case (or ``slots``: a restocked one) and fill its planogram with suggestions.
 
     Args:
         kiosk: The running :class:`~kiosk.service.Kiosk`.
         device: Device id of the case.
         camera: Camera id of the case.
         user: Who asked (audit).
+        slots: Only these slots (``None``: every slot of the case).
         request: The enrol request (tests may pass another).
 
     Returns:
@@ -43,7 +44,7 @@ def enrol_case(kiosk: Any, device: str, camera: str, user: str, *,
     if case not in kiosk.engine.cases:
         raise DeviceRequestError(f"no case {device}/{camera} in this store", 404)
     try:
-        reply = request(kiosk.config, device, camera, None)
+        reply = request(kiosk.config, device, camera, slots)
     except DeviceRequestError as exc:
         kiosk.history.audit(kiosk.clock(), user, "enrol", {"case": f"{device}/{camera}", "error": str(exc)})
         raise

@@ -12,7 +12,7 @@ planogram expects a piece:
   within the grace never opens anything.
 * **swapped**: ``changed`` for ``swap_confirm_s`` (``occluded`` meanwhile does not break the count, any
   other state does); resolved when the slot is ``present`` again or re-enrolled. An open missing
-  incident turns swapped only after the same confirmation.
+  incident stays missing when another piece is put in the slot (a restock): enrolling the slot ends it.
 * **smash**: more than ``burst_slots`` slots of one case went from ``present`` to ``empty`` with away
   times within ``burst_window_s``: an immediate case incident. A hand pass (``occluded``, then
   ``present``) never counts.
@@ -127,9 +127,9 @@ class StatesMixin:
         if sv.cond in SLOT_KINDS:
             if inc is None and now - sv.bad_since >= self._threshold(key, sv, now):
                 self._open_slot(key, sv, now, ch)
-            elif inc is not None and not (inc.kind != sv.cond and now - sv.bad_since < self._threshold(key, sv, now)):
-                # An open missing incident becomes swapped only once the slot read changed for swap_confirm_s
-                # (an emptied slot misread for a moment is still missing).
+            elif inc is not None and not (inc.kind == "missing" and sv.cond == "swapped"):
+                # A missing piece stays missing when another piece is put in its place (a restock before the
+                # slot is enrolled again): the enrolment ends it. A swapped slot emptied becomes missing.
                 self._refresh_slot(inc, key, sv, now, ch, loud=changed or inc.kind != sv.cond)
         elif sv.cond not in HOLD and inc is not None:
             why = (f"the piece is back in {slot_words(key[2])}" if sv.cond == "ok"
@@ -171,7 +171,8 @@ class StatesMixin:
         return f"the {expected} of {self.place(key)} is missing: empty for {lasted:.0f} s"
 
     def on_enrolled(self, case: tuple[str, str], slots: list[str], user: str, now: float) -> Changes:
-        """Slots of ``case`` were (re-)enrolled: their swapped incidents end (the new piece is the reference)."""
+        """Slots of ``case`` were (re-)enrolled: their swapped and missing incidents end (the piece there now is
+        the reference)."""
         ch = Changes()
         for name in slots:
             key = (*case, name)
@@ -179,6 +180,6 @@ class StatesMixin:
             if sv is not None:
                 sv.changed_since = None
             inc = self.open.get(("slot", *key))
-            if inc is not None and inc.kind == "swapped":
+            if inc is not None and inc.kind in ("swapped", "missing"):
                 self._resolve(inc, f"{slot_words(name)} re-enrolled by {user}", now, ch)
         return ch
