@@ -1,0 +1,42 @@
+"""The defects found by trying the kiosk as a store manager and as an attacker (issue 31), one test each,
+driven below the web layer (engine, service, history, config). The web ones are in test_web_defects.py."""
+from __future__ import annotations
+
+import datetime as dt
+
+from kiosk.config import parse_config
+from kiosk.engine import Engine
+
+from .feeds import config_dict, labels
+
+FULL = {"r0c0": "ring", "r0c1": "ring", "r1c0": "watch", "r1c1": "empty"}
+T0 = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.timezone.utc).timestamp()   # a Wednesday, noon UTC
+
+
+def engine(tmp_path, **top):
+    return Engine(parse_config(config_dict(tmp_path, **top)), now=T0)
+
+
+def test_defect2_smash_and_grab_of_slots_read_wrong(tmp_path):
+    """Three pieces read as another class, taken within 3 s: an immediate smash alarm, not silence."""
+    e = engine(tmp_path, policies={"empty_grace_s": 600, "burst_slots": 2, "burst_window_s": 10})
+    wrong = {"r0c0": "necklace", "r0c1": "necklace", "r1c0": "ring", "r1c1": "empty"}
+    e.on_labels(labels(wrong, seq=0), T0)
+    taken = dict(wrong)
+    kinds = []
+    for i, slot in enumerate(("r0c0", "r0c1", "r1c0")):
+        taken[slot] = "empty"
+        ch = e.on_labels(labels(taken, seq=1 + i), T0 + 1 + i)
+        kinds += [inc.kind for ev, inc in ch.incidents if ev == "opened"]
+    assert "smash" in kinds and ("smash", "case-01", "cam0") in e.open
+
+
+def test_defect10_seq_range_after_an_edge_restart(tmp_path):
+    """A slot missing since seq 1835, then the edge restarts (seq from 0): no 'seq 1835-195' range."""
+    e = engine(tmp_path, policies={"empty_grace_s": 0})
+    e.on_labels(labels(FULL, seq=1834), T0)
+    e.on_labels(labels({**FULL, "r0c0": "empty"}, seq=1835), T0 + 1)
+    e.on_labels(labels({**FULL, "r0c0": "empty"}, seq=195), T0 + 60)
+    inc = e.open[("slot", "case-01", "cam0", "r0c0")]
+    ev = inc.evidence
+    assert ev["seq_first"] <= ev["seq_last"] == 195, ev
