@@ -1,9 +1,9 @@
 """The kiosk's history: one SQLite database (WAL) in its state directory.
 
 Tables: every slot state change, every incident (updated in place, with its acknowledgement), every
-count report, planogram edits and the planogram overrides they leave, users (argon2 hashes), and an
-append-only **audit log** of who did what. Each audit row holds the SHA-256 of the previous row's
-hash and its own content, so an edited or deleted row breaks the chain (:meth:`History.verify_audit`).
+count report, planogram edits and the planogram overrides they leave, users (argon2 hashes) and
+their sessions (:mod:`kiosk.history_users`), and an append-only **audit log** of who did what, keyed
+and checkpointed (:mod:`kiosk.history_audit`).
 
 Retention (:meth:`History.prune`) deletes slot changes, resolved incidents and counts older than the
 configured days; the audit log is never pruned (it is small: people's actions only).
@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from edge.errors import GemsightError
+from kiosk.history_audit import GENESIS, AuditMixin, audit_hash, audit_key
+from kiosk.history_users import UsersMixin
+
+__all__ = ["GENESIS", "History", "HistoryError", "audit_hash"]
 
 logger = logging.getLogger(__name__)
 
 DB_NAME = "kiosk.sqlite3"
-GENESIS = "0" * 64
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slot_changes (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, device TEXT NOT NULL, camera TEXT NOT NULL, slot TEXT NOT NULL,
@@ -48,6 +51,10 @@ CREATE TABLE IF NOT EXISTS planogram_edits (
     slot TEXT NOT NULL, old TEXT, new TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, user TEXT NOT NULL, csrf TEXT NOT NULL, created REAL NOT NULL, seen REAL NOT NULL,
+    expires REAL NOT NULL, address TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, user TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL,
     prev TEXT NOT NULL, hash TEXT NOT NULL);
@@ -64,13 +71,7 @@ class HistoryError(GemsightError):
     """The history database cannot be opened or written, or its audit chain is broken."""
 
 
-def audit_hash(prev: str, ts: float, user: str, action: str, detail: str) -> str:
-    """The chain hash of one audit row: SHA-256 over the previous hash and this row's fields."""
-    body = json.dumps([prev, repr(float(ts)), user, action, detail], separators=(",", ":"))
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
-
-
-class History:
+class History(AuditMixin, UsersMixin):
     """The kiosk's SQLite database.
 
     Args:
@@ -94,6 +95,9 @@ class History:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(SCHEMA)
+                self._migrate_users()
+            self._state_dir = Path(state_dir)
+            self._audit_key = audit_key(self._state_dir, create=not readonly)
         except (sqlite3.Error, OSError) as exc:
             raise HistoryError(f"{self.path}: cannot open the kiosk history ({exc})") from exc
         self._db.row_factory = sqlite3.Row
@@ -197,58 +201,6 @@ class History:
         """Planogram edits, newest first."""
         return self._rows("SELECT * FROM planogram_edits ORDER BY id DESC LIMIT ?", [int(limit)])
 
-    # -- users ---------------------------------------------------------------------------------------
-    def set_user(self, name: str, role: str, pw_hash: str, ts: float) -> None:
-        """Create or replace a user."""
-        self._exec("INSERT OR REPLACE INTO users (name, role, hash, created) VALUES (?, ?, ?, ?)",
-                   [name, role, pw_hash, ts])
-
-    def user(self, name: str) -> dict[str, Any] | None:
-        """A user's row (name, role, hash), or ``None``."""
-        rows = self._rows("SELECT * FROM users WHERE name = ?", [name])
-        return rows[0] if rows else None
-
-    def user_count(self) -> int:
-        """How many users exist."""
-        return int(self._rows("SELECT COUNT(*) AS n FROM users")[0]["n"])
-
-    # -- audit ---------------------------------------------------------------------------------------
-    def audit(self, ts: float, user: str, action: str, detail: dict[str, Any]) -> str:
-        """Append one row to the audit log; returns its hash."""
-        text = json.dumps(detail, separators=(",", ":"), sort_keys=True, default=str)
-        with self._lock:
-            try:
-                with self._db:
-                    last = self._db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-                    prev = last[0] if last else GENESIS
-                    digest = audit_hash(prev, ts, user, action, text)
-                    self._db.execute("INSERT INTO audit (ts, user, action, detail, prev, hash) VALUES (?, ?, ?, ?, ?, ?)",
-                                     (ts, user, action, text, prev, digest))
-            except sqlite3.Error as exc:
-                raise HistoryError(f"{self.path}: {exc}") from exc
-        return digest
-
-    def audit_rows(self, limit: int = 200) -> list[dict[str, Any]]:
-        """The newest audit rows."""
-        return self._rows("SELECT * FROM audit ORDER BY id DESC LIMIT ?", [int(limit)])
-
-    def verify_audit(self) -> int:
-        """Walk the audit chain from the start; returns the number of rows.
-
-        Raises:
-            HistoryError: naming the first row whose link or hash does not match.
-        """
-        prev, n = GENESIS, 0
-        for row in self._rows("SELECT * FROM audit ORDER BY id"):
-            if row["prev"] != prev:
-                raise HistoryError(f"audit log broken at row {row['id']}: it does not follow the row before "
-                                   "(a row was removed or reordered)")
-            if audit_hash(prev, row["ts"], row["user"], row["action"], row["detail"]) != row["hash"]:
-                raise HistoryError(f"audit log broken at row {row['id']}: its content does not match its hash "
-                                   "(the row was edited)")
-            prev, n = row["hash"], n + 1
-        return n
-
     # -- upkeep --------------------------------------------------------------------------------------
     def prune(self, now: float, retention_days: int) -> int:
         """Delete slot changes, resolved incidents and counts older than ``retention_days``; returns rows deleted."""
@@ -259,6 +211,7 @@ class History:
                     "DELETE FROM counts WHERE ts < ?",
                     "DELETE FROM planogram_edits WHERE ts < ?"):
             n += self._exec(sql, [cutoff]).rowcount
+        self._exec("DELETE FROM sessions WHERE expires < ?", [now])
         if n:
             logger.info("history: pruned %d rows older than %d days", n, retention_days)
         return n

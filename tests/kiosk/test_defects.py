@@ -40,3 +40,72 @@ def test_defect10_seq_range_after_an_edge_restart(tmp_path):
     inc = e.open[("slot", "case-01", "cam0", "r0c0")]
     ev = inc.evidence
     assert ev["seq_first"] <= ev["seq_last"] == 195, ev
+
+
+def _audited(tmp_path, rows: int = 4):
+    from kiosk.history import History
+
+    h = History(tmp_path)
+    for i in range(rows):
+        h.audit(100.0 + i, "mia", "count", {"count": i})
+    h.close()
+    return tmp_path / "kiosk.sqlite3"
+
+
+def test_defect8_audit_truncation_is_caught(tmp_path):
+    import sqlite3
+
+    import pytest
+
+    from kiosk.history import History, HistoryError
+
+    db = sqlite3.connect(_audited(tmp_path))
+    db.executescript("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE id > 2;")
+    db.close()
+    with pytest.raises(HistoryError, match="audit log truncated: the checkpoint records row 3"):
+        History(tmp_path, readonly=True).verify_audit()
+
+
+def test_defect8_audit_recomputed_with_plain_sha256_is_caught(tmp_path):
+    import hashlib
+    import json
+    import sqlite3
+
+    import pytest
+
+    from kiosk.history import GENESIS, History, HistoryError
+
+    db = sqlite3.connect(_audited(tmp_path))
+    db.executescript("DROP TRIGGER audit_no_update; UPDATE audit SET user = 'eve' WHERE id = 2;")
+    prev = GENESIS
+    for rid, ts, user, action, detail in db.execute("SELECT id, ts, user, action, detail FROM audit ORDER BY id"):
+        body = json.dumps([prev, repr(float(ts)), user, action, detail], separators=(",", ":"))
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        db.execute("UPDATE audit SET prev = ?, hash = ? WHERE id = ?", (prev, digest, rid))
+        prev = digest
+    db.commit()
+    db.close()
+    with pytest.raises(HistoryError, match="audit log broken at row 1: its content does not match its hash"):
+        History(tmp_path, readonly=True).verify_audit()
+
+
+def test_defect8_acknowledgement_edits_are_caught(tmp_path):
+    import sqlite3
+
+    import pytest
+
+    from kiosk.history import History, HistoryError
+    from kiosk.service import Kiosk
+
+    k = Kiosk(parse_config(config_dict(tmp_path, policies={"empty_grace_s": 0})), feed=False, clock=lambda: T0)
+    k.on_message("labels", labels({**FULL, "r0c0": "empty"}, seq=0))
+    inc, = k.incidents()
+    k.acknowledge(inc["id"], "mia", "shown to a customer")
+    assert k.history.verify_audit() == 1
+    k.stop()
+    db = sqlite3.connect(tmp_path / "state" / "kiosk.sqlite3")
+    db.execute("UPDATE incidents SET ack_note = 'nothing to see', ack_by = 'leo'")
+    db.commit()
+    db.close()
+    with pytest.raises(HistoryError, match=f"incident {inc['id']}: its acknowledgement \\(by leo\\) is not the one"):
+        History(tmp_path / "state", readonly=True).verify_audit()
