@@ -107,7 +107,7 @@ class History(AuditMixin, UsersMixin):
         with self._lock:
             try:
                 return self._db.execute(sql, tuple(args))
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeError) as exc:
                 raise HistoryError(f"{self.path}: {exc}") from exc
 
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:

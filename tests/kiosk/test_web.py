@@ -109,7 +109,7 @@ def test_manager_acknowledges_edits_and_counts(site):
     assert r.json()["state"] == "acknowledged" and r.json()["ack_by"] == "mia"
     r = c.post("/api/planogram", json={"device": "case-01", "camera": "cam0", "slot": "r0c1", "expected": "<b>"},
                headers=h)
-    assert r.status_code == 400 and "must be a class name" in r.json()["error"]
+    assert r.status_code == 400 and "is not a class of the model m 1.0.0" in r.json()["error"]
     r = c.post("/api/planogram", json={"device": "case-01", "camera": "cam0", "slot": "r0c1",
                                        "expected": "out for showing"}, headers=h)
     assert r.json()["cond"] == "state"
