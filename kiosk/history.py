@@ -130,10 +130,21 @@ class History(AuditMixin, UsersMixin):
             except sqlite3.Error as exc:
                 raise HistoryError(f"{self.path}: {exc}") from exc
 
-    def slot_changes(self, limit: int = 200, device: str | None = None) -> list[dict[str, Any]]:
-        """The latest slot changes, newest first (optionally of one device)."""
-        where, args = ("WHERE device = ?", [device]) if device else ("", [])
-        return self._rows(f"SELECT * FROM slot_changes {where} ORDER BY id DESC LIMIT ?", [*args, int(limit)])
+    def slot_changes(self, limit: int = 200, device: str | None = None, since: float | None = None,
+                     until: float | None = None) -> list[dict[str, Any]]:
+        """The latest slot changes, newest first (optionally of one device, within a time span)."""
+        where, args = ["1 = 1"], []
+        if device:
+            where.append("device = ?")
+            args.append(device)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("ts < ?")
+            args.append(until)
+        return self._rows(f"SELECT * FROM slot_changes WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                          [*args, int(limit)])
 
     # -- incidents -----------------------------------------------------------------------------------
     def save_incident(self, inc: dict[str, Any]) -> int:
@@ -149,10 +160,25 @@ class History(AuditMixin, UsersMixin):
         self._exec(f"UPDATE incidents SET {sets} WHERE id = ?", [values[c] for c in INCIDENT_COLUMNS[1:]] + [values["id"]])
         return int(values["id"])
 
-    def incidents(self, *, open_only: bool = False, limit: int = 200) -> list[dict[str, Any]]:
-        """Incidents, newest first; ``open_only``: those not resolved."""
-        where = "WHERE state != 'resolved'" if open_only else ""
-        rows = self._rows(f"SELECT * FROM incidents {where} ORDER BY id DESC LIMIT ?", [int(limit)])
+    def incidents(self, *, open_only: bool = False, limit: int = 200, kind: str | None = None,
+                  state: str | None = None, device: str | None = None, since: float | None = None,
+                  until: float | None = None) -> list[dict[str, Any]]:
+        """Incidents, newest first; ``open_only``: those not resolved; the others filter."""
+        where, args = ["1 = 1"], []
+        if open_only:
+            where.append("state != 'resolved'")
+        for col, value in (("kind", kind), ("state", state), ("device", device)):
+            if value:
+                where.append(f"{col} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("opened_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("opened_at < ?")
+            args.append(until)
+        rows = self._rows(f"SELECT * FROM incidents WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                          [*args, int(limit)])
         for r in rows:
             r["evidence"] = json.loads(r["evidence"])
         return rows

@@ -109,3 +109,28 @@ def test_defect8_acknowledgement_edits_are_caught(tmp_path):
     db.close()
     with pytest.raises(HistoryError, match=f"incident {inc['id']}: its acknowledgement \\(by leo\\) is not the one"):
         History(tmp_path / "state", readonly=True).verify_audit()
+
+
+def test_defect7_off_loopback_needs_tls_or_insecure(tmp_path, capsys, caplog):
+    import yaml
+
+    from kiosk.cli import exposure, main
+
+    path = tmp_path / "kiosk.yaml"
+    path.write_text(yaml.safe_dump(config_dict(tmp_path, web={"host": "0.0.0.0", "port": 0})))
+    assert main(["run", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "gemsight-kiosk: error: web.host 0.0.0.0 is not loopback: set web.tls_cert and web.tls_key to serve HTTPS, "
+        "or pass --insecure to send passwords and session cookies in clear")
+    cfg = parse_config(config_dict(tmp_path, web={"host": "0.0.0.0"}))
+    assert exposure(cfg, insecure=True) == {} and "INSECURE: serving plain HTTP on 0.0.0.0" in caplog.text
+    (tmp_path / "c.pem").write_text("cert")
+    cfg = parse_config(config_dict(tmp_path, web={"host": "0.0.0.0", "tls_cert": "./c.pem", "tls_key": "./k.pem"}),
+                       base_dir=tmp_path)
+    import pytest
+
+    from edge.errors import ConfigError
+    with pytest.raises(ConfigError, match=f"web.tls_key: cannot read {tmp_path}/k.pem"):
+        exposure(cfg, insecure=False)
+    (tmp_path / "k.pem").write_text("key")
+    assert exposure(cfg, insecure=False) == {"ssl_certfile": str(tmp_path / "c.pem"), "ssl_keyfile": str(tmp_path / "k.pem")}
