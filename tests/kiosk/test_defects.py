@@ -7,7 +7,7 @@ import datetime as dt
 from kiosk.config import parse_config
 from kiosk.engine import Engine
 
-from .feeds import config_dict, labels
+from .feeds import config_dict, heartbeat, labels
 
 FULL = {"r0c0": "ring", "r0c1": "ring", "r1c0": "watch", "r1c1": "empty"}
 T0 = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.timezone.utc).timestamp()   # a Wednesday, noon UTC
@@ -134,3 +134,55 @@ def test_defect7_off_loopback_needs_tls_or_insecure(tmp_path, capsys, caplog):
         exposure(cfg, insecure=False)
     (tmp_path / "k.pem").write_text("key")
     assert exposure(cfg, insecure=False) == {"ssl_certfile": str(tmp_path / "c.pem"), "ssl_keyfile": str(tmp_path / "k.pem")}
+
+
+def test_defect10_a_stale_cameras_grid_is_greyed(tmp_path):
+    from kiosk.service import Kiosk
+
+    now = [T0]
+    k = Kiosk(parse_config(config_dict(tmp_path, policies={"empty_grace_s": 600})), feed=False, clock=lambda: now[0])
+    try:
+        k.on_message("heartbeat", heartbeat({"cam0": 0}))
+        k.on_message("labels", labels(FULL, seq=0))
+        case, = k.state()["cases"]
+        assert case["stale"] is False and case["slots"][0]["cond"] == "ok"
+        now[0] += 10                                   # no heartbeat for 10 s (3 x 1 s allowed)
+        k.tick()
+        case, = k.state()["cases"]
+        assert case["stale"] is True and "no heartbeat from device case-01" in case["camera_health"]["reason"]
+        assert [s["where"] for s in case["slots"]] == ["top row, leftmost", "top row, rightmost",
+                                                       "bottom row, leftmost", "bottom row, rightmost"]
+    finally:
+        k.stop()
+
+
+def test_defect10_user_has_every_verb(tmp_path, capsys, monkeypatch):
+    import io
+
+    import yaml
+
+    from kiosk.cli import main
+    from kiosk.history import History
+
+    path = tmp_path / "kiosk.yaml"
+    path.write_text(yaml.safe_dump(config_dict(tmp_path)))
+    cfg = str(path)
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert main(["user", "add", "mia", "--role", "admin", "--password-stdin", "--config", cfg]) == 0
+    h = History(tmp_path / "state")
+    h.add_session("tok", "mia", "csrf", T0, T0 + 3600, "127.0.0.1")
+    h.close()
+    assert main(["user", "list", "--config", cfg]) == 0
+    assert "mia                  admin    active   1 session(s)\n1 user(s)" in capsys.readouterr().out
+    assert main(["user", "disable", "mia", "--config", cfg]) == 0
+    assert main(["user", "list", "--config", cfg]) == 0
+    assert "disabled 0 session(s)" in capsys.readouterr().out
+    assert main(["user", "enable", "mia", "--config", cfg]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("battery staple\n"))
+    assert main(["user", "passwd", "mia", "--password-stdin", "--config", cfg]) == 0
+    assert main(["user", "end-sessions", "mia", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert "password of mia reset" in out and "user mia: 0 session(s) ended" in out
+    assert main(["user", "disable", "nobody", "--config", cfg]) == 2
+    assert capsys.readouterr().err.strip() == "gemsight-kiosk: error: no user 'nobody'"
+    assert main(["audit", "verify", "--config", cfg]) == 0
