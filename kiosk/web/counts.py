@@ -54,7 +54,7 @@ async def count_now(request: Request, data: dict) -> Response:
 
 routes = [
     Route("/counts", counts_page), Route("/counts", count_now, methods=["POST"]),
-    Route("/counts/{count_id:int}", count_page), Route("/counts/{count_id:int}.csv", count_csv),
+    Route("/counts/{count_id:id}", count_page), Route("/counts/{count_id:id}.csv", count_csv),
     Route("/api/counts", api_counts), Route("/api/counts", count_now, methods=["POST"]),
-    Route("/api/counts/{count_id:int}", api_count), Route("/api/counts/{count_id:int}.csv", count_csv),
+    Route("/api/counts/{count_id:id}", api_count), Route("/api/counts/{count_id:id}.csv", count_csv),
 ]

@@ -20,6 +20,7 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser
 from starlette.datastructures import UploadFile
 from starlette.requests import HTTPConnection, Request
@@ -44,6 +45,21 @@ HEADERS = {
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer",
 }
+
+
+class RowId(Convertor):
+    """A path's row id: 1-18 digits (SQLite's integers stop at 2**63; longer is no row, so 404)."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", RowId())
 
 
 class JSON(JSONResponse):

@@ -37,6 +37,6 @@ async def acknowledge(request: Request, data: dict) -> Response:
 
 routes = [
     Route("/incidents", incidents_page), Route("/api/incidents", api_incidents),
-    Route("/incidents/{incident_id:int}/ack", acknowledge, methods=["POST"]),
-    Route("/api/incidents/{incident_id:int}/ack", acknowledge, methods=["POST"]),
+    Route("/incidents/{incident_id:id}/ack", acknowledge, methods=["POST"]),
+    Route("/api/incidents/{incident_id:id}/ack", acknowledge, methods=["POST"]),
 ]
