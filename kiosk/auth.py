@@ -216,7 +216,10 @@ def new_csrf_token() -> str:
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:
     """Constant-time comparison of the session's CSRF token with the one a POST sent."""
-    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+    if not expected or not given:
+        return False
+    # As bytes: compare_digest refuses str with non-ASCII characters (a token sent by anyone).
+    return hmac.compare_digest(str(expected).encode("utf-8", "surrogatepass"), str(given).encode("utf-8", "surrogatepass"))
 
 
 def session_secret(state_dir: Path) -> str:

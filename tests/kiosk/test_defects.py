@@ -186,3 +186,11 @@ def test_defect10_user_has_every_verb(tmp_path, capsys, monkeypatch):
     assert main(["user", "disable", "nobody", "--config", cfg]) == 2
     assert capsys.readouterr().err.strip() == "gemsight-kiosk: error: no user 'nobody'"
     assert main(["audit", "verify", "--config", cfg]) == 0
+
+
+def test_a_non_ascii_csrf_token_is_wrong_not_an_error():
+    """Found by fuzzing the HTTP routes: hmac.compare_digest raised TypeError on a non-ASCII token (500)."""
+    from kiosk.auth import csrf_ok
+
+    assert csrf_ok("token", "token") and not csrf_ok("token", "tökén") and not csrf_ok("token", "\ud800")
+    assert not csrf_ok(None, "x") and not csrf_ok("x", "")
