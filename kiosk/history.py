@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 from edge.errors import GemsightError
 from kiosk.history_audit import GENESIS, AuditMixin, audit_hash, audit_key
+from kiosk.history_pieces import PiecesMixin
 from kiosk.history_users import UsersMixin
 
 __all__ = ["GENESIS", "History", "HistoryError", "audit_hash"]
@@ -51,6 +52,9 @@ CREATE TABLE IF NOT EXISTS planogram_edits (
     slot TEXT NOT NULL, old TEXT, new TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pieces (
+    device TEXT NOT NULL, camera TEXT NOT NULL, slot TEXT NOT NULL, sku TEXT NOT NULL, price REAL, photo BLOB,
+    media TEXT, ts REAL NOT NULL, user TEXT NOT NULL, PRIMARY KEY (device, camera, slot));
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY, user TEXT NOT NULL, csrf TEXT NOT NULL, created REAL NOT NULL, seen REAL NOT NULL,
     expires REAL NOT NULL, address TEXT NOT NULL);
@@ -71,7 +75,7 @@ class HistoryError(GemsightError):
     """The history database cannot be opened or written, or its audit chain is broken."""
 
 
-class History(AuditMixin, UsersMixin):
+class History(AuditMixin, UsersMixin, PiecesMixin):
     """The kiosk's SQLite database.
 
     Args:
@@ -96,6 +100,7 @@ class History(AuditMixin, UsersMixin):
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(SCHEMA)
                 self._migrate_users()
+                self._migrate_counts()
             self._state_dir = Path(state_dir)
             self._audit_key = audit_key(self._state_dir, create=not readonly)
         except (sqlite3.Error, OSError) as exc:
@@ -184,17 +189,31 @@ class History(AuditMixin, UsersMixin):
         return rows
 
     # -- counts --------------------------------------------------------------------------------------
+    def _migrate_counts(self) -> None:
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(counts)").fetchall()}
+        if "signed_by" not in cols:   # counts before review-then-sign were signed when made
+            self._db.execute("ALTER TABLE counts ADD COLUMN signed_by TEXT")
+            self._db.execute("ALTER TABLE counts ADD COLUMN signed_at REAL")
+            self._db.execute("UPDATE counts SET signed_by = user, signed_at = ts")
+
     def add_count(self, ts: float, user: str, kind: str, report: dict[str, Any]) -> tuple[int, str]:
-        """Keep a count report; returns ``(id, digest)`` (SHA-256 of the report as stored, signed off in the audit)."""
+        """Keep a count report to be reviewed and signed; returns ``(id, digest)`` (SHA-256 of the report as
+        stored: the signature in the audit log names it)."""
         text = json.dumps(report, separators=(",", ":"), sort_keys=True)
         digest = hashlib.sha256(text.encode()).hexdigest()
         cur = self._exec("INSERT INTO counts (ts, user, kind, report, digest) VALUES (?, ?, ?, ?, ?)",
                          [ts, user, kind, text, digest])
         return int(cur.lastrowid), digest
 
+    def sign_count(self, count_id: int, user: str, ts: float) -> bool:
+        """Sign a reviewed count; False if it does not exist or is signed already."""
+        return self._exec("UPDATE counts SET signed_by = ?, signed_at = ? WHERE id = ? AND signed_by IS NULL",
+                          [user, ts, int(count_id)]).rowcount > 0
+
     def counts(self, limit: int = 100) -> list[dict[str, Any]]:
         """Count reports without their rows, newest first."""
-        return self._rows("SELECT id, ts, user, kind, digest FROM counts ORDER BY id DESC LIMIT ?", [int(limit)])
+        return self._rows("SELECT id, ts, user, kind, digest, signed_by, signed_at FROM counts ORDER BY id DESC "
+                          "LIMIT ?", [int(limit)])
 
     def count(self, count_id: int) -> dict[str, Any] | None:
         """One count report with its rows, or ``None``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import hashlib
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from kiosk.config import EMPTY_LABELS, STATES, KioskConfig
-from kiosk.counts import reconcile
+from kiosk.counts import reconcile, slot_rows
 from kiosk.engine import ActionError, Engine
 from kiosk.history import History, HistoryError
 from kiosk.hub import Hub
@@ -267,18 +268,49 @@ class Kiosk:
                 "ack_text": when(inc.get("ack_at"), tz)}
 
     def run_count(self, user: str, kind: str = "manual") -> int:
-        """Count the store now; the report is kept, signed off by ``user`` in the audit log. Returns its id."""
+        """Count the store now: per class and per slot with the pieces' value, kept for review and then a
+        signature (:meth:`sign_count`). Returns its id."""
         with self.lock:
             now = self.clock()
-            labels = {k: sv.label for k, sv in self.engine.slots.items()}
-            titles = {c: self.engine.case_title(c) for c in self.engine.cases}
-            report = reconcile(self.engine.planogram, labels, titles)
+            e = self.engine
+            labels = {k: sv.label for k, sv in e.slots.items()}
+            titles = {c: e.case_title(c) for c in e.cases}
+            where = {}
+            for case in e.cases:
+                names = [k[2] for k in e.slots if k[:2] == case]
+                where.update({(*case, n): slot_words(n, *case_shape(names)) for n in names})
+            report = reconcile(e.planogram, labels, titles)
+            report.update(slot_rows(e.planogram, labels, titles, self.history.pieces(), where))
         count_id, digest = self.history.add_count(now, user, kind, report)
         self.history.audit(now, user, "count", {"count": count_id, "kind": kind, "sha256": digest,
-                                                "totals": report["totals"]})
+                                                "totals": report["totals"], "value": report["value"]})
         self.hub.publish("count", {"id": count_id, "kind": kind, "user": user, "ts": now, "totals": report["totals"]})
         logger.info("count %d (%s) by %s: %s", count_id, kind, user, report["totals"])
         return count_id
+
+    def sign_count(self, count_id: int, user: str) -> dict[str, Any]:
+        """A manager signs a count after reviewing it (raises :class:`~kiosk.engine.ActionError`)."""
+        row = self.history.count(count_id)
+        if row is None:
+            raise ActionError(f"no count {count_id}")
+        now = self.clock()
+        if not self.history.sign_count(count_id, user, now):
+            raise ActionError(f"count {count_id} was already signed by {row['signed_by']}")
+        self.history.audit(now, user, "sign count", {"count": count_id, "sha256": row["digest"]})
+        return self.history.count(count_id)
+
+    def set_piece(self, key: tuple[str, str, str], expected: str, sku: str, price: float | None,
+                  photo: tuple[bytes, str] | None, user: str) -> dict[str, Any]:
+        """A manager sets a slot's piece: its class (checked as :meth:`set_expected`), SKU, price, photo."""
+        if key[:2] not in self.engine.cases or (key not in self.engine.planogram and key not in self.engine.slots):
+            raise ActionError(f"no slot {key[2]} in case {key[0]}/{key[1]}")
+        slot = self.set_expected(key, expected, user) if expected != self.engine.planogram.get(key) else \
+            self.engine.slot_dict(key)
+        now = self.clock()
+        self.history.set_piece(key, sku, price, photo[0] if photo else None, photo[1] if photo else None, now, user)
+        self.history.audit(now, user, "piece", {"slot": "/".join(key), "sku": sku, "price": price,
+                                                "photo": hashlib.sha256(photo[0]).hexdigest() if photo else None})
+        return {**slot, "piece": self.history.piece(key)}
 
     # -- views -------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -95,7 +95,7 @@
     const ev = inc.evidence || {};
     const parts = ["opened " + inc.opened_text];
     if (ev.counts_before && ev.counts_after && ev.expected) {
-      parts.push(ev.expected + " in the case: " + (ev.counts_before[ev.expected] || 0) + " → " + (ev.counts_after[ev.expected] || 0));
+      parts.push(ev.expected + " " + (ev.counts_before[ev.expected] || 0) + " → " + (ev.counts_after[ev.expected] || 0));
     }
     return parts.join(" · ");
   }
@@ -123,7 +123,7 @@
       const form = li.querySelector("form.ack");
       if (inc.state === "acknowledged") {
         if (form) form.remove();
-        if (!li.querySelector(".acked")) li.append(el("small", "acked", "acknowledged by " + inc.ack_by + " at " + inc.ack_text + ": " + inc.ack_note));
+        if (!li.querySelector(".acked")) li.append(el("small", "acked", "acknowledged by " + inc.ack_by + ": " + inc.ack_note + " (" + inc.ack_text + ")"));
       } else if (manager && !form) {
         li.append(ackForm(inc));
       }
@@ -193,6 +193,9 @@
       const names = (classes ? Array.from(classes.options).map(function (o) { return o.value; }) : [])
         .concat(["sold", "repair", "out for showing", "empty by design"]);
       names.forEach(function (n) { const o = document.createElement("option"); o.value = n; values.append(o); });
+      const more = document.getElementById("pg-more");
+      more.href = "/slots/" + parts.map(encodeURIComponent).join("/");
+      more.hidden = false;
       const input = document.getElementById("pg-expected");
       input.value = cell.dataset.expected;
       input.focus();

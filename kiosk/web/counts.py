@@ -24,7 +24,7 @@ async def counts_page(request: Request) -> Response:
 
 
 async def count_page(request: Request) -> Response:
-    return page(request, "count.html", count=_count(request))
+    return page(request, "count.html", count=_count(request), csrf=request.user.csrf)
 
 
 async def count_csv(request: Request) -> Response:
@@ -52,7 +52,17 @@ async def count_now(request: Request, data: dict) -> Response:
     return back(request, kiosk.history.count(count_id), f"/counts/{count_id}")
 
 
+@action("sign a count")
+async def sign(request: Request, data: dict) -> Response:
+    if str(data.get("reviewed", "")).lower() not in ("1", "on", "true", "yes"):
+        raise Refused(400, "tick that you reviewed every row before signing")
+    row = request.app.state.kiosk.sign_count(int(request.path_params["count_id"]), request.user.name)
+    return back(request, row, f"/counts/{row['id']}")
+
+
 routes = [
+    Route("/counts/{count_id:id}/sign", sign, methods=["POST"]),
+    Route("/api/counts/{count_id:id}/sign", sign, methods=["POST"]),
     Route("/counts", counts_page), Route("/counts", count_now, methods=["POST"]),
     Route("/counts/{count_id:id}", count_page), Route("/counts/{count_id:id}.csv", count_csv),
     Route("/api/counts", api_counts), Route("/api/counts", count_now, methods=["POST"]),

@@ -36,7 +36,7 @@ MAX_BODY = 64 * 1024
 #: sending, gets the 413; a bigger body has its connection cut.
 DRAIN_MAX = 4 << 20
 #: Paths that take more (a piece's photo).
-LARGE_BODIES = {"/api/slots/": 4 << 20}
+LARGE_BODIES = {"/api/slots/": 3 << 20, "/slots/": 3 << 20}
 COOKIE = "gemsight_kiosk"
 LOGIN_COOKIE = "gemsight_login"
 PUBLIC = ("/healthz", "/login", "/static/")
