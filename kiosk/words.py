@@ -33,6 +33,8 @@ def slot_words(name: str, rows: int | None = None, columns: int | None = None) -
         row = "top row"
     elif rows is not None and r == rows - 1:
         row = "bottom row"
+    elif rows == 3:
+        row = "middle row"
     else:
         row = f"{_ordinal(r)} row from the top"
     if columns is not None and c == columns - 1 and c > 0:
