@@ -6,7 +6,8 @@ at half size) while hostile clients never stop sending, each in its own thread:
 
 * **chunked bodies**: 2 MB sent chunked (no Content-Length) to an acknowledgement, with a valid session
   and CSRF token; and a declared 200 MB Content-Length to ``/login``;
-* **lockout attempts**: wrong passwords for the manager and for made-up names, from the same address;
+* **lockout attempts**: wrong passwords for the manager and for made-up names, from the kiosk's own
+  screen (127.0.0.1: slowed down, never locked) and from another address (127.0.0.2: locked out);
 * **bad JSON**: 60 KB of ``[``, truncated and non-object JSON, lone surrogates in a note.
 
 Meanwhile a slot is emptied every ``--every`` seconds (half the cases with a 2 s grace, half with 0),
@@ -24,6 +25,7 @@ import os
 import platform
 import random
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,27 +50,33 @@ def hostile(url: str, cookies: dict, token: str, kind: str, stop: threading.Even
     import httpx
 
     rng = random.Random(kind)
+    host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
     with httpx.Client(base_url=url, cookies=cookies, timeout=30) as c:
-        login_token = re.search(r'name="csrf" value="([^"]+)"', httpx.get(url + "/login").text)
         while not stop.is_set():
             h = {"X-CSRF-Token": token, "content-type": "application/json"}
             try:
                 if kind == "chunked":
                     r = c.post("/api/incidents/1/ack", content=(b"[" * 65536 for _ in range(32)), headers=h)
-                elif kind == "declared":
-                    r = c.post("/login", content=b"user=x", headers={"content-length": str(200 << 20),
-                                                                    "content-type": "application/x-www-form-urlencoded"})
-                elif kind == "lockout":
-                    anon = httpx.Client(base_url=url, timeout=30)
-                    name = rng.choice(["bench", "admin", "root", "mallory", f"u{rng.randrange(1000)}"])
-                    r = anon.post("/login", data={"user": name, "password": "guess", "csrf": login_token.group(1)},
-                                  cookies=dict(httpx.get(url + "/login").cookies))
-                    anon.close()
+                    answers[f"{kind} {r.status_code}"] += 1
+                elif kind == "declared":      # a raw socket: httpx will not send less than it declares
+                    with socket.create_connection((host, int(port)), timeout=30) as s:
+                        s.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+                                  b"\r\nContent-Length: %d\r\n\r\nuser=x" % (200 << 20))
+                        status = s.recv(64).split(b" ")[1].decode()
+                    answers[f"{kind} {status}"] += 1
+                elif kind.startswith("lockout"):    # from the screen (127.0.0.1: slowed) and elsewhere (locked)
+                    address = "127.0.0.1" if kind == "lockout-screen" else "127.0.0.2"
+                    with httpx.Client(base_url=url, timeout=30,
+                                      transport=httpx.HTTPTransport(local_address=address)) as anon:
+                        form = re.search(r'name="csrf" value="([^"]+)"', anon.get("/login").text).group(1)
+                        name = rng.choice(["bench", "admin", "root", "mallory", f"u{rng.randrange(1000)}"])
+                        r = anon.post("/login", data={"user": name, "password": "guess", "csrf": form})
+                    answers[f"{kind} {r.status_code}"] += 1
                 else:
                     body = rng.choice([b"[" * 60_000, b'{"note": "x"', b"[1, 2]", b'{"note": "\\ud800"}', b"\xff"])
                     r = c.post("/api/incidents/1/ack", content=body, headers=h)
-                answers[f"{kind} {r.status_code}"] += 1
-            except httpx.TransportError as exc:       # a cut connection (a body past the drain)
+                    answers[f"{kind} {r.status_code}"] += 1
+            except (httpx.TransportError, OSError) as exc:   # a cut connection (a body past the drain)
                 answers[f"{kind} cut ({type(exc).__name__})"] += 1
 
 
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         token = re.search(r'name="csrf" content="([^"]+)"', c.get("/").text).group(1)
         threading.Thread(target=sse_reader, args=(url, dict(c.cookies), opened, stop, counters), daemon=True).start()
         time.sleep(args.warmup)
-        for kind in ("chunked", "declared", "lockout", "badjson"):
+        for kind in ("chunked", "declared", "lockout-screen", "lockout-remote", "badjson"):
             threading.Thread(target=hostile, args=(url, dict(c.cookies), token, kind, stop, answers),
                              daemon=True).start()
         keys, rng = list(store.plan), random.Random(0)

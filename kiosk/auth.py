@@ -45,7 +45,11 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 SESSION_KEY_FILE = "session.key"
 
-_hasher = PasswordHasher()
+# argon2id at OWASP's parameters (19 MiB, 2 passes): the library's default takes 64 MiB a check, and a
+# flood of logins must not take the kiosk's memory; checks run one at a time (_VERIFY_LOCK) for the same
+# reason. Hashes made with other parameters still verify, and are re-made at the next right login.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+_VERIFY_LOCK = threading.Lock()
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
 
 
@@ -199,7 +203,8 @@ class Authenticator:
         row = self.history.user(name) if USER_PATTERN.match(name or "") else None
         ok = False
         try:
-            ok = _hasher.verify(row["hash"] if row else _DUMMY_HASH, password[:MAX_PASSWORD]) and row is not None
+            with _VERIFY_LOCK:
+                ok = _hasher.verify(row["hash"] if row else _DUMMY_HASH, password[:MAX_PASSWORD]) and row is not None
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             ok = False
         if not ok or row["disabled"]:
@@ -207,6 +212,8 @@ class Authenticator:
             logger.warning("failed login for %r from %s%s", name, client, " (disabled)" if ok else "")
             raise LoginRefused("wrong user name or password")
         self.limiter.clear(next(iter(limits)))
+        if _hasher.check_needs_rehash(row["hash"]):
+            self.history.set_hash(name, _hasher.hash(password[:MAX_PASSWORD]))
         return row["role"]
 
 

@@ -37,6 +37,10 @@ class UsersMixin:
         self.end_sessions(name)
         return done
 
+    def set_hash(self, name: str, pw_hash: str) -> None:
+        """Replace a password hash by one of the same password with newer parameters (sessions stay)."""
+        self._exec("UPDATE users SET hash = ? WHERE name = ?", [pw_hash, name])
+
     def set_disabled(self, name: str, disabled: bool) -> bool:
         """Disable (ending the sessions) or enable a user. False if no such user."""
         done = self._exec("UPDATE users SET disabled = ? WHERE name = ?", [int(disabled), name]).rowcount > 0
