@@ -21,8 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable
 
-from edge.errors import GemsightError
-from kiosk.history_audit import GENESIS, AuditMixin, audit_hash, audit_key
+from kiosk.history_audit import GENESIS, AuditMixin, HistoryError, audit_hash, audit_key
 from kiosk.history_pieces import PiecesMixin
 from kiosk.history_users import UsersMixin
 
@@ -69,10 +68,6 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 """
 INCIDENT_COLUMNS = ("id", "kind", "device", "camera", "slot", "state", "opened_at", "updated_at", "resolved_at",
                     "reason", "evidence", "ack_by", "ack_at", "ack_note")
-
-
-class HistoryError(GemsightError):
-    """The history database cannot be opened or written, or its audit chain is broken."""
 
 
 class History(AuditMixin, UsersMixin, PiecesMixin):

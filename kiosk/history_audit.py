@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.atomic import write_file_synced
+from edge.errors import GemsightError
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ GENESIS = "0" * 64
 AUDIT_KEY_FILE = "audit.key"
 CHECKPOINT_FILE = "audit.checkpoint"
 CRASH_SLACK_ROWS = 1      # a row committed just before a crash may miss its checkpoint line
+
+
+class HistoryError(GemsightError):
+    """The history database cannot be opened or written, or its audit chain is broken."""
 
 
 def audit_hash(prev: str, ts: float, user: str, action: str, detail: str, key: bytes) -> str:
@@ -49,8 +54,6 @@ def audit_key(state_dir: Path, *, create: bool) -> bytes | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        from kiosk.history import HistoryError  # noqa: PLC0415 - history imports this module
-
         raise HistoryError(f"{path}: cannot read the audit key ({exc})") from exc
 
 
@@ -61,8 +64,6 @@ class AuditMixin:
     _state_dir: Path
 
     def _fail(self, message: str) -> Exception:
-        from kiosk.history import HistoryError  # noqa: PLC0415 - history imports this module
-
         return HistoryError(message)
 
     def audit(self, ts: float, user: str, action: str, detail: dict[str, Any]) -> str:

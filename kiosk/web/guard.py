@@ -20,8 +20,8 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
-from starlette.convertors import Convertor, register_url_convertor
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import UploadFile
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from hypothesis import strategies as st
 
-from tests.fuzz.strategies import JSON_VALUES, byte_edits, deep, json_bytes, pick, poisoned
+from tests.fuzz.strategies import JSON_VALUES, byte_edits, deep, json_bytes, poisoned
 
 ALLOWED = {200, 303, 400, 401, 403, 404, 405, 413, 429}
 PASSWORD = "correct horse"

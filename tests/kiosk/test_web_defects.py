@@ -219,6 +219,7 @@ def test_defect6_the_kiosk_screen_is_never_locked_out(solo, monkeypatch):
     login(solo, "mia")                           # on the screen (127.0.0.1), the right password gets in
 
 
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_defect7_cookies_are_secure_with_tls(tmp_path):
     from starlette.testclient import TestClient
 
