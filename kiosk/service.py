@@ -192,7 +192,7 @@ class Kiosk:
         for slot in ch.slots:
             self.hub.publish("slot", slot)
         for cam in ch.cameras:
-            self.hub.publish("camera", cam)
+            self.hub.publish("camera", {**cam, "offline_text": self.offline_text(cam)})
 
     # -- people's actions (web handlers) -----------------------------------------------------------
     def acknowledge(self, incident_id: int, user: str, note: str) -> dict[str, Any]:
@@ -255,6 +255,14 @@ class Kiosk:
         raise ActionError(f"{value!r} is not a class of the model {model.get('name', '?')} "
                           f"{model.get('version', '')} in {title}{hint}; its classes: {', '.join(classes)}, "
                           f"or a state: {', '.join(STATES)}")
+
+    def offline_text(self, cam: dict[str, Any]) -> str:
+        """"Camera offline since 13:40:02 (...)" for a stale or down camera, else ""."""
+        if cam["health"] not in ("stale", "down"):
+            return ""
+        since = cam.get("last_heartbeat") or cam.get("since")
+        return (f"Camera offline since {when(since, self.timezone)[11:]}" if since else "Camera offline") + \
+            f" ({cam['reason']})"
 
     def describe(self, inc: dict[str, Any]) -> dict[str, Any]:
         """An incident for people: its place in words and its times written the page's one way."""
@@ -327,7 +335,8 @@ class Kiosk:
                 slots = [{**e.slot_dict((*case, n)), "where": slot_words(n, rows, cols)} for n in layout["order"]]
                 cases.append({"device": case[0], "camera": case[1], "title": e.case_title(case),
                               "columns": layout["columns"], "slots": slots, "camera_health": health,
-                              "stale": health["health"] in ("stale", "down"), "classes": self.classes(case)})
+                              "stale": health["health"] in ("stale", "down"), "classes": self.classes(case),
+                              "offline_text": self.offline_text(health)})
             return {"store": self.config.store, "ts": now, "ts_text": when(now, self.timezone),
                     "open": e.store_open(now), "cases": cases, "health": self.health(),
                     "devices": [{"device": d, **info} for d, info in self.devices.items()],

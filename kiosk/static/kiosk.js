@@ -54,7 +54,7 @@
     const off = c.health === "stale" || c.health === "down";
     if (art) art.classList.toggle("stale", off);
     const note = document.querySelector('[data-offline="' + key + '"]');
-    if (note) note.textContent = off ? c.reason : "";
+    if (note) note.textContent = c.offline_text || "";
     const chip = document.querySelector('[data-camera="' + key + '"]');
     if (!chip) return;
     chip.className = "cam h-" + c.health;

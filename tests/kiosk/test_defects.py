@@ -150,6 +150,8 @@ def test_defect10_a_stale_cameras_grid_is_greyed(tmp_path):
         k.tick()
         case, = k.state()["cases"]
         assert case["stale"] is True and "no heartbeat from device case-01" in case["camera_health"]["reason"]
+        from kiosk.words import when
+        assert case["offline_text"].startswith(f"Camera offline since {when(T0)[11:]} (no heartbeat from device")
         assert [s["where"] for s in case["slots"]] == ["top row, leftmost", "top row, rightmost",
                                                        "bottom row, leftmost", "bottom row, rightmost"]
     finally:

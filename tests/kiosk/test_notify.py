@@ -110,3 +110,16 @@ def test_a_receiver_that_never_answers_is_given_up(hook):
         assert posts == [] and n.delivered == 0
     finally:
         stop.set()
+
+
+def test_the_webhook_secret_file_is_checked(tmp_path):
+    from edge.errors import ConfigError
+    from kiosk.notify import load_secret
+
+    with pytest.raises(ConfigError, match=f"webhook.secret: cannot read {tmp_path}/none"):
+        load_secret(str(tmp_path / "none"))
+    (tmp_path / "short").write_text("abc\n")
+    with pytest.raises(ConfigError, match="holds 3 bytes; at least 16"):
+        load_secret(str(tmp_path / "short"))
+    (tmp_path / "key").write_bytes(SECRET + b"\n")
+    assert load_secret(str(tmp_path / "key")) == SECRET
