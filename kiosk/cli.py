@@ -253,8 +253,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
     from kiosk.history import History  # noqa: PLC0415
+    from kiosk.words import when  # noqa: PLC0415
 
     config = load_config(args.config)
+    tz = config.hours.timezone if config.hours else None
     with closing(History(config.state_dir, readonly=True)) as history:
         rows = list(reversed(history.incidents(limit=args.limit)))
     for r in rows:
@@ -263,7 +265,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             continue
         ack = f"; acknowledged by {r['ack_by']}: {r['ack_note']}" if r["ack_by"] else ""
         end = (r["evidence"] or {}).get("resolution")
-        print(f"#{r['id']} {r['kind']:<8} {r['state']:<12} {time.strftime('%H:%M:%S', time.localtime(r['opened_at']))} "
+        print(f"#{r['id']} {r['kind']:<8} {r['state']:<12} {when(r['opened_at'], tz)} "
               f"{r['reason']}{ack}" + (f" (resolved: {end})" if end else ""))
     if not args.json:
         print(f"{len(rows)} incident(s)")
