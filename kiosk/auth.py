@@ -226,7 +226,8 @@ def csrf_ok(expected: str | None, given: str | None) -> bool:
     if not expected or not given:
         return False
     # As bytes: compare_digest refuses str with non-ASCII characters (a token sent by anyone).
-    return hmac.compare_digest(str(expected).encode("utf-8", "surrogatepass"), str(given).encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(str(expected).encode("utf-8", "surrogatepass"),
+                               str(given).encode("utf-8", "surrogatepass"))
 
 
 def session_secret(state_dir: Path) -> str:

@@ -32,7 +32,8 @@ def _key(request: Request) -> tuple[str, str, str]:
 @action("edit the planogram")
 async def planogram(request: Request, data: dict) -> Response:
     key = tuple(str(data.get(k, "")) for k in ("device", "camera", "slot"))
-    slot = request.app.state.kiosk.set_expected(key, str(data.get("expected", "")), request.user.name)  # type: ignore[arg-type]
+    kiosk = request.app.state.kiosk
+    slot = kiosk.set_expected(key, str(data.get("expected", "")), request.user.name)  # type: ignore[arg-type]
     return back(request, slot, "/")
 
 
@@ -77,8 +78,8 @@ async def set_piece(request: Request, data: dict) -> Response:
         if media is None:
             raise Refused(400, "photo is not a JPEG, PNG or WebP picture")
         photo = (blob, media)
-    slot = request.app.state.kiosk.set_piece(key, str(data.get("expected", "")), sku, _price(str(data.get("price", ""))),
-                                             photo, request.user.name)
+    price = _price(str(data.get("price", "")))
+    slot = request.app.state.kiosk.set_piece(key, str(data.get("expected", "")), sku, price, photo, request.user.name)
     return back(request, slot, "/")
 
 

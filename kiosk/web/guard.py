@@ -285,10 +285,13 @@ async def read_fields(request: Request) -> dict[str, Any]:
 Handler = Callable[[Request, dict[str, Any]], Awaitable[Response]]
 
 
-def action(what: str | None, scope: str | None = "manager") -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def action(what: str | None, scope: str | None = "manager") -> Callable[[Handler], Endpoint]:
     """A POST that changes something: its fields, the session's CSRF token, and ``scope`` to ``what``."""
 
-    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def wrap(handler: Handler) -> Endpoint:
         @functools.wraps(handler)
         async def run(request: Request) -> Response:
             data = await read_fields(request)

@@ -57,5 +57,6 @@ async def change(request: Request, data: dict) -> Response:
 routes = [
     Route("/users", users_page), Route("/api/users", api_users),
     Route("/users", add, methods=["POST"]), Route("/api/users", add, methods=["POST"]),
-    Route("/users/{name}/{verb}", change, methods=["POST"]), Route("/api/users/{name}/{verb}", change, methods=["POST"]),
+    Route("/users/{name}/{verb}", change, methods=["POST"]),
+    Route("/api/users/{name}/{verb}", change, methods=["POST"]),
 ]
