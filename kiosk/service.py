@@ -107,7 +107,7 @@ class Kiosk:
         logger.info("kiosk stopped")
 
     # -- health ------------------------------------------------------------------------------------
-    def _fault(self, where: str, exc: BaseException) -> None:
+    def report_fault(self, where: str, exc: BaseException) -> None:
         """An error the kiosk could not handle: logged with its traceback, kept, and shown red."""
         text = (f"{where}: {type(exc).__name__}: {exc}".splitlines() or [where])[0][:300]
         self.faults.append((self.clock(), text))
@@ -139,7 +139,7 @@ class Kiosk:
                     ch = self.engine.on_heartbeat(msg, now)
                 self._apply(ch)
         except Exception as exc:  # noqa: BLE001 - the thread boundary: anything else would stop the feed
-            self._fault(f"{kind} message from {msg.get('device')}", exc)
+            self.report_fault(f"{kind} message from {msg.get('device')}", exc)
 
     def on_device(self, device: str, info: dict[str, Any]) -> None:
         """A device's link changed (up, refused, snapshot failing)."""
@@ -169,7 +169,7 @@ class Kiosk:
                 if self.notifier is not None:
                     self.notifier.tick()
             except Exception as exc:  # noqa: BLE001 - the thread boundary: graces and staleness must go on
-                self._fault("tick", exc)
+                self.report_fault("tick", exc)
 
     def _apply(self, ch: Changes) -> None:
         """Store and publish what changed (caller holds the lock); a storing error is a fault, not a stop."""
@@ -178,12 +178,12 @@ class Kiosk:
         try:
             self.history.add_slot_changes(ch.slot_rows)
         except HistoryError as exc:
-            self._fault("storing slot changes", exc)
+            self.report_fault("storing slot changes", exc)
         for event, inc in ch.incidents:
             try:
                 inc.id = self.history.save_incident(inc.to_dict())
             except HistoryError as exc:
-                self._fault(f"storing incident {inc.id or '(new)'} ({event})", exc)
+                self.report_fault(f"storing incident {inc.id or '(new)'} ({event})", exc)
         for event, inc in ch.incidents:
             data = {"event": event, **self.describe(inc.to_dict())}
             self.hub.publish("incident", data)

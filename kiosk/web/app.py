@@ -36,7 +36,7 @@ def refuse(request: Request, exc: Exception) -> Response:
     elif isinstance(exc, HTTPException):
         status, message, headers = exc.status_code, str(exc.detail), dict(exc.headers or {})
     elif isinstance(exc, HistoryError):
-        request.app.state.kiosk._fault(f"{request.method} {request.url.path}", exc)
+        request.app.state.kiosk.report_fault(f"{request.method} {request.url.path}", exc)
         status, message, headers = 503, f"the history could not be read or written: {exc}", {}
     elif isinstance(exc, ConfigError):       # ActionError and the user functions' refusals
         status, message, headers = 400, str(exc), {}

@@ -256,6 +256,8 @@ def test_defect1_an_error_the_feed_cannot_handle_turns_health_red(solo):
     assert health["ok"] is False and "storing incident" in health["problems"][0]
     assert "no such table: incidents" in health["problems"][0]
     assert served.kiosk.feed.thread.is_alive()
+    r = c.get("/api/incidents?state=open")          # reading the broken table: one line, not a traceback
+    assert r.status_code == 503 and r.json()["error"].startswith("the history could not be read or written: ")
     page = c.get("/").text
     assert 'id="banner" class="banner bad"' in page and "storing incident" in page
     device.labels("cam0", FULL)                       # and the feed goes on
