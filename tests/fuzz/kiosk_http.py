@@ -30,7 +30,11 @@ BASES = {
                                                          "expected": "ring"},
     "counts": {}, "users": {"name": "newbie", "role": "viewer", "password": "long enough"},
     "user": {"password": "long enough"}, "login": {"user": "leo", "password": "wrong one"},
+    "piece": {"expected": "ring", "sku": "R-1042", "price": "1250.00"}, "sign": {"reviewed": "1"},
+    "password": {"current": "not it", "new": "long enough"},
 }
+PHOTOS = st.sampled_from([b"\x89PNG\r\n\x1a\n" + b"\0" * 32, b"\xff\xd8\xff" + b"\0" * 32, b"MZ\x90", b""]) | \
+    st.binary(max_size=64)
 
 
 def _route(draw: st.DrawFn) -> tuple[str, str, str]:
@@ -40,6 +44,7 @@ def _route(draw: st.DrawFn) -> tuple[str, str, str]:
                                     draw(TEXT) for _ in range(draw(st.integers(0, 3)))}, errors="surrogatepass")
     name = urllib.parse.quote(draw(NAMES), safe="", errors="surrogatepass")
     verb = draw(st.sampled_from(["disable", "enable", "password", "end-sessions", "delete", "%ff"]))
+    slot = draw(st.sampled_from(["r0c0", "r0c1", "r1c0", "r1c1"]) | st.just(name))
     return draw(st.sampled_from([
         ("POST", f"/api/incidents/{inc}/ack", "ack"), ("POST", f"/incidents/{inc}/ack", "ack"),
         ("POST", "/api/planogram", "planogram"), ("POST", "/planogram", "planogram"),
@@ -50,11 +55,24 @@ def _route(draw: st.DrawFn) -> tuple[str, str, str]:
         ("GET", f"/api/history?{query}", ""), ("GET", "/api/state", ""), ("GET", "/", ""),
         ("GET", f"/api/counts/{inc}", ""), ("GET", f"/counts/{inc}.csv", ""), ("GET", "/users", ""),
         ("GET", f"/static/{name}", ""), ("PUT", "/api/planogram", "planogram"), ("GET", f"/{name}", ""),
+        ("POST", f"/api/slots/case-01/cam0/{slot}", "piece"), ("POST", f"/slots/case-01/cam0/{slot}", "piece"),
+        ("GET", f"/slots/case-01/cam0/{slot}", ""), ("GET", f"/slots/case-01/{name}/{slot}/photo", ""),
+        ("POST", f"/api/counts/{inc}/sign", "sign"), ("POST", "/api/account/password", "password"),
     ]))
 
 
 def _form(fields: dict[str, Any]) -> bytes:
     return urllib.parse.urlencode({str(k): str(v) for k, v in fields.items()}, errors="surrogatepass").encode()
+
+
+def _multipart(fields: dict[str, Any], photo: bytes) -> bytes:
+    """A well-formed multipart/form-data body (boundary ``x``) with the fields and a ``photo`` file."""
+    parts = [b'--x\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+             % (str(k).encode("utf-8", "surrogatepass"), str(v).encode("utf-8", "surrogatepass"))
+             for k, v in fields.items()]
+    parts.append(b'--x\r\nContent-Disposition: form-data; name="photo"; filename="p.png"\r\n'
+                 b"Content-Type: image/png\r\n\r\n" + photo + b"\r\n")
+    return b"".join(parts) + b"--x--\r\n"
 
 
 @st.composite
@@ -66,12 +84,15 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(["json", "json", "form", "form", "multipart", "none", "text", "garbage"]))
     if kind == "json":
         body = draw(st.one_of(st.just(json.dumps(fields).encode()), json_bytes(fields), deep(b"[", b"]", 70_000)))
-    elif kind in ("form", "multipart"):
+    elif kind == "form":
         body = draw(st.one_of(st.just(_form(fields)), byte_edits(_form(fields))))
+    elif kind == "multipart":
+        whole = _multipart(fields, draw(PHOTOS))
+        body = draw(st.one_of(st.just(whole), byte_edits(whole)))
     else:
         body = draw(st.binary(max_size=200))
     ctypes = {"json": "application/json", "form": "application/x-www-form-urlencoded", "none": None,
-              "multipart": "multipart/form-data; boundary=" + draw(st.sampled_from(["x", "", "é", "a" * 300])),
+              "multipart": "multipart/form-data; boundary=" + draw(st.sampled_from(["x", "x", "", "é", "a" * 300])),
               "text": "text/plain", "garbage": draw(st.sampled_from(["application/json; charset=bogus", "x/y", ";"]))}
     return {"method": method, "path": path, "body": body, "ctype": ctypes[kind],
             "who": draw(st.sampled_from(["mia", "leo", "ada", None])),
