@@ -2,7 +2,8 @@
 
 A ``gemsight-kiosk run`` child process follows a store of simulated devices on loopback (default
 16 devices x 4 cameras x 12 slots at 2 labels messages/s per camera, the store of ``bench/kiosk.py``
-at half size) while hostile clients never stop sending, each in its own thread:
+at half size) while five hostile clients send, each in its own thread at up to ``--hostile-rate``
+requests a second (20: a bounded load of 100 hostile requests a second):
 
 * **chunked bodies**: 2 MB sent chunked (no Content-Length) to an acknowledgement, with a valid session
   and CSRF token; and a declared 200 MB Content-Length to ``/login``;
@@ -45,14 +46,15 @@ from bench.kiosk import PASSWORD, SLOTS, Store, proc_rss_mb, sse_reader  # noqa:
 PAGE_P95_S, RSS_MB, LATE_S = 0.200, 150.0, 1.0
 
 
-def hostile(url: str, cookies: dict, token: str, kind: str, stop: threading.Event, answers: Counter) -> None:
-    """One hostile client: sends ``kind`` requests until ``stop``; counts the answers by status."""
+def hostile(url: str, cookies: dict, token: str, kind: str, stop: threading.Event, answers: Counter,
+            rate: float) -> None:
+    """One hostile client: sends ``kind`` requests at up to ``rate`` a second until ``stop``; counts the answers."""
     import httpx
 
     rng = random.Random(kind)
     host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
     with httpx.Client(base_url=url, cookies=cookies, timeout=30) as c:
-        while not stop.is_set():
+        while not stop.wait(1.0 / rate):
             h = {"X-CSRF-Token": token, "content-type": "application/json"}
             try:
                 if kind == "chunked":
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=45.0)
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--every", type=float, default=1.0)
+    p.add_argument("--hostile-rate", type=float, default=20.0, help="requests a second per hostile client (5 clients)")
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/kiosk_hostile.json")
     args = p.parse_args(argv)
 
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=sse_reader, args=(url, dict(c.cookies), opened, stop, counters), daemon=True).start()
         time.sleep(args.warmup)
         for kind in ("chunked", "declared", "lockout-screen", "lockout-remote", "badjson"):
-            threading.Thread(target=hostile, args=(url, dict(c.cookies), token, kind, stop, answers),
+            threading.Thread(target=hostile, args=(url, dict(c.cookies), token, kind, stop, answers, args.hostile_rate),
                              daemon=True).start()
         keys, rng = list(store.plan), random.Random(0)
         removals, samples, touched, rss, page = {}, [], {}, [], []
@@ -169,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "cores": os.cpu_count(),
         "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
         "load": {"devices": args.devices, "cameras_per_device": args.cameras, "slots": len(keys) * len(SLOTS),
+                 "hostile_rate_per_client": args.hostile_rate,
                  "labels_per_s": args.devices * args.cameras * args.rate, "seconds": args.seconds},
         "page": {"n": len(page), "p50_s": round(float(np.median(page)), 4), "p95_s": round(p95, 4),
                  "max_s": round(max(page), 4), "target_p95_s": PAGE_P95_S},
