@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from kiosk.config import EMPTY_LABELS, STATES, KioskConfig
 from kiosk.counts import reconcile, slot_rows
 from kiosk.engine import ActionError, Engine
+from kiosk.evidence import EvidenceCollector
 from kiosk.history import History, HistoryError
 from kiosk.hub import Hub
 from kiosk.incident import Changes, Incident
@@ -55,7 +56,9 @@ class Kiosk:
         self.history = History(config.state_dir)
         opened = [Incident.from_row(r) for r in self.history.incidents(open_only=True, limit=100_000)]
         self.lock = threading.RLock()
-        self.engine = Engine(config, self.history.planogram_overrides(), opened, now=clock())
+        self.engine = Engine(config, self.history.planogram_overrides(), opened, now=clock(),
+                             suggested=self.history.planogram_suggested())
+        self.evidence = EvidenceCollector(config, clock=clock, on_stored=self._evidence_stored)
         self.hub = Hub()
         self.devices: dict[str, dict[str, Any]] = {d.id: {"link": "connecting", "error": None} for d in config.devices}
         self._stop = threading.Event()
@@ -82,6 +85,7 @@ class Kiosk:
         if self.feed is not None:
             self.feed.start()
         self._spawn(self._tick_loop, "gemsight-kiosk-tick")
+        self.evidence.start()
         if self.notifier is not None:
             self._spawn(lambda: self.notifier.run(self._stop), "gemsight-kiosk-webhook")
         logger.info("kiosk for %s: %d devices, %d cases, %d slots, %d open incidents", self.config.store,
@@ -103,6 +107,7 @@ class Kiosk:
             self.feed.stop()
         for t in self._threads:
             t.join(timeout=5)
+        self.evidence.stop()
         self.history.close()
         logger.info("kiosk stopped")
 
@@ -161,6 +166,7 @@ class Kiosk:
         if now - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = now
             self.history.prune(now, self.config.retention_days)
+            self.evidence.store.prune(now)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(TICK_S):
@@ -184,6 +190,7 @@ class Kiosk:
                 inc.id = self.history.save_incident(inc.to_dict())
             except HistoryError as exc:
                 self.report_fault(f"storing incident {inc.id or '(new)'} ({event})", exc)
+        self.evidence.on_incidents(ch.incidents)
         for event, inc in ch.incidents:
             data = {"event": event, **self.describe(inc.to_dict())}
             self.hub.publish("incident", data)
@@ -193,6 +200,9 @@ class Kiosk:
             self.hub.publish("slot", slot)
         for cam in ch.cameras:
             self.hub.publish("camera", {**cam, "offline_text": self.offline_text(cam)})
+
+    def _evidence_stored(self, incident_id: int, metas: list[dict[str, Any]]) -> None:
+        self.hub.publish("evidence", {"incident": incident_id, "slots": metas})
 
     # -- people's actions (web handlers) -----------------------------------------------------------
     def acknowledge(self, incident_id: int, user: str, note: str) -> dict[str, Any]:
@@ -207,18 +217,21 @@ class Kiosk:
             self.history.audit(now, user, "acknowledge", {"incident": incident_id, "note": note.strip()})
             return ch.incidents[0][1].to_dict()
 
-    def set_expected(self, key: tuple[str, str, str], value: str, user: str) -> dict[str, Any]:
+    def set_expected(self, key: tuple[str, str, str], value: str, user: str, *, suggested: bool = False
+                     ) -> dict[str, Any]:
         """A manager changes one slot of the planogram (raises :class:`~kiosk.engine.ActionError`).
 
         ``value`` must be a planogram state or one of the classes the case's model reports (any case:
-        stored as the model spells it); a near miss is named ("did you mean").
+        stored as the model spells it); a near miss is named ("did you mean"). ``suggested``: an
+        enrolment's reading, shown as a suggestion until a manager confirms or edits it.
         """
         with self.lock:
             value = self.check_class(key[:2], value)
             now = self.clock()
-            old, ch = self.engine.set_expected(key, value, now)
-            self.history.set_planogram(now, user, key, old, value)
-            self.history.audit(now, user, "planogram", {"slot": "/".join(key), "old": old, "new": value})
+            old, ch = self.engine.set_expected(key, value, now, suggested=suggested)
+            self.history.set_planogram(now, user, key, old, value, suggested=suggested)
+            self.history.audit(now, user, "planogram", {"slot": "/".join(key), "old": old, "new": value,
+                                                        **({"suggested": True} if suggested else {})})
             self._apply(ch)
             return self.engine.slot_dict(key)
 

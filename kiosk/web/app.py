@@ -21,7 +21,7 @@ from edge.errors import ConfigError
 from kiosk.auth import Authenticator, session_secret
 from kiosk.history import HistoryError
 from kiosk.service import Kiosk
-from kiosk.web import cases, counts, events, history, incidents, login, users
+from kiosk.web import cases, counts, events, history, incidents, login, states, users
 from kiosk.web.guard import (JSON, LOGIN_COOKIE, BodyLimit, Refused, RequireLogin, SecurityHeaders, SessionBackend,
                              page, wants_json)
 from kiosk.words import LEGEND, when
@@ -64,6 +64,7 @@ def create_app(kiosk: Kiosk, *, stop_kiosk: bool = False) -> Starlette:
     tz = cfg.hours.timezone if cfg.hours else None
     templates.env.filters["ts"] = lambda t: when(t, tz)
     templates.env.globals["legend"] = LEGEND
+    templates.env.globals["evidence_of"] = states.evidence_lookup(kiosk)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -75,7 +76,7 @@ def create_app(kiosk: Kiosk, *, stop_kiosk: bool = False) -> Starlette:
 
     secure = cfg.web.tls or cfg.web.secure_cookie
     routes = [*events.routes, *login.routes, *incidents.routes, *cases.routes, *counts.routes, *history.routes,
-              *users.routes,
+              *users.routes, *states.routes,
               Mount("/static", StaticFiles(directory=str(resources.files("kiosk") / "static")), name="static")]
     middleware = [Middleware(SecurityHeaders), Middleware(BodyLimit),
                   Middleware(SessionMiddleware, secret_key=session_secret(cfg.state_dir), session_cookie=LOGIN_COOKIE,

@@ -130,6 +130,10 @@ class BodyLimit:
         limit = self.limit_for(scope["path"])
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None and (not length.isdigit() or int(length) > limit):
+            if length.isdigit() and int(length) <= limit + DRAIN_MAX:   # read and dropped: the client gets the 413
+                message = {"more_body": True}
+                while message.get("more_body"):
+                    message = await receive()
             await self._refuse(scope, send, BodyTooLarge(limit))
             return
         seen, started = 0, False
