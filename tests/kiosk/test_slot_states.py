@@ -212,3 +212,15 @@ def test_state_condition_table():
     assert state_condition("sold", "empty", "empty") == ("state", None)
     assert state_condition("sold", "occluded", "ring") == ("state", None)
     assert state_condition(None, "present", "ring") == ("unplanned", None)
+
+
+def test_seq_range_after_an_edge_restart(tmp_path):
+    """Missing since seq 1835, then the device restarts (seq from 195 down): never a backwards range."""
+    d = Day(engine(tmp_path, empty_grace_s=30))
+    d.seq = 1834
+    d.at(0)
+    d.at(1, {"r0c1": "empty"})
+    d.seq = 195
+    d.at(60, {"r0c1": "empty"})
+    ev = d.e.open[("slot", *R0C1)].evidence
+    assert ev["seq_first"] <= ev["seq_last"] == 195, ev
