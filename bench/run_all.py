@@ -119,6 +119,15 @@ def _kiosk(r: dict) -> Iterator[Row]:
         yield (f"kiosk store page with {load['slots']} slots, load in headless Chromium", f"{browser['load_s']:.2f} s")
 
 
+def _kiosk_hostile(r: dict) -> Iterator[Row]:
+    load = r["load"]
+    yield (f"kiosk under {sum(n for k, n in r['hostile_answers'].items() if not k.startswith('page'))} hostile "
+           f"requests in {load['seconds']:g} s (chunked bodies, lockouts, bad JSON), {load['devices']} devices "
+           "streaming: page p95 / incidents missed / RSS peak / 5xx",
+           f"{r['page']['p95_s'] * 1000:.0f} ms / {r['incidents']['missed']} / {r['rss_mb']['peak']:.0f} MB / "
+           f"{r['server_errors']}")
+
+
 def _fuzz(r: dict) -> Iterator[Row]:
     per = ", ".join(f"{t['target']} {t['cases']}" for t in r["targets"])
     yield (f"fuzzing (Hypothesis, seed {r['seed']}): inputs fed ({per}) / failures (a crash, a traceback, "
@@ -135,6 +144,7 @@ BENCHES: dict[str, tuple[list[str], Callable[[dict], Iterator[Row]]]] = {
     "deploy_flash": (["bench/deploy_flash.py"], _deploy),
     "fuzz": (["bench/fuzz.py", "--examples", "3000"], _fuzz),
     "kiosk": (["bench/kiosk.py"], _kiosk),
+    "kiosk_hostile": (["bench/kiosk_hostile.py"], _kiosk_hostile),
 }
 
 

@@ -3,12 +3,15 @@
 * **Users** live in the history database (``gemsight-kiosk user add``); passwords are hashed with
   argon2id (``argon2-cffi``). An unknown name costs the same hash check as a known one.
 * **Roles**: ``viewer`` looks; ``manager`` also acknowledges incidents, edits the planogram and runs
-  counts.
-* **Rate limit**: ``web.login_attempts`` failures per user name and per client address within
-  ``web.login_window_s``; past it, logins are refused (even with the right password) until the
-  oldest failure leaves the window.
-* **Sessions** are Starlette's signed cookie (itsdangerous) with a key kept in the state directory
-  (0600); each session carries a random CSRF token that every POST must return.
+  and signs counts; ``admin`` also manages users.
+* **Rate limit**: ``web.login_attempts`` failures for one account from one address within
+  ``web.login_window_s``, and four times as many from one address (whatever the accounts) or for one
+  account (whatever the addresses); past a limit, logins of that pair, address or account are
+  refused until the oldest failure leaves the window. Failures of one account never lock another
+  one out, and a right password typed on the kiosk's own screen (``web.screen``) always gets in.
+* **Sessions** live in the history (:mod:`kiosk.history_users`): the cookie holds a random token,
+  each session a random CSRF token that every POST must return. Before a login, the form's CSRF
+  token travels in Starlette's signed cookie, with a key kept in the state directory (0600).
 """
 from __future__ import annotations
 
@@ -32,13 +35,21 @@ from kiosk.history import History
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("viewer", "manager")
+ROLES = ("viewer", "manager", "admin")
+#: What each role may do beyond looking (a role has the scopes of those before it).
+SCOPES = {"viewer": ("authenticated",), "manager": ("authenticated", "manager"),
+          "admin": ("authenticated", "manager", "admin")}
+SPREAD = 4      # an address (any accounts) or an account (any addresses) may fail this many times more
 USER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 SESSION_KEY_FILE = "session.key"
 
-_hasher = PasswordHasher()
+# argon2id at OWASP's parameters (19 MiB, 2 passes): the library's default takes 64 MiB a check, and a
+# flood of logins must not take the kiosk's memory; checks run one at a time (_VERIFY_LOCK) for the same
+# reason. Hashes made with other parameters still verify, and are re-made at the next right login.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+_VERIFY_LOCK = threading.Lock()
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
 
 
@@ -57,8 +68,19 @@ def check_user_name(name: str) -> str:
     return name
 
 
-def add_user(history: History, name: str, role: str, password: str, now: float) -> None:
-    """Create or replace a user (the password hashed with argon2id).
+def check_password(password: str) -> str:
+    """Return ``password`` if it may be set, else raise :class:`ConfigError`."""
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise ConfigError(f"the password must have at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise ConfigError(f"the password must have at most {MAX_PASSWORD} characters")
+    if any(0xD800 <= ord(c) <= 0xDFFF or ord(c) == 0 for c in password):
+        raise ConfigError("the password holds a NUL or a lone surrogate")
+    return password
+
+
+def add_user(history: History, name: str, role: str, password: str, now: float, by: str = "cli") -> None:
+    """Create or replace a user (the password hashed with argon2id); a replaced user's sessions end.
 
     Raises:
         ConfigError: a bad name, an unknown role, or a password shorter than ``MIN_PASSWORD``.
@@ -66,13 +88,48 @@ def add_user(history: History, name: str, role: str, password: str, now: float) 
     check_user_name(name)
     if role not in ROLES:
         raise ConfigError(f"role {role!r} is not one of {list(ROLES)}")
-    if len(password) < MIN_PASSWORD:
-        raise ConfigError(f"the password must have at least {MIN_PASSWORD} characters")
-    if len(password) > MAX_PASSWORD:
-        raise ConfigError(f"the password must have at most {MAX_PASSWORD} characters")
+    check_password(password)
     existed = history.user(name) is not None
     history.set_user(name, role, _hasher.hash(password), now)
-    history.audit(now, "cli", "user", {"name": name, "role": role, "replaced": existed})
+    if existed:
+        history.end_sessions(name)
+    history.audit(now, by, "user", {"name": name, "role": role, "replaced": existed})
+
+
+def set_password(history: History, name: str, password: str, now: float, by: str) -> None:
+    """Reset ``name``'s password (its sessions end).
+
+    Raises:
+        ConfigError: no such user, or a password that may not be set.
+    """
+    check_password(password)
+    if not history.set_password(name, _hasher.hash(password)):
+        raise ConfigError(f"no user {name!r}")
+    history.audit(now, by, "password", {"name": name})
+
+
+def set_disabled(history: History, name: str, disabled: bool, now: float, by: str) -> None:
+    """Disable (ending its sessions) or enable a user.
+
+    Raises:
+        ConfigError: no such user.
+    """
+    if not history.set_disabled(name, disabled):
+        raise ConfigError(f"no user {name!r}")
+    history.audit(now, by, "disable" if disabled else "enable", {"name": name})
+
+
+def end_sessions(history: History, name: str, now: float, by: str) -> int:
+    """End every session of ``name``; returns how many.
+
+    Raises:
+        ConfigError: no such user.
+    """
+    if history.user(name) is None:
+        raise ConfigError(f"no user {name!r}")
+    n = history.end_sessions(name)
+    history.audit(now, by, "end sessions", {"name": name, "sessions": n})
+    return n
 
 
 class RateLimiter:
@@ -83,17 +140,17 @@ class RateLimiter:
         self._fails: dict[str, deque] = {}
         self._lock = threading.Lock()
 
-    def retry_after(self, keys: list[str]) -> float:
-        """Seconds until one of ``keys`` may try again (0: now)."""
+    def retry_after(self, limits: dict[str, int]) -> float:
+        """Seconds until every key of ``limits`` (key -> failures allowed) may try again (0: now)."""
         now = self._clock()
         wait = 0.0
         with self._lock:
-            for key in keys:
+            for key, limit in limits.items():
                 q = self._fails.get(key)
                 while q and now - q[0] > self.window_s:
                     q.popleft()
-                if q and len(q) >= self.attempts:
-                    wait = max(wait, self.window_s - (now - q[0]))
+                if q and len(q) >= limit:
+                    wait = max(wait, self.window_s - (now - q[len(q) - limit]))
         return wait
 
     def fail(self, keys: list[str]) -> None:
@@ -111,35 +168,52 @@ class RateLimiter:
 
 
 class Authenticator:
-    """Checks logins against the history's users, with the rate limit."""
+    """Checks logins against the history's users, with the rate limits."""
 
     def __init__(self, history: History, attempts: int, window_s: float) -> None:
         self.history = history
+        self.attempts = attempts
         self.limiter = RateLimiter(attempts, window_s)
 
-    def login(self, name: str, password: str, client: str) -> str:
-        """The user's role if ``name``/``password`` are right.
+    def _limits(self, name: str, client: str) -> dict[str, int]:
+        who = (name or "").lower()
+        return {f"pair:{who}|{client}": self.attempts, f"addr:{client}": self.attempts * SPREAD,
+                f"acct:{who}": self.attempts * SPREAD}
+
+    def limited(self, name: str, client: str) -> bool:
+        """Whether ``name`` from ``client`` is past a limit now."""
+        return self.limiter.retry_after(self._limits(name, client)) > 0
+
+    def login(self, name: str, password: str, client: str, *, screen: bool = False) -> str:
+        """The user's role if ``name``/``password`` are right and the user is enabled.
+
+        Args:
+            client: The address the login came from (the proxy's client where trusted).
+            screen: It came from the kiosk's own screen: a right password is never refused.
 
         Raises:
             LoginRefused: too many failures (says for how long), or a wrong name or password (one
-                message for both, so names cannot be probed).
+                message for both, and for a disabled user, so names cannot be probed).
         """
-        keys = [f"user:{name.lower()}", f"addr:{client}"]
-        wait = self.limiter.retry_after(keys)
-        if wait > 0:
+        limits = self._limits(name, client)
+        wait = self.limiter.retry_after(limits)
+        if wait > 0 and not screen:
             logger.warning("login of %r from %s refused: rate limited for %.0f s", name, client, wait)
             raise LoginRefused(f"too many failed logins; try again in {wait:.0f} s", retry_after=wait)
         row = self.history.user(name) if USER_PATTERN.match(name or "") else None
         ok = False
         try:
-            ok = _hasher.verify(row["hash"] if row else _DUMMY_HASH, password[:MAX_PASSWORD]) and row is not None
+            with _VERIFY_LOCK:
+                ok = _hasher.verify(row["hash"] if row else _DUMMY_HASH, password[:MAX_PASSWORD]) and row is not None
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             ok = False
-        if not ok:
-            self.limiter.fail(keys)
-            logger.warning("failed login for %r from %s", name, client)
+        if not ok or row["disabled"]:
+            self.limiter.fail(list(limits))
+            logger.warning("failed login for %r from %s%s", name, client, " (disabled)" if ok else "")
             raise LoginRefused("wrong user name or password")
-        self.limiter.clear(keys[0])
+        self.limiter.clear(next(iter(limits)))
+        if _hasher.check_needs_rehash(row["hash"]):
+            self.history.set_hash(name, _hasher.hash(password[:MAX_PASSWORD]))
         return row["role"]
 
 
@@ -149,7 +223,11 @@ def new_csrf_token() -> str:
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:
     """Constant-time comparison of the session's CSRF token with the one a POST sent."""
-    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+    if not expected or not given:
+        return False
+    # As bytes: compare_digest refuses str with non-ASCII characters (a token sent by anyone).
+    return hmac.compare_digest(str(expected).encode("utf-8", "surrogatepass"),
+                               str(given).encode("utf-8", "surrogatepass"))
 
 
 def session_secret(state_dir: Path) -> str:

@@ -3,7 +3,8 @@
     gemsight-kiosk run --config kiosk.yaml
     gemsight-kiosk check --config kiosk.yaml
     gemsight-kiosk example-config > kiosk.yaml
-    gemsight-kiosk user add NAME --role viewer|manager [--password-stdin] --config kiosk.yaml
+    gemsight-kiosk user add NAME --role viewer|manager|admin [--password-stdin] --config kiosk.yaml
+    gemsight-kiosk user list|disable|enable|passwd|end-sessions [NAME] --config kiosk.yaml
     gemsight-kiosk audit verify --config kiosk.yaml
     gemsight-kiosk incidents --config kiosk.yaml [--json]
 """
@@ -21,7 +22,9 @@ from contextlib import closing
 import zmq
 
 from edge.cli_support import run_main, setup_logging
+from edge.credentials import resolve
 from edge.errors import ConfigError, LinkError, MessageError
+from kiosk.auth import ROLES
 from kiosk.config import KioskConfig, load_config
 from kiosk.example import EXAMPLE
 
@@ -41,15 +44,26 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         p.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"kiosk config (default {DEFAULT_CONFIG})")
         return p
 
-    with_config(sub.add_parser("run", help="serve the page and the API, subscribed to every device"))
+    p = with_config(sub.add_parser("run", help="serve the page and the API, subscribed to every device"))
+    p.add_argument("--insecure", action="store_true", help="serve plain HTTP off loopback (without web.tls_cert/"
+                                                           "web.tls_key): passwords and cookies cross the network "
+                                                           "in clear")
     p = with_config(sub.add_parser("check", help="validate the config and reach every device once"))
     p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="per device (default 3)")
     sub.add_parser("example-config", help="print a commented example kiosk.yaml")
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
     p = with_config(user.add_parser("add", help="create a user or replace its password and role"))
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--role", choices=("viewer", "manager"), required=True)
+    p.add_argument("--role", choices=ROLES, required=True)
     p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    with_config(user.add_parser("list", help="list users, their role, state and live sessions"))
+    for verb, what in (("disable", "disable a user (ends the sessions)"), ("enable", "enable a disabled user"),
+                       ("passwd", "reset a user's password (ends the sessions)"),
+                       ("end-sessions", "end every session of a user")):
+        p = with_config(user.add_parser(verb, help=what))
+        p.add_argument("name", metavar="NAME")
+        if verb == "passwd":
+            p.add_argument("--password-stdin", action="store_true", help="read it from the first line of stdin")
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
     with_config(audit.add_parser("verify", help="check the audit log's hash chain"))
     p = with_config(sub.add_parser("incidents", help="list the incidents in the history (oldest first)"))
@@ -73,6 +87,36 @@ def _bind(config: KioskConfig) -> socket.socket:
     return sock
 
 
+def exposure(config: KioskConfig, insecure: bool) -> dict[str, str]:
+    """uvicorn's TLS options; off loopback, TLS is required unless ``insecure`` (then a loud warning).
+
+    Raises:
+        ConfigError: off loopback without TLS or ``--insecure``; a TLS file that cannot be read.
+    """
+    web = config.web
+    if bool(web.tls_cert) != bool(web.tls_key):
+        raise ConfigError("web: tls_cert and tls_key go together (give both or neither)")
+    if web.tls:
+        files = {}
+        for name in ("tls_cert", "tls_key"):
+            path = resolve(getattr(web, name), f"web.{name}")
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(f"web.{name}: cannot read {path} ({exc.strerror or exc})") from None
+            files[name] = str(path)
+        return {"ssl_certfile": files["tls_cert"], "ssl_keyfile": files["tls_key"]}
+    if web.loopback:
+        return {}
+    if not insecure:
+        raise ConfigError(f"web.host {web.host} is not loopback: set web.tls_cert and web.tls_key to serve HTTPS, "
+                          "or pass --insecure to send passwords and session cookies in clear")
+    logger.warning("INSECURE: serving plain HTTP on %s (--insecure): anyone on the network can read passwords and "
+                   "take over sessions; set web.tls_cert and web.tls_key", web.host)
+    return {}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM."""
     import uvicorn  # noqa: PLC0415 - only `run` needs the web server
@@ -82,14 +126,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kiosk.web import create_app  # noqa: PLC0415
 
     config = load_config(args.config)
+    tls = exposure(config, args.insecure)
     sock = _bind(config)
     kiosk = Kiosk(config)
     if kiosk.history.user_count() == 0:
         logger.warning("no users yet: add one with `%s user add NAME --role manager --config %s`", PROG, args.config)
     server = uvicorn.Server(uvicorn.Config(create_app(kiosk, stop_kiosk=True), log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=2, lifespan="on"))
+                                           timeout_graceful_shutdown=2, lifespan="on", **tls))
     host, port = sock.getsockname()[:2]
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    url = f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port}/"
     notifier = SdNotifier()
 
     def announce() -> None:
@@ -155,20 +200,41 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_user_add(args: argparse.Namespace) -> int:
-    from kiosk.auth import add_user  # noqa: PLC0415
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass(f"password for {args.name}: ")
+    if getpass.getpass("again: ") != password:
+        raise ConfigError("the two passwords differ")
+    return password
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """``user add|list|disable|enable|passwd|end-sessions`` (the same verbs as the page's user admin)."""
+    from kiosk import auth  # noqa: PLC0415
     from kiosk.history import History  # noqa: PLC0415
 
     config = load_config(args.config)
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass(f"password for {args.name}: ")
-        if getpass.getpass("again: ") != password:
-            raise ConfigError("the two passwords differ")
+    verb, now = args.user_command, time.time()
+    password = _password(args) if verb in ("add", "passwd") else None
     with closing(History(config.state_dir)) as history:
-        add_user(history, args.name, args.role, password, time.time())
-    print(f"user {args.name} ({args.role}) saved in {history.path}")
+        if verb == "add":
+            auth.add_user(history, args.name, args.role, password, now)
+            print(f"user {args.name} ({args.role}) saved in {history.path}")
+        elif verb == "list":
+            rows = history.users()
+            for u in rows:
+                print(f"{u['name']:<20} {u['role']:<8} {'disabled' if u['disabled'] else 'active':<8} "
+                      f"{u['sessions']} session(s)")
+            print(f"{len(rows)} user(s)")
+        elif verb in ("disable", "enable"):
+            auth.set_disabled(history, args.name, verb == "disable", now, "cli")
+            print(f"user {args.name} {verb}d")
+        elif verb == "passwd":
+            auth.set_password(history, args.name, password, now, "cli")
+            print(f"password of {args.name} reset; its sessions ended")
+        else:
+            print(f"user {args.name}: {auth.end_sessions(history, args.name, now, 'cli')} session(s) ended")
     return 0
 
 
@@ -186,11 +252,12 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     """Print the history's incidents (works beside a running kiosk: the database is read-only here)."""
     import json  # noqa: PLC0415
 
-    from kiosk.history import History  # noqa: PLC0415
-
     from kiosk.evidence import EvidenceStore  # noqa: PLC0415
+    from kiosk.history import History  # noqa: PLC0415
+    from kiosk.words import when  # noqa: PLC0415
 
     config = load_config(args.config)
+    tz = config.hours.timezone if config.hours else None
     store = EvidenceStore(config.state_dir, config.policies.evidence_days, config.policies.evidence_mb)
     with closing(History(config.state_dir, readonly=True)) as history:
         rows = list(reversed(history.incidents(limit=args.limit)))
@@ -202,8 +269,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         ack = f"; acknowledged by {r['ack_by']}: {r['ack_note']}" if r["ack_by"] else ""
         end = (r["evidence"] or {}).get("resolution")
         place = "/".join(x for x in (r["device"], r["camera"], r["slot"]) if x)
-        print(f"#{r['id']} {r['kind']:<8} {r['state']:<12} "
-              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r['opened_at']))} {place} "
+        print(f"#{r['id']} {r['kind']:<8} {r['state']:<12} {when(r['opened_at'], tz)} {place} "
               f"{r['reason']}{ack}" + (f" (resolved: {end})" if end else ""))
         for p in pictures:
             files = "  ".join(f"{w}: {path}" for w, path in sorted(p["files"].items()))
@@ -222,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     commands = {"run": cmd_run, "check": cmd_check, "incidents": cmd_incidents}
     if args.command == "user":
-        func = cmd_user_add
+        func = cmd_user
     elif args.command == "audit":
         func = cmd_audit_verify
     else:

@@ -17,16 +17,18 @@ import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.contracts import ID_PATTERN
 from edge.credentials import is_name as is_credential_name
 from edge.errors import ConfigError
 from edge.validation import error_lines
+from kiosk.config_web import WebConfig, WebhookConfig, _Strict, check_hhmm
+
+__all__ = ["KioskConfig", "WebConfig", "WebhookConfig", "load_config", "parse_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +39,6 @@ EMPTY_LABELS: tuple[str, ...] = ("empty", "unknown")
 DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_CONFIG_BYTES = 4 << 20   # a store of hundreds of cases is well under 1 MB; refuse before parsing
 _CLASS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def check_expected(value: str) -> str:
@@ -148,9 +145,7 @@ class Hours(_Strict):
     @field_validator("open", "close")
     @classmethod
     def _hhmm(cls, v: str) -> str:
-        if not _HHMM.match(v):
-            raise ValueError(f"{v!r} is not a time HH:MM (00:00-23:59)")
-        return v
+        return check_hhmm(v)
 
     @field_validator("days")
     @classmethod
@@ -179,42 +174,6 @@ class Hours(_Strict):
         """Whether the store is open at Unix time ``ts``."""
         local = dt.datetime.fromtimestamp(ts, ZoneInfo(self.timezone))
         return DAYS[local.weekday()] in self.days and self.open <= local.strftime("%H:%M") < self.close
-
-
-class WebConfig(_Strict):
-    """The web page and API."""
-
-    host: str = Field("127.0.0.1", description="Address to bind (loopback unless you mean it).")
-    port: int = Field(8470, ge=0, le=65535, description="TCP port (0: any free port).")
-    session_hours: float = Field(12.0, gt=0, le=24 * 31, description="How long a login lasts.")
-    secure_cookie: bool = Field(False, description="Send the session cookie over HTTPS only (behind a TLS proxy).")
-    login_attempts: int = Field(5, ge=1, description="Failed logins allowed per user and per address ...")
-    login_window_s: float = Field(300.0, gt=0, description="... within this many seconds.")
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        if v != "localhost":
-            try:
-                ipaddress.ip_address(v)
-            except ValueError:
-                raise ValueError(f"{v!r} is not an IP address (or localhost)") from None
-        return v
-
-
-class WebhookConfig(_Strict):
-    """Optional POST of each incident change (opened, acknowledged, resolved) as JSON."""
-
-    url: str = Field(description="http(s) URL to POST to.")
-    timeout_s: float = Field(3.0, gt=0, le=30, description="Per request.")
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{v!r} is not an http(s) URL")
-        return v
 
 
 class KioskConfig(_Strict):
@@ -339,7 +298,10 @@ def parse_config(data: Any, source: str = "kiosk.yaml", base_dir: str | Path = "
     devices = tuple(d.model_copy(update={"server_key": _resolve(base, d.server_key)}) for d in cfg.devices)
     curve = cfg.curve and cfg.curve.model_copy(update={"client_secret_key": _resolve(base, cfg.curve.client_secret_key)})
     state_dir = cfg.state_dir if cfg.state_dir.is_absolute() else base / cfg.state_dir
-    return cfg.model_copy(update={"devices": devices, "curve": curve, "state_dir": state_dir})
+    web = cfg.web.model_copy(update={k: _resolve(base, getattr(cfg.web, k)) for k in ("tls_cert", "tls_key")})
+    hook = cfg.webhook and cfg.webhook.model_copy(update={"secret": _resolve(base, cfg.webhook.secret)})
+    return cfg.model_copy(update={"devices": devices, "curve": curve, "state_dir": state_dir, "web": web,
+                                  "webhook": hook})
 
 
 def load_config(path: str | Path) -> KioskConfig:

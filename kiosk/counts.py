@@ -8,6 +8,10 @@ For each case (a camera of a device) and class ``c``:
 * ``missing``: expected slots not showing ``c``, less the ``wrong_slot`` ones;
 * ``extra``: pieces of ``c`` in slots that expect something else, less the ``wrong_slot`` ones.
 
+Per slot (:func:`slot_rows`), the same count reads as a list a manager checks against the case: each
+slot's place in words, what it should hold and what is seen, its status, and its piece's SKU and
+price, so the totals say in money what is present and what is missing.
+
 So ``expected - missing - wrong_slot`` pieces are where they belong and ``seen`` is those plus
 ``wrong_slot`` plus ``extra``. ``unknown`` and ``empty`` are never a class; a slot without labels yet
 counts as not showing its class (the report's ``no_data`` says how many).
@@ -82,3 +86,36 @@ def to_csv(report: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
         writer.writerow({**row, "case": _cell(row["case"]), "class": _cell(row["class"])})
     writer.writerow({"case": "TOTAL", "class": "", **report["totals"]})
     return out.getvalue()
+
+
+def slot_rows(planogram: dict[tuple[str, str, str], str], labels: dict[tuple[str, str, str], str | None],
+              titles: dict[tuple[str, str], str], pieces: dict[tuple[str, str, str], dict[str, Any]],
+              where: dict[tuple[str, str, str], str]) -> dict[str, Any]:
+    """The per-slot count: ``{"slots": [...], "value": {"expected", "present", "missing"}}``.
+
+    A slot is ``ok`` (its class is seen), ``missing`` (nothing seen), ``wrong`` (another class),
+    ``extra`` (a piece where the planogram wants none or a state), ``state`` (empty on purpose) or
+    ``no data``. Its price counts as present only when ``ok``.
+    """
+    rows, value = [], {"expected": 0.0, "present": 0.0, "missing": 0.0}
+    for key in sorted(set(planogram) | set(labels)):
+        want, got = planogram.get(key), labels.get(key)
+        want_class = want if want is not None and want not in STATES else None
+        got_class = got if got is not None and got not in EMPTY_LABELS else None
+        if got is None:
+            status = "no data"
+        elif want_class is None:
+            status = "extra" if got_class else "state"
+        elif got_class == want_class:
+            status = "ok"
+        else:
+            status = "wrong" if got_class else "missing"
+        piece = pieces.get(key) or {}
+        price = piece.get("price") if want_class else None
+        if price is not None:
+            value["expected"] += price
+            value["present" if status == "ok" else "missing"] += price
+        rows.append({"device": key[0], "camera": key[1], "slot": key[2], "case": titles.get(key[:2], "/".join(key[:2])),
+                     "where": where.get(key, key[2]), "expected": want, "seen": got, "status": status,
+                     "sku": piece.get("sku"), "price": price})
+    return {"slots": rows, "value": {k: round(v, 2) for k, v in value.items()}}

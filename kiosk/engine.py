@@ -198,10 +198,12 @@ class Engine(StatesMixin, HealthMixin):
         bad = sv.cond in SLOT_KINDS
         if bad and prev not in SLOT_KINDS:
             sv.bad_since, sv.bad_seq, sv.counts_before = now, sv.seq, counts_before
-            if sv.cond == "missing" and prev in ("ok", "wrong"):
-                self._removal(key, now, ch)
         elif not bad:
             sv.bad_since = sv.bad_seq = sv.counts_before = None
+        elif sv.bad_seq is not None and sv.seq is not None and sv.seq < sv.bad_seq:
+            sv.bad_seq = sv.seq                 # the edge restarted (seq from 0): never a backwards range
+        if sv.cond == "missing" and prev in ("ok", "wrong"):   # a piece taken, whatever it was read as
+            self._removal(key, now, ch)
         inc = self.open.get(("slot", *key))
         if bad and inc is None and now - sv.bad_since >= self.grace(key[:2], now):
             self._open_slot(key, sv, now, ch)

@@ -43,7 +43,16 @@ hours:
 web:
   host: 127.0.0.1
   port: 8470
+  # Off loopback the kiosk serves HTTPS (or refuses to start unless run with --insecure):
+  # host: 0.0.0.0
+  # tls_cert: /etc/gemsight/kiosk.crt
+  # tls_key: kiosk-tls.key            # a bare name: from $CREDENTIALS_DIRECTORY
+  # trusted_proxies: [10.0.0.5]       # believe X-Forwarded-For from these only (none by default)
+# One POST per incident when it opens, escalates and resolves, signed (docs/kiosk-store-manager.md):
 # webhook:
-#   url: https://alerts.example/gemsight
+#   url: http://127.0.0.1:8471/gemsight
+#   secret: webhook.key
+#   escalate_after_min: 15
+#   quiet_hours: {start: "20:00", end: "07:00"}
 retention_days: 400
 """

@@ -1,9 +1,9 @@
 """The kiosk's history: one SQLite database (WAL) in its state directory.
 
 Tables: every slot state change, every incident (updated in place, with its acknowledgement), every
-count report, planogram edits and the planogram overrides they leave, users (argon2 hashes), and an
-append-only **audit log** of who did what. Each audit row holds the SHA-256 of the previous row's
-hash and its own content, so an edited or deleted row breaks the chain (:meth:`History.verify_audit`).
+count report, planogram edits and the planogram overrides they leave, users (argon2 hashes) and
+their sessions (:mod:`kiosk.history_users`), and an append-only **audit log** of who did what, keyed
+and checkpointed (:mod:`kiosk.history_audit`).
 
 Retention (:meth:`History.prune`) deletes slot changes, resolved incidents and counts older than the
 configured days; the audit log is never pruned (it is small: people's actions only).
@@ -21,12 +21,15 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable
 
-from edge.errors import GemsightError
+from kiosk.history_audit import GENESIS, AuditMixin, HistoryError, audit_hash, audit_key
+from kiosk.history_pieces import PiecesMixin
+from kiosk.history_users import UsersMixin
+
+__all__ = ["GENESIS", "History", "HistoryError", "audit_hash"]
 
 logger = logging.getLogger(__name__)
 
 DB_NAME = "kiosk.sqlite3"
-GENESIS = "0" * 64
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slot_changes (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, device TEXT NOT NULL, camera TEXT NOT NULL, slot TEXT NOT NULL,
@@ -51,6 +54,13 @@ CREATE TABLE IF NOT EXISTS planogram_suggested (
     PRIMARY KEY (device, camera, slot));
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pieces (
+    device TEXT NOT NULL, camera TEXT NOT NULL, slot TEXT NOT NULL, sku TEXT NOT NULL, price REAL, photo BLOB,
+    media TEXT, ts REAL NOT NULL, user TEXT NOT NULL, PRIMARY KEY (device, camera, slot));
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, user TEXT NOT NULL, csrf TEXT NOT NULL, created REAL NOT NULL, seen REAL NOT NULL,
+    expires REAL NOT NULL, address TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, user TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL,
     prev TEXT NOT NULL, hash TEXT NOT NULL);
@@ -63,17 +73,7 @@ INCIDENT_COLUMNS = ("id", "kind", "device", "camera", "slot", "state", "opened_a
                     "reason", "evidence", "ack_by", "ack_at", "ack_note")
 
 
-class HistoryError(GemsightError):
-    """The history database cannot be opened or written, or its audit chain is broken."""
-
-
-def audit_hash(prev: str, ts: float, user: str, action: str, detail: str) -> str:
-    """The chain hash of one audit row: SHA-256 over the previous hash and this row's fields."""
-    body = json.dumps([prev, repr(float(ts)), user, action, detail], separators=(",", ":"))
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
-
-
-class History:
+class History(AuditMixin, UsersMixin, PiecesMixin):
     """The kiosk's SQLite database.
 
     Args:
@@ -97,6 +97,10 @@ class History:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(SCHEMA)
+                self._migrate_users()
+                self._migrate_counts()
+            self._state_dir = Path(state_dir)
+            self._audit_key = audit_key(self._state_dir, create=not readonly)
         except (sqlite3.Error, OSError) as exc:
             raise HistoryError(f"{self.path}: cannot open the kiosk history ({exc})") from exc
         self._db.row_factory = sqlite3.Row
@@ -106,7 +110,7 @@ class History:
         with self._lock:
             try:
                 return self._db.execute(sql, tuple(args))
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeError) as exc:
                 raise HistoryError(f"{self.path}: {exc}") from exc
 
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
@@ -129,10 +133,21 @@ class History:
             except sqlite3.Error as exc:
                 raise HistoryError(f"{self.path}: {exc}") from exc
 
-    def slot_changes(self, limit: int = 200, device: str | None = None) -> list[dict[str, Any]]:
-        """The latest slot changes, newest first (optionally of one device)."""
-        where, args = ("WHERE device = ?", [device]) if device else ("", [])
-        return self._rows(f"SELECT * FROM slot_changes {where} ORDER BY id DESC LIMIT ?", [*args, int(limit)])
+    def slot_changes(self, limit: int = 200, device: str | None = None, since: float | None = None,
+                     until: float | None = None) -> list[dict[str, Any]]:
+        """The latest slot changes, newest first (optionally of one device, within a time span)."""
+        where, args = ["1 = 1"], []
+        if device:
+            where.append("device = ?")
+            args.append(device)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("ts < ?")
+            args.append(until)
+        return self._rows(f"SELECT * FROM slot_changes WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                          [*args, int(limit)])
 
     # -- incidents -----------------------------------------------------------------------------------
     def save_incident(self, inc: dict[str, Any]) -> int:
@@ -148,26 +163,55 @@ class History:
         self._exec(f"UPDATE incidents SET {sets} WHERE id = ?", [values[c] for c in INCIDENT_COLUMNS[1:]] + [values["id"]])
         return int(values["id"])
 
-    def incidents(self, *, open_only: bool = False, limit: int = 200) -> list[dict[str, Any]]:
-        """Incidents, newest first; ``open_only``: those not resolved."""
-        where = "WHERE state != 'resolved'" if open_only else ""
-        rows = self._rows(f"SELECT * FROM incidents {where} ORDER BY id DESC LIMIT ?", [int(limit)])
+    def incidents(self, *, open_only: bool = False, limit: int = 200, kind: str | None = None,
+                  state: str | None = None, device: str | None = None, since: float | None = None,
+                  until: float | None = None) -> list[dict[str, Any]]:
+        """Incidents, newest first; ``open_only``: those not resolved; the others filter."""
+        where, args = ["1 = 1"], []
+        if open_only:
+            where.append("state != 'resolved'")
+        for col, value in (("kind", kind), ("state", state), ("device", device)):
+            if value:
+                where.append(f"{col} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("opened_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("opened_at < ?")
+            args.append(until)
+        rows = self._rows(f"SELECT * FROM incidents WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                          [*args, int(limit)])
         for r in rows:
             r["evidence"] = json.loads(r["evidence"])
         return rows
 
     # -- counts --------------------------------------------------------------------------------------
+    def _migrate_counts(self) -> None:
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(counts)").fetchall()}
+        if "signed_by" not in cols:   # counts before review-then-sign were signed when made
+            self._db.execute("ALTER TABLE counts ADD COLUMN signed_by TEXT")
+            self._db.execute("ALTER TABLE counts ADD COLUMN signed_at REAL")
+            self._db.execute("UPDATE counts SET signed_by = user, signed_at = ts")
+
     def add_count(self, ts: float, user: str, kind: str, report: dict[str, Any]) -> tuple[int, str]:
-        """Keep a count report; returns ``(id, digest)`` (SHA-256 of the report as stored, signed off in the audit)."""
+        """Keep a count report to be reviewed and signed; returns ``(id, digest)`` (SHA-256 of the report as
+        stored: the signature in the audit log names it)."""
         text = json.dumps(report, separators=(",", ":"), sort_keys=True)
         digest = hashlib.sha256(text.encode()).hexdigest()
         cur = self._exec("INSERT INTO counts (ts, user, kind, report, digest) VALUES (?, ?, ?, ?, ?)",
                          [ts, user, kind, text, digest])
         return int(cur.lastrowid), digest
 
+    def sign_count(self, count_id: int, user: str, ts: float) -> bool:
+        """Sign a reviewed count; False if it does not exist or is signed already."""
+        return self._exec("UPDATE counts SET signed_by = ?, signed_at = ? WHERE id = ? AND signed_by IS NULL",
+                          [user, ts, int(count_id)]).rowcount > 0
+
     def counts(self, limit: int = 100) -> list[dict[str, Any]]:
         """Count reports without their rows, newest first."""
-        return self._rows("SELECT id, ts, user, kind, digest FROM counts ORDER BY id DESC LIMIT ?", [int(limit)])
+        return self._rows("SELECT id, ts, user, kind, digest, signed_by, signed_at FROM counts ORDER BY id DESC "
+                          "LIMIT ?", [int(limit)])
 
     def count(self, count_id: int) -> dict[str, Any] | None:
         """One count report with its rows, or ``None``."""
@@ -212,58 +256,6 @@ class History:
         """Planogram edits, newest first."""
         return self._rows("SELECT * FROM planogram_edits ORDER BY id DESC LIMIT ?", [int(limit)])
 
-    # -- users ---------------------------------------------------------------------------------------
-    def set_user(self, name: str, role: str, pw_hash: str, ts: float) -> None:
-        """Create or replace a user."""
-        self._exec("INSERT OR REPLACE INTO users (name, role, hash, created) VALUES (?, ?, ?, ?)",
-                   [name, role, pw_hash, ts])
-
-    def user(self, name: str) -> dict[str, Any] | None:
-        """A user's row (name, role, hash), or ``None``."""
-        rows = self._rows("SELECT * FROM users WHERE name = ?", [name])
-        return rows[0] if rows else None
-
-    def user_count(self) -> int:
-        """How many users exist."""
-        return int(self._rows("SELECT COUNT(*) AS n FROM users")[0]["n"])
-
-    # -- audit ---------------------------------------------------------------------------------------
-    def audit(self, ts: float, user: str, action: str, detail: dict[str, Any]) -> str:
-        """Append one row to the audit log; returns its hash."""
-        text = json.dumps(detail, separators=(",", ":"), sort_keys=True, default=str)
-        with self._lock:
-            try:
-                with self._db:
-                    last = self._db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-                    prev = last[0] if last else GENESIS
-                    digest = audit_hash(prev, ts, user, action, text)
-                    self._db.execute("INSERT INTO audit (ts, user, action, detail, prev, hash) VALUES (?, ?, ?, ?, ?, ?)",
-                                     (ts, user, action, text, prev, digest))
-            except sqlite3.Error as exc:
-                raise HistoryError(f"{self.path}: {exc}") from exc
-        return digest
-
-    def audit_rows(self, limit: int = 200) -> list[dict[str, Any]]:
-        """The newest audit rows."""
-        return self._rows("SELECT * FROM audit ORDER BY id DESC LIMIT ?", [int(limit)])
-
-    def verify_audit(self) -> int:
-        """Walk the audit chain from the start; returns the number of rows.
-
-        Raises:
-            HistoryError: naming the first row whose link or hash does not match.
-        """
-        prev, n = GENESIS, 0
-        for row in self._rows("SELECT * FROM audit ORDER BY id"):
-            if row["prev"] != prev:
-                raise HistoryError(f"audit log broken at row {row['id']}: it does not follow the row before "
-                                   "(a row was removed or reordered)")
-            if audit_hash(prev, row["ts"], row["user"], row["action"], row["detail"]) != row["hash"]:
-                raise HistoryError(f"audit log broken at row {row['id']}: its content does not match its hash "
-                                   "(the row was edited)")
-            prev, n = row["hash"], n + 1
-        return n
-
     # -- upkeep --------------------------------------------------------------------------------------
     def prune(self, now: float, retention_days: int) -> int:
         """Delete slot changes, resolved incidents and counts older than ``retention_days``; returns rows deleted."""
@@ -274,6 +266,7 @@ class History:
                     "DELETE FROM counts WHERE ts < ?",
                     "DELETE FROM planogram_edits WHERE ts < ?"):
             n += self._exec(sql, [cutoff]).rowcount
+        self._exec("DELETE FROM sessions WHERE expires < ?", [now])
         if n:
             logger.info("history: pruned %d rows older than %d days", n, retention_days)
         return n

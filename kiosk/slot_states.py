@@ -25,31 +25,16 @@ of :mod:`kiosk.engine` for that slot.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from kiosk.config import EMPTY_LABELS, STATES
 from kiosk.incident import SLOT_KINDS, Changes
+from kiosk.words import case_shape, slot_words
 
 #: States after which the piece may be gone: they make a slot's away time.
 AWAY = ("occluded", "empty", "changed")
 #: Conditions that decide nothing: an open incident stays as it is.
 HOLD = ("occluded", "unenrolled")
-_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
-_GRID_NAME = re.compile(r"^r(\d+)c(\d+)$")
-
-
-def _ordinal(i: int) -> str:
-    return _ORDINALS[i] if i < len(_ORDINALS) else f"{i + 1}th"
-
-
-def slot_words(name: str) -> str:
-    """A slot's place in words: ``r0c1`` -> ``top row, second slot (r0c1)``; other names as they are."""
-    m = _GRID_NAME.match(name)
-    if not m:
-        return f"slot {name}"
-    row, col = int(m.group(1)), int(m.group(2))
-    return f"{'top' if row == 0 else _ordinal(row)} row, {_ordinal(col)} slot ({name})"
 
 
 def state_condition(expected: str | None, state: str, label: str | None,
@@ -84,9 +69,14 @@ def state_condition(expected: str | None, state: str, label: str | None,
 class StatesMixin:
     """The state rules of :class:`kiosk.engine.Engine` (uses its planogram, policies and incident helpers)."""
 
+    def words(self, case: tuple[str, str], name: str) -> str:
+        """A slot of ``case`` in words (:func:`kiosk.words.slot_words`) with its name: ``top row, leftmost (r0c0)``."""
+        text = slot_words(name, *case_shape(sorted({k[2] for k in (*self.planogram, *self.slots) if k[:2] == case})))
+        return f"{text} ({name})" if text != name else f"slot {name}"
+
     def place(self, key: tuple[str, str, str]) -> str:
-        """``Window, left: top row, second slot (r0c1)``."""
-        return f"{self.case_title(key[:2])}: {slot_words(key[2])}"
+        """``Window, left: top row, second from left (r0c1)``."""
+        return f"{self.case_title(key[:2])}: {self.words(key[:2], key[2])}"
 
     def _threshold(self, key: tuple[str, str, str], sv: Any, now: float) -> float:
         """Seconds a bad slot waits before its incident: the swap confirmation or the grace."""
@@ -121,6 +111,8 @@ class StatesMixin:
         if since != sv.bad_since:
             sv.bad_seq, sv.counts_before = (sv.seq, counts_before) if since is not None else (None, None)
         sv.bad_since = since
+        if sv.bad_seq is not None and sv.seq is not None and sv.seq < sv.bad_seq:
+            sv.bad_seq = sv.seq                 # the edge restarted (seq from 0): never a backwards range
         if sv.cond == "missing" and prev != "missing" and sv.away_from_present:
             self._state_burst(key, now, ch)
         inc = self.open.get(("slot", *key))
@@ -132,8 +124,9 @@ class StatesMixin:
                 # slot is enrolled again): the enrolment ends it. A swapped slot emptied becomes missing.
                 self._refresh_slot(inc, key, sv, now, ch, loud=changed or inc.kind != sv.cond)
         elif sv.cond not in HOLD and inc is not None:
-            why = (f"the piece is back in {slot_words(key[2])}" if sv.cond == "ok"
-                   else f"{slot_words(key[2])} is now {self.planogram.get(key) if sv.cond == 'state' else sv.cond}")
+            where = self.words(key[:2], key[2])
+            why = (f"the piece is back in {where}" if sv.cond == "ok"
+                   else f"{where} is now {self.planogram.get(key) if sv.cond == 'state' else sv.cond}")
             self._resolve(inc, why, now, ch)
         if changed or prev != sv.cond:
             ch.slots.append(self.slot_dict(key))
@@ -155,7 +148,7 @@ class StatesMixin:
             return
         names = [n for _, n in best]
         reason = (f"{len(names)} slots of {self.case_title(case)} emptied within {window:g} s "
-                  f"({', '.join(slot_words(n) for n in names)}; more than {limit} allowed)")
+                  f"({', '.join(self.words(case, n) for n in names)}; more than {limit} allowed)")
         self._open_or_update("smash", case[0], case[1], None, reason, {"slots": names, "window_s": window, "states": True}, now, ch)
         for k, sv in self.slots.items():   # the case is in alarm: its missing slots are incidents now
             if k[:2] == case and k != key and sv.cond == "missing" and ("slot", *k) not in self.open:
@@ -181,5 +174,5 @@ class StatesMixin:
                 sv.changed_since = None
             inc = self.open.get(("slot", *key))
             if inc is not None and inc.kind in ("swapped", "missing"):
-                self._resolve(inc, f"{slot_words(name)} re-enrolled by {user}", now, ch)
+                self._resolve(inc, f"{self.words(case, name)} re-enrolled by {user}", now, ch)
         return ch

@@ -96,6 +96,11 @@ class Feed:
         self._thread.start()
         return self
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The feed thread once started (the service's health checks that it runs)."""
+        return self._thread
+
     def stop(self) -> None:
         """Stop the thread and close every socket."""
         self._stop.set()

@@ -13,7 +13,14 @@
     if (text !== undefined && text !== null) e.textContent = String(text);
     return e;
   }
-  function when(ts) { return ts ? new Date(ts * 1000).toLocaleTimeString() : ""; }
+
+  function banner(h) {
+    const b = document.getElementById("banner");
+    if (!b) return;
+    b.hidden = h.ok;
+    b.className = "banner" + (h.ok ? "" : " bad");
+    b.querySelector(".problems").textContent = (h.problems || []).join("; ");
+  }
 
   function tally(caseKey) {
     const out = document.querySelector('[data-tally="' + caseKey + '"]');
@@ -42,8 +49,15 @@
     tally(s.device + "/" + s.camera);
   }
 
+  // A camera that is stale or down greys its case: the labels shown are the last known, not the present.
   function onCamera(c) {
-    const chip = document.querySelector('[data-camera="' + c.device + "/" + c.camera + '"]');
+    const key = c.device + "/" + c.camera;
+    const art = document.querySelector('[data-case="' + key + '"]');
+    const off = c.health === "stale" || c.health === "down";
+    if (art) art.classList.toggle("stale", off);
+    const note = document.querySelector('[data-offline="' + key + '"]');
+    if (note) note.textContent = c.offline_text || "";
+    const chip = document.querySelector('[data-camera="' + key + '"]');
     if (!chip) return;
     chip.className = "cam h-" + c.health;
     chip.title = c.reason;
@@ -81,13 +95,11 @@
 
   function why(inc) {
     const ev = inc.evidence || {};
-    const parts = [];
-    if (ev.seq_first !== undefined && ev.seq_first !== null) parts.push("seq " + ev.seq_first + "–" + ev.seq_last);
-    if (ev.topk && ev.topk.length) parts.push("top: " + ev.topk.map(function (t) { return t.label + " " + t.score.toFixed(2); }).join(", "));
+    const parts = ["opened " + inc.opened_text];
     if (ev.counts_before && ev.counts_after && ev.expected) {
       parts.push(ev.expected + " " + (ev.counts_before[ev.expected] || 0) + " → " + (ev.counts_after[ev.expected] || 0));
     }
-    return "opened " + when(inc.opened_at) + (parts.length ? " · " + parts.join(" · ") : "");
+    return parts.join(" · ");
   }
 
   // Evidence of a state incident: each slot's reference crop beside its crop when the incident fired.
@@ -121,19 +133,20 @@
       if (!li) {
         li = el("li");
         li.dataset.incident = inc.id;
-        li.append(el("b"), el("span", "reason"), el("small", "why"));
+        li.append(el("b"), el("span", "where"), el("small", "reason"), el("small", "why"));
         list.append(li);
         if ((inc.evidence || {}).states) showEvidence(li, inc.id);
       }
       li.className = "inc k-" + inc.kind + " s-" + inc.state;
       li.dataset.incidentSlot = inc.slot ? inc.device + "/" + inc.camera + "/" + inc.slot : "";
-      li.querySelector("b").textContent = "#" + inc.id + " " + inc.title + " ";
+      li.querySelector("b").textContent = inc.title + " · ";
+      li.querySelector(".where").textContent = inc.where;
       li.querySelector(".reason").textContent = inc.reason;
       li.querySelector(".why").textContent = why(inc);
       const form = li.querySelector("form.ack");
       if (inc.state === "acknowledged") {
         if (form) form.remove();
-        if (!li.querySelector(".acked")) li.append(el("small", "acked", "acknowledged by " + inc.ack_by + ": " + inc.ack_note));
+        if (!li.querySelector(".acked")) li.append(el("small", "acked", "acknowledged by " + inc.ack_by + ": " + inc.ack_note + " (" + inc.ack_text + ")"));
       } else if (manager && !form) {
         li.append(ackForm(inc));
       }
@@ -178,6 +191,7 @@
     es.addEventListener("device", function (e) { onDevice(JSON.parse(e.data)); });
     es.addEventListener("heartbeats", function (e) { onHeartbeats(JSON.parse(e.data)); });
     es.addEventListener("incident", function () { refresh(); });
+    es.addEventListener("health", function (e) { banner(JSON.parse(e.data)); });
     es.addEventListener("evidence", function (e) {
       const id = JSON.parse(e.data).incident, li = list && list.querySelector('li[data-incident="' + id + '"]');
       if (li) showEvidence(li, id);
@@ -189,17 +203,32 @@
   }
 
   document.querySelectorAll("[data-case]").forEach(function (c) { tally(c.dataset.case); });
+  // Tap a slot: the form below the cases says which slot in words and offers the model's classes.
   const pg = document.getElementById("planogram");
   if (pg) {
-    document.getElementById("cases").addEventListener("click", function (ev) {
+    const pick = function (ev) {
       const cell = ev.target.closest("[data-slot]");
-      if (!cell) return;
+      if (!cell || (ev.type === "keydown" && ev.key !== "Enter")) return;
       const parts = cell.dataset.slot.split("/");
       document.getElementById("pg-device").value = parts[0];
       document.getElementById("pg-camera").value = parts[1];
       document.getElementById("pg-slot").value = parts[2];
-      document.getElementById("pg-expected").value = cell.dataset.expected;
-    });
+      document.getElementById("pg-where").textContent = cell.closest("[data-case]").querySelector("h2").firstChild.textContent.trim() + ", " + cell.dataset.where;
+      const values = document.getElementById("pg-values");
+      values.replaceChildren();
+      const classes = document.querySelector('[data-classes="' + parts[0] + "/" + parts[1] + '"]');
+      const names = (classes ? Array.from(classes.options).map(function (o) { return o.value; }) : [])
+        .concat(["sold", "repair", "out for showing", "empty by design"]);
+      names.forEach(function (n) { const o = document.createElement("option"); o.value = n; values.append(o); });
+      const more = document.getElementById("pg-more");
+      more.href = "/slots/" + parts.map(encodeURIComponent).join("/");
+      more.hidden = false;
+      const input = document.getElementById("pg-expected");
+      input.value = cell.dataset.expected;
+      input.focus();
+    };
+    document.getElementById("cases").addEventListener("click", pick);
+    document.getElementById("cases").addEventListener("keydown", pick);
   }
   if (list) { refresh(); connect(); }
 })();

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from edge.errors import (BundleError, ConfigError, DataError, GemsightError, ManifestError, MessageError,
                          SourceError)
+from tests.fuzz.kiosk_http import kiosk_http
 from tests.fuzz.strategies import (IDS, JSON_VALUES, byte_edits, deep, json_bytes, mutated, pick, poisoned,
                                    valid_message, valid_slot_map, yaml_bytes)
 
@@ -438,4 +439,6 @@ TARGETS = {t.name: t for t in (
     Target("bundle", "bundle bytes and signed bundles of fuzzed members by verify_bundle", _bundle),
     Target("snapshot", "snapshot REP requests to a real Publisher on loopback", _snapshot),
     Target("messages", "labels/status/heartbeat through listen's handler, renderers and parse_snapshot", _messages),
+    Target("kiosk_http", "the kiosk's HTTP routes on a real server: bodies, JSON nesting, Unicode, form fields",
+           kiosk_http),
 )}

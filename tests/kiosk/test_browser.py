@@ -2,13 +2,16 @@
 
 One browser session for the whole scenario: log in, see the case grids, a slot is emptied in the
 feed, the incident appears without a reload, the manager acknowledges it, the slot is refilled and
-the incident resolves. A screenshot of the store page is taken on the way (into
-``$GEMSIGHT_KIOSK_SCREENSHOT`` when set, e.g. ``docs/kiosk-store.png``; else the test's tmp dir).
+the incident resolves; the incidents page shows the next one without a reload. Screenshots of the store
+page are taken on the way, on a 1280x800 kiosk screen and a 390x844 phone: ``kiosk-store.png`` and
+``kiosk-phone.png`` in ``$GEMSIGHT_KIOSK_SCREENSHOTS`` when set (``GEMSIGHT_KIOSK_SCREENSHOTS=docs``
+refreshes the README's pictures), else in the test's tmp dir.
 In CI (``CI=true``) a missing browser fails the test instead of skipping it: ``make test`` installs it.
 """
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,7 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ROWS = {f"r{r}c{c}": ("ring", "necklace", "earring", "watch")[c] for r in range(3) for c in range(4)}
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1280,1000")
+         "--disable-dev-shm-usage", "--window-size=1280,800")
 
 
 def _browser(tmp_path):
@@ -109,9 +112,14 @@ def test_store_page_live_incident_acknowledge_resolve(store, tmp_path):
         cell = find('.slot[data-slot="case-01/cam0/r0c0"]')[0]
         assert "alarm" in cell.get_attribute("class") and cell.find_element(By.CSS_SELECTOR, ".seen").text == "empty"
         assert "ring 2/3" in find('[data-tally="case-01/cam0"]')[0].text
-        shot = Path(os.environ.get("GEMSIGHT_KIOSK_SCREENSHOT") or tmp_path / "kiosk-store.png")
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        assert driver.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        shots = Path(os.environ.get("GEMSIGHT_KIOSK_SCREENSHOTS") or tmp_path)
+        shots.mkdir(parents=True, exist_ok=True)
+        for name, (w, h) in (("kiosk-store.png", (1280, 800)), ("kiosk-phone.png", (390, 844))):
+            driver.set_window_size(w, h)
+            width = driver.execute_script("return window.innerWidth")
+            assert abs(width - w) < 40, width
+            assert driver.save_screenshot(str(shots / name)) and (shots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        driver.set_window_size(1280, 800)
 
         # The manager acknowledges it with a note.
         item.find_element(By.CSS_SELECTOR, "input[name=note]").send_keys("customer trying it on at the counter")
@@ -136,5 +144,14 @@ def test_store_page_live_incident_acknowledge_resolve(store, tmp_path):
         find("#planogram button")[0].click()
         until(lambda: "c-extra" in find('.slot[data-slot="case-02/cam0/r1c1"]')[0].get_attribute("class"))
         assert served.kiosk.history.planogram_edits()[0]["new"] == "sold"
+        assert "top row, leftmost" in find('.slot[data-slot="case-01/cam0/r0c0"]')[0].text   # places in words
+
+        # The incidents page is live too: a new incident shows up there without a reload.
+        driver.get(served.url + "/incidents")
+        driver.execute_script("window.__incidentsPage = true;")
+        time.sleep(0.5)                                 # its event stream is open
+        dev2.labels("cam0", {**full2, "r0c1": "empty"})
+        until(lambda: "Counter, top row, second from left" in find("#open-incidents")[0].text)
+        assert driver.execute_script("return window.__incidentsPage === true;")
     finally:
         driver.quit()

@@ -223,8 +223,9 @@ def test_webhook_and_scheduled_counts(tmp_path, device):
         kiosk.on_message("labels", device.labels("cam0", FULL))
         kiosk.on_message("labels", device.labels("cam0", {**FULL, "r0c0": "empty"}))   # before opening: at once
         wait_for(lambda: posts)
-        assert (posts[0]["event"], posts[0]["kind"], posts[0]["slot"], posts[0]["store"]) == \
-            ("opened", "missing", "r0c0", "Test store")
+        inc = posts[0]["incident"]
+        assert (posts[0]["event"], inc["kind"], inc["slot"], posts[0]["store"]) == ("open", "missing", "r0c0",
+                                                                                    "Test store")
         kiosk.tick()
         assert kiosk.history.counts() == []
         base = dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc).timestamp()
@@ -234,7 +235,7 @@ def test_webhook_and_scheduled_counts(tmp_path, device):
         assert [(c["kind"], c["user"]) for c in kiosk.history.counts()] == [("closing", "schedule"),
                                                                             ("opening", "schedule")]
         kiosk.on_message("labels", device.labels("cam0", FULL))
-        wait_for(lambda: [p for p in posts if p["event"] == "resolved"])
+        wait_for(lambda: [p for p in posts if p["event"] == "resolve"])
     finally:
         kiosk.stop()
         server.shutdown()

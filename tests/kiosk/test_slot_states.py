@@ -6,7 +6,7 @@ import datetime as dt
 
 from kiosk.config import parse_config
 from kiosk.engine import Engine
-from kiosk.slot_states import slot_words, state_condition
+from kiosk.slot_states import state_condition
 
 from .feeds import heartbeat, labels
 from .states_feeds import SEEN, state_labels, states_config
@@ -37,10 +37,11 @@ class Day:
         return [(k, s) for ev, k, s in self.events if ev == "opened"]
 
 
-def test_slot_words():
-    assert slot_words("r0c1") == "top row, second slot (r0c1)"
-    assert slot_words("r2c0") == "third row, first slot (r2c0)"
-    assert slot_words("left") == "slot left"
+def test_slot_words_are_the_page_words_with_the_name(tmp_path):
+    e = engine(tmp_path)
+    assert e.words(("case-01", "cam0"), "r0c1") == "top row, second from left (r0c1)"
+    assert e.words(("case-01", "cam0"), "r1c2") == "bottom row, rightmost (r1c2)"
+    assert e.words(("case-01", "cam0"), "left") == "slot left"
 
 
 def test_missing_opens_after_the_grace_counted_from_the_first_frame_away(tmp_path):
@@ -53,7 +54,7 @@ def test_missing_opens_after_the_grace_counted_from_the_first_frame_away(tmp_pat
     d.at(61, {"r0c1": "empty"})
     assert d.opened() == [("missing", "r0c1")]
     inc = d.e.open[("slot", *R0C1)]
-    assert "the ring of Window: top row, second slot (r0c1) is missing: empty for 60 s" in inc.reason
+    assert "the ring of Window: top row, second from left (r0c1) is missing: empty for 60 s" in inc.reason
     assert inc.evidence["state"] == "empty" and inc.evidence["since"] == T0 + 1
     assert inc.evidence["enrolment"]["id"] == "0123456789ab"
     d.at(70, {"r0c1": "occluded"})                 # a hand over the empty slot decides nothing
@@ -99,7 +100,7 @@ def test_swapped_once_changed_for_swap_confirm_s(tmp_path):
     d.at(7, {"r0c1": "changed"}, {"r0c1": "ring"})
     assert d.opened() == [("swapped", "r0c1")]
     inc = d.e.open[("slot", *R0C1)]
-    assert inc.reason.startswith("another piece is in Window: top row, second slot (r0c1)")
+    assert inc.reason.startswith("another piece is in Window: top row, second from left (r0c1)")
     assert "similarity to its reference 0.41" in inc.reason
     d.at(8)                                        # the right piece is back
     assert ("resolved", "swapped", "r0c1") in d.events
@@ -131,7 +132,7 @@ def test_smash_and_grab_counts_removals_by_their_first_frame_away(tmp_path):
     d.at(14, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})   # decided late, taken at 1 s
     assert sorted(d.opened()) == [("missing", "r0c0"), ("missing", "r0c1"), ("missing", "r0c2"), ("smash", None)]
     smash = d.e.open[("smash", "case-01", "cam0")]
-    assert "3 slots of Window emptied within 10 s" in smash.reason and "top row, third slot" in smash.reason
+    assert "3 slots of Window emptied within 10 s" in smash.reason and "top row, rightmost (r0c2)" in smash.reason
     d.at(30)
     assert ("resolved", "smash", None) in d.events and not d.e.open
 
@@ -211,3 +212,15 @@ def test_state_condition_table():
     assert state_condition("sold", "empty", "empty") == ("state", None)
     assert state_condition("sold", "occluded", "ring") == ("state", None)
     assert state_condition(None, "present", "ring") == ("unplanned", None)
+
+
+def test_seq_range_after_an_edge_restart(tmp_path):
+    """Missing since seq 1835, then the device restarts (seq from 195 down): never a backwards range."""
+    d = Day(engine(tmp_path, empty_grace_s=30))
+    d.seq = 1834
+    d.at(0)
+    d.at(1, {"r0c1": "empty"})
+    d.seq = 195
+    d.at(60, {"r0c1": "empty"})
+    ev = d.e.open[("slot", *R0C1)].evidence
+    assert ev["seq_first"] <= ev["seq_last"] == 195, ev

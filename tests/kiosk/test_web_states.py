@@ -45,7 +45,7 @@ def open_missing(site, slot: str, seq: int) -> dict:
 
 def test_incident_evidence_is_shown_and_served_to_logged_in_users(site):
     inc = open_missing(site, "r0c1", 1)
-    assert inc["kind"] == "missing" and "top row, second slot (r0c1) is missing" in inc["reason"]
+    assert inc["kind"] == "missing" and "top row, second from left (r0c1) is missing" in inc["reason"]
     c, _ = login(site, "leo")
     url = f"/evidence/{inc['id']}/cam0/r0c1/reference.jpg"
     r = c.get(url)
