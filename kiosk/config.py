@@ -27,6 +27,7 @@ from edge.contracts import ID_PATTERN
 from edge.credentials import is_name as is_credential_name
 from edge.errors import ConfigError
 from edge.validation import error_lines
+from kiosk.chain import ChainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +221,7 @@ class KioskConfig(_Strict):
     web: WebConfig = Field(default_factory=WebConfig, description="Web page and API.")
     webhook: WebhookConfig | None = Field(None, description="Optional webhook for incidents.")
     retention_days: int = Field(400, ge=1, description="Days of history kept (the audit log is never pruned).")
+    chain: ChainConfig | None = Field(None, description="Optional: report to the chain's headquarters (MQTT).")
 
     @field_validator("devices")
     @classmethod
@@ -329,7 +331,9 @@ def parse_config(data: Any, source: str = "kiosk.yaml", base_dir: str | Path = "
     devices = tuple(d.model_copy(update={"server_key": _resolve(base, d.server_key)}) for d in cfg.devices)
     curve = cfg.curve and cfg.curve.model_copy(update={"client_secret_key": _resolve(base, cfg.curve.client_secret_key)})
     state_dir = cfg.state_dir if cfg.state_dir.is_absolute() else base / cfg.state_dir
-    return cfg.model_copy(update={"devices": devices, "curve": curve, "state_dir": state_dir})
+    chain = cfg.chain and cfg.chain.model_copy(update={"password_file": _resolve(base, cfg.chain.password_file),
+                                                       "ca_file": _resolve(base, cfg.chain.ca_file)})
+    return cfg.model_copy(update={"devices": devices, "curve": curve, "state_dir": state_dir, "chain": chain})
 
 
 def load_config(path: str | Path) -> KioskConfig:

@@ -18,6 +18,7 @@ import urllib.request
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
+from kiosk.chain import Chain
 from kiosk.config import KioskConfig
 from kiosk.counts import reconcile
 from kiosk.engine import Engine
@@ -58,6 +59,7 @@ class Kiosk:
         self._last_prune = 0.0
         self._last_beats = 0.0
         self._scheduled = self._last_scheduled()
+        self.chain = Chain.from_config(config.chain, self.history.path, clock) if config.chain else None
         self.feed = None
         if feed:
             from kiosk.subscriber import Feed  # noqa: PLC0415 - tests without sockets skip zmq set-up
@@ -69,6 +71,8 @@ class Kiosk:
         """Start the feed, the ticker and the webhook sender."""
         if self.feed is not None:
             self.feed.start()
+        if self.chain:
+            self.chain.start()
         self._spawn(self._tick_loop, "gemsight-kiosk-tick")
         if self._webhook is not None:
             self._spawn(self._webhook_loop, "gemsight-kiosk-webhook")
@@ -91,6 +95,8 @@ class Kiosk:
             self.feed.stop()
         for t in self._threads:
             t.join(timeout=5)
+        if self.chain:
+            self.chain.stop()
         self.history.close()
         logger.info("kiosk stopped")
 
@@ -119,6 +125,8 @@ class Kiosk:
             now = self.clock()
             self._apply(self.engine.tick(now))
         self._schedule(now)
+        if self.chain:
+            self.chain.tick(self, now)
         if now - self._last_beats >= HEARTBEATS_EVERY_S:
             self._last_beats = now
             with self.lock:
@@ -139,6 +147,8 @@ class Kiosk:
         self.history.add_slot_changes(ch.slot_rows)
         for event, inc in ch.incidents:
             inc.id = self.history.save_incident(inc.to_dict())
+        if self.chain:
+            self.chain.incidents(ch.incidents)
         for event, inc in ch.incidents:
             data = {"event": event, **inc.to_dict()}
             self.hub.publish("incident", data)
@@ -182,6 +192,8 @@ class Kiosk:
         count_id, digest = self.history.add_count(now, user, kind, report)
         self.history.audit(now, user, "count", {"count": count_id, "kind": kind, "sha256": digest,
                                                 "totals": report["totals"]})
+        if self.chain:
+            self.chain.count(count_id, kind, user, now, report["totals"], digest)
         self.hub.publish("count", {"id": count_id, "kind": kind, "user": user, "ts": now, "totals": report["totals"]})
         logger.info("count %d (%s) by %s: %s", count_id, kind, user, report["totals"])
         return count_id
