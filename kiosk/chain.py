@@ -56,6 +56,14 @@ INCIDENT_FIELDS = ("id", "kind", "device", "camera", "slot", "state", "opened_at
                    "reason", "ack_by", "ack_at", "ack_note")
 
 
+def check_broker_url(url: str) -> str:
+    """Return ``url`` if it is ``mqtt(s)://host[:port]``, else raise ``ValueError``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"{url!r} is not a broker URL like mqtts://broker.example:8883")
+    return url
+
+
 class ChainConfig(BaseModel):
     """The ``chain:`` section of ``kiosk.yaml``: where headquarters' broker is and who this store is."""
 
@@ -74,10 +82,7 @@ class ChainConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"{v!r} is not a broker URL like mqtts://broker.example:8883")
-        return v
+        return check_broker_url(v)
 
     @model_validator(mode="after")
     def _plaintext(self) -> "ChainConfig":

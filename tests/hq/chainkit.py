@@ -54,3 +54,66 @@ def chain_kiosk_config(tmp_path, broker, creds, store: str = "zrh-01", **chain) 
     section = {"url": broker.url, "store_id": store, "password_file": str(creds.files[store]),
                "ca_file": str(creds.ca), **chain}
     return config_dict(tmp_path, policies={"empty_grace_s": 0}, chain=section)
+
+
+STORES = [{"id": "zrh-01", "name": "Zürich", "region": "east"}, {"id": "gva-02", "name": "Genève", "region": "west"},
+          {"id": "bsl-03", "name": "Basel", "region": "east"}]
+
+
+def hq_config_dict(tmp_path, broker, dsn: str, **top) -> dict:
+    """An hq.yaml for the session's broker and a database (``ghost-9`` has a broker login but is no store)."""
+    (tmp_path / "hq.password").write_text("hq-secret-1\n")
+    (tmp_path / "db.dsn").write_text(dsn + "\n")
+    return {"state_dir": str(tmp_path / "hq-state"), "database_file": str(tmp_path / "db.dsn"),
+            "broker": {"url": broker.url, "password_file": str(tmp_path / "hq.password"), "ca_file": str(broker.ca),
+                       "client_id": f"hq-{tmp_path.name[-20:]}"},
+            "stores": STORES, **top}
+
+
+def wait_sql(dsn: str, sql: str, want, timeout: float = 10.0, params=()):
+    """Poll a query until its first row equals ``want`` (returned) or fail with what it last was."""
+    import psycopg
+
+    deadline, got = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        with psycopg.connect(dsn) as conn:
+            got = conn.execute(sql, params).fetchone()
+        if got == want:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"{sql!r} gave {got}, not {want}, after {timeout} s")
+
+
+def publish_raw(broker, store: str, topic: str, payload: bytes, *, plain: bool = False) -> None:
+    """Publish one message as ``store`` (TLS, its own password), QoS 1: returns once the broker has it."""
+    from paho.mqtt import publish
+
+    from .conftest import PASSWORDS
+
+    publish.single(topic, payload, qos=1, hostname="127.0.0.1", port=broker.plain_port if plain else broker.port,
+                   client_id=f"raw-{store}", auth={"username": store, "password": PASSWORDS[store]},
+                   tls=None if plain else {"ca_certs": str(broker.ca)})
+
+
+class Served:
+    """An ASGI app served by uvicorn on a free loopback port in this process (``url``; ``close()``)."""
+
+    def __init__(self, app) -> None:
+        import socket
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
