@@ -42,6 +42,10 @@ CREATE TABLE users (
     (2, "open incidents by age", """
 CREATE INDEX incidents_open ON incidents(opened_at) WHERE state <> 'resolved';
 """),
+    (3, "when each message was applied (headquarters' lag)", """
+ALTER TABLE messages ADD COLUMN applied_at DOUBLE PRECISION NOT NULL
+    DEFAULT extract(epoch FROM clock_timestamp());
+"""),
 )
 
 

@@ -93,9 +93,9 @@ class Broker:
 
     def _write_files(self) -> None:
         pw = self.folder / "passwords"
-        pw.write_text("")
-        for user, password in self.passwords.items():
-            subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True, capture_output=True)
+        pw.write_text("".join(f"{user}:{password}\n" for user, password in self.passwords.items()))
+        pw.chmod(0o600)
+        subprocess.run(["mosquitto_passwd", "-U", str(pw)], check=True, capture_output=True)   # hash in place
         (self.folder / "acl").write_text(f"user {HQ_USER}\ntopic read gemsight/#\n\n"
                                          "pattern write gemsight/%u/#\n")
         user = "root" if os.getuid() == 0 else getpass.getuser()
