@@ -203,6 +203,7 @@ class Chain:
         self.connected = threading.Event()
         self.sent = self.acked = self.refused = 0
         self._inflight: dict[int, int] = {}        # mid -> outbox seq
+        self._early: dict[int, Any] = {}           # mid -> reason, acknowledged before _fill recorded it
         self._cursor = 0                           # last seq handed to the client
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -216,7 +217,7 @@ class Chain:
         c.username_pw_set(store_id, password)
         if tls:
             c.tls_set(ca_certs=ca_file)
-        c.max_inflight_messages_set(window)
+        c.max_inflight_messages_set(0)   # our window bounds it (paho 2.2 may never resend what its own limit queued)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(0.5, 30)
         c.on_connect, c.on_disconnect, c.on_publish = self._on_connect, self._on_disconnect, self._on_publish
@@ -256,12 +257,14 @@ class Chain:
         self._wake.set()
         return message
 
-    def incidents(self, changes: list[tuple[str, Any]]) -> None:
-        """The incident events of one kiosk change (``(event, Incident)`` pairs)."""
+    def incidents(self, changes: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+        """The incident events of one kiosk change (``(event, Incident)`` pairs); returns the messages."""
+        out = []
         for event, inc in changes:
             d = inc.to_dict() if hasattr(inc, "to_dict") else dict(inc)
-            self.send("incident", {"event": event, "incident": {
-                **{k: d.get(k) for k in INCIDENT_FIELDS}, "evidence_sha256": evidence_digest(d.get("evidence"))}})
+            out.append(self.send("incident", {"event": event, "incident": {
+                **{k: d.get(k) for k in INCIDENT_FIELDS}, "evidence_sha256": evidence_digest(d.get("evidence"))}}))
+        return out
 
     def count(self, count_id: int, kind: str, user: str, ts: float, totals: dict[str, int], digest: str) -> None:
         """A count report (opening, closing or manual): its totals and the digest of the full report."""
@@ -303,18 +306,22 @@ class Chain:
                 self._fill()
 
     def _fill(self) -> None:
+        # Never call paho under self._lock: paho calls _on_publish holding its own lock (a lock-order deadlock).
         with self._lock:
             room = self.window - len(self._inflight)
-            if room <= 0:
-                return
-            rows = self.outbox.pending(self._cursor, room)
-            for seq, topic, payload in rows:
-                info = self.client.publish(topic, payload, qos=1)
-                if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
-                    break   # disconnected meanwhile: sent again from the cursor once connected
-                self._inflight[info.mid] = seq
-                self._cursor = seq
-                self.sent += 1
+        if room <= 0:
+            return
+        for seq, topic, payload in self.outbox.pending(self._cursor, room):
+            info = self.client.publish(topic, payload, qos=1)
+            # Also when the link dropped meanwhile (MQTT_ERR_NO_CONN): paho keeps it and sends it on reconnect.
+            with self._lock:
+                early = self._early.pop(info.mid, None)
+                if early is None:
+                    self._inflight[info.mid] = seq
+            self._cursor = seq
+            self.sent += 1
+            if early is not None:
+                self._done(seq, early)
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
         if reason.is_failure:
@@ -345,10 +352,14 @@ class Chain:
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:
         with self._lock:
             seq = self._inflight.pop(mid, None)
-        if seq is None:
-            return
+            if seq is None:             # acknowledged before _fill recorded it
+                self._early[mid] = reason
+                return
+        self._done(seq, reason)
+
+    def _done(self, seq: int, reason: Any) -> None:
         if reason.is_failure:
-            # The broker will never take it (e.g. not authorised): keeping it would stall nothing, but grow.
+            # The broker will never take it (e.g. not authorised): keeping it would only grow the outbox.
             self.refused += 1
             logger.error("chain: broker refused message seq %d of store %s: %s", seq, self.store_id, reason)
         else:
