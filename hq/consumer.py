@@ -185,8 +185,9 @@ class Consumer:
             try:
                 conn = self._db()
                 with conn.transaction():
-                    for gen, mid, qos, topic, payload, received in batch:
-                        self._one(conn, topic, payload, received)
+                    outcomes = [self._one(conn, topic, payload, received)
+                                for gen, mid, qos, topic, payload, received in batch]
+                self.stats.update(outcomes)          # counted once committed (a retried batch counts once)
                 break
             except psycopg.OperationalError as exc:
                 wait = RETRY_S[min(attempt, len(RETRY_S) - 1)]
@@ -198,7 +199,10 @@ class Consumer:
                 self._stop.wait(wait)
             except psycopg.Error as exc:     # a value the schema let through but PostgreSQL refuses: one by one
                 logger.warning("hq: batch refused by the database (%s); applying one by one", one_line(exc))
-                self._one_by_one(batch)
+                try:
+                    self._one_by_one(batch)
+                except psycopg.OperationalError:
+                    continue                 # the database went away meanwhile: the whole batch again (ids dedupe)
                 break
         for gen, mid, qos, *_ in batch:
             if gen == self._generation and qos > 0:   # an older connection's: the broker sends it again
@@ -209,7 +213,8 @@ class Consumer:
         for gen, mid, qos, topic, payload, received in batch:
             try:
                 with conn.transaction():
-                    self._one(conn, topic, payload, received)
+                    outcome = self._one(conn, topic, payload, received)
+                self.stats[outcome] += 1
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
@@ -218,11 +223,11 @@ class Consumer:
                 with conn.transaction():
                     db.count_intake(conn, "malformed", f"{one_line(topic)[:200]}: {one_line(exc)}")
 
-    def _one(self, conn, topic: str, payload: bytes, received: float) -> None:
+    def _one(self, conn, topic: str, payload: bytes, received: float) -> str:
+        """Check and apply one message in the caller's transaction; returns what became of it."""
         try:
             msg = check(topic, payload, self.known)
         except Refused as exc:
-            self.stats[exc.reason] += 1
             store = topic.split("/")[1] if topic.count("/") >= 1 else "?"
             if exc.reason == "malformed":
                 logger.warning("hq: malformed message on %s skipped: %s", one_line(topic)[:200], one_line(exc))
@@ -231,8 +236,5 @@ class Consumer:
                 logger.warning("hq: refused message from unknown store %r on %s (counted; logged once per store)",
                                store[:64], one_line(topic)[:200])
             db.count_intake(conn, exc.reason, f"{one_line(topic)[:200]}: {one_line(exc)}")
-            return
-        if db.apply(conn, msg, received):
-            self.stats["applied"] += 1
-        else:
-            self.stats["duplicates"] += 1
+            return exc.reason
+        return "applied" if db.apply(conn, msg, received) else "duplicates"

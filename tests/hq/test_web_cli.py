@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import io
-import json
-import subprocess
 import sys
-import time
 
 import psycopg
 import pytest
@@ -15,7 +12,7 @@ import httpx
 from edge.errors import ConfigError
 from hq import store as db
 from hq.cli import main
-from hq.config import EXAMPLE, parse_config
+from hq.config import parse_config
 from hq.migrations import migrate
 from hq.users import add_user
 from hq.web import create_app
