@@ -77,6 +77,7 @@ def consumer_for(cfg: HqConfig, insecure: bool):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import psycopg  # noqa: PLC0415
     import uvicorn  # noqa: PLC0415
 
     from hq.web import create_app  # noqa: PLC0415
@@ -84,7 +85,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     consumer = consumer_for(cfg, args.insecure)
-    import psycopg  # noqa: PLC0415
     try:
         consumer.start()
     except psycopg.OperationalError as exc:

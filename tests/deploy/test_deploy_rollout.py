@@ -103,3 +103,29 @@ def test_bad_inventories_are_named(tmp_path, bundles, capsys):
         assert says in err and str(inv) in err
     assert main(["rollout", str(bundles.v110), "--inventory", str(tmp_path / "none.yaml")]) == 2
     assert "inventory not found" in capsys.readouterr().err
+
+
+def test_a_device_without_a_heartbeat_halts_its_wave(installed_template, bundles, tmp_path, capsys):
+    """Health with heartbeat endpoints: case-00 beats, case-01's edge is silent (switched back), case-02 untouched."""
+    import zmq
+
+    from .test_deploy_flash import Heartbeats
+
+    silent = zmq.Context.instance().socket(zmq.PUB)
+    silent.bind("tcp://127.0.0.1:*")
+    roots = [clone_root(installed_template, tmp_path / f"case-{i:02d}") for i in range(3)]
+    with Heartbeats("case-00") as hb:
+        inv = tmp_path / "devices.yaml"
+        inv.write_text(yaml.safe_dump({"devices": [
+            {"id": "case-00", "root": "case-00", "heartbeat": hb.endpoint},
+            {"id": "case-01", "root": "case-01", "heartbeat": silent.getsockopt_string(zmq.LAST_ENDPOINT)},
+            {"id": "case-02", "root": "case-02"}]}))
+        try:
+            assert main(["rollout", str(bundles.v110), "--inventory", str(inv), "--waves", "1,100%", "--no-restart",
+                         "--heartbeat-timeout", "1"]) == 1
+        finally:
+            silent.close(linger=0)
+    out = capsys.readouterr().out
+    assert "HALTED in wave 2 at case-01: no heartbeat" in out
+    assert [DeviceLayout(r).current() for r in roots] == ["1.1.0", "1.0.0", "1.0.0"]
+    assert DeviceLayout(roots[2]).history()[-1]["version"] == "1.0.0"     # case-02: only its first flash
