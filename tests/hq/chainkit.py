@@ -76,8 +76,11 @@ def wait_sql(dsn: str, sql: str, want, timeout: float = 10.0, params=()):
 
     deadline, got = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
-        with psycopg.connect(dsn) as conn:
-            got = conn.execute(sql, params).fetchone()
+        try:
+            with psycopg.connect(dsn) as conn:
+                got = conn.execute(sql, params).fetchone()
+        except psycopg.Error as exc:     # e.g. a table not made yet, the database restarting
+            got = exc
         if got == want:
             return got
         time.sleep(0.05)
@@ -117,3 +120,46 @@ class Served:
     def close(self) -> None:
         self.server.should_exit = True
         self._thread.join(10)
+
+
+NOW = 1_800_000_000.0   # the chain page's clock in the web tests
+
+
+def incident_message(store: str, n: int, seq: int, opened_at: float) -> dict:
+    return {"schema_version": 1, "kind": "incident", "id": f"{store}-{seq}".ljust(32, "0")[:32], "seq": seq,
+            "store": store, "ts": opened_at, "event": "opened",
+            "incident": {"id": n, "kind": "missing", "device": "case-01", "camera": "cam0", "slot": f"r0c{n}",
+                         "state": "open", "opened_at": opened_at, "updated_at": opened_at,
+                         "reason": f"{store} slot r0c{n} should hold ring", "evidence_sha256": "0" * 64}}
+
+
+def health_message(store: str, seq: int, up: bool, version: str) -> dict:
+    return {"schema_version": 1, "kind": "health", "id": f"h{store}{seq}".ljust(32, "0")[:32], "seq": seq,
+            "store": store, "ts": NOW - 30, "devices": [{"device": "case-01", "link": "up" if up else "refused",
+                                                          "up": up, "cameras": [{"camera": "cam0", "health": "up",
+                                                                                 "model": {"name": "m", "version": version}}]}]}
+
+
+def browser(tmp_path):
+    """Headless Chromium through Selenium (Debian's chromium + chromium-driver, as the kiosk's browser test);
+    skipped when missing, failed in CI (``make test`` installs them)."""
+    import os
+
+    import pytest
+
+    missing = [p for p in ("/usr/bin/chromium", "/usr/bin/chromedriver") if not os.path.exists(p)]
+    if missing:
+        msg = f"{', '.join(missing)} missing: apt-get install chromium chromium-driver (make test does)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--window-size=1280,1000",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)

@@ -9,6 +9,7 @@ import pytest
 from edge.errors import ConfigError
 from kiosk.chain import Chain, Outbox, evidence_digest, load_schema
 from kiosk.config import parse_config
+from kiosk.history import History
 from kiosk.service import Kiosk
 from tests.kiosk.feeds import MODEL, heartbeat, labels, wait_for
 
@@ -58,7 +59,10 @@ def test_a_stores_reports_reach_the_broker_valid_and_in_order(tmp_path, broker, 
     events = [(m["event"], m["incident"]["state"]) for _, m in got if m["kind"] == "incident"]
     assert events[:2] == [("opened", "open"), ("acknowledged", "acknowledged")]
     inc = next(m["incident"] for _, m in got if m["kind"] == "incident")
-    assert len(inc["evidence_sha256"]) == 64 and "evidence" not in inc
+    assert "evidence" not in inc          # the pictures and details stay in the store; their digest travels
+    last = [m["incident"] for _, m in got if m["kind"] == "incident"][-1]
+    kept = History(tmp_path / "state").incidents(limit=10)[0]
+    assert last["evidence_sha256"] == evidence_digest(kept["evidence"]) and last["id"] == kept["id"]
     count = next(m["count"] for _, m in got if m["kind"] == "count")
     assert count["kind"] == "manual" and count["user"] == "mia" and len(count["sha256"]) == 64
     health = [m for _, m in got if m["kind"] == "health"][-1]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 
 import psycopg
@@ -10,55 +11,12 @@ import yaml
 import httpx
 
 from edge.errors import ConfigError
-from hq import store as db
 from hq.cli import main
 from hq.config import parse_config
 from hq.migrations import migrate
 from hq.users import add_user
-from hq.web import create_app
 
-from .chainkit import Served, hq_config_dict
-
-NOW = 1_800_000_000.0
-
-
-def _incident(store: str, n: int, seq: int, opened_at: float) -> dict:
-    return {"schema_version": 1, "kind": "incident", "id": f"{store}-{seq}".ljust(32, "0")[:32], "seq": seq,
-            "store": store, "ts": opened_at, "event": "opened",
-            "incident": {"id": n, "kind": "missing", "device": "case-01", "camera": "cam0", "slot": f"r0c{n}",
-                         "state": "open", "opened_at": opened_at, "updated_at": opened_at,
-                         "reason": f"{store} slot r0c{n} should hold ring", "evidence_sha256": "0" * 64}}
-
-
-def _health(store: str, seq: int, up: bool, version: str) -> dict:
-    return {"schema_version": 1, "kind": "health", "id": f"h{store}{seq}".ljust(32, "0")[:32], "seq": seq,
-            "store": store, "ts": NOW - 30, "devices": [{"device": "case-01", "link": "up" if up else "refused",
-                                                          "up": up, "cameras": [{"camera": "cam0", "health": "up",
-                                                                                 "model": {"name": "m", "version": version}}]}]}
-
-
-@pytest.fixture
-def chain(tmp_path, broker, dsn):
-    """A database with three stores' reports and three users (viewer, regional for east, admin)."""
-    cfg = parse_config(hq_config_dict(tmp_path, broker, dsn))
-    with psycopg.connect(dsn) as conn:
-        migrate(conn)
-        db.sync_stores(conn, cfg.stores)
-        with conn.transaction():
-            db.apply(conn, _incident("zrh-01", 1, 1, NOW - 7200))
-            db.apply(conn, _incident("gva-02", 1, 1, NOW - 60))
-            db.apply(conn, _incident("bsl-03", 2, 1, NOW - 600))
-            db.apply(conn, _health("zrh-01", 2, True, "1.2.0"))
-            db.apply(conn, _health("gva-02", 2, False, "1.1.0"))
-            db.count_intake(conn, "unknown store", "gemsight/ghost-9/count: store 'ghost-9' is not one of the chain's")
-        for name, role, stores in (("vera", "viewer", []), ("rita", "regional", ["zrh-01", "bsl-03"]),
-                                   ("adam", "admin", [])):
-            add_user(conn, name, role, "correct horse", stores, known=[s.id for s in cfg.stores])
-    served = Served(create_app(cfg, dsn, clock=lambda: NOW))
-    with httpx.Client(base_url=served.url, timeout=10) as client:
-        yield client
-    served.close()
-
+from .chainkit import hq_config_dict, publish_raw, wait_sql
 
 def _login(client: httpx.Client, name: str) -> httpx.Client:
     page = client.get("/login").text
@@ -140,3 +98,31 @@ def test_cli_refusals_are_one_line(tmp_path, broker, dsn, capsys):
         with psycopg.connect(dsn) as conn:
             migrate(conn)
             add_user(conn, "x", "regional", "correct horse", ["nowhere"], known=["zrh-01"])
+
+
+def test_gemsight_hq_run_consumes_and_serves(tmp_path, broker, dsn):
+    """The real command as a process: it consumes the broker into PostgreSQL, serves the page, stops on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+
+    import httpx
+
+    from .services import free_port
+    from .test_consumer import count_message
+
+    port = free_port()
+    cfg_path = tmp_path / "hq.yaml"
+    cfg_path.write_text(yaml.safe_dump(hq_config_dict(tmp_path, broker, dsn, web={"port": port})))
+    proc = subprocess.Popen([sys.executable, "-m", "hq", "run", "--config", str(cfg_path)],
+                            env={**os.environ, "PYTHONPATH": os.getcwd()}, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_sql(dsn, "SELECT COUNT(*) FROM stores", (3,), timeout=20)
+        publish_raw(broker, "zrh-01", "gemsight/zrh-01/count", json.dumps(count_message()).encode())
+        wait_sql(dsn, "SELECT applied FROM stores WHERE id = 'zrh-01'", (1,))
+        r = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=20)[1]
+    assert "consuming gemsight/+/+" in err and "Traceback" not in err
