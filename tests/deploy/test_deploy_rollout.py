@@ -129,3 +129,21 @@ def test_a_device_without_a_heartbeat_halts_its_wave(installed_template, bundles
     assert "HALTED in wave 2 at case-01: no heartbeat" in out
     assert [DeviceLayout(r).current() for r in roots] == ["1.1.0", "1.0.0", "1.0.0"]
     assert DeviceLayout(roots[2]).history()[-1]["version"] == "1.0.0"     # case-02: only its first flash
+
+
+def test_a_device_unhealthy_after_its_wave_is_rolled_back(device, bundles, tmp_path, capsys):
+    """After the wave, the installed version is re-checked: a file changed on the device means a rollback."""
+    from deploy.flash import FlashOptions, flash
+
+    flash(bundles.v110, device, FlashOptions(restart=False))
+    manifest = DeviceLayout(device).models_dir / "1.1.0" / "manifest.json"
+    manifest.chmod(0o644)
+    manifest.write_text(manifest.read_text().replace("ring", "rink"))      # damaged after the flash
+    inv = tmp_path / "devices.yaml"
+    inv.write_text(yaml.safe_dump({"devices": [{"id": "case-01", "root": str(device)}]}))
+    assert main(["rollout", str(bundles.v110), "--inventory", str(inv), "--waves", "100%", "--no-restart",
+                 "--json"]) == 1
+    state = json.loads(capsys.readouterr().out)
+    entry = state["devices"]["case-01"]
+    assert entry["status"] == "rolled back" and entry["now"] == "1.0.0" and "unhealthy after the wave" in entry["error"]
+    assert "manifest.json" in state["halted"]["error"] and DeviceLayout(device).current() == "1.0.0"

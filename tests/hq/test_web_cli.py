@@ -126,3 +126,21 @@ def test_gemsight_hq_run_consumes_and_serves(tmp_path, broker, dsn):
         proc.send_signal(signal.SIGTERM)
         err = proc.communicate(timeout=20)[1]
     assert "consuming gemsight/+/+" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, says", [
+    (None, "headquarters config not found"), ("stores: [", "not valid YAML"), ("- a\n- b\n", "expected a mapping"),
+    ("database_file: x\nbroker: {url: 'mqtts://h', password_file: p}\nstores: []\n", "stores: .*at least one store"),
+    ("database_file: x\nbroker: {url: 'http://h', password_file: p}\nstores: [{id: a, name: A}]\n",
+     "broker.url: .*not a broker URL"),
+    ("database_file: x\nbroker: {url: 'mqtts://h', password_file: p}\nstores: [{id: a, name: A}]\ncolour: red\n",
+     "colour"),
+])
+def test_bad_configs_are_named(tmp_path, text, says):
+    from hq.config import load_config
+
+    path = tmp_path / "hq.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=says):
+        load_config(path)
