@@ -75,6 +75,7 @@ class Result:
     max_logit_error: float
     mean_logit_error: float
     drop: float                 # FP32 top-1 minus this top-1, in points
+    embedding_cosine: float | None = None  # median cosine of each image's embedding to FP32's (None: no embedding)
     throughput: dict[str, float | None] = field(default_factory=dict)  # "b1"/"b8" → img/s
     speedup: dict[str, float | None] = field(default_factory=dict)     # vs FP32 ONNX Runtime
     passed: bool = True
@@ -107,7 +108,21 @@ def artifact_size(out_dir: Path, rel: str) -> int:
 
 
 def run_all(runtime, batch: np.ndarray) -> np.ndarray:
-    return np.concatenate([runtime(batch[i:i + EVAL_CHUNK]) for i in range(0, len(batch), EVAL_CHUNK)])
+    return run_outputs(runtime, batch)[0]
+
+
+def run_outputs(runtime, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits of every image of ``batch``, and their embeddings where the model has them (else ``None``)."""
+    chunks = [runtime.infer({runtime.input_name: batch[i:i + EVAL_CHUNK]}) for i in range(0, len(batch), EVAL_CHUNK)]
+    logits = np.concatenate([c[runtime.output_name] for c in chunks])
+    spec = runtime.manifest.embedding
+    return logits, (np.concatenate([c[spec.name] for c in chunks]) if spec is not None else None)
+
+
+def median_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Median over rows of the cosine similarity of ``a``'s and ``b``'s rows."""
+    na = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.median(np.sum(a.astype(np.float64) * b, axis=1) / np.maximum(na, 1e-12)))
 
 
 def throughput(runtime, batch: np.ndarray, batch_size: int, iters: int) -> float:
@@ -141,19 +156,19 @@ def evaluate(out_dir: str | Path, targets: tuple[str, ...], batch: np.ndarray, l
         require_openvino()
     options = {"threads": threads} if threads else {}
     results: list[Result] = []
-    ref_logits = None
+    ref_logits = ref_emb = None
     base_speed: dict[str, float | None] = {}
     for row in rows_for(targets):
         path = out_dir / row.artifact
         if not path.is_file():
             raise CalibrationError(f"{path}: artifact for target '{row.name}' was not written")
         with create_runtime(row.backend, path, **options) as rt:
-            logits = run_all(rt, batch)
+            logits, emb = run_outputs(rt, batch)
             speed = {}
             for bs in (1, 8):
                 speed[f"b{bs}"] = throughput(rt, batch, bs, bench_iters) if (row.timed and bench_iters) else None
         if ref_logits is None:
-            ref_logits, base_speed = logits, speed
+            ref_logits, ref_emb, base_speed = logits, emb, speed
         pred, ref_pred = logits.argmax(1), ref_logits.argmax(1)
         err = np.abs(logits.astype(np.float64) - ref_logits)
         top1 = top1_percent(pred, labels)
@@ -163,25 +178,36 @@ def evaluate(out_dir: str | Path, targets: tuple[str, ...], batch: np.ndarray, l
             macro_f1=macro_f1_percent(pred, labels), agreement=top1_percent(pred, ref_pred),
             max_logit_error=float(err.max()), mean_logit_error=float(err.mean()),
             drop=(results[0].top1 - top1) if results else 0.0, throughput=speed,
+            embedding_cosine=median_cosine(emb, ref_emb) if emb is not None and ref_emb is not None else None,
             speedup={k: (v / base_speed[k] if v and base_speed.get(k) else None) for k, v in speed.items()})
-        logger.info("%-14s top-1 %.2f%% (drop %+.2f) agreement %.2f%% max|dlogit| %.4f %s", row.name, top1,
+        logger.info("%-14s top-1 %.2f%% (drop %+.2f) agreement %.2f%% max|dlogit| %.4f%s %s", row.name, top1,
                     result.drop, result.agreement, result.max_logit_error,
+                    "" if result.embedding_cosine is None else f" embedding cos {result.embedding_cosine:.4f}",
                     " ".join(f"{k} {v:.1f} img/s" for k, v in speed.items() if v))
         results.append(result)
     return results
 
 
-def apply_gate(results: list[Result], max_drop: float) -> list[Result]:
-    """Mark every gated result whose top-1 drop exceeds ``max_drop`` points; return the failures."""
+MIN_EMBEDDING_COSINE = 0.98  # slot states compare INT8 embeddings with references: they must stay FP32's
+
+
+def apply_gate(results: list[Result], max_drop: float, min_cosine: float = MIN_EMBEDDING_COSINE) -> list[Result]:
+    """Mark every gated result whose top-1 drop exceeds ``max_drop`` points, or whose embeddings' median
+    cosine to FP32's is below ``min_cosine``; return the failures."""
     failures = []
     for r in results:
-        r.passed = not (r.gated and r.drop > max_drop)
+        low_cosine = r.embedding_cosine is not None and r.embedding_cosine < min_cosine
+        r.passed = not (r.gated and (r.drop > max_drop or low_cosine))
         if not r.passed:
             failures.append(r)
     return failures
 
 
-def gate_message(failures: list[Result], max_drop: float) -> str:
-    return "accuracy gate failed: " + "; ".join(
-        f"target '{r.target}' top-1 dropped {r.drop:.2f} points ({r.top1:.2f}% vs FP32 "
-        f"{r.top1 + r.drop:.2f}%), more than --max-drop {max_drop:g}" for r in failures)
+def gate_message(failures: list[Result], max_drop: float, min_cosine: float = MIN_EMBEDDING_COSINE) -> str:
+    def why(r: Result) -> str:
+        if r.drop > max_drop:
+            return (f"target '{r.target}' top-1 dropped {r.drop:.2f} points ({r.top1:.2f}% vs FP32 "
+                    f"{r.top1 + r.drop:.2f}%), more than --max-drop {max_drop:g}")
+        return (f"target '{r.target}' embeddings agree with FP32's at median cosine {r.embedding_cosine:.4f}, "
+                f"below {min_cosine:g} (slot states would drift)")
+    return "accuracy gate failed: " + "; ".join(why(r) for r in failures)

@@ -3,6 +3,7 @@
     gemsight-edge run --config edge.yaml [--annotate OUT.mp4] [--max-frames N] [--insecure]
     gemsight-edge check --config edge.yaml [--insecure]
     gemsight-edge listen ENDPOINT --curve-server-key FILE --curve-client-key FILE [--camera ID] [--json]
+    gemsight-edge enrol ENDPOINT --camera ID [--slot NAME ...] --curve-server-key FILE --curve-client-key FILE
     gemsight-edge keys client|server|allow|revoke|list ...
 """
 from __future__ import annotations
@@ -45,6 +46,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
     add_arguments(listen)
 
+    enrol = sub.add_parser("enrol", help="record each slot's piece as its reference (a running device, over "
+                                         "its snapshot endpoint)")
+    enrol.add_argument("endpoint", help="the device's snapshot endpoint, e.g. tcp://case-01.local:5556")
+    enrol.add_argument("--camera", required=True, help="camera id")
+    enrol.add_argument("--slot", action="append", metavar="NAME", help="a slot to enrol (repeat; default every slot)")
+    enrol.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the device's answer")
+    from edge.link import add_arguments as add_link_arguments  # noqa: PLC0415
+
+    add_link_arguments(enrol)
+
     keys = sub.add_parser("keys", help="CURVE key pairs and the device's allow-list of clients")
     from edge.keys import add_arguments as add_keys_arguments  # noqa: PLC0415
 
@@ -72,6 +83,8 @@ def _body(args: argparse.Namespace) -> int:
         from edge.keys import run as keys_run  # noqa: PLC0415
 
         return keys_run(args)
+    if args.command == "enrol":
+        return _enrol(args)
     config = load_config(args.config)
     if args.command == "check":
         from edge.model_loader import check_device  # noqa: PLC0415
@@ -93,6 +106,23 @@ def _body(args: argparse.Namespace) -> int:
     print(f"stopped ({result.stopped_by}) after {result.elapsed_s:.1f}s: {summary}; {result.messages} messages"
           + (f"; annotated {', '.join(map(str, result.annotated))}" if result.annotated else ""))
     return 0
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    """Ask a running device to enrol slots; 0 when every slot was enrolled, 2 when one was refused."""
+    from edge.device_requests import ask  # noqa: PLC0415
+    from edge.errors import DataError  # noqa: PLC0415
+    from edge.link import keys_from_args  # noqa: PLC0415
+
+    reply = ask(args.endpoint, keys_from_args(args), {"kind": "enrol", "camera": args.camera, "slots": args.slot},
+                timeout_s=args.timeout, plaintext=args.plaintext)
+    if "error" in reply:
+        raise DataError(f"{args.endpoint}: {reply['error']}")
+    for slot in reply.get("enrolled", []):
+        print(f"enrolled {args.camera}/{slot}: reads {reply.get('labels', {}).get(slot, '?')}")
+    for slot, why in reply.get("refused", {}).items():
+        print(f"refused  {args.camera}/{slot}: {why}")
+    return 2 if reply.get("refused") else 0
 
 
 def main(argv: list[str] | None = None) -> int:

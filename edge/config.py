@@ -21,6 +21,7 @@ from edge.config_publish import CurveConfig, PublishConfig  # noqa: F401 - Curve
 from edge.config_runtime import (RUNTIME_NAMES, AutoOptions, AutoRuntimeConfig, OnnxRuntimeConfig,  # noqa: F401
                                  OnnxRuntimeOptions, OpenVinoConfig, OpenVinoOptions, RuntimeConfig, TensorRtConfig,
                                  TensorRtOptions, runtime_options)
+from edge.config_states import StatesConfig
 from edge.credentials import is_name as is_credential_name
 from edge.contracts import ID_PATTERN, max_batch_for
 from edge.errors import ConfigError
@@ -234,6 +235,8 @@ class DeviceConfig(_Strict):
     publish: PublishConfig = Field(default_factory=dict, validate_default=True,  # type: ignore[arg-type]
                                    description="ZeroMQ publishing; `publish.curve` must be written (CURVE or null).")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus exporter.")
+    states: StatesConfig = Field(default_factory=StatesConfig, description="Slot states: enrolment and each "
+                                                                           "slot's reference piece.")
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> "DeviceConfig":
@@ -344,7 +347,17 @@ def parse_config(data: Any, source: str = "config", base_dir: str | Path = ".") 
             "server_secret_key": _resolve_credential(base, publish.curve.server_secret_key),
             "allowed_clients": str(_resolve(base, publish.curve.allowed_clients))})
         publish = publish.model_copy(update={"curve": curve})
-    return cfg.model_copy(update={"cameras": tuple(cameras), "model": model, "publish": publish})
+    states = cfg.states.model_copy(update={"state_dir": _state_dir(base, cfg.states.state_dir)})
+    return cfg.model_copy(update={"cameras": tuple(cameras), "model": model, "publish": publish, "states": states})
+
+
+def _state_dir(base: Path, configured: Path | None) -> Path:
+    """``states.state_dir`` resolved: as written (relative to the config), else systemd's StateDirectory, else
+    ``state/`` beside the config file."""
+    if configured is not None:
+        return _resolve(base, configured)
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(systemd) if systemd else base / "state"
 
 
 def load_config(path: str | Path) -> DeviceConfig:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge import messages
+from edge import device_requests, messages
 from edge.annotate import AnnotatedWriter, draw, per_camera_paths
 from edge.config import DeviceConfig
 from edge.errors import InferenceError
@@ -93,7 +93,8 @@ class CameraLoop:
                 cam.writer = AnnotatedWriter(paths[cam.id], fps=cam.cfg.fps or 10.0)
         pub = cfg.publish
         self.publisher = Publisher(cfg.device, pub.endpoint, pub.snapshot_endpoint, hwm=pub.hwm,
-                                   heartbeat_s=pub.heartbeat_s, curve=pub.curve, insecure=self.insecure)
+                                   heartbeat_s=pub.heartbeat_s, curve=pub.curve, insecure=self.insecure,
+                                   handlers=device_requests.handlers({c.id: c.tracker for c in self.cameras}))
         self.result.endpoint = self.publisher.endpoint
         self.result.snapshot_endpoint = self.publisher.snapshot_endpoint
         if cfg.metrics.port is not None:
@@ -106,6 +107,7 @@ class CameraLoop:
             self.pipeline.stop()
         for cam in self.cameras:
             cam.source.stop()
+            cam.tracker.flush()
             if cam.writer is not None:
                 cam.writer.close()
                 if cam.writer.frames:
@@ -133,7 +135,11 @@ class CameraLoop:
             if self.on_ready is not None:
                 self.on_ready(self)
             self._notifier.ready(f"running {len(self.cameras)} camera(s) with {self.model.info['backend']}")
-            self.pipeline = BatchPipeline(self.cameras, self.model.runtime.batch_writer(), self.model.runtime,
+            runtime = self.model.runtime
+            # With an embedding the runtime's every output is wanted (slot states); else its logits alone.
+            infer = (lambda batch: runtime.infer({runtime.input_name: batch})) if self.model.manifest.embedding \
+                else runtime
+            self.pipeline = BatchPipeline(self.cameras, runtime.batch_writer(), infer,
                                           self.wake, self.ticked.set, max_frames=max_frames,
                                           on_invalid=self._invalid).start()
             while True:
@@ -216,7 +222,8 @@ class CameraLoop:
         self._failures = 0
         self._count_batch(batch.rows, batch.t_out - batch.t_in)
         for span in batch.spans:
-            self._publish_frame(span, batch.logits[span.first:span.stop], batch)
+            emb = batch.embeddings[span.first:span.stop] if batch.embeddings is not None else None
+            self._publish_frame(span, batch.logits[span.first:span.stop], batch, emb)
 
     def _count_batch(self, n_images: int, infer_s: float) -> None:
         self.result.batches += 1
@@ -224,11 +231,15 @@ class CameraLoop:
         self.result.infer_s += infer_s
         self.metrics.batch.set(n_images)
 
-    def _publish_frame(self, span: Span, logits: np.ndarray, batch: Batch) -> None:
-        """Postprocess one frame's logits and publish its labels message (with its stage latencies)."""
+    def _publish_frame(self, span: Span, logits: np.ndarray, batch: Batch, embeddings: np.ndarray | None) -> None:
+        """Postprocess one frame's logits and embeddings (slot states) and publish its labels message (with
+        its stage latencies)."""
         cam, frame = span.camera, span.frame
         tp = time.monotonic()
         result = cam.post.update(logits)
+        t_media = frame.media_s if frame.media_s is not None else frame.t_mono
+        states = cam.tracker.update(t_media, frame.capture_ts, frame.image, cam.slots.crop(frame.image), embeddings,
+                                    [s.label for s in result.slots])
         t3 = time.monotonic()
         # infer includes any wait for the runtime to finish the batch before this one; total ends
         # where publishing starts (the meaning of latencies_ms.total, see edge.contracts.STAGES).
@@ -237,7 +248,7 @@ class CameraLoop:
         msg = messages.labels_message(device=self.config.device, camera=cam.id, capture_ts=frame.capture_ts,
                                       model=self.model.info, result=result,
                                       latencies_ms={k: v * 1000.0 for k, v in stages.items()},
-                                      frame_index=frame.index)
+                                      frame_index=frame.index, states=states, enrolment=cam.tracker.summary())
         t_built = time.monotonic()
         self.publisher.publish_labels(cam.id, msg)
         t4 = time.monotonic()

@@ -63,6 +63,7 @@ class Batch:
     t_in: float = 0.0           # the runtime call started
     t_out: float = 0.0          # the runtime call returned
     logits: np.ndarray | None = None
+    embeddings: np.ndarray | None = None   # where the model has an embedding output
     error: BaseException | None = None
 
     @property
@@ -91,7 +92,8 @@ class BatchPipeline:
     Args:
         cameras: the loop's cameras.
         writer: preprocesses a crop into a batch row (the manifest's rule).
-        runtime: called with an ``N x 3 x H x W`` float32 batch, returns ``N x classes``.
+        runtime: called with an ``N x 3 x H x W`` float32 batch, returns ``N x classes``, or a dict of the
+            runtime's outputs (class scores first, then ``N x dim`` embeddings).
         wake: set by the grabbers when a frame arrives.
         done: called (from the inference thread) when a batch finished, so the loop wakes.
         max_frames: take at most this many frames in all (``None``: no limit).
@@ -288,7 +290,13 @@ class BatchPipeline:
         batch.t_in = time.monotonic()
         try:
             # A copy: the rows' buffer is refilled while the loop postprocesses these logits.
-            batch.logits = np.array(self.runtime(batch.array), copy=True)
+            out = self.runtime(batch.array)
+            if isinstance(out, dict):
+                outputs = list(out.values())
+                batch.logits = np.array(outputs[0], copy=True)
+                batch.embeddings = np.asarray(outputs[1], dtype=np.float32) if len(outputs) > 1 else None
+            else:
+                batch.logits = np.array(out, copy=True)
         except Exception as exc:  # backends raise their own types; one bad batch must not stop the device
             batch.error = exc
         batch.t_out = time.monotonic()

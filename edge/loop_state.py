@@ -15,6 +15,7 @@ from edge.annotate import AnnotatedWriter
 from edge.config import CameraConfig, DeviceConfig
 from edge.model_loader import ModelInfo
 from edge.postprocess import Postprocessor
+from edge.slot_states import SlotTracker
 from edge.slots import SlotMap
 from edge.sources import CameraSource
 
@@ -91,6 +92,8 @@ class CameraState:
         self.post = Postprocessor(model.manifest.classes, self.slots.names, min_score=pp.min_score, window=pp.window,
                                   top_k=pp.top_k, unknown_label=pp.unknown_label, empty_label=pp.empty_label,
                                   outputs_are=model.manifest.output.kind)
+        self.tracker = SlotTracker(cfg.id, self.slots, cfg.slot_list(), model.manifest, config.states,
+                                   config.states.state_dir, empty_label=pp.empty_label)
         rc = cfg.reconnect
         self.source = CameraSource(cfg.id, cfg.source, credentials=cfg.credentials, fps=cfg.fps,
                                    reconnect_initial_s=rc.initial_s, reconnect_max_s=rc.max_s, stall_s=rc.stall_s,

@@ -19,7 +19,7 @@ from edge.validation import error_lines
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the optional embedding output
 ONNX_METADATA_KEY = "gemsight.manifest"
 MANIFEST_FILENAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few kB; the bundle verifier holds the same limit
@@ -69,6 +69,18 @@ class OutputSpec(_Strict):
     kind: Literal["logits", "probabilities"] = Field("logits", description="What the output holds.")
 
 
+class EmbeddingSpec(_Strict):
+    """The model's second output: the unit-length features its classifier reads, one row per image.
+
+    The device compares each slot's embedding with the one recorded at enrolment (cosine similarity):
+    the same piece stays close under light and small shifts, another piece of the same class does not.
+    """
+
+    name: str = Field("embedding", description="ONNX output name.")
+    dim: int = Field(ge=2, le=65536, description="Width of each embedding row.")
+    normalized: Literal[True] = Field(True, description="Rows have unit L2 norm (the model divides by it).")
+
+
 class CalibrationInfo(_Strict):
     method: str = Field(description="Calibration method (entropy, percentile, minmax).")
     images: int = Field(ge=0, description="How many calibration images were used.")
@@ -85,6 +97,8 @@ class Manifest(_Strict):
     classes: tuple[str, ...] = Field(description="Class names in output order.")
     input: InputSpec = Field(default_factory=InputSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    embedding: EmbeddingSpec | None = Field(None, description="The embedding output, where the model has one "
+                                                              "(slot states need it).")
     precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description="Numeric precision of the artifact.")
     calibration: CalibrationInfo | None = Field(None, description="Set for INT8 artifacts.")
     metrics: dict[str, float] = Field(default_factory=dict, description="e.g. fp32_accuracy, int8_accuracy.")
@@ -103,6 +117,9 @@ class Manifest(_Strict):
             raise ValueError(f"a classifier needs at least 2 classes, got {list(self.classes)}")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"class names repeat: {list(self.classes)}")
+        if self.embedding is not None and self.embedding.name in (self.output.name, self.input.name):
+            raise ValueError(f"embedding output '{self.embedding.name}' has the name of the model's "
+                             f"{'output' if self.embedding.name == self.output.name else 'input'}")
         return self
 
     @property
@@ -165,6 +182,11 @@ class Manifest(_Strict):
             raise ManifestError(f"{path}: manifest is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
                                 f"{exc.start})") from exc
         return cls.from_json(text, str(path))
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The outputs a runtime returns, in order: the class scores, then the embedding if any."""
+        return (self.output.name,) + ((self.embedding.name,) if self.embedding is not None else ())
 
     def check_output_width(self, width: int, source: str = "model") -> None:
         """Raise unless the model's output width equals the number of classes."""

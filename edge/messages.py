@@ -19,7 +19,7 @@ import logging
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -29,7 +29,9 @@ from edge.postprocess import FrameResult
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1          # status and heartbeat messages
+LABELS_SCHEMA_VERSION = 2   # 2: every slot's state and similarity to its reference, the camera's enrolment
+SLOT_STATES = ("present", "changed", "empty", "occluded", "unenrolled")
 TOPIC_ROOT = "gemsight"
 KINDS = ("labels", "status", "heartbeat")
 STATES = ("up", "down", "eos")
@@ -80,7 +82,9 @@ def parse_topic(value: str | bytes) -> tuple[str, str | None, str]:
 
 def labels_message(*, device: str, camera: str, seq: int | None = None, capture_ts: float,
                    publish_ts: float | None = None, model: Mapping[str, Any], result: FrameResult,
-                   latencies_ms: Mapping[str, float], frame_index: int | None = None) -> dict:
+                   latencies_ms: Mapping[str, float], frame_index: int | None = None,
+                   states: Sequence[tuple[str, float | None]] | None = None,
+                   enrolment: Mapping[str, Any] | None = None) -> dict:
     """Build a labels message from one camera's :class:`~edge.postprocess.FrameResult`.
 
     ``seq`` and ``publish_ts`` may be left ``None``: :meth:`edge.publisher.Publisher.publish_labels`
@@ -96,6 +100,9 @@ def labels_message(*, device: str, camera: str, seq: int | None = None, capture_
         result: This frame's postprocessing result.
         latencies_ms: Stage latencies (:data:`edge.contracts.STAGES`); must hold the required ones.
         frame_index: Index of the frame in its source, if known.
+        states: Every slot's (state, similarity to its reference), in slot order (``None``: every slot
+            ``unenrolled``, as on a device without slot states).
+        enrolment: The camera's enrolment summary (id, ts, model), or ``None``.
 
     Raises:
         MessageError: a bad id, a missing model field or latency.
@@ -107,7 +114,7 @@ def labels_message(*, device: str, camera: str, seq: int | None = None, capture_
     if missing:
         raise MessageError(f"labels message: latencies_ms is missing {missing}")
     msg: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": LABELS_SCHEMA_VERSION,
         "kind": "labels",
         "device": check_id(device, "device"),
         "camera": check_id(camera, "camera"),
@@ -118,15 +125,26 @@ def labels_message(*, device: str, camera: str, seq: int | None = None, capture_
         "slots": [
             {"name": s.name, "label": s.label, "score": round(float(s.score), _SCORE_DIGITS),
              "topk": [{"label": lab, "score": round(float(p), _SCORE_DIGITS)} for lab, p in s.topk],
-             "stable": bool(s.stable)}
-            for s in result.slots
+             "stable": bool(s.stable), "state": str(getattr(state, "value", state)),
+             "similarity": _similarity(sim)}
+            for s, (state, sim) in zip(result.slots, states or [("unenrolled", None)] * len(result.slots))
         ],
         "counts": {k: int(v) for k, v in result.counts.items()},
         "latencies_ms": {k: round(float(v), _MS_DIGITS) for k, v in latencies_ms.items()},
     }
+    if states is not None and len(states) != len(result.slots):
+        raise MessageError(f"labels message: {len(states)} slot states for {len(result.slots)} slots")
+    msg["enrolment"] = dict(enrolment) if enrolment else None
     if frame_index is not None:
         msg["frame_index"] = int(frame_index)
     return msg
+
+
+def _similarity(sim: float | None) -> float | None:
+    """A similarity for the wire: within [-1, 1], rounded; ``None`` for none (or a non-finite one)."""
+    if sim is None or not np.isfinite(sim):
+        return None
+    return round(max(-1.0, min(1.0, float(sim))), _SCORE_DIGITS)
 
 
 def status_message(*, device: str, camera: str, state: str, detail: str, ts: float) -> dict:

@@ -34,7 +34,7 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import zmq
 
@@ -88,7 +88,10 @@ class Publisher:
 
     def __init__(self, device: str, endpoint: str, snapshot_endpoint: str | None = None, *,
                  curve: "CurveConfig | None", insecure: bool = False, hwm: int = 1000,
-                 heartbeat_s: float = 1.0, context: zmq.Context | None = None) -> None:
+                 heartbeat_s: float = 1.0, context: zmq.Context | None = None,
+                 handlers: Mapping[str, Callable[[dict], dict]] | None = None) -> None:
+        #: Requests other than snapshots, by their "kind" (edge.device_requests: enrol, evidence).
+        self.handlers = dict(handlers or {})
         try:
             self.device = messages.check_id(device, "device")
         except MessageError as exc:
@@ -334,8 +337,10 @@ class Publisher:
             req = messages.decode(frames[0]) if frames[0].strip() else {}
         except MessageError as exc:
             return messages.encode({"error": str(exc)})
-        camera = req.get("camera")
-        if set(req) - {"camera"} or not (camera is None or isinstance(camera, str)):
+        if isinstance(req, dict) and req.get("kind") in self.handlers:
+            return messages.encode(self.handlers[req["kind"]](req))
+        camera = req.get("camera") if isinstance(req, dict) else None
+        if not isinstance(req, dict) or set(req) - {"camera"} or not (camera is None or isinstance(camera, str)):
             return messages.encode({"error": "request must be {\"camera\": <id or null>}"})
         return self.snapshot_reply(camera)
 

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 _USERINFO = re.compile(r"(?<=://)[^/@\s?#]+@")
 # A value is a double-quoted string (GStreamer pipelines) or runs to the next separator.
 _SECRET_PARAM = re.compile(r'(?i)\b(password|passwd|pass|pwd|token|user-pw|user_pw|key)=("(?:[^"\\]|\\.)*"?|[^&\s!]+)')
-_FILE_KEYS = {"loop", "realtime"}
+_FILE_KEYS = {"loop", "realtime", "speed"}
 _V4L2_KEYS = {"width", "height", "fps", "fourcc"}
 _CSI_KEYS = {"width", "height", "fps", "flip"}
 _RTSP_FRAGMENT_KEYS = {"codec", "latency"}
@@ -66,6 +66,7 @@ class SourceSpec:
     params: tuple[int, ...] = ()
     loop: bool = False
     realtime: bool = True
+    speed: float = 1.0   # a file played in real time runs this many times faster (benchmarks: a day in minutes)
     props: tuple[tuple[str, Any], ...] = ()  # CAP_PROP_* settings applied after opening
 
     @property
@@ -83,6 +84,16 @@ def _flag(value: str, key: str, uri: str) -> bool:
     if value.lower() in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"source {redact(uri)}: {key}={value} must be 0 or 1")
+
+
+def _speed(q: dict[str, str], uri: str) -> float:
+    try:
+        value = float(q.get("speed", "1"))
+    except ValueError:
+        value = -1.0
+    if not 0.01 <= value <= 1000:
+        raise ConfigError(f"source {redact(uri)}: speed={q['speed']} must be a number from 0.01 to 1000")
+    return value
 
 
 def _query(uri: str, query: str, allowed: set[str]) -> dict[str, str]:
@@ -187,7 +198,7 @@ def parse_source(uri: str, credentials: str | None = None, *, hardware_decode: b
         path, _, query = rest.partition("?")
         q = _query(uri, query, _FILE_KEYS)
         return SourceSpec(uri, "file", path, "CAP_FFMPEG", loop=_flag(q.get("loop", "0"), "loop", uri),
-                          realtime=_flag(q.get("realtime", "1"), "realtime", uri))
+                          realtime=_flag(q.get("realtime", "1"), "realtime", uri), speed=_speed(q, uri))
     if scheme == "v4l2":
         path, _, query = rest.partition("?")
         q = _query(uri, query, _V4L2_KEYS)

@@ -61,6 +61,7 @@ class Frame:
     capture_ts: float     # wall clock, seconds since the epoch
     t_mono: float         # time.monotonic() at capture, for latencies
     decode_s: float = 0.0  # how long the grabber's read (network, decode, colour conversion) took
+    media_s: float | None = None  # a file's frame: its time in the video (index / the file's fps)
 
 
 @dataclass
@@ -266,7 +267,8 @@ class CameraSource:
         import cv2  # noqa: PLC0415
 
         file_fps = cap.get(cv2.CAP_PROP_FPS) if self.spec.kind == "file" else 0.0
-        period = 1.0 / file_fps if (self.spec.realtime and file_fps and 0 < file_fps < 1000) else 0.0
+        rate = file_fps if 0 < file_fps < 1000 else 0.0
+        period = 1.0 / (rate * self.spec.speed) if (self.spec.realtime and rate) else 0.0
         min_gap = 1.0 / self.fps if self.fps else 0.0
         index = 0
         opened = time.monotonic()
@@ -304,7 +306,8 @@ class CameraSource:
                 self.stats.skipped += 1
                 continue
             last_out = time.monotonic()
-            frame = Frame(self.camera_id, image, frame_index, time.time(), last_out, now - t_read)
+            frame = Frame(self.camera_id, image, frame_index, time.time(), last_out, now - t_read,
+                          frame_index / rate if rate else None)
             if not self._deliver(frame):
                 return "stop", True
         return "stop", True

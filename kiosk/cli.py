@@ -188,17 +188,26 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
     from kiosk.history import History  # noqa: PLC0415
 
+    from kiosk.evidence import EvidenceStore  # noqa: PLC0415
+
     config = load_config(args.config)
+    store = EvidenceStore(config.state_dir, config.policies.evidence_days, config.policies.evidence_mb)
     with closing(History(config.state_dir, readonly=True)) as history:
         rows = list(reversed(history.incidents(limit=args.limit)))
     for r in rows:
+        pictures = store.items(r["id"])
         if args.json:
-            print(json.dumps(r, sort_keys=True))
+            print(json.dumps({**r, "evidence_files": pictures}, sort_keys=True))
             continue
         ack = f"; acknowledged by {r['ack_by']}: {r['ack_note']}" if r["ack_by"] else ""
         end = (r["evidence"] or {}).get("resolution")
-        print(f"#{r['id']} {r['kind']:<8} {r['state']:<12} {time.strftime('%H:%M:%S', time.localtime(r['opened_at']))} "
+        place = "/".join(x for x in (r["device"], r["camera"], r["slot"]) if x)
+        print(f"#{r['id']} {r['kind']:<8} {r['state']:<12} "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r['opened_at']))} {place} "
               f"{r['reason']}{ack}" + (f" (resolved: {end})" if end else ""))
+        for p in pictures:
+            files = "  ".join(f"{w}: {path}" for w, path in sorted(p["files"].items()))
+            print(f"    evidence {p['camera']}/{p['slot']}: {files or 'none (' + str(p['error']) + ')'}")
     if not args.json:
         print(f"{len(rows)} incident(s)")
     return 0

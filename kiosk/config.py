@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -124,6 +124,16 @@ class Policies(_Strict):
     stale_heartbeats: int = Field(3, ge=1, description="Missed heartbeats (or heartbeats with a frozen seq) "
                                                        "before a camera is stale.")
     snapshot_timeout_s: float = Field(2.0, gt=0, description="How long a snapshot request may take.")
+    incidents: Literal["states", "categories"] = Field(
+        "states", description="What slot incidents come from: the device's slot states (missing, swapped, "
+                              "smash; docs/kiosk-states.md), or the category against the planogram (the old rule).")
+    swap_confirm_s: float = Field(3.0, ge=0, description="How long a slot must read `changed` before a "
+                                                         "swapped-piece incident (states).")
+    category_incidents: bool = Field(False, description="With states: a category that differs from the planogram "
+                                                        "is a 'wrong piece' incident again, not only a hint.")
+    evidence_days: float = Field(90.0, gt=0, description="Days the incidents' evidence pictures are kept.")
+    evidence_mb: float = Field(500.0, gt=0, description="Most megabytes of evidence pictures kept (oldest pruned).")
+    enrol_timeout_s: float = Field(10.0, gt=0, description="How long an enrolment request to a device may take.")
 
 
 class Hours(_Strict):

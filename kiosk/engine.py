@@ -17,6 +17,10 @@ Rules (the config's ``policies`` and per-case overrides):
 * **model**: a labels message names another model than before; resolved when a manager acknowledges it.
 
 Incidents resolve by themselves when the slot (case, camera) is right again.
+
+Those are the category rules (``incidents: categories``, and any slot of a message without states).
+With ``incidents: states`` (the default) slot incidents come from the device's slot states instead:
+missing, swapped, smash-and-grab (:mod:`kiosk.slot_states`).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from edge.errors import ConfigError
 from kiosk.config import EMPTY_LABELS, STATES, KioskConfig, check_expected
 from kiosk.health import CameraView, HealthMixin
 from kiosk.incident import ACKNOWLEDGED, RESOLVED, SLOT_KINDS, Changes, Incident, incident_key
+from kiosk.slot_states import StatesMixin
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +59,12 @@ class SlotView:
     bad_since: float | None = None      # when missing/wrong began
     bad_seq: int | None = None
     counts_before: dict | None = None   # the case's counts just before it went bad
+    state: str | None = None            # the device's slot state (schema 2), None before or without
+    similarity: float | None = None
+    hint: str | None = None             # a line for the page (category differs, not enrolled, ...)
+    away_since: float | None = None     # first frame not present, while occluded/empty/changed
+    away_from_present: bool = False     # ... and the slot was present just before
+    changed_since: float | None = None  # first frame of the current run of `changed`
 
 
 def condition(expected: str | None, label: str | None) -> str:
@@ -70,7 +81,7 @@ def condition(expected: str | None, label: str | None) -> str:
     return "missing" if seen_empty else "wrong"
 
 
-class Engine(HealthMixin):
+class Engine(StatesMixin, HealthMixin):
     """State and incidents of one store.
 
     Args:
@@ -78,10 +89,12 @@ class Engine(HealthMixin):
         overrides: Planogram edits from the history (they win over the file).
         incidents: Unresolved incidents from the history (a restart keeps them).
         now: Start time: devices never heard from are stale after the heartbeat window from here.
+        suggested: Planogram values filled in by an enrolment and not confirmed yet.
     """
 
     def __init__(self, config: KioskConfig, overrides: dict[SlotKey, str] | None = None,
-                 incidents: list[Incident] | None = None, *, now: float) -> None:
+                 incidents: list[Incident] | None = None, *, now: float,
+                 suggested: set[SlotKey] | None = None) -> None:
         self.config = config
         self.policies = config.policies
         self.started = now
@@ -101,6 +114,8 @@ class Engine(HealthMixin):
         self.models: dict[CaseKey, dict] = {}
         self.removals: dict[CaseKey, deque] = {k: deque() for k in self.cases}
         self.open: dict[tuple, Incident] = {}
+        self.suggested: set[SlotKey] = set(suggested or ())
+        self.enrolments: dict[CaseKey, dict | None] = {}
         for inc in incidents or []:
             self.open[inc.key] = inc
 
@@ -137,20 +152,26 @@ class Engine(HealthMixin):
                                self.case_title(case), unknown)
         counts_before = view.counts
         view.counts, view.seq, view.last_labels = msg.get("counts") or {}, seq, now
+        self.enrolments[case] = msg.get("enrolment")
         self._check_model(case, msg, now, ch)
+        states = self.policies.incidents == "states"
         for s in msg["slots"]:
             key = (dev, cam, s["name"])
             sv = self.slots.get(key)
             if sv is None:
                 sv = self.slots[key] = SlotView()
+            state = s.get("state")
+            changed = state != sv.state
             if s["label"] != sv.label:
                 ch.slot_rows.append((now, dev, cam, s["name"], s["label"], s["score"], seq))
                 sv.since = now
                 changed = True
-            else:
-                changed = False
             sv.label, sv.score, sv.topk, sv.seq = s["label"], s["score"], s["topk"], seq
-            self._evaluate(key, sv, now, ch, counts_before, changed)
+            if states and state is not None:
+                self._evaluate_state(key, sv, state, s.get("similarity"), now, ch, counts_before, changed)
+            else:                              # schema 1, or the category rules chosen: by category
+                sv.state, sv.similarity = state, s.get("similarity")
+                self._evaluate(key, sv, now, ch, counts_before, changed)
         self._update_health(case, now, ch)
         return ch
 
@@ -169,6 +190,7 @@ class Engine(HealthMixin):
     def _evaluate(self, key: SlotKey, sv: SlotView, now: float, ch: Changes, counts_before: dict | None,
                   changed: bool) -> None:
         prev = sv.cond
+        sv.hint = None
         sv.cond = condition(self.planogram.get(key), sv.label)
         bad = sv.cond in SLOT_KINDS
         if bad and prev not in SLOT_KINDS:
@@ -210,12 +232,16 @@ class Engine(HealthMixin):
         ch = Changes()
         graces: dict[CaseKey, float] = {}
         for key, sv in self.slots.items():
-            if sv.bad_since is None or ("slot", *key) in self.open:
+            if sv.bad_since is None or sv.cond not in SLOT_KINDS or ("slot", *key) in self.open:
                 continue
             case = key[:2]
-            if case not in graces:
-                graces[case] = self.grace(case, now)
-            if now - sv.bad_since >= graces[case]:
+            if sv.cond == "swapped":
+                wait = self._threshold(key, sv, now)
+            else:
+                if case not in graces:
+                    graces[case] = self.grace(case, now)
+                wait = graces[case]
+            if now - sv.bad_since >= wait:
                 self._open_slot(key, sv, now, ch)
         for case in list(self.cams):
             self._update_health(case, now, ch)
@@ -228,11 +254,17 @@ class Engine(HealthMixin):
     # -- incidents ---------------------------------------------------------------------------------
     def _evidence(self, key: SlotKey, sv: SlotView) -> dict[str, Any]:
         view = self.cams.get(key[:2])
-        return {"expected": self.planogram.get(key), "label": sv.label, "score": sv.score, "topk": sv.topk,
-                "seq_first": sv.bad_seq, "seq_last": sv.seq, "since": sv.bad_since,
-                "counts_before": sv.counts_before, "counts_after": view.counts if view else None}
+        ev = {"expected": self.planogram.get(key), "label": sv.label, "score": sv.score, "topk": sv.topk,
+              "seq_first": sv.bad_seq, "seq_last": sv.seq, "since": sv.bad_since,
+              "counts_before": sv.counts_before, "counts_after": view.counts if view else None}
+        if sv.state is not None:
+            ev.update(states=True, state=sv.state, similarity=sv.similarity, place=self.place(key),
+                      enrolment=self.enrolments.get(key[:2]))
+        return ev
 
     def _slot_reason(self, key: SlotKey, sv: SlotView, now: float) -> str:
+        if sv.cond in ("missing", "swapped") and sv.state is not None:
+            return self._state_reason(key, sv, now)
         expected = self.planogram.get(key)
         what = (f"shows {sv.label} ({sv.score:.2f})" if sv.cond == "wrong"
                 else f"is {sv.label}" + (f" ({sv.score:.2f})" if sv.score is not None else ""))
@@ -301,8 +333,12 @@ class Engine(HealthMixin):
             self._resolve(inc, f"accepted by {user}", now, ch)
         return ch
 
-    def set_expected(self, key: SlotKey, value: str, now: float) -> tuple[str | None, Changes]:
+    def set_expected(self, key: SlotKey, value: str, now: float, *, suggested: bool = False
+                     ) -> tuple[str | None, Changes]:
         """A manager edits the planogram; returns the old value and what changed.
+
+        ``suggested``: the value comes from an enrolment (what the device reads) and waits for a
+        manager's confirmation; any edit without it confirms the slot.
 
         Raises:
             ActionError: an unknown case or slot, or a value that is neither a class nor a state.
@@ -317,9 +353,13 @@ class Engine(HealthMixin):
             raise ActionError(str(exc)) from None
         old = self.planogram.get(key)
         self.planogram[key] = value
+        (self.suggested.add if suggested else self.suggested.discard)(key)
         sv = self.slots.setdefault(key, SlotView())
         ch = Changes()
-        self._evaluate(key, sv, now, ch, None, changed=True)
+        if sv.state is not None and self.policies.incidents == "states":
+            self._evaluate_state(key, sv, sv.state, sv.similarity, now, ch, None, changed=True)
+        else:
+            self._evaluate(key, sv, now, ch, None, changed=True)
         return old, ch
 
     # -- views -------------------------------------------------------------------------------------
@@ -333,7 +373,8 @@ class Engine(HealthMixin):
         inc = self.open.get(("slot", *key))
         return {"device": key[0], "camera": key[1], "slot": key[2], "expected": self.planogram.get(key),
                 "label": sv.label, "score": sv.score, "cond": sv.cond, "since": sv.since, "seq": sv.seq,
-                "alarm": inc is not None}
+                "alarm": inc is not None, "state": sv.state, "similarity": sv.similarity, "hint": sv.hint,
+                "suggested": key in self.suggested}
 
     def incidents(self) -> list[Incident]:
         """Unresolved incidents, oldest first."""

@@ -28,6 +28,11 @@ policies:
   empty_grace_s: 600      # 10 minutes before a missing piece is an incident
   burst_slots: 2          # a third slot of one case emptied within burst_window_s: immediate alarm
   burst_window_s: 10
+  incidents: states       # from the device's slot states (docs/kiosk-states.md); `categories`: the old rule
+  swap_confirm_s: 3       # a slot reads `changed` this long: another piece is in it
+  category_incidents: false   # a category other than the planogram's is a hint, not an incident
+  evidence_days: 90       # evidence pictures kept this long ...
+  evidence_mb: 500        # ... and at most this much (oldest pruned)
   heartbeat_s: 1.0
   stale_heartbeats: 3
 hours:

@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS planogram (
 CREATE TABLE IF NOT EXISTS planogram_edits (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, user TEXT NOT NULL, device TEXT NOT NULL, camera TEXT NOT NULL,
     slot TEXT NOT NULL, old TEXT, new TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS planogram_suggested (
+    device TEXT NOT NULL, camera TEXT NOT NULL, slot TEXT NOT NULL, ts REAL NOT NULL, user TEXT NOT NULL,
+    PRIMARY KEY (device, camera, slot));
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
@@ -181,8 +184,10 @@ class History:
         return {(r["device"], r["camera"], r["slot"]): r["expected"]
                 for r in self._rows("SELECT * FROM planogram")}
 
-    def set_planogram(self, ts: float, user: str, key: tuple[str, str, str], old: str | None, new: str) -> None:
-        """Record a planogram edit and keep the new value as an override."""
+    def set_planogram(self, ts: float, user: str, key: tuple[str, str, str], old: str | None, new: str,
+                      *, suggested: bool = False) -> None:
+        """Record a planogram edit and keep the new value as an override; ``suggested``: an enrolment's
+        suggestion waiting for a manager (any other edit of the slot confirms it)."""
         with self._lock:
             try:
                 with self._db:
@@ -190,8 +195,18 @@ class History:
                                      "VALUES (?, ?, ?, ?, ?, ?, ?)", (ts, user, *key, old, new))
                     self._db.execute("INSERT OR REPLACE INTO planogram (device, camera, slot, expected) "
                                      "VALUES (?, ?, ?, ?)", (*key, new))
+                    if suggested:
+                        self._db.execute("INSERT OR REPLACE INTO planogram_suggested (device, camera, slot, ts, user) "
+                                         "VALUES (?, ?, ?, ?, ?)", (*key, ts, user))
+                    else:
+                        self._db.execute("DELETE FROM planogram_suggested WHERE device = ? AND camera = ? AND slot = ?",
+                                         key)
             except sqlite3.Error as exc:
                 raise HistoryError(f"{self.path}: {exc}") from exc
+
+    def planogram_suggested(self) -> set[tuple[str, str, str]]:
+        """Slots whose planogram value an enrolment suggested and no manager has confirmed yet."""
+        return {(r["device"], r["camera"], r["slot"]) for r in self._rows("SELECT * FROM planogram_suggested")}
 
     def planogram_edits(self, limit: int = 100) -> list[dict[str, Any]]:
         """Planogram edits, newest first."""

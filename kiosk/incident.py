@@ -8,16 +8,17 @@ from typing import Any
 KINDS = {
     "missing": "expected piece missing",
     "wrong": "wrong piece in slot",
+    "swapped": "another piece in slot",
     "smash": "several slots emptied at once",
     "camera": "camera down or stale",
     "model": "device model changed",
 }
-SLOT_KINDS = ("missing", "wrong")
+SLOT_KINDS = ("missing", "wrong", "swapped")
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
 
 
 def incident_key(kind: str, device: str, camera: str | None, slot: str | None) -> tuple:
-    """The key that keeps one incident per slot (missing/wrong share it), per case or per camera."""
+    """The key that keeps one incident per slot (missing/wrong/swapped share it), per case or per camera."""
     if kind in SLOT_KINDS:
         return ("slot", device, camera, slot)
     return (kind, device, camera)

@@ -22,6 +22,7 @@ from kiosk.chain import Chain
 from kiosk.config import KioskConfig
 from kiosk.counts import reconcile
 from kiosk.engine import Engine
+from kiosk.evidence import EvidenceCollector
 from kiosk.history import History
 from kiosk.hub import Hub
 from kiosk.incident import Changes, Incident
@@ -50,7 +51,9 @@ class Kiosk:
         self.history = History(config.state_dir)
         opened = [Incident.from_row(r) for r in self.history.incidents(open_only=True, limit=100_000)]
         self.lock = threading.RLock()
-        self.engine = Engine(config, self.history.planogram_overrides(), opened, now=clock())
+        self.engine = Engine(config, self.history.planogram_overrides(), opened, now=clock(),
+                             suggested=self.history.planogram_suggested())
+        self.evidence = EvidenceCollector(config, clock=clock, on_stored=self._evidence_stored)
         self.hub = Hub()
         self.devices: dict[str, dict[str, Any]] = {d.id: {"link": "connecting", "error": None} for d in config.devices}
         self._stop = threading.Event()
@@ -74,6 +77,7 @@ class Kiosk:
         if self.chain:
             self.chain.start()
         self._spawn(self._tick_loop, "gemsight-kiosk-tick")
+        self.evidence.start()
         if self._webhook is not None:
             self._spawn(self._webhook_loop, "gemsight-kiosk-webhook")
         logger.info("kiosk for %s: %d devices, %d cases, %d slots, %d open incidents", self.config.store,
@@ -95,6 +99,7 @@ class Kiosk:
             self.feed.stop()
         for t in self._threads:
             t.join(timeout=5)
+        self.evidence.stop()
         if self.chain:
             self.chain.stop()
         self.history.close()
@@ -135,6 +140,7 @@ class Kiosk:
         if now - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = now
             self.history.prune(now, self.config.retention_days)
+            self.evidence.store.prune(now)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(TICK_S):
@@ -147,6 +153,7 @@ class Kiosk:
         self.history.add_slot_changes(ch.slot_rows)
         for event, inc in ch.incidents:
             inc.id = self.history.save_incident(inc.to_dict())
+        self.evidence.on_incidents(ch.incidents)
         if self.chain:
             self.chain.incidents(ch.incidents)
         for event, inc in ch.incidents:
@@ -162,6 +169,9 @@ class Kiosk:
         for cam in ch.cameras:
             self.hub.publish("camera", cam)
 
+    def _evidence_stored(self, incident_id: int, metas: list[dict[str, Any]]) -> None:
+        self.hub.publish("evidence", {"incident": incident_id, "slots": metas})
+
     # -- people's actions (web handlers) -----------------------------------------------------------
     def acknowledge(self, incident_id: int, user: str, note: str) -> dict[str, Any]:
         """A manager acknowledges an incident (raises :class:`~kiosk.engine.ActionError`)."""
@@ -172,13 +182,16 @@ class Kiosk:
             self.history.audit(now, user, "acknowledge", {"incident": incident_id, "note": note.strip()})
             return ch.incidents[0][1].to_dict()
 
-    def set_expected(self, key: tuple[str, str, str], value: str, user: str) -> dict[str, Any]:
-        """A manager changes one slot of the planogram (raises :class:`~kiosk.engine.ActionError`)."""
+    def set_expected(self, key: tuple[str, str, str], value: str, user: str, *, suggested: bool = False
+                     ) -> dict[str, Any]:
+        """A manager changes one slot of the planogram (raises :class:`~kiosk.engine.ActionError`);
+        ``suggested``: an enrolment's reading, shown as a suggestion until a manager confirms or edits it."""
         with self.lock:
             now = self.clock()
-            old, ch = self.engine.set_expected(key, value, now)
-            self.history.set_planogram(now, user, key, old, value)
-            self.history.audit(now, user, "planogram", {"slot": "/".join(key), "old": old, "new": value})
+            old, ch = self.engine.set_expected(key, value, now, suggested=suggested)
+            self.history.set_planogram(now, user, key, old, value, suggested=suggested)
+            self.history.audit(now, user, "planogram", {"slot": "/".join(key), "old": old, "new": value,
+                                                        **({"suggested": True} if suggested else {})})
             self._apply(ch)
             return self.engine.slot_dict(key)
 

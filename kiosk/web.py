@@ -28,6 +28,7 @@ from kiosk.counts import to_csv
 from kiosk.engine import ActionError
 from kiosk.hub import sse
 from kiosk.service import Kiosk
+from kiosk.web_states import states_routes
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +287,8 @@ def create_app(kiosk: Kiosk, *, stop_kiosk: bool = False) -> Starlette:
         Route("/api/planogram", g(planogram), methods=["POST"]), Route("/api/events", g(api_events)),
         Mount("/static", StaticFiles(directory=str(resources.files("kiosk") / "static")), name="static"),
     ]
+    routes += states_routes(kiosk, need_login=need_login, posted=posted, guard=g, page=page, refused=Refused,
+                            templates=templates)
     middleware = [Middleware(SecurityHeaders),
                   Middleware(SessionMiddleware, secret_key=session_secret(cfg.state_dir), session_cookie=COOKIE,
                              max_age=max_age, same_site="strict", https_only=cfg.web.secure_cookie)]

@@ -155,6 +155,9 @@ def build(dest: Path) -> None:
     from trainer.train import train
 
     torch.set_num_threads(THREADS)
+    # The sources as they were when the build began: a module edited while it trains must not make a model
+    # of the old code look like the new code's (modules imported later are read at the end).
+    before = _imported_sources()
     start = time.monotonic()
     make_images(dest / "data", workers=1, **PHOTOS)
     for seed in FOOTAGE_SEEDS:
@@ -164,7 +167,7 @@ def build(dest: Path) -> None:
     train(data=str(dest / "data"), out=str(dest / "run"), **RECIPE)
     timing = {"data_s": round(data_s, 1), "train_s": round(time.monotonic() - start - data_s, 1)}
     (dest / "timing.json").write_text(json.dumps(timing) + "\n")
-    (dest / SOURCES).write_text(json.dumps(_imported_sources(), indent=1) + "\n")
+    (dest / SOURCES).write_text(json.dumps({**_imported_sources(), **before}, indent=1) + "\n")
 
 
 def build_cached() -> Path:

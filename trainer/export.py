@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from edge.errors import InferenceError
-from edge.manifest import InputSpec, Manifest, embed_manifest
+from edge.manifest import EmbeddingSpec, InputSpec, Manifest, embed_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +41,54 @@ def build_manifest(*, arch: str, classes: Sequence[str], img_size: int, name: st
                     metrics=dict(metrics or {}), provenance=dict(provenance or {}))
 
 
-def _onnx_logits(path: Path, batch: np.ndarray) -> np.ndarray:
+def _last_linear(model: torch.nn.Module) -> torch.nn.Linear:
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not last:
+        raise InferenceError(f"{type(model).__name__}: no linear classifier layer to take the embedding from")
+    return last[-1]
+
+
+def with_embedding(model: torch.nn.Module, manifest: Manifest) -> Manifest:
+    """``manifest`` naming the embedding output :func:`export_onnx` adds: the unit-length features the
+    model's last linear layer (its classifier) reads."""
+    return manifest.updated(embedding=EmbeddingSpec(dim=_last_linear(model).in_features))
+
+
+class WithEmbedding(torch.nn.Module):
+    """A classifier that returns its logits and, beside them, the L2-normalised features its last
+    linear layer reads (after dropout, which is the identity in eval mode): what the device compares
+    with each slot's reference at enrolment."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.head = _last_linear(model)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen: list[torch.Tensor] = []
+        handle = self.head.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
+        try:
+            out = self.model(x)
+        finally:
+            handle.remove()
+        logits = out.logits if hasattr(out, "logits") else out
+        return logits, torch.nn.functional.normalize(seen[-1].flatten(1), dim=1)
+
+
+def _onnx_outputs(path: Path, batch: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
     import onnxruntime as ort  # noqa: PLC0415
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(["logits"], {"input": batch})[0]
+    return sess.run(list(names), {"input": batch})
 
 
 def export_onnx(model: torch.nn.Module, manifest: Manifest, out_path: str | Path, *, opset: int = OPSET,
                 check_batch: np.ndarray | None = None) -> dict[str, Any]:
     """Export ``model`` to ONNX (input ``input``, output ``logits``, dynamic batch), embed the manifest.
 
+    Where the manifest names an embedding (:func:`with_embedding`), the model gains that second output.
     The export runs on a CPU FP32 copy in eval mode; afterwards ONNX Runtime and PyTorch run the same
-    batch (``check_batch``, or two random images) and their logits are compared.
+    batch (``check_batch``, or two random images) and every output is compared.
 
     Returns:
         ``{"path", "bytes", "seconds", "max_abs_diff"}``.
@@ -67,6 +102,9 @@ def export_onnx(model: torch.nn.Module, manifest: Manifest, out_path: str | Path
     out_path = Path(out_path)
     start = time.perf_counter()
     cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
+    if manifest.embedding is not None:
+        cpu = WithEmbedding(cpu).eval()
+    names = list(manifest.output_names)
     h, w = manifest.input.size
     if check_batch is None:
         check_batch = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0)).numpy()
@@ -76,16 +114,17 @@ def export_onnx(model: torch.nn.Module, manifest: Manifest, out_path: str | Path
         # dynamo=False on purpose: the legacy exporter handles dynamic_axes for every torchvision classifier.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(cpu, (dummy,), str(tmp), input_names=[manifest.input.name],
-                          output_names=[manifest.output.name], opset_version=opset, dynamo=False,
-                          dynamic_axes={manifest.input.name: {0: "batch"}, manifest.output.name: {0: "batch"}})
+                          output_names=names, opset_version=opset, dynamo=False,
+                          dynamic_axes={manifest.input.name: {0: "batch"}, **{n: {0: "batch"} for n in names}})
     proto = onnx.load(str(tmp))
     onnx.checker.check_model(proto)
     onnx.save(embed_manifest(proto, manifest), str(tmp))
     tmp.replace(out_path)
     with torch.no_grad():
-        expected = cpu(torch.from_numpy(check_batch.astype(np.float32))).numpy()
-    got = _onnx_logits(out_path, check_batch.astype(np.float32))
-    diff = float(np.max(np.abs(expected - got)))
+        expected = cpu(torch.from_numpy(check_batch.astype(np.float32)))
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+    got = _onnx_outputs(out_path, check_batch.astype(np.float32), names)
+    diff = max(float(np.max(np.abs(e - g))) for e, g in zip(expected, got))
     seconds = time.perf_counter() - start
     size = out_path.stat().st_size
     logger.info("exported %s (%.1f MB, opset %d) in %.1f s; max |ONNX - PyTorch| = %.2e",

@@ -31,7 +31,7 @@ from trainer.data import DatasetSplit, class_weights, load_dataset
 from trainer.distributed import DistInfo, average_buffers, barrier, broadcast_object, cleanup, init_distributed
 from trainer.epoch import evaluate, state_digest, train_one_epoch
 from trainer.evaluate import classification_report
-from trainer.export import build_manifest, export_onnx, git_commit
+from trainer.export import build_manifest, export_onnx, git_commit, with_embedding
 from trainer.loaders import eval_loader, make_loaders
 from trainer.recipe import create_model, create_optimizer, make_scheduler, resolve_stem
 from trainer.regularize import MixBatch, ModelEma
@@ -282,6 +282,7 @@ def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history:
                     "epochs": args.epochs, "best_epoch": int(ckpt["best_epoch"]) + 1, "seed": args.seed,
                     "weights": str(args.weights), "train_images": len(split.train), "val_images": len(split.val),
                     "data": str(args.data)})
+    manifest = with_embedding(model, manifest)
     check = next(iter(loader))[0][:4].numpy()
     export = export_onnx(model, manifest, out / "model.onnx", check_batch=check)
     manifest.save(out / "manifest.json")

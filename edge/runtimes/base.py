@@ -8,7 +8,7 @@ from __future__ import annotations
 import abc
 import logging
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
@@ -53,6 +53,8 @@ class Runtime(abc.ABC):
         self.options = options
         self.input_name = manifest.input.name
         self.output_name = manifest.output.name
+        #: Every output this runtime returns, in order: class scores, then the embedding where the model has one.
+        self.output_names = manifest.output_names
         self.precision = manifest.precision
         uint8 = options.get("uint8_input", False)
         if not isinstance(uint8, bool):
@@ -71,8 +73,9 @@ class Runtime(abc.ABC):
         """``None`` when this backend can run here, else why not (e.g. which package is missing)."""
 
     @abc.abstractmethod
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run one batch of :attr:`input_kind` (checked), return the ``N x classes`` output."""
+    def _infer(self, batch: np.ndarray) -> np.ndarray | Sequence[np.ndarray]:
+        """Run one batch of :attr:`input_kind` (checked), return the ``N x classes`` output, or every output
+        of :attr:`output_names` in that order (class scores, then ``N x dim`` embeddings)."""
 
     def close(self) -> None:
         """Free backend resources (sessions, device buffers)."""
@@ -89,11 +92,12 @@ class Runtime(abc.ABC):
         return None
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model on ``{input_name: batch}``, return ``{output_name: logits}``.
+        """Run the model on ``{input_name: batch}``, return ``{output_name: logits}`` and, where the
+        manifest names one, ``{embedding_name: N x dim}`` beside it.
 
         Raises:
-            InferenceError: a missing or extra input, or a batch whose shape or dtype does not
-                match the manifest.
+            InferenceError: a missing or extra input, a batch whose shape or dtype does not match the
+                manifest, or outputs that do not (width, a missing embedding).
         """
         if set(inputs) != {self.input_name}:
             raise InferenceError(f"{self.name}: expected one input '{self.input_name}', got {sorted(inputs)}")
@@ -111,14 +115,30 @@ class Runtime(abc.ABC):
         limit = self.max_batch
         if limit is not None and batch.shape[0] > limit:
             # Split instead of failing: a case with more slots than the engine profile still runs.
-            out = np.concatenate([self._infer(np.ascontiguousarray(batch[i:i + limit]))
-                                  for i in range(0, batch.shape[0], limit)])
+            parts = [self._outputs(np.ascontiguousarray(batch[i:i + limit])) for i in range(0, batch.shape[0], limit)]
+            outs = [np.concatenate(column) for column in zip(*parts)]
         else:
-            out = self._infer(np.ascontiguousarray(batch))
+            outs = self._outputs(np.ascontiguousarray(batch))
+        out = outs[0]
         if out.ndim != 2 or out.shape[0] != batch.shape[0]:
             raise InferenceError(f"{self.name}: output has shape {out.shape}, expected ({batch.shape[0]}, classes)")
         self.manifest.check_output_width(out.shape[1], f"{self.name} {self.model_path.name}")
-        return {self.output_name: out}
+        spec = self.manifest.embedding
+        if spec is not None:
+            emb = outs[1]
+            if emb.shape != (batch.shape[0], spec.dim):
+                raise InferenceError(f"{self.name}: output '{spec.name}' has shape {emb.shape}, the manifest says "
+                                     f"({batch.shape[0]}, {spec.dim})")
+        return dict(zip(self.output_names, outs))
+
+    def _outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        """:meth:`_infer`'s outputs as a list in :attr:`output_names` order, their count checked."""
+        got = self._infer(batch)
+        outs = [got] if isinstance(got, np.ndarray) else list(got)
+        if len(outs) != len(self.output_names):
+            raise InferenceError(f"{self.name}: {self.model_path.name} gave {len(outs)} output(s), the manifest "
+                                 f"names {len(self.output_names)} ({', '.join(self.output_names)})")
+        return outs
 
     def blank(self, n: int = 1) -> np.ndarray:
         """A batch of ``n`` zero images in the form this runtime takes (for warm-up runs)."""

@@ -71,9 +71,11 @@ class OnnxRuntime(Runtime):
         if self.input_name not in names:
             raise InferenceError(f"onnxruntime: {self.model_path} has inputs {names}, manifest says '{self.input_name}'")
         outs = [o.name for o in self._session.get_outputs()]
-        if self.output_name not in outs:
-            raise InferenceError(f"onnxruntime: {self.model_path} has outputs {outs}, manifest says '{self.output_name}'")
-        self._output_names = [self.output_name]
+        missing = [n for n in self.output_names if n not in outs]
+        if missing:
+            raise InferenceError(f"onnxruntime: {self.model_path} has outputs {outs}, manifest says "
+                                 f"{', '.join(repr(n) for n in self.output_names)}")
+        self._output_names = list(self.output_names)
         logger.info("onnxruntime %s: %s", self.model_path.name,
                     ", ".join(f"{k}={v}" for k, v in self.settings().items()))
 
@@ -95,9 +97,9 @@ class OnnxRuntime(Runtime):
                 out[key] = "default"
         return out
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
         # A C-contiguous float32 array is handed to ONNX Runtime without a copy (checked in Runtime.infer).
-        return self._session.run(self._output_names, {self.input_name: batch})[0]
+        return self._session.run(self._output_names, {self.input_name: batch})
 
     def close(self) -> None:
         self._session = None

@@ -74,10 +74,12 @@ class OpenVinoRuntime(Runtime):
         if self._input is None:
             names = sorted(n for p in self._compiled.inputs for n in p.get_names())
             raise InferenceError(f"openvino: {self.model_path} has inputs {names}, manifest says '{self.input_name}'")
-        self._output = next((p for p in self._compiled.outputs if self.output_name in p.get_names()), None)
-        if self._output is None:
+        self._outputs_ov = [next((p for p in self._compiled.outputs if name in p.get_names()), None)
+                            for name in self.output_names]
+        if any(port is None for port in self._outputs_ov):
             outs = sorted(n for p in self._compiled.outputs for n in p.get_names())
-            raise InferenceError(f"openvino: {self.model_path} has outputs {outs}, manifest says '{self.output_name}'")
+            raise InferenceError(f"openvino: {self.model_path} has outputs {outs}, manifest says "
+                                 f"{', '.join(repr(n) for n in self.output_names)}")
         logger.info("openvino %s: %s", self.model_path.name,
                     ", ".join(f"{k}={v}" for k, v in self.settings().items()))
 
@@ -108,10 +110,11 @@ class OpenVinoRuntime(Runtime):
         """The compiled model's performance and precision properties, as OpenVINO reports them."""
         return compiled_settings(self._compiled)
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
         # share_inputs: OpenVINO reads the caller's (C-contiguous float32) batch in place, no copy;
-        # share_outputs=False: the logits are copied out once, so the caller may keep them.
-        return self._request.infer({self._input: batch}, share_inputs=True, share_outputs=False)[self._output]
+        # share_outputs=False: the outputs are copied out once, so the caller may keep them.
+        result = self._request.infer({self._input: batch}, share_inputs=True, share_outputs=False)
+        return [result[port] for port in self._outputs_ov]
 
     def close(self) -> None:
         self._request = None

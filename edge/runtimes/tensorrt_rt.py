@@ -141,35 +141,38 @@ class TensorRtRuntime(Runtime):
             dtype_of = lambda n: self._engine.get_binding_dtype(names.index(n))  # noqa: E731
             max_shape = tuple(self._engine.get_profile_shape(0, self.input_name)[2]) \
                 if self.input_name in inputs else None
-        if inputs != [self.input_name] or self.output_name not in names:
+        if inputs != [self.input_name] or any(n not in names for n in self.output_names):
             raise InferenceError(f"tensorrt: {engine_path} has tensors {names}, manifest says input "
-                                 f"'{self.input_name}', output '{self.output_name}'")
+                                 f"'{self.input_name}', outputs {', '.join(repr(n) for n in self.output_names)}")
         h, w = self.manifest.input.size
         if max_shape[1:] != (3, h, w):
             raise InferenceError(f"tensorrt: {engine_path} takes {max_shape}, manifest says N x 3 x {h} x {w}")
         self._max_batch = int(max_shape[0])
         self._names = names
         self._host_in = cuda.pagelocked_empty((self._max_batch, 3, h, w), np.dtype(trt.nptype(dtype_of(self.input_name))))
-        self._host_out = cuda.pagelocked_empty((self._max_batch, self.manifest.num_classes),
-                                               np.dtype(trt.nptype(dtype_of(self.output_name))))
+        # One page-locked host buffer and one device buffer per output: class scores, then the embedding.
+        widths = [self.manifest.num_classes] + ([self.manifest.embedding.dim] if self.manifest.embedding else [])
+        self._host_outs = [cuda.pagelocked_empty((self._max_batch, width), np.dtype(trt.nptype(dtype_of(name))))
+                           for name, width in zip(self.output_names, widths)]
         self._d_in = cuda.mem_alloc(self._host_in.nbytes)
-        self._d_out = cuda.mem_alloc(self._host_out.nbytes)
+        self._d_outs = [cuda.mem_alloc(host.nbytes) for host in self._host_outs]
         self._stream = cuda.Stream()
+        address = {self.input_name: int(self._d_in), **{n: int(d) for n, d in zip(self.output_names, self._d_outs)}}
         if self._tensor_api:
-            self._context.set_tensor_address(self.input_name, int(self._d_in))
-            self._context.set_tensor_address(self.output_name, int(self._d_out))
-        else:
-            self._bindings = [int(self._d_in) if n == self.input_name else int(self._d_out) for n in names]
+            for name, ptr in address.items():
+                self._context.set_tensor_address(name, ptr)
+        else:  # every binding needs an address, in binding order
+            self._bindings = [address.get(n, 0) for n in names]
 
     @property
     def max_batch(self) -> int | None:
         return self._max_batch
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
         cuda, n = self._cuda, batch.shape[0]
         self._ctx.push()
         try:
-            host_in, host_out = self._host_in[:n], self._host_out[:n]
+            host_in = self._host_in[:n]
             host_in[...] = batch  # into page-locked memory: the async copy needs it
             if self._tensor_api:
                 self._context.set_input_shape(self.input_name, batch.shape)
@@ -182,21 +185,21 @@ class TensorRtRuntime(Runtime):
                 ok = self._context.execute_async_v2(self._bindings, self._stream.handle)
             if not ok:
                 raise InferenceError(f"tensorrt: execution failed for a batch of {n}")
-            cuda.memcpy_dtoh_async(host_out, self._d_out, self._stream)
+            for host, dev in zip(self._host_outs, self._d_outs):
+                cuda.memcpy_dtoh_async(host[:n], dev, self._stream)
             self._stream.synchronize()
-            return host_out.astype(np.float32, copy=True)
+            return [host[:n].astype(np.float32, copy=True) for host in self._host_outs]
         except cuda.Error as exc:
             raise InferenceError(f"tensorrt: CUDA error: {exc}") from exc
         finally:
             self._ctx.pop()
 
     def _release(self) -> None:
-        for name in ("_d_in", "_d_out"):
-            mem = getattr(self, name, None)
-            if mem is not None:
-                mem.free()
-                setattr(self, name, None)
-        for name in ("_context", "_engine", "_runtime", "_stream", "_host_in", "_host_out"):
+        mem = getattr(self, "_d_in", None)
+        for dev in ([mem] if mem is not None else []) + list(getattr(self, "_d_outs", None) or []):
+            dev.free()
+        self._d_in, self._d_outs = None, []
+        for name in ("_context", "_engine", "_runtime", "_stream", "_host_in", "_host_outs"):
             setattr(self, name, None)
 
     def close(self) -> None:

@@ -32,7 +32,9 @@
     const key = s.device + "/" + s.camera + "/" + s.slot;
     const cell = document.querySelector('[data-slot="' + key + '"]');
     if (!cell) return;
-    cell.className = "slot c-" + s.cond + (s.alarm ? " alarm" : "");
+    cell.className = "slot c-" + s.cond + (s.alarm ? " alarm" : "") + (s.suggested ? " suggested" : "");
+    const hint = cell.querySelector(".hint");
+    if (hint) hint.textContent = s.hint || "";
     cell.dataset.label = s.label || "";
     cell.dataset.expected = s.expected || "";
     cell.querySelector(".seen").textContent = s.label || "…";
@@ -88,6 +90,26 @@
     return "opened " + when(inc.opened_at) + (parts.length ? " · " + parts.join(" · ") : "");
   }
 
+  // Evidence of a state incident: each slot's reference crop beside its crop when the incident fired.
+  function showEvidence(li, id) {
+    fetch("/api/incidents/" + id + "/evidence", {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (j) {
+        if (!j || !j.slots.length || li.querySelector(".evidence")) return;
+        j.slots.forEach(function (s) {
+          const fig = el("figure", "evidence");
+          ["reference", "current"].forEach(function (w) {
+            if (!s.urls[w]) return;
+            const img = el("img");
+            img.src = s.urls[w]; img.width = 112; img.height = 112; img.alt = s.slot + ": " + w;
+            fig.append(img);
+          });
+          fig.append(el("figcaption", null, s.error ? s.slot + ": no pictures (" + s.error + ")" : s.slot + ": reference · at the alarm"));
+          li.append(fig);
+        });
+      });
+  }
+
   // Items are updated in place (keyed by incident id), so a note being typed survives other events.
   function render(open) {
     if (!list) return;
@@ -101,6 +123,7 @@
         li.dataset.incident = inc.id;
         li.append(el("b"), el("span", "reason"), el("small", "why"));
         list.append(li);
+        if ((inc.evidence || {}).states) showEvidence(li, inc.id);
       }
       li.className = "inc k-" + inc.kind + " s-" + inc.state;
       li.dataset.incidentSlot = inc.slot ? inc.device + "/" + inc.camera + "/" + inc.slot : "";
@@ -155,6 +178,10 @@
     es.addEventListener("device", function (e) { onDevice(JSON.parse(e.data)); });
     es.addEventListener("heartbeats", function (e) { onHeartbeats(JSON.parse(e.data)); });
     es.addEventListener("incident", function () { refresh(); });
+    es.addEventListener("evidence", function (e) {
+      const id = JSON.parse(e.data).incident, li = list && list.querySelector('li[data-incident="' + id + '"]');
+      if (li) showEvidence(li, id);
+    });
     es.onerror = function () {
       live.textContent = "reconnecting…"; live.className = "live off";
       refresh();   // a logged-out session goes to the login page from there

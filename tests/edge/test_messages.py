@@ -74,7 +74,12 @@ def test_status_and_heartbeat_validate():
     (lambda m: m["latencies_ms"].pop("infer"), "latencies_ms: 'infer' is a required"),
     (lambda m: m.__setitem__("camera", "cam/0"), "camera"),
     (lambda m: m.__setitem__("extra", 1), r"\(message\): Additional properties .*'extra'"),
-    (lambda m: m.__setitem__("schema_version", 2), "schema_version"),
+    (lambda m: m.__setitem__("schema_version", 3), "schema_version"),
+    (lambda m: m["slots"][0].__setitem__("state", "gone"), "slots/0/state"),
+    (lambda m: m["slots"][2].__setitem__("similarity", 1.5), "slots/2/similarity"),
+    (lambda m: m["slots"][1].pop("state"), "slots/1: 'state' is a required"),
+    (lambda m: m.pop("enrolment"), r"\(message\): 'enrolment' is a required"),
+    (lambda m: m.__setitem__("enrolment", {"id": "x y", "ts": 1.0, "model": "m@1"}), "enrolment/id"),
 ])
 def test_broken_labels_message_is_rejected_naming_the_field(breakage, where):
     msg = copy.deepcopy(real_labels_message())

@@ -54,7 +54,9 @@ def test_parse_uris():
 
 @pytest.mark.parametrize("uri, match", [
     ("file:///a.mp4?loop=2", "loop=2 must be 0 or 1"),
-    ("file:///a.mp4?speed=2", r"unknown parameter\(s\) \['speed'\]"),
+    ("file:///a.mp4?pace=2", r"unknown parameter\(s\) \['pace'\]"),
+    ("file:///a.mp4?speed=0", "speed=0 must be a number from 0.01 to 1000"),
+    ("file:///a.mp4?speed=nan", "speed=nan must be a number"),
     ("v4l2:///dev/video0?width=-5", "width=-5 must be a positive integer"),
     ("csi://front", "needs a sensor number"),
     ("gst://videotestsrc ! autovideosink", "must end in appsink"),

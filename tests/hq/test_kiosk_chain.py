@@ -128,3 +128,12 @@ def test_a_missing_password_file_is_one_line(tmp_path, broker, creds):
                        base_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"nope.password: cannot read the broker password"):
         Kiosk(cfg, feed=False)
+
+
+def test_every_incident_kind_of_the_kiosk_fits_the_schema(tmp_path):
+    from kiosk.incident import KINDS, Incident
+
+    chain = Chain("zrh-01", "mqtts://127.0.0.1:1", "x", tmp_path / "o.sqlite3")
+    for kind in KINDS:
+        inc = Incident(kind, "case-01", "cam0", "r0c0", opened_at=1.0, updated_at=1.0, reason="r", id=1)
+        check_schema(chain.incidents([("opened", inc)])[0])

@@ -4,6 +4,7 @@ Commands::
 
     gemsight-synth images OUT [--classes a,b,...] [--per-class N] [--size S] [--val-fraction F] [--seed K] [--workers N]
     gemsight-synth video OUT.mp4 [--slots RxC] [--seconds T] [--fps F] [--size WxH] [--seed K] [--stock-seed K] [--classes ...]
+    gemsight-synth day OUT.mp4 [--minutes M] [--fps F] [--slots RxC] [--size WxH] [--seed K] [--photos DIR] [--grace-s S]
     gemsight-synth preview DATASET OUT.png [--per-class N]
     gemsight-synth frame VIDEO OUT.png [--slots FILE] [--index I]
 """
@@ -89,6 +90,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--stock-seed", type=int, help="other items in the same case (training footage of one's own case)")
     p.add_argument("--classes", type=parse_classes, default=DEFAULT_CLASSES, help=f"default {default_classes}")
 
+    p = sub.add_parser("day", help="a store day on video (hands, sales, thefts, swaps...) with its truth")
+    p.add_argument("out", type=Path, help="video path (.mp4); OUT.slots.yaml and OUT.events.jsonl go beside it")
+    p.add_argument("--minutes", type=float, default=60.0, help="length; event counts scale with it (default 60)")
+    p.add_argument("--fps", type=float, default=5.0)
+    p.add_argument("--slots", type=parse_grid, default=(3, 4), help="slot grid ROWSxCOLS (default 3x4)")
+    p.add_argument("--size", type=parse_frame_size, default=(960, 540), help="frame WIDTHxHEIGHT (default 960x540)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--photos", type=Path, default=None,
+                   help="stock the case with product photos DIR/<class>/*.jpg (read in place) instead of drawings")
+    p.add_argument("--grace-s", type=float, default=30.0,
+                   help="seconds a piece may be away before it is missing (lift-and-returns stay shorter)")
+
     p = sub.add_parser("preview", help="a contact sheet (PNG) of a dataset, one row per class")
     p.add_argument("dataset", type=Path)
     p.add_argument("out", type=Path, help="PNG path")
@@ -113,6 +126,13 @@ def _run(argv: Sequence[str] | None) -> int:
         paths = synth.make_video(args.out, slots=args.slots, seconds=args.seconds, fps=args.fps, size=args.size,
                                  seed=args.seed, classes=args.classes, stock_seed=args.stock_seed)
         for key in ("video", "slots", "truth"):
+            print(paths[key])
+    elif args.command == "day":
+        from trainer.synth.day import make_day
+
+        paths = make_day(args.out, minutes=args.minutes, fps=args.fps, slots=args.slots, size=args.size,
+                         seed=args.seed, photos=args.photos, grace_s=args.grace_s)
+        for key in ("video", "slots", "events"):
             print(paths[key])
     elif args.command == "preview":
         print(synth.contact_sheet(args.dataset, args.out, per_class=args.per_class))

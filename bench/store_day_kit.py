@@ -1,0 +1,184 @@
+"""The parts of the store-day benchmark (``bench/store_day.py``): a device with one camera per case, two
+kiosks on its CURVE link (slot states, and today's category rules as the reference), a clock that runs on
+the videos' own time, and the staff's actions of the day's truth.
+
+Everything is real: the edge loop (:class:`edge.loop.CameraLoop`) plays the filmed days from their files
+(``?speed=`` times real time), publishes over CURVE with an allow-list, and answers enrolment and
+evidence requests; each kiosk (:class:`kiosk.service.Kiosk`) subscribes over CURVE, keeps its history in
+SQLite and raises incidents on its own clock.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge.config import parse_config
+from edge.device_requests import ask
+from edge.keys import allow, create_key_pair
+from edge.link import ClientKeys
+from kiosk.config import KioskConfig
+from kiosk.history import History
+from kiosk.service import Kiosk
+
+DEVICE = "bench-case"
+USER = "bench"
+RETRIES = 4      # a refused enrolment is tried again this many times ...
+RETRY_S = 2.0    # ... this many video seconds apart
+
+
+class VideoClock:
+    """The kiosks' clock: the newest video time any labels message carried (frame index / fps), so grace
+    periods and time-to-alarm are in the video's seconds whatever the playback speed."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.t = 0.0
+        self._lock = threading.Lock()
+
+    def seen(self, msg: dict[str, Any]) -> None:
+        index = msg.get("frame_index")
+        if isinstance(index, int):
+            with self._lock:
+                self.t = max(self.t, index / self.fps)
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.t
+
+
+class ClockedKiosk(Kiosk):
+    """A kiosk whose clock advances with the labels it receives."""
+
+    def __init__(self, config: KioskConfig, clock: VideoClock) -> None:
+        super().__init__(config, clock=clock)
+        self.video_clock = clock
+
+    def on_message(self, kind: str, msg: dict[str, Any]) -> None:
+        if kind == "labels":
+            self.video_clock.seen(msg)
+        super().on_message(kind, msg)
+
+
+def keys(root: Path) -> dict[str, Path]:
+    """The device's key pair and allow-list with one kiosk client, made by ``gemsight-edge keys``' code."""
+    server_public, server_secret = create_key_pair(root / "device", "server")
+    client_public, client_secret = create_key_pair(root / "kiosk", "kiosk")
+    allowed = root / "clients"
+    allowed.mkdir(parents=True, exist_ok=True)
+    allow(client_public, allowed)
+    return {"server_public": server_public, "server_secret": server_secret, "allowed": allowed,
+            "client_secret": client_secret}
+
+
+def device_config(days: list[dict], model: Path, work: Path, k: dict[str, Path], speed: float, *,
+                  states: bool = True, threads: int = 2, realtime: bool = True) -> Any:
+    """The edge config: one camera per filmed day (``case0``, ``case1``, ...)."""
+    cameras = []
+    for i, day in enumerate(days):
+        slots = yaml.safe_load(Path(day["slots"]).read_text())["slots"]
+        query = f"speed={speed:g}" if realtime else "realtime=0"
+        cameras.append({"id": f"case{i}", "source": f"file://{day['video']}?{query}", "slots": slots})
+    data = {"device": DEVICE, "model": {"path": str(model)},
+            "runtime": {"name": "onnxruntime", "options": {"threads": threads}}, "cameras": cameras,
+            "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*",
+                        "heartbeat_s": 1.0,
+                        "curve": {"server_secret_key": str(k["server_secret"]), "allowed_clients": str(k["allowed"])}},
+            "metrics": {"port": None},
+            "states": {"enabled": states, "state_dir": str(work / "device-state")}}
+    return parse_config(data, "store-day edge config", str(work))
+
+
+def planogram(truth: list[dict]) -> dict[str, str]:
+    """The case's planogram at opening: each slot's stocked class."""
+    return {ev["slots"][0]: ev["class"] for ev in truth if ev.get("kind") == "stock"}
+
+
+def kiosk_config(mode: str, work: Path, days: list[dict], truths: list[list[dict]], endpoints: tuple[str, str],
+                 k: dict[str, Path], *, grace_s: float, speed: float, swap_confirm_s: float) -> KioskConfig:
+    """A kiosk for ``mode`` (``states`` or ``categories``) watching every case of the device."""
+    cams = {f"case{i}": {"title": f"Case {i}", "slots": planogram(t)} for i, t in enumerate(truths)}
+    data = {"store": f"store day ({mode})", "state_dir": str(work / f"kiosk-{mode}"),
+            "curve": {"client_secret_key": str(k["client_secret"])},
+            "devices": [{"id": DEVICE, "labels": endpoints[0], "snapshot": endpoints[1],
+                         "server_key": str(k["server_public"]), "cameras": cams}],
+            # The device's heartbeat is a wall-clock second: speed seconds of the video's time.
+            "policies": {"empty_grace_s": grace_s, "burst_slots": 2, "burst_window_s": 10.0,
+                         "heartbeat_s": max(1.0, speed), "stale_heartbeats": 5, "incidents": mode,
+                         "swap_confirm_s": swap_confirm_s},
+            "web": {"port": 0}}
+    return KioskConfig.model_validate(data)
+
+
+class Staff:
+    """Performs the truth's staff actions on the video clock: mark a sold piece sold (both kiosks'
+    planograms), enrol a restocked slot on the device and set its class in the planograms."""
+
+    def __init__(self, truths: list[list[dict]], kiosks: list[Kiosk], clock: VideoClock, snapshot: str,
+                 client: ClientKeys) -> None:
+        self.todo = sorted(((ev["t"], f"case{i}", ev, t) for i, t in enumerate(truths) for ev in t if "action" in ev),
+                           key=lambda x: x[0])
+        self.kiosks, self.clock, self.snapshot, self.client = kiosks, clock, snapshot, client
+        self.done: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="staff", daemon=True)
+
+    def start(self) -> "Staff":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while self.todo and not self._stop.is_set():
+            t, camera, ev, truth = self.todo[0]
+            if self.clock() < t:
+                self._stop.wait(0.05)
+                continue
+            self.todo.pop(0)
+            done = {"t": t, "camera": camera, **ev, **self._act(camera, ev, truth)}
+            if done.get("refused") and ev.get("tries", 0) < RETRIES:
+                # A person whose enrolment was refused (a hand still over the case) presses again.
+                again = {**ev, "tries": ev.get("tries", 0) + 1}
+                self.todo.append((self.clock() + RETRY_S, camera, again, truth))
+                self.todo.sort(key=lambda x: x[0])
+            self.done.append(done)
+
+    def _act(self, camera: str, ev: dict, truth: list[dict]) -> dict:
+        key = (DEVICE, camera, ev["slot"])
+        if ev["action"] == "mark_sold":
+            for kiosk in self.kiosks:
+                kiosk.set_expected(key, "sold", USER)
+            return {}
+        cls = next((e["class"] for e in reversed(truth) if e.get("kind") == "restock" and ev["slot"] in e["slots"]
+                    and e["t"] <= ev["t"]), None)
+        reply = ask(self.snapshot, self.client, {"kind": "enrol", "camera": camera, "slots": [ev["slot"]]},
+                    timeout_s=5.0, device=DEVICE)
+        if cls is not None:
+            for kiosk in self.kiosks:
+                kiosk.set_expected(key, cls, USER)
+        return {"enrolled": reply.get("enrolled"), "refused": reply.get("refused"), "error": reply.get("error")}
+
+
+def incidents_of(kiosk_dir: Path) -> list[dict]:
+    """Every incident a kiosk raised (open or resolved), from its SQLite history."""
+    history = History(kiosk_dir, readonly=True)
+    try:
+        rows = history.incidents(limit=1_000_000)
+    finally:
+        history.close()
+    return rows
+
+
+def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()

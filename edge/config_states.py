@@ -1,0 +1,41 @@
+"""The ``states`` section of the device config: how each slot knows its own piece (enrolment, states)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StatesConfig(BaseModel):
+    """Slot states: each slot compares what it sees with the piece recorded at enrolment.
+
+    The defaults were set on the store-day benchmark's development days (``bench/store_day.py``), not on
+    the days it reports.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Give every slot a state (needs a model with an embedding output; "
+                                            "without one every slot is `unenrolled` and the device says why).")
+    state_dir: Path | None = Field(None, description="Where enrolments are kept; default $STATE_DIRECTORY (systemd), "
+                                                     "else `state/` beside the config file.")
+    auto_enrol: bool = Field(True, description="A slot with no valid reference enrols itself once it has been still "
+                                               "with a piece in it (first start, or after a model or slot-map change).")
+    still_s: float = Field(1.2, gt=0, le=60, description="Seconds without motion before a slot's state is decided "
+                                                         "(a hand or motion makes it `occluded` until then).")
+    enrol_frames: int = Field(6, ge=2, le=100, description="Still frames averaged into a slot's reference.")
+    motion: float = Field(0.07, gt=0, le=2, description="Change of a slot's tiny grey thumbnail between two frames "
+                                                        "(mean absolute difference, light's gain removed) that "
+                                                        "counts as motion ...")
+    motion_embedding: float = Field(0.02, ge=0, le=2, description="... together with a change of its embedding "
+                                                                 "(1 - cosine between two frames) of at least this.")
+    spread_k: float = Field(6.0, gt=0, le=100, description="A slot's threshold lies this many of its enrolment "
+                                                           "spreads below its reference similarity ...")
+    min_margin: float = Field(0.12, ge=0, le=1, description="... but at least this far below it (light, glare and "
+                                                            "a nudged camera move the embedding a little) ...")
+    max_margin: float = Field(0.35, gt=0, le=2, description="... and at most this far.")
+    follow_s: float = Field(30.0, ge=0, le=3600, description="Time constant (seconds) with which a present "
+                                                            "piece's reference follows slow changes of light; "
+                                                            "0 keeps the enrolled reference as it is.")
+    confirm_frames: int = Field(3, ge=1, le=100, description="Frames a decided state must hold before it is "
+                                                             "published (occluded is published at once).")

@@ -1,0 +1,184 @@
+"""Slot incidents from the device's slot states (policy ``incidents: states``, the default).
+
+The device compares each enrolled slot with its own reference and says, once the slot is still,
+whether the enrolled piece is there (``present``), another piece is (``changed``), nothing is
+(``empty``); a hand or motion over it is ``occluded`` (no decision) and a slot without a valid
+reference is ``unenrolled``. The kiosk turns those states into incidents for every slot whose
+planogram expects a piece:
+
+* **missing**: the slot left ``present`` (its *away* time is the first frame that was not present,
+  while it stays occluded, empty or changed) and reads ``empty``; an incident once
+  ``now - away >= empty_grace_s`` (0 outside store hours or in a smash alarm). A lift-and-return
+  within the grace never opens anything.
+* **swapped**: ``changed`` for ``swap_confirm_s`` (``occluded`` meanwhile does not break the count, any
+  other state does); resolved when the slot is ``present`` again or re-enrolled. An open missing
+  incident turns swapped only after the same confirmation.
+* **smash**: more than ``burst_slots`` slots of one case went from ``present`` to ``empty`` with away
+  times within ``burst_window_s``: an immediate case incident. A hand pass (``occluded``, then
+  ``present``) never counts.
+* ``occluded`` and ``unenrolled`` never open an incident and never resolve one (no decision).
+
+The category stays a **hint** on the slot (``category_incidents: true`` makes it the old "wrong"
+incident again). A planogram state (sold, repair, ...) expects nothing: no missing or swapped there, a
+piece appearing is a hint. A message without states (schema version 1) falls back to the category rules
+of :mod:`kiosk.engine` for that slot.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kiosk.config import EMPTY_LABELS, STATES
+from kiosk.incident import SLOT_KINDS, Changes
+
+#: States after which the piece may be gone: they make a slot's away time.
+AWAY = ("occluded", "empty", "changed")
+#: Conditions that decide nothing: an open incident stays as it is.
+HOLD = ("occluded", "unenrolled")
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+_GRID_NAME = re.compile(r"^r(\d+)c(\d+)$")
+
+
+def _ordinal(i: int) -> str:
+    return _ORDINALS[i] if i < len(_ORDINALS) else f"{i + 1}th"
+
+
+def slot_words(name: str) -> str:
+    """A slot's place in words: ``r0c1`` -> ``top row, second slot (r0c1)``; other names as they are."""
+    m = _GRID_NAME.match(name)
+    if not m:
+        return f"slot {name}"
+    row, col = int(m.group(1)), int(m.group(2))
+    return f"{'top' if row == 0 else _ordinal(row)} row, {_ordinal(col)} slot ({name})"
+
+
+def state_condition(expected: str | None, state: str, label: str | None,
+                    category_incidents: bool = False) -> tuple[str, str | None]:
+    """A slot's condition and hint from the planogram, the device's state and the category it reads.
+
+    Returns:
+        ``(cond, hint)``: cond is ``ok``, ``missing``, ``swapped``, ``wrong`` (only with
+        ``category_incidents``), ``occluded``, ``unenrolled``, ``state`` (empty on purpose), ``extra``
+        (a piece where the planogram says sold etc.) or ``unplanned``; hint is a line for the page or None.
+    """
+    piece = label is not None and label not in EMPTY_LABELS
+    if expected is None:
+        return "unplanned", None
+    if expected in STATES:
+        if state in ("present", "changed") or (state == "unenrolled" and piece):
+            return "extra", f"a piece ({label}) is here; the planogram says {expected}"
+        return "state", None
+    if state == "unenrolled":
+        return "unenrolled", "not enrolled"
+    if state == "occluded":
+        return "occluded", None
+    if state == "empty":
+        return "missing", None
+    if state == "changed":
+        return "swapped", None
+    if piece and label != expected:
+        return ("wrong", None) if category_incidents else ("ok", f"reads as {label}; the planogram says {expected}")
+    return "ok", None
+
+
+class StatesMixin:
+    """The state rules of :class:`kiosk.engine.Engine` (uses its planogram, policies and incident helpers)."""
+
+    def place(self, key: tuple[str, str, str]) -> str:
+        """``Window, left: top row, second slot (r0c1)``."""
+        return f"{self.case_title(key[:2])}: {slot_words(key[2])}"
+
+    def _threshold(self, key: tuple[str, str, str], sv: Any, now: float) -> float:
+        """Seconds a bad slot waits before its incident: the swap confirmation or the grace."""
+        if sv.cond == "swapped":
+            return self.policies.swap_confirm_s
+        return self.grace(key[:2], now)
+
+    def _evaluate_state(self, key: tuple[str, str, str], sv: Any, state: str, similarity: float | None,
+                        now: float, ch: Changes, counts_before: dict | None, changed: bool) -> None:
+        prev, prev_state = sv.cond, sv.state
+        sv.state, sv.similarity = state, similarity
+        if state in AWAY:
+            if sv.away_since is None:
+                sv.away_since, sv.away_from_present = now, prev_state == "present"
+        else:
+            sv.away_since, sv.away_from_present = None, False
+        if state not in ("changed", "occluded"):   # a hand over a changed slot decides nothing: the count goes on
+            sv.changed_since = None
+        elif sv.changed_since is None:
+            sv.changed_since = now
+        sv.cond, sv.hint = state_condition(self.planogram.get(key), state, sv.label, self.policies.category_incidents)
+        if sv.cond == "missing":
+            since = sv.away_since
+        elif sv.cond == "swapped":
+            since = sv.changed_since
+        elif sv.cond == "wrong":
+            since = sv.bad_since if prev == "wrong" else now
+        elif sv.cond in HOLD:
+            since = sv.bad_since
+        else:
+            since = None
+        if since != sv.bad_since:
+            sv.bad_seq, sv.counts_before = (sv.seq, counts_before) if since is not None else (None, None)
+        sv.bad_since = since
+        if sv.cond == "missing" and prev != "missing" and sv.away_from_present:
+            self._state_burst(key, now, ch)
+        inc = self.open.get(("slot", *key))
+        if sv.cond in SLOT_KINDS:
+            if inc is None and now - sv.bad_since >= self._threshold(key, sv, now):
+                self._open_slot(key, sv, now, ch)
+            elif inc is not None and not (inc.kind != sv.cond and now - sv.bad_since < self._threshold(key, sv, now)):
+                # An open missing incident becomes swapped only once the slot read changed for swap_confirm_s
+                # (an emptied slot misread for a moment is still missing).
+                self._refresh_slot(inc, key, sv, now, ch, loud=changed or inc.kind != sv.cond)
+        elif sv.cond not in HOLD and inc is not None:
+            why = (f"the piece is back in {slot_words(key[2])}" if sv.cond == "ok"
+                   else f"{slot_words(key[2])} is now {self.planogram.get(key) if sv.cond == 'state' else sv.cond}")
+            self._resolve(inc, why, now, ch)
+        if changed or prev != sv.cond:
+            ch.slots.append(self.slot_dict(key))
+
+    def _state_burst(self, key: tuple[str, str, str], now: float, ch: Changes) -> None:
+        """A slot went from present to empty: with others of its case, is it a smash-and-grab?"""
+        case = key[:2]
+        if ("smash", *case) in self.open:
+            return
+        window, limit = self.policies.burst_window_s, self._burst_slots(case)
+        gone = sorted((sv.away_since, k[2]) for k, sv in self.slots.items()
+                      if k[:2] == case and sv.cond == "missing" and sv.away_from_present and sv.away_since is not None)
+        best: list[tuple[float, str]] = []
+        for i in range(len(gone)):
+            group = [g for g in gone[i:] if g[0] - gone[i][0] <= window]
+            if key[2] in {n for _, n in group} and len(group) > len(best):
+                best = group
+        if len(best) <= limit:
+            return
+        names = [n for _, n in best]
+        reason = (f"{len(names)} slots of {self.case_title(case)} emptied within {window:g} s "
+                  f"({', '.join(slot_words(n) for n in names)}; more than {limit} allowed)")
+        self._open_or_update("smash", case[0], case[1], None, reason, {"slots": names, "window_s": window, "states": True}, now, ch)
+        for k, sv in self.slots.items():   # the case is in alarm: its missing slots are incidents now
+            if k[:2] == case and k != key and sv.cond == "missing" and ("slot", *k) not in self.open:
+                self._open_slot(k, sv, now, ch)
+
+    def _state_reason(self, key: tuple[str, str, str], sv: Any, now: float) -> str:
+        expected = self.planogram.get(key)
+        lasted = now - (sv.bad_since if sv.bad_since is not None else now)
+        sim = f"; similarity to its reference {sv.similarity:.2f}" if sv.similarity is not None else ""
+        if sv.cond == "swapped":
+            return (f"another piece is in {self.place(key)} (it should hold the enrolled {expected}; "
+                    f"reads as {sv.label}{sim}) for {lasted:.0f} s")
+        return f"the {expected} of {self.place(key)} is missing: empty for {lasted:.0f} s"
+
+    def on_enrolled(self, case: tuple[str, str], slots: list[str], user: str, now: float) -> Changes:
+        """Slots of ``case`` were (re-)enrolled: their swapped incidents end (the new piece is the reference)."""
+        ch = Changes()
+        for name in slots:
+            key = (*case, name)
+            sv = self.slots.get(key)
+            if sv is not None:
+                sv.changed_since = None
+            inc = self.open.get(("slot", *key))
+            if inc is not None and inc.kind == "swapped":
+                self._resolve(inc, f"{slot_words(name)} re-enrolled by {user}", now, ch)
+        return ch

@@ -1,0 +1,209 @@
+"""Slot states and enrolment on the device: each slot against its own reference piece."""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from edge.config import SlotConfig
+from edge.config_states import StatesConfig
+from edge.device_requests import handlers
+from edge.enrolment import EnrolmentError, EnrolmentStore, model_key, slot_map_digest
+from edge.manifest import EmbeddingSpec, Manifest
+from edge.slot_states import OCCLUDED_REASON, SlotState, SlotTracker, UnknownSlot
+from edge.slots import SlotMap
+
+DIM = 8
+SLOTS = [SlotConfig(name="r0c0", rect=(0.0, 0.0, 0.5, 1.0)), SlotConfig(name="r0c1", rect=(0.5, 0.0, 1.0, 1.0))]
+CFG = StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2)
+FPS = 5.0
+
+
+def manifest(version: str = "1.0.0", embedding: bool = True) -> Manifest:
+    return Manifest(arch="resnet18", version=version, classes=("ring", "watch", "empty"),
+                    embedding=EmbeddingSpec(dim=DIM) if embedding else None)
+
+
+def frame(seed: int = 0, hand_on: int | None = None) -> np.ndarray:
+    """A 40x80 frame: two textured slots; a hand (skin in light and shadow) over slot ``hand_on``."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(60, 200, (40, 80, 3), dtype=np.uint8)
+    if hand_on is not None:
+        img[:, hand_on * 40:hand_on * 40 + 20] = (40, 60, 90)
+        img[:, hand_on * 40 + 20:(hand_on + 1) * 40] = (170, 200, 240)
+    return img
+
+
+def unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+PIECE_A, PIECE_B = unit(np.arange(1, DIM + 1)), unit(np.arange(DIM, 0, -1))
+TRAY = unit([1, -1] * (DIM // 2))
+
+
+class Case:
+    """A tracker fed frames at 5 fps: ``step(...)`` returns the published states."""
+
+    def __init__(self, tmp_path=None, cfg: StatesConfig = CFG, man: Manifest | None = None, slots=SLOTS):
+        self.smap = SlotMap(slots, camera="cam0")
+        self.tracker = SlotTracker("cam0", self.smap, slots, man or manifest(), cfg, tmp_path)
+        self.t = 0.0
+
+    def step(self, emb=(PIECE_A, PIECE_A), labels=("ring", "watch"), image=None, n: int = 1):
+        out = None
+        for _ in range(n):
+            self.t += 1.0 / FPS
+            img = frame() if image is None else image
+            out = self.tracker.update(self.t, 1e9 + self.t, img, self.smap.crop(img), np.stack(emb), list(labels))
+        return [s.value for s, _ in out]
+
+
+def test_a_still_slot_with_a_piece_enrols_itself_and_is_present(tmp_path):
+    case = Case(tmp_path)
+    assert case.step() == ["unenrolled", "unenrolled"]
+    assert case.step(n=5) == ["present", "present"]
+    case.tracker.flush()
+    saved = json.loads((tmp_path / "enrolment" / "cam0.json").read_text())
+    assert sorted(saved["slots"]) == ["r0c0", "r0c1"] and saved["model"] == model_key(manifest())
+    assert (tmp_path / "enrolment" / "cam0" / "r0c0.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+def test_pixels_jolted_without_the_embedding_moving_are_no_motion(tmp_path):
+    """A codec refresh shifts a plain tray's pixels; the embedding does not move: the slot stays decided."""
+    case = Case(tmp_path)
+    case.step(n=6)
+    assert case.step(image=frame(hand_on=0)) == ["present", "present"]
+
+
+def test_a_hand_makes_a_slot_occluded_and_no_decision_is_made_until_it_is_still(tmp_path):
+    case = Case(tmp_path)
+    case.step(n=6)
+    # The hand brings another embedding with it: while it moves the slot is occluded, never "changed".
+    for i in range(4):
+        states = case.step(emb=(PIECE_B, PIECE_A), image=frame(hand_on=0) if i % 2 == 0 else frame())
+        assert states[0] == "occluded" and states[1] == "present"
+    assert case.step(n=6) == ["present", "present"]
+
+
+def test_another_piece_once_still_is_changed_and_an_empty_slot_is_empty(tmp_path):
+    case = Case(tmp_path)
+    case.step(n=6)
+    states = case.step(emb=(PIECE_B, TRAY), labels=("ring", "empty"), n=1)
+    assert states == ["present", "present"]          # confirm_frames: one frame decides nothing
+    assert case.step(emb=(PIECE_B, TRAY), labels=("ring", "empty"), n=2) == ["changed", "empty"]
+    sims = [s for _, s in case.tracker.update(case.t + 0.2, 0.0, frame(), case.smap.crop(frame()),
+                                               np.stack([PIECE_B, TRAY]), ["ring", "empty"])]
+    assert sims[0] == pytest.approx(float(PIECE_A @ PIECE_B), abs=1e-5)
+    assert sims[1] == pytest.approx(float(PIECE_A @ TRAY), abs=1e-5)
+
+
+def test_a_small_piece_the_model_calls_empty_is_present_while_it_matches_its_reference(tmp_path):
+    case = Case(tmp_path)
+    case.step(n=6)
+    assert case.step(labels=("empty", "watch"), n=4) == ["present", "present"]
+
+
+def test_the_reference_follows_slow_light_but_never_an_abrupt_change(tmp_path):
+    case = Case(tmp_path, StatesConfig(still_s=0.5, enrol_frames=3, follow_s=5.0, min_margin=0.05, max_margin=0.05))
+    case.step(n=6)
+    drift = PIECE_A
+    for k in range(60):   # 12 s of light slowly moving the embedding toward PIECE_B
+        drift = unit(PIECE_A * (1 - k / 150) + PIECE_B * (k / 150))
+        assert case.step(emb=(drift, PIECE_A))[0] == "present"
+    assert float(PIECE_A @ drift) < 0.95     # beyond the 0.05 margin of the enrolled reference: followed
+    assert case.step(emb=(PIECE_B, PIECE_A), n=3)[0] == "changed"
+
+
+def test_the_threshold_comes_from_the_slots_own_spread(tmp_path):
+    case = Case(tmp_path, StatesConfig(still_s=0.5, enrol_frames=3, spread_k=6.0, min_margin=0.01, max_margin=0.5))
+    rng = np.random.default_rng(0)
+    noisy = [unit(PIECE_A + rng.normal(0, 0.05 * k, DIM)) for k in (1, 2, 3, 4, 5, 6)]
+    for emb in noisy:
+        case.step(emb=(emb, PIECE_A))
+    refs = case.tracker.enrolment.slots
+    assert refs["r0c0"].spread > refs["r0c1"].spread
+    assert refs["r0c0"].threshold < refs["r0c1"].threshold   # the noisier slot tolerates more
+
+
+def test_enrol_on_request_refuses_a_covered_slot_by_name_and_an_empty_one(tmp_path):
+    case = Case(tmp_path, StatesConfig(still_s=0.5, enrol_frames=3, auto_enrol=False))
+    case.step(n=6, labels=("ring", "empty"))
+    case.step(emb=(PIECE_B, PIECE_A), image=frame(hand_on=0), labels=("ring", "empty"))
+    reply = case.tracker.enrol()
+    assert reply["enrolled"] == []
+    assert reply["refused"] == {"r0c0": OCCLUDED_REASON, "r0c1": "empty: nothing to enrol"}
+    case.step(n=6)
+    reply = case.tracker.enrol(["r0c0"])
+    assert reply["enrolled"] == ["r0c0"] and reply["labels"] == {"r0c0": "ring"} and reply["enrolment"]["id"]
+    with pytest.raises(UnknownSlot, match="no slot 'r9c9'"):
+        case.tracker.enrol(["r9c9"])
+
+
+def test_an_enrolment_for_another_model_or_slot_map_is_refused_saying_what_differs(tmp_path, caplog):
+    case = Case(tmp_path)
+    case.step(n=6)
+    case.tracker.flush()
+    store = EnrolmentStore(tmp_path, "cam0")
+    with pytest.raises(EnrolmentError, match=r"model 'gemsight@1.0.0/8', this device runs 'gemsight@2.0.0/8'"):
+        store.load(model=model_key(manifest("2.0.0")), slot_map=slot_map_digest(SLOTS), slot_names=["r0c0", "r0c1"])
+    moved = [SLOTS[0], SlotConfig(name="r0c1", rect=(0.6, 0.0, 1.0, 1.0))]
+    with pytest.raises(EnrolmentError, match="slot map"):
+        store.load(model=model_key(manifest()), slot_map=slot_map_digest(moved), slot_names=["r0c0", "r0c1"])
+    with caplog.at_level(logging.ERROR):
+        fresh = Case(tmp_path, man=manifest("2.0.0"))
+    assert "ENROLMENT REFUSED" in caplog.text and "enrolling again" in fresh.tracker.problem
+    assert fresh.step() == ["unenrolled", "unenrolled"]
+    assert fresh.step(n=6) == ["present", "present"]      # and it enrolled again
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b'{"schema": 1}', b"\xff\xfe", b'{"schema": 7, "slots": {}}'])
+def test_a_corrupt_enrolment_file_keeps_the_device_running_unenrolled_and_says_why(tmp_path, caplog, damage):
+    folder = tmp_path / "enrolment"
+    folder.mkdir()
+    (folder / "cam0.json").write_bytes(damage)
+    with caplog.at_level(logging.ERROR):
+        case = Case(tmp_path, StatesConfig(still_s=0.5, enrol_frames=3, auto_enrol=False))
+    assert "cam0.json" in case.tracker.problem and "enrol the case again" in case.tracker.problem
+    assert "ENROLMENT REFUSED" in caplog.text
+    assert case.step(n=3) == ["unenrolled", "unenrolled"]
+
+
+def test_a_tampered_embedding_in_the_file_is_corrupt(tmp_path):
+    case = Case(tmp_path)
+    case.step(n=6)
+    case.tracker.flush()
+    path = tmp_path / "enrolment" / "cam0.json"
+    doc = json.loads(path.read_text())
+    doc["slots"]["r0c0"]["embedding"] = base64.b64encode(np.zeros(3, "<f4").tobytes()).decode()
+    path.write_text(json.dumps(doc))
+    with pytest.raises(EnrolmentError, match="corrupt enrolment.*r0c0.*3 values, the model gives 8"):
+        EnrolmentStore(tmp_path, "cam0").load(model=model_key(manifest()), slot_map=slot_map_digest(SLOTS),
+                                              slot_names=["r0c0", "r0c1"])
+
+
+def test_a_model_without_an_embedding_leaves_every_slot_unenrolled_and_refuses_enrolment(tmp_path):
+    case = Case(tmp_path, man=manifest(embedding=False))
+    assert "no embedding output" in case.tracker.problem
+    assert case.step(n=6) == ["unenrolled", "unenrolled"]
+    with pytest.raises(EnrolmentError, match="no embedding output"):
+        case.tracker.enrol()
+
+
+def test_requests_answer_404_for_an_unknown_camera_or_slot_and_evidence_as_jpegs(tmp_path):
+    case = Case(tmp_path)
+    case.step(n=6)
+    h = handlers({"cam0": case.tracker})
+    assert h["evidence"]({"kind": "evidence", "camera": "cam9", "slot": "r0c0"})["status"] == 404
+    missing = h["evidence"]({"kind": "evidence", "camera": "cam0", "slot": "r7c7"})
+    assert missing["status"] == 404 and "r7c7" in missing["error"]
+    assert h["enrol"]({"kind": "enrol", "camera": "cam0", "slots": ["nope"]})["status"] == 404
+    assert h["enrol"]({"kind": "enrol", "camera": "cam0", "slots": "r0c0"})["status"] == 400
+    got = h["evidence"]({"kind": "evidence", "camera": "cam0", "slot": "r0c1"})
+    assert got["state"] == "present"
+    for which in ("current", "reference"):
+        assert base64.b64decode(got[which])[:3] == b"\xff\xd8\xff"

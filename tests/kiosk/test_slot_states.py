@@ -1,0 +1,213 @@
+"""Incidents from slot states, driven by hand with a fake clock: missing after the grace, lift-and-return,
+hand passes, swaps, smash-and-grab, hints, planogram states, unenrolled slots, schema 1 fallback."""
+from __future__ import annotations
+
+import datetime as dt
+
+from kiosk.config import parse_config
+from kiosk.engine import Engine
+from kiosk.slot_states import slot_words, state_condition
+
+from .feeds import heartbeat, labels
+from .states_feeds import SEEN, state_labels, states_config
+
+T0 = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.timezone.utc).timestamp()   # a Wednesday, noon UTC
+R0C1 = ("case-01", "cam0", "r0c1")
+
+
+def engine(tmp_path, **policies):
+    return Engine(parse_config(states_config(tmp_path, policies={"empty_grace_s": 60, **policies})), now=T0)
+
+
+class Day:
+    """Feeds states to an engine second by second and collects what opened and resolved."""
+
+    def __init__(self, e: Engine) -> None:
+        self.e, self.seq, self.events = e, 0, []
+
+    def at(self, t: float, states: dict | None = None, seen: dict | None = None, **kw):
+        ch = self.e.on_labels(state_labels(states, seen, seq=self.seq, **kw), T0 + t)
+        ch.extend(self.e.on_heartbeat(heartbeat({"cam0": self.seq}), T0 + t))
+        ch.extend(self.e.tick(T0 + t))
+        self.seq += 1
+        self.events += [(ev, i.kind, i.slot) for ev, i in ch.incidents if i.kind != "camera"]
+        return ch
+
+    def opened(self):
+        return [(k, s) for ev, k, s in self.events if ev == "opened"]
+
+
+def test_slot_words():
+    assert slot_words("r0c1") == "top row, second slot (r0c1)"
+    assert slot_words("r2c0") == "third row, first slot (r2c0)"
+    assert slot_words("left") == "slot left"
+
+
+def test_missing_opens_after_the_grace_counted_from_the_first_frame_away(tmp_path):
+    d = Day(engine(tmp_path))
+    d.at(0)
+    d.at(1, {"r0c1": "occluded"})                  # the hand reaches in: away from here
+    d.at(5, {"r0c1": "empty"})                     # still again, and empty
+    d.at(60, {"r0c1": "empty"})
+    assert d.opened() == []                        # 59 s away: within the grace
+    d.at(61, {"r0c1": "empty"})
+    assert d.opened() == [("missing", "r0c1")]
+    inc = d.e.open[("slot", *R0C1)]
+    assert "the ring of Window: top row, second slot (r0c1) is missing: empty for 60 s" in inc.reason
+    assert inc.evidence["state"] == "empty" and inc.evidence["since"] == T0 + 1
+    assert inc.evidence["enrolment"]["id"] == "0123456789ab"
+    d.at(70, {"r0c1": "occluded"})                 # a hand over the empty slot decides nothing
+    assert ("slot", *R0C1) in d.e.open
+    d.at(72)
+    assert ("resolved", "missing", "r0c1") in d.events and not d.e.open
+
+
+def test_lift_and_return_within_the_grace_and_hand_passes_never_alarm(tmp_path):
+    d = Day(engine(tmp_path))
+    d.at(0)
+    for t in range(1, 200, 3):                     # hand passes over every slot, all day
+        d.at(t, {n: "occluded" for n in ("r0c0", "r0c1", "r0c2", "r1c0")})
+        d.at(t + 1)
+    d.at(300, {"r0c0": "occluded"})                # shown to a customer and put back after 55 s
+    d.at(302, {"r0c0": "empty"})
+    d.at(354, {"r0c0": "empty"})
+    d.at(355, {"r0c0": "occluded"})
+    d.at(356)
+    d.at(500)
+    assert d.events == []
+
+
+def test_tick_opens_missing_when_the_grace_runs_out_without_messages(tmp_path):
+    d = Day(engine(tmp_path))
+    d.at(0)
+    d.at(1, {"r0c0": "empty"})
+    assert not [i for _, i in d.e.tick(T0 + 60).incidents if i.kind != "camera"]
+    inc, = [i for ev, i in d.e.tick(T0 + 61).incidents if ev == "opened" and i.kind != "camera"]
+    assert inc.kind == "missing" and inc.slot == "r0c0"
+
+
+def test_swapped_once_changed_for_swap_confirm_s(tmp_path):
+    d = Day(engine(tmp_path, swap_confirm_s=3))
+    d.at(0)
+    d.at(1, {"r0c1": "occluded"})
+    d.at(2, {"r0c1": "changed"})
+    d.at(3, {"r0c1": "present"})                   # the run is broken: counts again
+    d.at(4, {"r0c1": "changed"})
+    d.at(5, {"r0c1": "occluded"})                  # a hand over it decides nothing: the count goes on
+    d.at(6, {"r0c1": "changed"})
+    assert d.opened() == []
+    d.at(7, {"r0c1": "changed"}, {"r0c1": "ring"})
+    assert d.opened() == [("swapped", "r0c1")]
+    inc = d.e.open[("slot", *R0C1)]
+    assert inc.reason.startswith("another piece is in Window: top row, second slot (r0c1)")
+    assert "similarity to its reference 0.41" in inc.reason
+    d.at(8)                                        # the right piece is back
+    assert ("resolved", "swapped", "r0c1") in d.events
+
+
+def test_swapped_resolves_when_the_slot_is_re_enrolled(tmp_path):
+    d = Day(engine(tmp_path, swap_confirm_s=0))
+    d.at(0)
+    d.at(1, {"r0c1": "changed"})
+    inc = d.e.open[("slot", *R0C1)]
+    ch = d.e.on_enrolled(("case-01", "cam0"), ["r0c1"], "mia", T0 + 2)
+    assert ch.incidents == [("resolved", inc)] and "re-enrolled by mia" in inc.evidence["resolution"]
+
+
+def test_a_swap_then_a_taken_piece_is_one_incident_changing_kind(tmp_path):
+    d = Day(engine(tmp_path, swap_confirm_s=0, empty_grace_s=0))
+    d.at(0)
+    d.at(1, {"r0c1": "changed"})
+    d.at(2, {"r0c1": "empty"})
+    assert d.events == [("opened", "swapped", "r0c1"), ("updated", "missing", "r0c1")]
+
+
+def test_smash_and_grab_counts_removals_by_their_first_frame_away(tmp_path):
+    d = Day(engine(tmp_path, empty_grace_s=600))   # burst_slots 2 within 10 s
+    d.at(0)
+    d.at(1, {"r0c0": "occluded", "r0c1": "occluded", "r0c2": "occluded"})
+    d.at(5, {"r0c0": "empty", "r0c1": "empty", "r0c2": "occluded"})
+    assert d.opened() == []
+    d.at(14, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})   # decided late, taken at 1 s
+    assert sorted(d.opened()) == [("missing", "r0c0"), ("missing", "r0c1"), ("missing", "r0c2"), ("smash", None)]
+    smash = d.e.open[("smash", "case-01", "cam0")]
+    assert "3 slots of Window emptied within 10 s" in smash.reason and "top row, third slot" in smash.reason
+    d.at(30)
+    assert ("resolved", "smash", None) in d.events and not d.e.open
+
+
+def test_hand_passes_and_slow_removals_are_no_smash(tmp_path):
+    d = Day(engine(tmp_path, empty_grace_s=600))
+    d.at(0)
+    d.at(1, {"r0c0": "occluded", "r0c1": "occluded", "r0c2": "occluded", "r1c0": "occluded"})
+    d.at(2, {"r0c0": "empty"})                     # one piece taken, three hands pass on
+    d.at(30, {"r0c0": "empty", "r0c1": "occluded"})
+    d.at(31, {"r0c0": "empty", "r0c1": "empty"})   # another piece, 30 s later
+    d.at(60, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})
+    assert d.opened() == []
+
+
+def test_a_category_that_differs_is_a_hint_unless_category_incidents(tmp_path):
+    d = Day(engine(tmp_path, empty_grace_s=0))
+    ch = d.at(0, seen={"r0c1": "bracelet"})
+    cell, = [c for c in ch.slots if c["slot"] == "r0c1"]
+    assert cell["cond"] == "ok" and cell["hint"] == "reads as bracelet; the planogram says ring" and not d.e.open
+    d2 = Day(engine(tmp_path, empty_grace_s=0, category_incidents=True))
+    d2.at(0, seen={"r0c1": "bracelet"})
+    assert d2.opened() == [("wrong", "r0c1")]
+
+
+def test_planogram_states_expect_nothing_and_marking_sold_stops_the_incident(tmp_path):
+    d = Day(engine(tmp_path, empty_grace_s=0, swap_confirm_s=0))
+    d.at(0, {"r1c2": "empty"})
+    d.at(1, {"r1c2": "changed"}, {"r1c2": "ring"})   # a piece laid where the planogram says sold
+    assert d.events == [] and d.e.slot_dict(("case-01", "cam0", "r1c2"))["cond"] == "extra"
+    assert "a piece (ring) is here; the planogram says sold" == d.e.slot_dict(("case-01", "cam0", "r1c2"))["hint"]
+    d.at(2, {"r0c0": "empty"})
+    assert d.opened() == [("missing", "r0c0")]
+    _, ch = d.e.set_expected(("case-01", "cam0", "r0c0"), "sold", T0 + 3)   # the piece was sold
+    assert [(ev, i.kind) for ev, i in ch.incidents] == [("resolved", "missing")]
+    d.at(4, {"r0c0": "empty"})
+    d.at(999, {"r0c0": "empty"})
+    assert d.opened() == [("missing", "r0c0")]
+
+
+def test_unenrolled_and_occluded_never_open_anything(tmp_path):
+    d = Day(engine(tmp_path, empty_grace_s=0, swap_confirm_s=0))
+    d.at(0, {"r0c0": "unenrolled", "r0c1": "occluded"}, {"r0c0": "bracelet"}, enrolment=None)
+    d.at(100, {"r0c0": "unenrolled", "r0c1": "occluded"}, {"r0c0": "empty"}, enrolment=None)
+    assert d.events == []
+    cell = d.e.slot_dict(("case-01", "cam0", "r0c0"))
+    assert (cell["cond"], cell["hint"], cell["state"], cell["similarity"]) == ("unenrolled", "not enrolled",
+                                                                              "unenrolled", None)
+
+
+def test_schema_1_messages_fall_back_to_the_category_rules(tmp_path):
+    e = engine(tmp_path, empty_grace_s=0)
+    e.on_labels(labels(SEEN, seq=0), T0)
+    ch = e.on_labels(labels({**SEEN, "r0c1": "bracelet"}, seq=1), T0 + 1)
+    assert [(ev, i.kind) for ev, i in ch.incidents] == [("opened", "wrong")]
+
+
+def test_the_categories_policy_ignores_states(tmp_path):
+    d = Day(engine(tmp_path, empty_grace_s=0, incidents="categories"))
+    d.at(0, seen={"r0c1": "bracelet"})                 # present by state, another category: the old rule
+    assert d.opened() == [("wrong", "r0c1")]
+
+
+def test_outside_store_hours_a_missing_piece_alarms_at_once(tmp_path):
+    cfg = states_config(tmp_path, policies={"empty_grace_s": 600},
+                        hours={"open": "09:00", "close": "18:00", "timezone": "UTC"})
+    e = Engine(parse_config(cfg), now=T0)
+    night = T0 + 10 * 3600
+    e.on_labels(state_labels(seq=0), night)
+    ch = e.on_labels(state_labels({"r0c2": "empty"}, seq=1), night + 1)
+    assert [(ev, i.kind, i.slot) for ev, i in ch.incidents] == [("opened", "missing", "r0c2")]
+
+
+def test_state_condition_table():
+    assert state_condition("ring", "present", "ring") == ("ok", None)
+    assert state_condition("ring", "present", "unknown") == ("ok", None)
+    assert state_condition("sold", "empty", "empty") == ("state", None)
+    assert state_condition("sold", "occluded", "ring") == ("state", None)
+    assert state_condition(None, "present", "ring") == ("unplanned", None)
