@@ -149,11 +149,17 @@ class Outbox:
         """Store one message; fills in its ``id`` and ``seq`` and returns it."""
         with self._lock:
             message["id"] = uuid.uuid4().hex
-            cur = self._db.execute("INSERT INTO chain_outbox (id, topic, payload, created) VALUES (?, ?, '', ?)",
-                                   [message["id"], topic, message.get("ts", time.time())])
-            message["seq"] = int(cur.lastrowid)
-            self._db.execute("UPDATE chain_outbox SET payload = ? WHERE seq = ?",
-                             [json.dumps(message, separators=(",", ":"), default=str), message["seq"]])
+            self._db.execute("BEGIN IMMEDIATE")     # the row and its payload (which holds its seq) together
+            try:
+                cur = self._db.execute("INSERT INTO chain_outbox (id, topic, payload, created) VALUES (?, ?, '', ?)",
+                                       [message["id"], topic, message.get("ts", time.time())])
+                message["seq"] = int(cur.lastrowid)
+                self._db.execute("UPDATE chain_outbox SET payload = ? WHERE seq = ?",
+                                 [json.dumps(message, separators=(",", ":"), default=str), message["seq"]])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         return message
 
     def pending(self, after: int, limit: int) -> list[tuple[int, str, bytes]]:
@@ -201,7 +207,7 @@ class Chain:
         self.outbox = Outbox(outbox)
         self.health_every_s = health_every_s
         self.connected = threading.Event()
-        self.sent = self.acked = self.refused = 0
+        self.sent = self.acked = self.refused = self.dropped = 0
         self._inflight: dict[int, int] = {}        # mid -> outbox seq
         self._early: dict[int, Any] = {}           # mid -> reason, acknowledged before _fill recorded it
         self._cursor = 0                           # last seq handed to the client
@@ -253,7 +259,12 @@ class Chain:
     def send(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
         """Queue one message of ``kind`` (``incident``/``count``/``health``); returns it with its id and seq."""
         message = {"schema_version": SCHEMA_VERSION, "kind": kind, "store": self.store_id, "ts": self.clock(), **data}
-        message = self.outbox.add(f"gemsight/{self.store_id}/{kind}", message)
+        try:
+            message = self.outbox.add(f"gemsight/{self.store_id}/{kind}", message)
+        except sqlite3.Error as exc:      # the store's own work goes on; headquarters misses this one
+            self.dropped += 1
+            logger.error("chain: %s message not queued, the outbox cannot be written: %s", kind, exc)
+            return message
         self._wake.set()
         return message
 

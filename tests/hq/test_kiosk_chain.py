@@ -137,3 +137,14 @@ def test_every_incident_kind_of_the_kiosk_fits_the_schema(tmp_path):
     for kind in KINDS:
         inc = Incident(kind, "case-01", "cam0", "r0c0", opened_at=1.0, updated_at=1.0, reason="r", id=1)
         check_schema(chain.incidents([("opened", inc)])[0])
+
+
+def test_an_outbox_that_cannot_be_written_never_stops_the_kiosk(tmp_path, broker, creds, caplog):
+    k = _kiosk(tmp_path, broker, creds)
+    k.chain.outbox.close()                           # e.g. the disk gave up: every write fails
+    k.on_message("labels", labels(FULL, seq=0))
+    k.on_message("labels", labels({**FULL, "r0c1": "empty"}, seq=1))
+    k.tick()
+    assert k.incidents() and k.chain.dropped >= 1    # the incident is the store's; headquarters misses it
+    assert "message not queued, the outbox cannot be written" in caplog.text
+    k.history.close()
