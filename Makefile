@@ -7,7 +7,7 @@ STAMP := $(VENV)/.gemsight-installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install clean browser
+.PHONY: demo test bench install clean browser chain-services
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/gemsight-demo $(DEMO_ARGS)
 
-test: $(STAMP) browser
+test: $(STAMP) browser chain-services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The kiosk's page is tested in a real headless Chromium (Debian's chromium + chromium-driver).
@@ -32,6 +32,18 @@ browser:
 	  if ! { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; }; then \
 	    if [ "$$CI" = true ]; then echo "error: cannot install chromium (CI needs the browser test)"; exit 1; fi; \
 	    echo "warning: chromium not installed: the kiosk's browser test will be skipped"; \
+	  fi; \
+	fi
+
+# The chain's tests (tests/hq) run a real broker and database: Debian's mosquitto and postgresql, started by
+# the tests themselves on temporary folders and free loopback ports (the packages' own services are not used).
+chain-services:
+	@if [ ! -x /usr/sbin/mosquitto ] || [ ! -x /usr/bin/mosquitto_passwd ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing mosquitto and postgresql for the chain's tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  if ! { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mosquitto postgresql; }; then \
+	    if [ "$$CI" = true ]; then echo "error: cannot install mosquitto and postgresql (CI needs the chain's tests)"; exit 1; fi; \
+	    echo "warning: mosquitto/postgresql not installed: the chain's tests will be skipped"; \
 	  fi; \
 	fi
 

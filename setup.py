@@ -24,7 +24,10 @@ EXTRAS = {
             "selenium>=4.15,<5", "httpx>=0.25", "pytest-timeout>=2.1"],
     # The store's kiosk (kiosk/): web page and API, argon2 logins, fast schema checks of the feed.
     "kiosk": ["starlette>=0.37,<2", "uvicorn>=0.27", "jinja2>=3.1", "python-multipart>=0.0.9", "itsdangerous>=2.1",
-              "argon2-cffi>=23.1", "jsonschema-rs>=0.20"],
+              "argon2-cffi>=23.1", "jsonschema-rs>=0.20", "paho-mqtt>=2,<3"],
+    # The chain's headquarters (hq/): the kiosk's web stack, PostgreSQL and the MQTT broker.
+    "hq": ["starlette>=0.37,<2", "uvicorn>=0.27", "jinja2>=3.1", "python-multipart>=0.0.9", "itsdangerous>=2.1",
+           "argon2-cffi>=23.1", "paho-mqtt>=2,<3", "psycopg[binary]>=3.1"],
 }
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "jetson" for req in reqs})
 
@@ -37,8 +40,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["edge", "edge.*", "trainer", "trainer.*", "calibration", "calibration.*",
-                                    "deploy", "deploy.*", "kiosk", "kiosk.*"]),
-    package_data={"edge": ["schemas/*.json", "defaults/*.yaml"], "kiosk": ["templates/*.html", "static/*"]},
+                                    "deploy", "deploy.*", "kiosk", "kiosk.*", "hq", "hq.*"]),
+    package_data={"edge": ["schemas/*.json", "defaults/*.yaml"], "kiosk": ["templates/*.html", "static/*"],
+                  "hq": ["templates/*.html"]},
     # The unit files, for `gemsight-deploy install` on a device installed from a wheel.
     data_files=[("share/gemsight/systemd", sorted(glob("systemd/*")))],
     install_requires=CORE,
@@ -52,6 +56,7 @@ setup(
             "gemsight-deploy=deploy.cli:main",
             "gemsight-demo=deploy.demo:main",
             "gemsight-kiosk=kiosk.cli:main",
+            "gemsight-hq=hq.cli:main",
         ]
     },
 )

@@ -134,6 +134,16 @@ def _fuzz(r: dict) -> Iterator[Row]:
            "a refusal that is not the project's one-line error)", f"{r['total_cases']} / {r['total_failures']}")
 
 
+def _fleet(r: dict) -> Iterator[Row]:
+    load, lag = r["load"], r["lag_s"]
+    yield (f"chain: {load['stores']} stores × {load['devices_per_store']} devices through one mosquitto into one "
+           f"PostgreSQL: messages/s applied / HQ lag p50, p95 / HQ CPU, RSS",
+           f"{r['msgs_per_s_applied']:.0f} / {lag['p50']:.2f}, {lag['p95']:.2f} s / {r['hq']['cpu_cores']:.2f} cores, "
+           f"{r['hq']['rss_peak_mb']:.0f} MB")
+    yield ("chain faults (a store offline 60 simulated min, broker restart, PostgreSQL restart): lost / applied twice",
+           f"{r['lost']} / {r['applied_twice']}")
+
+
 # name → (command, table rows from its JSON)
 BENCHES: dict[str, tuple[list[str], Callable[[dict], Iterator[Row]]]] = {
     "synth_speed": (["bench/synth_speed.py"], _synth),
@@ -145,6 +155,7 @@ BENCHES: dict[str, tuple[list[str], Callable[[dict], Iterator[Row]]]] = {
     "fuzz": (["bench/fuzz.py", "--examples", "3000"], _fuzz),
     "kiosk": (["bench/kiosk.py"], _kiosk),
     "kiosk_hostile": (["bench/kiosk_hostile.py"], _kiosk_hostile),
+    "fleet": (["bench/fleet.py"], _fleet),
 }
 
 

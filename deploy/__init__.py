@@ -9,6 +9,7 @@
 * :mod:`deploy.layout`: the device root, ``current``/``previous`` links, journal, lock, history;
 * :mod:`deploy.flash`: :func:`~deploy.flash.flash`, :func:`~deploy.flash.recover` and the kill checkpoints;
 * :mod:`deploy.manage`: ``rollback``, ``status``, ``build-engine``;
+* :mod:`deploy.rollout`: ``rollout`` over a fleet's device roots in waves (canary first, halt, resume);
 * :mod:`deploy.engine` (TensorRT engine, smoke inference), :mod:`deploy.health` (systemd restart,
   heartbeat), :mod:`deploy.install` (user, directories, config, units), :mod:`deploy.remote` (``--ssh``).
 """

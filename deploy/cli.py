@@ -66,6 +66,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--sudo", action="store_true", help="run the remote flash with sudo -n")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    from deploy.rollout import add_parser as add_rollout  # noqa: PLC0415 - its imports are light
+    add_rollout(sub, _add_keys, _add_health)
+
     p = sub.add_parser("rollback", help="make the previous version current again")
     p.add_argument("--root", type=Path, default=Path("/"))
     _add_keys(p)
@@ -172,6 +175,9 @@ def _run(args: argparse.Namespace) -> int:
                             max_batch=args.max_batch, keep=args.keep, reserve_bytes=int(args.reserve_mb * 1e6))
         _print_flash(flash(args.bundle, args.root, opts), args.json)
         return 0
+    if args.command == "rollout":
+        from deploy.rollout import run_cli  # noqa: PLC0415
+        return run_cli(args)
     if args.command == "rollback":
         from deploy.flash import FlashOptions  # noqa: PLC0415
         from deploy.manage import rollback  # noqa: PLC0415

@@ -26,6 +26,7 @@ from edge.contracts import ID_PATTERN
 from edge.credentials import is_name as is_credential_name
 from edge.errors import ConfigError
 from edge.validation import error_lines
+from kiosk.chain import ChainConfig
 from kiosk.config_web import WebConfig, WebhookConfig, _Strict, check_hhmm
 
 __all__ = ["KioskConfig", "WebConfig", "WebhookConfig", "load_config", "parse_config"]
@@ -189,6 +190,7 @@ class KioskConfig(_Strict):
     web: WebConfig = Field(default_factory=WebConfig, description="Web page and API.")
     webhook: WebhookConfig | None = Field(None, description="Optional webhook for incidents.")
     retention_days: int = Field(400, ge=1, description="Days of history kept (the audit log is never pruned).")
+    chain: ChainConfig | None = Field(None, description="Optional: report to the chain's headquarters (MQTT).")
 
     @field_validator("devices")
     @classmethod
@@ -300,8 +302,10 @@ def parse_config(data: Any, source: str = "kiosk.yaml", base_dir: str | Path = "
     state_dir = cfg.state_dir if cfg.state_dir.is_absolute() else base / cfg.state_dir
     web = cfg.web.model_copy(update={k: _resolve(base, getattr(cfg.web, k)) for k in ("tls_cert", "tls_key")})
     hook = cfg.webhook and cfg.webhook.model_copy(update={"secret": _resolve(base, cfg.webhook.secret)})
+    chain = cfg.chain and cfg.chain.model_copy(update={"password_file": _resolve(base, cfg.chain.password_file),
+                                                       "ca_file": _resolve(base, cfg.chain.ca_file)})
     return cfg.model_copy(update={"devices": devices, "curve": curve, "state_dir": state_dir, "web": web,
-                                  "webhook": hook})
+                                  "webhook": hook, "chain": chain})
 
 
 def load_config(path: str | Path) -> KioskConfig:

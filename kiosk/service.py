@@ -21,6 +21,7 @@ from collections import deque
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
+from kiosk.chain import Chain
 from kiosk.config import EMPTY_LABELS, STATES, KioskConfig
 from kiosk.counts import reconcile, slot_rows
 from kiosk.engine import ActionError, Engine
@@ -73,6 +74,7 @@ class Kiosk:
         self._last_prune = 0.0
         self._last_beats = 0.0
         self._scheduled = self._last_scheduled()
+        self.chain = Chain.from_config(config.chain, self.history.path, clock) if config.chain else None
         self.feed = None
         if feed:
             from kiosk.subscriber import Feed  # noqa: PLC0415 - tests without sockets skip zmq set-up
@@ -84,6 +86,8 @@ class Kiosk:
         """Start the feed, the ticker and the webhook sender."""
         if self.feed is not None:
             self.feed.start()
+        if self.chain:
+            self.chain.start()
         self._spawn(self._tick_loop, "gemsight-kiosk-tick")
         self.evidence.start()
         if self.notifier is not None:
@@ -108,6 +112,8 @@ class Kiosk:
         for t in self._threads:
             t.join(timeout=5)
         self.evidence.stop()
+        if self.chain:
+            self.chain.stop()
         self.history.close()
         logger.info("kiosk stopped")
 
@@ -158,6 +164,8 @@ class Kiosk:
             now = self.clock()
             self._apply(self.engine.tick(now))
         self._schedule(now)
+        if self.chain:
+            self.chain.tick(self, now)
         if now - self._last_beats >= HEARTBEATS_EVERY_S:
             self._last_beats = now
             with self.lock:
@@ -191,6 +199,8 @@ class Kiosk:
             except HistoryError as exc:
                 self.report_fault(f"storing incident {inc.id or '(new)'} ({event})", exc)
         self.evidence.on_incidents(ch.incidents)
+        if self.chain:
+            self.chain.incidents(ch.incidents)
         for event, inc in ch.incidents:
             data = {"event": event, **self.describe(inc.to_dict())}
             self.hub.publish("incident", data)
@@ -305,6 +315,8 @@ class Kiosk:
         count_id, digest = self.history.add_count(now, user, kind, report)
         self.history.audit(now, user, "count", {"count": count_id, "kind": kind, "sha256": digest,
                                                 "totals": report["totals"], "value": report["value"]})
+        if self.chain:
+            self.chain.count(count_id, kind, user, now, report["totals"], digest)
         self.hub.publish("count", {"id": count_id, "kind": kind, "user": user, "ts": now, "totals": report["totals"]})
         logger.info("count %d (%s) by %s: %s", count_id, kind, user, report["totals"])
         return count_id
