@@ -28,7 +28,7 @@ from hq import queries
 from hq.config import HqConfig
 from hq.users import Users, scope
 from kiosk.auth import Authenticator, LoginRefused, csrf_ok, new_csrf_token, session_secret
-from kiosk.web import MAX_BODY, SecurityHeaders
+from kiosk.web.guard import BodyLimit, SecurityHeaders
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +132,6 @@ def create_app(cfg: HqConfig, dsn: str, *, clock: Callable[[], float] = time.tim
                                                                   "error": None})
 
     async def login(request: Request) -> Response:
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
-            return JSONResponse({"error": f"request body over {MAX_BODY} bytes"}, 413)
         form = await request.form()
         csrf = request.session.get("csrf")
         if not csrf_ok(csrf, form.get("csrf")):
@@ -170,7 +168,8 @@ def create_app(cfg: HqConfig, dsn: str, *, clock: Callable[[], float] = time.tim
         Route("/logout", logout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(resources.files("kiosk") / "static")), name="static"),
     ]
-    middleware = [Middleware(SecurityHeaders),
+    # The kiosk's body limit counts bytes (a chunked body too) before any handler reads a form.
+    middleware = [Middleware(SecurityHeaders), Middleware(BodyLimit),
                   Middleware(SessionMiddleware, secret_key=session_secret(cfg.state_dir), session_cookie=COOKIE,
                              max_age=max_age, same_site="strict", https_only=cfg.web.secure_cookie)]
     return Starlette(routes=routes, middleware=middleware)
