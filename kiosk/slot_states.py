@@ -170,8 +170,8 @@ class StatesMixin:
         for name in slots:
             key = (*case, name)
             sv = self.slots.get(key)
-            if sv is not None:
-                sv.changed_since = None
+            if sv is not None:   # the slot starts afresh: nothing it read before the enrolment counts
+                sv.changed_since = sv.away_since = sv.bad_since = None
             inc = self.open.get(("slot", *key))
             if inc is not None and inc.kind in ("swapped", "missing"):
                 self._resolve(inc, f"{self.words(case, name)} re-enrolled by {user}", now, ch)

@@ -115,6 +115,30 @@ def test_swapped_resolves_when_the_slot_is_re_enrolled(tmp_path):
     assert ch.incidents == [("resolved", inc)] and "re-enrolled by mia" in inc.evidence["resolution"]
 
 
+def test_a_re_enrolled_slot_starts_afresh_the_message_in_flight_opens_nothing(tmp_path):
+    d = Day(engine(tmp_path, swap_confirm_s=3))
+    d.at(0)
+    d.at(1, {"r0c1": "changed"})
+    d.at(5, {"r0c1": "changed"})
+    assert d.opened() == [("swapped", "r0c1")]
+    d.e.on_enrolled(("case-01", "cam0"), ["r0c1"], "mia", T0 + 6)
+    d.at(6, {"r0c1": "changed"})                  # sent before the device took the new reference
+    d.e.tick(T0 + 7)
+    assert d.opened() == [("swapped", "r0c1")]
+    d.at(8)                                        # present from now on
+    assert d.opened() == [("swapped", "r0c1")]
+
+
+def test_a_missing_piece_stays_missing_when_another_is_put_in_its_place_until_enrolled(tmp_path):
+    d = Day(engine(tmp_path, swap_confirm_s=0, empty_grace_s=0))
+    d.at(0)
+    d.at(1, {"r0c1": "empty"})
+    d.at(2, {"r0c1": "changed"})                   # a restock, not enrolled yet
+    assert d.events == [("opened", "missing", "r0c1")]
+    d.e.on_enrolled(("case-01", "cam0"), ["r0c1"], "mia", T0 + 3)
+    assert ("slot", *R0C1) not in d.e.open
+
+
 def test_a_swap_then_a_taken_piece_is_one_incident_changing_kind(tmp_path):
     d = Day(engine(tmp_path, swap_confirm_s=0, empty_grace_s=0))
     d.at(0)
