@@ -10,8 +10,9 @@ missing ring), so each slot is compared with *its own* reference, recorded at en
   to the next: the video codec's refreshes jolt the pixels of a plain empty tray without moving the
   embedding, and a sparkle moves the embedding of a piece a little without its pixels;
 * once still: its embedding is within the slot's threshold of the reference → ``present`` (the reference
-  follows the slow changes of a piece it matches: the day's light); else the model reads ``empty`` →
-  ``empty``; else → ``changed`` (another piece);
+  follows the slow changes of a piece it matches: the day's light), unless, just after a hand, its
+  coarse look no longer correlates with its look before the hand (another piece of the same kind, whose
+  features the model barely tells apart); else the model reads ``empty`` → ``empty``; else → ``changed``;
 * a slot without a reference → ``unenrolled`` (it enrols itself once still with a piece, where
   ``auto_enrol`` is on, or when the kiosk or ``gemsight-edge enrol`` asks).
 
@@ -65,6 +66,9 @@ class _Track:
     thumb: np.ndarray | None = None
     emb: np.ndarray | None = None                  # the last frame's embedding
     t: float = 0.0                                 # the last frame's time
+    look: np.ndarray | None = None                 # the last frame's coarse look (identity check)
+    before: np.ndarray | None = None               # its look before a hand came over the present piece
+    settled: float | None = None                   # when the slot became still again after that hand
     still_since: float | None = None
     recent: deque = field(default_factory=deque)   # embeddings since the slot became still
     label: str = ""
@@ -72,6 +76,19 @@ class _Track:
     pending: SlotState | None = None
     pending_n: int = 0
     similarity: float | None = None
+
+
+def _coarse(thumb: np.ndarray) -> np.ndarray:
+    """A 16 x 16 thumbnail as 8 x 8 block means: a piece put back a few pixels off looks the same."""
+    h, w = thumb.shape
+    return thumb[: h - h % 2, : w - w % 2].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised cross-correlation of two looks (1: the same pattern, whatever the light's gain)."""
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float((a * b).sum()) / den if den > 1e-6 else 1.0
 
 
 class SlotTracker:
@@ -150,7 +167,10 @@ class SlotTracker:
                 moving = tr.thumb is None or (float(np.abs(thumb - tr.thumb).mean()) > cfg.motion and (
                     emb is None or tr.emb is None or 1.0 - float(emb @ tr.emb) > cfg.motion_embedding))
                 tr.thumb, tr.emb, tr.label = thumb, emb, labels[i]
+                look = _coarse(thumb)
                 if moving:
+                    if tr.still_since is not None and tr.state == SlotState.PRESENT and tr.before is None:
+                        tr.before, tr.settled = tr.look, None   # how the piece looked before the hand came
                     tr.still_since = None
                     tr.recent.clear()
                 else:
@@ -170,19 +190,34 @@ class SlotTracker:
                     candidate = SlotState.UNENROLLED
                 elif not still:
                     candidate = SlotState.OCCLUDED
-                elif same:   # the enrolled piece, even where the model calls a small piece "empty"
+                elif same and not self._moved(tr, look, t):
+                    # The enrolled piece, even where the model calls a small piece "empty".
                     candidate = SlotState.PRESENT
                     self._follow(ref, emb, t - tr.t)
                 elif labels[i] == self.empty_label:
                     candidate = SlotState.EMPTY
                 else:
                     candidate = SlotState.CHANGED
-                tr.t = t
+                tr.t, tr.look = t, look
                 self._settle(tr, candidate, fresh=name in auto_enrolled)
                 out.append((tr.state, tr.similarity))
             if auto_enrolled:
                 self._save(f"auto-enrolled {', '.join(auto_enrolled)}", auto_enrolled)
         return out
+
+    def _moved(self, tr: _Track, look: np.ndarray, t: float) -> bool:
+        """After a hand, is the piece in the slot another one although its embedding passes? The model's
+        features tell categories apart better than two pieces of one category; the pixels, against how the
+        slot looked just before the hand came, tell a swap from a piece put back (a few pixels off at most).
+        Checked for ``identity_s`` after the slot settles; a slot that failed keeps being checked."""
+        if tr.before is None or self.cfg.identity <= 0:
+            return False
+        if tr.settled is None:
+            tr.settled = t
+        moved = _ncc(look, tr.before) < self.cfg.identity
+        if not moved and t - tr.settled > self.cfg.identity_s:
+            tr.before = tr.settled = None
+        return moved
 
     def _follow(self, ref: Any, emb: np.ndarray | None, dt: float) -> None:
         """The reference follows slow changes of the piece it already matches (the day's light moving over
@@ -216,6 +251,7 @@ class SlotTracker:
         self.enrolment.slots[self.names[i]] = ref
         self.problem = None
         tr.state, tr.pending, tr.pending_n = SlotState.PRESENT, None, 0
+        tr.before = tr.settled = None
         return ref
 
     def _save(self, why: str, slots: Sequence[str]) -> None:

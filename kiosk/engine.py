@@ -7,7 +7,7 @@ stores and streams. Inputs are messages already checked against the schemas.
 Rules (the config's ``policies`` and per-case overrides):
 
 * **missing**: the planogram expects a class, the slot shows ``empty`` or ``unknown``; an incident once
-  that has lasted ``empty_grace_s`` (0 outside store hours, or within ``burst_window_s`` of a smash alarm).
+  that has lasted ``empty_grace_s`` (0 outside store hours, and for the slots of a smash alarm).
 * **wrong**: another class is in the slot, for as long as the same grace (one incident per slot:
   missing and wrong share it, the kind changes in place).
 * **smash**: more than ``burst_slots`` slots of one case went from a piece to none within
@@ -124,12 +124,12 @@ class Engine(StatesMixin, HealthMixin):
         hours = self.config.hours
         return hours is None or hours.is_open(now)
 
-    def grace(self, case: CaseKey, now: float) -> float:
+    def grace(self, case: CaseKey, now: float, slot: str | None = None) -> float:
         """Seconds a slot of ``case`` may be wrong before it is an incident."""
         smash = self.open.get(("smash", *case))
-        # A smash-and-grab makes the slots emptied with it incidents at once; a slot emptied long after it (a
-        # sale, a hand resting on the glass) has its grace again, though the smash alarm may still be open.
-        if not self.store_open(now) or (smash is not None and now - smash.opened_at <= self.policies.burst_window_s):
+        # A smash-and-grab makes the slots emptied with it incidents at once; any other slot of the case (a
+        # sale, a hand resting on the glass) keeps its grace, though the smash alarm is still open.
+        if not self.store_open(now) or (smash is not None and slot in smash.evidence.get("slots", ())):
             return 0.0
         plan = self.cases.get(case)
         g = plan.empty_grace_s if plan is not None else None
@@ -205,7 +205,7 @@ class Engine(StatesMixin, HealthMixin):
         if sv.cond == "missing" and prev in ("ok", "wrong"):   # a piece taken, whatever it was read as
             self._removal(key, now, ch)
         inc = self.open.get(("slot", *key))
-        if bad and inc is None and now - sv.bad_since >= self.grace(key[:2], now):
+        if bad and inc is None and now - sv.bad_since >= self.grace(key[:2], now, key[2]):
             self._open_slot(key, sv, now, ch)
         elif bad and inc is not None:
             self._refresh_slot(inc, key, sv, now, ch, loud=changed or inc.kind != sv.cond)
@@ -235,17 +235,11 @@ class Engine(StatesMixin, HealthMixin):
     def tick(self, now: float) -> Changes:
         """Time passing: graces that ran out, stale cameras, smash alarms whose case is whole again."""
         ch = Changes()
-        graces: dict[CaseKey, float] = {}
         for key, sv in self.slots.items():
             if sv.bad_since is None or sv.cond not in SLOT_KINDS or ("slot", *key) in self.open:
                 continue
             case = key[:2]
-            if sv.cond == "swapped":
-                wait = self._threshold(key, sv, now)
-            else:
-                if case not in graces:
-                    graces[case] = self.grace(case, now)
-                wait = graces[case]
+            wait = self._threshold(key, sv, now) if sv.cond == "swapped" else self.grace(case, now, key[2])
             if now - sv.bad_since >= wait:
                 self._open_slot(key, sv, now, ch)
         for case in list(self.cams):

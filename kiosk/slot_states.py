@@ -82,7 +82,7 @@ class StatesMixin:
         """Seconds a bad slot waits before its incident: the swap confirmation or the grace."""
         if sv.cond == "swapped":
             return self.policies.swap_confirm_s
-        return self.grace(key[:2], now)
+        return self.grace(key[:2], now, key[2])
 
     def _evaluate_state(self, key: tuple[str, str, str], sv: Any, state: str, similarity: float | None,
                         now: float, ch: Changes, counts_before: dict | None, changed: bool) -> None:

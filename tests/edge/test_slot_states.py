@@ -207,3 +207,15 @@ def test_requests_answer_404_for_an_unknown_camera_or_slot_and_evidence_as_jpegs
     assert got["state"] == "present"
     for which in ("current", "reference"):
         assert base64.b64decode(got[which])[:3] == b"\xff\xd8\xff"
+
+
+def test_after_a_hand_another_piece_whose_embedding_passes_is_changed_and_the_same_piece_is_not(tmp_path):
+    case = Case(tmp_path)
+    case.step(n=6, image=frame(seed=1))
+    hand = frame(seed=1, hand_on=0)
+    case.step(emb=(PIECE_B, PIECE_A), image=hand)                     # the hand takes the piece ...
+    other = frame(seed=1)
+    other[:, :40] = frame(seed=7)[:, :40]                             # ... and leaves another one
+    assert case.step(image=other, n=6)[0] == "changed"                # same embedding, other pixels
+    case.step(emb=(PIECE_B, PIECE_A), image=hand)
+    assert case.step(image=frame(seed=1), n=6)[0] == "present"        # the first piece is back

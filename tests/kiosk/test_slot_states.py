@@ -161,6 +161,18 @@ def test_smash_and_grab_counts_removals_by_their_first_frame_away(tmp_path):
     assert ("resolved", "smash", None) in d.events and not d.e.open
 
 
+def test_during_a_smash_alarm_the_other_slots_keep_their_grace(tmp_path):
+    d = Day(engine(tmp_path, empty_grace_s=30))
+    d.at(0)
+    d.at(1, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty", "r1c0": "present"})
+    assert ("smash", None) in d.opened()
+    d.at(5, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty", "r1c0": "empty"})   # a hand resting there
+    assert ("missing", "r1c0") not in d.opened()
+    d.at(8, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})                    # the hand is gone
+    d.e.tick(T0 + 40)
+    assert ("missing", "r1c0") not in d.opened()
+
+
 def test_hand_passes_and_slow_removals_are_no_smash(tmp_path):
     d = Day(engine(tmp_path, empty_grace_s=600))
     d.at(0)
