@@ -98,4 +98,6 @@ def int8_agreement(model: Path, days: list[dict], work: Path) -> dict[str, Any]:
     rep = json.loads(report_path.read_text())
     rows = {r["name"]: {"agreement": r["agreement"], "embedding_cosine": r.get("embedding_cosine"),
                         "passed": r["passed"]} for r in rep["results"] if r["name"] != "fp32"}
-    return {"exit_code": rc, "images": rep.get("calibration_images"), "targets": rows}
+    if rc != 0 or not out.is_dir():
+        raise RuntimeError(f"calibration failed (exit {rc}): {rep.get('failure_message')}")
+    return {"exit_code": rc, "images": rep.get("calibration_images"), "targets": rows, "model_dir": str(out)}
