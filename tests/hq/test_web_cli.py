@@ -75,7 +75,7 @@ def test_cli_example_config_user_add_and_check(tmp_path, broker, dsn, capsys, mo
     assert "error: a regional manager needs their stores" in capsys.readouterr().err
     assert main(["check", "--config", str(cfg_path)]) == 0
     out = capsys.readouterr().out
-    assert "3 stores; database reached, schema version 3 of 3" in out and "(TLS): logged in as hq" in out
+    assert "3 stores; database reached, schema version 4 of 4" in out and "(TLS): logged in as hq" in out
 
 
 def test_cli_refusals_are_one_line(tmp_path, broker, dsn, capsys):
