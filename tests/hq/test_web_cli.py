@@ -16,12 +16,11 @@ from hq.config import parse_config
 from hq.migrations import migrate
 from hq.users import add_user
 
-from .chainkit import hq_config_dict, publish_raw, wait_sql
+from .chainkit import hq_config_dict, log_in, publish_raw, wait_sql
+
 
 def _login(client: httpx.Client, name: str) -> httpx.Client:
-    page = client.get("/login").text
-    csrf = page.split('name="csrf" value="')[1].split('"')[0]
-    r = client.post("/login", data={"user": name, "password": "correct horse", "csrf": csrf})
+    r = log_in(client, name)
     assert r.status_code == 303, r.text
     return client
 
