@@ -4,6 +4,7 @@
     gemsight-hq check --config hq.yaml [--insecure]
     gemsight-hq example-config > hq.yaml
     gemsight-hq user add NAME --role viewer|regional|admin [--store ID ... | --region NAME] [--password-stdin]
+    gemsight-hq user disable|enable NAME
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--store", action="append", default=[], metavar="ID", help="a regional manager's store (repeat)")
     p.add_argument("--region", default=None, help="a regional manager's stores: every store of this region")
     p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    for verb, what in (("disable", "refuse a user's logins and end their sessions"), ("enable", "allow a user again")):
+        with_config(user.add_parser(verb, help=what)).add_argument("name", metavar="NAME")
     return parser
 
 
@@ -157,6 +160,18 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_disable(args: argparse.Namespace) -> int:
+    from hq.migrations import migrate  # noqa: PLC0415
+    from hq.users import set_disabled  # noqa: PLC0415
+
+    cfg = load_config(args.config)
+    with _connect_db(database_dsn(cfg)) as conn:
+        migrate(conn)
+        ended = set_disabled(conn, args.name, args.user_command == "disable")
+    print(f"user {args.name} {args.user_command}d" + (f"; {ended} sessions ended" if ended else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -169,6 +184,6 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "check":
             return cmd_check(args)
-        return cmd_user_add(args)
+        return cmd_user_add(args) if args.user_command == "add" else cmd_user_disable(args)
 
     return run_main(body, PROG)

@@ -46,6 +46,13 @@ CREATE INDEX incidents_open ON incidents(opened_at) WHERE state <> 'resolved';
 ALTER TABLE messages ADD COLUMN applied_at DOUBLE PRECISION NOT NULL
     DEFAULT extract(epoch FROM clock_timestamp());
 """),
+    (4, "users can be disabled; server-side sessions (the kiosk's)", """
+ALTER TABLE users ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT false;
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY, user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE, csrf TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION NOT NULL, address TEXT NOT NULL);
+CREATE INDEX sessions_user ON sessions(user_name);
+"""),
 )
 
 

@@ -79,6 +79,11 @@ def check_password(password: str) -> str:
     return password
 
 
+def hash_password(password: str) -> str:
+    """The argon2id hash (the kiosk's parameters) of a password that may be set (else :class:`ConfigError`)."""
+    return _hasher.hash(check_password(password))
+
+
 def add_user(history: History, name: str, role: str, password: str, now: float, by: str = "cli") -> None:
     """Create or replace a user (the password hashed with argon2id); a replaced user's sessions end.
 

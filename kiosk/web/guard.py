@@ -214,16 +214,16 @@ class SessionBackend(AuthenticationBackend):
 
 
 class RequireLogin:
-    """Everything but ``PUBLIC`` needs a session: pages go to the login form, the API answers 401."""
+    """Everything but ``PUBLIC`` needs a session: pages go to the login form, the API (and ``api_paths``) 401."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, app: Any, api_paths: tuple[str, ...] = ()) -> None:
+        self.app, self.api_paths = app, api_paths
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"].startswith(PUBLIC) or scope["user"].is_authenticated:
             await self.app(scope, receive, send)
             return
-        if wants_json(scope):
+        if wants_json(scope) or scope["path"].startswith(self.api_paths):
             response: Response = JSON({"error": "login required"}, 401)
         else:
             response = RedirectResponse("/login", 303)
@@ -238,13 +238,13 @@ def _in(address: str, networks: tuple[str, ...]) -> bool:
     return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
-def client_address(request: Request) -> tuple[str, bool]:
-    """``(address, from the kiosk's screen)`` of a request.
+def client_address(request: Request, web: Any = None) -> tuple[str, bool]:
+    """``(address, from the kiosk's screen)`` of a request (``web``: the kiosk's ``web`` config by default).
 
     ``X-Forwarded-For`` is believed only from ``web.trusted_proxies`` (the nearest hop that is not
     one of them is the client); a request that names a forwarded address is never the screen.
     """
-    web = request.app.state.kiosk.config.web
+    web = web or request.app.state.kiosk.config.web
     peer = request.client.host if request.client else "?"
     forwarded = request.headers.get("x-forwarded-for") or request.headers.get("forwarded")
     if forwarded and web.trusted_proxies and _in(peer, web.trusted_proxies):

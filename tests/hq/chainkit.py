@@ -163,3 +163,13 @@ def browser(tmp_path):
                  f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token of a page's form."""
+    return page.split('name="csrf" value="')[1].split('"')[0]
+
+
+def log_in(client, name: str, password: str = "correct horse"):
+    """Log ``client`` (httpx) in through the login form; returns the login's response."""
+    return client.post("/login", data={"user": name, "password": password, "csrf": csrf_of(client.get("/login").text)})

@@ -1,4 +1,4 @@
-"""The chain page in a real headless Chromium: a regional manager logs in and sees only their stores."""
+"""The chain page in a real headless Chromium: a regional manager logs in, sees only their stores, logs out."""
 from __future__ import annotations
 
 from selenium.webdriver.common.by import By
@@ -21,5 +21,9 @@ def test_regional_manager_in_a_browser(chain, tmp_path):
         assert [r.get_attribute("data-store") for r in incidents] == ["zrh-01", "bsl-03"]
         assert "2.0 h" in incidents[0].text                           # opened two hours ago, oldest first
         assert "gva-02" not in driver.page_source and "Intake" not in driver.page_source
+        driver.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()   # the session's CSRF token
+        assert driver.current_url.endswith("/login") and driver.find_elements(By.ID, "login")
+        driver.get(url + "/")
+        assert driver.current_url.endswith("/login")
     finally:
         driver.quit()

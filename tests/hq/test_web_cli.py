@@ -16,12 +16,11 @@ from hq.config import parse_config
 from hq.migrations import migrate
 from hq.users import add_user
 
-from .chainkit import hq_config_dict, publish_raw, wait_sql
+from .chainkit import hq_config_dict, log_in, publish_raw, wait_sql
+
 
 def _login(client: httpx.Client, name: str) -> httpx.Client:
-    page = client.get("/login").text
-    csrf = page.split('name="csrf" value="')[1].split('"')[0]
-    r = client.post("/login", data={"user": name, "password": "correct horse", "csrf": csrf})
+    r = log_in(client, name)
     assert r.status_code == 303, r.text
     return client
 
@@ -75,7 +74,7 @@ def test_cli_example_config_user_add_and_check(tmp_path, broker, dsn, capsys, mo
     assert "error: a regional manager needs their stores" in capsys.readouterr().err
     assert main(["check", "--config", str(cfg_path)]) == 0
     out = capsys.readouterr().out
-    assert "3 stores; database reached, schema version 3 of 3" in out and "(TLS): logged in as hq" in out
+    assert "3 stores; database reached, schema version 4 of 4" in out and "(TLS): logged in as hq" in out
 
 
 def test_cli_refusals_are_one_line(tmp_path, broker, dsn, capsys):
