@@ -66,8 +66,8 @@ class _Track:
     thumb: np.ndarray | None = None
     emb: np.ndarray | None = None                  # the last frame's embedding
     t: float = 0.0                                 # the last frame's time
-    look: np.ndarray | None = None                 # the last frame's coarse look (identity check)
-    before: np.ndarray | None = None               # its look before a hand came over the present piece
+    anchor: np.ndarray | None = None               # the coarse look of the last settled, present frame
+    before: np.ndarray | None = None               # the anchor when a hand came over the present piece
     settled: float | None = None                   # when the slot became still again after that hand
     still_since: float | None = None
     recent: deque = field(default_factory=deque)   # embeddings since the slot became still
@@ -169,8 +169,8 @@ class SlotTracker:
                 tr.thumb, tr.emb, tr.label = thumb, emb, labels[i]
                 look = _coarse(thumb)
                 if moving:
-                    if tr.still_since is not None and tr.state == SlotState.PRESENT and tr.before is None:
-                        tr.before, tr.settled = tr.look, None   # how the piece looked before the hand came
+                    if tr.state == SlotState.PRESENT and tr.before is None and tr.anchor is not None:
+                        tr.before, tr.settled = tr.anchor, None   # how the piece looked before the hand came
                     tr.still_since = None
                     tr.recent.clear()
                 else:
@@ -198,8 +198,10 @@ class SlotTracker:
                     candidate = SlotState.EMPTY
                 else:
                     candidate = SlotState.CHANGED
-                tr.t, tr.look = t, look
+                tr.t = t
                 self._settle(tr, candidate, fresh=name in auto_enrolled)
+                if still and tr.state == SlotState.PRESENT and tr.before is None:
+                    tr.anchor = look   # a settled, present look: what a hand's passing is checked against
                 out.append((tr.state, tr.similarity))
             if auto_enrolled:
                 self._save(f"auto-enrolled {', '.join(auto_enrolled)}", auto_enrolled)
@@ -251,7 +253,7 @@ class SlotTracker:
         self.enrolment.slots[self.names[i]] = ref
         self.problem = None
         tr.state, tr.pending, tr.pending_n = SlotState.PRESENT, None, 0
-        tr.before = tr.settled = None
+        tr.before = tr.settled = tr.anchor = None
         return ref
 
     def _save(self, why: str, slots: Sequence[str]) -> None:
