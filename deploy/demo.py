@@ -24,7 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from deploy.demo_kiosk import start_kiosk, stop_kiosk
+from deploy.demo_kiosk import start_kiosk, start_staff, stop_kiosk
+from deploy.demo_staff import load_events, truth_lines
 from edge.cli_support import run_main, setup_logging
 from edge.errors import ConfigError, GemsightError
 
@@ -38,8 +39,11 @@ DEFAULTS = {
     "epochs": 12,
     "arch": "resnet18",
     "slots": "3x4",
-    "video_seconds": 30,
-    "fps": 10,
+    # The case films a store day (gemsight-synth day): 3 minutes at 5 fps played 3x faster than real time,
+    # so hand passes, lifted pieces, a sale, a theft, a swap, a smash-and-grab and restocks take one minute.
+    "day_minutes": 3,
+    "fps": 5,
+    "speed": 3,
     "calib_count": 256,
     "version": "1.0.0",
     # A 320-image validation set moves 0.3 points per image: the demo's gate allows 2 points (the
@@ -117,9 +121,8 @@ def build_model(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
 def make_video(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     video = workdir / "case.mp4"
     slots = workdir / "case.slots.yaml"
-    _step(workdir, "video", _py("trainer", "synth", "video", video, "--slots", DEFAULTS["slots"],
-                                "--seconds", args.video_seconds, "--fps", DEFAULTS["fps"],
-                                "--size", "1280x720", "--seed", 1), [video])
+    _step(workdir, "day", _py("trainer", "synth", "day", video, "--slots", DEFAULTS["slots"], "--minutes",
+                              args.day_minutes, "--fps", DEFAULTS["fps"], "--seed", 1), [video])
     _step(workdir, "pictures", _py("trainer", "synth", "preview", workdir / "data",
                                    workdir / "contact_sheet.png"), [workdir / "contact_sheet.png"])
     _step(workdir, "frame", _py("trainer", "synth", "frame", video, workdir / "case_frame.png",
@@ -217,7 +220,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=DEFAULTS["per_class"])
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     p.add_argument("--img-size", type=int, default=DEFAULTS["img_size"])
-    p.add_argument("--video-seconds", type=int, default=DEFAULTS["video_seconds"])
+    p.add_argument("--day-minutes", type=int, default=DEFAULTS["day_minutes"], help="length of the filmed store day")
     p.add_argument("--max-frames", type=int, help="stop the loop after this many frames")
     p.add_argument("--port", type=int, default=5555, help="ZeroMQ PUB port (snapshot REP on the next one)")
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -243,17 +246,28 @@ def main(argv: list[str] | None = None) -> int:
             annotate = workdir / "annotated-camera.mp4"
         else:
             video, slots = make_video(workdir, args)
-            # At the video's own rate, so what the listener shows is live.
-            source, annotate = f"file://{video}?realtime=1", workdir / "annotated.mp4"
+            # A store day three times faster than real time, so what the listener shows is live.
+            source, annotate = f"file://{video}?speed={DEFAULTS['speed']}", workdir / "annotated.mp4"
         root = flash(workdir, bundle, pubkey)
         keys = make_link_keys(root, workdir)
         config = write_config(workdir, root, source, slots, args.port, keys)
         logger.info("ready in %.1f s; starting the loop", time.monotonic() - started)
-        kiosk = start_kiosk(workdir, keys, args.port, None if args.source else video.with_suffix(".truth.jsonl"))
+        events = None if args.source else video.with_suffix(".events.jsonl")
+        kiosk = start_kiosk(workdir, keys, args.port, events, speed=DEFAULTS["speed"])
+        staff = start_staff(kiosk, events, keys, args.port)
         try:
             run_loop(config, args.port, annotate, args.max_frames, keys)
         finally:
+            if staff is not None:
+                staff.stop()
             stop_kiosk(kiosk, workdir)
+        if staff is not None:
+            print("\nWhat the staff did on the kiosk's page (the day's truth, at the video's time):")
+            for line in staff.done:
+                print(f"  {line}")
+            print("\nWhat the video really contains (its truth, case.events.jsonl):")
+            for line in truth_lines(load_events(events)):
+                print(f"  {line}")
         _summary(workdir, annotate)
         return 0
 

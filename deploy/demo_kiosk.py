@@ -28,10 +28,13 @@ def _py(module: str, *args: object) -> list[str]:
 KIOSK_LOGIN = ("demo", "gemsight-demo")
 
 
-def start_kiosk(workdir: Path, keys: dict[str, Path], port: int, truth: Path | None) -> subprocess.Popen | None:
-    """A store kiosk on the demo's device (``gemsight-kiosk run``, its own process), with the video's
-    first frame as planogram, a fresh history, its key in the device's allow-list and a demo login.
-    ``None`` for a real camera: no planogram is known (``gemsight-kiosk example-config``)."""
+def start_kiosk(workdir: Path, keys: dict[str, Path], port: int, truth: Path | None,
+                speed: float = 1.0) -> subprocess.Popen | None:
+    """A store kiosk on the demo's device (``gemsight-kiosk run``, its own process), with the filmed day's
+    opening stock as planogram (``case.events.jsonl``; or a first frame's ``case.truth.jsonl``), a fresh
+    history, its key in the device's allow-list and a demo login. Its times are the wall clock's, so its
+    grace and confirmations are the day's divided by ``speed``. ``None`` for a real camera: no planogram
+    is known (``gemsight-kiosk example-config``)."""
     if truth is None or not truth.is_file():
         logger.info("kiosk: not started for a real camera (write a kiosk.yaml: gemsight-kiosk example-config)")
         return None
@@ -43,15 +46,20 @@ def start_kiosk(workdir: Path, keys: dict[str, Path], port: int, truth: Path | N
     if not (keys["allowed_clients"] / "demo-kiosk.key").exists():
         allow(kdir / "demo-kiosk.key", keys["allowed_clients"])
     shutil.rmtree(kdir / "state", ignore_errors=True)   # this run's incidents only
-    first = json.loads(truth.read_text().splitlines()[0])["slots"]
+    lines = [json.loads(line) for line in truth.read_text().splitlines() if line.strip()]
+    first = ({e["slots"][0]: e["class"] for e in lines if e.get("kind") == "stock"} if lines[0].get("kind") == "day"
+             else lines[0]["slots"])
+    grace = (lines[0].get("grace_s", 30.0) if lines[0].get("kind") == "day" else 3.0 * speed) / speed
     plan = {slot: "empty by design" if cls == "empty" else cls for slot, cls in first.items()}
     config = {"store": "gemsight demo", "state_dir": str(kdir / "state"),
               "curve": {"client_secret_key": str(kdir / "demo-kiosk.key_secret")},
               "devices": [{"id": "demo-case", "labels": f"tcp://127.0.0.1:{port}",
                            "snapshot": f"tcp://127.0.0.1:{port + 1}", "server_key": str(keys["server_public"]),
                            "cameras": {"cam0": {"title": "Demo case", "slots": plan}}}],
-              # A 30 s video: a piece gone for 3 s is an incident; the loop needs a few seconds to start.
-              "policies": {"empty_grace_s": 3, "stale_heartbeats": 10},
+              # The day's grace (a piece away longer is missing), a swap confirmed after 10 s and a smash
+              # within 10 s, all in the video's seconds; the loop needs a few seconds to start.
+              "policies": {"empty_grace_s": round(grace, 2), "swap_confirm_s": round(10.0 / speed, 2),
+                           "burst_window_s": round(10.0 / speed, 2), "stale_heartbeats": 10},
               "web": {"host": "127.0.0.1", "port": 0}}
     path = kdir / "kiosk.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -63,7 +71,34 @@ def start_kiosk(workdir: Path, keys: dict[str, Path], port: int, truth: Path | N
         proc.wait(10)
         raise GemsightError(f"the kiosk did not start (exit {proc.returncode}); its log is above")
     print(f"\n{line}  (log in as {KIOSK_LOGIN[0]} / {KIOSK_LOGIN[1]})\n", flush=True)
+    proc.url = line.rsplit(" ", 1)[-1]   # "gemsight kiosk: http://127.0.0.1:PORT/"
     return proc
+
+
+def start_staff(kiosk: subprocess.Popen | None, events: Path | None, keys: dict[str, Path], port: int):
+    """The day's staff (:mod:`deploy.demo_staff`) on the kiosk's page, at the video's time as the device
+    reports it (its snapshot's frame index); ``None`` without a kiosk or a filmed day."""
+    if kiosk is None or events is None or not events.is_file():
+        return None
+    from deploy.demo_staff import KioskPage, Staff, load_events  # noqa: PLC0415
+    from edge.device_requests import ask  # noqa: PLC0415
+    from edge.link import ClientKeys  # noqa: PLC0415
+
+    day = load_events(events)
+    fps = float(day[0].get("fps", 5.0))
+    client = ClientKeys.load(keys["server_public"], keys["client_secret"])
+
+    def video_time() -> float | None:
+        try:
+            snap = ask(f"tcp://127.0.0.1:{port + 1}", client, {"camera": "cam0"}, timeout_s=2.0)
+        except GemsightError:
+            return None
+        index = (snap.get("cameras", {}).get("cam0") or {}).get("frame_index")
+        return None if index is None else index / fps
+
+    staff = Staff(day, KioskPage(kiosk.url, *KIOSK_LOGIN), video_time, "demo-case", "cam0")
+    staff.start()
+    return staff
 
 
 def stop_kiosk(proc: subprocess.Popen | None, workdir: Path) -> None:

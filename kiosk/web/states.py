@@ -70,8 +70,10 @@ async def api_evidence(request: Request) -> Response:
 async def enrol(request: Request, data: dict) -> Response:
     kiosk = request.app.state.kiosk
     device, camera = request.path_params["device"], request.path_params["camera"]
+    slot = str(data.get("slot") or "").strip() or None   # one restocked slot, or the whole case
     try:
-        result = await asyncio.to_thread(enrol_case, kiosk, device, camera, request.user.name)
+        result = await asyncio.to_thread(enrol_case, kiosk, device, camera, request.user.name,
+                                         slots=[slot] if slot else None)
     except DeviceRequestError as exc:
         raise Refused(exc.status, str(exc)) from None
     if request.url.path.startswith("/api/"):
