@@ -37,9 +37,10 @@ class StatesConfig(BaseModel):
     follow_s: float = Field(10.0, ge=0, le=3600, description="Time constant (seconds) with which a present "
                                                             "piece's reference follows slow changes of light; "
                                                             "0 keeps the enrolled reference as it is.")
-    identity: float = Field(0.85, ge=0, le=1, description="After a hand, the slot's coarse look must correlate "
-                                                          "this well with its look before the hand, or the piece is "
-                                                          "`changed` although its embedding passes (0: off).")
+    identity: float = Field(0.12, ge=0, le=2, description="After a hand, a slot whose coarse look (8x8, light's gain "
+                                                          "divided out) differs from its look before the hand by more "
+                                                          "than this (mean absolute difference) holds another piece "
+                                                          "although its embedding passes (0: off).")
     identity_s: float = Field(20.0, gt=0, le=600, description="How long after a hand that check runs.")
     confirm_frames: int = Field(3, ge=1, le=100, description="Frames a decided state must hold before it is "
                                                              "published (occluded is published at once).")
