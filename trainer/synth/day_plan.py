@@ -300,7 +300,9 @@ class _Planner:
             if kind == "restock":
                 self.restock(t, slot)
                 continue
-            t = self._when_free(t, kind)
+            t = self._when_free(t, kind, queue)
+            if t is None:
+                continue
             if kind == "smash":
                 self.smash(t, self.smash_slots(t), queue)
                 continue
@@ -314,14 +316,20 @@ class _Planner:
                 self.sale_or_theft(kind, t, slot, queue)
         self._check_alarm_window()
 
-    def _when_free(self, t: float, kind: str) -> float:
-        """``t``, or the first time after it when enough slots are free for ``kind``."""
+    def _when_free(self, t: float, kind: str, queue: list) -> float | None:
+        """``t``, or the first time after it when enough slots are free for ``kind``; None when that waits
+        for a restock still in the queue (the event is queued again behind it)."""
         need = SMASH_SLOTS if kind == "smash" else 1
         for cand in sorted({t, *(f for f in self.free_at if t < f < math.inf)}):
             if len(self.eligible(cand, kind)) >= need:
                 return cand
+        restocks = [q[0] for q in queue if q[1] == "restock"]
+        if restocks:
+            queue.append((min(restocks) + 1e-3, kind, None))
+            return None
         raise ConfigError(f"--minutes: {self.T / 60:g} min is too short for the store day's events "
-                          f"(no free slot for a {kind}; --grace-s {self.grace:g} keeps slots busy)")
+                          f"(no free slot for a {kind}; --grace-s {self.grace:g} keeps slots busy; "
+                          "more --slots would help)")
 
     def _check_alarm_window(self) -> None:
         for ev in self.plan.events:
