@@ -261,6 +261,7 @@ def test_photo_day_uses_a_distinct_photo_per_piece(tmp_path, photo_dir):
     (["--minutes", "-3"], "--minutes"),
     (["--fps", "0"], "--fps"),
     (["--fps", "-5"], "--fps"),
+    (["--fps", "0.5"], "--fps"),
     (["--grace-s", "0"], "--grace-s"),
     (["--grace-s", "2"], "--grace-s"),
     (["--slots", "1x2"], "--slots"),

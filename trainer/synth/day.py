@@ -39,6 +39,8 @@ def _check_day_args(minutes: float, fps: float, grace_s: float) -> None:
     for name, value in (("--minutes", minutes), ("--fps", fps), ("--grace-s", grace_s)):
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{name}: must be a positive number, got {value}")
+    if fps < 1:
+        raise ConfigError(f"--fps: {fps:g} is too few to see a hand come and go (at least 1 frame a second)")
     if grace_s < 5:
         raise ConfigError(f"--grace-s: {grace_s:g} s is too short to show a piece and put it back (at least 5 s)")
     need = OPENING_QUIET_S + 2 * grace_s + 30.0
