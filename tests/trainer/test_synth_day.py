@@ -224,6 +224,15 @@ def test_key_photo_finds_the_piece_and_refuses_a_busy_background():
     assert "covers" in key_photo(np.full((160, 160, 3), 250, np.uint8))[1]
 
 
+def test_a_hair_thin_piece_is_skipped(tmp_path):
+    (tmp_path / "ring").mkdir()
+    thin = np.full((200, 200, 3), 255, np.uint8)
+    cv2.circle(thin, (100, 100), 80, (40, 120, 200), 1)
+    cv2.imwrite(str(tmp_path / "ring" / "thin.jpg"), thin)
+    cv2.imwrite(str(tmp_path / "ring" / "good.jpg"), _drawn_photo("ring", 2))
+    assert [p.source for p in load_photos(tmp_path)["ring"]] == ["ring/good.jpg"]
+
+
 def test_photo_day_uses_a_distinct_photo_per_piece(tmp_path, photo_dir):
     keyed = load_photos(photo_dir)
     assert {k: len(v) for k, v in keyed.items()} == {"bracelet": 3, "ring": 3, "watch": 3}
@@ -252,6 +261,7 @@ def test_photo_day_uses_a_distinct_photo_per_piece(tmp_path, photo_dir):
     (["--minutes", "-3"], "--minutes"),
     (["--fps", "0"], "--fps"),
     (["--fps", "-5"], "--fps"),
+    (["--fps", "0.5"], "--fps"),
     (["--grace-s", "0"], "--grace-s"),
     (["--grace-s", "2"], "--grace-s"),
     (["--slots", "1x2"], "--slots"),

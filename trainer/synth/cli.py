@@ -4,7 +4,8 @@ Commands::
 
     gemsight-synth images OUT [--classes a,b,...] [--per-class N] [--size S] [--val-fraction F] [--seed K] [--workers N]
     gemsight-synth video OUT.mp4 [--slots RxC] [--seconds T] [--fps F] [--size WxH] [--seed K] [--stock-seed K] [--classes ...]
-    gemsight-synth day OUT.mp4 [--minutes M] [--fps F] [--slots RxC] [--size WxH] [--seed K] [--photos DIR] [--grace-s S]
+    gemsight-synth day OUT.mp4 [--minutes M] [--fps F] [--slots RxC] [--size WxH] [--seed K] [--photos DIR]
+                       [--grace-s S]
     gemsight-synth preview DATASET OUT.png [--per-class N]
     gemsight-synth frame VIDEO OUT.png [--slots FILE] [--index I]
 """

@@ -13,6 +13,7 @@ backgrounds (:mod:`trainer.synth.photos`), a distinct photo for each piece.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -38,6 +39,8 @@ def _check_day_args(minutes: float, fps: float, grace_s: float) -> None:
     for name, value in (("--minutes", minutes), ("--fps", fps), ("--grace-s", grace_s)):
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{name}: must be a positive number, got {value}")
+    if fps < 1:
+        raise ConfigError(f"--fps: {fps:g} is too few to see a hand come and go (at least 1 frame a second)")
     if grace_s < 5:
         raise ConfigError(f"--grace-s: {grace_s:g} s is too short to show a piece and put it back (at least 5 s)")
     need = OPENING_QUIET_S + 2 * grace_s + 30.0
@@ -63,11 +66,10 @@ def _names(plan: DayPlan, names: list[str], stats, photos, meta) -> list[dict]:
         for key in ("removals", "pieces", "classes"):
             if key in line:
                 line[key] = {names[s]: v for s, v in line[key].items()}
-        for key, pid in (("source", ev.get("piece")), ("new_source", ev.get("new_piece"))):
-            if pid is not None and ev["kind"] in ("stock", "restock", "swap"):
-                if key == "source" and ev["kind"] == "swap":
-                    continue
-                line[key] = _source(plan, pid, photos)
+        if ev["kind"] in ("stock", "restock"):
+            line["source"] = _source(plan, ev["piece"], photos)
+        elif ev["kind"] == "swap":
+            line["new_source"] = _source(plan, ev["new_piece"], photos)
         lines.append(line)
     for k, e in enumerate(plan.ambient):
         line = e.truth()
@@ -102,8 +104,8 @@ def make_day(out, minutes: float = 60.0, fps: float = 5.0, slots: tuple[int, int
         grace_s: how long a piece may be away before it is missing; lift-and-returns stay shorter.
 
     Returns:
-        ``{"video", "slots", "events": Path, "frames": int, "render_s": float, "frames_per_s": float,
-        "counts": {kind: n}}``.
+        ``{"video", "slots", "events": Path, "frames": int, "render_s": float (wall), "render_cpu_s": float,
+        "frames_per_s": float (wall), "counts": {kind or action: n}}``.
 
     Raises:
         ConfigError: a bad argument (the message names the option).
@@ -122,6 +124,7 @@ def make_day(out, minutes: float = 60.0, fps: float = 5.0, slots: tuple[int, int
     side = layout[0][1][2] - layout[0][1][0]
     linings = [slot_lining(int(seed), k, side) for k in range(len(layout))]
 
+    @functools.lru_cache(maxsize=64)  # the pieces in the case and those just lifted out: each drawn once
     def art(pid: str) -> PieceArt:
         spec = plan.pieces[pid]
         rng = np.random.default_rng([int(seed), 7, int(pid[1:])])
@@ -152,5 +155,5 @@ def make_day(out, minutes: float = 60.0, fps: float = 5.0, slots: tuple[int, int
     logger.info("wrote %s: %d frames %dx%d at %g fps (%.0f frames/s rendered and encoded), %s", out, n_frames,
                 width, height, fps, fps_render, ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())))
     return {"video": out, "slots": slots_path, "events": events_path, "frames": n_frames,
-            "render_s": stats.seconds, "frames_per_s": fps_render, "counts": kinds}
+            "render_s": stats.seconds, "render_cpu_s": stats.cpu_seconds, "frames_per_s": fps_render, "counts": kinds}
 

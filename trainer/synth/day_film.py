@@ -39,7 +39,8 @@ class FilmStats:
 
     hand_slots: dict[int, set[int]] = field(default_factory=dict)    # event index -> slots a hand covered
     glare_slots: dict[int, set[int]] = field(default_factory=dict)   # ambient index -> slots under it
-    seconds: float = 0.0
+    seconds: float = 0.0       # wall time of rendering and encoding
+    cpu_seconds: float = 0.0   # this process's CPU time for the same
 
 
 def _smooth(u: float) -> float:
@@ -98,9 +99,11 @@ class _Film:
             reach = 1.0 - _smooth((t - v.t_leave) / (v.t_out - v.t_leave))
         wobble = 0.04 * scale * np.array([math.sin(7.0 * t + v.entry * 9), math.cos(5.0 * t + v.skin)])
         centre = entry + (goal - entry) * reach + wobble * reach
-        pts = np.array([centre - 1.9 * scale, centre + 1.9 * scale, centre - d * 4.2 * scale])
-        bx0, by0 = np.clip(np.floor(pts.min(axis=0) - 0.6 * scale), 0, [self.width, self.height]).astype(int)
-        bx1, by1 = np.clip(np.ceil(pts.max(axis=0) + 0.6 * scale), 0, [self.width, self.height]).astype(int)
+        # The box the hand, its forearm and its shadow can reach (see hands.draw_hand's proportions).
+        n = np.array([-d[1], d[0]])
+        pts = np.array([centre + scale * (d * a + n * b) for a in (1.4, -4.1) for b in (-1.0, 1.0)])
+        bx0, by0 = np.clip(np.floor(pts.min(axis=0) - 0.3 * scale), 0, [self.width, self.height]).astype(int)
+        bx1, by1 = np.clip(np.ceil(pts.max(axis=0) + 0.3 * scale), 0, [self.width, self.height]).astype(int)
         if bx1 - bx0 < 2 or by1 - by0 < 2:
             return
         roi = frame[by0:by1, bx0:bx1]
@@ -133,7 +136,8 @@ class _Film:
             fade = min(1.0, (t - e.t) / 1.0, (e.t_end - t) / 1.0)
             r = sprite.shape[0] // 2
             cx, cy = (e.params["start"] + e.params["travel"] * (t - e.t) / (e.t_end - e.t)).astype(int)
-            fx0, fy0, fx1, fy1 = max(0, cx - r), max(0, cy - r), min(self.width, cx + r + 1), min(self.height, cy + r + 1)
+            fx0, fy0 = max(0, cx - r), max(0, cy - r)
+            fx1, fy1 = min(self.width, cx + r + 1), min(self.height, cy + r + 1)
             if fx1 <= fx0 or fy1 <= fy0:
                 continue
             part = sprite[fy0 - (cy - r):fy1 - (cy - r), fx0 - (cx - r):fx1 - (cx - r)]
@@ -171,7 +175,8 @@ class _Film:
             view = self.scene[oy:oy + self.height, ox:ox + self.width]
             while vi < len(visits) and visits[vi].t_out <= t:
                 vi += 1
-            gain = light_gain(self.plan.ambient, t, i) * (1.0 + DRIFT * math.sin(2 * math.pi * t / 11.0 + self.phase[0]))
+            drift = 1.0 + DRIFT * math.sin(2 * math.pi * t / 11.0 + self.phase[0])
+            gain = light_gain(self.plan.ambient, t, i) * drift
             if vi < len(visits) and visits[vi].t_in <= t:
                 frame = view.copy()
                 self.hand(frame, visits[vi], t, (dx, dy))
@@ -197,11 +202,11 @@ def film_day(out: Path, plan: DayPlan, layout, width: int, height: int, fps: flo
     if not writer.isOpened():
         raise DataError(f"{out}: OpenCV cannot write MPEG-4 video here")
     film = _Film(plan, layout, width, height, fps, seed, linings, art)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         for frame in film.frames(n_frames):
             writer.write(frame)
     finally:
         writer.release()
-    film.stats.seconds = time.perf_counter() - t0
+    film.stats.seconds, film.stats.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     return film.stats

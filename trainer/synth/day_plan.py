@@ -24,6 +24,7 @@ SEPARATION_S = 5.0      # on top of the grace, between events on one slot
 #: Per hour of video; at least one of each whatever the length.
 PER_HOUR = {"hand_pass": 200, "lift_return": 40, "sale": 10, "theft": 10, "swap": 10, "smash": 2}
 SMASH_SLOTS = 3
+SMASH_WITHIN_S = 10.0   # a smash-and-grab empties its slots within this
 RESTOCK_AFTER_S = 15.0  # a removed piece's slot is restocked this long after its alarm could have fired
 RESTOCK_END_S = 20.0    # no restock in the last seconds (its enrolment must fit)
 
@@ -141,10 +142,10 @@ class _Planner:
 
     # ---------------------------------------------------------------- hands
 
-    def visit(self, t: float, slot: int, event: int, dwell: float, quick: bool = False) -> Visit:
+    def visit(self, t: float, slot: int, event: int, dwell: float) -> Visit:
         """Place one hand visit at or after ``t``; the hand is at the slot for ``dwell`` s."""
-        reach = max(0.4 if quick else 0.6, 2.0 / self.fps) + self.rng.uniform(0.0, 0.3)
-        leave = max(0.4 if quick else 0.6, 2.0 / self.fps) + self.rng.uniform(0.0, 0.3)
+        reach = max(0.6, 2.0 / self.fps) + self.rng.uniform(0.0, 0.3)
+        leave = max(0.6, 2.0 / self.fps) + self.rng.uniform(0.0, 0.3)
         t_in = self.hands.place(t, reach + dwell + leave)
         v = Visit(t_in, t_in + reach, t_in + reach + dwell, t_in + reach + dwell + leave, slot,
                   float(self.rng.uniform(0.15, 0.85)), int(self.rng.integers(4)), event)
@@ -235,12 +236,13 @@ class _Planner:
     def smash(self, t: float, slots: list[int], queue: list) -> None:
         self.plan.events.append({"t": 0.0, "kind": "smash", "slots": slots})
         ev, idx = self.plan.events[-1], len(self.plan.events) - 1
-        durations = [0.4 + 0.4 + max(0.6, 3.0 / self.fps) + 4.0 / self.fps for _ in slots]
+        grab = max(0.6, 2.0 / self.fps)   # a fast hand: in, grab, out
+        durations = [0.8 + grab for _ in slots]
         start = self.hands.place(t, sum(durations) + HAND_GAP_S * len(slots))
         removals, pieces, hands = {}, {}, []
         for slot, d in zip(slots, durations):
             # The block is already held on the timeline: these visits go straight into the plan.
-            reach = (d - max(0.6, 3.0 / self.fps)) / 2
+            reach = (d - grab) / 2
             v = Visit(start, start + reach, start + d - reach, start + d, slot, float(self.rng.uniform(0.15, 0.85)),
                       int(self.rng.integers(4)), idx)
             self.plan.visits.append(v)
@@ -250,6 +252,9 @@ class _Planner:
             self.plan.changes.append(Change(removals[slot], slot, None))
             hands.append([round(v.t_in, 3), round(v.t_out, 3)])
             start += d + HAND_GAP_S
+        if max(removals.values()) - min(removals.values()) > SMASH_WITHIN_S:
+            raise ConfigError(f"--fps: at {self.fps:g} fps a smash-and-grab of {len(slots)} slots takes longer than "
+                              f"{SMASH_WITHIN_S:g} s")
         ev.update({"t": min(removals.values()), "t_end": max(removals.values()), "removals": removals,
                    "pieces": pieces, "classes": {k: self.plan.pieces[p].cls for k, p in pieces.items()},
                    "hands": hands})
@@ -300,7 +305,9 @@ class _Planner:
             if kind == "restock":
                 self.restock(t, slot)
                 continue
-            t = self._when_free(t, kind)
+            t = self._when_free(t, kind, queue)
+            if t is None:
+                continue
             if kind == "smash":
                 self.smash(t, self.smash_slots(t), queue)
                 continue
@@ -314,14 +321,20 @@ class _Planner:
                 self.sale_or_theft(kind, t, slot, queue)
         self._check_alarm_window()
 
-    def _when_free(self, t: float, kind: str) -> float:
-        """``t``, or the first time after it when enough slots are free for ``kind``."""
+    def _when_free(self, t: float, kind: str, queue: list) -> float | None:
+        """``t``, or the first time after it when enough slots are free for ``kind``; None when that waits
+        for a restock still in the queue (the event is queued again behind it)."""
         need = SMASH_SLOTS if kind == "smash" else 1
         for cand in sorted({t, *(f for f in self.free_at if t < f < math.inf)}):
             if len(self.eligible(cand, kind)) >= need:
                 return cand
+        restocks = [q[0] for q in queue if q[1] == "restock"]
+        if restocks:
+            queue.append((min(restocks) + 1e-3, kind, None))
+            return None
         raise ConfigError(f"--minutes: {self.T / 60:g} min is too short for the store day's events "
-                          f"(no free slot for a {kind}; --grace-s {self.grace:g} keeps slots busy)")
+                          f"(no free slot for a {kind}; --grace-s {self.grace:g} keeps slots busy; "
+                          "more --slots would help)")
 
     def _check_alarm_window(self) -> None:
         for ev in self.plan.events:

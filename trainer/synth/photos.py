@@ -4,8 +4,9 @@ A photo folder is laid out ``DIR/<class>/*.jpg`` (``png`` too), each class one t
 A product shot stands on a plain, usually white, background: its colour is read from the photo's
 border, every pixel near it is keyed out (a threshold, then morphology to drop specks and keep the
 piece's bright stones), and the alpha is feathered when the piece is scaled into a slot. A photo
-whose border is not plain, or whose piece covers almost nothing or almost everything, is not usable
-and is skipped with a log line.
+whose border is not plain, whose piece covers almost nothing or almost everything of it, or which at
+the case's scale would cover under 3% of its slot (a hair-thin chain: nothing a camera sees) is not
+usable and is skipped with a log line.
 """
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ KEY_TOL = 30            # a pixel further than this from the background is the p
 MIN_COVER, MAX_COVER = 0.01, 0.95
 MAX_SIDE = 320          # keyed photos are kept at most this large (a slot is far smaller)
 HOLE_SHARE = 0.004      # background islands inside the piece smaller than this share are its highlights
-MIN_FILL = 0.02         # a piece filling less of its own box (a hair-thin chain) all but vanishes in a slot
+#: How long a photographed piece's longest side is, as a share of the slot's side (the drawers' scales).
+PHOTO_SCALE = {"ring": 0.42, "earring": 0.62, "necklace": 0.9, "pendant": 0.7, "bracelet": 0.8, "brooch": 0.5,
+               "watch": 0.85}
+MIN_SLOT_COVER = 0.03   # a piece covering less of its slot (a hair-thin chain) all but vanishes on camera
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,6 @@ def key_photo(img: np.ndarray) -> tuple[np.ndarray, str]:
     cover = np.count_nonzero(mask) / mask.size
     if not MIN_COVER <= cover <= MAX_COVER:
         return np.zeros(0, np.uint8), f"the piece covers {cover:.0%} of the photo"
-    x, y, w, h = cv2.boundingRect(mask)
-    fill = np.count_nonzero(mask[y:y + h, x:x + w]) / (w * h)
-    if fill < MIN_FILL:
-        return np.zeros(0, np.uint8), f"the piece is too thin (it fills {fill:.1%} of its box)"
     return mask, ""
 
 
@@ -131,6 +131,12 @@ def load_photos(root, max_side: int = MAX_SIDE) -> dict[str, list[KeyedPhoto]]:
                 skipped += 1
                 continue
             x, y, w, h = cv2.boundingRect(mask)
+            slot_cover = np.count_nonzero(mask) * (PHOTO_SCALE[folder.name] / max(w, h)) ** 2
+            if slot_cover < MIN_SLOT_COVER:
+                logger.info("--photos: %s skipped: at the case's scale the piece covers %.1f%% of its slot", path,
+                            100 * slot_cover)
+                skipped += 1
+                continue
             keyed.append(KeyedPhoto(folder.name, f"{folder.name}/{path.name}", img[y:y + h, x:x + w].copy(),
                                     mask[y:y + h, x:x + w].copy()))
         if keyed:

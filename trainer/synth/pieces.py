@@ -16,14 +16,11 @@ import numpy as np
 
 from trainer.synth.items import DRAWERS
 from trainer.synth.paint import Painter
-from trainer.synth.photos import KeyedPhoto
+from trainer.synth.photos import PHOTO_SCALE, KeyedPhoto
 from trainer.synth.tray import lighting_field, render_tray, tray_details
 
 logger = logging.getLogger(__name__)
 
-#: How long a photographed piece's longest side is, as a share of the slot's side (the drawers' scales).
-PHOTO_SCALE = {"ring": 0.42, "earring": 0.62, "necklace": 0.9, "pendant": 0.7, "bracelet": 0.8, "brooch": 0.5,
-               "watch": 0.85}
 PHOTO_GAIN = 0.85   # studio shots are brighter than a lit case
 SHADOW = 0.45       # how much of the light a piece's shadow takes
 
