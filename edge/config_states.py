@@ -37,7 +37,7 @@ class StatesConfig(BaseModel):
     follow_s: float = Field(10.0, ge=0, le=3600, description="Time constant (seconds) with which a present "
                                                             "piece's reference follows slow changes of light; "
                                                             "0 keeps the enrolled reference as it is.")
-    identity: float = Field(0.12, ge=0, le=2, description="After a hand, a slot whose coarse look (8x8, light's gain "
+    identity: float = Field(0.16, ge=0, le=2, description="After a hand, a slot whose coarse look (8x8, light's gain "
                                                           "divided out) differs from its look before the hand by more "
                                                           "than this (mean absolute difference) holds another piece "
                                                           "although its embedding passes (0: off).")

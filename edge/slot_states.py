@@ -204,7 +204,7 @@ class SlotTracker:
         """After a hand, is the piece in the slot another one although its embedding passes? The model's
         features tell categories apart better than two pieces of one category; the pixels, against how the
         slot looked just before the hand came (coarse, light's gain divided out), tell a swap from a piece put
-        back a few pixels off: on the store-day videos 0.22-0.24 against 0.02-0.06.
+        back a few pixels off: on the store-day videos 0.22-0.24 against 0.02-0.06 (0.11 as the light moves).
         Checked for ``identity_s`` after the slot settles; a slot that failed keeps being checked."""
         if tr.before is None or self.cfg.identity <= 0:
             return False
