@@ -147,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         # the device then plays the days with the INT8 model ONNX Runtime runs, and the report says how each
         # target's INT8 embeddings agree with FP32's.
         report["int8"] = int8_agreement(model, [film(s, args, work)[0] for s in stockings], work)
-        played_model = Path(report["int8"]["model_dir"])
+        if report["int8"]["model_dir"]:          # a gate that failed leaves the days to the FP32 model (said)
+            played_model = Path(report["int8"]["model_dir"])
+        else:
+            logger.warning("INT8 calibration failed (%s): the days are played with the FP32 model",
+                           report["int8"]["failure"])
         write(report, args.out)
     report["played_model"] = str(played_model)
     for stocking in stockings:
