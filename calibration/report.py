@@ -25,22 +25,24 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Calibration report: {report.get('model_name', '')} {report.get('model_version', '')}".rstrip(),
         "",
-        f"- status: **{report['status']}** (gate: top-1 drop ≤ {report['max_drop']:g} points)",
+        f"- status: **{report['status']}** (gate: top-1 drop ≤ {report['max_drop']:g} points; embeddings' median "
+        "cosine to FP32's ≥ 0.98)",
         f"- source model: `{report['source_model']}`",
         f"- method: {report['method']}, {report['calibration_images']} calibration images, "
         f"digest `{report['calibration_digest'][:16]}…`",
         f"- evaluated on: {report['evaluation']}",
         f"- CPU threads for timing: {report.get('threads') or 'all'}",
         "",
-        "| row | artifact | top-1 % | drop (pts) | macro-F1 % | agreement % | max / mean logit err | size MB "
-        "| img/s b1 | img/s b8 | × FP32 b1 | × FP32 b8 | gate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| row | artifact | top-1 % | drop (pts) | macro-F1 % | agreement % | embedding cos | max / mean logit err "
+        "| size MB | img/s b1 | img/s b8 | × FP32 b1 | × FP32 b8 | gate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         gate = ("pass" if r["passed"] else "**FAIL**") if r["gated"] else "—"
         lines.append(
             f"| {r['name']} | `{r['artifact']}` | {r['top1']:.2f} | {r['drop']:+.2f} | {r['macro_f1']:.2f} "
-            f"| {r['agreement']:.2f} | {r['max_logit_error']:.4f} / {r['mean_logit_error']:.4f} "
+            f"| {r['agreement']:.2f} | {_fmt(r.get('embedding_cosine'), '.4f')} "
+            f"| {r['max_logit_error']:.4f} / {r['mean_logit_error']:.4f} "
             f"| {r['size_bytes'] / 1e6:.1f} | {_fmt(r['throughput'].get('b1'), '.1f')} "
             f"| {_fmt(r['throughput'].get('b8'), '.1f')} | {_fmt(r['speedup'].get('b1'), '.2f', '×')} "
             f"| {_fmt(r['speedup'].get('b8'), '.2f', '×')} | {gate} |")

@@ -1,6 +1,7 @@
 """INT8 keeps the trained model's accuracy on every target (the real ResNet-18 of `trained_run`)."""
 import json
 
+import onnx
 import pytest
 
 from calibration.cli import main
@@ -22,5 +23,11 @@ def test_every_target_within_the_gate(trained_run, tmp_path):
     rows = {r["name"]: r for r in report["results"]}
     for name in ("onnxruntime", "openvino", "tensorrt", "fpga"):
         assert rows[name]["drop"] <= 1.0 and rows[name]["agreement"] >= 97.0, rows[name]
+        # Slot states compare INT8 embeddings with references: every target keeps FP32's (the gate's bar).
+        assert rows[name]["embedding_cosine"] >= 0.98, rows[name]
+    assert rows["fp32"]["embedding_cosine"] == pytest.approx(1.0)
+    for rel in ("model.onnx", "model.int8.onnx", "model.int8.trt.onnx", "model.fpga.onnx"):
+        assert [o.name for o in onnx.load(str(out / rel), load_external_data=False).graph.output] == [
+            "logits", "embedding"], rel
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["metrics"]["int8_accuracy"] >= manifest["metrics"]["fp32_accuracy"] - 0.01
