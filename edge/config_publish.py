@@ -73,8 +73,9 @@ class PublishConfig(_Strict):
     endpoint: str = Field("tcp://127.0.0.1:5555", description="ZeroMQ PUB bind endpoint.")
     snapshot_endpoint: str | None = Field(
         "tcp://127.0.0.1:5556", description="ZeroMQ REP bind endpoint answering late joiners with the last state.")
-    heartbeat_s: float = Field(1.0, gt=0, le=3600, description="Heartbeat interval in seconds.")
-    hwm: int = Field(1000, ge=1, le=1_000_000, description="PUB send high-water mark (messages per subscriber).")
+    heartbeat_s: float = Field(1.0, strict=True, gt=0, le=3600, description="Heartbeat interval in seconds.")
+    hwm: int = Field(1000, strict=True,
+                     ge=1, le=1_000_000, description="PUB send high-water mark (messages per subscriber).")
     curve: CurveConfig | None = Field(
         _MISSING, validate_default=True, description="Required. CURVE keys and allow-list for both sockets; `null` (written explicitly) means "
                     "plaintext, logged as a warning at every start and refused on a non-loopback endpoint "
