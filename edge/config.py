@@ -194,6 +194,11 @@ class ModelConfig(_Strict):
         None, description="Optional: the class names the device expects, in output order; must equal the manifest's.")
     input_size: tuple[StrictInt, StrictInt] | None = Field(
         None, description="Optional: the expected input height and width; must equal the manifest's.")
+    checksums: Literal["required", "when_present"] = Field(
+        "when_present", description="required: run only a folder with SHA256SUMS (an installed bundle; the "
+                                    "example config says so), verified at every start; when_present: verify "
+                                    "SHA256SUMS where the folder has one, and warn where it has none (a "
+                                    "development folder).")
 
 
 def tensorrt_options(config: "DeviceConfig") -> TensorRtOptions:
