@@ -439,3 +439,13 @@ TARGETS = {t.name: t for t in (
     Target("snapshot", "snapshot REP requests to a real Publisher on loopback", _snapshot),
     Target("messages", "labels/status/heartbeat through listen's handler, renderers and parse_snapshot", _messages),
 )}
+
+
+def _listen(workdir: Path):
+    from tests.fuzz.targets_listen import open_listen  # noqa: PLC0415
+
+    return open_listen(workdir)
+
+
+TARGETS["listen"] = Target("listen", "listen over a real socket: non-UTF-8, surrogates, oversize; must keep hearing",
+                           _listen)

@@ -9,7 +9,8 @@ from tests.fuzz.runner import run_target
 from tests.fuzz.targets import TARGETS
 
 #: Examples per target in CI: about 2-3 s each on a 2-core machine.
-CI_EXAMPLES = {"config": 150, "slot_map": 150, "manifest": 200, "bundle": 150, "snapshot": 150, "messages": 200}
+CI_EXAMPLES = {"config": 150, "slot_map": 150, "manifest": 200, "bundle": 150, "snapshot": 150, "messages": 200,
+               "listen": 50}
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
