@@ -29,9 +29,6 @@ from dataclasses import dataclass
 
 import zmq
 
-from edge import messages
-from edge.errors import MessageError
-
 #: Largest frame a subscriber may send to the PUB socket (handshake commands and subscriptions).
 MAX_SUBSCRIPTION_BYTES = 1024
 #: Largest snapshot request, all of its frames together (a real one is under 100 bytes).
@@ -55,7 +52,6 @@ class Request:
     first: bytes
     frames: int
     size: int
-    fd: int = -1  # the connection it came from (ZMQ_SRCFD), for edge.ingress_guard
 
     @property
     def within_limits(self) -> bool:
@@ -72,10 +68,6 @@ def read_request(sock: zmq.Socket) -> Request:
     """
     frame = sock.recv(copy=False)
     first, frames, size = frame.bytes if len(frame) <= MAX_REQUEST_BYTES else b"", 1, len(frame)
-    try:
-        fd = int(frame.get(zmq.SRCFD))
-    except (zmq.ZMQError, AttributeError, ValueError):
-        fd = -1
     more = frame.more
     while more:
         frame = sock.recv(copy=False)
@@ -83,20 +75,4 @@ def read_request(sock: zmq.Socket) -> Request:
         size += len(frame)
         more = frame.more
         del frame
-    return Request(first, frames, size, fd)
-
-
-def requested_camera(request: Request) -> str | None:
-    """The camera a snapshot request ``{"camera": <id or null>}`` asks for (``None``: every camera).
-
-    Raises:
-        MessageError: a request over the limits, not JSON, or not of that form (one line, for the reply).
-    """
-    if not request.within_limits:  # MAXMSGSIZE bounds each frame; read_request counted them all
-        raise MessageError(f"a snapshot request is {MAX_REQUEST_FRAMES} JSON frame of at most {MAX_REQUEST_BYTES} "
-                           f"bytes like {{\"camera\": null}}, got {request.frames} frame(s) of {request.size} bytes")
-    req = messages.decode(request.first) if request.first.strip() else {}
-    camera = req.get("camera")
-    if set(req) - {"camera"} or not (camera is None or isinstance(camera, str)):
-        raise MessageError("request must be {\"camera\": <id or null>}")
-    return camera
+    return Request(first, frames, size)

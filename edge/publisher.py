@@ -39,9 +39,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 import zmq
 
 from edge import allowlist, messages
-from edge.ingress import (MAX_REQUEST_BYTES, MAX_SUBSCRIPTION_BYTES, Request, limit_socket, read_request,  # noqa: F401
-                          requested_camera)
-from edge.ingress_guard import IngressGuard
+from edge.ingress import (MAX_REQUEST_BYTES, MAX_REQUEST_FRAMES, MAX_SUBSCRIPTION_BYTES, Request, limit_socket,
+                          read_request)
 from edge.link_policy import check_plaintext
 from edge.credentials import load_curve_keys
 from edge.errors import ConfigError, MessageError
@@ -119,14 +118,12 @@ class Publisher:
             self.allow = allowlist.AllowList(curve.allowed_clients)
             self._zap_domain = allowlist.attach(self._ctx, self.allow, self.device)
 
-        self._guard = IngressGuard()  # a byte budget per connection: what MAXMSGSIZE cannot bound
         try:
             self._pub = self._socket(zmq.PUB)
             self._pub.setsockopt(zmq.SNDHWM, int(hwm))
             # Subscribers send only the handshake and subscriptions: a bigger frame drops its connection unread.
             limit_socket(self._pub, MAX_SUBSCRIPTION_BYTES)
             self.endpoint = _bind(self._pub, endpoint, "publish endpoint")
-            self._guard.watch(self._pub, "publish endpoint", per_request=False)
         except ConfigError:
             self._detach()
             raise
@@ -152,17 +149,14 @@ class Publisher:
                 # Bounded before it is buffered: a bigger request frame drops its connection unread.
                 limit_socket(rep, MAX_REQUEST_BYTES)
                 self.snapshot_endpoint = _bind(rep, snapshot_endpoint, "snapshot endpoint")
-                self._guard.watch(rep, "snapshot endpoint", per_request=True)
             except ConfigError:
                 self._pub.close(linger=0)
-                self._guard.close()
                 self._detach()
                 raise
             # Thread start is a full memory barrier: from here on only the snapshot thread touches `rep`.
             self._thread = threading.Thread(target=self._serve_snapshots, args=(rep,),
                                             name=f"gemsight-snapshot-{self.device}", daemon=True)
             self._thread.start()
-        self._guard.start()
         self._watcher: threading.Thread | None = None
         if self.allow is not None:
             self._watcher = threading.Thread(target=self._watch_allowlist, name=f"gemsight-allowlist-{self.device}",
@@ -339,10 +333,17 @@ class Publisher:
                 + b',"status":' + obj(status) + b"}")
 
     def _answer(self, request: Request) -> bytes:
+        if not request.within_limits:  # MAXMSGSIZE bounds each frame; read_request counted them all
+            return messages.encode({"error": f"a snapshot request is {MAX_REQUEST_FRAMES} JSON frame of at most "
+                                             f"{MAX_REQUEST_BYTES} bytes like {{\"camera\": null}}, got "
+                                             f"{request.frames} frame(s) of {request.size} bytes"})
         try:
-            camera = requested_camera(request)
+            req = messages.decode(request.first) if request.first.strip() else {}
         except MessageError as exc:
             return messages.encode({"error": str(exc)})
+        camera = req.get("camera")
+        if set(req) - {"camera"} or not (camera is None or isinstance(camera, str)):
+            return messages.encode({"error": "request must be {\"camera\": <id or null>}"})
         return self.snapshot_reply(camera)
 
     def _serve_snapshots(self, rep: zmq.Socket) -> None:
@@ -364,7 +365,6 @@ class Publisher:
                     reply = messages.encode({"error": f"request failed: {type(exc).__name__}"})
                 # REP must answer every request, or the socket's state machine stays stuck.
                 rep.send(reply)
-                self._guard.answered(request.fd)
         except zmq.ZMQError as exc:
             if not self._stop.is_set():
                 logger.error("snapshot endpoint %s failed: %s", self.snapshot_endpoint, exc)
@@ -382,7 +382,6 @@ class Publisher:
         if self._watcher is not None:
             self._watcher.join(timeout=2.0)
         self._pub.close()
-        self._guard.close()
         self._detach()
 
     def __enter__(self) -> "Publisher":

@@ -56,8 +56,8 @@ def test_b5_duplicate_keys_are_refused_in_every_yaml_gemsight_reads(tmp_path):
 
 def test_b5_merge_keys_may_still_be_overridden(tmp_path):
     path = tmp_path / "edge.yaml"
-    text = ("cameras:\n  - id: cam0\n    source: file:///v.mp4\n    reconnect:\n      <<: {initial_s: 1.0, max_s: 10.0}\n"
-            "      max_s: 20.0\n")
+    text = ("cameras:\n  - id: cam0\n    source: file:///v.mp4\n    reconnect:\n"
+            "      <<: {initial_s: 1.0, max_s: 10.0}\n      max_s: 20.0\n")
     rest = {k: v for k, v in BASE.items() if k != "cameras"}
     path.write_text(yaml.safe_dump(rest) + text)
     assert load_config(path).cameras[0].reconnect.max_s == 20.0
