@@ -22,8 +22,8 @@ from typing import Iterable
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils import z85
 
+from edge.credentials import check_z85_key
 from edge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -46,13 +46,10 @@ def read_public_key(path: Path) -> bytes:
         raise ConfigError(f"{path}: not a readable ZeroMQ certificate ({exc})") from exc
     if secret:
         raise ConfigError(f"{path}: holds a secret key; only public certificates (.key) belong in an allow-list")
-    if len(public) != 40:
-        raise ConfigError(f"{path}: public key is not a 40-character Z85 CURVE key")
     try:
-        z85.decode(public)
-    except (ValueError, KeyError) as exc:
-        raise ConfigError(f"{path}: public key is not valid Z85 ({exc})") from exc
-    return public
+        return check_z85_key(public, "public")
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _signature(directory: Path) -> tuple:

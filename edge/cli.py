@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from importlib import resources
 
@@ -68,6 +69,34 @@ def example_config() -> str:
     return (resources.files("edge") / "defaults" / "edge.yaml").read_text(encoding="utf-8")
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _already_stopping(signum: int, _frame: object) -> None:
+    logger.info("signal %s: already stopping", signal.Signals(signum).name)
+
+
+def _run_loop(args: argparse.Namespace, config: object) -> object:
+    """Run the loop; in a process of its own, a second SIGTERM/SIGINT during shutdown is not fatal.
+
+    The loop handles the first signal and, when it returns, puts back the handlers it found: these,
+    not the default ones that would kill the process with -15 after "stopped" was printed. Once it
+    has returned, the process only prints and exits, and the signals are ignored (a Python handler
+    would be reset to the default during the interpreter's exit). Called from Python (``main([...])``),
+    the caller's handlers are put back instead.
+    """
+    from edge.loop import run as loop_run  # noqa: PLC0415
+
+    previous = {sig: signal.signal(sig, _already_stopping) for sig in _STOP_SIGNALS}
+    try:
+        # A device keeps no latency samples in memory (they are for benchmarks): its RSS stays flat.
+        return loop_run(config, max_frames=args.max_frames, annotate=args.annotate, insecure=args.insecure,
+                        samples=0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_IGN if args.own_process else handler)
+
+
 def _body(args: argparse.Namespace) -> int:
     from edge.config import load_config  # noqa: PLC0415
     from edge.errors import ConfigError  # noqa: PLC0415
@@ -98,10 +127,7 @@ def _body(args: argparse.Namespace) -> int:
         return 0
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be at least 1, got {args.max_frames}")
-    from edge.loop import run as loop_run  # noqa: PLC0415
-
-    # A device keeps no latency samples in memory (they are for benchmarks): its RSS stays flat.
-    result = loop_run(config, max_frames=args.max_frames, annotate=args.annotate, insecure=args.insecure, samples=0)
+    result = _run_loop(args, config)
     summary = ", ".join(f"{cam}: {n} frames" for cam, n in result.frames.items())
     print(f"stopped ({result.stopped_by}) after {result.elapsed_s:.1f}s: {summary}; {result.messages} messages"
           + (f"; annotated {', '.join(map(str, result.annotated))}" if result.annotated else ""))
@@ -128,6 +154,7 @@ def _enrol(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gemsight-edge``."""
     args = get_args_parser().parse_args(argv)
+    args.own_process = argv is None  # the command line's arguments: this process is gemsight-edge itself
     setup_logging(args.verbose)
     return run_main(lambda: _body(args), PROG)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator,
+                      model_validator)
 
 from edge.config_publish import CurveConfig, PublishConfig  # noqa: F401 - CurveConfig re-exported
 from edge.config_runtime import (RUNTIME_NAMES, AutoOptions, AutoRuntimeConfig, OnnxRuntimeConfig,  # noqa: F401
@@ -44,9 +45,9 @@ class SlotConfig(_Strict):
     """One named place in the display case, in normalised frame coordinates (0..1)."""
 
     name: str = Field(pattern=ID_PATTERN, description="Slot name, unique per camera (e.g. r0c0).")
-    rect: tuple[float, float, float, float] | None = Field(
+    rect: tuple[StrictFloat, StrictFloat, StrictFloat, StrictFloat] | None = Field(
         None, description="x0, y0, x1, y1 normalised to the frame; derived from `polygon` when that is given.")
-    polygon: tuple[tuple[float, float], ...] | None = Field(
+    polygon: tuple[tuple[StrictFloat, StrictFloat], ...] | None = Field(
         None, description="Optional outline [[x, y], ...] (normalised); cropped by its bounding box, "
                           "pixels outside it masked.")
 
@@ -115,10 +116,10 @@ class SlotsFile(BaseModel):
 class ReconnectConfig(_Strict):
     """How a failed or stalled source is reopened: exponential backoff, capped."""
 
-    initial_s: float = Field(0.5, gt=0, le=60, description="First wait before reopening a failed source.")
-    max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between reopen attempts.")
-    stall_s: float = Field(5.0, gt=0, le=600, description="No frame for this long counts as a stall: "
-                                                          "the camera is reported down and reopened.")
+    initial_s: float = Field(0.5, strict=True, gt=0, le=60, description="First wait before reopening a failed source.")
+    max_s: float = Field(30.0, strict=True, gt=0, le=3600, description="Longest wait between reopen attempts.")
+    stall_s: float = Field(5.0, strict=True, gt=0, le=600, description="No frame for this long counts as a stall: "
+                                                                       "the camera is reported down and reopened.")
 
     @model_validator(mode="after")
     def _order(self) -> "ReconnectConfig":
@@ -137,7 +138,8 @@ class CameraConfig(_Strict):
         None, description="File holding 'user:password' for the source: a bare name is looked up in "
                           "$CREDENTIALS_DIRECTORY, a path (with a '/') is relative to this config file; "
                           "never put the password in `source`.")
-    fps: float | None = Field(None, gt=0, le=240, description="Optional cap on frames classified per second.")
+    fps: float | None = Field(None, strict=True,
+                              gt=0, le=240, description="Optional cap on frames classified per second.")
     slots: tuple[SlotConfig, ...] | None = Field(
         None, description="Slot map (slots may touch, not overlap); left out, the whole frame is one slot.")
     slots_file: Path | None = Field(None, description="A YAML file with `slots: [...]` (relative to the config).")
@@ -191,8 +193,13 @@ class ModelConfig(_Strict):
         "auto", description="auto: INT8 where the directory has it, else FP32.")
     classes: tuple[str, ...] | None = Field(
         None, description="Optional: the class names the device expects, in output order; must equal the manifest's.")
-    input_size: tuple[int, int] | None = Field(
+    input_size: tuple[StrictInt, StrictInt] | None = Field(
         None, description="Optional: the expected input height and width; must equal the manifest's.")
+    checksums: Literal["required", "when_present"] = Field(
+        "when_present", description="required: run only a folder with SHA256SUMS (an installed bundle; the "
+                                    "example config says so), verified at every start; when_present: verify "
+                                    "SHA256SUMS where the folder has one, and warn where it has none (a "
+                                    "development folder).")
 
 
 def tensorrt_options(config: "DeviceConfig") -> TensorRtOptions:
@@ -211,16 +218,17 @@ def engine_max_batch(config: "DeviceConfig") -> int:
 
 # -- the rest -----------------------------------------------------------------------------------
 class PostprocessConfig(_Strict):
-    min_score: float = Field(0.5, ge=0, le=1, description="Below this top score a slot is `unknown`.")
-    window: int = Field(5, ge=1, le=1000, description="Frames a label must hold to be `stable`.")
-    top_k: int = Field(3, ge=1, le=100, description="How many classes each slot reports.")
+    min_score: float = Field(0.5, strict=True, ge=0, le=1, description="Below this top score a slot is `unknown`.")
+    window: int = Field(5, strict=True, ge=1, le=1000, description="Frames a label must hold to be `stable`.")
+    top_k: int = Field(3, strict=True, ge=1, le=100, description="How many classes each slot reports.")
     unknown_label: str = Field("unknown", description="Label of a slot below min_score.")
     empty_label: str = Field("empty", description="The class meaning nothing is in the slot (not counted).")
 
 
 class MetricsConfig(_Strict):
     host: str = Field("127.0.0.1", description="Prometheus exporter bind address (keep it on localhost).")
-    port: int | None = Field(9108, ge=0, le=65535, description="Exporter port; null disables it, 0 picks a free one.")
+    port: int | None = Field(9108, strict=True,
+                             ge=0, le=65535, description="Exporter port; null disables it, 0 picks a free one.")
 
 
 class DeviceConfig(_Strict):
@@ -230,13 +238,21 @@ class DeviceConfig(_Strict):
     model: ModelConfig = Field(description="The model to run.")
     runtime: RuntimeConfig = Field(default_factory=lambda: AutoRuntimeConfig(name="auto"),
                                    description="Inference backend and its options.")
-    cameras: tuple[CameraConfig, ...] = Field(min_length=1, description="One or more cameras.")
+    # Not min_length: pydantic would add "at least 1 item" to every config whose only camera is invalid.
+    cameras: tuple[CameraConfig, ...] = Field(description="One or more cameras.")
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig, description="Scores to labels.")
     publish: PublishConfig = Field(default_factory=dict, validate_default=True,  # type: ignore[arg-type]
                                    description="ZeroMQ publishing; `publish.curve` must be written (CURVE or null).")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus exporter.")
     states: StatesConfig = Field(default_factory=StatesConfig, description="Slot states: enrolment and each "
                                                                            "slot's reference piece.")
+
+    @field_validator("cameras")
+    @classmethod
+    def _some_cameras(cls, v: tuple[CameraConfig, ...]) -> tuple[CameraConfig, ...]:
+        if not v:
+            raise ValueError("at least one camera is needed (the list is empty)")
+        return v
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> "DeviceConfig":

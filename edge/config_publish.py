@@ -4,11 +4,44 @@
 allow-list directory (CURVE, the default ``gemsight-deploy install`` writes), or ``null`` for
 plaintext. A config without it is refused, so that plaintext is never what one gets by leaving
 something out. Paths are resolved against the config file by :func:`edge.config.parse_config`.
+
+An endpoint is checked address by address: libzmq reads ``tcp://a:1;b:2`` as a list, and binds
+every element, so each must be a valid ``host:port`` (and, for plaintext, loopback:
+:func:`edge.link_policy.is_loopback`).
 """
 from __future__ import annotations
 
 import re
 from typing import Any
+
+_TCP_ADDRESS = re.compile(r"^(\[[0-9A-Za-z:.%]+\]|[^\s\[\]:;/]+):(\d{1,5}|\*)$")
+
+
+def endpoint_elements(endpoint: str) -> list[str]:
+    """The addresses a ZeroMQ endpoint names, one endpoint each: libzmq splits ``tcp://a;b`` at the ``;``."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme.lower() != "tcp":
+        return [endpoint]
+    return [f"{scheme}://{part}" for part in rest.split(";")]
+
+
+def check_endpoint(endpoint: str) -> str:
+    """``endpoint`` if it is a ZeroMQ bind endpoint whose every element is well formed.
+
+    Raises:
+        ValueError: naming the endpoint and, for a list, the bad element.
+    """
+    if not re.match(r"^(tcp|ipc|inproc)://\S+$", endpoint):
+        raise ValueError(f"'{endpoint}' is not a ZeroMQ endpoint (tcp://host:port, ipc://path or inproc://name)")
+    elements = endpoint_elements(endpoint)
+    for element in elements:
+        address = element.partition("://")[2]
+        port = address.rpartition(":")[2]
+        if element.lower().startswith("tcp://") and (not _TCP_ADDRESS.match(address)
+                                                       or (port != "*" and not 0 < int(port) < 65536)):
+            within = f" (element '{element}' of the list)" if len(elements) > 1 else ""
+            raise ValueError(f"'{endpoint}' is not a tcp://host:port endpoint{within}")
+    return endpoint
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -40,8 +73,9 @@ class PublishConfig(_Strict):
     endpoint: str = Field("tcp://127.0.0.1:5555", description="ZeroMQ PUB bind endpoint.")
     snapshot_endpoint: str | None = Field(
         "tcp://127.0.0.1:5556", description="ZeroMQ REP bind endpoint answering late joiners with the last state.")
-    heartbeat_s: float = Field(1.0, gt=0, le=3600, description="Heartbeat interval in seconds.")
-    hwm: int = Field(1000, ge=1, le=1_000_000, description="PUB send high-water mark (messages per subscriber).")
+    heartbeat_s: float = Field(1.0, strict=True, gt=0, le=3600, description="Heartbeat interval in seconds.")
+    hwm: int = Field(1000, strict=True,
+                     ge=1, le=1_000_000, description="PUB send high-water mark (messages per subscriber).")
     curve: CurveConfig | None = Field(
         _MISSING, validate_default=True, description="Required. CURVE keys and allow-list for both sockets; `null` (written explicitly) means "
                     "plaintext, logged as a warning at every start and refused on a non-loopback endpoint "
@@ -65,6 +99,4 @@ class PublishConfig(_Strict):
     @field_validator("endpoint", "snapshot_endpoint")
     @classmethod
     def _zmq_endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^(tcp|ipc|inproc)://\S+$", v):
-            raise ValueError(f"'{v}' is not a ZeroMQ endpoint (tcp://host:port, ipc://path or inproc://name)")
-        return v
+        return v if v is None else check_endpoint(v)

@@ -25,27 +25,31 @@ class _Strict(BaseModel):
 
 
 class OnnxRuntimeOptions(_Strict):
-    threads: int | None = Field(None, ge=1, le=256, description="Intra-op threads (default: ONNX Runtime's, one "
-                                                                "per physical core).")
+    threads: int | None = Field(None, strict=True,
+                                ge=1, le=256, description="Intra-op threads (default: ONNX Runtime's, one "
+                                                          "per physical core).")
     providers: tuple[str, ...] | None = Field(None, description="Execution providers, in order (default: CPU).")
     allow_spinning: bool = Field(
-        True, description="Let worker threads busy-wait between the operators of a run instead of sleeping "
-                          "(ONNX Runtime's default; turning it off costs ~15% at batch 1, bench/runtimes.py).")
+        True, strict=True,
+        description="Let worker threads busy-wait between the operators of a run instead of sleeping "
+                    "(ONNX Runtime's default; turning it off costs ~15% at batch 1, bench/runtimes.py).")
     spin_between_runs: bool = Field(
-        False, description="Keep spinning after a run returns (ONNX Runtime's default). Off here "
-                           "(session.force_spinning_stop): between batches the cores go to decoding and "
-                           "preprocessing, and a run costs no more than with spinning on.")
+        False, strict=True, description="Keep spinning after a run returns (ONNX Runtime's default). Off here "
+                                        "(session.force_spinning_stop): between batches the cores go to decoding and "
+                                        "preprocessing, and a run costs no more than with spinning on.")
     exact_int8: bool = Field(
-        True, description="session.x64quantprecision: on x86 CPUs without VNNI (SSE4.1, AVX2, AVX-512 without "
-                          "VNNI) run INT8 layers with ONNX Runtime's U8U8 kernels instead of its faster U8S8 ones, "
-                          "which saturate there (an INT8 ResNet-18 of real photos: 89% top-1 agreement with FP32 "
-                          "with U8S8, 100% with U8U8). No effect where the CPU has VNNI, on ARM or on FP32 models.")
+        True, strict=True,
+        description="session.x64quantprecision: on x86 CPUs without VNNI (SSE4.1, AVX2, AVX-512 without "
+                    "VNNI) run INT8 layers with ONNX Runtime's U8U8 kernels instead of its faster U8S8 ones, "
+                    "which saturate there (an INT8 ResNet-18 of real photos: 89% top-1 agreement with FP32 "
+                    "with U8S8, 100% with U8U8). No effect where the CPU has VNNI, on ARM or on FP32 models.")
 
 
 class OpenVinoOptions(_Strict):
     device: str = Field("CPU", description="OpenVINO device (CPU, GPU, NPU, AUTO ...).")
-    threads: int | None = Field(None, ge=1, le=256, description="Inference threads (default: OpenVINO's choice, "
-                                                                "every physical core).")
+    threads: int | None = Field(None, strict=True,
+                                ge=1, le=256, description="Inference threads (default: OpenVINO's choice, "
+                                                          "every physical core).")
     hint: Literal[OPENVINO_HINTS] = Field(
         "LATENCY", description="PERFORMANCE_HINT. LATENCY: one stream using every thread, what the loop needs (it "
                                "waits for each batch); THROUGHPUT splits the cores into streams that only pay off "
@@ -56,10 +60,11 @@ class OpenVinoOptions(_Strict):
                            "classifier, at no cost in speed; bf16/f16 trade exactness for speed (FP32 ~5x faster "
                            "on a CPU with AMX).")
     uint8_input: bool = Field(
-        True, description="Hand OpenVINO the crops resized to the input (uint8 BGR) and let the compiled model "
-                          "convert, reorder the colours, normalise and transpose them (OpenVINO's preprocessing, "
-                          "fused with the first layer): the same logits as the float batch, without building that "
-                          "batch on the CPU. false: the loop normalises, as for the other runtimes.")
+        True, strict=True,
+        description="Hand OpenVINO the crops resized to the input (uint8 BGR) and let the compiled model "
+                    "convert, reorder the colours, normalise and transpose them (OpenVINO's preprocessing, "
+                    "fused with the first layer): the same logits as the float batch, without building that "
+                    "batch on the CPU. false: the loop normalises, as for the other runtimes.")
 
 
 class TensorRtOptions(_Strict):
@@ -68,17 +73,20 @@ class TensorRtOptions(_Strict):
     engine_cache: Path | None = Field(
         None, description="Directory of built engines (default: $GEMSIGHT_ENGINE_CACHE, /var/lib/gemsight/engines "
                           "on an installed device).")
-    workspace_mb: int = Field(DEFAULT_WORKSPACE_MB, ge=16, le=65536,
+    workspace_mb: int = Field(DEFAULT_WORKSPACE_MB, strict=True, ge=16, le=65536,
                               description="Builder workspace pool limit in MiB (lower it on a 4 GB Orin Nano).")
     max_batch: int | None = Field(
-        None, ge=1, le=256, description="Largest batch of the engine's optimisation profile (part of the engine "
-                                        "cache key; default: every slot of every camera, the loop's one batch).")
-    fp16_fallback: bool = Field(True, description="Where INT8 cannot be built (no fast INT8) build FP16, not FP32, "
-                                                  "and say so; weakly typed INT8 builds may run unquantized layers "
-                                                  "in FP16.")
-    device: int = Field(0, ge=0, description="CUDA device index.")
-    dla_core: int | None = Field(None, ge=0, le=7, description="Run the engine on this DLA core (Jetson AGX/NX "
-                                                               "Orin; GPU fallback on); null: the GPU.")
+        None, strict=True,
+        ge=1, le=256, description="Largest batch of the engine's optimisation profile (part of the engine "
+                                  "cache key; default: every slot of every camera, the loop's one batch).")
+    fp16_fallback: bool = Field(True, strict=True,
+                                description="Where INT8 cannot be built (no fast INT8) build FP16, not FP32, "
+                                            "and say so; weakly typed INT8 builds may run unquantized layers "
+                                            "in FP16.")
+    device: int = Field(0, strict=True, ge=0, description="CUDA device index.")
+    dla_core: int | None = Field(None, strict=True,
+                                 ge=0, le=7, description="Run the engine on this DLA core (Jetson AGX/NX "
+                                                         "Orin; GPU fallback on); null: the GPU.")
 
 
 class OnnxRuntimeConfig(_Strict):

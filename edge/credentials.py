@@ -7,15 +7,67 @@ One rule for every credential reference, in the config or on a command line:
 * anything with a ``/`` is a **path**: absolute, ``~/...``, or relative (``./key``, ``keys/key``:
   from the device config, relative to the config file's directory, see :mod:`edge.config`; on a
   command line, to the working directory).
+
+A CURVE certificate's keys are validated by :class:`CurveKeyPair` as soon as the file is read (by
+``check``, ``run``, ``listen`` and the kiosk alike): 40 characters of Z85, and a public key that is
+the secret key's own, so that a damaged key is one line naming the file, not libzmq's ``Invalid
+argument`` when the socket is made.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
 from edge.errors import ConfigError
 
 ENV_DIRECTORY = "CREDENTIALS_DIRECTORY"
+Z85_KEY_CHARS = 40  # a 32-byte CURVE key in Z85 text
+
+
+def check_z85_key(key: bytes, which: str = "") -> bytes:
+    """``key`` if it is a CURVE key in Z85 text (40 characters that decode to 32 bytes).
+
+    Raises:
+        ValueError: naming ``which`` key (``"public"``, ``"secret"``) and what is wrong.
+    """
+    from zmq.utils import z85  # noqa: PLC0415 - only CURVE users need zmq here
+
+    name = f"{which} key" if which else "key"
+    if len(key) != Z85_KEY_CHARS:
+        raise ValueError(f"the {name} is {len(key)} characters long, not the {Z85_KEY_CHARS} of a Z85 CURVE key")
+    try:
+        z85.decode(key)
+    except Exception as exc:  # noqa: BLE001 - z85 raises ValueError, KeyError or struct.error on bad text
+        raise ValueError(f"the {name} is not Z85 text ({type(exc).__name__})") from None
+    return key
+
+
+class CurveKeyPair(BaseModel):
+    """The keys of one ``zmq.auth`` certificate, validated: Z85 keys, and a public key matching the secret."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    public: bytes
+    secret: bytes | None = None
+
+    @field_validator("public")
+    @classmethod
+    def _public_ok(cls, v: bytes) -> bytes:
+        return check_z85_key(v, "public")
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_ok(cls, v: bytes | None) -> bytes | None:
+        return v if v is None else check_z85_key(v, "secret")
+
+    @model_validator(mode="after")
+    def _pair_ok(self) -> "CurveKeyPair":
+        import zmq  # noqa: PLC0415
+
+        if self.secret is not None and zmq.curve_public(self.secret) != self.public:
+            raise ValueError("the public key is not the secret key's (a damaged or hand-edited certificate)")
+        return self
 
 
 def is_name(ref: str | os.PathLike) -> bool:
@@ -54,12 +106,20 @@ def load_curve_keys(ref: str | os.PathLike, what: str, *, need_secret: bool) -> 
     import zmq.auth  # noqa: PLC0415 - only CURVE users need it
 
     path = resolve(ref, what)
+    if path.is_dir():
+        raise ConfigError(f"{what} '{path}' is a folder, not a key file")
     if not path.is_file():
-        raise ConfigError(f"{what} '{path}' does not exist")
+        raise ConfigError(f"{what} '{path}' does not exist" if not path.exists()
+                          else f"{what} '{path}' is not a regular file")
     try:
         public, secret = zmq.auth.load_certificate(str(path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{what} '{path}' is not a readable ZeroMQ certificate: {exc}") from exc
     if need_secret and not secret:
         raise ConfigError(f"{what} '{path}' holds no secret key (give the server's .key_secret file)")
-    return public, secret
+    try:
+        pair = CurveKeyPair(public=public, secret=secret or None)
+    except ValidationError as exc:
+        problem = str(exc.errors()[0].get("msg", "invalid key")).removeprefix("Value error, ")
+        raise ConfigError(f"{what} '{path}': {problem}") from None
+    return pair.public, pair.secret

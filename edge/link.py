@@ -165,6 +165,8 @@ class Link:
             high-water marks and size limits apply only to connections made after they are set).
 
     Attributes:
+        disconnects: Connections lost after a good handshake (a device restarting, or a protocol error
+            such as a message over ``MAXMSGSIZE``, after which libzmq does not reconnect by itself).
         socket: The connected socket; set options such as ``SUBSCRIBE`` on it (``connect`` already happened:
             ZeroMQ applies options set afterwards to the pending connection).
         monitor: The monitor's PAIR socket, to register in a caller's own poller.
@@ -186,6 +188,7 @@ class Link:
         self.device = device
         self.keys = keys
         self.handshakes = 0
+        self.disconnects = 0  # connections lost after a good handshake (libzmq may not reconnect: see below)
         self._silent_failures = 0
         self._handshaking = False
         self._error: LinkError | None = None
@@ -239,6 +242,10 @@ class Link:
                 self._fail(f"authentication failed (ZAP status {value})")
         elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
             self._fail(_protocol_reason(value))
+        elif event == zmq.EVENT_DISCONNECTED and not self._handshaking:
+            # A device going away (libzmq reconnects), or a protocol error such as a message over
+            # MAXMSGSIZE, after which libzmq never reconnects: counted, the caller decides.
+            self.disconnects += 1
         elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL or (event == zmq.EVENT_DISCONNECTED
                                                                and self._handshaking):
             # A disconnect after a good handshake is a device going away (libzmq reconnects); one in

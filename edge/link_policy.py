@@ -3,7 +3,8 @@
 CURVE is the default (:mod:`edge.publisher`, :mod:`edge.allowlist`). Plaintext (``publish.curve:
 null``) is an explicit choice, logged as a warning at every start, and refused on an endpoint that
 is not loopback (tcp on 127.0.0.0/8, ``::1``, ``localhost``; ``ipc://``, ``inproc://``) unless
-``--insecure`` is given.
+``--insecure`` is given. An endpoint libzmq reads as a list (``tcp://127.0.0.1:1;0.0.0.0:2``) is
+loopback only when every element is.
 """
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ import re
 from typing import Any, Mapping
 
 from edge import allowlist
+from edge.config_publish import endpoint_elements
 from edge.credentials import load_curve_keys
 from edge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-_LOCAL = re.compile(r"^(ipc|inproc)://|^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1|lo)(:|$)", re.I)
+_LOCAL = re.compile(r"^(ipc|inproc)://|^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1|lo)(:[^;]*)?$", re.I)
 
 
 def is_loopback(endpoint: str) -> bool:
-    """Whether binding ``endpoint`` keeps it on this machine (tcp on 127.x/::1/localhost/lo, ipc, inproc)."""
-    return bool(_LOCAL.match(endpoint))
+    """Whether binding ``endpoint`` keeps it on this machine (tcp on 127.x/::1/localhost/lo, ipc, inproc):
+    every element of a ``tcp://a;b`` list must be."""
+    return all(_LOCAL.match(element) for element in endpoint_elements(endpoint))
 
 
 def check_plaintext(endpoints: Mapping[str, str | None], *, insecure: bool) -> None:

@@ -5,6 +5,10 @@ past the publisher's high-water mark, a network hiccup). Gaps count from the fir
 camera; a heartbeat carries each camera's last ``seq``, so messages lost at the tail are noticed too.
 A ``seq`` that goes backwards means the publisher restarted; tracking starts over.
 
+Whatever arrives, the listener keeps listening: a message over :data:`MAX_MESSAGE_BYTES` is skipped
+with a warning; one over :data:`HARD_MAX_BYTES` makes libzmq close the connection without reading it,
+and for good (no reconnect after a protocol error), so a lost connection is logged and made again.
+
 With a snapshot endpoint the listener first asks it for the latest state (ZeroMQ's slow joiner:
 a new subscriber misses what was published before its subscription took effect); live messages
 not newer than the snapshot are then skipped as duplicates.
@@ -25,11 +29,13 @@ from edge.errors import ConfigError, LinkError, MessageError
 from edge.link import ClientKeys, Link
 from edge.link import add_arguments as add_link_arguments
 from edge.link import keys_from_args
-from edge.listen_view import Renderer, format_summary
+from edge.listen_view import Renderer, format_summary, printable
 
 logger = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 1 << 20  # a labels message is a few kB; refuse anything absurd before parsing
+MAX_MESSAGE_BYTES = 1 << 20  # a labels message is a few kB: a bigger one is skipped, with a warning
+HARD_MAX_BYTES = 16 << 20    # libzmq cuts a connection that sends a bigger one, unread (the listener reconnects)
+CHECK_LINK_S = 0.5           # how often a waiting recv() looks for a lost connection
 MAX_GAP_RANGES = 1000        # keep the first ranges for the summary, count all of them
 
 
@@ -92,17 +98,32 @@ class Listener:
         self.tracks: dict[str, CameraTrack] = {}
         self.received = 0
         self.rejected = 0  # messages skipped as malformed (bad topic, JSON or schema)
-        self.link = self._link(zmq.SUB, endpoint, {zmq.RCVHWM: int(rcvhwm), zmq.MAXMSGSIZE: MAX_MESSAGE_BYTES})
+        self.reconnects = 0
+        self._rcvhwm = int(rcvhwm)
+        self._connect()
+
+    def _connect(self) -> None:
+        self.link = self._link(zmq.SUB, self.endpoint, {zmq.RCVHWM: self._rcvhwm, zmq.MAXMSGSIZE: HARD_MAX_BYTES})
         self._sub = self.link.socket
         prefix = f"{messages.TOPIC_ROOT}/"
-        if device:
-            prefix += f"{device}/"
-            if camera:
-                prefix += f"{camera}/"
+        if self.device:
+            prefix += f"{self.device}/"
+            if self.camera:
+                prefix += f"{self.camera}/"
         # Heartbeats (camera "_") would not match a camera prefix, so subscribe to them separately.
         self._sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        if device and camera:
-            self._sub.setsockopt(zmq.SUBSCRIBE, f"{messages.TOPIC_ROOT}/{device}/{messages.ALL_CAMERAS}/".encode())
+        if self.device and self.camera:
+            self._sub.setsockopt(zmq.SUBSCRIBE,
+                                 f"{messages.TOPIC_ROOT}/{self.device}/{messages.ALL_CAMERAS}/".encode())
+
+    def _reconnect_if_lost(self) -> None:
+        if not self.link.disconnects:
+            return
+        self.reconnects += 1
+        logger.warning("connection to %s lost (the device restarted, or sent a message over the %d-byte limit, "
+                       "which closes it for good); connecting again", self.endpoint, HARD_MAX_BYTES)
+        self.link.close()
+        self._connect()
 
     def _link(self, kind: int, endpoint: str, options: dict[int, int]) -> Link:
         # SUBSCRIBE may follow connect; RCVHWM and MAXMSGSIZE must come before it (Link sets them first).
@@ -212,9 +233,12 @@ class Listener:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = CHECK_LINK_S if deadline is None else min(CHECK_LINK_S, max(0.0, deadline - time.monotonic()))
             if not self.link.poll_in(wait):
-                return None
+                self._reconnect_if_lost()
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                continue
             frames = self._sub.recv_multipart()
             event = self._handle(frames)
             if event is not None:
@@ -226,6 +250,11 @@ class Listener:
         if len(frames) != 2:
             self.rejected += 1
             logger.warning("skipping a message of %d frames (expected [topic, json])", len(frames))
+            return None
+        if len(frames[1]) > MAX_MESSAGE_BYTES:
+            self.rejected += 1
+            logger.warning("skipping a message of %d bytes on topic %s: over the %d-byte limit", len(frames[1]),
+                           printable(repr(frames[0][:80])), MAX_MESSAGE_BYTES)
             return None
         try:
             # Validated against its schema before anything reads it: one bad publisher must not stop us.
@@ -291,6 +320,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         raise ConfigError(f"--count must be >= 1, got {args.count}")
     if args.timeout is not None and not args.timeout > 0:
         raise ConfigError(f"--timeout must be > 0, got {args.timeout}")
+    if hasattr(out, "reconfigure"):  # a name or detail the terminal's encoding cannot show is escaped, not fatal
+        out.reconfigure(errors="backslashreplace")
     mode = "json" if args.json else ("table" if out.isatty() else "lines")
     keys = keys_from_args(args)
     view = Renderer(out, mode)

@@ -17,10 +17,13 @@ REDRAW_S = 0.1  # at most 10 redraws a second on a terminal
 # (clear it, retitle it, reorder text): shown as visible escapes instead. JSON mode prints the payload as sent.
 _UNPRINTABLE = {c: f"\\x{c:02x}" for c in [*range(32), *range(127, 160)]}
 _UNPRINTABLE.update({c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
+# A lone surrogate ("\\ud800" in the JSON) is a str no encoder writes: escaped too, or the first one would
+# end `listen` with UnicodeEncodeError.
+_UNPRINTABLE.update({c: f"\\u{c:04x}" for c in range(0xD800, 0xE000)})
 
 
 def printable(text: str) -> str:
-    """``text`` safe to write to a terminal: control characters and bidi overrides escaped."""
+    """``text`` safe to write to a terminal: control characters, bidi overrides and lone surrogates escaped."""
     return text.translate(_UNPRINTABLE)
 
 

@@ -204,9 +204,17 @@ def decode(data: bytes | str) -> dict:
     Raises:
         MessageError: not UTF-8 JSON, or not a JSON object.
     """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        # The wire is UTF-8: json.loads would also take UTF-16/32 (and UTF-8-encoded surrogates), which
+        # no publisher sends and a consumer printing the payload as sent cannot show.
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MessageError(f"message is not valid JSON: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
+                               f"{exc.start})") from None
     try:
         obj = json.loads(data)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer past Python's digit limit
+    except ValueError as exc:  # JSONDecodeError, an integer past Python's digit limit
         raise MessageError(f"message is not valid JSON: {_short(exc)}") from exc
     except RecursionError as exc:  # json's decoder recurses once per nesting level
         raise MessageError("message is not valid JSON: nested too deeply") from exc

@@ -1,8 +1,9 @@
 """Open the configured model on the configured runtime, and check it matches what the config expects.
 
-Shared by the loop (``run``) and ``gemsight-edge check``: a model whose classes or input size
-differ from the config's pins, or whose real input does not accept the manifest's size, is refused
-before any camera is opened.
+Shared by the loop (``run``) and ``gemsight-edge check``: a model folder whose files do not match its
+``SHA256SUMS`` or whose ``manifest.json`` disagrees with the model (:mod:`edge.model_files`), a model
+whose classes or input size differ from the config's pins, or whose real input does not accept the
+manifest's size, is refused before any camera is opened.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from edge.config import DeviceConfig, engine_max_batch, runtime_options
 from edge.errors import ConfigError, GemsightError, ManifestError, RuntimeUnavailable, SourceError
 from edge.manifest import Manifest
+from edge.model_files import check_manifest_file, verify_checksums
 from edge.runtimes import Runtime, create_runtime, resolve_runtime_name
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ class ModelInfo:
     runtime: Runtime
     manifest: Manifest
     info: dict[str, str]
+    files: str = ""  # what edge.model_files verified, one line for people
 
 
 def check_model(config: DeviceConfig, manifest: Manifest, source: str = "config") -> None:
@@ -51,9 +54,12 @@ def open_model(config: DeviceConfig, source: str = "config") -> ModelInfo:
     Raises:
         ConfigError: unknown runtime name, or a pinned class list / input size that differs.
         RuntimeUnavailable: a named runtime that cannot run here.
-        ManifestError: no readable manifest, or a model that does not accept its manifest's input
-            or gives an output of another width than the class list.
+        ManifestError: a file that does not match ``SHA256SUMS`` (or no ``SHA256SUMS`` where
+            ``model.checksums`` requires one), a ``manifest.json`` that is invalid or disagrees with the
+            model, no readable manifest, or a model that does not accept its manifest's input or gives
+            an output of another width than the class list.
     """
+    files = verify_checksums(config.model.path, config.model.checksums)  # before a byte of it is loaded
     resolved = resolve_runtime_name(config.runtime.name)
     options: dict[str, Any] = runtime_options(config.runtime, resolved)
     if resolved == "tensorrt":
@@ -61,6 +67,7 @@ def open_model(config: DeviceConfig, source: str = "config") -> ModelInfo:
     t0 = time.monotonic()
     runtime = create_runtime(resolved, config.model.path, precision=config.model.precision, **options)
     try:
+        check_manifest_file(config.model.path, runtime.manifest)
         check_model(config, runtime.manifest, source)
         blank = runtime.blank(1)
         try:
@@ -78,7 +85,7 @@ def open_model(config: DeviceConfig, source: str = "config") -> ModelInfo:
     info = {"name": m.name, "version": m.version, "precision": m.precision, "backend": runtime.name}
     logger.info("model %s %s (%s, %d classes, %dx%d) on %s, ready in %.2fs", m.name, m.version, m.precision,
                 m.num_classes, w, h, runtime.name, time.monotonic() - t0)
-    return ModelInfo(runtime, m, info)
+    return ModelInfo(runtime, m, info, files)
 
 
 def check_endpoints(config: DeviceConfig, source: str = "config") -> str:
@@ -143,6 +150,7 @@ def check_device(config: DeviceConfig, source: str = "config", timeout_s: float 
         raise RuntimeUnavailable(f"{exc} [found: {'; '.join(found)}]") from exc
     try:
         m = model.manifest
+        lines.append(model.files)
         lines.append(f"model {m.name} {m.version} ({m.precision}) on {model.runtime.name}: "
                      f"{m.num_classes} classes, input {m.input.size[1]}x{m.input.size[0]}")
     finally:

@@ -24,9 +24,9 @@ Plaintext (``curve=None``, i.e. ``publish.curve: null``) is an explicit choice: 
 warning at every start, and refused on an endpoint other than loopback/``ipc``/``inproc`` unless
 ``insecure=True`` (``gemsight-edge run --insecure``).
 
-A snapshot request is bounded before it is buffered (``ZMQ_MAXMSGSIZE``: a larger one drops the
-connection), and no request can stop the snapshot thread: whatever one request raises is answered
-with an error, logged, and the thread goes on.
+Both sockets are bounded as :mod:`edge.ingress` says (frame size before it is buffered, handshake
+time; a snapshot request is read frame by frame and bounded as a whole), and no request can stop the
+snapshot thread: whatever one request raises is answered with an error, logged, and the thread goes on.
 """
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import zmq
 
 from edge import allowlist, messages
+from edge.ingress import (MAX_REQUEST_BYTES, MAX_REQUEST_FRAMES, MAX_SUBSCRIPTION_BYTES, Request, limit_socket,
+                          read_request)
 from edge.link_policy import check_plaintext
 from edge.credentials import load_curve_keys
 from edge.errors import ConfigError, MessageError
@@ -51,7 +53,8 @@ logger = logging.getLogger(__name__)
 LINGER_MS = 250          # on close, give queued messages a moment to leave, never hang a shutdown
 SNAPSHOT_POLL_MS = 100   # how often the snapshot thread looks at its stop flag
 REBIND_TIMEOUT_S = 2.0   # after a revocation: how long to wait for the unbound port to come free
-MAX_REQUEST_BYTES = 4096  # a snapshot request is tiny: ZMQ_MAXMSGSIZE drops a bigger one unread
+
+
 def _bind(sock: zmq.Socket, endpoint: str, what: str) -> str:
     try:
         sock.bind(endpoint)
@@ -121,6 +124,8 @@ class Publisher:
         try:
             self._pub = self._socket(zmq.PUB)
             self._pub.setsockopt(zmq.SNDHWM, int(hwm))
+            # Subscribers send only the handshake and subscriptions: a bigger frame drops its connection unread.
+            limit_socket(self._pub, MAX_SUBSCRIPTION_BYTES)
             self.endpoint = _bind(self._pub, endpoint, "publish endpoint")
         except ConfigError:
             self._detach()
@@ -144,8 +149,8 @@ class Publisher:
         if snapshot_endpoint:
             try:
                 rep = self._socket(zmq.REP)
-                # Bounded before it is buffered: a bigger request drops its connection unread.
-                rep.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+                # Bounded before it is buffered: a bigger request frame drops its connection unread.
+                limit_socket(rep, MAX_REQUEST_BYTES)
                 self.snapshot_endpoint = _bind(rep, snapshot_endpoint, "snapshot endpoint")
             except ConfigError:
                 self._pub.close(linger=0)
@@ -330,11 +335,13 @@ class Publisher:
         return (b'{"device":' + json.dumps(self.device).encode() + b',"cameras":' + obj(labels)
                 + b',"status":' + obj(status) + b"}")
 
-    def _answer(self, frames: list[bytes]) -> bytes:
-        if len(frames) != 1 or len(frames[0]) > MAX_REQUEST_BYTES:  # MAXMSGSIZE bounds each frame, not the count
-            return messages.encode({"error": "a snapshot request is one JSON frame like {\"camera\": null}"})
+    def _answer(self, request: Request) -> bytes:
+        if not request.within_limits:  # MAXMSGSIZE bounds each frame; read_request counted them all
+            return messages.encode({"error": f"a snapshot request is {MAX_REQUEST_FRAMES} JSON frame of at most "
+                                             f"{MAX_REQUEST_BYTES} bytes like {{\"camera\": null}}, got "
+                                             f"{request.frames} frame(s) of {request.size} bytes"})
         try:
-            req = messages.decode(frames[0]) if frames[0].strip() else {}
+            req = messages.decode(request.first) if request.first.strip() else {}
         except MessageError as exc:
             return messages.encode({"error": str(exc)})
         if isinstance(req, dict) and req.get("kind") in self.handlers:
@@ -354,9 +361,9 @@ class Publisher:
                     seen = self._rebind_if_revoked(rep, self.snapshot_endpoint or "", seen)
                 if not poller.poll(SNAPSHOT_POLL_MS):
                     continue
-                frames = rep.recv_multipart()
+                request = read_request(rep)
                 try:
-                    reply = self._answer(frames)
+                    reply = self._answer(request)
                 except Exception as exc:  # noqa: BLE001 - one request must never stop the endpoint
                     logger.error("snapshot endpoint %s: a request failed (%s: %s); answered with an error",
                                  self.snapshot_endpoint, type(exc).__name__, exc)

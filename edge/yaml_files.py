@@ -12,7 +12,13 @@ file, never a traceback and never an unbounded amount of work:
   laughs" file is small on disk but huge to validate);
 * not valid YAML, or a value PyYAML cannot construct (an integer of more digits than Python
   converts): the line and the problem are named;
-* a string holding a NUL character or a lone surrogate (YAML escapes can write both): the field is named.
+* a string holding a NUL character or a lone surrogate (YAML escapes can write both): the field is named;
+* a key written twice in one mapping (PyYAML keeps the last one, so ``curve: {...}`` followed by
+  ``curve: null`` would silently mean plaintext): both lines are named. Keys merged in with ``<<:``
+  may still be overridden, as YAML intends.
+
+Every YAML file gemsight reads goes through :func:`load_yaml` (device and kiosk configs, slots
+files, the trainer's ``--config``).
 """
 from __future__ import annotations
 
@@ -42,6 +48,23 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: SafeConstructor names it below
+                continue
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"key {escaped(str(key))[:80]!r} is written twice (first on line {first.start_mark.line + 1}); "
+                    "PyYAML would keep the last one", key_node.start_mark)
+        return super().construct_mapping(node, deep)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.contracts import ID_PATTERN
 from edge.credentials import is_name as is_credential_name
 from edge.errors import ConfigError
 from edge.validation import error_lines
+from edge.yaml_files import load_yaml
 from kiosk.chain import ChainConfig
 from kiosk.config_web import WebConfig, WebhookConfig, _Strict, check_hhmm
 
@@ -315,23 +315,6 @@ def load_config(path: str | Path) -> KioskConfig:
         ConfigError: missing/unreadable/too large/not UTF-8/not YAML, or invalid (every field named).
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {size} bytes is too large for a kiosk config (limit {MAX_CONFIG_BYTES})")
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: kiosk config not found") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read kiosk config ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: YAML nested too deeply") from None
+    # The edge's bounded reader: size, encoding, nesting, aliases and duplicate keys (edge.yaml_files).
+    data = load_yaml(path, "kiosk config", MAX_CONFIG_BYTES)
     return parse_config(data, str(path), path.parent)

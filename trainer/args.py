@@ -113,13 +113,13 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser) -> dict:
     Raises:
         ConfigError: unreadable file, not a mapping, or a key that is not an option (the message names it).
     """
+    from edge.yaml_files import load_yaml  # noqa: PLC0415 - bounded, refuses duplicate keys
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read ({exc.strerror or exc})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {path}: not valid YAML ({exc})") from exc
+        data = load_yaml(path, "--config file")
+    except ConfigError as exc:
+        raise ConfigError(f"--config {exc}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

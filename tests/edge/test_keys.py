@@ -68,7 +68,7 @@ def test_allow_list_revoke(tmp_path, allow_dir, capsys):
     (lambda t: t / "missing.key", "missing.key: no such key file"),
     (lambda t: (t / "junk.key").write_text("hello\n") and t / "junk.key", "junk.key: not a readable ZeroMQ certificate"),
     (lambda t: (t / "short.key").write_text('curve\n    public-key = "abc"\n') and t / "short.key",
-     "short.key: public key is not a 40-character Z85 CURVE key"),
+     "short.key: the public key is 3 characters long, not the 40 of a Z85 CURVE key"),
 ])
 def test_allow_refuses_bad_files(tmp_path, allow_dir, capsys, make, match):
     assert keys("allow", make(tmp_path), "--dir", allow_dir) == 2

@@ -442,3 +442,13 @@ TARGETS = {t.name: t for t in (
     Target("kiosk_http", "the kiosk's HTTP routes on a real server: bodies, JSON nesting, Unicode, form fields",
            kiosk_http),
 )}
+
+
+def _listen(workdir: Path):
+    from tests.fuzz.targets_listen import open_listen  # noqa: PLC0415
+
+    return open_listen(workdir)
+
+
+TARGETS["listen"] = Target("listen", "listen over a real socket: non-UTF-8, surrogates, oversize; must keep hearing",
+                           _listen)

@@ -10,7 +10,7 @@ from tests.fuzz.targets import TARGETS
 
 #: Examples per target in CI: about 2-3 s each on a 2-core machine.
 CI_EXAMPLES = {"config": 150, "slot_map": 150, "manifest": 200, "bundle": 150, "snapshot": 150, "messages": 200,
-               "kiosk_http": 120}
+               "kiosk_http": 120, "listen": 50}
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))

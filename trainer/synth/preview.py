@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from edge.contracts import DEFAULT_CLASSES
 from edge.errors import ConfigError, DataError
@@ -81,13 +80,10 @@ def load_slots(path) -> list[tuple[str, list[float]]]:
     Raises:
         ConfigError: the file is missing, not YAML, or has no valid slots; names the file and field.
     """
+    from edge.yaml_files import load_yaml  # noqa: PLC0415 - bounded, refuses duplicate keys
+
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read slot map ({exc.strerror or exc})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    doc = load_yaml(path, "slot map")
     slots = None
     if isinstance(doc, dict):
         slots = doc.get("slots")
