@@ -64,13 +64,20 @@ def test_onnx_matches_pytorch_logits(tiny_run, tiny_data):
 def test_manifest_round_trips_and_matches_the_output(tiny_run):
     proto = onnx.load(str(tiny_run / "model.onnx"))
     assert max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 17
-    assert [i.name for i in proto.graph.input] == ["input"] and [o.name for o in proto.graph.output] == ["logits"]
+    assert [i.name for i in proto.graph.input] == ["input"]
+    assert [o.name for o in proto.graph.output] == ["logits", "embedding"]
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
     embedded = load_manifest_for(tiny_run / "model.onnx")
     beside = Manifest.load(tiny_run / "manifest.json")
     assert embedded == beside == Manifest.from_json(beside.to_json())
     width = proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value
     assert width == embedded.num_classes == 3
+    # The embedding: the 512 features ResNet-18's classifier reads, named by the manifest, unit length.
+    assert embedded.embedding is not None and embedded.embedding.dim == 512
+    import onnxruntime as ort
+    logits, emb = ort.InferenceSession(str(tiny_run / "model.onnx")).run(
+        None, {"input": np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)})
+    assert logits.shape == (2, 3) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
     assert embedded.arch == "resnet18" and embedded.input.size == (32, 32) and embedded.precision == "fp32"
     assert set(embedded.metrics) == {"fp32_accuracy", "fp32_macro_f1"}
     assert {"git_commit", "dataset_digest", "date", "epochs"} <= set(embedded.provenance)
