@@ -19,7 +19,6 @@ import yaml
 
 from edge.config import parse_config
 from edge.keys import allow, create_key_pair
-from edge.link import ClientKeys
 from kiosk.config import KioskConfig
 from kiosk.device_requests import DeviceRequestError
 from kiosk.enrolment import enrol_case

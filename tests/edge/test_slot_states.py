@@ -13,7 +13,7 @@ from edge.config_states import StatesConfig
 from edge.device_requests import handlers
 from edge.enrolment import EnrolmentError, EnrolmentStore, model_key, slot_map_digest
 from edge.manifest import EmbeddingSpec, Manifest
-from edge.slot_states import OCCLUDED_REASON, SlotState, SlotTracker, UnknownSlot
+from edge.slot_states import OCCLUDED_REASON, SlotTracker, UnknownSlot
 from edge.slots import SlotMap
 
 DIM = 8
