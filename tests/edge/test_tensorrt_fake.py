@@ -87,7 +87,7 @@ def test_both_outputs_bound_by_name_and_returned(device, model, tmp_path, genera
     assert_released(state)
 
 
-@pytest.mark.parametrize("generation", ["8.4", "10"])
+@pytest.mark.parametrize("generation", list(GENERATIONS))
 def test_a_model_without_an_embedding_returns_its_logits(device, model, tmp_path, generation):
     state = device(generation)
     _, _, plain, x, ref = model
@@ -99,7 +99,7 @@ def test_a_model_without_an_embedding_returns_its_logits(device, model, tmp_path
     assert_released(state)
 
 
-@pytest.mark.parametrize("generation", ["8.4", "10"])
+@pytest.mark.parametrize("generation", list(GENERATIONS))
 def test_an_engine_output_the_manifest_does_not_name_is_bound_not_returned(device, model, tmp_path, generation):
     # An engine built from a model with an embedding, run under a manifest without one: TensorRT needs an
     # address for every output, so the embedding gets a buffer of its own.
@@ -110,12 +110,12 @@ def test_an_engine_output_the_manifest_does_not_name_is_bound_not_returned(devic
         got = rt.infer({"input": x[:3]})
     assert list(got) == ["logits"]
     np.testing.assert_allclose(got["logits"], ref["logits"][:3], rtol=1e-5, atol=1e-5)
-    api = "execute_async_v2" if generation == "8.4" else "execute_async_v3"
+    api = "execute_async_v3" if "tensors" in GENERATIONS[generation][1] else "execute_async_v2"
     assert "embedding" in state.of(api)[0][2] and state.errors == []
     assert_released(state)
 
 
-@pytest.mark.parametrize("generation", ["8.4", "10"])
+@pytest.mark.parametrize("generation", list(GENERATIONS))
 @pytest.mark.parametrize("tensors, match", [
     ([INPUT, LOGITS, tensor("feat", "output", DIM, source="embedding")],
      r"has no output 'embedding' \(its outputs: 'logits', 'feat'\); the manifest names 'logits', 'embedding'"),
