@@ -159,10 +159,9 @@ def _default(info: FieldInfo, given: Any) -> tuple[str, Any]:
     if given is not PydanticUndefined:
         value = given
     elif info.default_factory is not None:
-        try:
-            value = info.default_factory()   # type: ignore[call-arg]
-        except Exception:   # noqa: BLE001 - a factory that needs arguments: say so rather than guess
-            return "(computed)", None
+        if getattr(info, "default_factory_takes_data", False):
+            return "(computed)", None   # the default depends on the other fields: say so rather than guess
+        value = info.default_factory()   # type: ignore[call-arg]
     elif info.default is PydanticUndefined:
         return "required", None
     else:
@@ -261,7 +260,8 @@ def undocumented(models: dict[str, str] | None = None) -> dict[str, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check that the committed file is current")
-    parser.add_argument("--out", type=Path, default=OUT, help="where to write (default docs/configuration-reference.md)")
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="where to write (default: docs/configuration-reference.md)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

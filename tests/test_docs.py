@@ -210,7 +210,7 @@ def test_nested_models_are_expanded_with_their_paths_and_defaults(fake_models):
         "fake.yaml": ["leaf.note", "leaves[].note", "by_name.<name>.note"]}
 
 
-def test_a_changed_field_makes_the_reference_stale(fake_models, tmp_path, caplog):
+def test_a_changed_field_makes_the_reference_stale(fake_models, tmp_path):
     out = tmp_path / "reference.md"
     models = fake_models(MODELS_V1)
     out.write_text(gen.render(models))
@@ -246,3 +246,15 @@ def test_a_model_that_cannot_be_loaded_is_named_in_one_line(spec, says, monkeypa
     out.write_text("kept")
     assert gen.main(["--out", str(out)]) == 2
     assert out.read_text() == "kept", "nothing is written when a model cannot be loaded"
+
+
+def test_a_model_that_contains_itself_is_refused(fake_models):
+    models = fake_models('''
+from __future__ import annotations
+from pydantic import BaseModel, Field
+
+class Top(BaseModel):
+    child: Top | None = Field(None, description="Loops.")
+''')
+    with pytest.raises(gen.ReferenceError, match="^model Top contains itself at child$"):
+        gen.render(models)
