@@ -158,7 +158,8 @@ def replay(rec: Path, states: dict[str, Any], policies: dict[str, Any], work: Pa
             t, ts = frames["t"][i]
             thumbs = list(frames["thumbs"][i])
             out = tracker.update(float(t), float(ts), thumbs, thumbs, frames["embs"][i],
-                                 [s["label"] for s in msg["slots"]])
+                                 [s["topk"][0]["label"] if s["label"] == "unknown" and s["topk"] else s["label"]
+                                  for s in msg["slots"]])
             for s, (state, sim) in zip(msg["slots"], out):
                 s["state"], s["similarity"] = state.value, sim
             if trace is not None:

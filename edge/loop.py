@@ -238,8 +238,11 @@ class CameraLoop:
         tp = time.monotonic()
         result = cam.post.update(logits)
         t_media = frame.media_s if frame.media_s is not None else frame.t_mono
+        # A slot the model is unsure of reads as its most likely class here: empty or a piece is what decides
+        # between a missing piece and another one (the published label stays ``unknown``).
+        readings = [s.topk[0][0] if s.label == cam.post.unknown_label and s.topk else s.label for s in result.slots]
         states = cam.tracker.update(t_media, frame.capture_ts, frame.image, cam.slots.crop(frame.image), embeddings,
-                                    [s.label for s in result.slots])
+                                    readings)
         t3 = time.monotonic()
         # infer includes any wait for the runtime to finish the batch before this one; total ends
         # where publishing starts (the meaning of latencies_ms.total, see edge.contracts.STAGES).
