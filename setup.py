@@ -52,7 +52,7 @@ setup(
             "gemsight-synth=trainer.synth.cli:main",
             "gemsight-train=trainer.cli:main",
             "gemsight-calibrate=calibration.cli:main",
-            "gemsight-edge=edge.cli:main",
+            "gemsight-edge=edge.cli.main:main",
             "gemsight-deploy=deploy.cli:main",
             "gemsight-demo=deploy.demo:main",
             "gemsight-kiosk=kiosk.cli:main",

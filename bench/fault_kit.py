@@ -240,7 +240,7 @@ class ZmqSubscriber:
     def _run(self) -> None:
         import zmq
 
-        from edge import messages
+        from edge.link import messages
         from edge.errors import MessageError
 
         sock = zmq.Context.instance().socket(zmq.SUB)

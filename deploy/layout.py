@@ -2,7 +2,7 @@
 
 Everything is relative to a root (``/`` on a device, a temporary directory in tests)::
 
-    <root>/etc/gemsight/edge.yaml                 device config (edge/config.py)
+    <root>/etc/gemsight/edge.yaml                 device config (edge/config/device.py)
     <root>/etc/gemsight/gemsight.env              environment for the units
     <root>/etc/gemsight/keys/*.pub                public keys bundles must be signed with
     <root>/etc/gemsight/credentials/              edge secrets (0700), LoadCredential= of the edge unit,

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge import credentials
+from edge.config import credentials
 from edge.contracts import ID_PATTERN
 from edge.errors import ConfigError
 

@@ -22,7 +22,7 @@ from contextlib import closing
 import zmq
 
 from edge.cli_support import run_main, setup_logging
-from edge.credentials import resolve
+from edge.config.credentials import resolve
 from edge.errors import ConfigError, LinkError, MessageError
 from kiosk.auth import ROLES
 from kiosk.config import KioskConfig, load_config
@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM."""
     import uvicorn  # noqa: PLC0415 - only `run` needs the web server
 
-    from edge.sdnotify import SdNotifier  # noqa: PLC0415
+    from edge.loop.sdnotify import SdNotifier  # noqa: PLC0415
     from kiosk.service import Kiosk  # noqa: PLC0415
     from kiosk.web import create_app  # noqa: PLC0415
 
@@ -157,8 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _check_device(config: KioskConfig, device, timeout_s: float) -> str:
-    from edge import messages  # noqa: PLC0415
-    from edge.link import ClientKeys, Link  # noqa: PLC0415
+    from edge.link import messages  # noqa: PLC0415
+    from edge.link.client import ClientKeys, Link  # noqa: PLC0415
 
     keys = ClientKeys.load(device.server_key, config.curve.client_secret_key) if config.curve else None
     with Link(zmq.SUB, device.labels, keys, plaintext=keys is None, device=device.id) as sub:

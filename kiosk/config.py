@@ -2,7 +2,7 @@
 
 Validated by strict pydantic models (``extra="forbid"``); a bad config gives a
 :class:`~edge.errors.ConfigError` with one line per problem naming the file and the field path, as the
-device config does (:mod:`edge.validation`). Key files follow :mod:`edge.credentials` (a bare name
+device config does (:mod:`edge.validation`). Key files follow :mod:`edge.config.credentials` (a bare name
 is read from ``$CREDENTIALS_DIRECTORY``; a path with a ``/`` is relative to the config file).
 
 The planogram lives under each device's cameras: every slot names the class it should hold, or a
@@ -22,10 +22,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.contracts import ID_PATTERN
-from edge.credentials import is_name as is_credential_name
+from edge.config.credentials import is_name as is_credential_name
 from edge.errors import ConfigError
 from edge.validation import error_lines
-from edge.yaml_files import load_yaml
+from edge.config.yaml_files import load_yaml
 from kiosk.chain import ChainConfig
 from kiosk.config_web import WebConfig, WebhookConfig, _Strict, check_hhmm
 
@@ -315,6 +315,6 @@ def load_config(path: str | Path) -> KioskConfig:
         ConfigError: missing/unreadable/too large/not UTF-8/not YAML, or invalid (every field named).
     """
     path = Path(path)
-    # The edge's bounded reader: size, encoding, nesting, aliases and duplicate keys (edge.yaml_files).
+    # The edge's bounded reader: size, encoding, nesting, aliases and duplicate keys (edge.config.yaml_files).
     data = load_yaml(path, "kiosk config", MAX_CONFIG_BYTES)
     return parse_config(data, str(path), path.parent)

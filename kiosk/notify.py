@@ -26,7 +26,7 @@ import urllib.request
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from edge.credentials import resolve
+from edge.config.credentials import resolve
 from edge.errors import ConfigError
 from kiosk.config_web import WebhookConfig
 

@@ -1,9 +1,9 @@
 """The kiosk's feed: one ZeroMQ SUB per device, a snapshot REQ on start, on reconnect and on any seq gap.
 
 One thread owns every socket (ZeroMQ sockets are not thread-safe) and polls them together: SUBs,
-their handshake monitors (:class:`edge.link.Link`) and the snapshot requests in flight, which never
+their handshake monitors (:class:`edge.link.client.Link`) and the snapshot requests in flight, which never
 block the others. Every message goes through :func:`kiosk.validate.parse` (topic, JSON, schema,
-device/camera match: :func:`edge.messages.parse_message`'s checks, fast); a bad one is counted and
+device/camera match: :func:`edge.link.messages.parse_message`'s checks, fast); a bad one is counted and
 logged (the first few of each device, then every hundredth) and skipped, never raised. Good ones
 are handed to a sink (the service), which updates the engine.
 
@@ -22,9 +22,9 @@ from typing import Any, Callable, Protocol
 
 import zmq
 
-from edge import messages
+from edge.link import messages
 from edge.errors import ConfigError, LinkError, MessageError
-from edge.link import ClientKeys, Link
+from edge.link.client import ClientKeys, Link
 from kiosk.config import DeviceEntry, KioskConfig
 from kiosk.validate import parse
 

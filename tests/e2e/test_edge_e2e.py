@@ -8,10 +8,10 @@ import time
 import cv2
 import pytest
 
-from edge import messages
-from edge.config import parse_config
-from edge.listen import Listener
-from edge.loop import CameraLoop, run
+from edge.link import messages
+from edge.config.device import parse_config
+from edge.link.listen import Listener
+from edge.loop.run import CameraLoop, run
 from tests.helpers import MjpegServer
 from tests.helpers import Subscriber as LoopSubscriber
 

@@ -1,8 +1,8 @@
 """The values packages agree on, and the schema files that spell some of them again."""
 import re
 
-from edge import messages
-from edge.config import CameraConfig, SlotConfig
+from edge.link import messages
+from edge.config.device import CameraConfig, SlotConfig
 from edge.contracts import DEFAULT_CLASSES, ID_PATTERN, REQUIRED_STAGES, STAGES, max_batch_for
 
 

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from edge import messages
+from edge.link import messages
 from kiosk.config import parse_config
 from kiosk.engine import ActionError, Engine
 from kiosk.incident import Incident
