@@ -19,9 +19,10 @@ import os
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, ValidationError, field_validator, model_validator
 
 from edge.errors import ConfigError
+from edge.validation import Strict
 
 ENV_DIRECTORY = "CREDENTIALS_DIRECTORY"
 _USERINFO = re.compile(r"(?<=://)[^/@\s?#]+@")
@@ -48,10 +49,10 @@ def check_z85_key(key: bytes, which: str = "") -> bytes:
     return key
 
 
-class CurveKeyPair(BaseModel):
+class CurveKeyPair(Strict):
     """The keys of one ``zmq.auth`` certificate, validated: Z85 keys, and a public key matching the secret."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(strict=True)  # and Strict's: no unknown field, frozen
     public: bytes
     secret: bytes | None = None
 

@@ -18,18 +18,18 @@ from urllib.parse import urlsplit
 from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator,
                       model_validator)
 
+from edge.config.credentials import is_name as is_credential_name
+from edge.config.credentials import redact
 from edge.config.publish import CurveConfig, PublishConfig  # noqa: F401 - CurveConfig re-exported
 from edge.config.runtime import (RUNTIME_NAMES, AutoOptions, AutoRuntimeConfig, OnnxRuntimeConfig,  # noqa: F401
                                  OnnxRuntimeOptions, OpenVinoConfig, OpenVinoOptions, RuntimeConfig, TensorRtConfig,
                                  TensorRtOptions, runtime_options)
+from edge.config.slot_geometry import check_slot_map
 from edge.config.states import StatesConfig
-from edge.config.credentials import is_name as is_credential_name
-from edge.config.credentials import redact
+from edge.config.yaml_files import load_yaml
 from edge.contracts import ID_PATTERN, max_batch_for
 from edge.errors import ConfigError
-from edge.config.slot_geometry import check_slot_map
-from edge.validation import error_lines
-from edge.config.yaml_files import load_yaml
+from edge.validation import error_lines, Strict
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +37,8 @@ WHOLE_FRAME_SLOT = "frame"
 _SCHEMES = ("file", "v4l2", "rtsp", "rtsps", "http", "https", "csi", "gst")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 # -- slots --------------------------------------------------------------------------------------
-class SlotConfig(_Strict):
+class SlotConfig(Strict):
     """One named place in the display case, in normalised frame coordinates (0..1)."""
 
     name: str = Field(pattern=ID_PATTERN, description="Slot name, unique per camera (e.g. r0c0).")
@@ -114,7 +110,7 @@ class SlotsFile(BaseModel):
 
 
 # -- cameras ------------------------------------------------------------------------------------
-class ReconnectConfig(_Strict):
+class ReconnectConfig(Strict):
     """How a failed or stalled source is reopened: exponential backoff, capped."""
 
     initial_s: float = Field(0.5, strict=True, gt=0, le=60, description="First wait before reopening a failed source.")
@@ -129,7 +125,7 @@ class ReconnectConfig(_Strict):
         return self
 
 
-class CameraConfig(_Strict):
+class CameraConfig(Strict):
     """One camera: where frames come from and which slots it sees."""
 
     id: str = Field(pattern=ID_PATTERN, description="Camera id, unique per device; part of the ZeroMQ topic.")
@@ -185,7 +181,7 @@ class CameraConfig(_Strict):
 
 
 # -- model and runtime --------------------------------------------------------------------------
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """Which model runs, and what the config expects of it (checked against its manifest)."""
 
     path: Path = Field(description="A model directory (bundle or calibration output) or an .onnx file "
@@ -218,7 +214,7 @@ def engine_max_batch(config: "DeviceConfig") -> int:
 
 
 # -- the rest -----------------------------------------------------------------------------------
-class PostprocessConfig(_Strict):
+class PostprocessConfig(Strict):
     min_score: float = Field(0.5, strict=True, ge=0, le=1, description="Below this top score a slot is `unknown`.")
     window: int = Field(5, strict=True, ge=1, le=1000, description="Frames a label must hold to be `stable`.")
     top_k: int = Field(3, strict=True, ge=1, le=100, description="How many classes each slot reports.")
@@ -226,13 +222,13 @@ class PostprocessConfig(_Strict):
     empty_label: str = Field("empty", description="The class meaning nothing is in the slot (not counted).")
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(Strict):
     host: str = Field("127.0.0.1", description="Prometheus exporter bind address (keep it on localhost).")
     port: int | None = Field(9108, strict=True,
                              ge=0, le=65535, description="Exporter port; null disables it, 0 picks a free one.")
 
 
-class DeviceConfig(_Strict):
+class DeviceConfig(Strict):
     """The whole device: model, runtime, cameras and where results go."""
 
     device: str = Field(pattern=ID_PATTERN, description="Device id; part of every ZeroMQ topic.")

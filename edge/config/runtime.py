@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edge.contracts import DEFAULT_WORKSPACE_MB
+from edge.validation import Strict
 
 
 # The values the backends accept, one home for the config's validation and the adapters' own checks.
@@ -19,12 +20,7 @@ OPENVINO_HINTS = ("LATENCY", "THROUGHPUT")
 OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
 
 
-class _Strict(BaseModel):
-    # The same strictness as edge.config.device's models (which import this module, so it cannot import theirs).
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OnnxRuntimeOptions(_Strict):
+class OnnxRuntimeOptions(Strict):
     threads: int | None = Field(None, strict=True,
                                 ge=1, le=256, description="Intra-op threads (default: ONNX Runtime's, one "
                                                           "per physical core).")
@@ -45,7 +41,7 @@ class OnnxRuntimeOptions(_Strict):
                     "with U8S8, 100% with U8U8). No effect where the CPU has VNNI, on ARM or on FP32 models.")
 
 
-class OpenVinoOptions(_Strict):
+class OpenVinoOptions(Strict):
     device: str = Field("CPU", description="OpenVINO device (CPU, GPU, NPU, AUTO ...).")
     threads: int | None = Field(None, strict=True,
                                 ge=1, le=256, description="Inference threads (default: OpenVINO's choice, "
@@ -67,7 +63,7 @@ class OpenVinoOptions(_Strict):
                     "batch on the CPU. false: the loop normalises, as for the other runtimes.")
 
 
-class TensorRtOptions(_Strict):
+class TensorRtOptions(Strict):
     # The builder options (workspace_mb, fp16_fallback, dla_core) are part of the engine cache key:
     # build-engine, flash and the edge all read them from here (edge.runtimes.engine_cache.BuildOptions).
     engine_cache: Path | None = Field(
@@ -89,30 +85,31 @@ class TensorRtOptions(_Strict):
                                                          "Orin; GPU fallback on); null: the GPU.")
 
 
-class OnnxRuntimeConfig(_Strict):
+class OnnxRuntimeConfig(Strict):
     name: Literal["onnxruntime"] = Field(description="Backend name.")
     options: OnnxRuntimeOptions = Field(default_factory=OnnxRuntimeOptions, description="ONNX Runtime options.")
 
 
-class OpenVinoConfig(_Strict):
+class OpenVinoConfig(Strict):
     name: Literal["openvino"] = Field(description="Backend name.")
     options: OpenVinoOptions = Field(default_factory=OpenVinoOptions, description="OpenVINO options.")
 
 
-class TensorRtConfig(_Strict):
+class TensorRtConfig(Strict):
     name: Literal["tensorrt"] = Field(description="Backend name.")
     options: TensorRtOptions = Field(default_factory=TensorRtOptions, description="TensorRT options.")
 
 
-class AutoOptions(_Strict):
+class AutoOptions(Strict):
     """Per-backend options for ``auto``: the block of the backend it picks is used."""
 
-    onnxruntime: OnnxRuntimeOptions = Field(default_factory=OnnxRuntimeOptions, description="If ONNX Runtime is picked.")
+    onnxruntime: OnnxRuntimeOptions = Field(default_factory=OnnxRuntimeOptions,
+                                            description="If ONNX Runtime is picked.")
     openvino: OpenVinoOptions = Field(default_factory=OpenVinoOptions, description="If OpenVINO is picked.")
     tensorrt: TensorRtOptions = Field(default_factory=TensorRtOptions, description="If TensorRT is picked.")
 
 
-class AutoRuntimeConfig(_Strict):
+class AutoRuntimeConfig(Strict):
     name: Literal["auto"] = Field(description="Take the best available backend (TensorRT, OpenVINO, ONNX Runtime).")
     options: AutoOptions = Field(default_factory=AutoOptions, description="Options per candidate backend.")
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from edge.errors import ConfigError, InferenceError, RuntimeUnavailable
+from edge.errors import ConfigError, InferenceError
 from edge.manifest import Manifest
 from edge.preprocess import BatchWriter
 
