@@ -1,6 +1,7 @@
 """Values that more than one package must agree on, defined once (every other package imports them)."""
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Iterable, Protocol, Sized
 
@@ -29,6 +30,18 @@ DEFAULT_MAX_BATCH = 16
 #: 4 GB Orin Nano. The config's default and the engine cache's build options share it.
 DEFAULT_WORKSPACE_MB = 1024
 
+
+
+class StrEnum(str, enum.Enum):
+    """A state that is its value: it compares equal to, hashes as, prints as and serialises (JSON) as its
+    string, so a message, a log line or a dict keyed by the plain string agrees with it. (Python 3.11's
+    ``enum.StrEnum``; a Jetson's Python is 3.10.)"""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 class _Camera(Protocol):
     def slot_list(self) -> Sized: ...

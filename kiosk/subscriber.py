@@ -22,8 +22,9 @@ from typing import Any, Callable, Protocol
 
 import zmq
 
-from edge.link import messages
+from edge.backoff import Backoff
 from edge.errors import ConfigError, LinkError, MessageError
+from edge.link import messages
 from edge.link.client import ClientKeys, Link
 from kiosk.config import DeviceEntry, KioskConfig
 from kiosk.validate import parse
@@ -36,7 +37,8 @@ MAX_SNAPSHOT_BYTES = 64 << 20
 POLL_MS = 100
 RCVHWM = 100_000                   # 32 devices x 4 cameras x 2/s is 256/s: seconds of slack, not minutes
 RETRY_REFUSED_S = 10.0          # a refused kiosk tries again (a key may have been allowed meanwhile)
-SNAPSHOT_BACKOFF_MAX_S = 30.0
+SNAPSHOT_BACKOFF_S = 1.0      # the first wait after a snapshot request failed, doubling ...
+SNAPSHOT_BACKOFF_MAX_S = 30.0  # ... up to this
 LOG_FIRST_BAD = 5                  # bad messages logged one by one per device, then every hundredth
 
 
@@ -54,7 +56,7 @@ class DeviceFeed:
     req: Link | None = None
     req_deadline: float = 0.0
     snapshot_due: float = 0.0           # monotonic time of the next snapshot request (0: now)
-    snapshot_backoff: float = 0.0
+    snapshot_backoff: Backoff = field(default_factory=lambda: Backoff(SNAPSHOT_BACKOFF_S, SNAPSHOT_BACKOFF_MAX_S))
     handshakes: int = 0
     retry_at: float = 0.0               # when a refused link is tried again
     last_rx: float = 0.0                # when the SUB last received anything
@@ -286,7 +288,7 @@ class Feed:
             return
         dev.req.close()
         dev.req = None
-        dev.snapshot_backoff = 0.0
+        dev.snapshot_backoff.reset()
         dev.info["snapshots"] += 1
         for cam, msg in reply.get("cameras", {}).items():
             if msg["device"] != dev.entry.id:
@@ -306,8 +308,8 @@ class Feed:
     def _snapshot_failed(self, dev: DeviceFeed, error: str, now: float) -> None:
         dev.req.close()                      # a REQ without its reply is stuck: never reuse it
         dev.req = None
-        dev.snapshot_backoff = min(SNAPSHOT_BACKOFF_MAX_S, max(1.0, dev.snapshot_backoff * 2))
-        dev.snapshot_due = now + dev.snapshot_backoff
-        logger.warning("%s; next try in %.0f s", error, dev.snapshot_backoff)
+        wait = dev.snapshot_backoff.failed()
+        dev.snapshot_due = now + wait
+        logger.warning("%s; next try in %.0f s", error, wait)
         dev.info["error"] = error
         self.sink.on_device(dev.entry.id, dict(dev.info))

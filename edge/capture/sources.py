@@ -26,16 +26,16 @@ from typing import Any
 
 import numpy as np
 
+from edge.backoff import Backoff
+from edge.capture.uri import open_capture, parse_source
+from edge.contracts import StrEnum
 from edge.errors import ConfigError, SourceError
-from edge.capture.uri import csi_pipeline, open_capture, parse_source, read_credentials, SourceSpec
-from edge.config.credentials import redact
 
 logger = logging.getLogger(__name__)
 
 HEALTHY_S = 1.0  # frames for this long after an open count as a recovery: the reconnect backoff starts over
 
-__all__ = ["CameraSource", "Frame", "SourceSpec", "SourceStats", "Status", "csi_pipeline", "open_capture",
-           "parse_source", "read_credentials", "redact", "substituted"]
+__all__ = ["CameraSource", "Frame", "GrabEnd", "SourceState", "SourceStats", "Status", "substituted"]
 
 
 class Status(enum.Enum):
@@ -65,6 +65,27 @@ class Frame:
     media_s: float | None = None  # a file's frame: its time in the video (index / the file's fps)
 
 
+class SourceState(StrEnum):
+    """Where a camera is (:attr:`SourceStats.state`); the loop's status messages carry the value."""
+
+    STARTING = "starting"  # opened, no frame yet
+    UP = "up"              # frames arrive
+    DOWN = "down"          # failed or stalled: the grabber is reopening it with backoff
+    EOS = "eos"            # a file ended and does not loop
+
+
+class GrabEnd(StrEnum):
+    """Why one open of a source stopped giving frames (:meth:`CameraSource._grab`); the value is the
+    reason people read in the camera's status."""
+
+    STOP = "stop"                  # the source was closed
+    EOS = "eos"                    # a file ended
+    LOOP = "loop"                  # a looping file ended: it reopens at once
+    STALLED = "stalled"            # the watchdog asked for a reopen
+    READ_FAILED = "read failed"    # not one frame after the open
+    STREAM_ENDED = "stream ended"  # frames came, then none
+
+
 @dataclass
 class SourceStats:
     frames: int = 0        # good frames handed to the loop
@@ -73,7 +94,7 @@ class SourceStats:
     invalid: int = 0       # substituted (all-black) frames never classified
     reconnects: int = 0    # successful reopenings after the first open
     open_failures: int = 0
-    state: str = "starting"  # starting | up | down | eos
+    state: SourceState = SourceState.STARTING
     detail: str = ""
     events: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100))
 
@@ -129,7 +150,7 @@ class CameraSource:
             self._last_progress = max(self._last_progress, now)
         self._last_read = now
         with self._cond:
-            if self._latest is None and timeout > 0 and self.stats.state not in ("eos",):
+            if self._latest is None and timeout > 0 and self.stats.state is not SourceState.EOS:
                 self._cond.wait(timeout)
             frame, self._latest = self._latest, None
             if frame is not None:
@@ -137,13 +158,13 @@ class CameraSource:
                 return Status.OK, frame
             state = self.stats.state
         self._watchdog()
-        if state == "eos":
+        if state is SourceState.EOS:
             return Status.EOS, None
-        if state == "down":
+        if state is SourceState.DOWN:
             return Status.ERROR, None
         return Status.TIMEOUT, None
 
-    def pop_events(self) -> list[tuple[str, str]]:
+    def pop_events(self) -> list[tuple[SourceState, str]]:
         """State changes since the last call, oldest first: ``[(state, detail), ...]``."""
         out = []
         with self._cond:
@@ -152,7 +173,7 @@ class CameraSource:
         return out
 
     @property
-    def state(self) -> str:
+    def state(self) -> SourceState:
         return self.stats.state
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -179,12 +200,12 @@ class CameraSource:
     def _watchdog(self) -> None:
         # A grabber stuck in a read that never returns: report the camera down, ask for a reopen.
         limit = self._stall_limit()
-        if self.stats.state == "up" and time.monotonic() - self._last_progress > limit:
-            self._set_state("down", f"stalled: no frame for {limit:.1f}s")
+        if self.stats.state is SourceState.UP and time.monotonic() - self._last_progress > limit:
+            self._set_state(SourceState.DOWN, f"stalled: no frame for {limit:.1f}s")
             self._reopen.set()
 
     # -- grabber side ---------------------------------------------------------------------------
-    def _set_state(self, state: str, detail: str = "") -> None:
+    def _set_state(self, state: SourceState, detail: str = "") -> None:
         with self._cond:
             if state == self.stats.state and detail == self.stats.detail:
                 return
@@ -194,7 +215,7 @@ class CameraSource:
                 self.stats.events.append((state, detail))
             self._cond.notify_all()
         if changed:
-            log = logger.info if state in ("up", "eos") else logger.warning
+            log = logger.info if state in (SourceState.UP, SourceState.EOS) else logger.warning
             log("camera %s (%s): %s%s", self.camera_id, self.spec.redacted, state, f" ({detail})" if detail else "")
         self.wake.set()
 
@@ -219,7 +240,7 @@ class CameraSource:
         return open_capture(spec)
 
     def _run(self) -> None:
-        delay = self.initial_s
+        backoff = Backoff(self.initial_s, self.max_s)
         failed = False  # the last open or read failed: the next successful open is a reconnect
         while not self._stop.is_set():
             try:
@@ -227,10 +248,10 @@ class CameraSource:
             except (SourceError, ConfigError) as exc:
                 self.stats.open_failures += 1
                 failed = True
-                self._set_state("down", f"{exc}; retrying in {delay:.1f}s")
+                delay = backoff.failed()
+                self._set_state(SourceState.DOWN, f"{exc}; retrying in {delay:.1f}s")
                 if self._stop.wait(delay):
                     break
-                delay = min(delay * 2, self.max_s)
                 continue
             if failed:
                 self.stats.reconnects += 1
@@ -241,24 +262,24 @@ class CameraSource:
                 outcome, good = self._grab(cap)
             finally:
                 cap.release()
-            if outcome == "stop":
+            if outcome is GrabEnd.STOP:
                 break
-            if outcome == "eos":
-                self._set_state("eos", "end of file")
+            if outcome is GrabEnd.EOS:
+                self._set_state(SourceState.EOS, "end of file")
                 break
             if good:
                 # It recovered: the next outage starts over from the first, short wait.
-                delay = self.initial_s
-            if outcome == "loop":
+                backoff.reset()
+            if outcome is GrabEnd.LOOP:
                 continue  # a looping file reopens at once: it did deliver frames
             # A failure: back off, more each time, unless the source had been healthy a while.
             failed = True
-            self._set_state("down", f"{outcome}; reopening in {delay:.1f}s")
+            delay = backoff.failed()
+            self._set_state(SourceState.DOWN, f"{outcome}; reopening in {delay:.1f}s")
             if self._stop.wait(delay):
                 break
-            delay = min(delay * 2, self.max_s)
 
-    def _grab(self, cap: Any) -> tuple[str, bool]:
+    def _grab(self, cap: Any) -> tuple[GrabEnd, bool]:
         """Read until the source fails, ends or is stopped: ``(outcome, healthy)``.
 
         Healthy: frames came for at least :data:`HEALTHY_S` after the open (or a file played to its
@@ -283,26 +304,26 @@ class CameraSource:
         while not self._stop.is_set():
             if gap:
                 if self._stop.wait(max(0.0, t_next - time.monotonic())):
-                    return "stop", True
+                    return GrabEnd.STOP, True
                 t_next = max(t_next + gap, time.monotonic() - 1.0)
             t_read = time.monotonic()
             ok, image = cap.read()
             now = time.monotonic()
             healthy = index > 0 and last_frame - opened >= HEALTHY_S
             if self._reopen.is_set():
-                return "stalled", healthy
+                return GrabEnd.STALLED, healthy
             if not ok or image is None:
                 if self.spec.kind == "file" and index > 0:
-                    return ("loop" if self.spec.loop else "eos"), True
-                return ("read failed" if index == 0 else "stream ended"), healthy
+                    return (GrabEnd.LOOP if self.spec.loop else GrabEnd.EOS), True
+                return (GrabEnd.READ_FAILED if index == 0 else GrabEnd.STREAM_ENDED), healthy
             self._last_progress = last_frame = now
             if substituted(image):
                 self.stats.invalid += 1
                 continue
             frame_index = index
             index += 1
-            if self.stats.state != "up":
-                self._set_state("up", f"{image.shape[1]}x{image.shape[0]}")
+            if self.stats.state is not SourceState.UP:
+                self._set_state(SourceState.UP, f"{image.shape[1]}x{image.shape[0]}")
             if not gap and min_gap and now - last_out < min_gap:
                 self.stats.skipped += 1
                 continue
@@ -310,5 +331,5 @@ class CameraSource:
             frame = Frame(self.camera_id, image, frame_index, time.time(), last_out, now - t_read,
                           frame_index / rate if rate else None)
             if not self._deliver(frame):
-                return "stop", True
-        return "stop", True
+                return GrabEnd.STOP, True
+        return GrabEnd.STOP, True

@@ -22,19 +22,20 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge.loop import device_requests
-from edge.link import messages
-from edge.loop.annotate import AnnotatedWriter, draw, per_camera_paths
+from edge.capture.sources import Frame, SourceState
 from edge.config.device import DeviceConfig
+from edge.contracts import FrameResult
 from edge.errors import InferenceError
-from edge.loop.pipeline import Batch, BatchPipeline, Span
-from edge.loop.state import MAX_SAMPLES, CameraState, FanOutEvent, LoopResult
+from edge.link import messages
+from edge.link.publisher import Publisher
+from edge.loop import device_requests
+from edge.loop.annotate import AnnotatedWriter, draw, per_camera_paths
 from edge.loop.metrics import LoopMetrics
 from edge.loop.model import ModelInfo, open_model
-from edge.contracts import FrameResult
-from edge.link.publisher import Publisher
+from edge.loop.pipeline import Batch, BatchPipeline, Span
 from edge.loop.sdnotify import SdNotifier
-from edge.capture.sources import Frame
+from edge.loop.slots import as_bgr
+from edge.loop.state import MAX_SAMPLES, CameraState, FanOutEvent, LoopResult
 
 logger = logging.getLogger(__name__)
 
@@ -192,13 +193,13 @@ class CameraLoop:
         """Camera up/down/eos changes become status messages (published from this thread only)."""
         for cam in self.cameras:
             for state, detail in cam.source.pop_events():
-                if state == "down":
+                if state is SourceState.DOWN:
                     cam.seen_down = True
-                elif state == "up" and cam.seen_down:
+                elif state is SourceState.UP and cam.seen_down:
                     # The scene may have changed while the camera was away: start smoothing afresh.
                     cam.post.reset()
                     self.metrics.reconnects.labels(cam.id).inc()
-                self.metrics.camera_up.labels(cam.id).set(1 if state == "up" else 0)
+                self.metrics.camera_up.labels(cam.id).set(1 if state is SourceState.UP else 0)
                 if state in messages.STATES:  # a grabber's "starting" is no camera status
                     self.publisher.publish_status(cam.id, state, detail)
                     self.metrics.messages.labels("status").inc()
@@ -283,7 +284,7 @@ class CameraLoop:
     def _annotate(self, cam: CameraState, frame: Frame, result: FrameResult) -> None:
         h, w = frame.image.shape[:2]
         pp = self.config.postprocess
-        cam.writer.write(draw(_bgr(frame.image, cam.id), cam.slots.rects(w, h), result,
+        cam.writer.write(draw(as_bgr(frame.image, cam.id), cam.slots.rects(w, h), result,
                               title=f"{cam.id} #{frame.index}", unknown_label=pp.unknown_label,
                               empty_label=pp.empty_label))
 
@@ -307,10 +308,6 @@ class CameraLoop:
         self._notifier.maybe_watchdog(now)
 
 
-def _bgr(image: np.ndarray, camera: str) -> np.ndarray:
-    from edge.loop.slots import as_bgr  # noqa: PLC0415
-
-    return as_bgr(image, camera)
 
 
 def run(config: DeviceConfig, *, max_frames: int | None = None, annotate: str | Path | None = None,
