@@ -147,8 +147,8 @@ def attack(name: str, edge: EdgeProcess, follower: Follower, run) -> dict:
 
 def run_bench(mb: int, frames: int, work: Path) -> dict:
     from edge.config.device import parse_config  # noqa: F401 - the config below is the device's own
-    from edge.link.keys import allow, create_key_pair
     from edge.link.client import ClientKeys
+    from edge.link.keys import allow, create_key_pair
 
     import yaml
 

@@ -76,8 +76,8 @@ def run_loop(job: dict, realtime: bool, warm_s: float, measure_s: float) -> dict
     """Run the loop; measure slot-images/s between two publish instants after ``warm_s``, latencies
     of the messages published in the window, CPU of the whole process over the window."""
     from edge.config.device import parse_config
-    from edge.loop.run import CameraLoop
     from edge.loop.metrics import LoopMetrics
+    from edge.loop.run import CameraLoop
 
     metrics = LoopMetrics()
     loop = CameraLoop(parse_config(loop_config(job, realtime), "bench"), metrics=metrics)

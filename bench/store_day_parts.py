@@ -19,8 +19,8 @@ import yaml
 
 from edge.config.device import SlotConfig
 from edge.loop.run import CameraLoop
-from edge.manifest import embed_manifest, load_manifest_for
 from edge.loop.slots import SlotMap
+from edge.manifest import embed_manifest, load_manifest_for
 
 from bench import store_day_kit as kit
 

@@ -39,12 +39,12 @@ from calibration.trt_api import TrtApi, trt_step
 from calibration.trt_callbacks import make_cache_calibrator as _make_cache_calibrator
 from calibration.trt_callbacks import make_logger as _make_logger
 from calibration.trt_inspect import count_int8_layers, inspect_engine  # noqa: F401 - count_int8_layers re-exported
-from edge.runtimes import engine_cache
 from edge.atomic import write_atomic
-from edge.runtimes.engine_cache import BuildOptions
 from edge.errors import CalibrationError, RuntimeUnavailable
 from edge.manifest import load_manifest_for
+from edge.runtimes import engine_cache
 from edge.runtimes.artifacts import CALIB_CACHE, FP32_ONNX, TRT_INT8_ONNX
+from edge.runtimes.engine_cache import BuildOptions
 
 logger = logging.getLogger(__name__)
 

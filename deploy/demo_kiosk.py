@@ -81,8 +81,8 @@ def start_staff(kiosk: subprocess.Popen | None, events: Path | None, keys: dict[
     if kiosk is None or events is None or not events.is_file():
         return None
     from deploy.demo_staff import KioskPage, Staff, load_events  # noqa: PLC0415
-    from edge.loop.device_requests import ask  # noqa: PLC0415
     from edge.link.client import ClientKeys  # noqa: PLC0415
+    from edge.loop.device_requests import ask  # noqa: PLC0415
 
     day = load_events(events)
     fps = float(day[0].get("fps", 5.0))

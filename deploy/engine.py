@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.runtimes.engine_cache import BuildOptions
 from edge.errors import BundleError, GemsightError
+from edge.runtimes.engine_cache import BuildOptions
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Iterable
 
 from edge.config.device import ModelConfig, engine_max_batch, load_config, tensorrt_options
 from edge.contracts import DEFAULT_MAX_BATCH
+from edge.errors import BundleError, ConfigError, LinkError
 from edge.runtimes.engine_cache import BuildOptions
-from edge.errors import BundleError
 
 if TYPE_CHECKING:
     from edge.link.client import ClientKeys
@@ -111,7 +111,6 @@ def heartbeat_keys(server_public: str | Path, client_secret: str | Path) -> "Cli
     Raises:
         BundleError: a key file is missing or unreadable.
     """
-    from edge.errors import ConfigError  # noqa: PLC0415
     from edge.link.client import ClientKeys  # noqa: PLC0415
 
     try:
@@ -139,7 +138,6 @@ def wait_for_heartbeat(endpoint: str, device: str | None, timeout: float,
     """
     import zmq  # noqa: PLC0415
 
-    from edge.errors import LinkError  # noqa: PLC0415
     from edge.link.client import Link  # noqa: PLC0415
 
     endpoint = connect_endpoint(endpoint)

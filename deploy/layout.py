@@ -85,7 +85,8 @@ class DeviceLayout:
         or ``<root>/var/lib/gemsight/engines``."""
         if not configured:
             return self.engines_dir
-        return self.root / Path(configured).relative_to("/") if Path(configured).is_absolute() else self.root / configured
+        path = Path(configured)
+        return self.root / path.relative_to("/") if path.is_absolute() else self.root / configured
 
     def ensure_state_dirs(self) -> None:
         """Create the directories deploy writes to (models, engines, deploy state)."""

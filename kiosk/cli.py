@@ -41,7 +41,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"kiosk config (default {DEFAULT_CONFIG})")
+        p.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                       help=f"kiosk config (default {DEFAULT_CONFIG})")
         return p
 
     p = with_config(sub.add_parser("run", help="serve the page and the API, subscribed to every device"))
@@ -170,7 +171,8 @@ def _check_device(config: KioskConfig, device, timeout_s: float) -> str:
     with Link(zmq.REQ, device.snapshot, keys, plaintext=keys is None, device=device.id) as req:
         data = req.request(messages.encode({"camera": None}), timeout_s)
         if data is None:
-            raise MessageError(f"{device.id}: snapshot endpoint {device.snapshot} did not answer within {timeout_s:g} s")
+            raise MessageError(f"{device.id}: snapshot endpoint {device.snapshot} did not answer "
+                               f"within {timeout_s:g} s")
         reply = messages.parse_snapshot(data)
     cams = sorted(reply.get("cameras", {}))
     unplanned = sorted(set(cams) - set(device.cameras))

@@ -21,8 +21,8 @@ from typing import Any
 
 import zmq
 
-from edge.link import messages
 from edge.errors import ConfigError, GemsightError, LinkError, MessageError
+from edge.link import messages
 from edge.link.client import ClientKeys, Link
 from kiosk.config import KioskConfig
 

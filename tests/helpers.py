@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from edge.link import messages
 from edge.contracts import DEFAULT_CLASSES
+from edge.link import messages
 from edge.link.listen import Listener
 from edge.loop.postprocess import Postprocessor
 

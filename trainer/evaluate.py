@@ -136,7 +136,8 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, batch_size: int
             batch = preprocess_batch([load_image(p) for p, _ in chunk], manifest.input)
             logits = predict(batch)
             if logits.shape != (len(chunk), manifest.num_classes):
-                raise ManifestError(f"{path}: output shape {logits.shape}, expected ({len(chunk)}, {manifest.num_classes})")
+                raise ManifestError(f"{path}: output shape {logits.shape}, "
+                                    f"expected ({len(chunk)}, {manifest.num_classes})")
             probs.append(softmax(logits))
             y_true.extend(label for _, label in chunk)
     finally:

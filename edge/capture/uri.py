@@ -222,7 +222,8 @@ def parse_source(uri: str, credentials: str | None = None, *, hardware_decode: b
             parts = urlsplit(uri_only)
             host = parts.netloc.rpartition("@")[2]
             target = parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}").geturl()
-        params = (_cap("CAP_PROP_OPEN_TIMEOUT_MSEC"), _NET_TIMEOUT_MS, _cap("CAP_PROP_READ_TIMEOUT_MSEC"), _NET_TIMEOUT_MS)
+        params = (_cap("CAP_PROP_OPEN_TIMEOUT_MSEC"), _NET_TIMEOUT_MS,
+                  _cap("CAP_PROP_READ_TIMEOUT_MSEC"), _NET_TIMEOUT_MS)
         return SourceSpec(uri, "rtsp" if scheme.startswith("rtsp") else "http", target, "CAP_FFMPEG", params=params)
     if scheme == "csi":
         sensor, _, query = rest.partition("?")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from edge.platform import is_jetson, system_release
+from edge.runtimes.registry import available_runtimes
 
 _GSTREAMER = re.compile(r"GStreamer:\s*(YES|NO)\b(?:\s*\(([^)]*)\))?")
 VENV_HINT = ("this venv does not see the system site-packages, where JetPack keeps TensorRT and its GStreamer "
@@ -69,8 +70,6 @@ def opencv_line() -> str:
 
 
 def runtimes_line() -> str:
-    from edge.runtimes.registry import available_runtimes  # noqa: PLC0415
-
     parts = [f"{name} {'ok' if reason is None else f'unavailable ({reason})'}"
              for name, reason in sorted(available_runtimes().items())]
     return "runtimes: " + ", ".join(parts)

@@ -15,6 +15,7 @@ import sys
 from importlib import resources
 
 from edge.cli_support import run_main, setup_logging
+from edge.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 PROG = "gemsight-edge"
@@ -99,7 +100,6 @@ def _run_loop(args: argparse.Namespace, config: object) -> object:
 
 def _body(args: argparse.Namespace) -> int:
     from edge.config.device import load_config  # noqa: PLC0415
-    from edge.errors import ConfigError  # noqa: PLC0415
 
     if args.command == "example-config":
         print(example_config(), end="")
@@ -136,9 +136,8 @@ def _body(args: argparse.Namespace) -> int:
 
 def _enrol(args: argparse.Namespace) -> int:
     """Ask a running device to enrol slots; 0 when every slot was enrolled, 2 when one was refused."""
-    from edge.loop.device_requests import ask  # noqa: PLC0415
-    from edge.errors import DataError  # noqa: PLC0415
     from edge.link.client import keys_from_args  # noqa: PLC0415
+    from edge.loop.device_requests import ask  # noqa: PLC0415
 
     reply = ask(args.endpoint, keys_from_args(args), {"kind": "enrol", "camera": args.camera, "slots": args.slot},
                 timeout_s=args.timeout, plaintext=args.plaintext)

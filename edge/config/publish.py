@@ -14,6 +14,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic import Field, field_validator, model_validator
+
+from edge.validation import Strict
+
 _TCP_ADDRESS = re.compile(r"^(\[[0-9A-Za-z:.%]+\]|[^\s\[\]:;/]+):(\d{1,5}|\*)$")
 
 
@@ -43,15 +47,8 @@ def check_endpoint(endpoint: str) -> str:
             raise ValueError(f"'{endpoint}' is not a tcp://host:port endpoint{within}")
     return endpoint
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-
-class _Strict(BaseModel):
-    # The same strictness as edge.config.device's models (which import this module, so it cannot import theirs).
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CurveConfig(_Strict):
+class CurveConfig(Strict):
     """CURVE on both sockets: the device's key pair and the clients it answers (see the README's "Security")."""
 
     server_secret_key: str = Field(
@@ -69,7 +66,7 @@ CURVE_MISSING = ("missing: the link is CURVE by default: give publish.curve: {se
                   "for plaintext")
 
 
-class PublishConfig(_Strict):
+class PublishConfig(Strict):
     endpoint: str = Field("tcp://127.0.0.1:5555", description="ZeroMQ PUB bind endpoint.")
     snapshot_endpoint: str | None = Field(
         "tcp://127.0.0.1:5556", description="ZeroMQ REP bind endpoint answering late joiners with the last state.")
@@ -77,7 +74,8 @@ class PublishConfig(_Strict):
     hwm: int = Field(1000, strict=True,
                      ge=1, le=1_000_000, description="PUB send high-water mark (messages per subscriber).")
     curve: CurveConfig | None = Field(
-        _MISSING, validate_default=True, description="Required. CURVE keys and allow-list for both sockets; `null` (written explicitly) means "
+        _MISSING, validate_default=True,
+        description="Required. CURVE keys and allow-list for both sockets; `null` (written explicitly) means "
                     "plaintext, logged as a warning at every start and refused on a non-loopback endpoint "
                     "unless `gemsight-edge run --insecure`.")
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from edge.config.credentials import load_curve_keys
 from edge.errors import ConfigError, LinkError
@@ -209,7 +210,8 @@ class Link:
             self.socket.connect(endpoint)
         except zmq.ZMQError as exc:
             self.close()
-            raise ConfigError(f"{device or 'device'} endpoint '{endpoint}' is not a valid ZeroMQ endpoint: {exc}") from exc
+            raise ConfigError(f"{device or 'device'} endpoint '{endpoint}' is not a valid ZeroMQ endpoint: "
+                              f"{exc}") from exc
 
     @property
     def secure(self) -> bool:
@@ -264,8 +266,6 @@ class Link:
         Raises:
             LinkError: the handshake was refused (names the device, the endpoint and the reason).
         """
-        from zmq.utils.monitor import parse_monitor_message  # noqa: PLC0415
-
         while self._error is None and not self.monitor.closed:
             try:
                 frames = self.monitor.recv_multipart(zmq.NOBLOCK)

@@ -21,10 +21,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edge.link.allowlist import PUBLIC_SUFFIX, SECRET_SUFFIX, read_public_key
 from edge.atomic import write_atomic
 from edge.contracts import ID_PATTERN
 from edge.errors import ConfigError
+from edge.link.allowlist import PUBLIC_SUFFIX, SECRET_SUFFIX, read_public_key
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     client.add_argument("name", metavar="NAME", help="client name (file names and logs), e.g. kiosk-1")
     client.add_argument("--out", required=True, metavar="DIR", help="directory to write NAME.key and NAME.key_secret")
     server = sub.add_parser("server", help="make the device's key pair")
-    server.add_argument("--out", required=True, metavar="DIR", help="directory to write server.key and server.key_secret")
+    server.add_argument("--out", required=True, metavar="DIR",
+                        help="directory to write server.key and server.key_secret")
     server.add_argument("--name", default=SERVER_NAME, help=f"file name stem (default {SERVER_NAME})")
 
     def where(p: argparse.ArgumentParser) -> None:

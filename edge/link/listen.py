@@ -24,8 +24,9 @@ from typing import Any, TextIO
 
 import zmq
 
-from edge.link import messages
+from edge.cli_support import run_main, setup_logging
 from edge.errors import ConfigError, LinkError, MessageError
+from edge.link import messages
 from edge.link.client import ClientKeys, Link
 from edge.link.client import add_arguments as add_link_arguments
 from edge.link.client import keys_from_args
@@ -287,7 +288,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera", metavar="ID", help="only this camera")
     parser.add_argument("--device", metavar="ID", help="only this device")
     parser.add_argument("--json", action="store_true", help="print each message as one JSON line (payload as sent)")
-    parser.add_argument("--snapshot", metavar="REP_ENDPOINT", help="ask this snapshot endpoint for the latest state first")
+    parser.add_argument("--snapshot", metavar="REP_ENDPOINT",
+                        help="ask this snapshot endpoint for the latest state first")
     parser.add_argument("--count", type=int, metavar="N", help="exit after N labels messages")
     parser.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds without a message")
     add_link_arguments(parser)  # --curve-server-key, --curve-client-key, --plaintext (edge.link.client)
@@ -347,8 +349,6 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m edge.link.listen ENDPOINT ...`` (``gemsight-edge listen`` is the same)."""
-    from edge.cli_support import run_main, setup_logging
-
     parser = argparse.ArgumentParser(prog="gemsight-listen", description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0)

@@ -24,8 +24,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edge.contracts import ID_PATTERN, REQUIRED_STAGES
-from edge.errors import MessageError
 from edge.contracts import FrameResult
+from edge.errors import MessageError
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def load_schema(kind: str = "labels") -> dict:
 @lru_cache(maxsize=None)
 def _validator(kind: str) -> Any:
     try:
-        import jsonschema  # lazily: only tests and tools validate, the device loop does not need it
+        import jsonschema  # noqa: PLC0415 - only tests and tools validate, the device loop does not need it
     except ImportError as exc:
         raise MessageError("validating messages needs the jsonschema package (pip install 'gemsight[dev]')") from exc
     schema = load_schema(kind)

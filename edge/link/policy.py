@@ -12,10 +12,10 @@ import logging
 import re
 from typing import Any, Mapping
 
-from edge.link import allowlist
-from edge.config.publish import endpoint_elements
 from edge.config.credentials import load_curve_keys
+from edge.config.publish import endpoint_elements
 from edge.errors import ConfigError
+from edge.link import allowlist
 
 logger = logging.getLogger(__name__)
 

@@ -38,13 +38,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import zmq
 
+from edge.config.credentials import load_curve_keys
+from edge.errors import ConfigError, MessageError
 from edge.link import allowlist
 from edge.link import messages
 from edge.link.ingress import (MAX_REQUEST_BYTES, MAX_REQUEST_FRAMES, MAX_SUBSCRIPTION_BYTES, Request, limit_socket,
                           read_request)
 from edge.link.policy import check_plaintext
-from edge.config.credentials import load_curve_keys
-from edge.errors import ConfigError, MessageError
 
 if TYPE_CHECKING:
     from edge.config.publish import CurveConfig

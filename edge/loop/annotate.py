@@ -12,8 +12,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from edge.errors import ConfigError
 from edge.contracts import FrameResult
+from edge.errors import ConfigError
 from edge.loop.slots import PixelSlot
 
 logger = logging.getLogger(__name__)

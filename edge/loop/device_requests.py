@@ -16,8 +16,8 @@ from __future__ import annotations
 import base64
 from typing import Any, Callable, Mapping
 
-from edge.loop.enrolment import EnrolmentError
 from edge.errors import DataError
+from edge.loop.enrolment import EnrolmentError
 from edge.loop.slot_states import SlotTracker, UnknownSlot
 
 MAX_SLOTS_PER_REQUEST = 256

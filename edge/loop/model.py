@@ -1,9 +1,9 @@
 """Open the configured model on the configured runtime, and check it matches what the config expects.
 
-Shared by the loop (``run``) and ``gemsight-edge check`` (:mod:`edge.cli.check`): a model folder whose files do not match its
-``SHA256SUMS`` or whose ``manifest.json`` disagrees with the model (:mod:`edge.runtimes.model_files`), a model
-whose classes or input size differ from the config's pins, or whose real input does not accept the
-manifest's size, is refused before any camera is opened.
+Shared by the loop (``run``) and ``gemsight-edge check`` (:mod:`edge.cli.check`): a model folder whose
+files do not match its ``SHA256SUMS`` or whose ``manifest.json`` disagrees with the model
+(:mod:`edge.runtimes.model_files`), a model whose classes or input size differ from the config's pins, or
+whose real input does not accept the manifest's size, is refused before any camera is opened.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from edge.config.device import DeviceConfig, engine_max_batch
 from edge.config.runtime import runtime_options
 from edge.errors import ConfigError, GemsightError, ManifestError
 from edge.manifest import Manifest
-from edge.runtimes.model_files import check_manifest_file, verify_checksums
 from edge.runtimes.base import Runtime
+from edge.runtimes.model_files import check_manifest_file, verify_checksums
 from edge.runtimes.registry import create_runtime, resolve_runtime_name
 
 logger = logging.getLogger(__name__)

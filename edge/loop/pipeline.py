@@ -27,10 +27,10 @@ from typing import Callable
 
 import numpy as np
 
+from edge.capture.sources import Frame, Status
 from edge.errors import ConfigError, DataError
 from edge.loop.state import CameraState
 from edge.preprocess import BatchWriter
-from edge.capture.sources import Frame, Status
 
 logger = logging.getLogger(__name__)
 

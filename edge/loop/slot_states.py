@@ -35,9 +35,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from edge.config.states import StatesConfig
+from edge.errors import DataError
 from edge.loop.enrolment import (Enrolment, EnrolmentError, EnrolmentStore, jpeg, make_reference, model_key,
                             slot_map_digest, thumbnail)
-from edge.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.loop.annotate import AnnotatedWriter
+from edge.capture.sources import CameraSource
 from edge.config.device import CameraConfig, DeviceConfig
+from edge.loop.annotate import AnnotatedWriter
 from edge.loop.model import ModelInfo
 from edge.loop.postprocess import Postprocessor
 from edge.loop.slot_states import SlotTracker
 from edge.loop.slots import SlotMap
-from edge.capture.sources import CameraSource
 
 MAX_SAMPLES = 200_000     # latency samples a LoopResult keeps by default (benchmarks, tests); ~64 B each
 

@@ -171,7 +171,8 @@ def model_digest(model_dir: str | Path) -> str:
                     h.update(block)
             h.update(b"\0")
     if not found:
-        raise RuntimeUnavailable(f"{model_dir}: no TensorRT engine source in it (looked for {', '.join(ENGINE_SOURCE_FILES)})")
+        raise RuntimeUnavailable(f"{model_dir}: no TensorRT engine source in it "
+                                 f"(looked for {', '.join(ENGINE_SOURCE_FILES)})")
     return h.hexdigest()
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.runtimes import engine_cache
 from edge.contracts import DEFAULT_MAX_BATCH
 from edge.errors import InferenceError, RuntimeUnavailable
+from edge.runtimes import engine_cache
 from edge.runtimes.base import Runtime, register_runtime
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,8 @@ class TensorRtRuntime(Runtime):
             raise InferenceError(f"tensorrt: {engine_path} takes {max_shape}, manifest says N x 3 x {h} x {w}")
         self._max_batch = int(max_shape[0])
         self._names = names
-        self._host_in = cuda.pagelocked_empty((self._max_batch, 3, h, w), np.dtype(trt.nptype(dtype_of(self.input_name))))
+        self._host_in = cuda.pagelocked_empty((self._max_batch, 3, h, w),
+                                              np.dtype(trt.nptype(dtype_of(self.input_name))))
         # One page-locked host buffer and one device buffer per output: class scores, then the embedding.
         widths = [self.manifest.num_classes] + ([self.manifest.embedding.dim] if self.manifest.embedding else [])
         self._host_outs = [cuda.pagelocked_empty((self._max_batch, width), np.dtype(trt.nptype(dtype_of(name))))

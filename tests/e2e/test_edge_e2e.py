@@ -8,8 +8,8 @@ import time
 import cv2
 import pytest
 
-from edge.link import messages
 from edge.config.device import parse_config
+from edge.link import messages
 from edge.link.listen import Listener
 from edge.loop.run import CameraLoop, run
 from tests.helpers import MjpegServer

@@ -3,9 +3,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.loop.annotate import SETTLING, STABLE, AnnotatedWriter, draw, per_camera_paths
 from edge.config.device import SlotConfig
 from edge.errors import ConfigError
+from edge.loop.annotate import SETTLING, STABLE, AnnotatedWriter, draw, per_camera_paths
 from edge.loop.postprocess import Postprocessor
 from edge.loop.slots import SlotMap
 

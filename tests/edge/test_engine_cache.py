@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from edge.runtimes import engine_cache as ec
 from edge.errors import RuntimeUnavailable
+from edge.runtimes import engine_cache as ec
 
 
 def model_dir(tmp_path, cache_text="TRT-8601-EntropyCalibration2\ninput: 3f000000\n"):

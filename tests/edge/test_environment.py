@@ -7,9 +7,9 @@ import types
 import pytest
 
 from edge.cli import environment
+from edge.cli.check import check_device
 from edge.config.device import parse_config
 from edge.errors import RuntimeUnavailable
-from edge.cli.check import check_device
 from tests.fake_tensorrt import make_tensorrt
 
 

@@ -8,11 +8,11 @@ import time
 import pytest
 import zmq
 
-from edge.link import allowlist
 from edge.cli.main import main as cli_main
 from edge.errors import ConfigError, LinkError
-from edge.link.keys import allow, revoke
+from edge.link import allowlist
 from edge.link.client import ClientKeys, Link
+from edge.link.keys import allow, revoke
 from edge.link.listen import Listener
 from edge.link.policy import check_link, is_loopback
 from edge.link.publisher import Publisher

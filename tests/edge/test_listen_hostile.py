@@ -14,7 +14,7 @@ import pytest
 from edge.link import messages
 from edge.link.listen import HARD_MAX_BYTES, MAX_MESSAGE_BYTES, Listener, add_arguments, run
 from edge.link.listen_view import Renderer
-from tests.edge.test_listen import Tty, join, raw_pub, send_heartbeat, send_labels
+from tests.edge.test_listen import join, raw_pub, send_heartbeat, send_labels
 from tests.helpers import make_labels
 
 LABELS = b"gemsight/case-01/cam0/labels"

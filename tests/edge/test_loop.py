@@ -13,10 +13,10 @@ import onnx
 import pytest
 import yaml
 
-from edge.link import messages
 from edge.cli.main import main as cli_main
 from edge.config.device import parse_config
 from edge.errors import ConfigError, ManifestError, RuntimeUnavailable
+from edge.link import messages
 from edge.link.listen import Listener
 from edge.loop.run import CameraLoop, run
 from edge.manifest import Manifest

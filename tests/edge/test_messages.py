@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from edge.link import messages
 from edge.contracts import DEFAULT_CLASSES
 from edge.errors import MessageError
+from edge.link import messages
 from edge.loop.postprocess import Postprocessor
 
 MODEL = {"name": "gemsight-resnet18", "version": "1.0.0", "precision": "int8", "backend": "onnxruntime"}

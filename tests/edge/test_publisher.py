@@ -7,8 +7,8 @@ import time
 import pytest
 import zmq
 
-from edge.link import messages
 from edge.errors import ConfigError, MessageError
+from edge.link import messages
 from edge.link.publisher import Publisher
 from tests.helpers import ANY, make_labels
 

@@ -10,9 +10,9 @@ import pytest
 
 from edge import platform as engine_platform
 from edge.capture import uri as source_uri
-from edge.errors import ConfigError
 from edge.capture.uri import csi_pipeline, hardware_decode_available, parse_source, rtsp_pipeline
 from edge.config.credentials import redact
+from edge.errors import ConfigError
 
 HW_RTSP = ("rtspsrc location=\"rtsp://cam.local:554/s1\" latency=200 ! rtph264depay ! h264parse ! nvv4l2decoder ! "
            "nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert ! video/x-raw, format=(string)BGR ! "

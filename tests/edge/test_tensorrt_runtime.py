@@ -2,9 +2,9 @@ import sys
 
 import pytest
 
-from edge.runtimes import engine_cache as ec
-from edge.platform import Platform
 from edge.errors import RuntimeUnavailable
+from edge.platform import Platform
+from edge.runtimes import engine_cache as ec
 from edge.runtimes.registry import available_runtimes, create_runtime
 from edge.runtimes.tensorrt_rt import TensorRtRuntime, locate_engine
 

@@ -80,8 +80,8 @@ BASE_SLOTS = {"slots": [{"name": f"r{r}c{c}", "rect": [c / 4, r / 3, (c + 1) / 4
 
 @contextlib.contextmanager
 def _config(workdir: Path) -> Iterator[tuple[st.SearchStrategy, Check]]:
-    from edge.config.device import load_config  # noqa: PLC0415
     from edge.capture.uri import parse_source  # noqa: PLC0415
+    from edge.config.device import load_config  # noqa: PLC0415
 
     (workdir / "case.slots.yaml").write_text(yaml.safe_dump(BASE_SLOTS))
     path = workdir / "edge.yaml"

@@ -8,8 +8,8 @@ import pytest
 
 from deploy.demo import make_link_keys
 from edge.config.publish import CurveConfig
-from edge.loop.device_requests import handlers
 from edge.link.publisher import Publisher
+from edge.loop.device_requests import handlers
 from edge.loop.slot_states import OCCLUDED_REASON, UnknownSlot
 from kiosk.config import parse_config
 from kiosk.device_requests import DeviceRequestError, request_evidence
