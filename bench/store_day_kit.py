@@ -85,12 +85,12 @@ def keys(root: Path) -> dict[str, Path]:
 
 
 def device_config(days: list[dict], model: Path, work: Path, k: dict[str, Path], speed: float, *,
-                  states: bool = True, threads: int = 2, realtime: bool = True) -> Any:
+                  states: bool = True, threads: int = 2, realtime: bool = True, every: int = 1) -> Any:
     """The edge config: one camera per filmed day (``case0``, ``case1``, ...)."""
     cameras = []
     for i, day in enumerate(days):
         slots = yaml.safe_load(Path(day["slots"]).read_text())["slots"]
-        query = f"speed={speed:g}" if realtime else "realtime=0"
+        query = (f"speed={speed:g}" if realtime else "realtime=0") + (f"&every={every}" if every > 1 else "")
         cameras.append({"id": f"case{i}", "source": f"file://{day['video']}?{query}", "slots": slots})
     data = {"device": DEVICE, "model": {"path": str(model)},
             "runtime": {"name": "onnxruntime", "options": {"threads": threads}}, "cameras": cameras,

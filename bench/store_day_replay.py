@@ -41,6 +41,8 @@ logger = logging.getLogger("store_day_replay")
 # -- record -----------------------------------------------------------------------------------------------
 def record(video: Path, model: Path, out: Path, work: Path) -> Path:
     """Play ``video`` through the real edge loop (every frame) and keep what the slot states are decided from."""
+    import cv2
+
     from edge.link.publisher import Publisher
     from edge.loop import slot_states
     from edge.loop.run import CameraLoop
@@ -53,7 +55,8 @@ def record(video: Path, model: Path, out: Path, work: Path) -> Path:
 
     def recording_update(self, t, ts, image, crops, embeddings, labels):
         times.append((t, ts))
-        thumbs.append(np.stack([slot_states.thumbnail(c) for c in crops]).astype(np.float16))
+        # 16 x 16 colour: the tracker's thumbnail of it is its thumbnail of the crop
+        thumbs.append(np.stack([cv2.resize(c, (16, 16), interpolation=cv2.INTER_AREA) for c in crops]))
         embs.append(np.asarray(embeddings, dtype=np.float16))
         return update(self, t, ts, image, crops, embeddings, labels)
 
@@ -99,7 +102,6 @@ def load(rec: Path) -> tuple[dict, list[dict], dict[str, np.ndarray], list[dict]
             frames = {k: z[k] for k in z.files}
         emb = frames["embs"].astype(np.float32)
         frames["embs"] = emb / np.linalg.norm(emb, axis=2, keepdims=True)
-        frames["thumbs"] = frames["thumbs"].astype(np.float32)
         with gzip.open(rec / "messages.jsonl.gz", "rt") as f:
             msgs = [json.loads(line) for line in f]
         _LOADED[rec] = (day, load_events(day["events"]), frames, msgs)
@@ -107,7 +109,7 @@ def load(rec: Path) -> tuple[dict, list[dict], dict[str, np.ndarray], list[dict]
 
 
 def replay(rec: Path, states: dict[str, Any], policies: dict[str, Any], work: Path, mode: str = "states",
-           fps: float = 5.0, every: int = 1) -> tuple[list[dict], list[dict]]:
+           fps: float = 5.0, every: int = 1, trace: list | None = None) -> tuple[list[dict], list[dict]]:
     """Replay one recording (every ``every``-th frame); returns (truth, the kiosk's incidents in the scorer's
     form)."""
     import copy
@@ -134,8 +136,21 @@ def replay(rec: Path, states: dict[str, Any], policies: dict[str, Any], work: Pa
     kiosk = kit.Kiosk(cfg, clock=clock, feed=False)
     request = lambda _c, _d, _cam, slots: tracker.enrol(slots)  # noqa: E731
     staff = kit.Staff([truth], [kiosk], clock, request=request)
-    real_thumb, real_jpeg = slot_states.thumbnail, slot_states.jpeg
-    slot_states.thumbnail, slot_states.jpeg = (lambda c: np.asarray(c, dtype=np.float32)), (lambda c: b"")
+    if trace is not None:   # the identity checks after hands, with their figures
+        check = tracker._check_identity
+
+        def traced(tr, t):
+            before = tr.before
+            check(tr, t)
+            if tr.other is not None:
+                after = tracker._window(tr, tr.still_since + tracker.cfg.identity_guard_s, t)
+                cos = float(after[0] @ before[0])
+                diff = float(np.abs(after[1] - before[1]).mean())
+                k = next(k for k, x in enumerate(tracker._tracks) if x is tr)
+                trace.append((t, ("check", k, round(cos, 4), round(diff, 4), tr.other)))
+        tracker._check_identity = traced
+    real_jpeg = slot_states.jpeg
+    slot_states.jpeg = lambda c: b""
     try:
         next_tick = 0.0
         for i in range(0, len(msgs), every):
@@ -146,6 +161,8 @@ def replay(rec: Path, states: dict[str, Any], policies: dict[str, Any], work: Pa
                                  [s["label"] for s in msg["slots"]])
             for s, (state, sim) in zip(msg["slots"], out):
                 s["state"], s["similarity"] = state.value, sim
+            if trace is not None:
+                trace.append((float(t), [(s["label"], s["state"], s["similarity"]) for s in msg["slots"]]))
             msg.update(schema_version=2, kind="labels", seq=i, publish_ts=float(ts), latencies_ms={"total": 1.0},
                        enrolment=tracker.summary())
             clock.seen(msg)
@@ -155,13 +172,18 @@ def replay(rec: Path, states: dict[str, Any], policies: dict[str, Any], work: Pa
                 kiosk.tick()
                 next_tick = clock() + 1.0
     finally:
-        slot_states.thumbnail, slot_states.jpeg = real_thumb, real_jpeg
+        slot_states.jpeg = real_jpeg
         kiosk.stop()
-    seconds = truth[0]["seconds"]
     rows = kit.incidents_of(Path(cfg.state_dir))
     incidents = [{"kind": r["kind"], "camera": r["camera"], "slot": r["slot"], "opened_t": float(r["opened_at"])}
-                 for r in rows if not (r["kind"] == "camera" and float(r["opened_at"]) >= seconds - 2)]
+                 for r in rows]
     return truth, incidents
+
+
+def _names(rec: Path) -> list[str]:
+    import yaml
+
+    return [s["name"] for s in yaml.safe_load(Path(load(rec)[0]["slots"]).read_text())["slots"]]
 
 
 class _Manifest:
@@ -217,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--mode", default="states", choices=("states", "categories"))
     q.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="replay every combination of these settings' values")
+    q.add_argument("--trace", action="append", default=[], metavar="SLOT@T0-T1",
+                   help="print a slot's state, similarity and label frame by frame over a time span")
     q.add_argument("--every", type=int, default=1, help="replay every N-th frame (a slower camera)")
     q.add_argument("--explain", action="store_true", help="print each false incident and each missed event")
     q.add_argument("--json", type=Path, help="write the scores here")
@@ -239,8 +263,18 @@ def main(argv: list[str] | None = None) -> int:
             (policies if key.startswith("kiosk.") else states)[key.removeprefix("kiosk.")] = _value(value)
         cases = []
         for rec in args.recordings:
+            trace: list | None = [] if args.trace else None
             with tempfile.TemporaryDirectory(prefix="replay-") as tmp:
-                cases.append(replay(rec, states, policies, Path(tmp), args.mode, every=args.every))
+                cases.append(replay(rec, states, policies, Path(tmp), args.mode, every=args.every, trace=trace))
+            for spec in args.trace:   # SLOT@T0-T1
+                slot, _, span = spec.partition("@")
+                t0, t1 = (float(x) for x in span.split("-"))
+                i = load(rec)[0]["names"].index(slot) if "names" in load(rec)[0] else _names(rec).index(slot)
+                for t, row in trace:
+                    if t0 <= t <= t1 and row[0] == "check" and row[1] == i:
+                        print(f"  {rec.name} {slot} t={t:7.1f} CHECK cos={row[2]} look={row[3]} other={row[4]}")
+                    elif t0 <= t <= t1 and row[0] != "check":
+                        print(f"  {rec.name} {slot} t={t:7.1f} {row[i][1]:10s} sim={row[i][2]} label={row[i][0]}")
         views = [score_cases([c], grace_s=30.0) for c in cases]
         pooled = score_cases(cases, grace_s=30.0)
         rows.append({"settings": settings, "views": [_brief(v) for v in views], "pooled": _brief(pooled)})
