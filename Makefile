@@ -7,7 +7,7 @@ STAMP := $(VENV)/.gemsight-installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install clean browser chain-services
+.PHONY: demo test lint bench install clean browser chain-services
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/gemsight-demo $(DEMO_ARGS)
 
-test: $(STAMP) browser chain-services
+test: $(STAMP) lint browser chain-services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The linter the code is written for (pyproject.toml's [tool.ruff]); `make test` runs it first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 # The kiosk's page is tested in a real headless Chromium (Debian's chromium + chromium-driver).
 # Installed here when missing (sudo when not root); in CI (CI=true) a failed install fails `make test`.

@@ -21,7 +21,7 @@ EXTRAS = {
     # TensorRT itself comes with JetPack; pycuda is what we add.
     "jetson": ["pycuda>=2022.2", "cryptography>=41"],
     "dev": ["pytest>=7.4", "jsonschema>=4.18", "cryptography>=41", "onnxruntime>=1.17", "hypothesis>=6.80,<7",
-            "selenium>=4.15,<5", "httpx>=0.25", "pytest-timeout>=2.1"],
+            "selenium>=4.15,<5", "httpx>=0.25", "pytest-timeout>=2.1", "ruff>=0.5,<1"],
     # The store's kiosk (kiosk/): web page and API, argon2 logins, fast schema checks of the feed.
     "kiosk": ["starlette>=0.37,<2", "uvicorn>=0.27", "jinja2>=3.1", "python-multipart>=0.0.9", "itsdangerous>=2.1",
               "argon2-cffi>=23.1", "jsonschema-rs>=0.20", "paho-mqtt>=2,<3"],
@@ -34,7 +34,8 @@ EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "jetson"
 setup(
     name="gemsight",
     version="0.1.0",
-    description="Recognises jewelry in store display cases: trainer, INT8 calibration, edge camera loop, signed deploy.",
+    description=("Recognises jewelry in store display cases: trainer, INT8 calibration, edge camera loop, "
+                 "signed deploy."),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
@@ -52,7 +53,7 @@ setup(
             "gemsight-synth=trainer.synth.cli:main",
             "gemsight-train=trainer.cli:main",
             "gemsight-calibrate=calibration.cli:main",
-            "gemsight-edge=edge.cli:main",
+            "gemsight-edge=edge.cli.main:main",
             "gemsight-deploy=deploy.cli:main",
             "gemsight-demo=deploy.demo:main",
             "gemsight-kiosk=kiosk.cli:main",

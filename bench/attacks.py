@@ -1,7 +1,7 @@
 """Attacks on the edge's sockets: ``python bench/attacks.py [--mb 200] [--frames 75000]``.
 
 Runs the edge as a device does (``python -m edge run``, a child process, CURVE with an allow-list of
-one client) on a looping 10 fps, 12-slot video. An allowed client (:class:`edge.listen.Listener` with
+one client) on a looping 10 fps, 12-slot video. An allowed client (:class:`edge.link.listen.Listener` with
 its CURVE keys) follows the labels throughout and counts ``seq`` gaps. Then, one after the other:
 
 1. **pre-auth, one frame**: a raw TCP client (no key at all) sends a CURVE greeting and one command
@@ -14,7 +14,7 @@ its CURVE keys) follows the labels throughout and counts ``seq`` gaps. Then, one
 
 For each: the edge's RSS before, at its peak (sampled every 20 ms) and 2 s after; the bytes the attacker
 got into the edge before it hung up; and whether labels kept flowing to the allowed client without
-a gap. Prints a table, writes ``bench/results/attacks.json``. ``edge.ingress`` says what bounds what.
+a gap. Prints a table, writes ``bench/results/attacks.json``. ``edge.link.ingress`` says what bounds what.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class Follower:
     """The allowed client: a CURVE Listener on its own thread, counting labels and seq gaps."""
 
     def __init__(self, endpoint: str, keys) -> None:
-        from edge.listen import Listener
+        from edge.link.listen import Listener
 
         self.listener = Listener(endpoint, keys=keys)
         self.labels = self.gaps = 0
@@ -114,7 +114,7 @@ def _snapshot_request(endpoint: str, keys, frames: list[bytes] | None, huge: int
     """The allowed client sends one request (``frames``, or one frame of ``huge`` bytes); what came back."""
     import zmq
 
-    from edge.link import Link
+    from edge.link.client import Link
 
     with Link(zmq.REQ, endpoint, keys, device="bench") as link:
         if not link.wait_connected(10):
@@ -146,9 +146,9 @@ def attack(name: str, edge: EdgeProcess, follower: Follower, run) -> dict:
 
 
 def run_bench(mb: int, frames: int, work: Path) -> dict:
-    from edge.config import parse_config  # noqa: F401 - the config below is the device's own
-    from edge.keys import allow, create_key_pair
-    from edge.link import ClientKeys
+    from edge.config.device import parse_config  # noqa: F401 - the config below is the device's own
+    from edge.link.client import ClientKeys
+    from edge.link.keys import allow, create_key_pair
 
     import yaml
 

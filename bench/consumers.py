@@ -38,7 +38,7 @@ from bench.fault_kit import (MODEL_NOTE, RESULTS, EdgeProcess, ZmqSubscriber, ca
 
 logger = logging.getLogger("bench.consumers")
 PER_PROCESS = 10          # vanishing subscribers per child process
-DEFAULT_HWM = 1000        # publish.hwm's default (edge.config.PublishConfig)
+DEFAULT_HWM = 1000        # publish.hwm's default (edge.config.device.PublishConfig)
 
 
 def _vanishing(endpoint: str, n: int, ready: "mp.synchronize.Event") -> None:
@@ -67,7 +67,7 @@ def _dead(endpoint: str, ready: "mp.synchronize.Event", done: "mp.synchronize.Ev
     ``rcvbuf`` sets its kernel receive buffer (SO_RCVBUF) instead of the OS's autotuned one."""
     import zmq
 
-    from edge import messages
+    from edge.link import messages
 
     sock = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, b"")

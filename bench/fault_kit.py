@@ -240,8 +240,8 @@ class ZmqSubscriber:
     def _run(self) -> None:
         import zmq
 
-        from edge import messages
         from edge.errors import MessageError
+        from edge.link import messages
 
         sock = zmq.Context.instance().socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)

@@ -38,7 +38,7 @@ import zmq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge import messages  # noqa: E402
+from edge.link import messages  # noqa: E402
 
 CLASSES = ("ring", "necklace", "earring", "bracelet", "pendant", "brooch", "watch")
 MODEL = {"name": "bench", "version": "1.0.0", "precision": "int8", "backend": "onnxruntime"}

@@ -83,10 +83,10 @@ def message_cost(n: int = 3000) -> dict:
     """Build, encode, and encode + send one 12-slot labels message on a PUB with a connected subscriber."""
     import zmq
 
-    from edge import messages
     from edge.contracts import DEFAULT_CLASSES
-    from edge.postprocess import Postprocessor
-    from edge.publisher import Publisher
+    from edge.link import messages
+    from edge.link.publisher import Publisher
+    from edge.loop.postprocess import Postprocessor
 
     slots = [f"r{r}c{c}" for r in range(3) for c in range(4)]
     post = Postprocessor(DEFAULT_CLASSES, slots)

@@ -75,9 +75,9 @@ def loop_config(job: dict, realtime: bool) -> dict:
 def run_loop(job: dict, realtime: bool, warm_s: float, measure_s: float) -> dict:
     """Run the loop; measure slot-images/s between two publish instants after ``warm_s``, latencies
     of the messages published in the window, CPU of the whole process over the window."""
-    from edge.config import parse_config
-    from edge.loop import CameraLoop
-    from edge.metrics import LoopMetrics
+    from edge.config.device import parse_config
+    from edge.loop.metrics import LoopMetrics
+    from edge.loop.run import CameraLoop
 
     metrics = LoopMetrics()
     loop = CameraLoop(parse_config(loop_config(job, realtime), "bench"), metrics=metrics)
@@ -120,8 +120,8 @@ def batch_for(job: dict, writer) -> np.ndarray:
     runtime's own batch writer (as the loop makes it: float32, or uint8 images)."""
     import cv2
 
-    from edge.config import load_slots_file
-    from edge.slots import SlotMap
+    from edge.config.device import load_slots_file
+    from edge.loop.slots import SlotMap
 
     cap = cv2.VideoCapture(job["video"])
     ok, frame = cap.read()
@@ -170,8 +170,8 @@ def child(job: dict, queue) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("edge.link_policy").setLevel(logging.ERROR)  # plaintext on loopback, on purpose
-    from edge.runtimes import create_runtime
+    logging.getLogger("edge.link.policy").setLevel(logging.ERROR)  # plaintext on loopback, on purpose
+    from edge.runtimes.registry import create_runtime
 
     out: dict = {"job": {k: v for k, v in job.items() if k not in ("video", "slots_file")}}
     try:

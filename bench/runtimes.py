@@ -193,12 +193,12 @@ GOAL = 0.95   # issue 16: every adapter at >= 0.95 of its raw runtime (median of
 
 
 def adapter_options(backend: str, threads: int | None, overrides: list[str] = ()) -> dict:
-    """What a device whose config says nothing more runs with (edge.config_runtime's defaults), with
+    """What a device whose config says nothing more runs with (edge.config.runtime's defaults), with
     ``--option BACKEND.KEY=VALUE`` overrides for this backend, validated as the config validates them."""
     import yaml  # noqa: PLC0415
     from pydantic import ValidationError  # noqa: PLC0415
 
-    from edge.config_runtime import (OnnxRuntimeConfig, OnnxRuntimeOptions, OpenVinoConfig,  # noqa: PLC0415
+    from edge.config.runtime import (OnnxRuntimeConfig, OnnxRuntimeOptions, OpenVinoConfig,  # noqa: PLC0415
                                      OpenVinoOptions, runtime_options)
     from edge.errors import ConfigError  # noqa: PLC0415
     from edge.validation import error_lines  # noqa: PLC0415
@@ -228,7 +228,7 @@ def adapter_options(backend: str, threads: int | None, overrides: list[str] = ()
 
 def compare(backend: str, precision: str, model_dir: Path, batches: dict, args) -> dict:
     """One backend and precision: adapter and raw runtime on the same artifact, interleaved rounds."""
-    from edge.runtimes import create_runtime  # noqa: PLC0415
+    from edge.runtimes.registry import create_runtime  # noqa: PLC0415
 
     from bench.raw_runtimes import CopyingOpenVinoCall, interleaved, open_raw, ratio_summary  # noqa: PLC0415
 

@@ -37,7 +37,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 from bench import store_day_kit as kit  # noqa: E402
 from bench.store_day_score import format_table, load_events, score_cases  # noqa: E402
 
-from edge.loop import CameraLoop  # noqa: E402
+from edge.loop.run import CameraLoop  # noqa: E402
 
 logger = logging.getLogger("store_day")
 RESULTS = ROOT / "bench" / "results" / "store_day.json"

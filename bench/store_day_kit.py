@@ -2,7 +2,7 @@
 kiosks on its CURVE link (slot states, and today's category rules as the reference), a clock that runs on
 the videos' own time, and the staff's actions of the day's truth.
 
-Everything is real: the edge loop (:class:`edge.loop.CameraLoop`) plays the filmed days from their files
+Everything is real: the edge loop (:class:`edge.loop.run.CameraLoop`) plays the filmed days from their files
 (``?speed=`` times real time), publishes over CURVE with an allow-list, and answers enrolment and
 evidence requests; each kiosk (:class:`kiosk.service.Kiosk`) subscribes over CURVE, keeps its history in
 SQLite and raises incidents on its own clock.
@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from edge.config import parse_config
-from edge.keys import allow, create_key_pair
+from edge.config.device import parse_config
+from edge.link.keys import allow, create_key_pair
 from kiosk.config import KioskConfig
 from kiosk.device_requests import DeviceRequestError
 from kiosk.enrolment import enrol_case

@@ -17,10 +17,10 @@ from typing import Any
 import cv2
 import yaml
 
-from edge.config import SlotConfig
-from edge.loop import CameraLoop
+from edge.config.device import SlotConfig
+from edge.loop.run import CameraLoop
+from edge.loop.slots import SlotMap
 from edge.manifest import embed_manifest, load_manifest_for
-from edge.slots import SlotMap
 
 from bench import store_day_kit as kit
 

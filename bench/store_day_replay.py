@@ -4,7 +4,7 @@ The store-day benchmark (``bench/store_day.py``) plays whole days through a real
 takes minutes per case-hour. Tuning the states' thresholds and the kiosk's rules needs many tries, on several
 days. So a day is **recorded** once: the real edge loop plays it frame by frame (``realtime=0``: no frame
 dropped) and every frame's slot thumbnails, embeddings and labels message are kept. A **replay** then runs the
-device's :class:`~edge.slot_states.SlotTracker` and a kiosk (:class:`kiosk.service.Kiosk`, its SQLite history
+device's :class:`~edge.loop.slot_states.SlotTracker` and a kiosk (:class:`kiosk.service.Kiosk`, its SQLite history
 in a temporary folder) on the recording, in seconds, with any settings, and scores the kiosk's incidents
 against the day's truth like the benchmark does. The staff's actions (a sale marked sold, a restocked slot
 enrolled) happen on the video's clock, as in the benchmark.
@@ -43,9 +43,9 @@ def record(video: Path, model: Path, out: Path, work: Path) -> Path:
     """Play ``video`` through the real edge loop (every frame) and keep what the slot states are decided from."""
     import cv2
 
-    from edge import slot_states
-    from edge.loop import CameraLoop
-    from edge.publisher import Publisher
+    from edge.link.publisher import Publisher
+    from edge.loop import slot_states
+    from edge.loop.run import CameraLoop
 
     day = {"video": video, "slots": video.with_suffix(".slots.yaml"), "events": video.with_suffix(".events.jsonl")}
     keys = kit.keys(work / "keys")
@@ -116,8 +116,8 @@ def replay(rec: Path, states: dict[str, Any], policies: dict[str, Any], work: Pa
 
     import yaml
 
-    from edge import slot_states
-    from edge.config_states import StatesConfig
+    from edge.config.states import StatesConfig
+    from edge.loop import slot_states
 
     day, truth, frames, msgs = load(rec)
     names = [s["name"] for s in yaml.safe_load(Path(day["slots"]).read_text())["slots"]]

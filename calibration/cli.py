@@ -24,7 +24,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                     "ONNX Runtime, TensorRT, OpenVINO and FPGA DPUs from one set of activation ranges. "
                     "Nothing is published to OUT unless every target passes the accuracy gate; a failed "
                     "run leaves its report in OUT.rejected/.")
-    p.add_argument("model", type=Path, metavar="MODEL.onnx", help="FP32 ONNX model with an embedded or adjacent manifest")
+    p.add_argument("model", type=Path, metavar="MODEL.onnx",
+                   help="FP32 ONNX model with an embedded or adjacent manifest")
     p.add_argument("--images", type=Path, required=True, metavar="DIR",
                    help="calibration photos (class sub-folders make the sample stratified)")
     p.add_argument("--out", type=Path, required=True, metavar="OUT", help="model directory to create")

@@ -102,7 +102,8 @@ def candidate_order(root: str | Path, seed: int = SEED) -> tuple[list[Path], boo
     return ordered, True
 
 
-def _load_into(paths: list[Path], spec: InputSpec, count: int | None) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
+def _load_into(paths: list[Path], spec: InputSpec,
+               count: int | None) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
     """Load and preprocess paths in order until ``count`` good ones (all if ``None``)."""
     h, w = spec.size
     wanted = len(paths) if count is None else min(count, len(paths))

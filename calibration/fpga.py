@@ -96,8 +96,8 @@ def _weight_overrides(fp32: Path) -> dict[str, list[dict]]:
         if i is None or len(node.input) <= i or node.input[i] not in inits or node.input[i] in biases:
             continue
         weights = numpy_helper.to_array(inits[node.input[i]]).astype(np.float32)
-        out[node.input[i]] = [{"scale": np.array(pow2_weight_scale(weights), np.float32), "zero_point": np.array(0, np.int8),
-                               "quant_type": QuantType.QInt8}]
+        out[node.input[i]] = [{"scale": np.array(pow2_weight_scale(weights), np.float32),
+                               "zero_point": np.array(0, np.int8), "quant_type": QuantType.QInt8}]
     return out
 
 
@@ -112,8 +112,8 @@ def fpga_qdq(fp32: str | Path, out: str | Path, ranges: Ranges, exclude: tuple[s
     from onnxruntime.quantization import QuantType  # noqa: PLC0415
 
     fp32 = Path(fp32)
-    overrides = {name: [{"scale": np.array(pow2_at_least(symmetric_scale(ranges.amax(name))), np.float32), "zero_point": np.array(0, np.int8),
-                         "quant_type": QuantType.QInt8}]
+    overrides = {name: [{"scale": np.array(pow2_at_least(symmetric_scale(ranges.amax(name))), np.float32),
+                         "zero_point": np.array(0, np.int8), "quant_type": QuantType.QInt8}]
                  for name in ranges.tensors}
     overrides.update(_weight_overrides(fp32))
     quantize_from_ranges(fp32, out, ranges, activation_type="int8", per_channel=False,

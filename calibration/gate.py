@@ -15,8 +15,8 @@ import numpy as np
 
 from calibration.openvino_export import require_openvino
 from edge.errors import CalibrationError
-from edge.runtimes import create_runtime
 from edge.runtimes.artifacts import FP32_ONNX, FPGA_ONNX, INT8_ONNX, OPENVINO_FP32, OPENVINO_INT8, TRT_INT8_ONNX
+from edge.runtimes.registry import create_runtime
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from calibration.openvino_export import export_openvino, require_openvino
 from calibration.ranges import AUTO_CANDIDATES, METHODS
 from edge.errors import CalibrationError, ConfigError
 from edge.manifest import CalibrationInfo, Manifest, embed_manifest, file_digest, load_manifest_for
-from edge.runtimes import artifacts, create_runtime
+from edge.runtimes import artifacts
+from edge.runtimes.registry import create_runtime
 
 logger = logging.getLogger(__name__)
 

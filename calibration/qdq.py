@@ -180,8 +180,8 @@ def tensorrt_qdq(fp32: str | Path, out: str | Path, ranges: Ranges, exclude: tup
     """The ``model.int8.trt.onnx`` form without its manifest."""
     from onnxruntime.quantization import QuantType  # noqa: PLC0415
 
-    overrides = {name: [{"scale": np.array(symmetric_scale(ranges.amax(name)), np.float32), "zero_point": np.array(0, np.int8),
-                         "quant_type": QuantType.QInt8}]
+    overrides = {name: [{"scale": np.array(symmetric_scale(ranges.amax(name)), np.float32),
+                         "zero_point": np.array(0, np.int8), "quant_type": QuantType.QInt8}]
                  for name in ranges.tensors}
     return quantize_from_ranges(fp32, out, ranges, activation_type="int8", per_channel=True,
                                 extra_options={"ActivationSymmetric": True, "QuantizeBias": False,

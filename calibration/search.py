@@ -289,7 +289,8 @@ def speed_cost(models: Models, exclude: list[str], batch: np.ndarray, iters: int
     return out
 
 
-def plot_sensitivity(rows_by_kind: dict[str, list[dict]], fallback_by_kind: dict[str, list[str]], path: Path) -> Path | None:
+def plot_sensitivity(rows_by_kind: dict[str, list[dict]], fallback_by_kind: dict[str, list[str]],
+                     path: Path) -> Path | None:
     """A bar chart of each layer's sensitivity per form (PNG); None when matplotlib is missing."""
     try:
         import matplotlib  # noqa: PLC0415

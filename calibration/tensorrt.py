@@ -39,12 +39,12 @@ from calibration.trt_api import TrtApi, trt_step
 from calibration.trt_callbacks import make_cache_calibrator as _make_cache_calibrator
 from calibration.trt_callbacks import make_logger as _make_logger
 from calibration.trt_inspect import count_int8_layers, inspect_engine  # noqa: F401 - count_int8_layers re-exported
-from edge import engine_cache
 from edge.atomic import write_atomic
-from edge.engine_cache import DEFAULT_WORKSPACE_MB, BuildOptions  # noqa: F401 - DEFAULT_WORKSPACE_MB re-exported
 from edge.errors import CalibrationError, RuntimeUnavailable
 from edge.manifest import load_manifest_for
+from edge.runtimes import engine_cache
 from edge.runtimes.artifacts import CALIB_CACHE, FP32_ONNX, TRT_INT8_ONNX
+from edge.runtimes.engine_cache import BuildOptions
 
 logger = logging.getLogger(__name__)
 
@@ -294,8 +294,8 @@ def ensure_engine(model_dir: Path, cache_dir: Path, max_batch: int, precision: s
 
     Args:
         model_dir: a calibration output / installed bundle directory.
-        cache_dir: the engine cache (see :mod:`edge.engine_cache`).
-        max_batch: the profile's largest batch (:func:`edge.config.engine_max_batch`); the runtime
+        cache_dir: the engine cache (see :mod:`edge.runtimes.engine_cache`).
+        max_batch: the profile's largest batch (:func:`edge.config.device.engine_max_batch`); the runtime
             must be opened with the same ``max_batch`` to find the engine.
         precision: requested precision; the engine may be built lower (see the sidecar).
         device_index: CUDA device.

@@ -142,7 +142,7 @@ def flash(workdir: Path, bundle: Path, pubkey: Path) -> Path:
 def make_link_keys(root: Path, workdir: Path) -> dict[str, Path]:
     """CURVE for the demo, as on a device: the device's key pair, its allow-list holding the demo
     listener's key, and that listener's key pair (kept between runs of the same work directory)."""
-    from edge.keys import allow, create_key_pair  # noqa: PLC0415
+    from edge.link.keys import allow, create_key_pair  # noqa: PLC0415
 
     creds, clients, mine = root / "etc/gemsight/credentials", root / "etc/gemsight/clients", workdir / "listener"
     paths = {"server_secret": creds / "server.key_secret", "server_public": root / "etc/gemsight/server.key",

@@ -38,7 +38,7 @@ def start_kiosk(workdir: Path, keys: dict[str, Path], port: int, truth: Path | N
     if truth is None or not truth.is_file():
         logger.info("kiosk: not started for a real camera (write a kiosk.yaml: gemsight-kiosk example-config)")
         return None
-    from edge.keys import allow, create_key_pair  # noqa: PLC0415
+    from edge.link.keys import allow, create_key_pair  # noqa: PLC0415
 
     kdir = workdir / "kiosk"
     if not (kdir / "demo-kiosk.key_secret").exists():
@@ -81,8 +81,8 @@ def start_staff(kiosk: subprocess.Popen | None, events: Path | None, keys: dict[
     if kiosk is None or events is None or not events.is_file():
         return None
     from deploy.demo_staff import KioskPage, Staff, load_events  # noqa: PLC0415
-    from edge.device_requests import ask  # noqa: PLC0415
-    from edge.link import ClientKeys  # noqa: PLC0415
+    from edge.link.client import ClientKeys  # noqa: PLC0415
+    from edge.loop.device_requests import ask  # noqa: PLC0415
 
     day = load_events(events)
     fps = float(day[0].get("fps", 5.0))

@@ -90,7 +90,8 @@ class Staff(threading.Thread):
         if cls is not None:
             self.page.post("/api/planogram", {**key, "expected": cls})
         self.done.append(f"{now:6.1f} s  enrolled {slot}" + (f" ({cls})" if cls else "")
-                         + (f": {reply.get('error') or reply.get('refused')}" if reply.get("error") or reply.get("refused") else ""))
+                         + (f": {reply.get('error') or reply.get('refused')}"
+                            if reply.get("error") or reply.get("refused") else ""))
 
 
 def load_events(path: Path) -> list[dict]:

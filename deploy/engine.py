@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.engine_cache import BuildOptions
 from edge.errors import BundleError, GemsightError
+from edge.runtimes.engine_cache import BuildOptions
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class EngineTarget:
     """Where and how the TensorRT engine of a model is built and looked up on this device."""
 
     cache_dir: Path
-    max_batch: int                          # edge.config.engine_max_batch unless --max-batch says otherwise
+    max_batch: int                          # edge.config.device.engine_max_batch unless --max-batch says otherwise
     precision: str = "auto"
     options: BuildOptions = field(default_factory=BuildOptions)
     device_index: int = 0
@@ -97,14 +97,14 @@ def _pin_engine(config, target: EngineTarget):
 
 def _open(model_dir: Path, runtime: str | None, precision: str | None, config_path: Path | None,
           target: EngineTarget | None):
-    """The runtime the edge itself would open: through edge.model_loader with the device config
+    """The runtime the edge itself would open: through edge.loop.model with the device config
     (its runtime options and model pins apply), else by name; ``runtime``/``precision`` override.
     Either way a TensorRT runtime looks in ``target``'s cache with its max batch and options."""
-    from edge.runtimes import create_runtime, resolve_runtime_name  # noqa: PLC0415
+    from edge.runtimes.registry import create_runtime, resolve_runtime_name  # noqa: PLC0415
 
     if config_path is not None and config_path.is_file() and runtime is None and precision is None:
-        from edge.config import load_config  # noqa: PLC0415
-        from edge.model_loader import open_model  # noqa: PLC0415
+        from edge.config.device import load_config  # noqa: PLC0415
+        from edge.loop.model import open_model  # noqa: PLC0415
 
         config = load_config(config_path)
         config = config.model_copy(update={"model": config.model.model_copy(update={"path": model_dir})})
@@ -122,7 +122,7 @@ def smoke_test(model_dir: str | Path, runtime: str | None = None, precision: str
                config_path: str | Path | None = None, batch: int = 2, target: EngineTarget | None = None) -> dict:
     """Load the model the way the edge will and run one batch; check the output.
 
-    With a device config (and no override) the model is opened by :func:`edge.model_loader.open_model`,
+    With a device config (and no override) the model is opened by :func:`edge.loop.model.open_model`,
     so the config's runtime options and its class / input-size pins are checked too. A TensorRT
     runtime is pointed at ``target`` (the engine flash just built or found). The batch is a black
     image and random-noise images at the manifest's input size, made by the runtime's own batch writer

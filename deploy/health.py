@@ -1,6 +1,6 @@
 """After a switch: restart the edge service when systemd runs it, and wait for its heartbeat.
 
-The device config is read through :mod:`edge.config`, as the edge reads it; deploy keeps only what
+The device config is read through :mod:`edge.config.device`, as the edge reads it; deploy keeps only what
 it needs (device name, publish endpoint, precision, the engine's max batch and cache).
 """
 from __future__ import annotations
@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from edge.config import ModelConfig, engine_max_batch, load_config, tensorrt_options
+from edge.config.device import ModelConfig, engine_max_batch, load_config, tensorrt_options
 from edge.contracts import DEFAULT_MAX_BATCH
-from edge.engine_cache import BuildOptions
-from edge.errors import BundleError
+from edge.errors import BundleError, ConfigError, LinkError
+from edge.runtimes.engine_cache import BuildOptions
 
 if TYPE_CHECKING:
-    from edge.link import ClientKeys
+    from edge.link.client import ClientKeys
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class DeviceSettings:
 
 
 def read_device_settings(config_path: str | Path) -> DeviceSettings:
-    """What deploy needs of ``edge.yaml``, read through :func:`edge.config.load_config` (the edge's
+    """What deploy needs of ``edge.yaml``, read through :func:`edge.config.device.load_config` (the edge's
     own validation); a missing file gives the defaults (a device not configured yet).
 
     Raises:
@@ -111,8 +111,7 @@ def heartbeat_keys(server_public: str | Path, client_secret: str | Path) -> "Cli
     Raises:
         BundleError: a key file is missing or unreadable.
     """
-    from edge.errors import ConfigError  # noqa: PLC0415
-    from edge.link import ClientKeys  # noqa: PLC0415
+    from edge.link.client import ClientKeys  # noqa: PLC0415
 
     try:
         return ClientKeys.load(str(server_public), str(client_secret))
@@ -139,8 +138,7 @@ def wait_for_heartbeat(endpoint: str, device: str | None, timeout: float,
     """
     import zmq  # noqa: PLC0415
 
-    from edge.errors import LinkError  # noqa: PLC0415
-    from edge.link import Link  # noqa: PLC0415
+    from edge.link.client import Link  # noqa: PLC0415
 
     endpoint = connect_endpoint(endpoint)
     wanted = {v for v in versions if v}

@@ -70,7 +70,7 @@ def render_unit(text: str, bin_dir: str | Path) -> str:
 def default_config(device: str) -> str:
     """The edge's example config (edge/defaults/edge.yaml) for this device, with the TensorRT
     engine cache in the device's engines directory."""
-    from edge.messages import check_id  # noqa: PLC0415
+    from edge.link.messages import check_id  # noqa: PLC0415
 
     text = (resources.files("edge") / "defaults" / "edge.yaml").read_text(encoding="utf-8")
     text = re.sub(r"(?m)^device: .*$", f"device: {check_id(device, 'device')}", text, count=1)
@@ -89,7 +89,7 @@ def install_link_keys(layout: DeviceLayout) -> list[str]:
     Returns:
         One line per thing done.
     """
-    from edge.keys import allow, create_key_pair  # noqa: PLC0415
+    from edge.link.keys import allow, create_key_pair  # noqa: PLC0415
 
     done = []
     layout.clients_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Everything is relative to a root (``/`` on a device, a temporary directory in tests)::
 
-    <root>/etc/gemsight/edge.yaml                 device config (edge/config.py)
+    <root>/etc/gemsight/edge.yaml                 device config (edge/config/device.py)
     <root>/etc/gemsight/gemsight.env              environment for the units
     <root>/etc/gemsight/keys/*.pub                public keys bundles must be signed with
     <root>/etc/gemsight/credentials/              edge secrets (0700), LoadCredential= of the edge unit,
@@ -85,7 +85,8 @@ class DeviceLayout:
         or ``<root>/var/lib/gemsight/engines``."""
         if not configured:
             return self.engines_dir
-        return self.root / Path(configured).relative_to("/") if Path(configured).is_absolute() else self.root / configured
+        path = Path(configured)
+        return self.root / path.relative_to("/") if path.is_absolute() else self.root / configured
 
     def ensure_state_dirs(self) -> None:
         """Create the directories deploy writes to (models, engines, deploy state)."""

@@ -105,7 +105,7 @@ def status(root: str | Path = "/", verify: bool = False, pubkeys=(), pubkey_dir=
         except BundleError as exc:  # another operation holds the lock: report, touch nothing
             busy = str(exc)
     keys = _keys_or_none(layout, FlashOptions(pubkeys=pubkeys, pubkey_dir=pubkey_dir))
-    from edge.engine_cache import list_entries  # noqa: PLC0415
+    from edge.runtimes.engine_cache import list_entries  # noqa: PLC0415
 
     cache = layout.engine_cache(read_device_settings(layout.config_path).engine_cache)
     engines = [{"name": e.path.parent.name, "bytes": e.path.stat().st_size, "precision": e.built_precision,
@@ -154,7 +154,7 @@ def build_engine(root: str | Path = "/", max_batch: int | None = None, precision
     Raises:
         BundleError: the current version is damaged or the build failed.
     """
-    from edge.engine_cache import ENV_CACHE_DIR  # noqa: PLC0415
+    from edge.runtimes.engine_cache import ENV_CACHE_DIR  # noqa: PLC0415
 
     layout = DeviceLayout(root)
     settings = read_device_settings(layout.config_path)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from deploy.flash import FlashOptions, flash
 from deploy.health import wait_for_heartbeat
@@ -43,18 +43,14 @@ from deploy.manage import rollback
 from deploy.verify import verify_bundle, verify_installed
 from edge.contracts import ID_PATTERN
 from edge.errors import BundleError, ConfigError, GemsightError
-from edge.validation import error_lines
+from edge.validation import error_lines, Strict
 
 logger = logging.getLogger(__name__)
 
 PENDING, DONE, FAILED, ROLLED_BACK = "pending", "done", "failed", "rolled back"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InventoryDevice(_Strict):
+class InventoryDevice(Strict):
     """One device of the fleet."""
 
     id: str = Field(pattern=ID_PATTERN, description="Device id (as in its edge.yaml).")
@@ -62,7 +58,7 @@ class InventoryDevice(_Strict):
     heartbeat: str | None = Field(None, description="ZeroMQ endpoint its edge publishes heartbeats on.")
 
 
-class Inventory(_Strict):
+class Inventory(Strict):
     """``devices.yaml``."""
 
     devices: tuple[InventoryDevice, ...] = Field(min_length=1, description="The fleet, canary first.")
@@ -89,8 +85,8 @@ def load_inventory(path: str | Path) -> Inventory:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise ConfigError(f"{path}: devices: ids repeat: {dupes}")
-    return Inventory(devices=tuple(d.model_copy(update={"root": d.root if d.root.is_absolute() else path.parent / d.root})
-                                   for d in inv.devices))
+    return Inventory(devices=tuple(
+        d.model_copy(update={"root": d.root if d.root.is_absolute() else path.parent / d.root}) for d in inv.devices))
 
 
 def parse_waves(text: str, n: int) -> list[int]:

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from edge.engine_platform import is_jetson  # noqa: F401 - deploy.install imports it from here
 from edge.errors import ConfigError
+from edge.platform import is_jetson  # noqa: F401 - deploy.install imports it from here
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from deploy.bundle import (BUNDLE_FORMAT, BUNDLE_JSON, MAX_MEMBERS, SIGNATURE, S
 from deploy.keys import PublicKey
 from edge.atomic import fsync_dir, write_file_synced
 from edge.errors import BundleError, ManifestError
-from edge.manifest import MANIFEST_FILENAME, Manifest
+from edge.manifest import MANIFEST_FILENAME, Manifest, file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -360,7 +360,6 @@ def verify_installed(version_dir: str | Path, keys: Mapping[str, PublicKey] | No
         missing, extra = sorted(expected - present), sorted(present - expected)
         raise BundleError(f"{vdir}: files differ from {SUMS} (missing: {missing or 'none'}, extra: {extra or 'none'})")
     if check_digests:
-        from edge.manifest import file_digest  # noqa: PLC0415
         for name, digest in listed.items():
             p = vdir / name
             if p.is_symlink() or file_digest(p) != digest:

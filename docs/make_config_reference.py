@@ -29,7 +29,7 @@ from pydantic_core import PydanticUndefined
 
 #: config file -> "module:Model", resolved with importlib (the one place to change when a model moves).
 MODELS: dict[str, str] = {
-    "edge.yaml": "edge.config:DeviceConfig",
+    "edge.yaml": "edge.config.device:DeviceConfig",
     "kiosk.yaml": "kiosk.config:KioskConfig",
     "hq.yaml": "hq.config:HqConfig",
 }

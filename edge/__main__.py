@@ -1,6 +1,6 @@
 """``python -m edge`` is ``gemsight-edge``."""
 import sys
 
-from edge.cli import main
+from edge.cli.main import main
 
 sys.exit(main())

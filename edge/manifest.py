@@ -12,10 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from edge.errors import ManifestError
-from edge.validation import error_lines
+from edge.validation import error_lines, Strict
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +31,7 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InputSpec(_Strict):
+class InputSpec(Strict):
     """How an image becomes the model's input tensor; :func:`edge.preprocess.preprocess` obeys it."""
 
     name: str = Field("input", description="ONNX input name.")
@@ -64,12 +60,12 @@ class InputSpec(_Strict):
         return v
 
 
-class OutputSpec(_Strict):
+class OutputSpec(Strict):
     name: str = Field("logits", description="ONNX output name.")
     kind: Literal["logits", "probabilities"] = Field("logits", description="What the output holds.")
 
 
-class EmbeddingSpec(_Strict):
+class EmbeddingSpec(Strict):
     """The model's second output: the unit-length features its classifier reads, one row per image.
 
     The device compares each slot's embedding with the one recorded at enrolment (cosine similarity):
@@ -81,13 +77,13 @@ class EmbeddingSpec(_Strict):
     normalized: Literal[True] = Field(True, description="Rows have unit L2 norm (the model divides by it).")
 
 
-class CalibrationInfo(_Strict):
+class CalibrationInfo(Strict):
     method: str = Field(description="Calibration method (entropy, percentile, minmax).")
     images: int = Field(ge=0, description="How many calibration images were used.")
     digest: str | None = Field(None, description="SHA-256 over the calibration file list and contents.")
 
 
-class Manifest(_Strict):
+class Manifest(Strict):
     """Everything the device needs to run a model the way it was trained."""
 
     schema_version: int = Field(SCHEMA_VERSION, description="Manifest schema version.")

@@ -131,7 +131,7 @@ class BatchWriter:
 
     With ``uint8=True`` the batch is ``N x H x W x 3`` BGR ``uint8``: each crop is resized straight into
     its row and nothing else, for a runtime that does the rest inside its model
-    (:attr:`edge.runtimes.Runtime.input_kind` ``uint8``).
+    (:attr:`edge.runtimes.base.Runtime.input_kind` ``uint8``).
 
     Args:
         spec: the manifest's input spec.

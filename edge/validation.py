@@ -1,4 +1,4 @@
-"""Pydantic validation errors as messages for people: every problem on its own line.
+"""The one strict base of every model read from a file, and its validation errors as messages for people.
 
 Each line names the file and the field path, e.g. ``edge.yaml: camras: unknown field (not allowed
 here)``, so one run of ``gemsight-edge check`` shows everything that is wrong with a config, not the
@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Collection, Mapping
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+class Strict(BaseModel):
+    """The base of every config, manifest and inventory model (edge, kiosk, hq, deploy): an unknown field
+    is an error, not ignored, and a validated model is frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
 
 TOP_LEVEL = "(top level)"
 # A key or value holding a line break or another control character would split one problem over

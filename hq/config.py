@@ -10,22 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from edge.contracts import ID_PATTERN
 from edge.errors import ConfigError
-from edge.validation import error_lines
+from edge.validation import error_lines, Strict
 from kiosk.chain import check_broker_url
 from kiosk.config import WebConfig, _resolve
 
 MAX_CONFIG_BYTES = 4 << 20
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BrokerConfig(_Strict):
+class BrokerConfig(Strict):
     """Where the stores' reports arrive, and how headquarters logs in to read them."""
 
     url: str = Field(description="The broker, mqtts://host:8883 (mqtt:// plaintext only with --insecure).")
@@ -42,7 +38,7 @@ class BrokerConfig(_Strict):
         return check_broker_url(v)    # the same rule as the kiosk's chain: section
 
 
-class StoreEntry(_Strict):
+class StoreEntry(Strict):
     """One store of the chain (its id is its broker user and topic prefix)."""
 
     id: str = Field(pattern=ID_PATTERN, description="Store id, as in its kiosk's chain.store_id.")
@@ -50,7 +46,7 @@ class StoreEntry(_Strict):
     region: str = Field("", max_length=80, description="Region (regional managers are given stores).")
 
 
-class HqConfig(_Strict):
+class HqConfig(Strict):
     """The whole ``hq.yaml``."""
 
     state_dir: Path = Field(Path("/var/lib/gemsight/hq"), description="Session key of the web page.")

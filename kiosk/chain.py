@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from edge import credentials
+from edge.config import credentials
 from edge.contracts import ID_PATTERN
 from edge.errors import ConfigError
+from edge.validation import Strict
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,8 @@ def check_broker_url(url: str) -> str:
     return url
 
 
-class ChainConfig(BaseModel):
+class ChainConfig(Strict):
     """The ``chain:`` section of ``kiosk.yaml``: where headquarters' broker is and who this store is."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = Field(description="The broker, mqtts://host:8883 (mqtt:// plaintext only with insecure: true).")
     store_id: str = Field(pattern=ID_PATTERN, description="This store's id at headquarters: its broker user name "

@@ -22,7 +22,7 @@ from contextlib import closing
 import zmq
 
 from edge.cli_support import run_main, setup_logging
-from edge.credentials import resolve
+from edge.config.credentials import resolve
 from edge.errors import ConfigError, LinkError, MessageError
 from kiosk.auth import ROLES
 from kiosk.config import KioskConfig, load_config
@@ -41,7 +41,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"kiosk config (default {DEFAULT_CONFIG})")
+        p.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                       help=f"kiosk config (default {DEFAULT_CONFIG})")
         return p
 
     p = with_config(sub.add_parser("run", help="serve the page and the API, subscribed to every device"))
@@ -121,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM."""
     import uvicorn  # noqa: PLC0415 - only `run` needs the web server
 
-    from edge.sdnotify import SdNotifier  # noqa: PLC0415
+    from edge.loop.sdnotify import SdNotifier  # noqa: PLC0415
     from kiosk.service import Kiosk  # noqa: PLC0415
     from kiosk.web import create_app  # noqa: PLC0415
 
@@ -157,8 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _check_device(config: KioskConfig, device, timeout_s: float) -> str:
-    from edge import messages  # noqa: PLC0415
-    from edge.link import ClientKeys, Link  # noqa: PLC0415
+    from edge.link import messages  # noqa: PLC0415
+    from edge.link.client import ClientKeys, Link  # noqa: PLC0415
 
     keys = ClientKeys.load(device.server_key, config.curve.client_secret_key) if config.curve else None
     with Link(zmq.SUB, device.labels, keys, plaintext=keys is None, device=device.id) as sub:
@@ -170,7 +171,8 @@ def _check_device(config: KioskConfig, device, timeout_s: float) -> str:
     with Link(zmq.REQ, device.snapshot, keys, plaintext=keys is None, device=device.id) as req:
         data = req.request(messages.encode({"camera": None}), timeout_s)
         if data is None:
-            raise MessageError(f"{device.id}: snapshot endpoint {device.snapshot} did not answer within {timeout_s:g} s")
+            raise MessageError(f"{device.id}: snapshot endpoint {device.snapshot} did not answer "
+                               f"within {timeout_s:g} s")
         reply = messages.parse_snapshot(data)
     cams = sorted(reply.get("cameras", {}))
     unplanned = sorted(set(cams) - set(device.cameras))

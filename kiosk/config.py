@@ -2,7 +2,7 @@
 
 Validated by strict pydantic models (``extra="forbid"``); a bad config gives a
 :class:`~edge.errors.ConfigError` with one line per problem naming the file and the field path, as the
-device config does (:mod:`edge.validation`). Key files follow :mod:`edge.credentials` (a bare name
+device config does (:mod:`edge.validation`). Key files follow :mod:`edge.config.credentials` (a bare name
 is read from ``$CREDENTIALS_DIRECTORY``; a path with a ``/`` is relative to the config file).
 
 The planogram lives under each device's cameras: every slot names the class it should hold, or a
@@ -21,13 +21,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from edge.config.credentials import is_name as is_credential_name
+from edge.config.yaml_files import load_yaml
 from edge.contracts import ID_PATTERN
-from edge.credentials import is_name as is_credential_name
 from edge.errors import ConfigError
-from edge.validation import error_lines
-from edge.yaml_files import load_yaml
+from edge.validation import Strict, error_lines
 from kiosk.chain import ChainConfig
-from kiosk.config_web import WebConfig, WebhookConfig, _Strict, check_hhmm
+from kiosk.config_web import WebConfig, WebhookConfig, check_hhmm
 
 __all__ = ["KioskConfig", "WebConfig", "WebhookConfig", "load_config", "parse_config"]
 
@@ -49,7 +49,7 @@ def check_expected(value: str) -> str:
     return value
 
 
-class CameraPlan(_Strict):
+class CameraPlan(Strict):
     """One case (a camera of a device) and its slots: slot name -> expected class or state."""
 
     title: str | None = Field(None, max_length=80, description="Name shown on the page (default device/camera).")
@@ -74,7 +74,7 @@ class CameraPlan(_Strict):
         return v
 
 
-class DeviceEntry(_Strict):
+class DeviceEntry(Strict):
     """One device of the store: where it publishes, and how to trust it."""
 
     id: str = Field(pattern=ID_PATTERN, description="Device id (as in its edge.yaml).")
@@ -102,14 +102,14 @@ class DeviceEntry(_Strict):
         return v
 
 
-class CurveConfig(_Strict):
+class CurveConfig(Strict):
     """The kiosk's own CURVE key pair (a ``zmq.auth`` certificate with its secret key)."""
 
     client_secret_key: str = Field(description="The kiosk's client certificate with secret key (.key_secret); "
                                                "its public half goes into each device's allow-list.")
 
 
-class Policies(_Strict):
+class Policies(Strict):
     """When a state becomes an incident."""
 
     empty_grace_s: float = Field(600.0, ge=0, description="How long an expected piece may be missing before "
@@ -133,7 +133,7 @@ class Policies(_Strict):
     enrol_timeout_s: float = Field(10.0, gt=0, description="How long an enrolment request to a device may take.")
 
 
-class Hours(_Strict):
+class Hours(Strict):
     """Store hours: outside them every removal is an immediate alarm; counts run at open and close."""
 
     open: str = Field(description="Opening time HH:MM (store's time zone).")
@@ -177,7 +177,7 @@ class Hours(_Strict):
         return DAYS[local.weekday()] in self.days and self.open <= local.strftime("%H:%M") < self.close
 
 
-class KioskConfig(_Strict):
+class KioskConfig(Strict):
     """The whole ``kiosk.yaml``."""
 
     store: str = Field(min_length=1, max_length=80, description="Store name shown on the page.")
@@ -298,7 +298,8 @@ def parse_config(data: Any, source: str = "kiosk.yaml", base_dir: str | Path = "
         raise ConfigError("\n".join(f"{source}: {line}" for line in problems))
     base = Path(base_dir)
     devices = tuple(d.model_copy(update={"server_key": _resolve(base, d.server_key)}) for d in cfg.devices)
-    curve = cfg.curve and cfg.curve.model_copy(update={"client_secret_key": _resolve(base, cfg.curve.client_secret_key)})
+    curve = cfg.curve and cfg.curve.model_copy(
+        update={"client_secret_key": _resolve(base, cfg.curve.client_secret_key)})
     state_dir = cfg.state_dir if cfg.state_dir.is_absolute() else base / cfg.state_dir
     web = cfg.web.model_copy(update={k: _resolve(base, getattr(cfg.web, k)) for k in ("tls_cert", "tls_key")})
     hook = cfg.webhook and cfg.webhook.model_copy(update={"secret": _resolve(base, cfg.webhook.secret)})
@@ -315,6 +316,6 @@ def load_config(path: str | Path) -> KioskConfig:
         ConfigError: missing/unreadable/too large/not UTF-8/not YAML, or invalid (every field named).
     """
     path = Path(path)
-    # The edge's bounded reader: size, encoding, nesting, aliases and duplicate keys (edge.yaml_files).
+    # The edge's bounded reader: size, encoding, nesting, aliases and duplicate keys (edge.config.yaml_files).
     data = load_yaml(path, "kiosk config", MAX_CONFIG_BYTES)
     return parse_config(data, str(path), path.parent)

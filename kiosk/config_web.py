@@ -10,16 +10,12 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from edge.validation import Strict
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 LOOPBACK = ("127.0.0.1", "::1")
-
-
-class _Strict(BaseModel):
-    """The one strict base of the kiosk's config models."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def check_hhmm(v: str) -> str:
@@ -38,7 +34,7 @@ def _networks(v: tuple[str, ...]) -> tuple[str, ...]:
     return v
 
 
-class WebConfig(_Strict):
+class WebConfig(Strict):
     """The web page and API."""
 
     host: str = Field("127.0.0.1", description="Address to bind (loopback unless you mean it: off loopback "
@@ -85,7 +81,7 @@ class WebConfig(_Strict):
         return self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
 
 
-class QuietHours(_Strict):
+class QuietHours(Strict):
     """A daily span (store's time zone) when only smash-and-grab and camera alarms are sent."""
 
     start: str = Field(description="Start HH:MM.")
@@ -103,7 +99,7 @@ class QuietHours(_Strict):
         return hhmm >= self.start or hhmm < self.end
 
 
-class WebhookConfig(_Strict):
+class WebhookConfig(Strict):
     """Notifications: one POST per incident when it opens, when it escalates, and when it resolves."""
 
     url: str = Field(description="http(s) URL to POST to (e.g. an ntfy or Gotify relay, see docs/kiosk.md).")

@@ -1,7 +1,7 @@
 """Requests to a device's snapshot REP endpoint: evidence crops and enrolment (docs/kiosk-states.md).
 
 One JSON frame out, one JSON frame back, over the same CURVE-authenticated link as the snapshots
-(:class:`edge.link.Link`, a fresh REQ socket per request: a REQ whose reply never came is stuck, and
+(:class:`edge.link.client.Link`, a fresh REQ socket per request: a REQ whose reply never came is stuck, and
 sockets belong to the thread that made them). Every reply is checked before anyone uses it; a device
 that answers ``{"error": ..., "status": 404}`` raises :class:`DeviceRequestError` with that status and
 message, a device that does not answer in time raises one with status 504.
@@ -21,9 +21,9 @@ from typing import Any
 
 import zmq
 
-from edge import messages
 from edge.errors import ConfigError, GemsightError, LinkError, MessageError
-from edge.link import ClientKeys, Link
+from edge.link import messages
+from edge.link.client import ClientKeys, Link
 from kiosk.config import KioskConfig
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ from typing import Any
 from edge.errors import ConfigError
 from kiosk.config import EMPTY_LABELS, STATES, KioskConfig, check_expected
 from kiosk.health import CameraView, HealthMixin
-from kiosk.incident import ACKNOWLEDGED, RESOLVED, SLOT_KINDS, Changes, Incident, incident_key
+from kiosk.incident import (ACKNOWLEDGED, RESOLVED, SLOT_KINDS, Changes, Cond, Incident, incident_key,
+                            slot_incident_key)
 from kiosk.slot_states import StatesMixin
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class SlotView:
     topk: list = field(default_factory=list)
     seq: int | None = None
     since: float | None = None          # when the label became this one
-    cond: str = "nodata"                # ok, missing, wrong, extra, state, unplanned, nodata
+    cond: Cond = Cond.NODATA
     bad_since: float | None = None      # when missing/wrong began
     bad_seq: int | None = None
     counts_before: dict | None = None   # the case's counts just before it went bad
@@ -67,18 +68,18 @@ class SlotView:
     changed_since: float | None = None  # first frame of the current run of `changed`
 
 
-def condition(expected: str | None, label: str | None) -> str:
+def condition(expected: str | None, label: str | None) -> Cond:
     """A slot's condition from what the planogram expects and what the camera sees."""
     if label is None:
-        return "nodata"
+        return Cond.NODATA
     if expected is None:
-        return "unplanned"
+        return Cond.UNPLANNED
     seen_empty = label in EMPTY_LABELS
     if expected in STATES:
-        return "state" if seen_empty else "extra"
+        return Cond.STATE if seen_empty else Cond.EXTRA
     if label == expected:
-        return "ok"
-    return "missing" if seen_empty else "wrong"
+        return Cond.OK
+    return Cond.MISSING if seen_empty else Cond.WRONG
 
 
 class Engine(StatesMixin, HealthMixin):
@@ -126,7 +127,7 @@ class Engine(StatesMixin, HealthMixin):
 
     def grace(self, case: CaseKey, now: float, slot: str | None = None) -> float:
         """Seconds a slot of ``case`` may be wrong before it is an incident."""
-        smash = self.open.get(("smash", *case))
+        smash = self.open.get(incident_key("smash", *case, None))
         # A smash-and-grab makes the slots emptied with it incidents at once; any other slot of the case (a
         # sale, a hand resting on the glass) keeps its grace, though the smash alarm is still open.
         if not self.store_open(now) or (smash is not None and slot in smash.evidence.get("slots", ())):
@@ -202,15 +203,15 @@ class Engine(StatesMixin, HealthMixin):
             sv.bad_since = sv.bad_seq = sv.counts_before = None
         elif sv.bad_seq is not None and sv.seq is not None and sv.seq < sv.bad_seq:
             sv.bad_seq = sv.seq                 # the edge restarted (seq from 0): never a backwards range
-        if sv.cond == "missing" and prev in ("ok", "wrong"):   # a piece taken, whatever it was read as
+        if sv.cond == Cond.MISSING and prev in (Cond.OK, Cond.WRONG):   # a piece taken, whatever it was read as
             self._removal(key, now, ch)
-        inc = self.open.get(("slot", *key))
+        inc = self.open.get(slot_incident_key(key))
         if bad and inc is None and now - sv.bad_since >= self.grace(key[:2], now, key[2]):
             self._open_slot(key, sv, now, ch)
         elif bad and inc is not None:
             self._refresh_slot(inc, key, sv, now, ch, loud=changed or inc.kind != sv.cond)
         elif not bad and inc is not None:
-            self._resolve(inc, f"slot {key[2]} shows {sv.label} again" if sv.cond == "ok"
+            self._resolve(inc, f"slot {key[2]} shows {sv.label} again" if sv.cond == Cond.OK
                           else f"slot {key[2]} is now {sv.cond} ({sv.label})", now, ch)
         if changed or prev != sv.cond:
             ch.slots.append(self.slot_dict(key))
@@ -223,30 +224,30 @@ class Engine(StatesMixin, HealthMixin):
         while q and now - q[0][0] > window:
             q.popleft()
         limit = self._burst_slots(case)
-        if len(q) > limit and ("smash", *case) not in self.open:
+        if len(q) > limit and incident_key("smash", *case, None) not in self.open:
             names = sorted({s for _, s in q})
             reason = (f"{len(q)} slots of {self.case_title(case)} emptied within {window:g} s "
                       f"({', '.join(names)}; more than {limit} allowed)")
             self._open_or_update("smash", case[0], case[1], None, reason, {"slots": names, "window_s": window}, now, ch)
             for k, sv in self.slots.items():   # the case is in alarm: its missing slots are incidents now
-                if k[:2] == case and k != key and sv.cond == "missing" and ("slot", *k) not in self.open:
+                if k[:2] == case and k != key and sv.cond == Cond.MISSING and slot_incident_key(k) not in self.open:
                     self._open_slot(k, sv, now, ch)
 
     def tick(self, now: float) -> Changes:
         """Time passing: graces that ran out, stale cameras, smash alarms whose case is whole again."""
         ch = Changes()
         for key, sv in self.slots.items():
-            if sv.bad_since is None or sv.cond not in SLOT_KINDS or ("slot", *key) in self.open:
+            if sv.bad_since is None or sv.cond not in SLOT_KINDS or slot_incident_key(key) in self.open:
                 continue
             case = key[:2]
-            wait = self._threshold(key, sv, now) if sv.cond == "swapped" else self.grace(case, now, key[2])
+            wait = self._threshold(key, sv, now) if sv.cond == Cond.SWAPPED else self.grace(case, now, key[2])
             if now - sv.bad_since >= wait:
                 self._open_slot(key, sv, now, ch)
         for case in list(self.cams):
             self._update_health(case, now, ch)
         for inc in [i for i in self.open.values() if i.kind == "smash"]:
             case = (inc.device, inc.camera)
-            if not any(sv.cond == "missing" for k, sv in self.slots.items() if k[:2] == case):
+            if not any(sv.cond == Cond.MISSING for k, sv in self.slots.items() if k[:2] == case):
                 self._resolve(inc, f"every slot of {self.case_title(case)} is back", now, ch)
         return ch
 
@@ -262,10 +263,10 @@ class Engine(StatesMixin, HealthMixin):
         return ev
 
     def _slot_reason(self, key: SlotKey, sv: SlotView, now: float) -> str:
-        if sv.cond in ("missing", "swapped") and sv.state is not None:
+        if sv.cond in (Cond.MISSING, Cond.SWAPPED) and sv.state is not None:
             return self._state_reason(key, sv, now)
         expected = self.planogram.get(key)
-        what = (f"shows {sv.label} ({sv.score:.2f})" if sv.cond == "wrong"
+        what = (f"shows {sv.label} ({sv.score:.2f})" if sv.cond == Cond.WRONG
                 else f"is {sv.label}" + (f" ({sv.score:.2f})" if sv.score is not None else ""))
         lasted = now - (sv.bad_since or now)
         return (f"{self.case_title(key[:2])} slot {key[2]} should hold {expected} but {what} "
@@ -369,7 +370,7 @@ class Engine(StatesMixin, HealthMixin):
     def slot_dict(self, key: SlotKey) -> dict[str, Any]:
         """A slot cell for the page and the API."""
         sv = self.slots.get(key) or SlotView()
-        inc = self.open.get(("slot", *key))
+        inc = self.open.get(slot_incident_key(key))
         return {"device": key[0], "camera": key[1], "slot": key[2], "expected": self.planogram.get(key),
                 "label": sv.label, "score": sv.score, "cond": sv.cond, "since": sv.since, "seq": sv.seq,
                 "alarm": inc is not None, "state": sv.state, "similarity": sv.similarity, "hint": sv.hint,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kiosk.incident import Changes
+from kiosk.incident import Changes, incident_key
 
 DOWN_STATES = ("down",)
 #: Healths in which a camera sends no frames (the page greys its case out).
@@ -105,7 +105,7 @@ class HealthMixin:
         ch.cameras.append(self.camera_dict(case, now))
         if case not in self.cases:           # a camera the planogram does not know: shown, never an incident
             return
-        inc = self.open.get(("camera", *case))
+        inc = self.open.get(incident_key("camera", *case, None))
         if health in ("down", "stale"):
             self._open_or_update("camera", case[0], case[1], None, f"{self.case_title(case)}: {reason}",
                                  {"health": health, "state": view.state, "detail": view.detail,

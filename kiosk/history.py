@@ -160,7 +160,8 @@ class History(AuditMixin, UsersMixin, PiecesMixin):
                              [values[c] for c in cols])
             return int(cur.lastrowid)
         sets = ", ".join(f"{c} = ?" for c in INCIDENT_COLUMNS[1:])
-        self._exec(f"UPDATE incidents SET {sets} WHERE id = ?", [values[c] for c in INCIDENT_COLUMNS[1:]] + [values["id"]])
+        self._exec(f"UPDATE incidents SET {sets} WHERE id = ?",
+                   [values[c] for c in INCIDENT_COLUMNS[1:]] + [values["id"]])
         return int(values["id"])
 
     def incidents(self, *, open_only: bool = False, limit: int = 200, kind: str | None = None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edge.contracts import StrEnum
+
 #: Incident kinds, and what each means for a person.
 KINDS = {
     "missing": "expected piece missing",
@@ -13,15 +15,38 @@ KINDS = {
     "camera": "camera down or stale",
     "model": "device model changed",
 }
-SLOT_KINDS = ("missing", "wrong", "swapped")
+
+
+class Cond(StrEnum):
+    """A slot's condition on the page: what the planogram expects against what the camera sees (or, with
+    slot states, what the device says of the slot). The slot kinds of incidents share their names."""
+
+    OK = "ok"                  # the expected piece (or the expected empty/state)
+    MISSING = "missing"        # the expected piece is not there
+    WRONG = "wrong"            # another category than the planogram's (category incidents)
+    SWAPPED = "swapped"        # another piece than the enrolled one (slot states)
+    EXTRA = "extra"            # a piece where the planogram expects none
+    STATE = "state"            # empty, as the planogram expects (a state such as "sold")
+    UNPLANNED = "unplanned"    # the planogram says nothing of this slot
+    NODATA = "nodata"          # no labels yet
+    OCCLUDED = "occluded"      # a hand or motion: no decision until still (slot states)
+    UNENROLLED = "unenrolled"  # the device has no reference for this slot (slot states)
+
+
+SLOT_KINDS = (Cond.MISSING, Cond.WRONG, Cond.SWAPPED)
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
 
 
 def incident_key(kind: str, device: str, camera: str | None, slot: str | None) -> tuple:
     """The key that keeps one incident per slot (missing/wrong/swapped share it), per case or per camera."""
     if kind in SLOT_KINDS:
-        return ("slot", device, camera, slot)
+        return slot_incident_key((device, camera, slot))
     return (kind, device, camera)
+
+
+def slot_incident_key(slot: tuple[str, str | None, str | None]) -> tuple:
+    """The key of a slot's one incident, whichever of :data:`SLOT_KINDS` it is: ``slot`` is (device, camera, slot)."""
+    return ("slot", *slot)
 
 
 @dataclass

@@ -26,7 +26,8 @@ import urllib.request
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from edge.credentials import resolve
+from edge.backoff import Backoff
+from edge.config.credentials import resolve
 from edge.errors import ConfigError
 from kiosk.config_web import WebhookConfig
 
@@ -145,7 +146,7 @@ class Notifier:
             self._deliver(*delivery, stop=stop)
 
     def _deliver(self, delivery: str, event: str, body: bytes, *, stop: threading.Event) -> None:
-        wait = self.config.backoff_s
+        backoff = Backoff(self.config.backoff_s)
         for attempt in range(self.config.retries + 1):
             ts = str(int(self.clock()))
             headers = {"Content-Type": "application/json", "X-Gemsight-Event": event,
@@ -161,10 +162,10 @@ class Notifier:
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 error = exc
             if attempt < self.config.retries:
+                wait = backoff.failed()
                 logger.info("webhook %s: %s failed (%s), again in %.1f s", self.config.url, delivery, error, wait)
                 if stop.wait(wait):
                     return
-                wait *= 2
         self.failed += 1
         logger.warning("webhook %s: %s not delivered after %d attempts: %s", self.config.url, delivery,
                        self.config.retries + 1, error)

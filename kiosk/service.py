@@ -72,8 +72,7 @@ class Kiosk:
             self.notifier = Notifier(config.webhook, config.store, secret, clock=clock, timezone=self.timezone,
                                      open_ids=[(i.id, i.kind, i.opened_at) for i in opened if i.id is not None])
         self._threads: list[threading.Thread] = []
-        self._last_prune = 0.0
-        self._last_beats = 0.0
+        self._last_prune = self._last_beats = 0.0
         self._scheduled = self._last_scheduled()
         self.chain = Chain.from_config(config.chain, self.history.path, clock) if config.chain else None
         self.feed = None

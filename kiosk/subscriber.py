@@ -1,9 +1,9 @@
 """The kiosk's feed: one ZeroMQ SUB per device, a snapshot REQ on start, on reconnect and on any seq gap.
 
 One thread owns every socket (ZeroMQ sockets are not thread-safe) and polls them together: SUBs,
-their handshake monitors (:class:`edge.link.Link`) and the snapshot requests in flight, which never
+their handshake monitors (:class:`edge.link.client.Link`) and the snapshot requests in flight, which never
 block the others. Every message goes through :func:`kiosk.validate.parse` (topic, JSON, schema,
-device/camera match: :func:`edge.messages.parse_message`'s checks, fast); a bad one is counted and
+device/camera match: :func:`edge.link.messages.parse_message`'s checks, fast); a bad one is counted and
 logged (the first few of each device, then every hundredth) and skipped, never raised. Good ones
 are handed to a sink (the service), which updates the engine.
 
@@ -22,9 +22,10 @@ from typing import Any, Callable, Protocol
 
 import zmq
 
-from edge import messages
+from edge.backoff import Backoff
 from edge.errors import ConfigError, LinkError, MessageError
-from edge.link import ClientKeys, Link
+from edge.link import messages
+from edge.link.client import ClientKeys, Link
 from kiosk.config import DeviceEntry, KioskConfig
 from kiosk.validate import parse
 
@@ -36,7 +37,8 @@ MAX_SNAPSHOT_BYTES = 64 << 20
 POLL_MS = 100
 RCVHWM = 100_000                   # 32 devices x 4 cameras x 2/s is 256/s: seconds of slack, not minutes
 RETRY_REFUSED_S = 10.0          # a refused kiosk tries again (a key may have been allowed meanwhile)
-SNAPSHOT_BACKOFF_MAX_S = 30.0
+SNAPSHOT_BACKOFF_S = 1.0      # the first wait after a snapshot request failed, doubling ...
+SNAPSHOT_BACKOFF_MAX_S = 30.0  # ... up to this
 LOG_FIRST_BAD = 5                  # bad messages logged one by one per device, then every hundredth
 
 
@@ -54,7 +56,7 @@ class DeviceFeed:
     req: Link | None = None
     req_deadline: float = 0.0
     snapshot_due: float = 0.0           # monotonic time of the next snapshot request (0: now)
-    snapshot_backoff: float = 0.0
+    snapshot_backoff: Backoff = field(default_factory=lambda: Backoff(SNAPSHOT_BACKOFF_S, SNAPSHOT_BACKOFF_MAX_S))
     handshakes: int = 0
     retry_at: float = 0.0               # when a refused link is tried again
     last_rx: float = 0.0                # when the SUB last received anything
@@ -286,7 +288,7 @@ class Feed:
             return
         dev.req.close()
         dev.req = None
-        dev.snapshot_backoff = 0.0
+        dev.snapshot_backoff.reset()
         dev.info["snapshots"] += 1
         for cam, msg in reply.get("cameras", {}).items():
             if msg["device"] != dev.entry.id:
@@ -306,8 +308,8 @@ class Feed:
     def _snapshot_failed(self, dev: DeviceFeed, error: str, now: float) -> None:
         dev.req.close()                      # a REQ without its reply is stuck: never reuse it
         dev.req = None
-        dev.snapshot_backoff = min(SNAPSHOT_BACKOFF_MAX_S, max(1.0, dev.snapshot_backoff * 2))
-        dev.snapshot_due = now + dev.snapshot_backoff
-        logger.warning("%s; next try in %.0f s", error, dev.snapshot_backoff)
+        wait = dev.snapshot_backoff.failed()
+        dev.snapshot_due = now + wait
+        logger.warning("%s; next try in %.0f s", error, wait)
         dev.info["error"] = error
         self.sink.on_device(dev.entry.id, dict(dev.info))

@@ -1,9 +1,9 @@
-"""Messages as the kiosk receives them: the schema check of :func:`edge.messages.parse_message`, fast.
+"""Messages as the kiosk receives them: the schema check of :func:`edge.link.messages.parse_message`, fast.
 
 A store of 32 devices sends about 256 labels messages a second; the reference validator
 (``jsonschema``) takes about 1.2 ms for one, a third of a core. The same schema files
-(:func:`edge.messages.load_schema`) compiled by ``jsonschema-rs`` check a message in a few
-microseconds. Only a message that fails is handed to :func:`edge.messages.parse_message`, which
+(:func:`edge.link.messages.load_schema`) compiled by ``jsonschema-rs`` check a message in a few
+microseconds. Only a message that fails is handed to :func:`edge.link.messages.parse_message`, which
 raises the project's one-line error naming the field (and has the last word: if it accepts the
 message, the message is used).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from edge import messages
+from edge.link import messages
 
 
 @lru_cache(maxsize=None)
@@ -27,7 +27,7 @@ def parse(topic: bytes, payload: bytes) -> tuple[str, str | None, str, dict]:
 
     Raises:
         MessageError: a bad topic, not JSON, not valid against its schema, or naming another
-            device/camera than its topic (one line, from :mod:`edge.messages`).
+            device/camera than its topic (one line, from :mod:`edge.link.messages`).
     """
     device, camera, kind = messages.parse_topic(topic)
     msg = messages.decode(payload)

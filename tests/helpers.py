@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from edge import messages
 from edge.contracts import DEFAULT_CLASSES
-from edge.listen import Listener
-from edge.postprocess import Postprocessor
+from edge.link import messages
+from edge.link.listen import Listener
+from edge.loop.postprocess import Postprocessor
 
 if TYPE_CHECKING:
-    from edge.loop import CameraLoop
+    from edge.loop.run import CameraLoop
 
 #: Bind to a random free loopback port (ZeroMQ picks it; read the socket's endpoint back).
 ANY = "tcp://127.0.0.1:*"
@@ -171,15 +171,15 @@ class CurveFiles:
         return {"server_secret_key": str(self.server_secret), "allowed_clients": str(self.allowed_clients)}
 
     def client_keys(self, secret: Path | None = None, server: Path | None = None):
-        """:class:`edge.link.ClientKeys` of the allowed client (or another secret file / pinned server key)."""
-        from edge.link import ClientKeys
+        """:class:`edge.link.client.ClientKeys` of the allowed client (or another secret file / pinned server key)."""
+        from edge.link.client import ClientKeys
 
         return ClientKeys.load(server or self.server_public, secret or self.client_secret)
 
 
 def make_curve_files(root: Path) -> CurveFiles:
     """Real ``zmq.auth`` certificates under ``root``, made by the ``keys`` commands' own code."""
-    from edge.keys import allow, create_key_pair
+    from edge.link.keys import allow, create_key_pair
 
     server_public, server_secret = create_key_pair(root / "device", "server")
     client_public, client_secret = create_key_pair(root / "kiosk", "kiosk-1")

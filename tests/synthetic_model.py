@@ -9,7 +9,7 @@ own (``python -m tests.synthetic_model``) and records, next to the model, every 
 repository that the process imported (the recipe here, the generator, the trainer, edge's preprocessing
 and manifest, …) with a digest of its syntax tree without docstrings. A cached model is used while all
 of those digests still match: a docstring or comment edit, or an edit in a module the build never
-imports (``trainer/cli.py``, ``edge/loop.py``), keeps it; any code change in the ones it imports
+imports (``trainer/cli.py``, ``edge/loop/run.py``), keeps it; any code change in the ones it imports
 rebuilds it.
 
 **It trains while the other tests run.** When a session collects a test that needs it and none is
@@ -125,8 +125,8 @@ def _add_footage(video_dir: Path, train_dir: Path, seed: int) -> None:
     """Slot crops of one synthetic case video, each under its true class, into ``train_dir``."""
     import cv2
 
-    from edge.config import load_slots_file
-    from edge.slots import SlotMap
+    from edge.config.device import load_slots_file
+    from edge.loop.slots import SlotMap
     from trainer.synth import make_video
 
     out = make_video(video_dir / f"train-{seed}.mp4", seed=seed, **FOOTAGE)

@@ -232,10 +232,10 @@ def test_check_mode_fails_on_a_stale_reference_in_one_line(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("spec, says", [
-    ("edge.config.DeviceConfig", "expected 'module:Model'"),
+    ("edge.config.device.DeviceConfig", "expected 'module:Model'"),
     ("edge.no_such_module:DeviceConfig", "cannot import edge.no_such_module"),
-    ("edge.config:NoSuchModel", "edge.config has no pydantic model 'NoSuchModel'"),
-    ("edge.config:logger", "edge.config has no pydantic model 'logger'"),
+    ("edge.config.device:NoSuchModel", "edge.config.device has no pydantic model 'NoSuchModel'"),
+    ("edge.config.device:logger", "edge.config.device has no pydantic model 'logger'"),
 ])
 def test_a_model_that_cannot_be_loaded_is_named_in_one_line(spec, says, monkeypatch, tmp_path, caplog):
     with pytest.raises(gen.ReferenceError) as exc:

@@ -113,7 +113,7 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser) -> dict:
     Raises:
         ConfigError: unreadable file, not a mapping, or a key that is not an option (the message names it).
     """
-    from edge.yaml_files import load_yaml  # noqa: PLC0415 - bounded, refuses duplicate keys
+    from edge.config.yaml_files import load_yaml  # noqa: PLC0415 - bounded, refuses duplicate keys
 
     path = Path(path)
     try:

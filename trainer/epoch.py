@@ -80,7 +80,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_cla
     model.eval()
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     totals = torch.zeros(2, dtype=torch.float64, device=device)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+    autocast = torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
+    with torch.inference_mode(), autocast:
         for images, targets in loader:
             images, targets = to_device(images, device), targets.to(device, non_blocking=True)
             logits = head_output(model(images)).float()

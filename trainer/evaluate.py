@@ -1,6 +1,6 @@
 """Evaluate a trained model (checkpoint or ONNX) on labelled photos and compute the report metrics.
 
-ONNX models run through :func:`edge.runtimes.create_runtime` and
+ONNX models run through :func:`edge.runtimes.registry.create_runtime` and
 :func:`edge.preprocess.preprocess_batch`, exactly as on the device; checkpoints through PyTorch with
 the same preprocessing.
 """
@@ -58,7 +58,7 @@ def classification_report(confusion: np.ndarray, classes: Sequence[str]) -> dict
 
 def _runtime_predictor(path: Path, runtime_name: str, threads: int | None
                        ) -> tuple[Manifest, Callable[[np.ndarray], np.ndarray], Any]:
-    from edge.runtimes import create_runtime  # noqa: PLC0415
+    from edge.runtimes.registry import create_runtime  # noqa: PLC0415
 
     runtime = create_runtime(runtime_name, path, **({"threads": threads} if threads else {}))
     return runtime.manifest, runtime, runtime
@@ -136,7 +136,8 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, batch_size: int
             batch = preprocess_batch([load_image(p) for p, _ in chunk], manifest.input)
             logits = predict(batch)
             if logits.shape != (len(chunk), manifest.num_classes):
-                raise ManifestError(f"{path}: output shape {logits.shape}, expected ({len(chunk)}, {manifest.num_classes})")
+                raise ManifestError(f"{path}: output shape {logits.shape}, "
+                                    f"expected ({len(chunk)}, {manifest.num_classes})")
             probs.append(softmax(logits))
             y_true.extend(label for _, label in chunk)
     finally:

@@ -1,6 +1,5 @@
-"""Inference backends behind one interface: ``create_runtime("auto" | name, model, ...)``."""
-from edge.runtimes.base import (AUTO_ORDER, Runtime, available_runtimes, create_runtime, register_runtime,
-                                registered_runtimes, resolve_runtime_name)
+"""Inference backends behind one interface (:mod:`edge.runtimes.base`): ``create_runtime("auto" | name, model, ...)``,
+the model folder's artifacts and checksums, and the TensorRT engine cache.
 
-__all__ = ["AUTO_ORDER", "Runtime", "available_runtimes", "create_runtime", "register_runtime",
-           "registered_runtimes", "resolve_runtime_name"]
+Imports the config and the kernel; each backend's library only when that backend is created.
+"""

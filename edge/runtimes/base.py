@@ -1,4 +1,5 @@
-"""The one interface every inference backend implements, and the registry that names them.
+"""The one interface every inference backend implements, and the decorator that names them
+(:mod:`edge.runtimes.registry` finds and opens them).
 
 Public :meth:`Runtime.infer` validates inputs against the manifest, subclasses implement
 ``_infer``. Postprocessing (softmax, top-k, smoothing) stays out of backends.
@@ -12,13 +13,14 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from edge.errors import ConfigError, InferenceError, RuntimeUnavailable
+from edge.errors import ConfigError, InferenceError
 from edge.manifest import Manifest
 from edge.preprocess import BatchWriter
 
 logger = logging.getLogger(__name__)
 
-_REGISTRY: dict[str, type["Runtime"]] = {}
+#: Backend name → class, filled by :func:`register_runtime` as each backend module is imported.
+REGISTRY: dict[str, type["Runtime"]] = {}
 # "auto" prefers the fastest backend that can run here.
 AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
 
@@ -27,7 +29,7 @@ def register_runtime(name: str) -> Callable[[type["Runtime"]], type["Runtime"]]:
     """Class decorator: make a backend available under ``name``."""
     def deco(cls: type[Runtime]) -> type[Runtime]:
         cls.name = name
-        _REGISTRY[name] = cls
+        REGISTRY[name] = cls
         return cls
     return deco
 
@@ -161,69 +163,3 @@ class Runtime(abc.ABC):
 
     def describe(self) -> dict[str, str]:
         return {"backend": self.name, "precision": self.precision, "model": str(self.model_path)}
-
-
-def registered_runtimes() -> dict[str, type[Runtime]]:
-    """Every backend gemsight knows, whether or not it can run here."""
-    _load_builtin()
-    return dict(_REGISTRY)
-
-
-def available_runtimes() -> dict[str, str | None]:
-    """Backend name → ``None`` if it can run here, else the reason it cannot."""
-    out = {}
-    for name, cls in registered_runtimes().items():
-        try:
-            out[name] = cls.unavailable_reason()
-        except Exception as exc:  # a broken install must read as unavailable, not crash
-            out[name] = f"{type(exc).__name__}: {exc}"
-    return out
-
-
-def resolve_runtime_name(name: str) -> str:
-    """Map ``auto`` to the best available backend; check a named one exists and can run here.
-
-    Raises:
-        ConfigError: unknown name.
-        RuntimeUnavailable: a named backend that cannot run here (never a silent fallback).
-    """
-    avail = available_runtimes()
-    if name == "auto":
-        for candidate in AUTO_ORDER:
-            if avail.get(candidate) is None and candidate in avail:
-                logger.info("runtime auto: using %s (%s)", candidate,
-                            ", ".join(f"{k}: {v}" for k, v in avail.items() if v) or "all available")
-                return candidate
-        raise RuntimeUnavailable("no inference runtime is available: " +
-                                 "; ".join(f"{k}: {v}" for k, v in avail.items()))
-    if name not in avail:
-        raise ConfigError(f"unknown runtime '{name}' (known: auto, {', '.join(sorted(avail))})")
-    if avail[name] is not None:
-        raise RuntimeUnavailable(f"runtime '{name}' is not available here: {avail[name]}")
-    return name
-
-
-def create_runtime(name: str, model_path: str | Path, manifest: Manifest | None = None, **options: Any) -> Runtime:
-    """Open ``model_path`` with the backend ``name`` (or ``auto``).
-
-    ``model_path`` may be a model directory (a calibration output or installed bundle): the artifact
-    that suits the backend and the ``precision`` option (``int8`` by default where one exists) is
-    chosen by :func:`edge.runtimes.artifacts.select_artifact`.
-    """
-    from edge.manifest import load_manifest_for  # noqa: PLC0415
-    from edge.runtimes.artifacts import select_artifact  # noqa: PLC0415
-
-    resolved = resolve_runtime_name(name)
-    precision = options.pop("precision", "auto")
-    artifact = select_artifact(model_path, resolved, precision)
-    if manifest is None:
-        manifest = load_manifest_for(artifact.manifest_source)
-    if artifact.precision and manifest.precision != artifact.precision:
-        manifest = manifest.updated(precision=artifact.precision)
-    logger.info("loading %s with %s (%s)", artifact.path, resolved, manifest.precision)
-    return _REGISTRY[resolved](artifact.path, manifest, **options)
-
-
-def _load_builtin() -> None:
-    # Importing the modules registers them; each imports its library lazily.
-    from edge.runtimes import onnxruntime_rt, openvino_rt, tensorrt_rt  # noqa: F401,PLC0415

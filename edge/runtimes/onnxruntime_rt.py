@@ -69,7 +69,8 @@ class OnnxRuntime(Runtime):
             raise InferenceError(f"onnxruntime: cannot load {self.model_path}: {exc}") from exc
         names = [i.name for i in self._session.get_inputs()]
         if self.input_name not in names:
-            raise InferenceError(f"onnxruntime: {self.model_path} has inputs {names}, manifest says '{self.input_name}'")
+            raise InferenceError(f"onnxruntime: {self.model_path} has inputs {names}, "
+                                 f"manifest says '{self.input_name}'")
         outs = [o.name for o in self._session.get_outputs()]
         missing = [n for n in self.output_names if n not in outs]
         if missing:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.config_runtime import OPENVINO_HINTS, OPENVINO_PRECISIONS
+from edge.config.runtime import OPENVINO_HINTS, OPENVINO_PRECISIONS
 from edge.errors import ConfigError, InferenceError
 from edge.runtimes.base import Runtime, register_runtime
 

@@ -4,7 +4,7 @@ The runtime never builds: engines are built on the device by ``gemsight-deploy b
 (which calls :func:`calibration.tensorrt.ensure_engine`) when a bundle is flashed. ``edge``
 imports nothing of ours, and a camera loop should not stall for minutes in a surprise build.
 Given a model directory (or a file in it) the engine is looked up in the engine cache under
-this device's key (:mod:`edge.engine_cache`); given an ``.engine``/``.plan`` file it is loaded as
+this device's key (:mod:`edge.runtimes.engine_cache`); given an ``.engine``/``.plan`` file it is loaded as
 is. No engine → :class:`RuntimeUnavailable` telling what to run.
 
 Buffers: page-locked host memory and device memory for ``max_batch`` images, one pair per I/O tensor
@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from edge import engine_cache
 from edge.contracts import DEFAULT_MAX_BATCH
 from edge.errors import InferenceError, RuntimeUnavailable
+from edge.runtimes import engine_cache
 from edge.runtimes.base import Runtime, register_runtime
 from edge.runtimes.tensorrt_io import buffer_shape, check_engine_io, read_engine_io
 
@@ -42,7 +42,7 @@ def locate_engine(model_path: str | Path, precision: str, max_batch: int, cache_
         model_path: an engine file, or a model directory / a file inside one.
         precision: the requested precision (part of the cache key).
         max_batch: the profile's largest batch (part of the cache key).
-        cache_dir: engine cache (default :func:`edge.engine_cache.default_cache_dir`).
+        cache_dir: engine cache (default :func:`edge.runtimes.engine_cache.default_cache_dir`).
         key: the cache key; computed for this device when ``None`` (needs TensorRT and pycuda).
         device_index: CUDA device.
         options: the builder options the engine was built with (part of the cache key).
@@ -70,7 +70,7 @@ def locate_engine(model_path: str | Path, precision: str, max_batch: int, cache_
 @register_runtime("tensorrt")
 class TensorRtRuntime(Runtime):
     """Options: ``engine_cache`` (directory), ``max_batch`` (must match the build; the edge passes
-    :func:`edge.config.engine_max_batch`, else :data:`edge.contracts.DEFAULT_MAX_BATCH`), ``device``
+    :func:`edge.config.device.engine_max_batch`, else :data:`edge.contracts.DEFAULT_MAX_BATCH`), ``device``
     (CUDA device index, default 0), and the builder options the engine was built with
     (``workspace_mb``, ``fp16_fallback``, ``dla_core``: part of its cache key)."""
 

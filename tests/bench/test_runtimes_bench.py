@@ -5,7 +5,7 @@ import pytest
 from bench.raw_runtimes import interleaved, open_raw, ratio_summary
 from bench.runtimes import adapter_options
 from edge.errors import ConfigError
-from edge.runtimes import available_runtimes, create_runtime
+from edge.runtimes.registry import available_runtimes, create_runtime
 
 
 @pytest.mark.parametrize("backend, extra", [("onnxruntime", {}), ("openvino", {"inference_precision": "f32"})])

@@ -14,7 +14,7 @@ from calibration.fpga import scale_violations
 from calibration.qdq import activation_qparams
 from calibration.trt_cache import read_cache
 from edge.manifest import load_manifest_for
-from edge.runtimes import create_runtime
+from edge.runtimes.registry import create_runtime
 from tests.helpers import make_images
 
 pytestmark = pytest.mark.slow

@@ -97,8 +97,8 @@ def test_ensure_engine_without_tensorrt(tmp_path, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["int8", "fp16", "fp32"])
 def test_build_cache_and_run_engine(tensorrt_gpu, calibrated, tmp_path, precision):
-    from edge import engine_cache
-    from edge.runtimes import create_runtime
+    from edge.runtimes import engine_cache
+    from edge.runtimes.registry import create_runtime
 
     cache = tmp_path / "engines"
     path = trt_build.ensure_engine(calibrated, cache, max_batch=4, precision=precision)
@@ -131,7 +131,7 @@ def test_implicit_int8_from_cache(tensorrt_gpu, calibrated, tmp_path):
     import tensorrt
 
     from calibration.trt_api import TrtApi
-    from edge import engine_cache
+    from edge.runtimes import engine_cache
 
     d = tmp_path / "model"
     shutil.copytree(calibrated, d)

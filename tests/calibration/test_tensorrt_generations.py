@@ -16,11 +16,12 @@ import pytest
 from calibration import tensorrt as trt_build
 from calibration.trt_api import TrtApi
 from calibration.trt_inspect import count_int8_layers
-from edge import engine_cache, engine_platform
+from edge import platform as engine_platform
 from edge.contracts import DEFAULT_CLASSES
-from edge.engine_cache import BuildOptions
 from edge.errors import CalibrationError
 from edge.manifest import InputSpec, Manifest
+from edge.runtimes import engine_cache
+from edge.runtimes.engine_cache import BuildOptions
 from tests.fake_tensorrt import NA, make_pycuda, make_tensorrt
 
 

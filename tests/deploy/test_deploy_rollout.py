@@ -36,7 +36,7 @@ def fleet(installed_template, tmp_path):
     """20 device roots on 1.0.0; the canary (case-00) pins the class list in its edge.yaml."""
     devices = []
     for i in range(DEVICES):
-        root = clone_root(installed_template, tmp_path / "fleet" / f"case-{i:02d}")
+        clone_root(installed_template, tmp_path / "fleet" / f"case-{i:02d}")
         devices.append({"id": f"case-{i:02d}", "root": f"fleet/case-{i:02d}"})
     text = (resources.files("edge") / "defaults" / "edge.yaml").read_text()
     pinned = text.replace("device: case-01", "device: case-00").replace("  # classes: [ring", "  classes: [ring")

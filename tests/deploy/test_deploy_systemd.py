@@ -102,7 +102,7 @@ def test_install_lays_out_a_root(installed, keys, tmp_path):
     assert "u gemsight" in layout.sysusers_path.read_text() and "m gemsight video" in layout.sysusers_path.read_text()
     assert "GEMSIGHT_ENGINE_CACHE=/var/lib/gemsight/engines" in layout.env_path.read_text()
     assert (layout.keys_dir / f"{load_public_key(keys.pub).key_id}.pub").is_file()
-    from edge.config import load_config
+    from edge.config.device import load_config
     cfg = load_config(layout.config_path)
     assert cfg.device == "case-07"
     # CURVE by default: the device's key pair, the allow-list with deploy's own client, all named by edge.yaml.
@@ -124,7 +124,7 @@ def test_install_lays_out_a_root(installed, keys, tmp_path):
 
 
 def test_flash_on_installed_root_uses_device_config(installed, bundles):
-    # The smoke test opens the model through edge.model_loader with this edge.yaml.
+    # The smoke test opens the model through edge.loop.model with this edge.yaml.
     result = flash(bundles.v100, installed, FlashOptions(restart=False))
     assert result.smoke["backend"] in ("onnxruntime", "openvino")
     assert DeviceLayout(installed).current() == "1.0.0"
@@ -243,8 +243,8 @@ def test_sysusers_entry_creates_user_in_video_group(installed):
 
 def test_flash_hears_the_heartbeat_of_a_curve_edge_with_deploys_own_key(installed):
     from deploy.health import heartbeat_keys, wait_for_heartbeat
-    from edge.config import CurveConfig
-    from edge.publisher import Publisher
+    from edge.config.publish import CurveConfig
+    from edge.link.publisher import Publisher
 
     layout = DeviceLayout(installed)
     curve = CurveConfig(server_secret_key=str(layout.credentials_dir / "server.key_secret"),

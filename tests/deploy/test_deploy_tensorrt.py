@@ -14,8 +14,8 @@ from deploy.cli import main
 from deploy.flash import FlashOptions, flash
 from deploy.install import install
 from deploy.layout import DeviceLayout
-from edge import engine_platform
-from edge.engine_cache import ENV_CACHE_DIR, read_sidecar
+from edge import platform as engine_platform
+from edge.runtimes.engine_cache import ENV_CACHE_DIR, read_sidecar
 from tests.fake_tensorrt import make_pycuda, make_tensorrt
 
 

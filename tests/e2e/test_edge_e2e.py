@@ -4,14 +4,15 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import pytest
 
-from edge import messages
-from edge.config import parse_config
-from edge.listen import Listener
-from edge.loop import CameraLoop, run
+from edge.config.device import parse_config
+from edge.link import messages
+from edge.link.listen import Listener
+from edge.loop.run import CameraLoop, run
 from tests.helpers import MjpegServer
 from tests.helpers import Subscriber as LoopSubscriber
 
@@ -42,7 +43,8 @@ def _config(model, source, slots_file, precision="auto", **over):
                         "heartbeat_s": 0.5, "hwm": 100000, "curve": None},
             "metrics": {"port": None}}
     data.update(over)
-    return parse_config(data, "e2e.yaml")
+    # base_dir: the slot states' enrolments go to state/ beside the slots file (a temporary folder), not the cwd.
+    return parse_config(data, "e2e.yaml", base_dir=Path(slots_file).parent)
 
 
 class Subscriber(LoopSubscriber):

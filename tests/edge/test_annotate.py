@@ -3,11 +3,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.annotate import SETTLING, STABLE, AnnotatedWriter, draw, per_camera_paths
-from edge.config import SlotConfig
+from edge.config.device import SlotConfig
 from edge.errors import ConfigError
-from edge.postprocess import Postprocessor
-from edge.slots import SlotMap
+from edge.loop.annotate import SETTLING, STABLE, AnnotatedWriter, draw, per_camera_paths
+from edge.loop.postprocess import Postprocessor
+from edge.loop.slots import SlotMap
 
 CLASSES = ("ring", "watch", "empty")
 

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.cli import example_config
-from edge.config import WHOLE_FRAME_SLOT, load_config, parse_config, runtime_options
+from edge.cli.main import example_config
+from edge.config.device import load_config, parse_config, WHOLE_FRAME_SLOT
+from edge.config.runtime import runtime_options
 from edge.errors import ConfigError
 
 
@@ -158,7 +159,7 @@ def test_every_problem_is_listed_one_line_each(tmp_path):
 
 
 def test_check_names_a_misspelt_top_level_key(tmp_path, capsys):
-    from edge.cli import main
+    from edge.cli.main import main
 
     data = _base(camras=_base()["cameras"])
     del data["cameras"]
@@ -212,7 +213,7 @@ def test_publish_curve_must_be_written(tmp_path, publish, match):
 
 
 def test_engine_max_batch_is_every_slot_of_every_camera_unless_set():
-    from edge.config import engine_max_batch
+    from edge.config.device import engine_max_batch
 
     data = _base()
     data["cameras"].append({"id": "cam1", "source": "file:///b.mp4"})  # no slots: the whole frame

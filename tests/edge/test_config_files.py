@@ -9,11 +9,11 @@ import pytest
 import yaml
 import zmq
 
-from edge.config import load_config, load_slots_file, parse_config
+from edge.cli.check import check_device, check_endpoints
+from edge.config.device import load_config, load_slots_file, parse_config
+from edge.config.yaml_files import MAX_YAML_BYTES, MAX_YAML_DEPTH
 from edge.errors import ConfigError, ManifestError
 from edge.manifest import MAX_MANIFEST_BYTES, Manifest
-from edge.model_loader import check_device, check_endpoints
-from edge.yaml_files import MAX_YAML_BYTES, MAX_YAML_DEPTH
 
 SLOTS = [{"name": "r0c0", "rect": [0.0, 0.0, 0.5, 0.5]}, {"name": "r0c1", "rect": [0.5, 0.0, 1.0, 0.5]}]
 

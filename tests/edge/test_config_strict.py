@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pytest
 import yaml
 
-from edge.cli import main
-from edge.config import load_config, load_slots_file, parse_config
+from edge.cli.main import main
+from edge.config.device import load_config, load_slots_file, parse_config
 from edge.errors import ConfigError
 
 BASE = {"device": "case-01", "model": {"path": "m.onnx"}, "cameras": [{"id": "cam0", "source": "file:///v.mp4"}],

@@ -1,9 +1,9 @@
 """The values packages agree on, and the schema files that spell some of them again."""
 import re
 
-from edge import messages
-from edge.config import CameraConfig, SlotConfig
+from edge.config.device import CameraConfig, SlotConfig
 from edge.contracts import DEFAULT_CLASSES, ID_PATTERN, REQUIRED_STAGES, STAGES, max_batch_for
+from edge.link import messages
 
 
 def test_schemas_spell_the_id_pattern_and_stages_of_the_contracts():

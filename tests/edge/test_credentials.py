@@ -3,7 +3,7 @@ import pytest
 import zmq
 import zmq.auth
 
-from edge.credentials import is_name, load_curve_keys, resolve
+from edge.config.credentials import is_name, load_curve_keys, resolve
 from edge.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""CURVE certificates are validated when read (edge.credentials.CurveKeyPair): check, run and listen refuse a
+"""CURVE certificates are validated when read (edge.config.credentials.CurveKeyPair): check, run and listen refuse a
 damaged key in one line naming the file, instead of libzmq's "Invalid argument" when the socket is made."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import yaml
 import zmq
 
-from edge.cli import main
-from edge.config import CurveConfig
+from edge.cli.main import main
+from edge.config.publish import CurveConfig
 from edge.errors import ConfigError
-from edge.publisher import Publisher
+from edge.link.publisher import Publisher
 from tests.helpers import ANY, make_curve_files
 
 

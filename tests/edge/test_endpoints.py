@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from edge.config import parse_config
+from edge.config.device import parse_config
 from edge.errors import ConfigError
-from edge.link_policy import check_link, is_loopback
-from edge.publisher import Publisher
+from edge.link.policy import check_link, is_loopback
+from edge.link.publisher import Publisher
 
 SMUGGLED = "tcp://127.0.0.1:1;0.0.0.0:25555"
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from edge import engine_cache as ec
 from edge.errors import RuntimeUnavailable
+from edge.runtimes import engine_cache as ec
 
 
 def model_dir(tmp_path, cache_text="TRT-8601-EntropyCalibration2\ninput: 3f000000\n"):
@@ -110,7 +110,7 @@ def test_build_options_from_config_options():
 
 
 def test_config_defaults_are_the_builders():
-    from edge.config import TensorRtOptions
+    from edge.config.runtime import TensorRtOptions
 
     fields = TensorRtOptions.model_fields
     assert ec.BuildOptions() == ec.BuildOptions(fields["workspace_mb"].default, fields["fp16_fallback"].default,
@@ -118,7 +118,7 @@ def test_config_defaults_are_the_builders():
 
 
 def test_system_release(tmp_path):
-    from edge.engine_platform import cuda_version_text, system_release
+    from edge.platform import cuda_version_text, system_release
 
     assert system_release(tmp_path) == "unknown"
     (tmp_path / "proc/driver/nvidia").mkdir(parents=True)

@@ -6,10 +6,10 @@ import types
 
 import pytest
 
-from edge import environment
-from edge.config import parse_config
+from edge.cli import environment
+from edge.cli.check import check_device
+from edge.config.device import parse_config
 from edge.errors import RuntimeUnavailable
-from edge.model_loader import check_device
 from tests.fake_tensorrt import make_tensorrt
 
 

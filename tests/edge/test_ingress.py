@@ -1,4 +1,4 @@
-"""What the edge's sockets accept from the network (edge.ingress): real sockets and raw TCP on loopback."""
+"""What the edge's sockets accept from the network (edge.link.ingress): real sockets and raw TCP on loopback."""
 from __future__ import annotations
 
 import socket
@@ -9,10 +9,10 @@ import tracemalloc
 import pytest
 import zmq
 
-from edge import messages
-from edge.ingress import MAX_REQUEST_BYTES
-from edge.listen import Listener
-from edge.publisher import Publisher
+from edge.link import messages
+from edge.link.ingress import MAX_REQUEST_BYTES
+from edge.link.listen import Listener
+from edge.link.publisher import Publisher
 from tests.helpers import ANY, make_curve_files, make_labels
 
 
@@ -87,7 +87,7 @@ def test_a1_limits_leave_room_for_a_real_curve_handshake(tmp_path):
 
 
 def _curve(curve):
-    from edge.config import CurveConfig
+    from edge.config.publish import CurveConfig
 
     return CurveConfig(**curve.config)
 

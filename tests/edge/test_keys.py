@@ -8,7 +8,7 @@ import yaml
 import zmq
 import zmq.auth
 
-from edge.cli import main as cli_main
+from edge.cli.main import main as cli_main
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
 

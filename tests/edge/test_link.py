@@ -8,14 +8,14 @@ import time
 import pytest
 import zmq
 
-from edge import allowlist
-from edge.cli import main as cli_main
+from edge.cli.main import main as cli_main
 from edge.errors import ConfigError, LinkError
-from edge.keys import allow, revoke
-from edge.link import ClientKeys, Link
-from edge.listen import Listener
-from edge.link_policy import check_link, is_loopback
-from edge.publisher import Publisher
+from edge.link import allowlist
+from edge.link.client import ClientKeys, Link
+from edge.link.keys import allow, revoke
+from edge.link.listen import Listener
+from edge.link.policy import check_link, is_loopback
+from edge.link.publisher import Publisher
 from tests.helpers import ANY, make_curve_files, make_labels
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
@@ -32,7 +32,7 @@ def fast_reload(monkeypatch):
 
 
 def _config(curve):
-    from edge.config import CurveConfig
+    from edge.config.publish import CurveConfig
 
     return CurveConfig(**curve.config)
 
@@ -112,7 +112,7 @@ def test_publishers_come_and_go_in_one_process(curve):
 def test_a_refused_request_link_never_blocks_a_send(curve, caplog):
     """After a refused handshake libzmq may drop the REQ socket's only pipe (it does not reconnect after an
     authentication error); a plain blocking send then waits forever (CI hung here once). Link.send is bounded."""
-    caplog.set_level(logging.ERROR, logger="edge.allowlist")
+    caplog.set_level(logging.ERROR, logger="edge.link.allowlist")
     stranger = curve.client_keys(secret=curve.stranger_secret)
     with Publisher("case-01", ANY, ANY, curve=_config(curve)) as pub:
         for attempt in range(40):
@@ -140,7 +140,7 @@ def test_a_refused_request_link_never_blocks_a_send(curve, caplog):
 
 
 def test_a_refused_snapshot_request_fails_within_its_timeout(curve, caplog):
-    caplog.set_level(logging.ERROR, logger="edge.allowlist")
+    caplog.set_level(logging.ERROR, logger="edge.link.allowlist")
     stranger = curve.client_keys(secret=curve.stranger_secret)
     with Publisher("case-01", ANY, ANY, curve=_config(curve)) as pub:
         for keys in (stranger, None) * 5:
@@ -205,7 +205,7 @@ def test_plaintext_is_refused_off_loopback_unless_insecure(caplog):
 
 
 def test_check_link_reports_and_refuses(curve, tmp_path):
-    from edge.config import PublishConfig
+    from edge.config.publish import PublishConfig
 
     assert check_link(PublishConfig(curve=_config(curve)), insecure=False) == "link: CURVE, 1 allowed client(s) (kiosk-1)"
     plain = PublishConfig(endpoint="tcp://0.0.0.0:5555", curve=None)
@@ -215,7 +215,7 @@ def test_check_link_reports_and_refuses(curve, tmp_path):
 
 
 def test_server_key_and_allow_list_errors(curve, tmp_path, caplog):
-    from edge.config import CurveConfig
+    from edge.config.publish import CurveConfig
 
     def cfg(**over):
         return CurveConfig(**{**curve.config, **over})

@@ -13,10 +13,10 @@ import time
 import pytest
 import zmq
 
-from edge import messages
 from edge.errors import ConfigError, MessageError
-from edge.listen import Listener, add_arguments, run
-from edge.publisher import Publisher
+from edge.link import messages
+from edge.link.listen import Listener, add_arguments, run
+from edge.link.publisher import Publisher
 from tests.helpers import ANY, make_labels
 
 ROOT_PREFIX = b"gemsight/"
@@ -226,7 +226,7 @@ def test_listen_bad_arguments(argv, match):
 
 def test_listen_module_main_runs_as_a_command():
     with Publisher("case-01", ANY, curve=None) as pub:
-        proc = subprocess.Popen([sys.executable, "-m", "edge.listen", pub.endpoint, "--plaintext", "--json", "--count", "3",
+        proc = subprocess.Popen([sys.executable, "-m", "edge.link.listen", pub.endpoint, "--plaintext", "--json", "--count", "3",
                                  "--timeout", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 20
         while proc.poll() is None and time.monotonic() < deadline:
@@ -235,14 +235,14 @@ def test_listen_module_main_runs_as_a_command():
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert len([json.loads(line) for line in out.splitlines()]) == 3
-    bad = subprocess.run([sys.executable, "-m", "edge.listen", "nonsense", "--plaintext"], capture_output=True,
+    bad = subprocess.run([sys.executable, "-m", "edge.link.listen", "nonsense", "--plaintext"], capture_output=True,
                          text=True, timeout=30)
     assert bad.returncode == 2 and "gemsight-listen: error: device endpoint 'nonsense'" in bad.stderr
 
 
 def test_renderer_reports_gaps_in_line_mode_and_keeps_json_stdout_clean(caplog):
-    from edge.listen import Event
-    from edge.listen_view import Renderer
+    from edge.link.listen_view import Event
+    from edge.link.listen_view import Renderer
 
     msg = make_labels("cam0")
     msg["seq"] = 9

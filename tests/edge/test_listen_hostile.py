@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from edge import messages
-from edge.listen import HARD_MAX_BYTES, MAX_MESSAGE_BYTES, Listener, add_arguments, run
-from edge.listen_view import Renderer
-from tests.edge.test_listen import Tty, join, raw_pub, send_heartbeat, send_labels
+from edge.link import messages
+from edge.link.listen import HARD_MAX_BYTES, MAX_MESSAGE_BYTES, Listener, add_arguments, run
+from edge.link.listen_view import Renderer
+from tests.edge.test_listen import join, raw_pub, send_heartbeat, send_labels
 from tests.helpers import make_labels
 
 LABELS = b"gemsight/case-01/cam0/labels"
@@ -95,7 +95,7 @@ def test_b1_table_mode_shows_lone_surrogates_escaped():
 
 @pytest.mark.parametrize("codec", ["utf-16", "utf-32", "utf-16-le", "latin-1"])
 def test_b1_a_payload_that_is_not_utf8_is_skipped_in_json_mode(codec, caplog):
-    caplog.set_level(logging.WARNING, logger="edge.listen")
+    caplog.set_level(logging.WARNING, logger="edge.link.listen")
     out = _stdout()
 
     def publish(sock, i):
@@ -110,7 +110,7 @@ def test_b1_a_payload_that_is_not_utf8_is_skipped_in_json_mode(codec, caplog):
 
 
 def test_b2_a_message_over_the_limit_is_skipped_with_a_warning(caplog):
-    caplog.set_level(logging.WARNING, logger="edge.listen")
+    caplog.set_level(logging.WARNING, logger="edge.link.listen")
     sock, endpoint = raw_pub()
     with Listener(endpoint, plaintext=True) as lis:
         join(lambda: send_heartbeat(sock, {}), lis)
@@ -125,7 +125,7 @@ def test_b2_a_message_over_the_limit_is_skipped_with_a_warning(caplog):
 
 
 def test_b2_a_message_over_the_hard_limit_is_said_and_the_listener_hears_again(caplog):
-    caplog.set_level(logging.WARNING, logger="edge.listen")
+    caplog.set_level(logging.WARNING, logger="edge.link.listen")
     sock, endpoint = raw_pub()
     with Listener(endpoint, plaintext=True) as lis:
         join(lambda: send_heartbeat(sock, {}), lis)

@@ -10,9 +10,9 @@ import time
 
 import zmq
 
-from edge import messages
-from edge.listen import Listener, add_arguments, run
-from edge.listen_view import Renderer
+from edge.link import messages
+from edge.link.listen import Listener, add_arguments, run
+from edge.link.listen_view import Renderer
 from tests.edge.test_listen import Tty, join, raw_pub, send_heartbeat, send_labels
 from tests.helpers import make_labels
 
@@ -69,7 +69,7 @@ def _send_bad(sock: zmq.Socket) -> None:
 
 
 def test_listener_counts_and_skips_every_malformed_message(caplog):
-    caplog.set_level(logging.WARNING, logger="edge.listen")
+    caplog.set_level(logging.WARNING, logger="edge.link.listen")
     sock, endpoint = raw_pub()
     with Listener(endpoint, plaintext=True) as lis:
         join(lambda: send_heartbeat(sock, {}), lis)
@@ -79,7 +79,7 @@ def test_listener_counts_and_skips_every_malformed_message(caplog):
         ev = lis.recv(3.0)
         assert ev is not None and ev.kind == "labels" and ev.msg["seq"] == 0
         assert lis.rejected == len(BAD)
-        records = [r for r in caplog.records if r.name == "edge.listen"]
+        records = [r for r in caplog.records if r.name == "edge.link.listen"]
         assert len(records) == len(BAD)
         for r in records:  # one line each, bounded, naming what was wrong
             text = r.getMessage()

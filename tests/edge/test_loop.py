@@ -13,14 +13,14 @@ import onnx
 import pytest
 import yaml
 
-from edge import messages
-from edge.cli import main as cli_main
-from edge.config import parse_config
+from edge.cli.main import main as cli_main
+from edge.config.device import parse_config
 from edge.errors import ConfigError, ManifestError, RuntimeUnavailable
-from edge.listen import Listener
-from edge.loop import CameraLoop, run
+from edge.link import messages
+from edge.link.listen import Listener
+from edge.loop.run import CameraLoop, run
 from edge.manifest import Manifest
-from edge.runtimes import available_runtimes
+from edge.runtimes.registry import available_runtimes
 from tests.helpers import Subscriber, write_video
 
 SLOTS = [{"name": "a", "rect": [0, 0, 0.5, 0.5]}, {"name": "b", "rect": [0.5, 0, 1, 0.5]},

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from edge.config import parse_config
+from edge.config.device import parse_config
 from edge.contracts import BREAKDOWN
 from edge.errors import DataError
-from edge.loop import CameraLoop
+from edge.loop.run import CameraLoop
 from edge.manifest import InputSpec
 from edge.preprocess import BatchWriter, normalize, preprocess_batch, resize_to
 from tests.helpers import write_video

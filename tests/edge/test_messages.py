@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from edge import messages
 from edge.contracts import DEFAULT_CLASSES
 from edge.errors import MessageError
-from edge.postprocess import Postprocessor
+from edge.link import messages
+from edge.loop.postprocess import Postprocessor
 
 MODEL = {"name": "gemsight-resnet18", "version": "1.0.0", "precision": "int8", "backend": "onnxruntime"}
 LAT = {"capture": 1.25, "preprocess": 2.0, "infer": 12.3456789, "postprocess": 0.1}

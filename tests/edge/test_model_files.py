@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from deploy.bundle import format_sums
-from edge.cli import main
-from edge.config import parse_config
+from edge.cli.main import main
+from edge.config.device import parse_config
 from edge.errors import ManifestError
-from edge.loop import run
+from edge.loop.run import run
 from edge.manifest import file_digest
-from edge.model_files import verify_checksums
+from edge.runtimes.model_files import verify_checksums
 from tests.helpers import write_video
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from edge.contracts import DEFAULT_CLASSES
 from edge.errors import ConfigError, InferenceError
-from edge.postprocess import Postprocessor, softmax
+from edge.loop.postprocess import Postprocessor, softmax
 
 
 def onehot_logits(labels: list[str], strength: float = 8.0) -> np.ndarray:

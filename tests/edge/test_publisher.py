@@ -7,9 +7,9 @@ import time
 import pytest
 import zmq
 
-from edge import messages
 from edge.errors import ConfigError, MessageError
-from edge.publisher import Publisher
+from edge.link import messages
+from edge.link.publisher import Publisher
 from tests.helpers import ANY, make_labels
 
 

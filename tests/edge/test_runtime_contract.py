@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from edge.errors import InferenceError, RuntimeUnavailable
-from edge.runtimes import available_runtimes, create_runtime, registered_runtimes
+from edge.runtimes.registry import available_runtimes, create_runtime, registered_runtimes
 
 NAMES = sorted(registered_runtimes())
 MARKS = {"openvino": [pytest.mark.openvino], "tensorrt": [pytest.mark.gpu]}

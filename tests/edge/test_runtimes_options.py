@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import yaml
 
-from edge.cli import example_config
-from edge.config import parse_config, runtime_options
+from edge.cli.main import example_config
+from edge.config.device import parse_config
+from edge.config.runtime import runtime_options
 from edge.errors import ConfigError
-from edge.runtimes import available_runtimes, create_runtime
+from edge.runtimes.registry import available_runtimes, create_runtime
 
 needs_openvino = pytest.mark.skipif(available_runtimes().get("openvino") is not None, reason="openvino not installed")
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from edge.errors import ConfigError, InferenceError
-from edge.runtimes import available_runtimes, create_runtime
+from edge.runtimes.registry import available_runtimes, create_runtime
 
 
 def test_onnxruntime_and_openvino_agree(untrained_onnx):

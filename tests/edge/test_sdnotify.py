@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from edge.sdnotify import SdNotifier
+from edge.loop.sdnotify import SdNotifier
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import logging
 import numpy as np
 import pytest
 
-from edge.config import SlotConfig
-from edge.config_states import StatesConfig
-from edge.device_requests import handlers
-from edge.enrolment import EnrolmentError, EnrolmentStore, model_key, slot_map_digest
+from edge.config.device import SlotConfig
+from edge.config.states import StatesConfig
+from edge.loop.device_requests import handlers
+from edge.loop.enrolment import EnrolmentError, EnrolmentStore, model_key, slot_map_digest
+from edge.loop.slot_states import OCCLUDED_REASON, SlotTracker, UnknownSlot
+from edge.loop.slots import SlotMap
 from edge.manifest import EmbeddingSpec, Manifest
-from edge.slot_states import OCCLUDED_REASON, SlotTracker, UnknownSlot
-from edge.slots import SlotMap
 
 DIM = 8
 SLOTS = [SlotConfig(name="r0c0", rect=(0.0, 0.0, 0.5, 1.0)), SlotConfig(name="r0c1", rect=(0.5, 0.0, 1.0, 1.0))]

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from edge.config import SlotConfig
+from edge.config.device import SlotConfig
 from edge.errors import ConfigError, DataError
-from edge.slots import SlotMap
+from edge.loop.slots import SlotMap
 
 SLOTS = (SlotConfig(name="a", rect=(0.0, 0.0, 0.5, 0.5)), SlotConfig(name="b", rect=(0.25, 0.5, 1.0, 1.0)))
 

@@ -1,16 +1,18 @@
 """Which pipeline a camera URI becomes on each platform: FFmpeg on the CPU here, the Jetson's
 hardware decoder and converter (GStreamer) on a Jetson whose OpenCV has GStreamer.
 
-There is no Jetson here: the platform is what ``edge.engine_platform.is_jetson`` and OpenCV's build
+There is no Jetson here: the platform is what ``edge.platform.is_jetson`` and OpenCV's build
 information say, and the tests set them; the strings are checked element by element.
 """
 from __future__ import annotations
 
 import pytest
 
-from edge import engine_platform, source_uri
+from edge import platform as engine_platform
+from edge.capture import uri as source_uri
+from edge.capture.uri import csi_pipeline, hardware_decode_available, parse_source, rtsp_pipeline
+from edge.config.credentials import redact
 from edge.errors import ConfigError
-from edge.source_uri import csi_pipeline, hardware_decode_available, parse_source, redact, rtsp_pipeline
 
 HW_RTSP = ("rtspsrc location=\"rtsp://cam.local:554/s1\" latency=200 ! rtph264depay ! h264parse ! nvv4l2decoder ! "
            "nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert ! video/x-raw, format=(string)BGR ! "

@@ -7,8 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.capture.sources import CameraSource, Status, substituted
+from edge.capture.uri import parse_source, read_credentials
+from edge.config.credentials import redact
 from edge.errors import ConfigError, SourceError
-from edge.sources import CameraSource, Status, parse_source, read_credentials, redact, substituted
 from tests.helpers import MjpegServer, write_video
 
 

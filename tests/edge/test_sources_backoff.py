@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 import time
 
-from edge.sources import CameraSource, Status
+from edge.capture.sources import CameraSource, Status
 from tests.edge.test_sources import _wait
 from tests.helpers import write_video
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge.errors import InferenceError
-from edge.runtimes import create_runtime
+from edge.runtimes.registry import create_runtime
 from tests.edge.fake_trt_infer import GENERATIONS, State, make_pycuda, make_tensorrt, write_model, write_plan
 
 SIZE, DIM, CLASSES = 16, 16, 4

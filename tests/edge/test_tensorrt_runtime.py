@@ -2,10 +2,10 @@ import sys
 
 import pytest
 
-from edge import engine_cache as ec
-from edge.engine_platform import Platform
 from edge.errors import RuntimeUnavailable
-from edge.runtimes import available_runtimes, create_runtime
+from edge.platform import Platform
+from edge.runtimes import engine_cache as ec
+from edge.runtimes.registry import available_runtimes, create_runtime
 from edge.runtimes.tensorrt_rt import TensorRtRuntime, locate_engine
 
 

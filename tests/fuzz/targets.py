@@ -80,8 +80,8 @@ BASE_SLOTS = {"slots": [{"name": f"r{r}c{c}", "rect": [c / 4, r / 3, (c + 1) / 4
 
 @contextlib.contextmanager
 def _config(workdir: Path) -> Iterator[tuple[st.SearchStrategy, Check]]:
-    from edge.config import load_config  # noqa: PLC0415
-    from edge.source_uri import parse_source  # noqa: PLC0415
+    from edge.capture.uri import parse_source  # noqa: PLC0415
+    from edge.config.device import load_config  # noqa: PLC0415
 
     (workdir / "case.slots.yaml").write_text(yaml.safe_dump(BASE_SLOTS))
     path = workdir / "edge.yaml"
@@ -145,8 +145,8 @@ SLOT = st.fixed_dictionaries({"name": st.one_of(st.sampled_from(["a", "b", "c", 
 
 @contextlib.contextmanager
 def _slots(workdir: Path) -> Iterator[tuple[st.SearchStrategy, Check]]:
-    from edge.config import load_slots_file  # noqa: PLC0415
-    from edge.slots import SlotMap  # noqa: PLC0415
+    from edge.config.device import load_slots_file  # noqa: PLC0415
+    from edge.loop.slots import SlotMap  # noqa: PLC0415
 
     path = workdir / "case.slots.yaml"
 
@@ -340,8 +340,9 @@ def header_edits(bundle: bytes) -> st.SearchStrategy[bytes]:
 # -- snapshot requests on a real Publisher -------------------------------------------------------
 @contextlib.contextmanager
 def _snapshot(workdir: Path) -> Iterator[tuple[st.SearchStrategy, Check]]:
-    from edge import messages  # noqa: PLC0415
-    from edge.publisher import MAX_REQUEST_BYTES, Publisher  # noqa: PLC0415
+    from edge.link import messages  # noqa: PLC0415
+    from edge.link.ingress import MAX_REQUEST_BYTES  # noqa: PLC0415
+    from edge.link.publisher import Publisher
     from tests.helpers import make_labels  # noqa: PLC0415
 
     ctx = zmq.Context.instance()
@@ -380,9 +381,9 @@ def _snapshot(workdir: Path) -> Iterator[tuple[st.SearchStrategy, Check]]:
 # -- labels / status / heartbeat as a consumer parses them ---------------------------------------
 @contextlib.contextmanager
 def _messages(workdir: Path) -> Iterator[tuple[st.SearchStrategy, Check]]:
-    from edge import messages  # noqa: PLC0415
-    from edge.listen import Listener  # noqa: PLC0415
-    from edge.listen_view import Renderer  # noqa: PLC0415
+    from edge.link import messages  # noqa: PLC0415
+    from edge.link.listen import Listener  # noqa: PLC0415
+    from edge.link.listen_view import Renderer  # noqa: PLC0415
     from tests.helpers import make_labels  # noqa: PLC0415
 
     labels = make_labels("cam0")

@@ -74,7 +74,7 @@ def _surrogate_strings(draw: st.DrawFn) -> tuple[bytes, bytes]:
 
 
 def _oversize(which: str) -> tuple[bytes, bytes]:
-    from edge.listen import HARD_MAX_BYTES, MAX_MESSAGE_BYTES  # noqa: PLC0415
+    from edge.link.listen import HARD_MAX_BYTES, MAX_MESSAGE_BYTES  # noqa: PLC0415
 
     return TOPICS["labels"], b" " * ((HARD_MAX_BYTES if which == "hard" else MAX_MESSAGE_BYTES) + 1)
 
@@ -87,9 +87,9 @@ MESSAGE = pick(_reencoded(), _surrogate_strings(),
 
 @contextlib.contextmanager
 def open_listen(workdir: Path) -> Iterator[tuple[st.SearchStrategy, object]]:
-    from edge import messages  # noqa: PLC0415
-    from edge.listen import Listener  # noqa: PLC0415
-    from edge.listen_view import Renderer  # noqa: PLC0415
+    from edge.link import messages  # noqa: PLC0415
+    from edge.link.listen import Listener  # noqa: PLC0415
+    from edge.link.listen_view import Renderer  # noqa: PLC0415
     from tests.helpers import make_labels  # noqa: PLC0415
 
     pub = zmq.Context.instance().socket(zmq.PUB)

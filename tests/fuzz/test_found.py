@@ -6,7 +6,7 @@ import json
 import pytest
 
 from deploy.verify import extract_verified, verify_bundle
-from edge.config import load_config
+from edge.config.device import load_config
 from edge.errors import BundleError, ConfigError
 from tests.fuzz.targets import BASE_MANIFEST, _bundle
 
@@ -109,7 +109,7 @@ def test_accepted_bundle_still_extracts(build, tmp_path):
     ("csi://0?flip=abc", "flip=abc must be 0..7"),            # int("abc") raised ValueError
 ])
 def test_source_uris_that_passed_the_config_but_crashed_parse_source(uri, needle):
-    from edge.source_uri import parse_source  # noqa: PLC0415
+    from edge.capture.uri import parse_source  # noqa: PLC0415
 
     with pytest.raises(ConfigError, match=needle):
         parse_source(uri)
@@ -117,7 +117,7 @@ def test_source_uris_that_passed_the_config_but_crashed_parse_source(uri, needle
 
 def test_a_source_with_a_newline_is_refused_by_the_config():
     # Was: accepted, then every later error echoing the URI spanned two lines.
-    from edge.config import parse_config  # noqa: PLC0415
+    from edge.config.device import parse_config  # noqa: PLC0415
 
     data = {"device": "d", "model": {"path": "m"}, "publish": {"curve": None},
             "cameras": [{"id": "c", "source": "file:///a.mp4\nrealtime=0"}]}
@@ -129,9 +129,9 @@ def test_terminal_control_sequences_from_a_publisher_are_shown_not_obeyed():
     # Was: a label "\x1b[2J" cleared the listener's terminal; a status detail could retitle it.
     import io  # noqa: PLC0415
 
-    from edge import messages  # noqa: PLC0415
-    from edge.listen import Event  # noqa: PLC0415
-    from edge.listen_view import Renderer  # noqa: PLC0415
+    from edge.link import messages  # noqa: PLC0415
+    from edge.link.listen_view import Event  # noqa: PLC0415
+    from edge.link.listen_view import Renderer  # noqa: PLC0415
     from tests.helpers import make_labels  # noqa: PLC0415
 
     labels = make_labels("cam0")
@@ -151,7 +151,7 @@ def test_terminal_control_sequences_from_a_publisher_are_shown_not_obeyed():
 
 def test_keys_and_tags_with_line_breaks_stay_on_their_line(tmp_path):
     # Was: a runtime name or an unknown key holding "\n" split one problem over two lines.
-    from edge.config import parse_config  # noqa: PLC0415
+    from edge.config.device import parse_config  # noqa: PLC0415
     from edge.errors import ManifestError  # noqa: PLC0415
     from edge.manifest import Manifest  # noqa: PLC0415
 

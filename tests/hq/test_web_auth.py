@@ -1,8 +1,6 @@
 """The chain page on the kiosk's auth: server-side sessions, disabled users, the login limit, CSRF, the body limit."""
 from __future__ import annotations
 
-import io
-import sys
 
 import httpx
 import psycopg

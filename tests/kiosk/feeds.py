@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from edge import messages
+from edge.link import messages
 
 MODEL = {"name": "m", "version": "1.0.0", "precision": "int8", "backend": "onnxruntime"}
 LAT = {"capture": 1.0, "preprocess": 2.0, "infer": 3.0, "postprocess": 0.1}

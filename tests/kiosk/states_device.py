@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import zmq
 
-from edge import messages
+from edge.link import messages
 
 from .states_feeds import ENROLMENT, SEEN
 

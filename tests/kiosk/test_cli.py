@@ -55,8 +55,8 @@ def test_bad_config_is_one_line_per_problem(tmp_path, capsys):
     cfg = write_config(tmp_path, policies={"burst_slots": 0}, stroe="x")
     assert main(["check", "--config", cfg]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("gemsight-kiosk: error: ") and any("stroe: unknown field" in l for l in err)
-    assert any("policies.burst_slots: Input should be greater than or equal to 1" in l for l in err)
+    assert err[0].startswith("gemsight-kiosk: error: ") and any("stroe: unknown field" in line for line in err)
+    assert any("policies.burst_slots: Input should be greater than or equal to 1" in line for line in err)
 
 
 def test_check_reaches_every_device(tmp_path, capsys):

@@ -26,7 +26,7 @@ def test_csv_has_every_row_and_a_total():
     rep = reconcile(PLAN, {k: "empty" for k in PLAN})
     text = to_csv(rep, {"store": "Test", "user": "mia"})
     assert text.startswith("# store: Test\n# user: mia\n")
-    rows = list(csv.DictReader(io.StringIO("".join(l + "\n" for l in text.splitlines() if not l.startswith("#")))))
+    rows = list(csv.DictReader(io.StringIO("".join(line + "\n" for line in text.splitlines() if not line.startswith("#")))))
     assert [r["class"] for r in rows] == ["ring", "watch", ""]
     assert rows[-1]["case"] == "TOTAL" and rows[-1]["missing"] == "3"
 

@@ -9,8 +9,8 @@ import time
 
 from deploy.demo import make_link_keys
 from deploy.demo_kiosk import start_kiosk, stop_kiosk
-from edge.config_publish import CurveConfig
-from edge.publisher import Publisher
+from edge.config.publish import CurveConfig
+from edge.link.publisher import Publisher
 
 from .feeds import labels
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
-from edge import messages
+from edge.link import messages
 from kiosk.config import parse_config
 from kiosk.engine import ActionError, Engine
-from kiosk.incident import Incident
+from kiosk.incident import Cond, Incident, incident_key, slot_incident_key
 
 from .feeds import config_dict, heartbeat, labels, status
 
@@ -191,6 +192,21 @@ def test_planogram_slots_the_camera_does_not_report_are_logged(tmp_path, caplog)
     e = engine(tmp_path)
     e.on_labels(labels({"r0c0": "ring", "r0c1": "ring"}, seq=0), T0)
     assert "case-01/cam0: planogram slots the camera does not report (never checked): ['r1c0', 'r1c1']" in caplog.text
+
+
+def test_a_slots_condition_is_a_state_that_serialises_as_its_value(tmp_path):
+    """``SlotView.cond`` is a :class:`~kiosk.incident.Cond`; the page and the API get its plain value, and the
+    slot's incident is found under the one key :func:`~kiosk.incident.incident_key` gives every slot kind."""
+    e = engine(tmp_path, policies={"empty_grace_s": 60})
+    e.on_labels(labels(FULL, seq=0), T0)
+    e.on_labels(labels({**FULL, "r0c0": "empty"}, seq=1), T0 + 1)
+    inc, = opened(e.tick(T0 + 61.5))
+    sv = e.slots[("case-01", "cam0", "r0c0")]
+    assert sv.cond is Cond.MISSING
+    cell = json.loads(json.dumps(e.slot_dict(("case-01", "cam0", "r0c0"))))
+    assert (cell["cond"], cell["alarm"]) == ("missing", True)
+    assert incident_key(Cond.MISSING, "case-01", "cam0", "r0c0") == incident_key("swapped", "case-01", "cam0", "r0c0")
+    assert e.open[slot_incident_key(("case-01", "cam0", "r0c0"))] is inc and inc.key == ("slot", "case-01", "cam0", "r0c0")
 
 
 def test_a_video_file_that_ended_is_shown_as_ended_never_as_an_incident(tmp_path):

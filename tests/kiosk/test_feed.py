@@ -164,9 +164,9 @@ def test_restart_keeps_incidents_planogram_and_counts(tmp_path, device):
 
 def test_a_device_whose_allow_list_lacks_the_kiosk(tmp_path):
     """A real edge Publisher with CURVE and an allow-list: an unknown kiosk key is refused with the reason."""
-    from edge.config_publish import CurveConfig
-    from edge.keys import allow, create_key_pair
-    from edge.publisher import Publisher
+    from edge.config.publish import CurveConfig
+    from edge.link.keys import allow, create_key_pair
+    from edge.link.publisher import Publisher
 
     server_pub, server_sec = create_key_pair(tmp_path / "device", "server")
     _, kiosk_sec = create_key_pair(tmp_path / "kiosk", "kiosk")

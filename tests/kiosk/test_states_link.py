@@ -1,5 +1,5 @@
 """Slot states end to end on loopback: a real edge Publisher with CURVE and an allow-list, its request
-handlers (edge.device_requests) over a tracker double, and a real kiosk (feed, engine, SQLite, web):
+handlers (edge.loop.device_requests) over a tracker double, and a real kiosk (feed, engine, SQLite, web):
 schema-2 labels become a missing incident, the evidence crops come back over the authenticated link,
 enrolment names the refused slot, an unknown slot's evidence is the device's 404."""
 from __future__ import annotations
@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from deploy.demo import make_link_keys
-from edge.config_publish import CurveConfig
-from edge.device_requests import handlers
-from edge.publisher import Publisher
-from edge.slot_states import OCCLUDED_REASON, UnknownSlot
+from edge.config.publish import CurveConfig
+from edge.link.publisher import Publisher
+from edge.loop.device_requests import handlers
+from edge.loop.slot_states import OCCLUDED_REASON, UnknownSlot
 from kiosk.config import parse_config
 from kiosk.device_requests import DeviceRequestError, request_evidence
 
@@ -21,7 +21,7 @@ from .test_web import login
 
 
 class Tracker:
-    """What edge.device_requests asks of a camera's slot tracker: enrol and evidence (a test double)."""
+    """What edge.loop.device_requests asks of a camera's slot tracker: enrol and evidence (a test double)."""
 
     def __init__(self) -> None:
         self.occluded = {"r1c0"}

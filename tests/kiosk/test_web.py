@@ -118,7 +118,7 @@ def test_manager_acknowledges_edits_and_counts(site):
     count = c.post("/api/counts", json={}, headers=h).json()
     assert count["user"] == "mia" and count["report"]["totals"]["expected"] == 2   # r0c1 is out for showing
     text = c.get(f"/api/counts/{count['id']}.csv").text
-    rows = list(csv.DictReader(io.StringIO("\n".join(l for l in text.splitlines() if not l.startswith("#")))))
+    rows = list(csv.DictReader(io.StringIO("\n".join(line for line in text.splitlines() if not line.startswith("#")))))
     assert [r["class"] for r in rows] == ["ring", "watch", ""] and rows[-1]["case"] == "TOTAL"
     assert f"# sha256: {count['digest']}" in text
     actions = [a["action"] for a in served.kiosk.history.audit_rows()]

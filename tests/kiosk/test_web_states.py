@@ -68,7 +68,7 @@ def test_evidence_for_an_unknown_camera_or_slot_is_404(site):
     for path, message in ((f"/evidence/{n}/cam9/r0c2/current.jpg", "unknown camera 'cam9' (cameras: cam0)"),
                           (f"/evidence/{n}/cam0/zz/current.jpg", "unknown slot 'zz' of camera cam0"),
                           (f"/evidence/{n}/cam0/r0c2/other.jpg", "no picture 'other' (reference or current)"),
-                          (f"/evidence/999/cam0/r0c2/current.jpg", "no current picture of cam0/r0c2 for incident 999")):
+                          ("/evidence/999/cam0/r0c2/current.jpg", "no current picture of cam0/r0c2 for incident 999")):
         r = c.get(path, headers={"accept": "application/json"})
         assert (r.status_code, r.json()) == (404, {"error": message}), path
 
@@ -121,6 +121,6 @@ def test_incidents_cli_lists_places_and_evidence_files(site, capsys):
     inc = open_missing(site, "r1c1", 3)
     assert main(["incidents", "--config", str(site[2])]) == 0
     out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if l.startswith(f"#{inc['id']} "))
+    line = next(row for row in out.splitlines() if row.startswith(f"#{inc['id']} "))
     assert "missing" in line and "case-01/cam0/r1c1" in line
     assert f"evidence/{inc['id']}/cam0/r1c1/current.jpg" in out and f"evidence/{inc['id']}/cam0/r1c1/reference.jpg" in out

@@ -12,7 +12,7 @@ import yaml
 
 from edge.manifest import Manifest, load_manifest_for
 from edge.preprocess import load_image, preprocess_batch
-from edge.runtimes import create_runtime
+from edge.runtimes.registry import create_runtime
 from trainer.args import parse_args
 from trainer.checkpoint import load_checkpoint, model_from_checkpoint
 from trainer.evaluate import evaluate_model

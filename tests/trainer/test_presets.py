@@ -241,7 +241,7 @@ def test_the_stem_follows_the_input_size_and_the_arch():
 
 def test_a_small_stem_run_exports_and_reloads_with_its_stem(tiny_data, tmp_path):
     from edge.preprocess import load_image, preprocess_batch
-    from edge.runtimes import create_runtime
+    from edge.runtimes.registry import create_runtime
     from trainer.checkpoint import model_from_checkpoint
 
     out = train(data=str(tiny_data), out=str(tmp_path / "run"), **{**TINY_RECIPE, "epochs": 1, "stem": "auto"})

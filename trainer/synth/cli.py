@@ -3,7 +3,8 @@
 Commands::
 
     gemsight-synth images OUT [--classes a,b,...] [--per-class N] [--size S] [--val-fraction F] [--seed K] [--workers N]
-    gemsight-synth video OUT.mp4 [--slots RxC] [--seconds T] [--fps F] [--size WxH] [--seed K] [--stock-seed K] [--classes ...]
+    gemsight-synth video OUT.mp4 [--slots RxC] [--seconds T] [--fps F] [--size WxH] [--seed K] [--stock-seed K]
+                                 [--classes ...]
     gemsight-synth day OUT.mp4 [--minutes M] [--fps F] [--slots RxC] [--size WxH] [--seed K] [--photos DIR]
                        [--grace-s S]
     gemsight-synth preview DATASET OUT.png [--per-class N]
@@ -21,6 +22,7 @@ from edge.cli_support import run_main, setup_logging
 from edge.contracts import DEFAULT_CLASSES
 from edge.errors import ConfigError
 from trainer import synth
+from trainer.synth.day import make_day
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +131,6 @@ def _run(argv: Sequence[str] | None) -> int:
         for key in ("video", "slots", "truth"):
             print(paths[key])
     elif args.command == "day":
-        from trainer.synth.day import make_day
-
         paths = make_day(args.out, minutes=args.minutes, fps=args.fps, slots=args.slots, size=args.size,
                          seed=args.seed, photos=args.photos, grace_s=args.grace_s)
         for key in ("video", "slots", "events"):

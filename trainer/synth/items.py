@@ -136,7 +136,8 @@ def draw_necklace(p: Painter, rng: np.random.Generator, s: int) -> None:
     pts = ellipse_points((cx, cy), rx, ry, ang, a0, a1, 120)
     wobble = rng.normal(0, 1, 4)
     tt = np.linspace(0, 1, len(pts))
-    pts += (s * 0.015) * np.stack([wobble[0] * np.sin(3 * np.pi * tt), wobble[1] * np.sin(2 * np.pi * tt + wobble[2])], 1)
+    pts += (s * 0.015) * np.stack([wobble[0] * np.sin(3 * np.pi * tt),
+                                   wobble[1] * np.sin(2 * np.pi * tt + wobble[2])], 1)
     if style == "pearls":
         r = s * rng.uniform(0.022, 0.034)
         idx = np.linspace(0, len(pts) - 1, max(6, int(_length(pts) / (2.05 * r)))).astype(int)
@@ -207,12 +208,14 @@ def draw_pendant(p: Painter, rng: np.random.Generator, s: int) -> None:
             gem(p, rng, c, 0.35 * rp, _gem_colour(rng), cut="round", metal=metal)
     elif style == "cross":
         a, b = 0.28 * rp, 1.15 * rp
-        for arm in ([[-a, -b], [a, -b], [a, b * 1.2], [-a, b * 1.2]], [[-0.8 * b, -a - 0.3 * rp], [0.8 * b, -a - 0.3 * rp],
-                                                                     [0.8 * b, a - 0.3 * rp], [-0.8 * b, a - 0.3 * rp]]):
+        for arm in ([[-a, -b], [a, -b], [a, b * 1.2], [-a, b * 1.2]],
+                    [[-0.8 * b, -a - 0.3 * rp], [0.8 * b, -a - 0.3 * rp], [0.8 * b, a - 0.3 * rp],
+                     [-0.8 * b, a - 0.3 * rp]]):
             p.poly(pose(arm), metal.mid)
         tube_path(p, pose([[0, -b], [0, b * 1.2]]), 0.5 * a, metal)
         col = _gem_colour(rng)
-        for q in ([0, -0.3 * rp], [0, -0.8 * rp], [0, 0.3 * rp], [0, 0.8 * rp], [-0.55 * b, -0.3 * rp], [0.55 * b, -0.3 * rp]):
+        for q in ([0, -0.3 * rp], [0, -0.8 * rp], [0, 0.3 * rp], [0, 0.8 * rp],
+                  [-0.55 * b, -0.3 * rp], [0.55 * b, -0.3 * rp]):
             p.circle(pose(q), 0.45 * a, bgr(col, 1.0, 25), mask=False)
     elif style == "coin":
         p.circle(c, rp, metal.dark)

@@ -80,7 +80,7 @@ def load_slots(path) -> list[tuple[str, list[float]]]:
     Raises:
         ConfigError: the file is missing, not YAML, or has no valid slots; names the file and field.
     """
-    from edge.yaml_files import load_yaml  # noqa: PLC0415 - bounded, refuses duplicate keys
+    from edge.config.yaml_files import load_yaml  # noqa: PLC0415 - bounded, refuses duplicate keys
 
     path = Path(path)
     doc = load_yaml(path, "slot map")

@@ -1,0 +1,106 @@
+"""Requests a kiosk (or ``gemsight-edge enrol``) makes of a device over its snapshot endpoint.
+
+The snapshot REP endpoint is authenticated like the labels (CURVE, the device's allow-list), so
+these requests are as private as the labels. One JSON frame in, one JSON frame out:
+
+* ``{"kind": "enrol", "camera": ID, "slots": [NAME, ...] | null}``: enrol the slots (all when null)
+  from their last still frames; a moving or covered slot is refused by name, an empty one too;
+* ``{"kind": "evidence", "camera": ID, "slot": NAME}``: the slot's crop in the latest frame and its
+  reference crop, base64 JPEGs.
+
+An unknown camera or slot is answered ``{"error": ..., "status": 404}``; a malformed request
+``{"error": ..., "status": 400}``.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any, Callable, Mapping
+
+from edge.errors import DataError
+from edge.loop.enrolment import EnrolmentError
+from edge.loop.slot_states import SlotTracker, UnknownSlot
+
+MAX_SLOTS_PER_REQUEST = 256
+
+
+def _error(status: int, text: str) -> dict[str, Any]:
+    return {"error": text, "status": status}
+
+
+def handlers(trackers: Mapping[str, SlotTracker]) -> dict[str, Callable[[dict], dict]]:
+    """The request handlers of a device whose cameras have these trackers (camera id → tracker)."""
+
+    def tracker(req: dict) -> SlotTracker | dict:
+        camera = req.get("camera")
+        if not isinstance(camera, str):
+            return _error(400, "request needs \"camera\": <camera id>")
+        if camera not in trackers:
+            return _error(404, f"unknown camera '{camera[:64]}' (cameras: {', '.join(trackers)})")
+        return trackers[camera]
+
+    def enrol(req: dict) -> dict:
+        if set(req) - {"kind", "camera", "slots"}:
+            return _error(400, "an enrol request is {\"kind\": \"enrol\", \"camera\": ID, \"slots\": [NAME, ...] | null}")
+        found = tracker(req)
+        if isinstance(found, dict):
+            return found
+        slots = req.get("slots")
+        if slots is not None and (not isinstance(slots, list) or not all(isinstance(s, str) for s in slots)
+                                  or len(slots) > MAX_SLOTS_PER_REQUEST):
+            return _error(400, "\"slots\" must be a list of slot names, or null for every slot")
+        try:
+            return found.enrol(slots)
+        except UnknownSlot as exc:
+            return _error(404, str(exc))
+        except EnrolmentError as exc:
+            return _error(409, str(exc))
+
+    def evidence(req: dict) -> dict:
+        if set(req) - {"kind", "camera", "slot"} or not isinstance(req.get("slot"), str):
+            return _error(400, "an evidence request is {\"kind\": \"evidence\", \"camera\": ID, \"slot\": NAME}")
+        found = tracker(req)
+        if isinstance(found, dict):
+            return found
+        try:
+            got = found.evidence(req["slot"])
+        except UnknownSlot as exc:
+            return _error(404, str(exc))
+        except DataError as exc:
+            return _error(503, str(exc))
+        return {"kind": "evidence", **got, "current": base64.b64encode(got["current"]).decode(),
+                "reference": base64.b64encode(got["reference"]).decode() if got["reference"] else None}
+
+    return {"enrol": enrol, "evidence": evidence}
+
+
+def ask(endpoint: str, keys: Any, request: Mapping[str, Any], *, timeout_s: float = 5.0,
+        plaintext: bool = False, device: str | None = None) -> dict[str, Any]:
+    """Send one request to a device's snapshot endpoint and return its JSON reply.
+
+    Args:
+        endpoint: the device's snapshot endpoint.
+        keys: the client's :class:`~edge.link.client.ClientKeys` (``None`` with ``plaintext``).
+        request: the request (see this module's docstring).
+
+    Raises:
+        LinkError: the device refused the handshake.
+        DataError: no reply within ``timeout_s``, or a reply that is not a JSON object.
+    """
+    import zmq  # noqa: PLC0415
+
+    from edge.link import messages  # noqa: PLC0415
+    from edge.link.client import Link  # noqa: PLC0415
+
+    with Link(zmq.REQ, endpoint, keys, plaintext=plaintext, device=device) as link:
+        reply = link.request(messages.encode(dict(request)), timeout_s)
+        link.check()
+    if reply is None:
+        raise DataError(f"{device or endpoint}: no answer within {timeout_s:g} s (is the device running, and this "
+                        "client in its allow-list?)")
+    try:
+        doc = messages.decode(reply)
+    except Exception as exc:  # noqa: BLE001 - any undecodable reply is the same problem to the caller
+        raise DataError(f"{device or endpoint}: the reply is not JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise DataError(f"{device or endpoint}: the reply is not a JSON object")
+    return doc

@@ -1,0 +1,372 @@
+"""Every slot's state, from its own reference piece: present, changed, empty, occluded or unenrolled.
+
+A store asks of each slot whether the piece that was there at opening is still there, and whether it is
+the same piece. The category the model reads answers neither reliably (a misread ring is not a
+missing ring), so each slot is compared with *its own* reference, recorded at enrolment:
+
+* a slot moves (a hand, a customer's sleeve) → ``occluded``: no decision until it has been still for
+  ``still_s``. Motion is a change of both the crop's pixels (a tiny grey thumbnail with light's gain
+  divided out, so a flicker or a slow lighting ramp is not motion) and of its embedding from one frame
+  to the next: the video codec's refreshes jolt the pixels of a plain empty tray without moving the
+  embedding, and a sparkle moves the embedding of a piece a little without its pixels;
+* once still: its embedding is within the slot's threshold of the reference → ``present`` (the reference
+  follows the slow changes of a piece it matches: the day's light), unless a hand came over it and what
+  lies there after the hand is another piece (its mean embedding and colour look over its first still
+  frames against those before the hand: another piece of the same kind passes the reference's threshold,
+  which the day's light needs); else the model reads ``empty`` → ``empty``; else → ``changed``;
+* a slot without a reference → ``unenrolled`` (it enrols itself once still with a piece, where
+  ``auto_enrol`` is on, or when the kiosk or ``gemsight-edge enrol`` asks).
+
+Thresholds come from each slot's own spread at enrolment (:func:`edge.loop.enrolment.make_reference`). A
+decided state must hold ``confirm_frames`` frames before it is published. Time is the video's own for
+files (frame index / fps, so a benchmark may play a day faster than real time) and the capture clock
+for live cameras.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edge.config.states import StatesConfig
+from edge.errors import DataError
+from edge.loop.enrolment import (Enrolment, EnrolmentError, EnrolmentStore, jpeg, make_reference, model_key,
+                            slot_map_digest, thumbnail)
+
+logger = logging.getLogger(__name__)
+
+
+class SlotState(str, enum.Enum):
+    """A slot's state in a labels message (serialised as its value)."""
+
+    PRESENT = "present"
+    CHANGED = "changed"
+    EMPTY = "empty"
+    OCCLUDED = "occluded"
+    UNENROLLED = "unenrolled"
+
+
+OCCLUDED_REASON = "occluded (a hand or motion over it): enrol it when it is still"
+
+
+class UnknownSlot(DataError):
+    """A request named a slot this camera does not have."""
+
+
+@dataclass
+class _Track:
+    """What one slot's state is decided from."""
+
+    grey: np.ndarray | None = None                 # the last frame's grey thumbnail (motion)
+    emb: np.ndarray | None = None                  # the last frame's embedding
+    t: float = 0.0                                 # the last frame's time
+    still_since: float | None = None
+    recent: deque = field(default_factory=deque)   # embeddings since the slot became still
+    history: deque = field(default_factory=deque)  # (time, embedding, look) of its last still frames
+    before: tuple | None = None                    # (embedding, look) of the present piece when a hand came
+    other: bool | None = None                      # after that hand: another piece (None: not decided yet)
+    label: str = ""
+    state: SlotState = SlotState.UNENROLLED
+    pending: SlotState | None = None
+    pending_n: int = 0
+    similarity: float | None = None
+
+
+def _look(thumb: np.ndarray) -> np.ndarray:
+    """A 16 x 16 colour thumbnail as 8 x 8 block means: a piece put back a few pixels off looks the same,
+    one of another colour does not."""
+    h, w, c = thumb.shape
+    return thumb[: h - h % 2, : w - w % 2].reshape(h // 2, 2, w // 2, 2, c).mean(axis=(1, 3))
+
+
+def _mean(rows) -> np.ndarray:
+    m = np.mean(np.stack(list(rows)), axis=0)
+    return m / max(float(np.linalg.norm(m)), 1e-12) if m.ndim == 1 else m
+
+
+class SlotTracker:
+    """One camera's slot states and enrolment (the loop's thread updates it; request threads enrol
+    and read evidence under the same lock).
+
+    Args:
+        camera: the camera id.
+        slots: the camera's :class:`~edge.loop.slots.SlotMap` (crops for references and evidence).
+        slot_configs: the slot map as configured (an enrolment is bound to it).
+        manifest: the model's manifest (an enrolment is bound to its name, version and embedding).
+        cfg: the ``states`` section of the device config.
+        state_dir: where enrolments are kept (``None``: nowhere, they last as long as the process).
+        empty_label: the class meaning nothing is in the slot.
+    """
+
+    def __init__(self, camera: str, slots: Any, slot_configs: Sequence[Any], manifest: Any, cfg: StatesConfig,
+                 state_dir: Path | None, empty_label: str = "empty") -> None:
+        self.camera = camera
+        self.slots = slots
+        self.names = list(slots.names)
+        self.cfg = cfg
+        self.empty_label = empty_label
+        self.enabled = cfg.enabled and manifest.embedding is not None
+        self.problem: str | None = None
+        if cfg.enabled and manifest.embedding is None:
+            self.problem = (f"model {manifest.name} {manifest.version} has no embedding output: every slot stays "
+                            "unenrolled (export it with this gemsight's trainer)")
+            logger.warning("camera %s: %s", camera, self.problem)
+        self.enrolment = Enrolment(camera, model_key(manifest), slot_map_digest(slot_configs))
+        self.store = EnrolmentStore(state_dir, camera) if state_dir is not None else None
+        self._tracks = [_Track(recent=deque(maxlen=cfg.enrol_frames), history=deque(maxlen=3 * cfg.enrol_frames))
+                        for _ in self.names]
+        self._lock = threading.Lock()
+        self._writes: queue.Queue = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._image: np.ndarray | None = None
+        self._t = 0.0
+        self._ts = 0.0
+        if self.enabled and self.store is not None:
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            stored = self.store.load(model=self.enrolment.model, slot_map=self.enrolment.slot_map,
+                                     slot_names=self.names)
+        except EnrolmentError as exc:
+            self.problem = f"{exc}; {'enrolling again' if self.cfg.auto_enrol else 'enrol the case again'}"
+            logger.error("camera %s: ENROLMENT REFUSED: %s", self.camera, self.problem)
+            return
+        if stored is not None:
+            self.enrolment = stored
+            logger.info("camera %s: enrolment %s loaded (%d of %d slots)", self.camera, stored.id,
+                        len(stored.slots), len(self.names))
+
+    # -- every frame ------------------------------------------------------------------------------
+    def update(self, t: float, ts: float, image: np.ndarray, crops: Sequence[np.ndarray],
+               embeddings: np.ndarray | None, labels: Sequence[str]) -> list[tuple[SlotState, float | None]]:
+        """One frame: every slot's (state, similarity to its reference).
+
+        Args:
+            t: the frame's time in seconds (the video's for files, the capture clock's for cameras).
+            ts: its capture time (Unix seconds), for evidence.
+            image: the frame (kept for evidence and references; never copied).
+            crops: every slot's crop of it, in slot order.
+            embeddings: ``n_slots x dim`` unit rows (``None`` where the model has none).
+            labels: every slot's smoothed category label.
+        """
+        cfg = self.cfg
+        out: list[tuple[SlotState, float | None]] = []
+        with self._lock:
+            self._image, self._t, self._ts = image, t, ts
+            auto_enrolled = []
+            for i, (name, tr) in enumerate(zip(self.names, self._tracks)):
+                thumb = thumbnail(crops[i])
+                grey = thumb.mean(axis=2)
+                emb = embeddings[i] if embeddings is not None else None
+                moving = tr.grey is None or (float(np.abs(grey - tr.grey).mean()) > cfg.motion and (
+                    emb is None or tr.emb is None or 1.0 - float(emb @ tr.emb) > cfg.motion_embedding))
+                tr.grey, tr.emb, tr.label = grey, emb, labels[i]
+                if moving:
+                    if tr.state == SlotState.PRESENT and tr.before is None:
+                        tr.before = self._window(tr, None, t - cfg.identity_guard_s)   # the piece before the hand
+                    tr.other = None
+                    tr.still_since = None
+                    tr.recent.clear()
+                else:
+                    if tr.still_since is None:
+                        tr.still_since = t
+                    if emb is not None:
+                        tr.recent.append(emb)
+                        tr.history.append((t, emb, _look(thumb)))
+                still = tr.still_since is not None and t - tr.still_since >= cfg.still_s
+                ref = self.enrolment.slots.get(name) if self.enabled else None
+                if ref is None and self.enabled and cfg.auto_enrol and still and labels[i] != self.empty_label \
+                        and len(tr.recent) >= cfg.enrol_frames:
+                    ref = self._enrol_slot(i, crops[i])
+                    auto_enrolled.append(name)
+                tr.similarity = None if ref is None or emb is None else float(emb @ ref.embedding)
+                same = ref is not None and tr.similarity is not None and tr.similarity >= ref.threshold
+                if still and tr.before is not None and tr.other is None:
+                    self._check_identity(tr, t)
+                if ref is None:
+                    candidate = SlotState.UNENROLLED
+                elif not still or (tr.before is not None and tr.other is None):
+                    candidate = SlotState.OCCLUDED     # moving, or still too briefly to tell the piece after a hand
+                elif same and not tr.other:
+                    # The enrolled piece, even where the model calls a small piece "empty".
+                    candidate = SlotState.PRESENT
+                    self._follow(ref, emb, t - tr.t)
+                elif labels[i] == self.empty_label:
+                    candidate = SlotState.EMPTY
+                else:
+                    candidate = SlotState.CHANGED
+                tr.t = t
+                self._settle(tr, candidate, fresh=name in auto_enrolled)
+                out.append((tr.state, tr.similarity))
+            if auto_enrolled:
+                self._save(f"auto-enrolled {', '.join(auto_enrolled)}", auto_enrolled)
+        return out
+
+    def _window(self, tr: _Track, start: float | None, end: float) -> tuple | None:
+        """Mean embedding and look of the slot's last ``enrol_frames`` still frames from ``start`` to ``end``
+        (``None`` with fewer than two)."""
+        rows = [(e, k) for ts, e, k in tr.history if ts <= end and (start is None or ts >= start)][-self.cfg.enrol_frames:]
+        if len(rows) < 2:
+            return None
+        return _mean(r[0] for r in rows), _mean(r[1] for r in rows)
+
+    def _check_identity(self, tr: _Track, t: float) -> None:
+        """After a hand, is the piece in the slot the one that lay there before? Its mean embedding over
+        ``enrol_frames`` still frames against the mean before the hand came (``identity_cos``), and its colour
+        look (``identity``): the model's features tell categories apart better than two pieces of one
+        category, and averaging frames takes the codec's flicker out of both. The frames next to the hand
+        (``identity_guard_s``: its shadow, a sleeve's edge) are left out. The same piece ends the check;
+        another keeps the slot ``changed`` (or ``empty``) until a hand puts the first one back or the slot
+        is enrolled."""
+        after = self._window(tr, tr.still_since + self.cfg.identity_guard_s, t)
+        if after is None or len(tr.recent) < min(self.cfg.enrol_frames, len(tr.history)):
+            return
+        if sum(1 for ts, _, _ in tr.history if ts >= tr.still_since + self.cfg.identity_guard_s) < self.cfg.enrol_frames:
+            return
+        (emb, look), (emb_after, look_after) = tr.before, after
+        cos = float(emb_after @ emb)
+        diff = float(np.abs(look_after - look).mean())
+        tr.other = cos < self.cfg.identity_cos or (self.cfg.identity > 0 and diff > self.cfg.identity)
+        if not tr.other:
+            tr.before = None
+
+    def _follow(self, ref: Any, emb: np.ndarray | None, dt: float) -> None:
+        """The reference follows slow changes of the piece it already matches (the day's light moving over
+        the case) with a time constant of ``follow_s``; an abrupt change never matches, so it is never
+        followed. Kept in memory: a restart starts again from the enrolled reference."""
+        if emb is None or self.cfg.follow_s <= 0 or dt <= 0:
+            return
+        alpha = min(0.2, dt / self.cfg.follow_s)
+        moved = (1.0 - alpha) * ref.embedding + alpha * emb
+        ref.embedding = (moved / max(float(np.linalg.norm(moved)), 1e-12)).astype(np.float32)
+
+    def _settle(self, tr: _Track, candidate: SlotState, fresh: bool) -> None:
+        """Publish ``candidate`` once it held ``confirm_frames`` frames (occluded, unenrolled and a
+        fresh enrolment at once)."""
+        if candidate == tr.state:
+            tr.pending, tr.pending_n = None, 0
+            return
+        if fresh or candidate in (SlotState.OCCLUDED, SlotState.UNENROLLED):
+            tr.state, tr.pending, tr.pending_n = candidate, None, 0
+            return
+        tr.pending_n = tr.pending_n + 1 if tr.pending == candidate else 1
+        tr.pending = candidate
+        if tr.pending_n >= self.cfg.confirm_frames:
+            tr.state, tr.pending, tr.pending_n = candidate, None, 0
+
+    def _enrol_slot(self, i: int, crop: np.ndarray):
+        """Record slot ``i``'s reference from its still frames (under the lock)."""
+        tr, cfg = self._tracks[i], self.cfg
+        ref = make_reference(np.stack(list(tr.recent)), tr.label, spread_k=cfg.spread_k, min_margin=cfg.min_margin,
+                             max_margin=cfg.max_margin, crop_jpeg=jpeg(crop))
+        self.enrolment.slots[self.names[i]] = ref
+        self.problem = None
+        tr.state, tr.pending, tr.pending_n = SlotState.PRESENT, None, 0
+        tr.before = tr.other = None
+        return ref
+
+    def _save(self, why: str, slots: Sequence[str]) -> None:
+        """Record a (re-)enrolment: a new id now, the files written by the writer thread (under the lock:
+        the loop's thread never waits for a disk)."""
+        self.enrolment.touch()
+        logger.info("camera %s: %s (enrolment %s, %d of %d slots)", self.camera, why, self.enrolment.id,
+                    len(self.enrolment.slots), len(self.names))
+        if self.store is None:
+            return
+        crops = {name: self.enrolment.slots[name].crop_jpeg for name in slots}
+        self._writes.put((self.store.document(self.enrolment), crops))
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write, name=f"enrolment-{self.camera}", daemon=True)
+            self._writer.start()
+
+    def _write(self) -> None:
+        while True:
+            item = self._writes.get()
+            try:
+                if item is None:
+                    return
+                self.store.save(*item)
+            except OSError as exc:  # a full or read-only disk: the references still hold until a restart
+                logger.error("camera %s: cannot save the enrolment to %s (%s); it lasts until the device restarts",
+                             self.camera, self.store.path, exc.strerror or exc)
+            finally:
+                self._writes.task_done()
+
+    def flush(self) -> None:
+        """Wait until every enrolment was written (the loop calls it when it stops)."""
+        if self._writer is not None:
+            self._writes.join()
+
+    # -- requests (any thread) -----------------------------------------------------------------------
+    def index(self, slot: str) -> int:
+        try:
+            return self.names.index(slot)
+        except ValueError:
+            raise UnknownSlot(f"camera {self.camera} has no slot '{slot}' (slots: {', '.join(self.names)})") from None
+
+    def enrol(self, slots: Sequence[str] | None = None) -> dict[str, Any]:
+        """Enrol ``slots`` (all by default) from their last still frames.
+
+        A slot that is moving or covered is refused, naming why; so is an empty one. The others are
+        enrolled and saved at once.
+
+        Raises:
+            UnknownSlot: a slot name this camera does not have.
+            EnrolmentError: the model has no embedding (nothing to enrol with).
+        """
+        if not self.enabled:
+            raise EnrolmentError(f"camera {self.camera}: cannot enrol: {self.problem or 'slot states are disabled'}")
+        names = list(self.names if slots is None else slots)
+        indices = [self.index(n) for n in names]
+        enrolled, refused, labels = [], {}, {}
+        with self._lock:
+            crops = self.slots.crop(self._image) if self._image is not None else None
+            for name, i in zip(names, indices):
+                tr = self._tracks[i]
+                if crops is None or tr.still_since is None or self._t - tr.still_since < self.cfg.still_s \
+                        or len(tr.recent) < 2:
+                    refused[name] = OCCLUDED_REASON
+                elif tr.label == self.empty_label:
+                    refused[name] = "empty: nothing to enrol"
+                else:
+                    self._enrol_slot(i, crops[i])
+                    enrolled.append(name)
+                    labels[name] = tr.label
+            if enrolled:
+                self._save(f"enrolled {', '.join(enrolled)} on request", enrolled)
+            summary = self.enrolment.summary()
+        for name, why in refused.items():
+            logger.warning("camera %s: slot %s not enrolled: %s", self.camera, name, why)
+        return {"kind": "enrol", "camera": self.camera, "enrolled": enrolled, "refused": refused, "labels": labels,
+                "enrolment": summary}
+
+    def evidence(self, slot: str) -> dict[str, Any]:
+        """The slot's crop in the latest frame and its reference crop, as JPEG bytes.
+
+        Raises:
+            UnknownSlot: no such slot.
+            DataError: no frame yet.
+        """
+        i = self.index(slot)
+        with self._lock:
+            if self._image is None:
+                raise DataError(f"camera {self.camera}: no frame yet")
+            crop = self.slots.crop(self._image)[i]
+            ref = self.enrolment.slots.get(slot)
+            state = self._tracks[i].state.value
+            ts = self._ts
+            summary = self.enrolment.summary()
+        return {"camera": self.camera, "slot": slot, "ts": ts, "state": state, "current": jpeg(crop),
+                "reference": ref.crop_jpeg if ref is not None and ref.crop_jpeg else None, "enrolment": summary}
+
+    def summary(self) -> dict[str, Any] | None:
+        with self._lock:
+            return self.enrolment.summary()
