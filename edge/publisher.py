@@ -24,9 +24,8 @@ Plaintext (``curve=None``, i.e. ``publish.curve: null``) is an explicit choice: 
 warning at every start, and refused on an endpoint other than loopback/``ipc``/``inproc`` unless
 ``insecure=True`` (``gemsight-edge run --insecure``).
 
-Both sockets are bounded as :mod:`edge.ingress` says (frame size before it is buffered, handshake
-time; a snapshot request is read frame by frame and bounded as a whole), and no request can stop the
-snapshot thread: whatever one request raises is answered with an error, logged, and the thread goes on.
+Both sockets are bounded as :mod:`edge.ingress` says, a ``tcp://`` REP behind :mod:`edge.snapshot_guard`;
+whatever one request raises is answered with an error, logged, and the snapshot thread goes on.
 """
 from __future__ import annotations
 
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import zmq
 
-from edge import allowlist, messages
+from edge import allowlist, messages, snapshot_guard
 from edge.ingress import (MAX_REQUEST_BYTES, MAX_REQUEST_FRAMES, MAX_SUBSCRIPTION_BYTES, Request, limit_socket,
                           read_request)
 from edge.link_policy import check_plaintext
@@ -144,6 +143,7 @@ class Publisher:
         self._closed = False
 
         self.snapshot_endpoint: str | None = None
+        self._guard: snapshot_guard.SnapshotGuard | None = None  # the relay in front of a tcp:// REP
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if snapshot_endpoint:
@@ -151,7 +151,8 @@ class Publisher:
                 rep = self._socket(zmq.REP)
                 # Bounded before it is buffered: a bigger request frame drops its connection unread.
                 limit_socket(rep, MAX_REQUEST_BYTES)
-                self.snapshot_endpoint = _bind(rep, snapshot_endpoint, "snapshot endpoint")
+                self._rep_endpoint, self.snapshot_endpoint, self._guard = snapshot_guard.bind_snapshot(
+                    rep, snapshot_endpoint, _bind, curve=self._curve is not None, context=self._ctx)
             except ConfigError:
                 self._pub.close(linger=0)
                 self._detach()
@@ -358,7 +359,7 @@ class Publisher:
         try:
             while not self._stop.is_set():
                 if self._revocations != seen:
-                    seen = self._rebind_if_revoked(rep, self.snapshot_endpoint or "", seen)
+                    seen = self._rebind_if_revoked(rep, self._rep_endpoint, seen)
                 if not poller.poll(SNAPSHOT_POLL_MS):
                     continue
                 request = read_request(rep)
@@ -386,6 +387,8 @@ class Publisher:
             self._thread.join(timeout=2.0)
         if self._watcher is not None:
             self._watcher.join(timeout=2.0)
+        if self._guard is not None:
+            self._guard.close()
         self._pub.close()
         self._detach()
 
