@@ -2,33 +2,24 @@
 
 libzmq bounds each frame (``ZMQ_MAXMSGSIZE``) but queues every frame of an unfinished multipart
 message until its last frame arrives, and no option bounds how many there are: an allowed client
-(or, on a plaintext loopback edge, any local process) sending 75,000 frames marked "more" grew the
-edge by 585 MiB. Cutting libzmq's own TCP connection from outside broke its other connections. So
-the REP socket binds a private ``ipc://`` endpoint (a socket file in a fresh 0700 directory) and
-this relay binds the configured ``tcp://`` endpoint: for each client it opens one connection to the
-REP and copies bytes both ways, counting the ZMTP frames it passes (:mod:`edge.zmtp_scan`). A cut
-closes both of its sockets, which libzmq sees as an ordinary disconnection.
+(on a plaintext loopback edge, any local process) sending 75,000 frames marked "more" grew the edge
+by 585 MiB; cutting libzmq's own TCP connection from outside broke its other connections. So the
+REP binds a private ``ipc://`` endpoint (a socket file in a fresh 0700 directory) and this relay
+binds the configured ``tcp://`` one: per client it opens one connection to the REP, copies bytes
+both ways and counts the ZMTP frames going by (:class:`edge.zmtp_scan.Exchange`). A client is cut
+(both sockets of that pair closed: libzmq sees an ordinary disconnection) when
 
-The count rests on what a REP answers: every reply is the request's envelope echoed, its empty
-delimiter, and one frame of JSON, and each of those stands for a frame of the client's that libzmq
-has consumed (a ``PONG`` for a ``PING``). So the frames a client has sent beyond those the edge
-has sent back since its handshake bound what libzmq can be holding for it, complete or not. A
-client is cut (and only that pair closed) when:
+* more than :data:`MAX_PENDING_FRAMES` of its frames are not accounted for by the REP's replies;
+* it announces a frame over the REP's ``ZMQ_MAXMSGSIZE`` (as libzmq would), or is not ZMTP 3;
+* a request stays unfinished (frames unanswered, or a frame half sent) for :data:`REQUEST_S`.
 
-* more than :data:`MAX_PENDING_FRAMES` of its frames are not accounted for by a reply (a ``REQ``
-  request is 2 frames; the handshake's commands count too);
-* it announces a frame over the REP's ``ZMQ_MAXMSGSIZE`` (as libzmq would);
-* a request stays unfinished (frames unanswered, or a frame half sent) for :data:`REQUEST_S`;
-* it does not speak ZMTP 3 (libzmq 4.0, 2013, and later do).
-
-So a connection holds at most ``MAX_PENDING_FRAMES`` x the frame limit in libzmq (32 KiB) plus
-the relay's two buffers of :data:`CHUNK` bytes (a side is not read while its peer's buffer is
-full); at most :data:`MAX_CONNECTIONS` connections are open (a newcomer over that takes the place of
-the oldest one still in its handshake, or is closed). Replies (snapshots, evidence crops) are not
-budgeted. CURVE stays end to end: the relay sees ciphertext, and the ZAP allow-list is the REP's, by
-key as before; the relay's own log lines name the client's real address (libzmq now sees the relay).
-
-``ipc://`` and ``inproc://`` snapshot endpoints are bound directly, as before (local only: not relayed).
+A connection thus holds at most ``MAX_PENDING_FRAMES`` frames of 4 KiB in libzmq plus one
+:data:`CHUNK` per direction in the relay (a side is not read while its peer's buffer is full), and
+at most :data:`MAX_CONNECTIONS` are open (a newcomer takes the place of the oldest one still in its
+handshake, or is closed). Replies are not budgeted. CURVE stays end to end (the relay sees
+ciphertext; the ZAP allow-list is the REP's, by key, as before); libzmq now sees the relay's
+address, so the relay's own log lines name the client's. ``ipc://`` and ``inproc://`` snapshot
+endpoints are bound directly, as before.
 """
 from __future__ import annotations
 
@@ -46,7 +37,7 @@ import zmq
 
 from edge.errors import ConfigError
 from edge.ingress import MAX_REQUEST_BYTES
-from edge.zmtp_scan import SIGNATURE_BYTES, FrameScanner, ZmtpViolation
+from edge.zmtp_scan import Exchange, ZmtpViolation
 
 logger = logging.getLogger(__name__)
 
@@ -83,44 +74,26 @@ class _Throttle:
 
 
 class _Pair:
-    """One client connection and its connection to the REP socket."""
+    """One client connection, its connection to the REP socket, and what is in flight between them."""
 
-    def __init__(self, client: socket.socket, upstream: socket.socket, peer: str, max_frame: int,
-                 handshake_frames: int) -> None:
-        self.client, self.upstream, self.peer = client, upstream, peer
+    def __init__(self, client: socket.socket, upstream: socket.socket, peer: str, exchange: Exchange) -> None:
+        self.client, self.upstream, self.peer, self.exchange = client, upstream, peer, exchange
         self.to_upstream = b""          # read from the client, not yet written to the REP
         self.forwarded = 0              # bytes of the client's written to the REP
         self.to_client = b""            # read from the REP, not yet written to the client
-        self.sent = FrameScanner(max_frame, check_greeting=True)   # what the client sent
-        self.replied = FrameScanner()                               # what the REP sent back
-        self.handshake_frames = handshake_frames
         self.opened = time.monotonic()
         self.unfinished_since: float | None = None
         self.finishing: float | None = None   # when the REP hung up: what it said last is passed on, then close
         self.closed = self.shut = False
         self.events: dict[socket.socket, int] = {}  # what the selector waits for, per socket
 
-    @property
-    def pending(self) -> int:
-        """Client frames not accounted for by the REP's frames after its handshake."""
-        return self.sent.frames - self.replied.after_ready
-
     def upstream_ready(self) -> int:
-        """How much of ``to_upstream`` may go now: the greeting's first 11 bytes (signature, version) wait
-        for nothing, the rest for the REP's whole greeting, as libzmq's peers exchange them. Passed on
-        at once, a mechanism libzmq refuses could close the connection before its own greeting left,
-        and the client would not learn why ("mechanism mismatch")."""
-        if self.replied.greeted:
-            return len(self.to_upstream)
-        return min(len(self.to_upstream), max(0, SIGNATURE_BYTES - self.forwarded))
-
-    @property
-    def authenticated(self) -> bool:
-        return self.replied.ready_at is not None
+        """How much of ``to_upstream`` may be written to the REP now."""
+        allowed = self.exchange.may_forward(self.forwarded)
+        return len(self.to_upstream) if allowed is None else min(len(self.to_upstream), allowed)
 
     def update_timer(self, now: float) -> None:
-        unfinished = self.sent.mid_frame or self.pending > self.handshake_frames
-        if not unfinished:
+        if not self.exchange.unfinished:
             self.unfinished_since = None
         elif self.unfinished_since is None:
             self.unfinished_since = now
@@ -187,7 +160,7 @@ class SnapshotGuard:
     def __init__(self, listener: socket.socket, endpoint: str, upstream: str, *, max_frame: int, curve: bool,
                  directory: str | None = None) -> None:
         self.endpoint, self.upstream, self.max_frame, self.directory = endpoint, upstream, max_frame, directory
-        self.handshake_frames = 2 if curve else 1
+        self.handshake_frames = 2 if curve else 1   # HELLO and INITIATE, or READY
         self.cuts = 0          # connections cut for a limit (tests, benches)
         self.pairs: set[_Pair] = set()
         self._listener = listener
@@ -260,7 +233,7 @@ class SnapshotGuard:
                 continue
             client.setblocking(False)
             upstream.setblocking(False)
-            pair = _Pair(client, upstream, peer, self.max_frame, self.handshake_frames)
+            pair = _Pair(client, upstream, peer, Exchange(self.max_frame, self.handshake_frames))
             self.pairs.add(pair)
             self._want(pair, client, selectors.EVENT_READ)
             self._want(pair, upstream, selectors.EVENT_READ)
@@ -268,7 +241,7 @@ class SnapshotGuard:
 
     def _make_room(self, peer: str) -> bool:
         """At capacity: close the oldest connection still in its handshake, else refuse ``peer``."""
-        waiting = [p for p in self.pairs if not p.authenticated]
+        waiting = [p for p in self.pairs if not p.exchange.authenticated]
         if not waiting:
             self._log.warning("snapshot endpoint %s: refused a connection from %s: %d connections are open "
                               "(the limit)", self.endpoint, peer, MAX_CONNECTIONS)
@@ -292,22 +265,22 @@ class SnapshotGuard:
                 self._finish(pair)
             elif is_client:
                 try:
-                    pair.sent.feed(data)
+                    pair.exchange.sent.feed(data)
                 except ZmtpViolation as exc:
                     self._cut(pair, str(exc))
                     return
-                if pair.pending > MAX_PENDING_FRAMES:
-                    self._cut(pair, f"{pair.pending} frames sent that no reply accounts for (the limit is "
+                if pair.exchange.pending > MAX_PENDING_FRAMES:
+                    self._cut(pair, f"{pair.exchange.pending} frames sent that no reply accounts for (the limit is "
                                     f"{MAX_PENDING_FRAMES}: a request is one frame)")
                     return
                 pair.to_upstream += data
                 self._flush(pair, to_client=False)
             else:
-                greeted = pair.replied.greeted
-                pair.replied.feed(data)
+                greeted = pair.exchange.replied.greeted
+                pair.exchange.replied.feed(data)
                 pair.to_client += data
                 self._flush(pair, to_client=True)
-                if pair.replied.greeted and not greeted:
+                if pair.exchange.replied.greeted and not greeted:
                     self._flush(pair, to_client=False)  # the client's greeting may go on
             if pair.finishing is None:
                 pair.update_timer(time.monotonic())

@@ -1,4 +1,4 @@
-"""Counting the ZMTP 3 frames of a byte stream as it goes by, without keeping them (for :mod:`edge.snapshot_guard`).
+"""Counting the ZMTP 3 frames of a connection as they go by, without keeping them (for :mod:`edge.snapshot_guard`).
 
 ZeroMQ's wire protocol (ZMTP 3.0/3.1, rfc.zeromq.org/spec/23 and 37) starts each direction with a
 64-byte greeting, then sends frames: a flags byte (bit 0 MORE, bit 1 LONG, bit 2 COMMAND), the body
@@ -7,6 +7,12 @@ handshake is a ``MESSAGE`` command whose MORE and COMMAND flags are inside the e
 a relay can see on either mechanism is: where each frame starts, how big it is, and the commands of
 the handshake (``READY`` ends it, on NULL and on CURVE alike). That is enough to count frames in
 both directions, which is what the guard needs; no body is ever copied.
+
+:class:`Exchange` puts both directions of one connection to a REP socket side by side: every reply
+is the request's envelope echoed, its empty delimiter and one frame of JSON, and each of those
+stands for a frame of the client's that libzmq has consumed (a ``PONG`` for a ``PING``). So the
+frames a client has sent beyond those the REP has sent back after its handshake bound what libzmq
+can be holding for that client, complete messages or not.
 
 A peer that does not speak ZMTP 3 (a ZMTP 1.0 or 2.0 greeting, from libzmq older than 4.0) or that
 announces a frame over ``max_frame`` bytes is refused with :class:`ZmtpViolation`.
@@ -123,3 +129,42 @@ class FrameScanner:
         if len(sig) == SIGNATURE_BYTES and sig[10] < 3:
             raise ZmtpViolation(f"a ZMTP {'1.0' if sig[10] == 0 else '2.0'} greeting (ZMTP 3, libzmq 4 or later, "
                                 "is required)")
+
+
+class Exchange:
+    """One client's connection to a REP socket, counted in frames both ways.
+
+    Args:
+        max_frame: The REP's ``ZMQ_MAXMSGSIZE``.
+        handshake_frames: The commands a client sends in its handshake (NULL: 1, CURVE: 2).
+    """
+
+    def __init__(self, max_frame: int, handshake_frames: int) -> None:
+        self.sent = FrameScanner(max_frame, check_greeting=True)   # what the client sent
+        self.replied = FrameScanner()                               # what the REP sent back
+        self.handshake_frames = handshake_frames
+
+    @property
+    def pending(self) -> int:
+        """Client frames that the REP's frames after its handshake do not account for."""
+        return self.sent.frames - self.replied.after_ready
+
+    @property
+    def unfinished(self) -> bool:
+        """A request is under way: frames unanswered beyond the handshake, or a frame half sent."""
+        return self.sent.mid_frame or self.pending > self.handshake_frames
+
+    @property
+    def authenticated(self) -> bool:
+        """The REP ended its handshake (``READY``): on CURVE, the client passed the allow-list."""
+        return self.replied.ready_at is not None
+
+    def may_forward(self, forwarded: int) -> int | None:
+        """How many more of the client's bytes may reach the REP now (``None``: any), after ``forwarded``.
+
+        The greeting's first 11 bytes wait for nothing, the rest for the REP's whole greeting, as
+        libzmq's own peers exchange them: passed on at once, a mechanism the REP refuses can close the
+        connection before the REP's greeting has left, and the client would not learn why ("mechanism
+        mismatch").
+        """
+        return None if self.replied.greeted else max(0, SIGNATURE_BYTES - forwarded)
