@@ -7,6 +7,7 @@ real sockets.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import struct
 import subprocess
@@ -183,3 +184,190 @@ def test_a2_a_request_of_60000_frames_is_cut_and_the_edge_holds_under_40_mib(tmp
             assert len(seqs) > 10 and seqs == list(range(seqs[0], seqs[0] + len(seqs))), "labels stopped or a gap"
     finally:
         edge.close()
+
+
+# -- the limits, in-process ---------------------------------------------------------------------------
+
+@pytest.fixture
+def pub():
+    from edge.publisher import Publisher
+    from tests.helpers import ANY, make_labels
+
+    big = {"kind": "big", "data": "y" * 2_000_000}   # as large as an evidence reply with two crops, and more
+    with Publisher("case-01", ANY, ANY, curve=None, handlers={"big": lambda req: big}) as p:
+        p.publish_labels("cam0", make_labels("cam0"))
+        yield p
+
+
+def ask(endpoint: str, request: bytes = b'{"camera": null}', timeout_ms: int = 3000) -> dict | None:
+    req = zmq.Context.instance().socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    try:
+        req.connect(endpoint)
+        req.send(request)
+        return messages.decode(req.recv()) if req.poll(timeout_ms) else None
+    finally:
+        req.close()
+
+
+def test_legitimate_traffic_passes_through_the_guard(pub):
+    """Many requests on one connection (REQ_CORRELATE too), and a 2 MB reply: nothing is cut."""
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.REQ_CORRELATE, 1)
+    sock.setsockopt(zmq.REQ_RELAXED, 1)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 20)   # PINGs and PONGs count, and balance
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+    sock.connect(pub.snapshot_endpoint)
+    try:
+        for i in range(50):
+            sock.send(b'{"kind": "big"}' if i % 10 == 0 else b'{"camera": "cam0"}')
+            assert sock.poll(3000), f"request {i} was not answered"
+            reply = messages.decode(sock.recv())
+            assert len(reply["data"]) == 2_000_000 if i % 10 == 0 else "cam0" in reply["cameras"]
+            time.sleep(0.005)
+    finally:
+        sock.close()
+    assert pub._guard.cuts == 0
+
+
+def test_frames_no_reply_accounts_for_are_cut_however_they_are_paced(pub, caplog):
+    """Unfinished frames in bursts, each followed by a PING: the PONGs reset nothing (only replies do)."""
+    conn = raw_client(port_of(pub.snapshot_endpoint))
+    local = "%s:%d" % conn.getsockname()
+    try:
+        conn.sendall(frame(b"", True))
+        for _ in range(20):
+            conn.sendall(frame(FRAME, True) * 2 + command(b"PING", b"\0\0" + b"ctx"))
+            time.sleep(0.02)
+        assert closed_by_peer(conn)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+    assert re.search(f"cut the connection from {local}: (9|1[01]) frames sent that no reply accounts for "
+                     r"\(the limit is 8", caplog.text)
+    assert "cam0" in ask(pub.snapshot_endpoint)["cameras"]
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (greeting() + READY_REQ + b"\x02" + struct.pack(">Q", 5000), "a frame of 5000 bytes (over the 4096-byte limit)"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "not a ZMTP greeting"),
+    (greeting(major=1), "a ZMTP 2.0 greeting (ZMTP 3, libzmq 4 or later, is required)"),
+    (b"\xff" + b"\0" * 8 + b"\x7e", "not a ZMTP greeting"),
+])
+def test_a_client_that_breaks_the_protocol_is_cut_at_once(pub, caplog, data, reason):
+    conn = socket.create_connection(("127.0.0.1", port_of(pub.snapshot_endpoint)))
+    try:
+        conn.sendall(data)
+        assert closed_by_peer(conn)
+    finally:
+        conn.close()
+    assert reason in caplog.text
+    assert "cam0" in ask(pub.snapshot_endpoint)["cameras"]
+
+
+def test_an_unfinished_request_is_cut_after_its_time(pub, monkeypatch, caplog):
+    from edge import snapshot_guard
+
+    monkeypatch.setattr(snapshot_guard, "REQUEST_S", 0.4)
+    idle = raw_client(port_of(pub.snapshot_endpoint))          # handshaken, asks nothing: left alone
+    half = raw_client(port_of(pub.snapshot_endpoint))
+    try:
+        half.sendall(frame(b"", True) + b"\x00\x40" + b"{")     # a 64-byte frame, 1 byte of it sent
+        t0 = time.monotonic()
+        assert closed_by_peer(half)
+        assert 0.3 < time.monotonic() - t0 < 2.0
+        assert not closed_by_peer(idle, 0.5)
+    finally:
+        half.close()
+        idle.close()
+    assert "a request unfinished for 0.4 s" in caplog.text
+
+
+def test_connections_over_the_limit_make_room_or_are_refused(pub, monkeypatch, caplog):
+    from edge import snapshot_guard
+
+    monkeypatch.setattr(snapshot_guard, "MAX_CONNECTIONS", 3)
+    port = port_of(pub.snapshot_endpoint)
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]   # never greet
+    time.sleep(0.2)
+    try:
+        # A newcomer takes the place of the oldest one still in its handshake: the allowed client is served.
+        assert "cam0" in ask(pub.snapshot_endpoint)["cameras"]
+        assert closed_by_peer(silent[0], 1.0)
+        assert "still in its handshake" in caplog.text
+        deadline = time.monotonic() + 2
+        while len(pub._guard.pairs) > 2 and time.monotonic() < deadline:   # the request's own connection
+            time.sleep(0.01)
+        done = [raw_client(port) for _ in range(3)]   # handshaken: these keep their places
+        try:
+            extra = socket.create_connection(("127.0.0.1", port))
+            assert closed_by_peer(extra, 2.0)
+            extra.close()
+            assert "3 connections are open (the limit)" in caplog.text
+        finally:
+            for conn in done:
+                conn.close()
+    finally:
+        for conn in silent:
+            conn.close()
+
+
+def test_the_guard_survives_any_bytes(pub):
+    import random
+
+    rng = random.Random(32)
+    port = port_of(pub.snapshot_endpoint)
+    for i in range(60):
+        prefix = greeting() + READY_REQ if i % 2 else b""
+        data = prefix + bytes(rng.randrange(256) for _ in range(rng.choice([1, 11, 64, 300, 5000])))
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            try:
+                conn.sendall(data)
+            except OSError:
+                pass
+    assert pub._guard._thread.is_alive()
+    assert "cam0" in ask(pub.snapshot_endpoint)["cameras"]
+
+
+@pytest.mark.parametrize(("endpoint", "bound"), [
+    ("tcp://localhost:*", "tcp://127.0.0.1:"),
+    ("tcp://lo:*", "tcp://127.0.0.1:"),
+    ("tcp://127.0.0.2:1;127.0.0.1:*", "tcp://127.0.0.1:"),   # libzmq binds the last element of a list
+])
+def test_the_guard_listens_where_libzmq_would_bind(endpoint, bound):
+    from edge.publisher import Publisher
+
+    with Publisher("case-01", "tcp://127.0.0.1:*", endpoint, curve=None) as p:
+        assert p.snapshot_endpoint.startswith(bound) and p._guard is not None
+        assert ask(p.snapshot_endpoint)["device"] == "case-01"
+
+
+def test_bad_or_busy_endpoints_are_one_line_errors_and_ipc_is_bound_directly(tmp_path):
+    from edge.errors import ConfigError
+    from edge.publisher import Publisher
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"tcp://127.0.0.1:{busy.getsockname()[1]}"
+        with pytest.raises(ConfigError, match=f"snapshot endpoint '{taken}' cannot be bound: Address already in use"):
+            Publisher("case-01", "tcp://127.0.0.1:*", taken, curve=None)
+    with pytest.raises(ConfigError, match=r"snapshot endpoint 'tcp://\[::1\]:\*' cannot be bound: No such device"):
+        Publisher("case-01", "tcp://127.0.0.1:*", "tcp://[::1]:*", curve=None)   # as libzmq without ZMQ_IPV6
+    with Publisher("case-01", "tcp://127.0.0.1:*", f"ipc://{tmp_path}/snap", curve=None) as p:
+        assert p._guard is None and p.snapshot_endpoint == f"ipc://{tmp_path}/snap"
+        assert ask(p.snapshot_endpoint)["device"] == "case-01"
+
+
+def test_closing_stops_the_guard_and_removes_its_socket_file():
+    from edge.publisher import Publisher
+
+    with Publisher("case-01", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", curve=None) as p:
+        guard = p._guard
+        directory = Path(guard.upstream).parent
+        assert directory.is_dir() and (directory.stat().st_mode & 0o777) == 0o700
+    assert not guard._thread.is_alive() and not directory.exists()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port_of(p.snapshot_endpoint)), timeout=1).close()
