@@ -223,6 +223,7 @@ class SnapshotGuard:
                 client.close()
                 continue
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.settimeout(1.0)   # libzmq accepts at once; never let a stuck backlog hold the relay
             try:
                 upstream.connect(self.upstream)
             except OSError as exc:  # the REP is rebinding (a revocation) or closing: the client will retry

@@ -371,3 +371,30 @@ def test_closing_stops_the_guard_and_removes_its_socket_file():
     assert not guard._thread.is_alive() and not directory.exists()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port_of(p.snapshot_endpoint)), timeout=1).close()
+
+
+def test_a_revoked_client_is_dropped_through_the_guard_and_refused(tmp_path, monkeypatch):
+    """The allow-list is the REP's, by key: a revocation drops the relayed connection, the next one is refused."""
+    from edge import allowlist
+    from edge.config import CurveConfig
+    from edge.errors import LinkError
+    from edge.keys import revoke
+    from edge.publisher import Publisher
+    from tests.helpers import ANY, make_labels
+
+    monkeypatch.setattr(allowlist, "POLL_S", 0.05)
+    curve = make_curve_files(tmp_path)
+    keys = curve.client_keys()
+    with Publisher("case-01", ANY, ANY, curve=CurveConfig(**curve.config)) as p:
+        p.publish_labels("cam0", make_labels("cam0"))
+        with Link(zmq.REQ, p.snapshot_endpoint, keys, device="case-01") as link:
+            assert b"cam0" in link.request(b'{"camera": null}', 3.0)
+            assert len(p._guard.pairs) == 1
+            revoke("kiosk-1", curve.allowed_clients)
+            deadline = time.monotonic() + 3
+            while not link.disconnects and time.monotonic() < deadline:
+                link.poll_in(0.05)
+            assert link.disconnects, "the revoked client's connection was kept"
+        with Link(zmq.REQ, p.snapshot_endpoint, keys, device="case-01") as link:
+            with pytest.raises(LinkError, match="not in its allow-list"):
+                link.request(b'{"camera": null}', 3.0)
