@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import zmq
 
-from edge import allowlist, messages, snapshot_guard
+from edge import allowlist, messages, snapshot_bind, snapshot_guard
 from edge.ingress import (MAX_REQUEST_BYTES, MAX_REQUEST_FRAMES, MAX_SUBSCRIPTION_BYTES, Request, limit_socket,
                           read_request)
 from edge.link_policy import check_plaintext
@@ -151,7 +151,7 @@ class Publisher:
                 rep = self._socket(zmq.REP)
                 # Bounded before it is buffered: a bigger request frame drops its connection unread.
                 limit_socket(rep, MAX_REQUEST_BYTES)
-                self._rep_endpoint, self.snapshot_endpoint, self._guard = snapshot_guard.bind_snapshot(
+                self._rep_endpoint, self.snapshot_endpoint, self._guard = snapshot_bind.bind_snapshot(
                     rep, snapshot_endpoint, _bind, curve=self._curve is not None, context=self._ctx)
             except ConfigError:
                 self._pub.close(linger=0)
