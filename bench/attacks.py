@@ -132,6 +132,7 @@ def _snapshot_request(endpoint: str, keys, frames: int = 0, huge: int = 0) -> di
         if huge:
             sock.send(b" " * huge)
         else:
+            sock.copy_threshold = 0   # pyzmq copies frames under 64 KiB unless told not to
             for _ in range(frames - 1):
                 sock.send(frame, zmq.SNDMORE, copy=False)  # zero-copy: the client holds one buffer
             sock.send(frame, copy=False)
