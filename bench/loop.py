@@ -281,8 +281,8 @@ def readme(report: dict) -> str:
     return "\n".join(out)
 
 
-def write_readme(report: dict, path: Path = ROOT / "README.md") -> None:
-    """Replace the README's text between the loop markers with :func:`readme`."""
+def write_readme(report: dict, path: Path = ROOT / "docs" / "benchmarks.md") -> None:
+    """Replace the text between the loop markers of docs/benchmarks.md with :func:`readme`."""
     text = path.read_text()
     start, end = text.index(README_START) + len(README_START), text.index(README_END)
     path.write_text(text[:start] + "\n" + readme(report) + "\n" + text[end:])
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter windows (the whole run in a few minutes)")
     parser.add_argument("--readme", action="store_true", help="print the README tables from --out and exit")
     parser.add_argument("--write-readme", action="store_true",
-                        help="rewrite README.md between the loop markers from --out and exit")
+                        help="rewrite docs/benchmarks.md between the loop markers from --out and exit")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

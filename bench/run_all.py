@@ -1,11 +1,13 @@
-"""Run every benchmark, then rewrite the README's table of measured figures from their JSON.
+"""Run every benchmark, then rewrite the tables of ``docs/benchmarks.md`` from their JSON.
 
-    python bench/run_all.py               # run all, rewrite README.md
-    python bench/run_all.py --table-only  # rewrite the table from the JSON already in bench/results/
+    python bench/run_all.py               # run all, rewrite docs/benchmarks.md
+    python bench/run_all.py --table-only  # rewrite the tables from the JSON already in bench/results/
     python bench/run_all.py --only runtimes,loop
 
-Each benchmark writes ``bench/results/<name>.json``; the table between the README's
-``<!-- bench:start -->`` and ``<!-- bench:end -->`` markers is generated from those files only.
+Each benchmark writes ``bench/results/<name>.json``; the table between the page's
+``<!-- bench:start -->`` and ``<!-- bench:end -->`` markers is generated from those files only, and so
+are the loop's tables between ``<!-- loop:start -->`` and ``<!-- loop:end -->`` (from ``loop.json``,
+by ``bench/loop.py``'s own renderer). The prose around the markers is kept as it is.
 """
 from __future__ import annotations
 
@@ -19,8 +21,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench import loop as loop_bench  # noqa: E402 - after the path, as the bench scripts are run by path
+
 RESULTS = ROOT / "bench" / "results"
-README = ROOT / "README.md"
+DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 MODEL_DIR = ROOT / ".cache" / "bench-runtimes"
 
@@ -159,10 +164,11 @@ BENCHES: dict[str, tuple[list[str], Callable[[dict], Iterator[Row]]]] = {
 }
 
 
-def table() -> str:
+def table(results: Path = RESULTS) -> str:
+    """The table of every figure, from the JSON files in ``results``."""
     lines = ["| figure | value | reproduce |", "|---|---|---|"]
     for name, (cmd, rows) in BENCHES.items():
-        path = RESULTS / f"{name}.json"
+        path = results / f"{name}.json"
         if not path.is_file():
             continue
         try:
@@ -181,14 +187,46 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def rewrite_readme() -> None:
-    text = README.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise SystemExit(f"README.md has no {START} ... {END} markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{table()}\n{END}{tail}", encoding="utf-8")
-    print(f"rewrote the table in {README}")
+class MarkersError(ValueError):
+    """The page lacks a pair of markers, or has them out of order or twice."""
+
+
+def replace_between(text: str, start: str, end: str, body: str, where: str = "the page") -> str:
+    """``text`` with what lies between the markers ``start`` and ``end`` replaced by ``body``.
+
+    Raises:
+        MarkersError: a marker is missing, repeated, or the end comes before the start.
+    """
+    counts = (text.count(start), text.count(end))
+    if counts != (1, 1):
+        raise MarkersError(f"{where}: needs one {start} and one {end} (found {counts[0]} and {counts[1]})")
+    if text.index(start) > text.index(end):
+        raise MarkersError(f"{where}: {end} comes before {start}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def rewrite_doc(path: Path = DOC, results: Path = RESULTS) -> list[str]:
+    """Rewrite the tables of ``path`` from ``results``; returns what was rewritten.
+
+    The page is only written once every table was built, so a missing marker loses nothing.
+
+    Raises:
+        MarkersError: the page has no bench markers, or loop markers are broken while ``loop.json`` exists.
+        OSError: the page cannot be read or written.
+    """
+    text = path.read_text(encoding="utf-8")
+    new, done = replace_between(text, START, END, table(results), str(path)), ["the figures"]
+    loop_json = results / "loop.json"
+    if loop_json.is_file():
+        report = json.loads(loop_json.read_text(encoding="utf-8"))
+        new = replace_between(new, loop_bench.README_START, loop_bench.README_END, loop_bench.readme(report),
+                              str(path))
+        done.append("the loop's tables")
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,7 +247,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {name}: exit {proc.returncode} in {time.monotonic() - started:.0f} s", flush=True)
             if proc.returncode != 0:
                 failed.append(name)
-    rewrite_readme()
+    try:
+        done = rewrite_doc(DOC, RESULTS)
+    except (MarkersError, OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"rewrote {' and '.join(done)} in {DOC}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

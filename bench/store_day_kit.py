@@ -85,12 +85,12 @@ def keys(root: Path) -> dict[str, Path]:
 
 
 def device_config(days: list[dict], model: Path, work: Path, k: dict[str, Path], speed: float, *,
-                  states: bool = True, threads: int = 2, realtime: bool = True) -> Any:
+                  states: bool = True, threads: int = 2, realtime: bool = True, every: int = 1) -> Any:
     """The edge config: one camera per filmed day (``case0``, ``case1``, ...)."""
     cameras = []
     for i, day in enumerate(days):
         slots = yaml.safe_load(Path(day["slots"]).read_text())["slots"]
-        query = f"speed={speed:g}" if realtime else "realtime=0"
+        query = (f"speed={speed:g}" if realtime else "realtime=0") + (f"&every={every}" if every > 1 else "")
         cameras.append({"id": f"case{i}", "source": f"file://{day['video']}?{query}", "slots": slots})
     data = {"device": DEVICE, "model": {"path": str(model)},
             "runtime": {"name": "onnxruntime", "options": {"threads": threads}}, "cameras": cameras,
@@ -127,7 +127,9 @@ class Staff:
     """Performs the truth's staff actions on the video clock: mark a sold piece sold (both kiosks'
     planograms), enrol a restocked slot on the device and set its class in the planograms."""
 
-    def __init__(self, truths: list[list[dict]], kiosks: list[Kiosk], clock: VideoClock) -> None:
+    def __init__(self, truths: list[list[dict]], kiosks: list[Kiosk], clock: VideoClock, *,
+                 request: Any = None) -> None:
+        self.request = request     # the enrol request (None: the kiosk's own, over the device's link)
         self.todo = sorted(((ev["t"], f"case{i}", ev, t) for i, t in enumerate(truths) for ev in t if "action" in ev),
                            key=lambda x: x[0])
         self.kiosks, self.clock = kiosks, clock
@@ -145,11 +147,15 @@ class Staff:
 
     def _run(self) -> None:
         while self.todo and not self._stop.is_set():
-            t, camera, ev, truth = self.todo[0]
-            if self.clock() < t:
+            if not self.due():
                 self._stop.wait(0.05)
-                continue
-            self.todo.pop(0)
+
+    def due(self) -> int:
+        """Perform every action whose time has come; returns how many."""
+        n = 0
+        while self.todo and self.clock() >= self.todo[0][0]:
+            t, camera, ev, truth = self.todo.pop(0)
+            n += 1
             done = {"t": t, "camera": camera, **ev, **self._act(camera, ev, truth)}
             if done.get("refused") and ev.get("tries", 0) < RETRIES:
                 # A person whose enrolment was refused (a hand still over the case) presses again.
@@ -157,6 +163,7 @@ class Staff:
                 self.todo.append((self.clock() + RETRY_S, camera, again, truth))
                 self.todo.sort(key=lambda x: x[0])
             self.done.append(done)
+        return n
 
     def _act(self, camera: str, ev: dict, truth: list[dict]) -> dict:
         key = (DEVICE, camera, ev["slot"])
@@ -169,7 +176,8 @@ class Staff:
         # The manager enrols the slot from the states kiosk ("enrol" on the slot: the device records the new
         # piece, the slot's incident ends) and types its class into both kiosks' planograms.
         try:
-            reply = enrol_case(self.kiosks[0], DEVICE, camera, USER, slots=[ev["slot"]])
+            extra = {"request": self.request} if self.request is not None else {}
+            reply = enrol_case(self.kiosks[0], DEVICE, camera, USER, slots=[ev["slot"]], **extra)
         except DeviceRequestError as exc:
             return {"error": str(exc)}
         for kiosk in self.kiosks:

@@ -93,7 +93,7 @@ def int8_agreement(model: Path, days: list[dict], work: Path) -> dict[str, Any]:
     crops = slot_crops(days, work / "int8")
     out = work / "int8" / "model"
     rc = calibrate([str(model), "--images", str(crops), "--out", str(out), "--bench-iters", "0", "--force",
-                    "--targets", "onnxruntime,tensorrt,openvino,fpga"])
+                    "--targets", "onnxruntime,tensorrt,openvino,fpga", "--auto"])
     report_path = out / "report.json" if out.is_dir() else next(out.parent.glob(f"{out.name}.rejected*/report.json"))
     logger.info("calibration on the case's crops: exit %d, report %s", rc, report_path)
     rep = json.loads(report_path.read_text())

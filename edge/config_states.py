@@ -37,10 +37,15 @@ class StatesConfig(BaseModel):
     follow_s: float = Field(10.0, ge=0, le=3600, description="Time constant (seconds) with which a present "
                                                             "piece's reference follows slow changes of light; "
                                                             "0 keeps the enrolled reference as it is.")
-    identity: float = Field(0.16, ge=0, le=2, description="After a hand, a slot whose coarse look (8x8, light's gain "
-                                                          "divided out) differs from its look before the hand by more "
-                                                          "than this (mean absolute difference) holds another piece "
-                                                          "although its embedding passes (0: off).")
-    identity_s: float = Field(20.0, gt=0, le=600, description="How long after a hand that check runs.")
+    identity_cos: float = Field(0.98, ge=0, le=1, description="After a hand, the piece there is another one when "
+                                                              "its mean embedding over `enrol_frames` still frames "
+                                                              "has a cosine below this to the mean before the hand "
+                                                              "(0: off) ...")
+    identity: float = Field(0.16, ge=0, le=2, description="... or when its colour look (8x8 blocks, light's gain "
+                                                          "divided out) differs from the look before the hand by more "
+                                                          "than this (mean absolute difference; 0: off).")
+    identity_guard_s: float = Field(0.6, ge=0, le=10, description="Seconds next to a hand (before it came, after "
+                                                                  "the slot is still again) left out of that check: "
+                                                                  "its shadow, a sleeve's edge.")
     confirm_frames: int = Field(3, ge=1, le=100, description="Frames a decided state must hold before it is "
                                                              "published (occluded is published at once).")

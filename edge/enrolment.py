@@ -207,9 +207,11 @@ def jpeg(image: np.ndarray, quality: int = 85) -> bytes:
 
 
 def thumbnail(crop: np.ndarray, side: int = 16) -> np.ndarray:
-    """A slot crop as a tiny grey image scaled to mean 1: motion is its change, light's gain cancels out."""
+    """A slot crop as a tiny colour image (``side x side x 3``) divided by its grey mean: motion is the change
+    of its grey, identity after a hand the change of its colours, and light's gain cancels out of both."""
     import cv2  # noqa: PLC0415
 
     small = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
-    grey = small.mean(axis=2) if small.ndim == 3 else small
-    return grey / max(float(grey.mean()), 1.0)
+    if small.ndim == 2:
+        small = small[:, :, None]
+    return small / max(float(small.mean()), 1.0)

@@ -10,9 +10,10 @@ missing ring), so each slot is compared with *its own* reference, recorded at en
   to the next: the video codec's refreshes jolt the pixels of a plain empty tray without moving the
   embedding, and a sparkle moves the embedding of a piece a little without its pixels;
 * once still: its embedding is within the slot's threshold of the reference → ``present`` (the reference
-  follows the slow changes of a piece it matches: the day's light), unless, just after a hand, its
-  coarse look differs from its look before the hand (another piece of the same kind, whose features the
-  model barely tells apart); else the model reads ``empty`` → ``empty``; else → ``changed``;
+  follows the slow changes of a piece it matches: the day's light), unless a hand came over it and what
+  lies there after the hand is another piece (its mean embedding and colour look over its first still
+  frames against those before the hand: another piece of the same kind passes the reference's threshold,
+  which the day's light needs); else the model reads ``empty`` → ``empty``; else → ``changed``;
 * a slot without a reference → ``unenrolled`` (it enrols itself once still with a piece, where
   ``auto_enrol`` is on, or when the kiosk or ``gemsight-edge enrol`` asks).
 
@@ -63,14 +64,14 @@ class UnknownSlot(DataError):
 class _Track:
     """What one slot's state is decided from."""
 
-    thumb: np.ndarray | None = None
+    grey: np.ndarray | None = None                 # the last frame's grey thumbnail (motion)
     emb: np.ndarray | None = None                  # the last frame's embedding
     t: float = 0.0                                 # the last frame's time
-    anchor: np.ndarray | None = None               # the coarse look of the last settled, present frame
-    before: np.ndarray | None = None               # the anchor when a hand came over the present piece
-    settled: float | None = None                   # when the slot became still again after that hand
     still_since: float | None = None
     recent: deque = field(default_factory=deque)   # embeddings since the slot became still
+    history: deque = field(default_factory=deque)  # (time, embedding, look) of its last still frames
+    before: tuple | None = None                    # (embedding, look) of the present piece when a hand came
+    other: bool | None = None                      # after that hand: another piece (None: not decided yet)
     label: str = ""
     state: SlotState = SlotState.UNENROLLED
     pending: SlotState | None = None
@@ -78,10 +79,16 @@ class _Track:
     similarity: float | None = None
 
 
-def _coarse(thumb: np.ndarray) -> np.ndarray:
-    """A 16 x 16 thumbnail as 8 x 8 block means: a piece put back a few pixels off looks the same."""
-    h, w = thumb.shape
-    return thumb[: h - h % 2, : w - w % 2].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+def _look(thumb: np.ndarray) -> np.ndarray:
+    """A 16 x 16 colour thumbnail as 8 x 8 block means: a piece put back a few pixels off looks the same,
+    one of another colour does not."""
+    h, w, c = thumb.shape
+    return thumb[: h - h % 2, : w - w % 2].reshape(h // 2, 2, w // 2, 2, c).mean(axis=(1, 3))
+
+
+def _mean(rows) -> np.ndarray:
+    m = np.mean(np.stack(list(rows)), axis=0)
+    return m / max(float(np.linalg.norm(m)), 1e-12) if m.ndim == 1 else m
 
 
 class SlotTracker:
@@ -113,7 +120,8 @@ class SlotTracker:
             logger.warning("camera %s: %s", camera, self.problem)
         self.enrolment = Enrolment(camera, model_key(manifest), slot_map_digest(slot_configs))
         self.store = EnrolmentStore(state_dir, camera) if state_dir is not None else None
-        self._tracks = [_Track(recent=deque(maxlen=cfg.enrol_frames)) for _ in self.names]
+        self._tracks = [_Track(recent=deque(maxlen=cfg.enrol_frames), history=deque(maxlen=3 * cfg.enrol_frames))
+                        for _ in self.names]
         self._lock = threading.Lock()
         self._writes: queue.Queue = queue.Queue()
         self._writer: threading.Thread | None = None
@@ -156,34 +164,38 @@ class SlotTracker:
             auto_enrolled = []
             for i, (name, tr) in enumerate(zip(self.names, self._tracks)):
                 thumb = thumbnail(crops[i])
+                grey = thumb.mean(axis=2)
                 emb = embeddings[i] if embeddings is not None else None
-                moving = tr.thumb is None or (float(np.abs(thumb - tr.thumb).mean()) > cfg.motion and (
+                moving = tr.grey is None or (float(np.abs(grey - tr.grey).mean()) > cfg.motion and (
                     emb is None or tr.emb is None or 1.0 - float(emb @ tr.emb) > cfg.motion_embedding))
-                tr.thumb, tr.emb, tr.label = thumb, emb, labels[i]
-                look = _coarse(thumb)
+                tr.grey, tr.emb, tr.label = grey, emb, labels[i]
                 if moving:
-                    if tr.state == SlotState.PRESENT and tr.before is None and tr.anchor is not None:
-                        tr.before, tr.settled = tr.anchor, None   # how the piece looked before the hand came
+                    if tr.state == SlotState.PRESENT and tr.before is None:
+                        tr.before = self._window(tr, None, t - cfg.identity_guard_s)   # the piece before the hand
+                    tr.other = None
                     tr.still_since = None
                     tr.recent.clear()
                 else:
                     if tr.still_since is None:
                         tr.still_since = t
-                    if embeddings is not None:
-                        tr.recent.append(embeddings[i])
+                    if emb is not None:
+                        tr.recent.append(emb)
+                        tr.history.append((t, emb, _look(thumb)))
                 still = tr.still_since is not None and t - tr.still_since >= cfg.still_s
                 ref = self.enrolment.slots.get(name) if self.enabled else None
                 if ref is None and self.enabled and cfg.auto_enrol and still and labels[i] != self.empty_label \
                         and len(tr.recent) >= cfg.enrol_frames:
                     ref = self._enrol_slot(i, crops[i])
                     auto_enrolled.append(name)
-                tr.similarity = None if ref is None or embeddings is None else float(embeddings[i] @ ref.embedding)
+                tr.similarity = None if ref is None or emb is None else float(emb @ ref.embedding)
                 same = ref is not None and tr.similarity is not None and tr.similarity >= ref.threshold
+                if still and tr.before is not None and tr.other is None:
+                    self._check_identity(tr, t)
                 if ref is None:
                     candidate = SlotState.UNENROLLED
-                elif not still:
-                    candidate = SlotState.OCCLUDED
-                elif same and not self._moved(tr, look, t):
+                elif not still or (tr.before is not None and tr.other is None):
+                    candidate = SlotState.OCCLUDED     # moving, or still too briefly to tell the piece after a hand
+                elif same and not tr.other:
                     # The enrolled piece, even where the model calls a small piece "empty".
                     candidate = SlotState.PRESENT
                     self._follow(ref, emb, t - tr.t)
@@ -193,27 +205,38 @@ class SlotTracker:
                     candidate = SlotState.CHANGED
                 tr.t = t
                 self._settle(tr, candidate, fresh=name in auto_enrolled)
-                if still and tr.state == SlotState.PRESENT and tr.before is None:
-                    tr.anchor = look   # a settled, present look: what a hand's passing is checked against
                 out.append((tr.state, tr.similarity))
             if auto_enrolled:
                 self._save(f"auto-enrolled {', '.join(auto_enrolled)}", auto_enrolled)
         return out
 
-    def _moved(self, tr: _Track, look: np.ndarray, t: float) -> bool:
-        """After a hand, is the piece in the slot another one although its embedding passes? The model's
-        features tell categories apart better than two pieces of one category; the pixels, against how the
-        slot looked just before the hand came (coarse, light's gain divided out), tell a swap from a piece put
-        back a few pixels off: on the store-day videos 0.22-0.24 against 0.02-0.06 (0.11 as the light moves).
-        Checked for ``identity_s`` after the slot settles; a slot that failed keeps being checked."""
-        if tr.before is None or self.cfg.identity <= 0:
-            return False
-        if tr.settled is None:
-            tr.settled = t
-        moved = float(np.abs(look - tr.before).mean()) > self.cfg.identity
-        if not moved and t - tr.settled > self.cfg.identity_s:
-            tr.before = tr.settled = None
-        return moved
+    def _window(self, tr: _Track, start: float | None, end: float) -> tuple | None:
+        """Mean embedding and look of the slot's last ``enrol_frames`` still frames from ``start`` to ``end``
+        (``None`` with fewer than two)."""
+        rows = [(e, k) for ts, e, k in tr.history if ts <= end and (start is None or ts >= start)][-self.cfg.enrol_frames:]
+        if len(rows) < 2:
+            return None
+        return _mean(r[0] for r in rows), _mean(r[1] for r in rows)
+
+    def _check_identity(self, tr: _Track, t: float) -> None:
+        """After a hand, is the piece in the slot the one that lay there before? Its mean embedding over
+        ``enrol_frames`` still frames against the mean before the hand came (``identity_cos``), and its colour
+        look (``identity``): the model's features tell categories apart better than two pieces of one
+        category, and averaging frames takes the codec's flicker out of both. The frames next to the hand
+        (``identity_guard_s``: its shadow, a sleeve's edge) are left out. The same piece ends the check;
+        another keeps the slot ``changed`` (or ``empty``) until a hand puts the first one back or the slot
+        is enrolled."""
+        after = self._window(tr, tr.still_since + self.cfg.identity_guard_s, t)
+        if after is None or len(tr.recent) < min(self.cfg.enrol_frames, len(tr.history)):
+            return
+        if sum(1 for ts, _, _ in tr.history if ts >= tr.still_since + self.cfg.identity_guard_s) < self.cfg.enrol_frames:
+            return
+        (emb, look), (emb_after, look_after) = tr.before, after
+        cos = float(emb_after @ emb)
+        diff = float(np.abs(look_after - look).mean())
+        tr.other = cos < self.cfg.identity_cos or (self.cfg.identity > 0 and diff > self.cfg.identity)
+        if not tr.other:
+            tr.before = None
 
     def _follow(self, ref: Any, emb: np.ndarray | None, dt: float) -> None:
         """The reference follows slow changes of the piece it already matches (the day's light moving over
@@ -247,7 +270,7 @@ class SlotTracker:
         self.enrolment.slots[self.names[i]] = ref
         self.problem = None
         tr.state, tr.pending, tr.pending_n = SlotState.PRESENT, None, 0
-        tr.before = tr.settled = tr.anchor = None
+        tr.before = tr.other = None
         return ref
 
     def _save(self, why: str, slots: Sequence[str]) -> None:

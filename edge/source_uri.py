@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 _USERINFO = re.compile(r"(?<=://)[^/@\s?#]+@")
 # A value is a double-quoted string (GStreamer pipelines) or runs to the next separator.
 _SECRET_PARAM = re.compile(r'(?i)\b(password|passwd|pass|pwd|token|user-pw|user_pw|key)=("(?:[^"\\]|\\.)*"?|[^&\s!]+)')
-_FILE_KEYS = {"loop", "realtime", "speed"}
+_FILE_KEYS = {"loop", "realtime", "speed", "every"}
 _V4L2_KEYS = {"width", "height", "fps", "fourcc"}
 _CSI_KEYS = {"width", "height", "fps", "flip"}
 _RTSP_FRAGMENT_KEYS = {"codec", "latency"}
@@ -67,6 +67,7 @@ class SourceSpec:
     loop: bool = False
     realtime: bool = True
     speed: float = 1.0   # a file played in real time runs this many times faster (benchmarks: a day in minutes)
+    every: int = 1       # a file's every N-th frame is used (a slower camera on the same video)
     props: tuple[tuple[str, Any], ...] = ()  # CAP_PROP_* settings applied after opening
 
     @property
@@ -94,6 +95,13 @@ def _speed(q: dict[str, str], uri: str) -> float:
     if not 0.01 <= value <= 1000:
         raise ConfigError(f"source {redact(uri)}: speed={q['speed']} must be a number from 0.01 to 1000")
     return value
+
+
+def _every(q: dict[str, str], uri: str) -> int:
+    text = q.get("every", "1")
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise ConfigError(f"source {redact(uri)}: every={text} must be a whole number from 1 to 100")
+    return int(text)
 
 
 def _query(uri: str, query: str, allowed: set[str]) -> dict[str, str]:
@@ -198,7 +206,8 @@ def parse_source(uri: str, credentials: str | None = None, *, hardware_decode: b
         path, _, query = rest.partition("?")
         q = _query(uri, query, _FILE_KEYS)
         return SourceSpec(uri, "file", path, "CAP_FFMPEG", loop=_flag(q.get("loop", "0"), "loop", uri),
-                          realtime=_flag(q.get("realtime", "1"), "realtime", uri), speed=_speed(q, uri))
+                          realtime=_flag(q.get("realtime", "1"), "realtime", uri), speed=_speed(q, uri),
+                          every=_every(q, uri))
     if scheme == "v4l2":
         path, _, query = rest.partition("?")
         q = _query(uri, query, _V4L2_KEYS)

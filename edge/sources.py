@@ -3,7 +3,9 @@
 URIs (jetson-utils ``videoSource`` style)::
 
     file:///data/case.mp4?loop=1&realtime=0    a video file; realtime=1 (default) plays at the file's
-                                               own rate, realtime=0 as fast as the loop takes frames
+                                               own rate, realtime=0 as fast as the loop takes frames;
+                                               speed=4 plays it 4 times faster, every=2 takes every
+                                               second frame
     v4l2:///dev/video0?width=1280&height=720&fps=30&fourcc=MJPG
     rtsp://host:554/stream, http://host/mjpeg  network streams through FFmpeg (credentials from a file)
     csi://0?width=1920&height=1080&fps=30      a Jetson CSI camera (nvarguscamerasrc pipeline)
@@ -300,6 +302,8 @@ class CameraSource:
                 continue
             frame_index = index
             index += 1
+            if frame_index % self.spec.every:
+                continue                       # ?every=N: a slower camera on the same video
             if self.stats.state != "up":
                 self._set_state("up", f"{image.shape[1]}x{image.shape[0]}")
             if not gap and min_gap and now - last_out < min_gap:

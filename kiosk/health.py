@@ -1,6 +1,8 @@
 """Camera health for the engine: up, stale or down, from status messages, heartbeats and seq.
 
-A camera is **down** when its last status is ``down`` or ``eos``; **stale** when its device sent no
+A camera is **down** when its last status is ``down``; **ended** when it was a video file that ended
+(``eos``: a recording played to its end, as in the demo and the benchmarks: shown, never an incident);
+**stale** when its device sent no
 heartbeat for ``stale_heartbeats`` intervals (or never, counted from the kiosk's start), or when
 that many heartbeats in a row carried the same ``seq`` while the camera said it was up (frozen);
 **up** otherwise. Disabling a camera is how a smash-and-grab starts, so a camera incident opens at
@@ -13,7 +15,9 @@ from typing import Any
 
 from kiosk.incident import Changes
 
-DOWN_STATES = ("down", "eos")
+DOWN_STATES = ("down",)
+#: Healths in which a camera sends no frames (the page greys its case out).
+NOT_LIVE = ("down", "stale", "ended")
 
 
 @dataclass
@@ -67,6 +71,8 @@ class HealthMixin:
         """``(health, reason)`` of a camera right now."""
         view = self.cams[case]
         window = self.policies.stale_heartbeats * self.policies.heartbeat_s
+        if view.state == "eos":
+            return "ended", "the camera's video file ended" + (f" ({view.detail})" if view.detail else "")
         if view.state in DOWN_STATES:
             return "down", f"camera reports {view.state}" + (f": {view.detail}" if view.detail else "")
         last = self.last_heartbeat.get(case[0])

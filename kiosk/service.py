@@ -27,6 +27,7 @@ from kiosk.counts import reconcile, slot_rows
 from kiosk.engine import ActionError, Engine
 from kiosk.evidence import EvidenceCollector
 from kiosk.history import History, HistoryError
+from kiosk.health import NOT_LIVE
 from kiosk.hub import Hub
 from kiosk.incident import Changes, Incident
 from kiosk.layout import case_layout
@@ -281,7 +282,7 @@ class Kiosk:
 
     def offline_text(self, cam: dict[str, Any]) -> str:
         """"Camera offline since 13:40:02 (...)" for a stale or down camera, else ""."""
-        if cam["health"] not in ("stale", "down"):
+        if cam["health"] not in NOT_LIVE:
             return ""
         since = cam.get("last_heartbeat") or cam.get("since")
         return (f"Camera offline since {when(since, self.timezone)[11:]}" if since else "Camera offline") + \
@@ -360,7 +361,7 @@ class Kiosk:
                 slots = [{**e.slot_dict((*case, n)), "where": slot_words(n, rows, cols)} for n in layout["order"]]
                 cases.append({"device": case[0], "camera": case[1], "title": e.case_title(case),
                               "columns": layout["columns"], "slots": slots, "camera_health": health,
-                              "stale": health["health"] in ("stale", "down"), "classes": self.classes(case),
+                              "stale": health["health"] in NOT_LIVE, "classes": self.classes(case),
                               "offline_text": self.offline_text(health)})
             return {"store": self.config.store, "ts": now, "ts_text": when(now, self.timezone),
                     "open": e.store_open(now), "cases": cases, "health": self.health(),

@@ -239,6 +239,9 @@ def make_tensorrt(generation: str, *, fail_build: bool = False, input_name: str 
         def get_tensor_dtype(self, name):
             return trt.DataType.FLOAT
 
+        def get_tensor_shape(self, name):  # -1 for the dynamic batch; the logits of the 8 default classes
+            return (-1, *self._facts["max"][1:]) if name == self._names[0] else (-1, 8)
+
         def get_tensor_profile_shape(self, name, profile):
             high = tuple(self._facts["max"])
             return [(1, *high[1:]), high, high]

@@ -7,8 +7,12 @@ Given a model directory (or a file in it) the engine is looked up in the engine 
 this device's key (:mod:`edge.engine_cache`); given an ``.engine``/``.plan`` file it is loaded as
 is. No engine → :class:`RuntimeUnavailable` telling what to run.
 
-Buffers: page-locked host memory and device memory for ``max_batch`` images, one CUDA stream,
-the device's primary CUDA context pushed around every call (so any thread may infer).
+Buffers: page-locked host memory and device memory for ``max_batch`` images, one pair per I/O tensor
+of the engine (the input, the class scores, the embedding where the manifest names one, and any other
+output: TensorRT needs an address for each), one CUDA stream, the device's primary CUDA context pushed
+around every call (so any thread may infer). Both API generations are read by
+:mod:`edge.runtimes.tensorrt_io`: named tensors (TensorRT ≥ 8.5, ``execute_async_v3``) and bindings
+(8.2/8.4, ``execute_async_v2``).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from edge import engine_cache
 from edge.contracts import DEFAULT_MAX_BATCH
 from edge.errors import InferenceError, RuntimeUnavailable
 from edge.runtimes.base import Runtime, register_runtime
+from edge.runtimes.tensorrt_io import buffer_shape, check_engine_io, read_engine_io
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +120,7 @@ class TensorRtRuntime(Runtime):
             self._ctx = None
             raise
         self._ctx.pop()
-        logger.info("tensorrt: loaded %s (%s, batch 1..%d)", cached.path, built, self._max_batch)
+        logger.info("tensorrt: loaded %s (%s, batch %d..%d)", cached.path, built, self._min_batch, self._max_batch)
 
     def _setup(self, trt, engine_path: Path) -> None:
         cuda = self._cuda
@@ -127,42 +132,28 @@ class TensorRtRuntime(Runtime):
         if self._engine is None:
             raise InferenceError(f"tensorrt: cannot deserialize {engine_path} (built by another TensorRT, driver or "
                                  "GPU?); rebuild it with `gemsight-deploy build-engine --rebuild`")
+        io = read_engine_io(self._engine, trt, self.input_name, engine_path)
+        check_engine_io(io, self.manifest, engine_path)
+        self._io = io
+        self._max_batch, self._min_batch = io.max_batch, max(1, io.min_batch)
         self._context = self._engine.create_execution_context()
-        self._tensor_api = hasattr(self._engine, "num_io_tensors")  # TensorRT ≥ 8.5
-        if self._tensor_api:
-            names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-            inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-            dtype_of = self._engine.get_tensor_dtype
-            max_shape = tuple(self._engine.get_tensor_profile_shape(self.input_name, 0)[2]) \
-                if self.input_name in inputs else None
-        else:  # TensorRT 8.2/8.4 (older JetPack): bindings
-            names = [self._engine.get_binding_name(i) for i in range(self._engine.num_bindings)]
-            inputs = [n for i, n in enumerate(names) if self._engine.binding_is_input(i)]
-            dtype_of = lambda n: self._engine.get_binding_dtype(names.index(n))  # noqa: E731
-            max_shape = tuple(self._engine.get_profile_shape(0, self.input_name)[2]) \
-                if self.input_name in inputs else None
-        if inputs != [self.input_name] or any(n not in names for n in self.output_names):
-            raise InferenceError(f"tensorrt: {engine_path} has tensors {names}, manifest says input "
-                                 f"'{self.input_name}', outputs {', '.join(repr(n) for n in self.output_names)}")
-        h, w = self.manifest.input.size
-        if max_shape[1:] != (3, h, w):
-            raise InferenceError(f"tensorrt: {engine_path} takes {max_shape}, manifest says N x 3 x {h} x {w}")
-        self._max_batch = int(max_shape[0])
-        self._names = names
-        self._host_in = cuda.pagelocked_empty((self._max_batch, 3, h, w), np.dtype(trt.nptype(dtype_of(self.input_name))))
-        # One page-locked host buffer and one device buffer per output: class scores, then the embedding.
-        widths = [self.manifest.num_classes] + ([self.manifest.embedding.dim] if self.manifest.embedding else [])
-        self._host_outs = [cuda.pagelocked_empty((self._max_batch, width), np.dtype(trt.nptype(dtype_of(name))))
-                           for name, width in zip(self.output_names, widths)]
-        self._d_in = cuda.mem_alloc(self._host_in.nbytes)
-        self._d_outs = [cuda.mem_alloc(host.nbytes) for host in self._host_outs]
+        # One page-locked host buffer and one device buffer per I/O tensor, sized for the largest batch:
+        # the input, the outputs the manifest names (class scores, the embedding) and any other output
+        # of the engine (it needs an address too; never copied back).
+        self._host = {t.name: cuda.pagelocked_empty(io.input_max if t.is_input else buffer_shape(t, self._max_batch),
+                                                    t.dtype) for t in io.tensors}
+        self._dev = {name: cuda.mem_alloc(host.nbytes) for name, host in self._host.items()}
         self._stream = cuda.Stream()
-        address = {self.input_name: int(self._d_in), **{n: int(d) for n, d in zip(self.output_names, self._d_outs)}}
-        if self._tensor_api:
-            for name, ptr in address.items():
-                self._context.set_tensor_address(name, ptr)
+        if io.tensor_api:
+            for name, dev in self._dev.items():
+                if self._context.set_tensor_address(name, int(dev)) is False:
+                    raise InferenceError(f"tensorrt: {engine_path}: cannot bind tensor '{name}'")
         else:  # every binding needs an address, in binding order
-            self._bindings = [address.get(n, 0) for n in names]
+            self._bindings = [int(self._dev[n]) for n in io.names]
+        unused = [n for n in io.names if n != self.input_name and n not in self.output_names]
+        if unused:
+            logger.info("tensorrt: %s also gives %s (not in the manifest): computed, not returned", engine_path,
+                        ", ".join(unused))
 
     @property
     def max_batch(self) -> int | None:
@@ -170,36 +161,43 @@ class TensorRtRuntime(Runtime):
 
     def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
         cuda, n = self._cuda, batch.shape[0]
+        # An engine whose profile starts above 1 image runs zero rows beside the batch (not returned).
+        rows = max(n, self._min_batch)
         self._ctx.push()
         try:
-            host_in = self._host_in[:n]
-            host_in[...] = batch  # into page-locked memory: the async copy needs it
-            if self._tensor_api:
-                self._context.set_input_shape(self.input_name, batch.shape)
+            host_in = self._host[self.input_name][:rows]
+            host_in[:n] = batch  # into page-locked memory: the async copy needs it
+            host_in[n:] = 0
+            shape = (rows, *batch.shape[1:])
+            if self._io.tensor_api:
+                ok = self._context.set_input_shape(self.input_name, shape)
             else:
-                self._context.set_binding_shape(self._names.index(self.input_name), batch.shape)
-            cuda.memcpy_htod_async(self._d_in, host_in, self._stream)
-            if self._tensor_api:
+                ok = self._context.set_binding_shape(self._io.names.index(self.input_name), shape)
+            if ok is False:
+                raise InferenceError(f"tensorrt: input '{self.input_name}' of shape {shape} is outside the engine's "
+                                     f"profile ({self._io.input_min} .. {self._io.input_max})")
+            cuda.memcpy_htod_async(self._dev[self.input_name], host_in, self._stream)
+            if self._io.tensor_api:
                 ok = self._context.execute_async_v3(self._stream.handle)
             else:
                 ok = self._context.execute_async_v2(self._bindings, self._stream.handle)
             if not ok:
                 raise InferenceError(f"tensorrt: execution failed for a batch of {n}")
-            for host, dev in zip(self._host_outs, self._d_outs):
-                cuda.memcpy_dtoh_async(host[:n], dev, self._stream)
+            outs = [self._host[name][:rows] for name in self.output_names]
+            for name, host in zip(self.output_names, outs):
+                cuda.memcpy_dtoh_async(host, self._dev[name], self._stream)
             self._stream.synchronize()
-            return [host[:n].astype(np.float32, copy=True) for host in self._host_outs]
+            return [host[:n].astype(np.float32, copy=True) for host in outs]
         except cuda.Error as exc:
             raise InferenceError(f"tensorrt: CUDA error: {exc}") from exc
         finally:
             self._ctx.pop()
 
     def _release(self) -> None:
-        mem = getattr(self, "_d_in", None)
-        for dev in ([mem] if mem is not None else []) + list(getattr(self, "_d_outs", None) or []):
+        for dev in (getattr(self, "_dev", None) or {}).values():
             dev.free()
-        self._d_in, self._d_outs = None, []
-        for name in ("_context", "_engine", "_runtime", "_stream", "_host_in", "_host_outs"):
+        self._dev = {}
+        for name in ("_context", "_engine", "_runtime", "_stream", "_host"):
             setattr(self, name, None)
 
     def close(self) -> None:

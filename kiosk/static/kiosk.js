@@ -53,7 +53,7 @@
   function onCamera(c) {
     const key = c.device + "/" + c.camera;
     const art = document.querySelector('[data-case="' + key + '"]');
-    const off = c.health === "stale" || c.health === "down";
+    const off = c.health === "stale" || c.health === "down" || c.health === "ended";
     if (art) art.classList.toggle("stale", off);
     const note = document.querySelector('[data-offline="' + key + '"]');
     if (note) note.textContent = c.offline_text || "";

@@ -216,6 +216,38 @@ def test_after_a_hand_another_piece_whose_embedding_passes_is_changed_and_the_sa
     case.step(emb=(PIECE_B, PIECE_A), image=hand)                     # the hand takes the piece ...
     other = frame(seed=1)
     other[:20, :40], other[20:, :40] = 230, 30                         # ... and leaves another one
-    assert case.step(image=other, n=6)[0] == "changed"                # same embedding, other pixels
+    assert case.step(image=other, n=8)[0] == "changed"                # same embedding, other pixels
     case.step(emb=(PIECE_B, PIECE_A), image=hand)
-    assert case.step(image=frame(seed=1), n=6)[0] == "present"        # the first piece is back
+    assert case.step(image=frame(seed=1), n=8)[0] == "present"        # the first piece is back
+
+
+def test_after_a_hand_a_piece_close_to_the_reference_but_not_the_one_before_is_changed(tmp_path):
+    """Another piece of the same kind passes the reference's threshold (which the day's light needs), but
+    its mean embedding after the hand is not the one before it: changed. The frames next to the hand (a
+    shadow) are left out, so the piece put back is present."""
+    cfg = StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2, identity=0, identity_cos=0.98)
+    near = unit(PIECE_A + 0.3 * TRAY)                                   # cosine ~0.96 to PIECE_A
+    assert 0.9 < float(near @ PIECE_A) < 0.98
+    case = Case(tmp_path, cfg)
+    case.step(n=6, image=frame(seed=1))
+    hand = frame(seed=1, hand_on=0)
+    case.step(emb=(TRAY, PIECE_A), image=hand)
+    assert case.step(emb=(near, PIECE_A), image=frame(seed=1), n=8)[0] == "changed"
+    assert case.tracker._tracks[0].similarity > case.tracker.enrolment.slots["r0c0"].threshold
+    case.step(emb=(TRAY, PIECE_A), image=hand)
+    shadow = unit(PIECE_A + 0.5 * TRAY)
+    case.step(emb=(shadow, PIECE_A), image=frame(seed=1))              # the hand's shadow as it leaves
+    assert case.step(image=frame(seed=1), n=8)[0] == "present"        # the first piece is back
+
+
+def test_after_a_hand_a_piece_of_another_colour_is_changed(tmp_path):
+    """Same embedding and the same grey, other colours (a blue stone for a red one): the colour look tells."""
+    cfg = StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2, identity_cos=0)
+    before = frame(seed=1)
+    before[10:30, 10:30] = (200, 60, 60)                                # a blue stone (BGR) ...
+    after = before.copy()
+    after[10:30, 10:30] = (60, 60, 200)                                 # ... a red one: the same grey
+    case = Case(tmp_path, cfg)
+    case.step(n=6, image=before)
+    case.step(emb=(TRAY, PIECE_A), image=frame(seed=1, hand_on=0))
+    assert case.step(image=after, n=8)[0] == "changed"

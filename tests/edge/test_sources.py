@@ -57,6 +57,8 @@ def test_parse_uris():
     ("file:///a.mp4?pace=2", r"unknown parameter\(s\) \['pace'\]"),
     ("file:///a.mp4?speed=0", "speed=0 must be a number from 0.01 to 1000"),
     ("file:///a.mp4?speed=nan", "speed=nan must be a number"),
+    ("file:///a.mp4?every=0", "every=0 must be a whole number from 1 to 100"),
+    ("file:///a.mp4?every=1.5", "every=1.5 must be a whole number"),
     ("v4l2:///dev/video0?width=-5", "width=-5 must be a positive integer"),
     ("csi://front", "needs a sensor number"),
     ("gst://videotestsrc ! autovideosink", "must end in appsink"),
@@ -109,6 +111,20 @@ def test_file_as_fast_as_possible_hands_over_every_frame(tmp_path):
         assert _drain(src) == list(range(25))
         assert src.stats.dropped == 0 and src.state == "eos"
         assert [s for s, _ in src.pop_events()] == ["up", "eos"]
+
+
+def test_every_nth_frame_of_a_file_keeps_its_index_and_video_time(tmp_path):
+    video = write_video(tmp_path / "v.avi", frames=25, fps=10.0)
+    got = []
+    with CameraSource("cam0", f"file://{video}?realtime=0&every=3") as src:
+        while True:
+            status, frame = src.read(2.0)
+            if status is Status.EOS:
+                break
+            if status is Status.OK:
+                got.append((frame.index, frame.media_s))
+    assert [i for i, _ in got] == list(range(0, 25, 3))
+    assert [m for _, m in got] == pytest.approx([i / 10.0 for i in range(0, 25, 3)])
 
 
 def test_realtime_file_keeps_the_newest_and_counts_drops(tmp_path):

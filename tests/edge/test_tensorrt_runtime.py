@@ -69,3 +69,26 @@ def test_runtime_from_engine_file(needs_gpu, tmp_path, untrained_onnx):
     with create_runtime("tensorrt", path, manifest=load_manifest_for(untrained_onnx)) as rt:
         assert rt.max_batch == 2 and rt.precision == "fp32"
         assert rt(x).shape == (3, 8)
+
+
+@pytest.mark.gpu
+def test_two_outputs_for_real(needs_gpu, tmp_path):
+    """The class scores and the embedding of a real engine, named by the manifest, against ONNX Runtime on
+    the same two-output model: a batch under the profile's largest, one equal to it, one split."""
+    import numpy as np
+
+    from calibration.tensorrt import ensure_engine
+    from tests.edge.fake_trt_infer import write_model
+
+    onnx_path, manifest = write_model(tmp_path / "model")
+    path = ensure_engine(onnx_path.parent, tmp_path / "engines", max_batch=4, precision="fp32")
+    x = np.random.default_rng(0).normal(size=(6, 3, 16, 16)).astype(np.float32)
+    with create_runtime("onnxruntime", onnx_path, manifest=manifest) as ort_rt:
+        ref = ort_rt.infer({"input": x})
+    with create_runtime("tensorrt", path, manifest=manifest) as rt:
+        assert rt.max_batch == 4
+        for n in (3, 4, 6):
+            got = rt.infer({"input": x[:n]})
+            assert list(got) == ["logits", "embedding"]
+            np.testing.assert_allclose(got["logits"], ref["logits"][:n], atol=1e-3)
+            np.testing.assert_allclose(got["embedding"], ref["embedding"][:n], atol=1e-4)

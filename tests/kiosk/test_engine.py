@@ -191,3 +191,16 @@ def test_planogram_slots_the_camera_does_not_report_are_logged(tmp_path, caplog)
     e = engine(tmp_path)
     e.on_labels(labels({"r0c0": "ring", "r0c1": "ring"}, seq=0), T0)
     assert "case-01/cam0: planogram slots the camera does not report (never checked): ['r1c0', 'r1c1']" in caplog.text
+
+
+def test_a_video_file_that_ended_is_shown_as_ended_never_as_an_incident(tmp_path):
+    """``eos`` comes only from a file source that does not loop (a recording played to its end: the demo, a
+    benchmark): the case is greyed out as ended, and no camera incident opens, even as heartbeats stop."""
+    e = engine(tmp_path)
+    e.on_heartbeat(heartbeat({"cam0": 5}), T0 + 1)
+    ch = e.on_status(status("eos", detail="end of file"), T0 + 2)
+    assert ch.cameras[0]["health"] == "ended" and "video file ended" in ch.cameras[0]["reason"]
+    assert not opened(ch, cameras=True)
+    assert not opened(e.tick(T0 + 60), cameras=True)     # the device stopped too: still no incident
+    inc, = opened(e.on_status(status("down", detail="stalled"), T0 + 61), cameras=True)   # a real failure is one
+    assert "down: stalled" in inc.reason
