@@ -1,8 +1,7 @@
 """The snapshot guard (edge.snapshot_guard): a request is bounded as a whole, however it is framed.
 
-The attacks run against a publisher in its own process (tests/edge/guard_edge.py), so that its RSS
-is the edge's alone; the limits, the endpoint forms and the legitimate traffic run in-process, on
-real sockets.
+The attacks run against a publisher in its own process (tests/edge/guard_edge.py), so that its RSS is
+the edge's alone; the limits, endpoint forms and legitimate traffic run in-process, on real sockets.
 """
 from __future__ import annotations
 
