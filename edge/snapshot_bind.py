@@ -85,7 +85,13 @@ def bind_snapshot(rep: zmq.Socket, endpoint: str, bind: Callable[[zmq.Socket, st
     except ConfigError:
         rep.close(linger=0)
         raise
-    directory = tempfile.mkdtemp(prefix="gemsight-snapshot-")  # 0700: only this user reaches the REP behind it
+    try:
+        directory = tempfile.mkdtemp(prefix="gemsight-snapshot-")  # 0700: only this user reaches the REP behind it
+    except OSError as exc:
+        listener.close()
+        rep.close(linger=0)
+        raise ConfigError(f"snapshot endpoint '{endpoint}': cannot make the folder of its private socket in "
+                          f"{tempfile.gettempdir()} ({exc.strerror or exc}; set TMPDIR to a writable folder)") from exc
     path = str(Path(directory) / "rep")
     try:
         internal = bind(rep, f"ipc://{path}", "snapshot endpoint (internal)")
