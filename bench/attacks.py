@@ -10,11 +10,17 @@ its CURVE keys) follows the labels throughout and counts ``seq`` gaps. Then, one
 3. **snapshot, one huge frame**: the allowed client sends one ``--mb`` MB request frame to the
    snapshot port;
 4. **snapshot, many frames**: the allowed client sends one request of ``--frames`` frames of 4,000 B
-   (each under the frame limit).
+   (each under the frame limit; libzmq sends a message once it is whole, so its frames reach the edge
+   one after the other, and the edge used to hold them all until the last one);
+5. **snapshot, many frames, many connections**: the same from :data:`edge.link.snapshot_guard.MAX_CONNECTIONS`
+   connections at once, ``--frames`` / 25 frames each (what the guard's total limit is about).
 
 For each: the edge's RSS before, at its peak (sampled every 20 ms) and 2 s after; the bytes the attacker
 got into the edge before it hung up; and whether labels kept flowing to the allowed client without
-a gap. Prints a table, writes ``bench/results/attacks.json``. ``edge.link.ingress`` says what bounds what.
+a gap. Then the latency of a snapshot request (CURVE, in-process) through the guard and straight to
+the REP socket behind it, on one connection and on a new connection each (as kiosks ask). Prints
+tables, writes ``bench/results/attacks.json``. ``edge.link.ingress`` and ``edge.link.snapshot_guard`` say what
+bounds what.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fault_kit import (MODEL_NOTE, RESULTS, EdgeProcess, case_video, edge_config, free_port,  # noqa: E402
                              print_table, proc_sample, tiny_model, write_json)
+from edge.link.snapshot_guard import MAX_CONNECTIONS  # noqa: E402
 
 CHUNK = 1 << 20
 
@@ -110,12 +117,14 @@ class Follower:
         self.listener.close()
 
 
-def _snapshot_request(endpoint: str, keys, frames: list[bytes] | None, huge: int = 0) -> dict:
-    """The allowed client sends one request (``frames``, or one frame of ``huge`` bytes); what came back."""
+def _snapshot_request(endpoint: str, keys, frames: int = 0, huge: int = 0) -> dict:
+    """The allowed client sends one request (``frames`` frames of 4,000 B, or one frame of ``huge``
+    bytes); what came back, or that the edge dropped the connection."""
     import zmq
 
     from edge.link.client import Link
 
+    frame = b"x" * 4000
     with Link(zmq.REQ, endpoint, keys, device="bench") as link:
         if not link.wait_connected(10):
             return {"answer": "no connection"}
@@ -123,10 +132,74 @@ def _snapshot_request(endpoint: str, keys, frames: list[bytes] | None, huge: int
         if huge:
             sock.send(b" " * huge)
         else:
-            sock.send_multipart(frames)
-        if not sock.poll(15_000):
-            return {"answer": "none (connection dropped)"}
-        return {"answer": sock.recv()[:160].decode(errors="replace")}
+            sock.copy_threshold = 0   # pyzmq copies frames under 64 KiB unless told not to
+            for _ in range(frames - 1):
+                sock.send(frame, zmq.SNDMORE, copy=False)  # zero-copy: the client holds one buffer
+            sock.send(frame, copy=False)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if sock.poll(50):
+                return {"answer": sock.recv()[:160].decode(errors="replace")}
+            link.check()
+            if link.disconnects:
+                return {"answer": "none (connection dropped)"}
+        return {"answer": "none (no answer within 15 s)"}
+
+
+def _many_connections(endpoint: str, keys, connections: int, frames: int) -> dict:
+    """``connections`` allowed clients at once, each sending one request of ``frames`` frames."""
+    outs: list[dict] = [{} for _ in range(connections)]
+
+    def one(i: int) -> None:
+        outs[i] = _snapshot_request(endpoint, keys, frames)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    dropped = sum(o.get("answer", "").startswith("none (connection dropped)") for o in outs)
+    return {"answer": f"{dropped} of {connections} connections dropped by the edge", "connections": connections}
+
+
+def snapshot_latency(work: Path, requests: int = 200, fresh: int = 40) -> list[dict]:
+    """Latency of a snapshot request (CURVE) through the guard and straight to the REP behind it."""
+    import statistics
+
+    import zmq
+
+    from edge.config.device import CurveConfig
+    from edge.link.client import ClientKeys, Link
+    from edge.link.publisher import Publisher
+    from tests.helpers import make_curve_files, make_labels
+
+    curve = make_curve_files(work / "latency")
+    keys = ClientKeys.load(curve.server_public, curve.client_secret)
+    rows = []
+    with Publisher("case-01", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", curve=CurveConfig(**curve.config)) as pub:
+        for cam in range(4):
+            pub.publish_labels(f"cam{cam}", make_labels(f"cam{cam}", n_slots=12))
+        for path, endpoint in (("through the guard", pub.snapshot_endpoint),
+                               ("straight to the REP behind it (ipc)", f"ipc://{pub._guard.upstream}")):
+            times = []
+            with Link(zmq.REQ, endpoint, keys, device="bench") as link:
+                for _ in range(requests):
+                    t0 = time.perf_counter()
+                    if link.request(b'{"camera": null}', 5.0) is None:
+                        raise RuntimeError(f"no answer {path}")
+                    times.append((time.perf_counter() - t0) * 1000)
+            new = []
+            for _ in range(fresh):
+                t0 = time.perf_counter()
+                with Link(zmq.REQ, endpoint, keys, device="bench") as link:
+                    if link.request(b'{"camera": null}', 5.0) is None:
+                        raise RuntimeError(f"no answer {path}")
+                new.append((time.perf_counter() - t0) * 1000)
+            for how, ms in (("one connection", times), ("a new connection each (handshake included)", new)):
+                q = statistics.quantiles(ms, n=20)
+                rows.append({"path": path, "connection": how, "requests": len(ms),
+                             "median_ms": round(statistics.median(ms), 3), "p95_ms": round(q[18], 3)})
+    return rows
 
 
 def attack(name: str, edge: EdgeProcess, follower: Follower, run) -> dict:
@@ -200,7 +273,10 @@ def run_bench(mb: int, frames: int, work: Path) -> dict:
         rows.append(attack(f"allowed client: one {mb} MB snapshot request frame", edge, follower,
                            lambda: _snapshot_request(snapshot, keys, None, huge=mb * 10**6)))
         rows.append(attack(f"allowed client: snapshot request of {frames:,} frames x 4,000 B", edge, follower,
-                           lambda: _snapshot_request(snapshot, keys, [b"x" * 4000] * frames)))
+                           lambda: _snapshot_request(snapshot, keys, frames)))
+        rows.append(attack(f"allowed client: {MAX_CONNECTIONS} connections x a request of {frames // 25:,} frames "
+                           "x 4,000 B", edge, follower,
+                           lambda: _many_connections(snapshot, keys, MAX_CONNECTIONS, frames // 25)))
     finally:
         if follower is not None:
             follower.stop()
@@ -208,7 +284,7 @@ def run_bench(mb: int, frames: int, work: Path) -> dict:
     return {"model": MODEL_NOTE, "video": {"fps": 10, "slots": 12, "looping": True},
             "command": f"python bench/attacks.py --mb {mb} --frames {frames}",
             "edge": "python -m edge run (CURVE, one allowed client), child process",
-            "attacks": rows, "edge_exit_code": rc,
+            "attacks": rows, "edge_exit_code": rc, "snapshot_latency": snapshot_latency(work),
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -230,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
                      if "attacker_sent_mb" in r else f"answer: {r.get('answer', '')[:60]}; ")
                   + f"labels {r['labels_during']}, gaps {r['seq_gaps_during']}") for r in report["attacks"]],
                 ("attack", "edge RSS, attacker, allowed client"))
+    print()
+    print_table([(r["path"], r["connection"], str(r["requests"]), f"{r['median_ms']:.2f}", f"{r['p95_ms']:.2f}")
+                 for r in report["snapshot_latency"]], ("snapshot request", "connection", "n", "median ms", "p95 ms"))
     print(f"\nwrote {args.out}")
     return 0
 

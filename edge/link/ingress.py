@@ -19,9 +19,9 @@ arrives, and no socket option bounds how many there are. A snapshot request is t
 frame at a time (:func:`read_request`, never ``recv_multipart``): only the first frame is kept, the
 rest are counted and released at once, and a request of more than :data:`MAX_REQUEST_FRAMES` frame
 or :data:`MAX_REQUEST_BYTES` bytes in all is answered with an error without being parsed. Frames that
-never end a message stay queued in libzmq until the connection closes; only an *allowed* client can
-send them on a CURVE device (the handshake comes first), and on a plaintext one only a local process
-(plaintext is refused off loopback without ``--insecure``). See ``docs/security.md``.
+never end a message would stay queued in libzmq until the connection closes: a ``tcp://`` snapshot
+endpoint is therefore served through :mod:`edge.link.snapshot_guard`, which cuts a client whose frames
+no reply accounts for pass a small count. See ``docs/security.md``.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ so a kiosk that joins late (ZeroMQ's slow joiner) shows the current state at onc
 messages are kept as their encoded bytes, which the loop never touches again: the snapshot thread
 splices them into its reply without decoding, and without sharing a mutable dict with the loop.
 
-CURVE (the default; see the README's "Security"): given ``curve`` (``publish.curve`` of the config:
+CURVE (the default; see docs/security.md): given ``curve`` (``publish.curve`` of the config:
 the server's secret certificate and the allow-list directory), both sockets are CURVE servers:
 traffic is encrypted, clients must pin the server's public key, and a ZAP authenticator
 (:mod:`edge.link.allowlist`) admits only client public keys in the allow-list. The allow-list is
@@ -24,9 +24,8 @@ Plaintext (``curve=None``, i.e. ``publish.curve: null``) is an explicit choice: 
 warning at every start, and refused on an endpoint other than loopback/``ipc``/``inproc`` unless
 ``insecure=True`` (``gemsight-edge run --insecure``).
 
-Both sockets are bounded as :mod:`edge.link.ingress` says (frame size before it is buffered, handshake
-time; a snapshot request is read frame by frame and bounded as a whole), and no request can stop the
-snapshot thread: whatever one request raises is answered with an error, logged, and the thread goes on.
+Both sockets are bounded as :mod:`edge.link.ingress` says, a ``tcp://`` REP behind
+:mod:`edge.link.snapshot_guard`; what one request raises is answered with an error, logged, and ignored.
 """
 from __future__ import annotations
 
@@ -40,8 +39,7 @@ import zmq
 
 from edge.config.credentials import load_curve_keys
 from edge.errors import ConfigError, MessageError
-from edge.link import allowlist
-from edge.link import messages
+from edge.link import allowlist, messages, snapshot_bind, snapshot_guard
 from edge.link.ingress import (MAX_REQUEST_BYTES, MAX_REQUEST_FRAMES, MAX_SUBSCRIPTION_BYTES, Request, limit_socket,
                           read_request)
 from edge.link.policy import check_plaintext
@@ -145,6 +143,7 @@ class Publisher:
         self._closed = False
 
         self.snapshot_endpoint: str | None = None
+        self._guard: snapshot_guard.SnapshotGuard | None = None  # the relay in front of a tcp:// REP
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if snapshot_endpoint:
@@ -152,7 +151,8 @@ class Publisher:
                 rep = self._socket(zmq.REP)
                 # Bounded before it is buffered: a bigger request frame drops its connection unread.
                 limit_socket(rep, MAX_REQUEST_BYTES)
-                self.snapshot_endpoint = _bind(rep, snapshot_endpoint, "snapshot endpoint")
+                self._rep_endpoint, self.snapshot_endpoint, self._guard = snapshot_bind.bind_snapshot(
+                    rep, snapshot_endpoint, _bind, curve=self._curve is not None, context=self._ctx)
             except ConfigError:
                 self._pub.close(linger=0)
                 self._detach()
@@ -359,7 +359,7 @@ class Publisher:
         try:
             while not self._stop.is_set():
                 if self._revocations != seen:
-                    seen = self._rebind_if_revoked(rep, self.snapshot_endpoint or "", seen)
+                    seen = self._rebind_if_revoked(rep, self._rep_endpoint, seen)
                 if not poller.poll(SNAPSHOT_POLL_MS):
                     continue
                 request = read_request(rep)
@@ -387,6 +387,8 @@ class Publisher:
             self._thread.join(timeout=2.0)
         if self._watcher is not None:
             self._watcher.join(timeout=2.0)
+        if self._guard is not None:
+            self._guard.close()
         self._pub.close()
         self._detach()
 

@@ -110,20 +110,25 @@ def pub():
         yield p
 
 
-def test_a2_a_request_of_many_frames_is_bounded_as_a_whole(pub):
-    """2,000 frames of 4,000 B (each under the frame limit): refused, and never copied whole into Python."""
+def test_a2_a_request_of_many_frames_is_bounded_as_a_whole(pub, tmp_path):
+    """2,000 frames of 4,000 B (each under the frame limit): on tcp the guard cuts the connection
+    (tests/edge/test_snapshot_guard.py); on ipc (bound directly) it is refused, never copied whole into Python."""
     frames = [b"x" * 4000] * 2000
-    tracemalloc.start()
-    try:
-        reply = _ask(pub.snapshot_endpoint, frames)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    assert _ask(pub.snapshot_endpoint, frames, timeout_ms=1000) is None
+    assert pub._guard.cuts == 1
+    with Publisher("case-01", ANY, f"ipc://{tmp_path}/snapshot", curve=None) as direct:
+        tracemalloc.start()
+        try:
+            reply = _ask(direct.snapshot_endpoint, frames)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
     error = messages.decode(reply)["error"]
     assert "2000 frame(s) of 8000000 bytes" in error
     assert peak < 1 << 20, f"the request was copied into Python ({peak:,} bytes traced)"
     # Several small frames under the byte limit are refused too: a request is one frame.
     assert "2 frame(s)" in messages.decode(_ask(pub.snapshot_endpoint, [b"{}", b"{}"]))["error"]
+    assert "3 frame(s) of 12000 bytes" in messages.decode(_ask(pub.snapshot_endpoint, frames[:3]))["error"]
     assert "cam0" in messages.parse_snapshot(_ask(pub.snapshot_endpoint, [b'{"camera": null}']))["cameras"]
 
 
