@@ -3,22 +3,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from edge.validation import Strict
 
 
-class StatesConfig(BaseModel):
+class StatesConfig(Strict):
     """Slot states: each slot compares what it sees with the piece recorded at enrolment.
 
     The defaults were set on the store-day benchmark's development days (``bench/store_day.py``), not on
     the days it reports.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # and Strict's: no unknown field, frozen; no bool read as a number, no number given as a string.
+    model_config = ConfigDict(strict=True)
 
     enabled: bool = Field(True, description="Give every slot a state (needs a model with an embedding output; "
                                             "without one every slot is `unenrolled` and the device says why).")
-    state_dir: Path | None = Field(None, description="Where enrolments are kept; default $STATE_DIRECTORY (systemd), "
-                                                     "else `state/` beside the config file.")
+    state_dir: Path | None = Field(None, strict=False,
+                                   description="Where enrolments are kept; default $STATE_DIRECTORY (systemd), "
+                                               "else `state/` beside the config file.")
     auto_enrol: bool = Field(True, description="A slot with no valid reference enrols itself once it has been still "
                                                "with a piece in it (first start, or after a model or slot-map change).")
     still_s: float = Field(1.2, gt=0, le=60, description="Seconds without motion before a slot's state is decided "
@@ -47,5 +51,8 @@ class StatesConfig(BaseModel):
     identity_guard_s: float = Field(0.6, ge=0, le=10, description="Seconds next to a hand (before it came, after "
                                                                   "the slot is still again) left out of that check: "
                                                                   "its shadow, a sleeve's edge.")
+    identity_recheck: bool = Field(True, description="While the slot stays still, that check is made again on "
+                                                     "its latest still frames, so a shadow or a sleeve at the "
+                                                     "hand's edge cannot latch `changed`.")
     confirm_frames: int = Field(3, ge=1, le=100, description="Frames a decided state must hold before it is "
                                                              "published (occluded is published at once).")

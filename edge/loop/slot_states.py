@@ -189,7 +189,7 @@ class SlotTracker:
                     auto_enrolled.append(name)
                 tr.similarity = None if ref is None or emb is None else float(emb @ ref.embedding)
                 same = ref is not None and tr.similarity is not None and tr.similarity >= ref.threshold
-                if still and tr.before is not None and tr.other is None:
+                if still and tr.before is not None and (tr.other is None or cfg.identity_recheck):
                     self._check_identity(tr, t)
                 if ref is None:
                     candidate = SlotState.UNENROLLED

@@ -66,12 +66,20 @@ def test_b5_merge_keys_may_still_be_overridden(tmp_path):
     ("publish", "hwm", True), ("publish", "hwm", "1000"), ("publish", "heartbeat_s", "1"),
     ("postprocess", "window", "yes"), ("postprocess", "window", True), ("postprocess", "min_score", True),
     ("postprocess", "min_score", "0.5"), ("postprocess", "top_k", 3.0), ("metrics", "port", "9108"),
+    ("states", "still_s", "1.2"), ("states", "enrol_frames", True), ("states", "identity_cos", True),
 ])
 def test_b5_bools_and_strings_are_not_numbers(section, field, value):
     data = dict(BASE)
     data[section] = {**data.get(section, {}), field: value}
     with pytest.raises(ConfigError, match=f"{section}.{field}: Input should be a valid (integer|number)"):
         parse_config(data, "edge.yaml")
+
+
+@pytest.mark.parametrize("field, value", [("enabled", 1), ("auto_enrol", "yes"), ("identity_recheck", 0)])
+def test_b5_states_switches_are_bools_not_numbers_or_strings(field, value):
+    with pytest.raises(ConfigError, match=f"states.{field}: Input should be a valid boolean"):
+        parse_config(dict(BASE, states={field: value}), "edge.yaml")
+    assert parse_config(dict(BASE, states={"state_dir": "/var/lib/x"}), "edge.yaml").states.state_dir.name == "x"
 
 
 def test_b5_yaml_yes_is_refused_where_a_number_belongs(tmp_path):

@@ -251,3 +251,19 @@ def test_after_a_hand_a_piece_of_another_colour_is_changed(tmp_path):
     case.step(n=6, image=before)
     case.step(emb=(TRAY, PIECE_A), image=frame(seed=1, hand_on=0))
     assert case.step(image=after, n=8)[0] == "changed"
+
+
+@pytest.mark.parametrize("recheck", [True, False])
+def test_a_passing_shadow_after_a_hand_does_not_latch_changed_while_the_check_runs_again(tmp_path, recheck):
+    """A shadow that lingers past the guard makes the first still window after a hand look like another
+    piece. With ``identity_recheck`` the check runs again on the latest still frames, so the piece that lay
+    there all along comes back ``present``; without it the first reading latches ``changed``."""
+    cfg = StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2, identity=0, identity_cos=0.98,
+                       identity_recheck=recheck)
+    shadow = unit(PIECE_A + 0.5 * TRAY)
+    case = Case(tmp_path, cfg)
+    case.step(n=6, image=frame(seed=1))
+    case.step(emb=(TRAY, PIECE_A), image=frame(seed=1, hand_on=0))
+    assert case.step(emb=(shadow, PIECE_A), image=frame(seed=1), n=10)[0] == "changed"
+    final = case.step(image=frame(seed=1), n=10)[0]                    # the shadow has gone; nothing moved
+    assert final == ("present" if recheck else "changed")
