@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiosk.config import EMPTY_LABELS, STATES
-from kiosk.incident import SLOT_KINDS, Changes
+from kiosk.incident import SLOT_KINDS, Changes, Cond, slot_incident_key
 from kiosk.words import case_shape, slot_words
 
 #: States after which the piece may be gone: they make a slot's away time.
@@ -38,7 +38,7 @@ HOLD = ("occluded", "unenrolled")
 
 
 def state_condition(expected: str | None, state: str, label: str | None,
-                    category_incidents: bool = False) -> tuple[str, str | None]:
+                    category_incidents: bool = False) -> tuple[Cond, str | None]:
     """A slot's condition and hint from the planogram, the device's state and the category it reads.
 
     Returns:
@@ -48,22 +48,22 @@ def state_condition(expected: str | None, state: str, label: str | None,
     """
     piece = label is not None and label not in EMPTY_LABELS
     if expected is None:
-        return "unplanned", None
+        return Cond.UNPLANNED, None
     if expected in STATES:
         if state in ("present", "changed") or (state == "unenrolled" and piece):
-            return "extra", f"a piece ({label}) is here; the planogram says {expected}"
-        return "state", None
+            return Cond.EXTRA, f"a piece ({label}) is here; the planogram says {expected}"
+        return Cond.STATE, None
     if state == "unenrolled":
-        return "unenrolled", "not enrolled"
+        return Cond.UNENROLLED, "not enrolled"
     if state == "occluded":
-        return "occluded", None
+        return Cond.OCCLUDED, None
     if state == "empty":
-        return "missing", None
+        return Cond.MISSING, None
     if state == "changed":
-        return "swapped", None
+        return Cond.SWAPPED, None
     if piece and label != expected:
-        return ("wrong", None) if category_incidents else ("ok", f"reads as {label}; the planogram says {expected}")
-    return "ok", None
+        return (Cond.WRONG, None) if category_incidents else (Cond.OK, f"reads as {label}; the planogram says {expected}")
+    return Cond.OK, None
 
 
 class StatesMixin:
@@ -80,7 +80,7 @@ class StatesMixin:
 
     def _threshold(self, key: tuple[str, str, str], sv: Any, now: float) -> float:
         """Seconds a bad slot waits before its incident: the swap confirmation or the grace."""
-        if sv.cond == "swapped":
+        if sv.cond == Cond.SWAPPED:
             return self.policies.swap_confirm_s
         return self.grace(key[:2], now, key[2])
 
@@ -98,9 +98,9 @@ class StatesMixin:
         elif sv.changed_since is None:
             sv.changed_since = now
         sv.cond, sv.hint = state_condition(self.planogram.get(key), state, sv.label, self.policies.category_incidents)
-        if sv.cond == "missing":
+        if sv.cond == Cond.MISSING:
             since = sv.away_since
-        elif sv.cond == "swapped":
+        elif sv.cond == Cond.SWAPPED:
             since = sv.changed_since
         elif sv.cond == "wrong":
             since = sv.bad_since if prev == "wrong" else now
@@ -113,20 +113,20 @@ class StatesMixin:
         sv.bad_since = since
         if sv.bad_seq is not None and sv.seq is not None and sv.seq < sv.bad_seq:
             sv.bad_seq = sv.seq                 # the edge restarted (seq from 0): never a backwards range
-        if sv.cond == "missing" and prev != "missing" and sv.away_from_present:
+        if sv.cond == Cond.MISSING and prev != Cond.MISSING and sv.away_from_present:
             self._state_burst(key, now, ch)
-        inc = self.open.get(("slot", *key))
+        inc = self.open.get(slot_incident_key(key))
         if sv.cond in SLOT_KINDS:
             if inc is None and now - sv.bad_since >= self._threshold(key, sv, now):
                 self._open_slot(key, sv, now, ch)
-            elif inc is not None and not (inc.kind == "missing" and sv.cond == "swapped"):
+            elif inc is not None and not (inc.kind == Cond.MISSING and sv.cond == Cond.SWAPPED):
                 # A missing piece stays missing when another piece is put in its place (a restock before the
                 # slot is enrolled again): the enrolment ends it. A swapped slot emptied becomes missing.
                 self._refresh_slot(inc, key, sv, now, ch, loud=changed or inc.kind != sv.cond)
         elif sv.cond not in HOLD and inc is not None:
             where = self.words(key[:2], key[2])
-            why = (f"the piece is back in {where}" if sv.cond == "ok"
-                   else f"{where} is now {self.planogram.get(key) if sv.cond == 'state' else sv.cond}")
+            why = (f"the piece is back in {where}" if sv.cond == Cond.OK
+                   else f"{where} is now {self.planogram.get(key) if sv.cond == Cond.STATE else sv.cond}")
             self._resolve(inc, why, now, ch)
         if changed or prev != sv.cond:
             ch.slots.append(self.slot_dict(key))
@@ -138,7 +138,7 @@ class StatesMixin:
             return
         window, limit = self.policies.burst_window_s, self._burst_slots(case)
         gone = sorted((sv.away_since, k[2]) for k, sv in self.slots.items()
-                      if k[:2] == case and sv.cond == "missing" and sv.away_from_present and sv.away_since is not None)
+                      if k[:2] == case and sv.cond == Cond.MISSING and sv.away_from_present and sv.away_since is not None)
         best: list[tuple[float, str]] = []
         for i in range(len(gone)):
             group = [g for g in gone[i:] if g[0] - gone[i][0] <= window]
@@ -151,14 +151,14 @@ class StatesMixin:
                   f"({', '.join(self.words(case, n) for n in names)}; more than {limit} allowed)")
         self._open_or_update("smash", case[0], case[1], None, reason, {"slots": names, "window_s": window, "states": True}, now, ch)
         for k, sv in self.slots.items():   # the case is in alarm: its missing slots are incidents now
-            if k[:2] == case and k != key and sv.cond == "missing" and ("slot", *k) not in self.open:
+            if k[:2] == case and k != key and sv.cond == Cond.MISSING and slot_incident_key(k) not in self.open:
                 self._open_slot(k, sv, now, ch)
 
     def _state_reason(self, key: tuple[str, str, str], sv: Any, now: float) -> str:
         expected = self.planogram.get(key)
         lasted = now - (sv.bad_since if sv.bad_since is not None else now)
         sim = f"; similarity to its reference {sv.similarity:.2f}" if sv.similarity is not None else ""
-        if sv.cond == "swapped":
+        if sv.cond == Cond.SWAPPED:
             return (f"another piece is in {self.place(key)} (it should hold the enrolled {expected}; "
                     f"reads as {sv.label}{sim}) for {lasted:.0f} s")
         return f"the {expected} of {self.place(key)} is missing: empty for {lasted:.0f} s"
@@ -172,7 +172,7 @@ class StatesMixin:
             sv = self.slots.get(key)
             if sv is not None:   # the slot starts afresh: nothing it read before the enrolment counts
                 sv.changed_since = sv.away_since = sv.bad_since = None
-            inc = self.open.get(("slot", *key))
-            if inc is not None and inc.kind in ("swapped", "missing"):
+            inc = self.open.get(slot_incident_key(key))
+            if inc is not None and inc.kind in (Cond.SWAPPED, Cond.MISSING):
                 self._resolve(inc, f"{self.words(case, name)} re-enrolled by {user}", now, ch)
         return ch
