@@ -7,7 +7,7 @@ STAMP := $(VENV)/.gemsight-installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench install clean browser chain-services
+.PHONY: demo test test-fast lint bench install clean browser chain-services
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/gemsight-demo $(DEMO_ARGS)
 
-test: $(STAMP) lint browser chain-services
+# The synthetic test model (tests/synthetic_model.py) is the suite's longest step: its build starts first, in the
+# background, while the linter runs and the browser and chain services install; pytest then waits on its lock
+# (or finds it cached) instead of starting it once everything else is ready.
+test: $(STAMP)
+	@mkdir -p .cache/test-model
+	@$(PY) -m tests.synthetic_model > .cache/test-model/prebuild.log 2>&1 &
+	$(MAKE) --no-print-directory lint browser chain-services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: everything not marked slow (no trained test model, no training, no whole videos).
+test-fast: $(STAMP) lint
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The linter the code is written for (pyproject.toml's [tool.ruff]); `make test` runs it first.
 lint: $(STAMP)

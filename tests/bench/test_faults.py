@@ -3,9 +3,12 @@ in tiny configurations: each runs the real edge process and a real subscriber fo
 must write a report of the right shape with figures that say the edge behaved."""
 import json
 
+import pytest
+
 from bench import camera_faults, consumers, soak
 
 
+@pytest.mark.slow
 def test_soak_writes_samples_plot_and_verdict(tmp_path):
     out = tmp_path / "soak.json"
     rc = soak.main(["--minutes", "0.03", "--every", "0.4", "--warmup", "0.4", "--video-seconds", "1",
@@ -23,6 +26,7 @@ def test_soak_refuses_a_bad_duration(capsys):
     assert "--minutes" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_consumers_vanishing_and_dead_subscribers(tmp_path):
     r = consumers.run_bench(minutes=0.02, vanish=3, every=1.0, hwm=1000, work=tmp_path, video_seconds=1.0,
                             settle_s=0.5)
@@ -36,6 +40,7 @@ def test_consumers_vanishing_and_dead_subscribers(tmp_path):
     assert nodrop["refused_eagain"] > 0 and nodrop["reading_subscriber_received"] == nodrop["sent"] < nodrop["sends"]
 
 
+@pytest.mark.slow
 def test_camera_faults_file_removed_goes_down_and_recovers(tmp_path):
     r = camera_faults.run_matrix(["file-removed"], down=2.0, work=tmp_path, video_seconds=1.0)
     row = r["faults"]["file-removed"]
