@@ -29,11 +29,11 @@ from deploy.remote import _opts, check_target
 from edge.atomic import write_atomic
 from edge.contracts import ID_PATTERN
 from edge.errors import BundleError, ConfigError
+from edge.loop.collect_store import MANIFEST
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_COLLECT_DIR = "/var/lib/gemsight/edge/collect"
-MANIFEST = "manifest.jsonl"   # edge.loop.collect_store.MANIFEST: the device writes it, the trainer reads it
 MAX_MEMBER_BYTES = 16 << 20
 _CLASS = re.compile(ID_PATTERN)
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.jpg$")
