@@ -1,11 +1,11 @@
 """Collect training photos from a case (a manager action): the device keeps crops of its enrolled slots.
 
 "Collect training photos from this case" asks the case's device to keep crops of its enrolled, still slots for
-some hours (:func:`kiosk.device_requests.request_collect`; the device's side: docs/collect.md). The kiosk sends
-what the store confirmed each slot holds: the planogram's class for every slot whose value is a class (not a
-state such as sold, and not a suggestion an enrolment left that nobody confirmed yet). The device labels each crop
-with it; a slot the planogram says nothing about gets the label its enrolment recorded. Every request leaves an
-audit row. A device with no enrolment refuses, and the manager reads why.
+some hours (:func:`kiosk.device_requests.request_collect`; the device's side: docs/slot-states.md, "Collecting
+training photos"). The kiosk sends what the store confirmed each slot holds: the planogram's class for every slot
+whose value is a class (not a state such as sold, and not a suggestion an enrolment left that nobody confirmed
+yet). The device labels each crop with it; a slot the planogram says nothing about gets the label its enrolment
+recorded. Every request leaves an audit row. A device with no enrolment refuses, and the manager reads why.
 """
 from __future__ import annotations
 

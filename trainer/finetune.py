@@ -2,10 +2,11 @@
 (``--extra-data``).
 
 The case's own crops, labelled by the store, show pieces at the case's scale and light, which product shots do not
-(docs/collect.md). A fine-tune starts from a trained model's weights *and its class list*: the classes keep their
-order, so the model a device runs and the one it gets next mean the same thing by each output. A class the data has
-and the model does not is refused, naming both lists, unless ``--new-head`` is given: then the last layer is made
-afresh for the data's classes and every other layer keeps its weights.
+(docs/training.md, "Fine-tuning on the case's own crops"). A fine-tune starts from a trained model's weights *and
+its class list*: the classes keep their order, so the model a device runs and the one it gets next mean the same
+thing by each output. A class the data has and the model does not is refused, naming both lists, unless
+``--new-head`` is given: then the last layer is made afresh for the data's classes and every other layer keeps its
+weights.
 
 ``--extra-data DIR`` (repeatable) adds folders of ``<class>/*`` photos to the *training* set only: collected
 crops come many to a piece, and splitting them would put near-copies of training photos into validation. The

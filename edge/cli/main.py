@@ -61,7 +61,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     add_link_arguments(enrol)
 
     collect = sub.add_parser("collect", help="keep crops of the enrolled slots as training photos (a running "
-                                             "device, over its snapshot endpoint; docs/collect.md)")
+                                             "device, over its snapshot endpoint; docs/slot-states.md)")
     collect.add_argument("endpoint", help="the device's snapshot endpoint, e.g. tcp://case-01.local:5556")
     collect.add_argument("--camera", required=True, help="camera id")
     what = collect.add_mutually_exclusive_group()

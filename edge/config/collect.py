@@ -9,7 +9,7 @@ from edge.validation import Strict
 
 
 class CollectConfig(Strict):
-    """Collection of training photos from the case (docs/collect.md).
+    """Collection of training photos from the case (docs/slot-states.md, "Collecting training photos").
 
     Off by default: a store turns it on here, from the kiosk ("Collect training photos from this case") or with
     ``gemsight-edge collect``. Only crops of enrolled slots whose piece is present and still are kept, never a
