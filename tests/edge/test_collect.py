@@ -233,3 +233,39 @@ def test_manifest_lines_are_one_json_object_each(tmp_path):
     c.writer.flush()
     lines = (c.root / MANIFEST).read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(x)["time"].endswith("Z") for x in lines)
+
+
+@pytest.mark.slow
+def test_the_loop_collects_crops_of_its_enrolled_slots_from_a_still_video(tmp_path):
+    """The whole loop (a still video, ONNX Runtime, a tiny untrained model with its embedding): the slots enrol
+    themselves, and with ``collect.enabled`` the loop hands their crops to the writer; the files are the slots'."""
+    import torch
+    import torchvision
+
+    from trainer.export import build_manifest, export_onnx, with_embedding
+    from edge.loop.run import run
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=2).eval()
+    manifest = with_embedding(model, build_manifest(arch="resnet18", classes=("ring", "watch"), img_size=32))
+    export_onnx(model, manifest, tmp_path / "model.onnx", check_batch=np.zeros((1, 3, 32, 32), np.float32))
+    video = tmp_path / "still.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (80, 40))
+    for _ in range(60):
+        writer.write(frame())
+    writer.release()
+    data = {"device": "case-01", "model": {"path": str(tmp_path / "model.onnx")},
+            "runtime": {"name": "onnxruntime", "options": {"threads": 1}},
+            "cameras": [{"id": "cam0", "source": f"file://{video}?realtime=0",
+                         "slots": [{"name": "r0c0", "rect": [0, 0, 0.5, 1]}, {"name": "r0c1", "rect": [0.5, 0, 1, 1]}]}],
+            "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*", "curve": None},
+            "metrics": {"port": None}, "postprocess": {"min_score": 0.0},
+            "states": {"state_dir": str(tmp_path / "state")},
+            "collect": {"enabled": True, "every_s": 1, "min_light_change": 0, "max_cosine": 1.0}}
+    result = run(parse_config(data, "edge.yaml", tmp_path))
+    assert result.stopped_by == "eos"
+    entries = read_manifest(tmp_path / "state" / "collect" / MANIFEST)
+    assert {e["slot"] for e in entries} == {"r0c0", "r0c1"}
+    for e in entries:
+        assert e["model"] == "gemsight@0.1.0" and e["label_source"] == "enrolment" and e["class"] in ("ring", "watch")
+        assert cv2.imread(str(tmp_path / "state" / "collect" / e["file"])).shape == (40, 40, 3)
