@@ -90,6 +90,7 @@ class CameraCollector:
         self._lock = threading.Lock()
         if cfg.enabled:
             self.on = True
+            self._load_logs()     # now, not on the loop's thread
             logger.info("camera %s: collecting training crops into %s (collect.enabled)", camera, writer.store.root)
 
     # -- requests (any thread) -------------------------------------------------------------------------------

@@ -165,14 +165,20 @@ class CollectWriter:
         self._lock = threading.Lock()
         self._pruned = 0.0
 
-    def put(self, entry: dict[str, Any], crop: np.ndarray) -> bool:
-        """Hand a crop to the writer (never blocks; ``False`` when it was dropped)."""
-        if self.stopped is not None:
-            return False
+    def start(self) -> "CollectWriter":
+        """Start the thread (idempotent): the loop starts it with the device, so retention runs even while
+        collection is off."""
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="collect-writer", daemon=True)
                 self._thread.start()
+        return self
+
+    def put(self, entry: dict[str, Any], crop: np.ndarray) -> bool:
+        """Hand a crop to the writer (never blocks; ``False`` when it was dropped)."""
+        if self.stopped is not None:
+            return False
+        self.start()
         try:
             self._queue.put_nowait((entry, crop))
             return True
