@@ -95,7 +95,8 @@ class CameraLoop:
         root = cfg.collect.dir or (cfg.states.state_dir / "collect" if cfg.states.state_dir is not None else None)
         if root is not None:
             quality = cfg.collect.jpeg_quality
-            self.collect_writer = CollectWriter(CollectStore(root, cfg.collect), encode=lambda crop: jpeg(crop, quality))
+            self.collect_writer = CollectWriter(CollectStore(root, cfg.collect),
+                                                encode=lambda crop: jpeg(crop, quality))
             if cfg.collect.enabled or root.is_dir():
                 self.collect_writer.start()   # retention runs while the device runs, collecting or not
         self.cameras = [CameraState(c, self.model, cfg, self.wake, self.collect_writer) for c in cfg.cameras]
