@@ -27,9 +27,8 @@ from typing import Sequence
 
 from deploy.remote import _opts, check_target
 from edge.atomic import write_atomic
-from edge.contracts import ID_PATTERN
+from edge.contracts import COLLECT_MANIFEST as MANIFEST, ID_PATTERN
 from edge.errors import BundleError, ConfigError
-from edge.loop.collect_store import MANIFEST
 
 logger = logging.getLogger(__name__)
 

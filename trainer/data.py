@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edge.errors import ConfigError, DataError
-from edge.loop.collect_store import MANIFEST as COLLECT_MANIFEST
+from edge.contracts import COLLECT_MANIFEST
 from edge.preprocess import load_image
 
 logger = logging.getLogger(__name__)

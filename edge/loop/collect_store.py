@@ -30,10 +30,11 @@ import numpy as np
 
 from edge.atomic import write_atomic
 from edge.config.collect import CollectConfig
+from edge.contracts import COLLECT_MANIFEST
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.jsonl"
+MANIFEST = COLLECT_MANIFEST
 QUEUE_SIZE = 64               # crops waiting for the disk; more are dropped (the loop never blocks)
 PRUNE_EVERY_S = 3600.0        # how often retention runs while the device runs
 MAX_MANIFEST_LINE = 4096
