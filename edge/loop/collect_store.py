@@ -89,8 +89,11 @@ class CollectStore:
         """Why a crop of ``nbytes`` may not be written (``None``: it may)."""
         if self.used + nbytes > self.cfg.max_bytes:
             return f"the collect folder {self.root} reached collect.max_bytes ({self.cfg.max_bytes:,} bytes)"
+        there = self.root
+        while not there.exists() and there.parent != there:   # the folder (and the state folder) may not exist yet
+            there = there.parent
         try:
-            free = shutil.disk_usage(self.root if self.root.exists() else self.root.parent).free
+            free = shutil.disk_usage(there).free
         except OSError as exc:
             return f"cannot see the free space of {self.root} ({exc.strerror or exc})"
         if free - nbytes < self.cfg.min_free_bytes:

@@ -165,6 +165,13 @@ def test_a_full_disk_stops_collection_once_and_never_the_loop(tmp_path, caplog):
     assert "cannot write to" in c.collector.status()["stopped"]
 
 
+def test_the_free_space_is_read_where_the_folder_will_be(tmp_path):
+    """Neither the collect folder nor the state folder exists before the first crop: not a reason to stop."""
+    assert CollectStore(tmp_path / "state" / "collect", CollectConfig(min_free_bytes=0)).space_problem(10) is None
+    assert "below collect.min_free_bytes" in CollectStore(tmp_path / "state" / "collect", CollectConfig(
+        min_free_bytes=1 << 62)).space_problem(10)
+
+
 def test_retention_removes_old_crops_and_their_manifest_lines(tmp_path):
     cfg = CollectConfig(retention_days=2)
     store = CollectStore(tmp_path, cfg)
