@@ -66,6 +66,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--sudo", action="store_true", help="run the remote flash with sudo -n")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    p = sub.add_parser("pull-crops", help="copy a device's collected crops over ssh into the trainer's layout")
+    p.add_argument("device", help="the device's id (messages), e.g. case-01")
+    p.add_argument("--ssh", required=True, metavar="USER@HOST", help="the device over ssh, as for flash --ssh")
+    p.add_argument("--out", type=Path, required=True, help="DIR/<class>/*.jpg + DIR/manifest.jsonl (merged)")
+    p.add_argument("--collect-dir", default=None,
+                   help="the device's collect folder (collect.dir of its edge.yaml; default "
+                        "/var/lib/gemsight/edge/collect, the edge's state folder under systemd)")
+    p.add_argument("--ssh-option", action="append", default=[], metavar="OPT", help="ssh -o option (repeatable)")
+    p.add_argument("--ssh-port", type=int, default=None)
+    p.add_argument("--sudo", action="store_true", help="read the folder with sudo -n on the device")
+
     from deploy.rollout import add_parser as add_rollout  # noqa: PLC0415 - its imports are light
     add_rollout(sub, _add_keys, _add_health)
 
@@ -174,6 +185,15 @@ def _run(args: argparse.Namespace) -> int:
                             heartbeat_timeout=args.heartbeat_timeout, runtime=args.runtime, precision=args.precision,
                             max_batch=args.max_batch, keep=args.keep, reserve_bytes=int(args.reserve_mb * 1e6))
         _print_flash(flash(args.bundle, args.root, opts), args.json)
+        return 0
+    if args.command == "pull-crops":
+        from deploy.pull import DEFAULT_COLLECT_DIR, pull_crops  # noqa: PLC0415
+        got = pull_crops(args.device, args.ssh, args.out, collect_dir=args.collect_dir or DEFAULT_COLLECT_DIR,
+                         port=args.ssh_port,
+                         options=args.ssh_option, sudo=args.sudo)
+        per_class = ", ".join(f"{c} {n}" for c, n in sorted(got.new.items())) or "none"
+        print(f"pulled {got.total} new crop(s) from {args.device} into {got.out} ({per_class}); "
+              f"{got.already} already there, {got.lines} manifest line(s) added")
         return 0
     if args.command == "rollout":
         from deploy.rollout import run_cli  # noqa: PLC0415

@@ -11,6 +11,8 @@ DEFAULT_CLASSES: tuple[str, ...] = ("ring", "necklace", "earring", "bracelet", "
 #: Device, camera and slot ids: they end up in ZeroMQ topics, so no '/' and no spaces.
 #: The message schemas (``edge/schemas/*.schema.json``) spell the same pattern.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+#: The manifest of a folder of collected crops (the device writes it, pull-crops merges it, the trainer skips it).
+COLLECT_MANIFEST = "manifest.jsonl"
 
 #: Stages every labels message reports in ``latencies_ms``.
 REQUIRED_STAGES: tuple[str, ...] = ("capture", "preprocess", "infer", "postprocess")

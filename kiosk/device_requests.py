@@ -11,6 +11,7 @@ Python use (the bench, scripts)::
     reply = request_enrol(config, "case-01", "cam0", None)            # every slot
     reply["enrolled"], reply["refused"], reply["labels"]
     crops = request_evidence(config, "case-01", "cam0", "r0c1")       # JPEG bytes
+    request_collect(config, "case-01", "cam0", on=True, hours=8, labels={"r0c1": "ring"})
 """
 from __future__ import annotations
 
@@ -140,3 +141,27 @@ def request_enrol(config: KioskConfig, device: str, camera: str, slots: list[str
     enrolment = reply.get("enrolment")
     return {"enrolled": enrolled, "refused": refused, "labels": labels,
             "enrolment": enrolment if isinstance(enrolment, dict) else None}
+
+
+def request_collect(config: KioskConfig, device: str, camera: str, *, on: bool, hours: float | None = None,
+                    labels: dict[str, str] | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+    """Turn the collection of training crops of ``camera`` on (for ``hours``, with the store's class per slot) or off.
+
+    Returns:
+        ``{"on": bool, "until": float | None, "classes": {slot: class}, "today": {slot: n}, "stopped": str | None}``.
+
+    Raises:
+        DeviceRequestError: as :func:`device_request` (409: nothing enrolled), or a reply of the wrong shape.
+    """
+    timeout = config.policies.snapshot_timeout_s if timeout_s is None else timeout_s
+    reply = device_request(config, device, {"kind": "collect", "camera": camera, "on": on, "hours": hours,
+                                            "labels": labels}, timeout)
+    classes, today, until = reply.get("classes"), reply.get("today") or {}, reply.get("until")
+    if not isinstance(reply.get("on"), bool) or not (until is None or isinstance(until, (int, float))):
+        raise DeviceRequestError(f"{device}: collect reply fields 'on'/'until' are not a flag and a time")
+    if not (isinstance(classes, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in classes.items())):
+        raise DeviceRequestError(f"{device}: collect reply field 'classes' is not a mapping of slot to class")
+    stopped = reply.get("stopped")
+    return {"on": reply["on"], "until": until, "classes": classes,
+            "today": {k: v for k, v in today.items() if isinstance(v, int)} if isinstance(today, dict) else {},
+            "stopped": stopped if isinstance(stopped, str) else None}

@@ -93,6 +93,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--name", default="gemsight", help="model name in the manifest")
     p.add_argument("--model-version", default="0.1.0", help="model version in the manifest")
     p.add_argument("--resume", help="RUN_DIR (or its last.pt) to continue from its last finished epoch")
+    p.add_argument("--init-from", metavar="RUN_DIR|best.pt",
+                   help="fine-tune: start from this trained model's weights and class list (its arch, stem, dropout "
+                        "and input size are kept; a class the data has and the model does not is refused unless "
+                        "--new-head); docs/training.md")
+    p.add_argument("--new-head", action="store_true",
+                   help="with --init-from: a new last layer for the data's classes (every other layer is kept)")
+    p.add_argument("--extra-data", action="append", metavar="DIR",
+                   help="more photos in DIR/<class>/* for training only, e.g. crops collected in the case "
+                        "(gemsight-deploy pull-crops); repeatable. Validation stays on --data")
     p.add_argument("--config", help="YAML of option defaults (e.g. a run's args.yaml); the command line wins")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     # Test/debug aid: each rank writes a digest of its weights after every epoch to PATH.rank<N>.
@@ -188,10 +197,13 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ConfigError(f"--ema must be in [0, 1), got {args.ema}")
     if args.misses < 0:
         raise ConfigError(f"--misses must not be negative, got {args.misses}")
+    if getattr(args, "new_head", False) and not getattr(args, "init_from", None):
+        raise ConfigError("--new-head replaces the last layer of the model given with --init-from; there is none")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must not be negative, got {args.workers}")
-    for name in ("data", "out", "val", "resume"):
-        if getattr(args, name) is not None:
+    args.extra_data = [str(d) for d in args.extra_data] if getattr(args, "extra_data", None) else None
+    for name in ("data", "out", "val", "resume", "init_from"):
+        if getattr(args, name, None) is not None:
             setattr(args, name, str(getattr(args, name)))
     args.weights = str(args.weights)
     return args

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edge.errors import ConfigError, DataError
+from edge.contracts import COLLECT_MANIFEST
 from edge.preprocess import load_image
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class DatasetSplit:
     val: list[Sample]
     skipped: list[dict[str, str]]
     digest: str
+    sources: list[dict] = field(default_factory=list)   # photos per source (trainer.finetune.load_sources)
 
     def counts(self, which: str = "train") -> list[int]:
         """Images per class in ``train`` or ``val``."""
@@ -72,7 +74,8 @@ def read_folder(folder: Path) -> LabelledFiles:
     items: list[tuple[Path, str]] = []
     for d in class_dirs:
         items.extend((p, d.name) for p in sorted(d.iterdir()) if p.is_file() and _visible(p))
-    stray = [p.name for p in folder.iterdir() if p.is_file() and _visible(p)]
+    # A folder of collected crops (gemsight-deploy pull-crops) has its manifest beside the class folders.
+    stray = [p.name for p in folder.iterdir() if p.is_file() and _visible(p) and p.name != COLLECT_MANIFEST]
     if stray:
         logger.warning("%s: ignoring %d file(s) outside class folders (e.g. %s)", folder, len(stray), stray[0])
     return LabelledFiles(items, [d.name for d in class_dirs], {d.name: d for d in class_dirs}, str(folder))

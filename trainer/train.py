@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from edge.errors import ConfigError, DataError, GemsightError
 from edge.manifest import InputSpec, Manifest
 
-from trainer import misses as misses_mod, report as reports
+from trainer import finetune, misses as misses_mod, report as reports
 from trainer.args import get_args_parser, parse_args, resolve_args, save_args
 from trainer.checkpoint import capture_rng, load_checkpoint, model_from_checkpoint, restore_rng, save_checkpoint
 from trainer.data import DatasetSplit, class_weights, load_dataset
@@ -41,12 +41,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["evaluate", "get_args_parser", "main", "parse_args", "train", "train_one_epoch"]
 
 
-def _load_split(args, info: DistInfo) -> DatasetSplit:
+def _load_split(args, info: DistInfo, init: dict[str, Any] | None = None) -> DatasetSplit:
     """Scan the data once on rank 0 and share it, errors included, so every rank stops together."""
     payload: Any = None
     if info.is_main:
         try:
-            payload = load_dataset(args.data, val=args.val, val_split=args.val_split, seed=args.seed)
+            if init is not None or args.extra_data:
+                payload = finetune.load_sources(args, init)
+            else:
+                payload = load_dataset(args.data, val=args.val, val_split=args.val_split, seed=args.seed)
         except GemsightError as exc:
             payload = exc
     payload = broadcast_object(payload, info)
@@ -113,25 +116,33 @@ class _Progress:
 
 
 def main(args: argparse.Namespace) -> Path:
-    """Train, keep the best model on validation accuracy, export it; returns the run directory."""
+    """Train, keep the best model on validation accuracy, export it; returns the run directory.
+
+    With ``--init-from``, the model is read and checked first: a file that is not a gemsight model stops the run
+    before anything is written.
+    """
+    args = argparse.Namespace(**vars(args))
+    init = finetune.load_init(args.init_from) if getattr(args, "init_from", None) else None
+    if init is not None:
+        finetune.adopt(args, init, get_args_parser().get_default("img_size"))
     args = resolve_args(args)
     info = init_distributed(args.device)
     try:
-        return _run(args, info)
+        return _run(args, info, init)
     finally:
         cleanup(info)
 
 
-def _run(args: argparse.Namespace, info: DistInfo) -> Path:
+def _run(args: argparse.Namespace, info: DistInfo, init: dict[str, Any] | None = None) -> Path:
     """One run on this rank: data → model → optimizer → loop → export (rank 0)."""
     started = time.perf_counter()
     out = Path(args.out)
     ckpt = _resume_state(args)
     torch.manual_seed(args.seed)
-    data = _prepare_data(args, info, ckpt)
+    data = _prepare_data(args, info, ckpt, init)
     if info.is_main:
         _start_run_dir(args, out, info, data)
-    training = _prepare_training(args, info, ckpt, data)
+    training = _prepare_training(args, info, ckpt, data, init)
     progress = _Progress() if ckpt is None else _resume_progress(args, ckpt, training, info)
     _train_epochs(args, info, data, training, progress, out)
     if info.is_main:
@@ -140,9 +151,10 @@ def _run(args: argparse.Namespace, info: DistInfo) -> Path:
     return out
 
 
-def _prepare_data(args: argparse.Namespace, info: DistInfo, ckpt: dict[str, Any] | None) -> _Data:
+def _prepare_data(args: argparse.Namespace, info: DistInfo, ckpt: dict[str, Any] | None,
+                  init: dict[str, Any] | None = None) -> _Data:
     """Scan the data, check it against a resumed run, weigh the classes and build the loaders."""
-    split = _load_split(args, info)
+    split = _load_split(args, info, init)
     if ckpt is not None and tuple(ckpt["classes"]) != split.classes:
         raise DataError(f"--resume {args.resume}: that run had classes {list(ckpt['classes'])}, "
                         f"{args.data} has {list(split.classes)}")
@@ -163,14 +175,16 @@ def _start_run_dir(args: argparse.Namespace, out: Path, info: DistInfo, data: _D
 
 
 def _prepare_training(args: argparse.Namespace, info: DistInfo, ckpt: dict[str, Any] | None,
-                      data: _Data) -> _Training:
-    """The model (resumed weights loaded, on the device, DDP-wrapped when distributed), the loss, the
-    optimizer and the per-batch schedule."""
+                      data: _Data, init: dict[str, Any] | None = None) -> _Training:
+    """The model (resumed or fine-tuned-from weights loaded, on the device, DDP-wrapped when distributed), the
+    loss, the optimizer and the per-batch schedule."""
     stem = resolve_stem(args.stem, args.arch, args.img_size)
-    model = create_model(args.arch, len(data.split.classes), weights="none" if ckpt else args.weights,
+    model = create_model(args.arch, len(data.split.classes), weights="none" if ckpt or init else args.weights,
                          dropout=args.dropout, stem=stem)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+    elif init is not None:
+        finetune.init_weights(model, init, args.new_head)
     cuda = info.device.type == "cuda"
     model = model.to(info.device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if cuda else None) \
@@ -281,7 +295,7 @@ def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history:
                     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "epochs": args.epochs, "best_epoch": int(ckpt["best_epoch"]) + 1, "seed": args.seed,
                     "weights": str(args.weights), "train_images": len(split.train), "val_images": len(split.val),
-                    "data": str(args.data)})
+                    "data": str(args.data)} | _fine_tuned(args, split))
     manifest = with_embedding(model, manifest)
     check = next(iter(loader))[0][:4].numpy()
     export = export_onnx(model, manifest, out / "model.onnx", check_batch=check)
@@ -291,7 +305,7 @@ def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history:
               "train_counts": dict(zip(split.classes, split.counts("train"))),
               "val_counts": dict(zip(split.classes, split.counts("val"))),
               "skipped": split.skipped, "dataset_digest": split.digest, "export": export,
-              "train_seconds": round(seconds, 1)}
+              "train_seconds": round(seconds, 1)} | _fine_tuned(args, split)
     report["missed"] = int(ev["confusion"].sum() - ev["confusion"].trace())
     report["misses"] = _misses(args, split, model.to(device), loader, base.input, device, out / "misses.png", report)
     reports.write_json(report, out / "report.json")
@@ -299,9 +313,19 @@ def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history:
     reports.plot_confusion(metrics["confusion_matrix"], split.classes, out / "confusion.png")
     logger.info("best epoch %d: val accuracy %.4f, macro-F1 %.4f; run in %s (%.0f s)", report["best_epoch"],
                 metrics["accuracy"], metrics["macro_f1"], out, seconds)
+    if split.sources:
+        logger.info("training photos: %s", finetune.summary(split.sources))
     if split.skipped:
         logger.warning("%d file(s) were skipped (listed in %s): %s", len(split.skipped), out / "report.json",
                        ", ".join(s["path"] for s in split.skipped[:5]) + (" ..." if len(split.skipped) > 5 else ""))
+
+
+def _fine_tuned(args, split: DatasetSplit) -> dict[str, Any]:
+    """What the report and the manifest's provenance say of a fine-tune and of the photos' sources."""
+    out: dict[str, Any] = {"sources": split.sources} if split.sources else {}
+    if getattr(args, "init_from", None):
+        out |= {"init_from": str(args.init_from), "new_head": bool(args.new_head)}
+    return out
 
 
 def _misses(args, split: DatasetSplit, model: nn.Module, val_loader: DataLoader, spec: InputSpec, device: torch.device,

@@ -4,6 +4,7 @@
     gemsight-edge check --config edge.yaml [--insecure]
     gemsight-edge listen ENDPOINT --curve-server-key FILE --curve-client-key FILE [--camera ID] [--json]
     gemsight-edge enrol ENDPOINT --camera ID [--slot NAME ...] --curve-server-key FILE --curve-client-key FILE
+    gemsight-edge collect ENDPOINT --camera ID [--hours N | --off | --status] [--label SLOT=CLASS ...] --curve-...
     gemsight-edge keys client|server|allow|revoke|list ...
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from importlib import resources
 
 from edge.cli_support import run_main, setup_logging
@@ -57,6 +59,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     from edge.link.client import add_arguments as add_link_arguments  # noqa: PLC0415
 
     add_link_arguments(enrol)
+
+    collect = sub.add_parser("collect", help="keep crops of the enrolled slots as training photos (a running "
+                                             "device, over its snapshot endpoint; docs/slot-states.md)")
+    collect.add_argument("endpoint", help="the device's snapshot endpoint, e.g. tcp://case-01.local:5556")
+    collect.add_argument("--camera", required=True, help="camera id")
+    what = collect.add_mutually_exclusive_group()
+    what.add_argument("--hours", type=float, help="collect for this many hours (default: until --off)")
+    what.add_argument("--off", action="store_true", help="stop collecting")
+    what.add_argument("--status", action="store_true", help="only say whether it collects, and what")
+    collect.add_argument("--label", action="append", default=[], metavar="SLOT=CLASS",
+                         help="the class the store confirms for a slot (repeat; default: the enrolment's label)")
+    collect.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the device's answer")
+    add_link_arguments(collect)
 
     keys = sub.add_parser("keys", help="CURVE key pairs and the device's allow-list of clients")
     from edge.link.keys import add_arguments as add_keys_arguments  # noqa: PLC0415
@@ -114,6 +129,8 @@ def _body(args: argparse.Namespace) -> int:
         return keys_run(args)
     if args.command == "enrol":
         return _enrol(args)
+    if args.command == "collect":
+        return _collect(args)
     config = load_config(args.config)
     if args.command == "check":
         from edge.cli.check import check_device  # noqa: PLC0415
@@ -148,6 +165,35 @@ def _enrol(args: argparse.Namespace) -> int:
     for slot, why in reply.get("refused", {}).items():
         print(f"refused  {args.camera}/{slot}: {why}")
     return 2 if reply.get("refused") else 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    """Turn a running device's collection on or off (or ask its status); prints what it collects."""
+    from edge.link.client import keys_from_args  # noqa: PLC0415
+    from edge.loop.device_requests import ask  # noqa: PLC0415
+
+    labels = {}
+    for item in args.label:
+        slot, sep, label = item.partition("=")
+        if not sep or not slot or not label:
+            raise ConfigError(f"--label {item!r}: expected SLOT=CLASS, e.g. r0c1=ring")
+        labels[slot] = label
+    if args.hours is not None and args.hours <= 0:
+        raise ConfigError(f"--hours must be more than 0, got {args.hours:g}")
+    request: dict = {"kind": "collect", "camera": args.camera}
+    if not args.status:
+        request |= {"on": not args.off, "hours": args.hours, "labels": labels or None}
+    reply = ask(args.endpoint, keys_from_args(args), request, timeout_s=args.timeout, plaintext=args.plaintext)
+    if "error" in reply:
+        raise DataError(f"{args.endpoint}: {reply['error']}")
+    until = reply.get("until")
+    state = ("on" + (f" until {time.strftime('%Y-%m-%d %H:%M', time.localtime(until))}" if until else "")
+             if reply.get("on") else "off")
+    print(f"collection {state} on {args.camera} into {reply.get('dir')}"
+          + (f"; STOPPED: {reply['stopped']}" if reply.get("stopped") else ""))
+    for slot, label in (reply.get("classes") or {}).items():
+        print(f"  {args.camera}/{slot}: {label}, {(reply.get('today') or {}).get(slot, 0)} crop(s) today")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from edge.config.runtime import (RUNTIME_NAMES, AutoOptions, AutoRuntimeConfig, 
                                  OnnxRuntimeOptions, OpenVinoConfig, OpenVinoOptions, RuntimeConfig, TensorRtConfig,
                                  TensorRtOptions, runtime_options)
 from edge.config.slot_geometry import check_slot_map
+from edge.config.collect import CollectConfig
 from edge.config.states import StatesConfig
 from edge.config.yaml_files import load_yaml
 from edge.contracts import ID_PATTERN, max_batch_for
@@ -243,6 +244,8 @@ class DeviceConfig(Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus exporter.")
     states: StatesConfig = Field(default_factory=StatesConfig, description="Slot states: enrolment and each "
                                                                            "slot's reference piece.")
+    collect: CollectConfig = Field(default_factory=CollectConfig, description="Training photos from the case: "
+                                                                              "crops of enrolled, still slots.")
 
     @field_validator("cameras")
     @classmethod
@@ -355,7 +358,10 @@ def parse_config(data: Any, source: str = "config", base_dir: str | Path = ".") 
             "allowed_clients": str(_resolve(base, publish.curve.allowed_clients))})
         publish = publish.model_copy(update={"curve": curve})
     states = cfg.states.model_copy(update={"state_dir": _state_dir(base, cfg.states.state_dir)})
-    return cfg.model_copy(update={"cameras": tuple(cameras), "model": model, "publish": publish, "states": states})
+    collect = cfg.collect.model_copy(update={"dir": _resolve(base, cfg.collect.dir) if cfg.collect.dir is not None
+                                             else states.state_dir / "collect"})
+    return cfg.model_copy(update={"cameras": tuple(cameras), "model": model, "publish": publish, "states": states,
+                                  "collect": collect})
 
 
 def _state_dir(base: Path, configured: Path | None) -> Path:

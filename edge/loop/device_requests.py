@@ -6,7 +6,10 @@ these requests are as private as the labels. One JSON frame in, one JSON frame o
 * ``{"kind": "enrol", "camera": ID, "slots": [NAME, ...] | null}``: enrol the slots (all when null)
   from their last still frames; a moving or covered slot is refused by name, an empty one too;
 * ``{"kind": "evidence", "camera": ID, "slot": NAME}``: the slot's crop in the latest frame and its
-  reference crop, base64 JPEGs.
+  reference crop, base64 JPEGs;
+* ``{"kind": "collect", "camera": ID, "on": true | false, "hours": N | null, "labels": {SLOT: CLASS} | null}``:
+  turn the collection of training crops on (for N hours, with the store's class per slot) or off; without
+  ``"on"``, only its status. Refused (409) while no slot is enrolled (:mod:`edge.loop.collect`).
 
 An unknown camera or slot is answered ``{"error": ..., "status": 404}``; a malformed request
 ``{"error": ..., "status": 400}``.
@@ -17,6 +20,7 @@ import base64
 from typing import Any, Callable, Mapping
 
 from edge.errors import DataError
+from edge.loop.collect import CameraCollector, CollectRefused
 from edge.loop.enrolment import EnrolmentError
 from edge.loop.slot_states import SlotTracker, UnknownSlot
 
@@ -27,8 +31,9 @@ def _error(status: int, text: str) -> dict[str, Any]:
     return {"error": text, "status": status}
 
 
-def handlers(trackers: Mapping[str, SlotTracker]) -> dict[str, Callable[[dict], dict]]:
-    """The request handlers of a device whose cameras have these trackers (camera id → tracker)."""
+def handlers(trackers: Mapping[str, SlotTracker],
+             collectors: Mapping[str, CameraCollector] | None = None) -> dict[str, Callable[[dict], dict]]:
+    """The request handlers of a device whose cameras have these trackers and collectors (camera id → each)."""
 
     def tracker(req: dict) -> SlotTracker | dict:
         camera = req.get("camera")
@@ -70,7 +75,32 @@ def handlers(trackers: Mapping[str, SlotTracker]) -> dict[str, Callable[[dict], 
         return {"kind": "evidence", **got, "current": base64.b64encode(got["current"]).decode(),
                 "reference": base64.b64encode(got["reference"]).decode() if got["reference"] else None}
 
-    return {"enrol": enrol, "evidence": evidence}
+    def collect(req: dict) -> dict:
+        hours, labels, on = req.get("hours"), req.get("labels"), req.get("on")
+        if set(req) - {"kind", "camera", "on", "hours", "labels"} or on not in (None, True, False) \
+                or not (hours is None or (isinstance(hours, (int, float)) and not isinstance(hours, bool))) \
+                or not (labels is None or (isinstance(labels, dict) and len(labels) <= MAX_SLOTS_PER_REQUEST and all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in labels.items()))):
+            return _error(400, "a collect request is {\"kind\": \"collect\", \"camera\": ID, \"on\": true | false, "
+                               "\"hours\": N | null, \"labels\": {SLOT: CLASS} | null}")
+        found = tracker(req)
+        if isinstance(found, dict):
+            return found
+        collector = (collectors or {}).get(req["camera"])
+        if collector is None:
+            return _error(409, f"camera {req['camera']}: this device does not collect training crops")
+        try:
+            if on is None:
+                return collector.status()
+            return collector.start(hours, labels) if on else collector.stop()
+        except UnknownSlot as exc:
+            return _error(404, str(exc))
+        except CollectRefused as exc:
+            return _error(409, str(exc))
+        except DataError as exc:
+            return _error(400, str(exc))
+
+    return {"enrol": enrol, "evidence": evidence, "collect": collect}
 
 
 def ask(endpoint: str, keys: Any, request: Mapping[str, Any], *, timeout_s: float = 5.0,

@@ -30,6 +30,8 @@ from edge.link import messages
 from edge.link.publisher import Publisher
 from edge.loop import device_requests
 from edge.loop.annotate import AnnotatedWriter, draw, per_camera_paths
+from edge.loop.collect_store import CollectStore, CollectWriter
+from edge.loop.enrolment import jpeg
 from edge.loop.metrics import LoopMetrics
 from edge.loop.model import ModelInfo, open_model
 from edge.loop.pipeline import Batch, BatchPipeline, Span
@@ -75,6 +77,7 @@ class CameraLoop:
         self.model: ModelInfo | None = None
         self.cameras: list[CameraState] = []
         self.pipeline: BatchPipeline | None = None
+        self.collect_writer: CollectWriter | None = None
         self._notifier = SdNotifier()
         self._failures = 0
 
@@ -88,7 +91,15 @@ class CameraLoop:
     def _open(self) -> None:
         cfg = self.config
         self.model = open_model(cfg)
-        self.cameras = [CameraState(c, self.model, cfg, self.wake) for c in cfg.cameras]
+        # parse_config resolves collect.dir; a config built in code without one collects nothing.
+        root = cfg.collect.dir or (cfg.states.state_dir / "collect" if cfg.states.state_dir is not None else None)
+        if root is not None:
+            quality = cfg.collect.jpeg_quality
+            self.collect_writer = CollectWriter(CollectStore(root, cfg.collect),
+                                                encode=lambda crop: jpeg(crop, quality))
+            if cfg.collect.enabled or root.is_dir():
+                self.collect_writer.start()   # retention runs while the device runs, collecting or not
+        self.cameras = [CameraState(c, self.model, cfg, self.wake, self.collect_writer) for c in cfg.cameras]
         if self.annotate:
             paths = per_camera_paths(self.annotate, [c.id for c in self.cameras])
             for cam in self.cameras:
@@ -96,7 +107,8 @@ class CameraLoop:
         pub = cfg.publish
         self.publisher = Publisher(cfg.device, pub.endpoint, pub.snapshot_endpoint, hwm=pub.hwm,
                                    heartbeat_s=pub.heartbeat_s, curve=pub.curve, insecure=self.insecure,
-                                   handlers=device_requests.handlers({c.id: c.tracker for c in self.cameras}))
+                                   handlers=device_requests.handlers({c.id: c.tracker for c in self.cameras},
+                                                                     {c.id: c.collector for c in self.cameras}))
         self.result.endpoint = self.publisher.endpoint
         self.result.snapshot_endpoint = self.publisher.snapshot_endpoint
         if cfg.metrics.port is not None:
@@ -110,6 +122,9 @@ class CameraLoop:
         for cam in self.cameras:
             cam.source.stop()
             cam.tracker.flush()
+        if self.collect_writer is not None:
+            self.collect_writer.flush()
+        for cam in self.cameras:
             if cam.writer is not None:
                 cam.writer.close()
                 if cam.writer.frames:
@@ -243,8 +258,10 @@ class CameraLoop:
         # A slot the model is unsure of reads as its most likely class here: empty or a piece is what decides
         # between a missing piece and another one (the published label stays ``unknown``).
         readings = [s.topk[0][0] if s.label == cam.post.unknown_label and s.topk else s.label for s in result.slots]
-        states = cam.tracker.update(t_media, frame.capture_ts, frame.image, cam.slots.crop(frame.image), embeddings,
-                                    readings)
+        crops = cam.slots.crop(frame.image)
+        states = cam.tracker.update(t_media, frame.capture_ts, frame.image, crops, embeddings, readings)
+        if cam.collector is not None:
+            cam.collector.offer(t_media, frame.capture_ts, crops, embeddings, states)
         t3 = time.monotonic()
         # infer includes any wait for the runtime to finish the batch before this one; total ends
         # where publishing starts (the meaning of latencies_ms.total, see edge.contracts.STAGES).

@@ -14,6 +14,8 @@ from typing import Any
 from edge.capture.sources import CameraSource
 from edge.config.device import CameraConfig, DeviceConfig
 from edge.loop.annotate import AnnotatedWriter
+from edge.loop.collect import CameraCollector
+from edge.loop.collect_store import CollectWriter
 from edge.loop.model import ModelInfo
 from edge.loop.postprocess import Postprocessor
 from edge.loop.slot_states import SlotTracker
@@ -79,9 +81,11 @@ class CameraState:
         model: the opened model (its manifest gives the mean colour and classes).
         config: the device config (postprocessing options).
         wake: set by the grabber on every frame and state change.
+        collect_writer: the device's writer of collected crops (``None``: this camera collects nothing).
     """
 
-    def __init__(self, cfg: CameraConfig, model: ModelInfo, config: DeviceConfig, wake: threading.Event) -> None:
+    def __init__(self, cfg: CameraConfig, model: ModelInfo, config: DeviceConfig, wake: threading.Event,
+                 collect_writer: CollectWriter | None = None) -> None:
         spec = model.manifest.input
         # Outside a polygon slot: the mean colour (manifest means are in RGB order), which normalises to 0.
         fill = tuple(int(round(m * 255)) for m in spec.mean[::-1])
@@ -94,6 +98,9 @@ class CameraState:
                                   outputs_are=model.manifest.output.kind)
         self.tracker = SlotTracker(cfg.id, self.slots, cfg.slot_list(), model.manifest, config.states,
                                    config.states.state_dir, empty_label=pp.empty_label)
+        m = model.manifest
+        self.collector = CameraCollector(config.device, cfg.id, self.tracker, config.collect, collect_writer,
+                                         f"{m.name}@{m.version}") if collect_writer is not None else None
         rc = cfg.reconnect
         self.source = CameraSource(cfg.id, cfg.source, credentials=cfg.credentials, fps=cfg.fps,
                                    reconnect_initial_s=rc.initial_s, reconnect_max_s=rc.max_s, stall_s=rc.stall_s,

@@ -4,6 +4,7 @@
     GET  /api/incidents/{incident}/evidence                            what is stored, with URLs
     POST /cases/{device}/{camera}/enrol, /api/cases/.../enrol           enrol every slot (manager)
     POST /planogram/confirm, /api/planogram/confirm                     confirm a suggestion (manager)
+    POST /cases/{device}/{camera}/collect, /api/cases/.../collect       collect training photos (manager)
 
 Login comes from :class:`~kiosk.web.guard.RequireLogin`, CSRF and role from :func:`~kiosk.web.guard.action`.
 An unknown camera or slot, and a picture that is not there, answer 404 with one line saying which; a
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kiosk.collect import collect_case
 from kiosk.device_requests import DeviceRequestError
 from kiosk.enrolment import confirm_suggestion, enrol_case
 from kiosk.web.guard import JSON, Refused, action, back, page
@@ -81,6 +83,27 @@ async def enrol(request: Request, data: dict) -> Response:
     return page(request, "enrolled.html", result=result, title=kiosk.engine.case_title((device, camera)))
 
 
+@action("collect training photos")
+async def collect(request: Request, data: dict) -> Response:
+    kiosk = request.app.state.kiosk
+    device, camera = request.path_params["device"], request.path_params["camera"]
+    on = str(data.get("on", "true")).lower() not in ("false", "0", "off", "no")
+    raw = data.get("hours")
+    try:
+        hours = float(raw) if raw not in (None, "") else None
+    except (TypeError, ValueError):
+        raise Refused(400, f"hours {str(raw)[:20]!r} is not a number") from None
+    if hours is not None and not 0 < hours <= 24 * 31:
+        raise Refused(400, f"hours must be more than 0 and at most {24 * 31}, got {hours:g}")
+    try:
+        result = await asyncio.to_thread(collect_case, kiosk, device, camera, request.user.name, on=on, hours=hours)
+    except DeviceRequestError as exc:
+        raise Refused(exc.status, str(exc)) from None
+    if request.url.path.startswith("/api/"):
+        return JSON(result)
+    return page(request, "collecting.html", result=result, title=kiosk.engine.case_title((device, camera)))
+
+
 @action("edit the planogram")
 async def confirm(request: Request, data: dict) -> Response:
     key = tuple(str(data.get(k, "")) for k in ("device", "camera", "slot"))
@@ -94,6 +117,8 @@ routes = [
     Route("/api/incidents/{incident_id:id}/evidence", api_evidence),
     Route("/cases/{device}/{camera}/enrol", enrol, methods=["POST"]),
     Route("/api/cases/{device}/{camera}/enrol", enrol, methods=["POST"]),
+    Route("/cases/{device}/{camera}/collect", collect, methods=["POST"]),
+    Route("/api/cases/{device}/{camera}/collect", collect, methods=["POST"]),
     Route("/planogram/confirm", confirm, methods=["POST"]),
     Route("/api/planogram/confirm", confirm, methods=["POST"]),
 ]
