@@ -62,7 +62,9 @@ def state_condition(expected: str | None, state: str, label: str | None,
     if state == "changed":
         return Cond.SWAPPED, None
     if piece and label != expected:
-        return (Cond.WRONG, None) if category_incidents else (Cond.OK, f"reads as {label}; the planogram says {expected}")
+        if category_incidents:
+            return Cond.WRONG, None
+        return Cond.OK, f"reads as {label}; the planogram says {expected}"
     return Cond.OK, None
 
 
@@ -137,8 +139,8 @@ class StatesMixin:
         if ("smash", *case) in self.open:
             return
         window, limit = self.policies.burst_window_s, self._burst_slots(case)
-        gone = sorted((sv.away_since, k[2]) for k, sv in self.slots.items()
-                      if k[:2] == case and sv.cond == Cond.MISSING and sv.away_from_present and sv.away_since is not None)
+        gone = sorted((sv.away_since, k[2]) for k, sv in self.slots.items() if k[:2] == case
+                      and sv.cond == Cond.MISSING and sv.away_from_present and sv.away_since is not None)
         best: list[tuple[float, str]] = []
         for i in range(len(gone)):
             group = [g for g in gone[i:] if g[0] - gone[i][0] <= window]
@@ -149,7 +151,8 @@ class StatesMixin:
         names = [n for _, n in best]
         reason = (f"{len(names)} slots of {self.case_title(case)} emptied within {window:g} s "
                   f"({', '.join(self.words(case, n) for n in names)}; more than {limit} allowed)")
-        self._open_or_update("smash", case[0], case[1], None, reason, {"slots": names, "window_s": window, "states": True}, now, ch)
+        detail = {"slots": names, "window_s": window, "states": True}
+        self._open_or_update("smash", case[0], case[1], None, reason, detail, now, ch)
         for k, sv in self.slots.items():   # the case is in alarm: its missing slots are incidents now
             if k[:2] == case and k != key and sv.cond == Cond.MISSING and slot_incident_key(k) not in self.open:
                 self._open_slot(k, sv, now, ch)

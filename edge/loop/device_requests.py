@@ -45,7 +45,7 @@ def handlers(trackers: Mapping[str, SlotTracker],
 
     def enrol(req: dict) -> dict:
         if set(req) - {"kind", "camera", "slots"}:
-            return _error(400, "an enrol request is {\"kind\": \"enrol\", \"camera\": ID, \"slots\": [NAME, ...] | null}")
+            return _error(400, 'an enrol request is {"kind": "enrol", "camera": ID, "slots": [NAME, ...] | null}')
         found = tracker(req)
         if isinstance(found, dict):
             return found

@@ -121,7 +121,8 @@ class EnrolmentStore:
         try:
             data = json.loads(raw.decode("utf-8"))
             if not isinstance(data, dict) or data.get("schema") != ENROLMENT_SCHEMA:
-                raise ValueError(f"not a gemsight enrolment (schema {data.get('schema') if isinstance(data, dict) else '?'})")
+                schema = data.get("schema") if isinstance(data, dict) else "?"
+                raise ValueError(f"not a gemsight enrolment (schema {schema})")
             differs = [f"{what} {data.get(key)!r}, this device runs {mine!r}"
                        for what, key, mine in (("camera", "camera", self.camera), ("model", "model", model),
                                                ("slot map", "slot_map", slot_map)) if data.get(key) != mine]

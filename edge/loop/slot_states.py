@@ -213,7 +213,8 @@ class SlotTracker:
     def _window(self, tr: _Track, start: float | None, end: float) -> tuple | None:
         """Mean embedding and look of the slot's last ``enrol_frames`` still frames from ``start`` to ``end``
         (``None`` with fewer than two)."""
-        rows = [(e, k) for ts, e, k in tr.history if ts <= end and (start is None or ts >= start)][-self.cfg.enrol_frames:]
+        rows = [(e, k) for ts, e, k in tr.history if ts <= end and (start is None or ts >= start)]
+        rows = rows[-self.cfg.enrol_frames:]
         if len(rows) < 2:
             return None
         return _mean(r[0] for r in rows), _mean(r[1] for r in rows)
@@ -226,10 +227,11 @@ class SlotTracker:
         (``identity_guard_s``: its shadow, a sleeve's edge) are left out. The same piece ends the check;
         another keeps the slot ``changed`` (or ``empty``) until a hand puts the first one back or the slot
         is enrolled."""
-        after = self._window(tr, tr.still_since + self.cfg.identity_guard_s, t)
+        settled = tr.still_since + self.cfg.identity_guard_s
+        after = self._window(tr, settled, t)
         if after is None or len(tr.recent) < min(self.cfg.enrol_frames, len(tr.history)):
             return
-        if sum(1 for ts, _, _ in tr.history if ts >= tr.still_since + self.cfg.identity_guard_s) < self.cfg.enrol_frames:
+        if sum(1 for ts, _, _ in tr.history if ts >= settled) < self.cfg.enrol_frames:
             return
         (emb, look), (emb_after, look_after) = tr.before, after
         cos = float(emb_after @ emb)
