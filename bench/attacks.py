@@ -222,6 +222,7 @@ def run_bench(mb: int, frames: int, work: Path) -> dict:
     from edge.config.device import parse_config  # noqa: F401 - the config below is the device's own
     from edge.link.client import ClientKeys
     from edge.link.keys import allow, create_key_pair
+    from tests.helpers import write_yaml
 
     import yaml
 
@@ -239,7 +240,7 @@ def run_bench(mb: int, frames: int, work: Path) -> dict:
     data = yaml.safe_load(cfg.read_text())
     data["publish"].update(snapshot_endpoint=snapshot, curve={"server_secret_key": str(server_secret),
                                                               "allowed_clients": str(work / "clients")})
-    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    write_yaml(cfg, data, sort_keys=False)
     edge = EdgeProcess(cfg, work / "edge.log").start()
     rows = []
     follower = None

@@ -74,17 +74,12 @@ def case_video(out: Path, seconds: float = 30.0, size: tuple[int, int] = (640, 3
     return make_video(out, slots=(3, 4), seconds=seconds, fps=10.0, size=size, seed=3)
 
 
-def publish_section() -> dict[str, Any]:
-    """Loopback PUB/REP on free ports, plaintext said explicitly (``curve: null``, allowed on loopback)."""
-    return {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*", "curve": None}
-
-
 def edge_config(path: Path, model: Path, sources: list[tuple[str, str, Path | None]], *,
                 endpoint: str | None = None, hwm: int | None = None, reconnect: dict | None = None) -> Path:
     """Write an ``edge.yaml`` for ``sources`` = ``[(camera id, URI, slots file or None)]``."""
-    import yaml
+    from tests.helpers import device_config, loopback_publish, write_yaml
 
-    publish = publish_section()
+    publish = loopback_publish()
     if endpoint:
         publish["endpoint"] = endpoint
     if hwm:
@@ -97,11 +92,7 @@ def edge_config(path: Path, model: Path, sources: list[tuple[str, str, Path | No
         if reconnect:
             cam["reconnect"] = reconnect
         cams.append(cam)
-    data = {"device": "bench", "model": {"path": str(model)},
-            "runtime": {"name": "onnxruntime", "options": {"threads": 1}},
-            "cameras": cams, "publish": publish, "metrics": {"port": None}}
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_yaml(path, device_config(model, cams, device="bench", threads=1, publish=publish), sort_keys=False)
 
 
 def free_port() -> int:

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.link import messages  # noqa: E402
+from tests.helpers import labels_message  # noqa: E402
 
 CLASSES = ("ring", "necklace", "earring", "bracelet", "pendant", "brooch", "watch")
 MODEL = {"name": "bench", "version": "1.0.0", "precision": "int8", "backend": "onnxruntime"}
@@ -74,15 +75,8 @@ class Store:
 
     def _message(self, key: tuple[str, str]) -> dict:
         self.seq[key] += 1
-        slots = self.state[key]
-        counts = {c: 0 for c in (*CLASSES, "empty", "unknown")}
-        for lab in slots.values():
-            counts[lab] += 1
-        now = time.time()
-        return {"schema_version": 1, "kind": "labels", "device": key[0], "camera": key[1], "seq": self.seq[key],
-                "capture_ts": now - 0.006, "publish_ts": now, "model": MODEL, "counts": counts,
-                "slots": [{"name": n, "label": lab, "score": 0.97, "topk": [{"label": lab, "score": 0.97}],
-                           "stable": True} for n, lab in slots.items()], "latencies_ms": LAT}
+        return labels_message(self.state[key], device=key[0], camera=key[1], seq=self.seq[key], model=MODEL,
+                              latencies_ms=LAT, capture_age_s=0.006)
 
     def publish(self, key: tuple[str, str]) -> float:
         """Publish the camera's current state now; returns the publish time."""

@@ -92,13 +92,12 @@ def device_config(days: list[dict], model: Path, work: Path, k: dict[str, Path],
         slots = yaml.safe_load(Path(day["slots"]).read_text())["slots"]
         query = (f"speed={speed:g}" if realtime else "realtime=0") + (f"&every={every}" if every > 1 else "")
         cameras.append({"id": f"case{i}", "source": f"file://{day['video']}?{query}", "slots": slots})
-    data = {"device": DEVICE, "model": {"path": str(model)},
-            "runtime": {"name": "onnxruntime", "options": {"threads": threads}}, "cameras": cameras,
-            "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*",
-                        "heartbeat_s": 1.0,
-                        "curve": {"server_secret_key": str(k["server_secret"]), "allowed_clients": str(k["allowed"])}},
-            "metrics": {"port": None},
-            "states": {"enabled": states, "state_dir": str(work / "device-state")}}
+    from tests import helpers
+
+    curve = {"server_secret_key": str(k["server_secret"]), "allowed_clients": str(k["allowed"])}
+    data = helpers.device_config(model, cameras, device=DEVICE, threads=threads,
+                                 publish=helpers.loopback_publish(heartbeat_s=1.0, curve=curve),
+                                 states={"enabled": states, "state_dir": str(work / "device-state")})
     return parse_config(data, "store-day edge config", str(work))
 
 

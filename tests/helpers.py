@@ -1,17 +1,19 @@
-"""Helpers shared by test modules: real video files and an MJPEG camera, a ZeroMQ subscriber for the
-camera loop, labels messages, tiny training recipes and class folders of simple photos.
+"""Helpers shared by test modules and benchmarks: real video files and an MJPEG camera, a ZeroMQ subscriber
+for the camera loop, builders of device configs, labels messages and YAML files, tiny training recipes and
+class folders of simple photos.
 
-Fixtures stay in the ``conftest.py`` files; what a test module imports from another lives here.
+Fixtures stay in the ``conftest.py`` files; what a test module or a bench imports from another lives here.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+import yaml
 
 from edge.contracts import DEFAULT_CLASSES
 from edge.link import messages
@@ -29,7 +31,8 @@ ANY = "tcp://127.0.0.1:*"
 TINY_RECIPE = {"recipe": "seed", "arch": "resnet18", "weights": "none", "img_size": 32, "epochs": 2, "batch_size": 8,
                "workers": 0, "seed": 0}
 
-_MODEL = {"name": "m", "version": "1.0.0", "precision": "int8", "backend": "onnxruntime"}
+#: The model that built labels messages name.
+MODEL = {"name": "m", "version": "1.0.0", "precision": "int8", "backend": "onnxruntime"}
 _LATENCIES = {"capture": 1.0, "preprocess": 2.0, "infer": 3.0, "postprocess": 0.1}
 
 
@@ -190,11 +193,80 @@ def make_curve_files(root: Path) -> CurveFiles:
     return CurveFiles(server_public, server_secret, allowed, client_public, client_secret, stranger_secret)
 
 
+# -- builders: device configs, labels messages, YAML files ----------------------------------------------
+
+
+def loopback_publish(**fields: Any) -> dict:
+    """``publish`` of a device on loopback: both sockets on random free ports, plaintext (``curve: null``,
+    allowed on loopback), and ``fields`` (``heartbeat_s``, ``hwm``, or another ``snapshot_endpoint``...)."""
+    return {"endpoint": ANY, "snapshot_endpoint": ANY, "curve": None, **fields}
+
+
+def device_config(model: str | Path | dict = "m.onnx", cameras: list[dict] | None = None, *, device: str = "case-01",
+                  threads: int | None = None, publish: dict | None = None, **sections: Any) -> dict:
+    """An ``edge.yaml`` document as a dict, new at each call (tests change it in place before parsing it).
+
+    Args:
+        model: the model's path, or the whole ``model`` section (with ``precision``, ``checksums``...).
+        cameras: the ``cameras`` list; by default one camera ``cam0`` on ``file:///v.mp4``, a file no config
+            test opens.
+        device: the device's id.
+        threads: a config the loop runs here: ONNX Runtime on this many threads, and no metrics port
+            (tests and benches run loops side by side). ``None``: the runtime and metrics are the defaults.
+        publish: the ``publish`` section; by default ``{"curve": None}`` (plaintext, default endpoints),
+            which a config must say explicitly. :func:`loopback_publish` gives random loopback ports.
+        sections: other top-level sections (``postprocess``, ``states``, ``runtime``, ``metrics``...),
+            replacing the ones above.
+    """
+    data: dict[str, Any] = {"device": device,
+                            "model": dict(model) if isinstance(model, dict) else {"path": str(model)}}
+    if threads is not None:
+        data["runtime"] = {"name": "onnxruntime", "options": {"threads": threads}}
+    data["cameras"] = cameras if cameras is not None else [{"id": "cam0", "source": "file:///v.mp4"}]
+    data["publish"] = publish if publish is not None else {"curve": None}
+    if threads is not None:
+        data["metrics"] = {"port": None}
+    data.update(sections)
+    return data
+
+
+def write_yaml(path: Path, data: Any, *, sort_keys: bool = True) -> Path:
+    """Write ``data`` to ``path`` with ``yaml.safe_dump`` and return ``path``.
+
+    ``str`` or ``bytes`` are written as they are: a document a test broke by hand (bad UTF-8, a duplicate key).
+    """
+    if isinstance(data, str):
+        data = data.encode()
+    elif not isinstance(data, bytes):
+        data = yaml.safe_dump(data, sort_keys=sort_keys).encode()
+    path.write_bytes(data)
+    return path
+
+
+def labels_message(slots: dict[str, str], *, device: str = "case-01", camera: str = "cam0", seq: int = 0,
+                   model: dict | None = None, score: float = 0.97, latencies_ms: dict | None = None,
+                   capture_age_s: float = 0.0) -> dict:
+    """A schema-valid labels message whose slots carry exactly these labels, each stable at ``score``.
+
+    For consumers (the kiosk, HQ, benches) that need chosen labels; :func:`make_labels` runs the real
+    postprocessing instead. ``capture_age_s``: how long before publishing the frame was captured.
+    """
+    counts = {c: 0 for c in (*DEFAULT_CLASSES, "unknown")}
+    for lab in slots.values():
+        counts[lab] = counts.get(lab, 0) + 1
+    now = time.time()
+    return {"schema_version": messages.SCHEMA_VERSION, "kind": "labels", "device": device, "camera": camera,
+            "seq": seq, "capture_ts": now - capture_age_s, "publish_ts": now, "model": dict(model or MODEL),
+            "slots": [{"name": n, "label": lab, "score": score, "topk": [{"label": lab, "score": score}],
+                       "stable": True} for n, lab in slots.items()],
+            "counts": counts, "latencies_ms": dict(latencies_ms or _LATENCIES)}
+
+
 def make_labels(camera: str, device: str = "case-01", n_slots: int = 4) -> dict:
     """A valid labels message from ``camera``: ``n_slots`` slots of random logits over the default classes."""
     pp = Postprocessor(DEFAULT_CLASSES, [f"s{i}" for i in range(n_slots)], window=1)
     result = pp.update(np.random.default_rng(1).normal(0, 3, (n_slots, len(DEFAULT_CLASSES))))
-    return messages.labels_message(device=device, camera=camera, capture_ts=time.time(), model=_MODEL,
+    return messages.labels_message(device=device, camera=camera, capture_ts=time.time(), model=MODEL,
                                    result=result, latencies_ms=_LATENCIES)
 
 

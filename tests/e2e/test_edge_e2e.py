@@ -13,7 +13,7 @@ from edge.config.device import parse_config
 from edge.link import messages
 from edge.link.listen import Listener
 from edge.loop.run import CameraLoop, run
-from tests.helpers import MjpegServer
+from tests.helpers import MjpegServer, device_config, loopback_publish
 from tests.helpers import Subscriber as LoopSubscriber
 
 pytestmark = pytest.mark.slow
@@ -34,15 +34,11 @@ def case_video(tmp_path_factory):
 
 
 def _config(model, source, slots_file, precision="auto", **over):
-    data = {"device": "case-01", "model": {"path": str(model), "precision": precision},
-            "runtime": {"name": "onnxruntime", "options": {"threads": 2}},
-            "cameras": [{"id": "cam0", "source": source, "slots_file": str(slots_file),
-                         "reconnect": {"initial_s": 0.2, "max_s": 1.0, "stall_s": 2.0}}],
-            "postprocess": {"min_score": 0.5, "window": 5, "top_k": 3},
-            "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*",
-                        "heartbeat_s": 0.5, "hwm": 100000, "curve": None},
-            "metrics": {"port": None}}
-    data.update(over)
+    data = device_config({"path": str(model), "precision": precision},
+                         [{"id": "cam0", "source": source, "slots_file": str(slots_file),
+                           "reconnect": {"initial_s": 0.2, "max_s": 1.0, "stall_s": 2.0}}],
+                         threads=2, publish=loopback_publish(heartbeat_s=0.5, hwm=100000),
+                         postprocess={"min_score": 0.5, "window": 5, "top_k": 3}, **over)
     # base_dir: the slot states' enrolments go to state/ beside the slots file (a temporary folder), not the cwd.
     return parse_config(data, "e2e.yaml", base_dir=Path(slots_file).parent)
 

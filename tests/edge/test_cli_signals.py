@@ -7,9 +7,8 @@ import sys
 import time
 
 import pytest
-import yaml
 
-from tests.helpers import write_video
+from tests.helpers import device_config, loopback_publish, write_video, write_yaml
 
 SLOTS = [{"name": "a", "rect": [0.0, 0.0, 0.5, 1.0]}, {"name": "b", "rect": [0.5, 0.0, 1.0, 1.0]}]
 
@@ -18,12 +17,9 @@ SLOTS = [{"name": "a", "rect": [0.0, 0.0, 0.5, 1.0]}, {"name": "b", "rect": [0.5
 def test_b6_repeated_sigterm_after_the_first_exits_zero(untrained_onnx, tmp_path):
     video = write_video(tmp_path / "v.avi", frames=20, fps=30.0)
     config = tmp_path / "edge.yaml"
-    config.write_text(yaml.safe_dump({
-        "device": "case-01", "model": {"path": str(untrained_onnx)},
-        "runtime": {"name": "onnxruntime", "options": {"threads": 1}},
-        "cameras": [{"id": "cam0", "source": f"file://{video}?loop=1", "slots": SLOTS}],
-        "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": None, "curve": None},
-        "metrics": {"port": None}}))
+    camera = {"id": "cam0", "source": f"file://{video}?loop=1", "slots": SLOTS}
+    write_yaml(config, device_config(untrained_onnx, [camera], threads=1,
+                                     publish=loopback_publish(snapshot_endpoint=None)))
     proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

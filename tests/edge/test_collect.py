@@ -23,6 +23,7 @@ from edge.loop.collect import CameraCollector, CollectRefused
 from edge.loop.collect_store import MANIFEST, CollectStore, CollectWriter, read_manifest
 from edge.loop.device_requests import handlers
 from edge.loop.enrolment import jpeg
+from tests.helpers import device_config, loopback_publish
 
 from .test_slot_states import PIECE_A, PIECE_B, Case, frame, manifest, unit
 
@@ -189,8 +190,7 @@ def test_retention_removes_old_crops_and_their_manifest_lines(tmp_path):
 
 def test_the_collect_section_is_strict_and_its_folder_defaults_to_the_state_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
-    doc = {"device": "case-01", "model": {"path": "m.onnx"}, "cameras": [{"id": "cam0", "source": "file://v.mp4"}],
-           "publish": {"curve": None}}
+    doc = device_config(cameras=[{"id": "cam0", "source": "file://v.mp4"}])
     cfg = parse_config(doc, "edge.yaml", tmp_path)
     assert cfg.collect.dir == tmp_path / "state" / "collect" and cfg.collect.enabled is False
     assert parse_config({**doc, "collect": {"dir": "crops"}}, "edge.yaml", tmp_path).collect.dir == tmp_path / "crops"
@@ -261,14 +261,13 @@ def test_the_loop_collects_crops_of_its_enrolled_slots_from_a_still_video(tmp_pa
     for _ in range(150):     # 15 s of a still case: a busy machine's dropped frames still leave enough
         writer.write(frame())
     writer.release()
-    data = {"device": "case-01", "model": {"path": str(tmp_path / "model.onnx")},
-            "runtime": {"name": "onnxruntime", "options": {"threads": 1}},
-            "cameras": [{"id": "cam0", "source": f"file://{video}?realtime=0",
-                         "slots": [{"name": "r0c0", "rect": [0, 0, 0.5, 1]}, {"name": "r0c1", "rect": [0.5, 0, 1, 1]}]}],
-            "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*", "curve": None},
-            "metrics": {"port": None}, "postprocess": {"min_score": 0.0},
-            "states": {"state_dir": str(tmp_path / "state"), "still_s": 0.3, "enrol_frames": 2, "confirm_frames": 1},
-            "collect": {"enabled": True, "every_s": 1, "min_light_change": 0, "max_cosine": 1.0}}
+    data = device_config(tmp_path / "model.onnx", [{"id": "cam0", "source": f"file://{video}?realtime=0",
+                                                    "slots": [{"name": "r0c0", "rect": [0, 0, 0.5, 1]},
+                                                              {"name": "r0c1", "rect": [0.5, 0, 1, 1]}]}],
+                         threads=1, publish=loopback_publish(), postprocess={"min_score": 0.0},
+                         states={"state_dir": str(tmp_path / "state"), "still_s": 0.3, "enrol_frames": 2,
+                                 "confirm_frames": 1},
+                         collect={"enabled": True, "every_s": 1, "min_light_change": 0, "max_cosine": 1.0})
     result = run(parse_config(data, "edge.yaml", tmp_path))
     assert result.stopped_by == "eos"
     entries = read_manifest(tmp_path / "state" / "collect" / MANIFEST)

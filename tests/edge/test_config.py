@@ -1,34 +1,23 @@
 """Device config: strict validation, errors that name the file and the field, slots files."""
-from pathlib import Path
-
 import pytest
-import yaml
 
 from edge.cli.main import example_config
 from edge.config.device import load_config, parse_config, WHOLE_FRAME_SLOT
 from edge.config.runtime import runtime_options
 from edge.errors import ConfigError
+from tests.helpers import device_config, write_yaml
 
 
 def _base(**over):
-    cfg = {"device": "case-01", "model": {"path": "model.onnx"},
-           "cameras": [{"id": "cam0", "source": "file:///data/case.mp4",
-                        "slots": [{"name": "r0c0", "rect": [0.0, 0.0, 0.5, 0.5]},
-                                  {"name": "r0c1", "rect": [0.5, 0.0, 1.0, 0.5]},
-                                  {"name": "r1c0", "rect": [0.0, 0.5, 0.5, 1.0]}]}],
-           "publish": {"curve": None}}
-    cfg.update(over)
-    return cfg
-
-
-def _write(tmp_path: Path, data, name="edge.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
-    return path
+    over.setdefault("cameras", [{"id": "cam0", "source": "file:///data/case.mp4",
+                                 "slots": [{"name": "r0c0", "rect": [0.0, 0.0, 0.5, 0.5]},
+                                           {"name": "r0c1", "rect": [0.5, 0.0, 1.0, 0.5]},
+                                           {"name": "r1c0", "rect": [0.0, 0.5, 0.5, 1.0]}]}])
+    return device_config("model.onnx", **over)
 
 
 def test_example_config_is_valid(tmp_path):
-    cfg = load_config(_write(tmp_path, example_config()))
+    cfg = load_config(write_yaml(tmp_path / "edge.yaml", example_config()))
     assert cfg.device == "case-01"
     assert cfg.runtime.name == "auto"
     assert cfg.cameras[0].slots[3].rect == pytest.approx((0.05, 0.55, 0.30, 0.90))  # from its polygon
@@ -36,7 +25,8 @@ def test_example_config_is_valid(tmp_path):
 
 
 def test_minimal_config_defaults_and_relative_paths(tmp_path):
-    cfg = load_config(_write(tmp_path, _base(cameras=[{"id": "cam0", "source": "file://videos/a.mp4?loop=1"}])))
+    data = _base(cameras=[{"id": "cam0", "source": "file://videos/a.mp4?loop=1"}])
+    cfg = load_config(write_yaml(tmp_path / "edge.yaml", data))
     assert cfg.model.path == tmp_path / "model.onnx"
     assert cfg.cameras[0].source == f"file://{(tmp_path / 'videos/a.mp4').resolve()}?loop=1"
     # No slots: the whole frame is one slot.
@@ -65,7 +55,7 @@ def test_minimal_config_defaults_and_relative_paths(tmp_path):
 def test_bad_field_is_named_with_the_file(tmp_path, change, where):
     data = _base()
     change(data)
-    path = _write(tmp_path, data)
+    path = write_yaml(tmp_path / "edge.yaml", data)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}: {where}"), str(info.value)
@@ -75,12 +65,12 @@ def test_password_never_echoed(tmp_path):
     data = _base()
     data["cameras"][0]["source"] = "rtsp://admin:hunter2@10.0.0.5/s"
     with pytest.raises(ConfigError) as info:
-        load_config(_write(tmp_path, data))
+        load_config(write_yaml(tmp_path / "edge.yaml", data))
     assert "hunter2" not in str(info.value) and "credentials" in str(info.value)
 
 
 def test_unknown_runtime_named(tmp_path):
-    path = _write(tmp_path, _base(runtime={"name": "tensorflow"}))
+    path = write_yaml(tmp_path / "edge.yaml", _base(runtime={"name": "tensorflow"}))
     with pytest.raises(ConfigError, match=r"edge.yaml: runtime: unknown runtime 'tensorflow'"):
         load_config(path)
 
@@ -89,29 +79,29 @@ def test_repeated_ids(tmp_path):
     data = _base()
     data["cameras"][0]["slots"][1]["name"] = "r0c0"
     with pytest.raises(ConfigError, match=r"cameras\.0: .*slot names repeat: \['r0c0'\]"):
-        load_config(_write(tmp_path, data))
+        load_config(write_yaml(tmp_path / "edge.yaml", data))
     data = _base()
     data["cameras"].append(dict(data["cameras"][0]))
     with pytest.raises(ConfigError, match=r"camera ids repeat: \['cam0'\]"):
-        load_config(_write(tmp_path, data))
+        load_config(write_yaml(tmp_path / "edge.yaml", data))
 
 
 def test_yaml_errors_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="edge.yaml: config file not found"):
         load_config(tmp_path / "edge.yaml")
     with pytest.raises(ConfigError, match=r"edge.yaml: line \d+: not valid YAML"):
-        load_config(_write(tmp_path, "device: a\ncameras: [\n"))
+        load_config(write_yaml(tmp_path / "edge.yaml", "device: a\ncameras: [\n"))
     with pytest.raises(ConfigError, match="expected a mapping"):
-        load_config(_write(tmp_path, "- just\n- a list\n"))
+        load_config(write_yaml(tmp_path / "edge.yaml", "- just\n- a list\n"))
 
 
 def test_slots_file(tmp_path):
-    (tmp_path / "case.slots.yaml").write_text(yaml.safe_dump({
+    write_yaml(tmp_path / "case.slots.yaml", {
         "size": [1280, 720],  # other keys belong to whoever wrote the file
         "slots": [{"name": "r0c0", "rect": [0.1, 0.1, 0.4, 0.4]},
-                  {"name": "r0c1", "polygon": [[0.5, 0.1], [0.9, 0.1], [0.7, 0.45]]}]}))
+                  {"name": "r0c1", "polygon": [[0.5, 0.1], [0.9, 0.1], [0.7, 0.45]]}]})
     data = _base(cameras=[{"id": "cam0", "source": "file:///v.mp4", "slots_file": "case.slots.yaml"}])
-    cfg = load_config(_write(tmp_path, data))
+    cfg = load_config(write_yaml(tmp_path / "edge.yaml", data))
     slots = cfg.cameras[0].slot_list()
     assert [s.name for s in slots] == ["r0c0", "r0c1"]
     assert slots[1].rect == pytest.approx((0.5, 0.1, 0.9, 0.45))
@@ -119,19 +109,19 @@ def test_slots_file(tmp_path):
 
 
 def test_slots_file_errors_name_both_files(tmp_path):
-    (tmp_path / "bad.slots.yaml").write_text(yaml.safe_dump({"slots": [{"name": "a", "rect": [0, 0, 0.5, 0.5]},
-                                                                       {"name": "b", "rect": [0, 0, 0.5, 9]}]}))
+    write_yaml(tmp_path / "bad.slots.yaml", {"slots": [{"name": "a", "rect": [0, 0, 0.5, 0.5]},
+                                                       {"name": "b", "rect": [0, 0, 0.5, 9]}]})
     data = _base(cameras=[{"id": "cam0", "source": "file:///v.mp4", "slots_file": "bad.slots.yaml"}])
     with pytest.raises(ConfigError, match=r"edge.yaml: cameras.0.slots_file: .*bad.slots.yaml: slots.1.rect: "
                                           r".*outside the frame"):
-        load_config(_write(tmp_path, data))
+        load_config(write_yaml(tmp_path / "edge.yaml", data))
     data = _base(cameras=[{"id": "cam0", "source": "file:///v.mp4", "slots_file": "missing.yaml"}])
     with pytest.raises(ConfigError, match=r"cameras.0.slots_file: .*missing.yaml: slots file not found"):
-        load_config(_write(tmp_path, data))
+        load_config(write_yaml(tmp_path / "edge.yaml", data))
     data = _base()
     data["cameras"][0]["slots_file"] = "bad.slots.yaml"
     with pytest.raises(ConfigError, match="either `slots` or `slots_file`"):
-        load_config(_write(tmp_path, data))
+        load_config(write_yaml(tmp_path / "edge.yaml", data))
 
 
 def test_runtime_options_for_the_picked_backend():
@@ -148,7 +138,7 @@ def test_runtime_options_for_the_picked_backend():
 def test_every_problem_is_listed_one_line_each(tmp_path):
     data = _base(camras=_base()["cameras"], postprocess={"min_score": 1.5})
     del data["cameras"]
-    path = _write(tmp_path, data)
+    path = write_yaml(tmp_path / "edge.yaml", data)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     lines = str(info.value).splitlines()
@@ -163,19 +153,19 @@ def test_check_names_a_misspelt_top_level_key(tmp_path, capsys):
 
     data = _base(camras=_base()["cameras"])
     del data["cameras"]
-    path = _write(tmp_path, data)
+    path = write_yaml(tmp_path / "edge.yaml", data)
     assert main(["check", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}: camras: unknown field" in err and f"{path}: cameras: Field required" in err
 
 
 def test_slots_file_problems_of_every_camera(tmp_path):
-    (tmp_path / "bad.slots.yaml").write_text(yaml.safe_dump({"slots": [{"name": "a", "rect": [0, 0, 9, 0.5]},
-                                                                       {"name": "b", "rect": [0, 0, 0.5, 9]}]}))
+    write_yaml(tmp_path / "bad.slots.yaml", {"slots": [{"name": "a", "rect": [0, 0, 9, 0.5]},
+                                                       {"name": "b", "rect": [0, 0, 0.5, 9]}]})
     data = _base(cameras=[{"id": "cam0", "source": "file:///v.mp4", "slots_file": "bad.slots.yaml"},
                           {"id": "cam1", "source": "file:///v.mp4", "slots_file": "missing.yaml"}])
     with pytest.raises(ConfigError) as info:
-        load_config(_write(tmp_path, data))
+        load_config(write_yaml(tmp_path / "edge.yaml", data))
     lines = str(info.value).splitlines()
     assert [line.split(": ")[1] for line in lines] == ["cameras.0.slots_file"] * 2 + ["cameras.1.slots_file"]
     assert "slots.0.rect" in lines[0] and "slots.1.rect" in lines[1] and "slots file not found" in lines[2]
@@ -185,13 +175,13 @@ def test_credential_paths_are_relative_to_the_config_and_names_stay_names(tmp_pa
     data = _base(publish={"curve": {"server_secret_key": "keys/server.key_secret", "allowed_clients": "clients"}})
     data["cameras"][0]["credentials"] = "cam0-login"
     data["cameras"].append({"id": "cam1", "source": "rtsp://h/s", "credentials": "secrets/cam1"})
-    cfg = load_config(_write(tmp_path, data))
+    cfg = load_config(write_yaml(tmp_path / "edge.yaml", data))
     assert cfg.cameras[0].credentials == "cam0-login"
     assert cfg.cameras[1].credentials == str(tmp_path / "secrets/cam1")
     assert cfg.publish.curve.server_secret_key == str(tmp_path / "keys/server.key_secret")
     assert cfg.publish.curve.allowed_clients == str(tmp_path / "clients")
     data["publish"] = {"curve": {"server_secret_key": "server.key_secret", "allowed_clients": "/etc/gemsight/clients"}}
-    curve = load_config(_write(tmp_path, data)).publish.curve
+    curve = load_config(write_yaml(tmp_path / "edge.yaml", data)).publish.curve
     assert curve.server_secret_key == "server.key_secret" and curve.allowed_clients == "/etc/gemsight/clients"
 
 
@@ -208,7 +198,7 @@ def test_publish_curve_must_be_written(tmp_path, publish, match):
     if publish is not None:
         data["publish"] = publish
     with pytest.raises(ConfigError, match=match) as info:
-        load_config(_write(tmp_path, data))
+        load_config(write_yaml(tmp_path / "edge.yaml", data))
     assert "edge.yaml" in str(info.value) and "Traceback" not in str(info.value)
 
 

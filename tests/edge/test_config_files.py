@@ -3,10 +3,8 @@ file, never a traceback (issue 13, item 5); ``check`` binds the publish endpoint
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 import zmq
 
 from edge.cli.check import check_device, check_endpoints
@@ -14,19 +12,14 @@ from edge.config.device import load_config, load_slots_file, parse_config
 from edge.config.yaml_files import MAX_YAML_BYTES, MAX_YAML_DEPTH
 from edge.errors import ConfigError, ManifestError
 from edge.manifest import MAX_MANIFEST_BYTES, Manifest
+from tests.helpers import device_config, loopback_publish, write_yaml
 
 SLOTS = [{"name": "r0c0", "rect": [0.0, 0.0, 0.5, 0.5]}, {"name": "r0c1", "rect": [0.5, 0.0, 1.0, 0.5]}]
 
 
 def _config(**camera) -> dict:
     cam = {"id": "cam0", "source": "file:///data/case.mp4", "slots": SLOTS, **camera}
-    return {"device": "case-01", "model": {"path": "model.onnx"}, "cameras": [cam],
-            "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*", "curve": None}}
-
-
-def _write(path: Path, data) -> Path:
-    path.write_bytes(data if isinstance(data, bytes) else yaml.safe_dump(data).encode())
-    return path
+    return device_config("model.onnx", [cam], publish=loopback_publish())
 
 
 def _refused(call, *needles: str) -> str:
@@ -39,33 +32,33 @@ def _refused(call, *needles: str) -> str:
 
 
 def test_non_utf8_config_and_slots_file(tmp_path):
-    cfg = _write(tmp_path / "edge.yaml", b"device: caf\xe9-01\n")
+    cfg = write_yaml(tmp_path / "edge.yaml", b"device: caf\xe9-01\n")
     _refused(lambda: load_config(cfg), f"{cfg}: config file is not UTF-8 text (byte 0xe9 at offset 11)")
-    slots = _write(tmp_path / "case.slots.yaml", b"slots:\n  - {name: \xff, rect: [0, 0, 1, 1]}\n")
+    slots = write_yaml(tmp_path / "case.slots.yaml", b"slots:\n  - {name: \xff, rect: [0, 0, 1, 1]}\n")
     _refused(lambda: load_slots_file(slots), f"{slots}: slots file is not UTF-8")
-    edge = _write(tmp_path / "edge.yaml", _config(slots=None, slots_file="case.slots.yaml"))
+    edge = write_yaml(tmp_path / "edge.yaml", _config(slots=None, slots_file="case.slots.yaml"))
     _refused(lambda: load_config(edge), "cameras.0.slots_file:", f"{slots}: slots file is not UTF-8")
 
 
 def test_deep_nesting_is_refused_with_its_line(tmp_path):
-    cfg = _write(tmp_path / "edge.yaml", b"device: case-01\nmodel: " + b"[" * 5000 + b"]" * 5000 + b"\n")
+    cfg = write_yaml(tmp_path / "edge.yaml", b"device: case-01\nmodel: " + b"[" * 5000 + b"]" * 5000 + b"\n")
     _refused(lambda: load_config(cfg), f"{cfg}: line 2: config file nests deeper than {MAX_YAML_DEPTH} levels")
     ok = _config()
     ok["model"]["notes"] = [[[["fine"]]]]  # a few levels are fine (the field is then unknown, and named)
-    _refused(lambda: load_config(_write(tmp_path / "edge.yaml", ok)), "model.notes: unknown field")
+    _refused(lambda: load_config(write_yaml(tmp_path / "edge.yaml", ok)), "model.notes: unknown field")
 
 
 def test_oversized_file_is_refused_before_it_is_parsed(tmp_path):
-    big = _write(tmp_path / "edge.yaml", b"device: case-01\n" + b"# padding\n" * (MAX_YAML_BYTES // 10 + 1))
+    big = write_yaml(tmp_path / "edge.yaml", b"device: case-01\n" + b"# padding\n" * (MAX_YAML_BYTES // 10 + 1))
     _refused(lambda: load_config(big), f"{big}: config file is", "more than the 1,048,576 allowed")
 
 
 def test_alias_bomb_and_huge_numbers_are_refused(tmp_path):
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 8)]
-    bomb = _write(tmp_path / "edge.yaml", ("\n".join(lines) + "\n").encode())
+    bomb = write_yaml(tmp_path / "edge.yaml", ("\n".join(lines) + "\n").encode())
     _refused(lambda: load_config(bomb), "expands to", "more than the 1,000,000 allowed")
-    huge = _write(tmp_path / "edge.yaml", b"device: case-01\nmetrics: {port: " + b"9" * 5000 + b"}\n")
+    huge = write_yaml(tmp_path / "edge.yaml", b"device: case-01\nmetrics: {port: " + b"9" * 5000 + b"}\n")
     _refused(lambda: load_config(huge), f"{huge}: a value cannot be read")
 
 
@@ -73,7 +66,7 @@ def test_empty_slot_list_is_refused_and_says_how_to_get_the_whole_frame(tmp_path
     text = _refused(lambda: parse_config(_config(slots=[]), "edge.yaml"),
                     "edge.yaml: cameras.0.slots: `slots` lists no slot")
     assert "leave `slots` out" in text and "rect: [0, 0, 1, 1]" in text
-    empty = _write(tmp_path / "case.slots.yaml", {"slots": []})
+    empty = write_yaml(tmp_path / "case.slots.yaml", {"slots": []})
     _refused(lambda: load_slots_file(empty), "lists no slot")
     (whole,) = parse_config(_config(slots=None)).cameras[0].slot_list()  # left out: the whole frame
     assert whole.rect == (0.0, 0.0, 1.0, 1.0)
@@ -87,7 +80,7 @@ def test_overlapping_slots_are_refused_naming_both(tmp_path):
     tri = [{"name": "left", "polygon": [[0, 0], [0.6, 0], [0.4, 1], [0, 1]]},
            {"name": "right", "polygon": [[0.5, 0], [1, 0], [1, 1], [0.4, 1]]}]
     _refused(lambda: parse_config(_config(slots=tri)), "'left' and 'right'")
-    fragment = _write(tmp_path / "case.slots.yaml", {"slots": over})
+    fragment = write_yaml(tmp_path / "case.slots.yaml", {"slots": over})
     _refused(lambda: load_slots_file(fragment), f"{fragment}: slots: slots overlap: 'r0c0' and 'r0c1'")
     # Touching is fine: a grid, and slanted quadrilaterals sharing an edge (their boxes overlap).
     parse_config(_config())

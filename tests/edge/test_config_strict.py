@@ -9,9 +9,9 @@ import yaml
 from edge.cli.main import main
 from edge.config.device import load_config, load_slots_file, parse_config
 from edge.errors import ConfigError
+from tests.helpers import device_config, write_yaml
 
-BASE = {"device": "case-01", "model": {"path": "m.onnx"}, "cameras": [{"id": "cam0", "source": "file:///v.mp4"}],
-        "publish": {"curve": None}}
+BASE = device_config()
 
 DUPLICATE_CURVE = """\
 device: case-01
@@ -58,7 +58,7 @@ def test_b5_merge_keys_may_still_be_overridden(tmp_path):
     text = ("cameras:\n  - id: cam0\n    source: file:///v.mp4\n    reconnect:\n"
             "      <<: {initial_s: 1.0, max_s: 10.0}\n      max_s: 20.0\n")
     rest = {k: v for k, v in BASE.items() if k != "cameras"}
-    path.write_text(yaml.safe_dump(rest) + text)
+    write_yaml(path, yaml.safe_dump(rest) + text)
     assert load_config(path).cameras[0].reconnect.max_s == 20.0
 
 
@@ -84,7 +84,7 @@ def test_b5_states_switches_are_bools_not_numbers_or_strings(field, value):
 
 def test_b5_yaml_yes_is_refused_where_a_number_belongs(tmp_path):
     path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump(BASE) + "postprocess: {window: yes, min_score: true}\n")
+    write_yaml(path, yaml.safe_dump(BASE) + "postprocess: {window: yes, min_score: true}\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert {line.split(": ")[1] for line in str(info.value).splitlines()} == {"postprocess.window",

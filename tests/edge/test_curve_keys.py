@@ -6,14 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 import zmq
 
 from edge.cli.main import main
 from edge.config.publish import CurveConfig
 from edge.errors import ConfigError
 from edge.link.publisher import Publisher
-from tests.helpers import ANY, make_curve_files
+from tests.helpers import ANY, device_config, make_curve_files, write_yaml
 
 
 def _damaged(curve, tmp_path: Path, kind: str) -> Path:
@@ -33,11 +32,8 @@ def _damaged(curve, tmp_path: Path, kind: str) -> Path:
 
 
 def _config(tmp_path: Path, curve, secret: Path) -> Path:
-    path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump({
-        "device": "case-01", "model": {"path": "m.onnx"}, "cameras": [{"id": "cam0", "source": "file:///v.mp4"}],
-        "publish": {"curve": {"server_secret_key": str(secret), "allowed_clients": str(curve.allowed_clients)}}}))
-    return path
+    return write_yaml(tmp_path / "edge.yaml", device_config(publish={"curve": {
+        "server_secret_key": str(secret), "allowed_clients": str(curve.allowed_clients)}}))
 
 
 PROBLEMS = {"short": "the secret key is 39 characters long, not the 40 of a Z85 CURVE key",

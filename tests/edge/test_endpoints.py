@@ -7,14 +7,13 @@ from edge.config.device import parse_config
 from edge.errors import ConfigError
 from edge.link.policy import check_link, is_loopback
 from edge.link.publisher import Publisher
+from tests.helpers import device_config
 
 SMUGGLED = "tcp://127.0.0.1:1;0.0.0.0:25555"
 
 
 def _config(endpoint: str, snapshot: str | None = None):
-    return parse_config({"device": "case-01", "model": {"path": "m.onnx"},
-                         "cameras": [{"id": "cam0", "source": "file:///v.mp4"}],
-                         "publish": {"endpoint": endpoint, "snapshot_endpoint": snapshot, "curve": None}})
+    return parse_config(device_config(publish={"endpoint": endpoint, "snapshot_endpoint": snapshot, "curve": None}))
 
 
 def test_a3_a_list_is_loopback_only_when_every_element_is():

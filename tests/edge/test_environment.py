@@ -11,6 +11,7 @@ from edge.cli.check import check_device
 from edge.config.device import parse_config
 from edge.errors import RuntimeUnavailable
 from tests.fake_tensorrt import make_tensorrt
+from tests.helpers import device_config, loopback_publish
 
 
 def test_tensorrt_line(monkeypatch):
@@ -42,9 +43,8 @@ def test_jetson_venv_hiding_system_packages_is_named(monkeypatch):
 
 def test_check_names_what_it_found_when_a_runtime_cannot_run(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    cfg = parse_config({"device": "case-01", "model": {"path": "model.onnx"}, "runtime": {"name": "tensorrt"},
-                        "cameras": [{"id": "cam0", "source": "file:///data/case.mp4"}],
-                        "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": None, "curve": None}})
+    cfg = parse_config(device_config("model.onnx", [{"id": "cam0", "source": "file:///data/case.mp4"}],
+                                     runtime={"name": "tensorrt"}, publish=loopback_publish(snapshot_endpoint=None)))
     with pytest.raises(RuntimeUnavailable, match=r"runtime 'tensorrt' is not available here.*\[found: python .*"
                                                  r"tensorrt: not importable \(tensorrt\); opencv .*; runtimes: "):
         check_device(cfg, "edge.yaml")

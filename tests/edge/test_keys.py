@@ -4,11 +4,11 @@ from __future__ import annotations
 import stat
 
 import pytest
-import yaml
 import zmq
 import zmq.auth
 
 from edge.cli.main import main as cli_main
+from tests.helpers import device_config, write_yaml
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
 
@@ -86,13 +86,11 @@ def test_allow_refuses_duplicates(tmp_path, allow_dir, capsys):
 
 
 def test_allow_list_named_by_the_config(tmp_path, allow_dir, capsys):
-    base = {"device": "case-01", "model": {"path": "m.onnx"}, "cameras": [{"id": "cam0", "source": "file:///v.mp4"}]}
-    cfg = tmp_path / "edge.yaml"
-    cfg.write_text(yaml.safe_dump({**base, "publish": {"curve": {"server_secret_key": "server.key_secret",
-                                                                 "allowed_clients": "clients"}}}))
+    curve = {"server_secret_key": "server.key_secret", "allowed_clients": "clients"}
+    cfg = write_yaml(tmp_path / "edge.yaml", device_config(publish={"curve": curve}))
     assert keys("allow", tmp_path / "kiosk-1.key", "--config", cfg) == 0
     assert (allow_dir / "kiosk-1.key").is_file()
-    cfg.write_text(yaml.safe_dump({**base, "publish": {"curve": None}}))
+    write_yaml(cfg, device_config())
     assert keys("list", "--config", cfg) == 2
     assert "publish.curve is null (plaintext): there is no allow-list" in capsys.readouterr().err
     assert keys("list", "--dir", tmp_path / "nowhere") == 2

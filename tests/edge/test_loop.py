@@ -11,7 +11,6 @@ import urllib.request
 
 import onnx
 import pytest
-import yaml
 
 from edge.cli.main import main as cli_main
 from edge.config.device import parse_config
@@ -21,7 +20,7 @@ from edge.link.listen import Listener
 from edge.loop.run import CameraLoop, run
 from edge.manifest import Manifest
 from edge.runtimes.registry import available_runtimes
-from tests.helpers import Subscriber, write_video
+from tests.helpers import Subscriber, device_config, loopback_publish, write_video, write_yaml
 
 SLOTS = [{"name": "a", "rect": [0, 0, 0.5, 0.5]}, {"name": "b", "rect": [0.5, 0, 1, 0.5]},
          {"name": "c", "rect": [0, 0.5, 1, 1]}]
@@ -130,21 +129,14 @@ def test_missing_camera_is_down_while_the_other_runs(untrained_onnx, tmp_path):
 
 
 def _config_data(model, cameras, **over):
-    data = {"device": "case-01", "model": {"path": str(model)},
-            "runtime": {"name": "onnxruntime", "options": {"threads": 2}},
-            "cameras": cameras,
-            "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*",
-                        "heartbeat_s": 0.2, "hwm": 100000, "curve": None},
-            "metrics": {"port": None}}
-    data.update(over)
-    return data
+    return device_config(model, cameras, threads=2, publish=loopback_publish(heartbeat_s=0.2, hwm=100000), **over)
 
 
 def test_sigterm_stops_cleanly_and_systemd_hears_it(untrained_onnx, tmp_path):
     """As systemd runs it: its own process, NOTIFY_SOCKET and WATCHDOG_USEC set, stopped by SIGTERM."""
     video = write_video(tmp_path / "v.avi", frames=20, fps=30.0)
     config = tmp_path / "edge.yaml"
-    config.write_text(yaml.safe_dump(_config_data(untrained_onnx, [_cam("cam0", video, "loop=1")])))
+    write_yaml(config, _config_data(untrained_onnx, [_cam("cam0", video, "loop=1")]))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
     sock.settimeout(30)

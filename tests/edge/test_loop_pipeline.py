@@ -19,7 +19,7 @@ from edge.errors import DataError
 from edge.loop.run import CameraLoop
 from edge.manifest import InputSpec
 from edge.preprocess import BatchWriter, normalize, preprocess_batch, resize_to
-from tests.helpers import write_video
+from tests.helpers import device_config, loopback_publish, write_video
 
 SLOTS = [{"name": "a", "rect": [0, 0, 0.5, 0.5]}, {"name": "b", "rect": [0.5, 0, 1, 0.5]},
          {"name": "c", "rect": [0, 0.5, 1, 1]}]
@@ -51,11 +51,9 @@ class SlowRuntime:
 
 def _loop(model, tmp_path, query: str, fps: float, delay_s: float, frames: int = 30, **cam) -> tuple[CameraLoop, list]:
     video = write_video(tmp_path / "v.avi", frames=frames, fps=fps)
-    config = parse_config({"device": "dev1", "model": {"path": str(model)},
-                           "cameras": [{"id": "cam0", "source": f"file://{video}?{query}", "slots": SLOTS, **cam}],
-                           "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": None,
-                                       "curve": None},
-                           "metrics": {"port": None}}, "test.yaml")
+    camera = {"id": "cam0", "source": f"file://{video}?{query}", "slots": SLOTS, **cam}
+    config = parse_config(device_config(model, [camera], device="dev1", metrics={"port": None},
+                                        publish=loopback_publish(snapshot_endpoint=None)), "test.yaml")
     slow: list[SlowRuntime] = []
 
     def wrap(loop: CameraLoop) -> None:

@@ -15,7 +15,7 @@ from edge.errors import ManifestError
 from edge.loop.run import run
 from edge.manifest import file_digest
 from edge.runtimes.model_files import verify_checksums
-from tests.helpers import write_video
+from tests.helpers import device_config, loopback_publish, write_video, write_yaml
 
 
 def _folder(untrained_onnx: Path, root: Path, sums: bool = True) -> Path:
@@ -31,18 +31,12 @@ def _folder(untrained_onnx: Path, root: Path, sums: bool = True) -> Path:
 
 
 def _config(folder: Path, video: Path, checksums: str = "when_present") -> dict:
-    return {"device": "case-01", "model": {"path": str(folder), "checksums": checksums},
-            "runtime": {"name": "onnxruntime", "options": {"threads": 1}},
-            "cameras": [{"id": "cam0", "source": f"file://{video}"}],
-            "publish": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": None, "curve": None},
-            "metrics": {"port": None}}
+    return device_config({"path": str(folder), "checksums": checksums}, [{"id": "cam0", "source": f"file://{video}"}],
+                         threads=1, publish=loopback_publish(snapshot_endpoint=None))
 
 
 def _check(tmp_path: Path, data: dict, capsys) -> tuple[int, str, str]:
-    import yaml
-
-    path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = write_yaml(tmp_path / "edge.yaml", data)
     rc = main(["check", "--config", str(path), "--timeout", "5"])
     captured = capsys.readouterr()
     return rc, captured.out, captured.err.strip()

@@ -118,9 +118,9 @@ def test_source_uris_that_passed_the_config_but_crashed_parse_source(uri, needle
 def test_a_source_with_a_newline_is_refused_by_the_config():
     # Was: accepted, then every later error echoing the URI spanned two lines.
     from edge.config.device import parse_config  # noqa: PLC0415
+    from tests.helpers import device_config  # noqa: PLC0415
 
-    data = {"device": "d", "model": {"path": "m"}, "publish": {"curve": None},
-            "cameras": [{"id": "c", "source": "file:///a.mp4\nrealtime=0"}]}
+    data = device_config("m", [{"id": "c", "source": "file:///a.mp4\nrealtime=0"}], device="d")
     with pytest.raises(ConfigError, match=r"cameras.0.source: source 'file:///a.mp4\\nrealtime=0' holds a control"):
         parse_config(data, "edge.yaml")
 
@@ -154,9 +154,10 @@ def test_keys_and_tags_with_line_breaks_stay_on_their_line(tmp_path):
     from edge.config.device import parse_config  # noqa: PLC0415
     from edge.errors import ManifestError  # noqa: PLC0415
     from edge.manifest import Manifest  # noqa: PLC0415
+    from tests.helpers import device_config  # noqa: PLC0415
 
-    data = {"device": "d", "model": {"path": "m"}, "publish": {"curve": None}, "runtime": {"name": "auto\nx"},
-            "cameras": [{"id": "c", "source": "file:///x"}], "a\u2028b": 1}
+    data = device_config("m", [{"id": "c", "source": "file:///x"}], device="d", runtime={"name": "auto\nx"},
+                         **{"a\u2028b": 1})
     with pytest.raises(ConfigError) as info:
         parse_config(data, "edge.yaml")
     assert str(info.value).split("\n") == [

@@ -46,7 +46,8 @@ def test_migrations_are_versioned_and_run_once(dsn):
 def test_a_kiosks_reports_land_once_and_a_resent_old_state_loses(tmp_path, broker, creds, hq, dsn):
     k = Kiosk(kiosk_config(chain_kiosk_config(tmp_path, broker, creds), base_dir=tmp_path), feed=False).start()
     try:
-        from tests.kiosk.feeds import heartbeat, labels
+        from tests.helpers import labels_message as labels
+        from tests.kiosk.feeds import heartbeat
         k.on_device("case-01", {"link": "up", "error": None})
         k.on_message("heartbeat", heartbeat({"cam0": 0}))
         k.on_message("labels", labels({"r0c0": "ring", "r0c1": "ring", "r1c0": "watch", "r1c1": "empty"}, seq=0))

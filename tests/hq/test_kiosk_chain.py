@@ -11,7 +11,8 @@ from kiosk.chain import Chain, Outbox, evidence_digest, load_schema
 from kiosk.config import parse_config
 from kiosk.history import History
 from kiosk.service import Kiosk
-from tests.kiosk.feeds import MODEL, heartbeat, labels, wait_for
+from tests.helpers import MODEL, labels_message as labels
+from tests.kiosk.feeds import heartbeat, wait_for
 
 from .chainkit import Collector, chain_kiosk_config
 from .conftest import PASSWORDS

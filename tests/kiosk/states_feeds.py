@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .feeds import labels
+from tests.helpers import labels_message as labels
 
 #: The six-slot case: two rows of three; r1c2 is sold (nothing expected there).
 PLAN = {"r0c0": "ring", "r0c1": "ring", "r0c2": "necklace", "r1c0": "watch", "r1c1": "earring", "r1c2": "sold"}

@@ -6,8 +6,9 @@ import datetime as dt
 
 from kiosk.config import parse_config
 from kiosk.engine import Engine
+from tests.helpers import labels_message as labels
 
-from .feeds import config_dict, heartbeat, labels
+from .feeds import config_dict, heartbeat
 
 FULL = {"r0c0": "ring", "r0c1": "ring", "r1c0": "watch", "r1c1": "empty"}
 T0 = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.timezone.utc).timestamp()   # a Wednesday, noon UTC

@@ -11,8 +11,7 @@ from deploy.demo import make_link_keys
 from deploy.demo_kiosk import start_kiosk, stop_kiosk
 from edge.config.publish import CurveConfig
 from edge.link.publisher import Publisher
-
-from .feeds import labels
+from tests.helpers import labels_message as labels
 
 FULL = {"r0c0": "ring", "r0c1": "ring", "r1c0": "watch", "r1c1": "brooch", "r1c2": "empty"}
 

@@ -10,8 +10,9 @@ from edge.link import messages
 from kiosk.config import parse_config
 from kiosk.engine import ActionError, Engine
 from kiosk.incident import Cond, Incident, incident_key, slot_incident_key
+from tests.helpers import labels_message as labels
 
-from .feeds import config_dict, heartbeat, labels, status
+from .feeds import config_dict, heartbeat, status
 
 FULL = {"r0c0": "ring", "r0c1": "ring", "r1c0": "watch", "r1c1": "empty"}
 T0 = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.timezone.utc).timestamp()   # a Wednesday, noon UTC

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from edge.errors import ConfigError, MessageError
 from kiosk.config import parse_config
 from kiosk.validate import parse
+from tests.helpers import labels_message as labels
 
-from .feeds import config_dict, heartbeat, labels
+from .feeds import config_dict, heartbeat
 
 SETTINGS = settings(max_examples=150, derandomize=True, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

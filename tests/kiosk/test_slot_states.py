@@ -7,8 +7,9 @@ import datetime as dt
 from kiosk.config import parse_config
 from kiosk.engine import Engine
 from kiosk.slot_states import state_condition
+from tests.helpers import labels_message as labels
 
-from .feeds import heartbeat, labels
+from .feeds import heartbeat
 from .states_feeds import SEEN, state_labels, states_config
 
 T0 = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.timezone.utc).timestamp()   # a Wednesday, noon UTC
