@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for name in ("edge", "kiosk"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    model = args.model or default_model()
+    model = args.model.resolve() if args.model else default_model()   # the device runs in its own folder
     work = args.work or Path(tempfile.mkdtemp(prefix="store-day-"))
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "model": str(model),
                               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
