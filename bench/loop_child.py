@@ -106,10 +106,12 @@ def run_loop(job: dict, realtime: bool, warm_s: float, measure_s: float) -> dict
     frames = max(1, f1 - f0)
     total = [t + p for t, p in zip(res.total_ms[i0:i1], res.publish_ms[i0:i1])]
     span = (p1 - p0) if p1 is not None and p0 is not None and p1 > p0 else float("nan")  # no batch: no figure
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
     return {"slot_images_per_s": (n1 - n0) / span, "frames_per_s": frames / span,
             "frames": frames, "dropped": sum(res.dropped.values()),
             "capture_to_publish_ms": {"p50": pct(total, 50), "p99": pct(total, 99), "n": len(total)},
-            "cpu_cores": ((c1.user - c0.user) + (c1.system - c0.system)) / wall,
+            "samples_ms": total,
+            "cpu_cores": cpu / wall, "cpu_ms_per_frame": cpu / frames * 1000.0,
             "cpu_cores_by_role": cpu_by_role(marks["threads_a"], marks["threads_b"], wall),
             # infer: each frame's batch's runtime call (so per batch, not per frame's share of it)
             "breakdown_ms_per_frame": {k: (s1[k] - s0.get(k, 0.0)) * 1000.0 / frames for k in s1}}
@@ -165,15 +167,43 @@ def run_alone_paced(rt, batch: np.ndarray, seconds: float, fps: float = 10.0) ->
     return {"p50_ms": pct(times, 50) * 1000, "p99_ms": pct(times, 99) * 1000, "batches": len(times)}
 
 
+def gemsight_round(job: dict) -> dict:
+    """One round of gemsight's loop against the reference (:mod:`bench.loop_reference` does the same
+    windows): ``loop_s`` as fast as the video decodes after ``warm_s``, then ``paced_s`` at 10 fps after a
+    second of warm-up, then (``alone_s``) the runtime alone on the loop's batch for the old ratio."""
+    from edge.runtimes.registry import create_runtime
+
+    out: dict = {}
+    if job.get("loop_s"):
+        out["fast"] = run_loop(job, realtime=False, warm_s=job["warm_s"], measure_s=job["loop_s"])
+    if job.get("paced_s"):
+        out["paced"] = run_loop(job, realtime=True, warm_s=1.0, measure_s=job["paced_s"])
+    out["peak_rss_mib"] = peak_rss_mib()  # before the runtime-alone instance exists
+    if job.get("alone_s"):
+        with create_runtime(job["runtime"], job["model"], precision="int8", **job["options"]) as rt:
+            batch = batch_for(job, rt.batch_writer())
+            out["batch"], out["input"] = len(batch), list(rt.manifest.input.size)
+            out["alone"] = run_alone(rt, batch, job["alone_s"])
+    return out
+
+
 def child(job: dict, queue) -> None:
     """Entry point of the child process: put one dict of results on ``queue``."""
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("edge.link.policy").setLevel(logging.ERROR)  # plaintext on loopback, on purpose
+    logging.getLogger("edge.loop.slot_states").setLevel(logging.ERROR)   # an untrained model has no embedding
     from edge.runtimes.registry import create_runtime
 
     out: dict = {"job": {k: v for k, v in job.items() if k not in ("video", "slots_file")}}
+    if job.get("kind") == "gemsight":
+        try:
+            out.update(gemsight_round(job))
+        except Exception as exc:  # the parent reports it with the job
+            out["error"] = f"{type(exc).__name__}: {exc}"
+        queue.put(out)
+        return
     try:
         if job.get("paced_s"):
             paced = run_loop(job, realtime=True, warm_s=1.0, measure_s=job["paced_s"])
