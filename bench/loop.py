@@ -381,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-readme", action="store_true",
                         help="rewrite docs/benchmarks.md between the loop markers from --out and exit")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "loop.json")
+    parser.add_argument("--trace", metavar="RUNTIME",
+                        help="trace every frame of one run at 10 fps (--paced-s seconds) and explain the slow ones "
+                             "(bench/loop_trace.py); writes bench/results/loop_trace.json")
+    parser.add_argument("--trace-raw", type=Path, metavar="FILE", help="with --trace: also write every frame and event")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.readme or args.write_readme:
@@ -393,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.loop_s, args.paced_s = min(args.rounds, 3), 4.0, 15.0
     args.scale_paced_s, args.scale_loop_s = (5.0, 3.0) if args.quick else (10.0, 5.0)
+    if args.trace:
+        return trace(args)
 
     from trainer.synth import make_video
 
@@ -433,6 +439,31 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.out}")
+    return 0
+
+
+def trace(args) -> int:
+    """``--trace RUNTIME``: one traced run at 10 fps, its slow frames explained (bench/loop_trace.py)."""
+    from bench.loop_trace import analyse, report
+    from trainer.synth import make_video
+
+    with tempfile.TemporaryDirectory(prefix="gemsight-bench-trace-") as tmp:
+        video = make_video(Path(tmp) / "case12.mp4", slots=GRIDS[12], seconds=6.0, fps=10.0, size=(1280, 720), seed=3)
+        job = {"kind": "trace", "model": str(args.model), "runtime": args.trace, "options": _options(args.trace, args),
+               "video": str(video["video"]), "slots_file": str(video["slots"]), "cameras": 1, "paced_s": args.paced_s}
+        print(f"tracing {args.trace} for {args.paced_s:g} s at 10 fps ...", flush=True)
+        out = run_job(job)
+    if args.trace_raw:
+        args.trace_raw.write_text(json.dumps(out) + "\n")
+    analysis = analyse(out)
+    print("\n".join(report(args.trace, analysis)))
+    path = args.out.with_name("loop_trace.json")
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    previous[args.trace] = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": cpu_model(),
+                            "load_average": os.getloadavg(), "options": job["options"], **analysis}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(previous, indent=1) + "\n")
+    print(f"wrote {path}")
     return 0
 
 

@@ -197,9 +197,9 @@ def child(job: dict, queue) -> None:
     from edge.runtimes.registry import create_runtime
 
     out: dict = {"job": {k: v for k, v in job.items() if k not in ("video", "slots_file")}}
-    if job.get("kind") == "gemsight":
+    if job.get("kind") in ("gemsight", "trace"):
         try:
-            out.update(gemsight_round(job))
+            out.update(gemsight_round(job) if job["kind"] == "gemsight" else trace_loop(job))
         except Exception as exc:  # the parent reports it with the job
             out["error"] = f"{type(exc).__name__}: {exc}"
         queue.put(out)
@@ -226,3 +226,68 @@ def child(job: dict, queue) -> None:
     except Exception as exc:  # the parent reports it with the job
         out["error"] = f"{type(exc).__name__}: {exc}"
     queue.put(out)
+
+
+TRACE_STAGES = ("wait", "prepare", "hand-off", "infer", "finish")
+
+
+def trace_loop(job: dict) -> dict:
+    """gemsight's loop at 10 fps for ``paced_s`` with a timestamp per stage of every frame, and what else
+    happened in the process (garbage collections with their generation and length, the video's reopening)
+    on the same clock, so a slow frame can be matched with its cause.
+
+    A frame's stages: ``wait`` (captured → the batching thread took it), ``prepare`` (crop and preprocess),
+    ``hand-off`` (prepared → the runtime call started), ``infer`` (the runtime call), ``finish`` (the call
+    returned → the labels message sent: the loop thread's wake-up, postprocess, encode, send)."""
+    import gc
+
+    import edge.capture.sources as sources
+    from edge.config.device import parse_config
+    from edge.loop.run import CameraLoop
+
+    events: list[tuple[str, float, float, int | str]] = []   # (kind, start, seconds, detail)
+    gc_start: dict[int, float] = {}
+
+    def on_gc(phase: str, info: dict) -> None:
+        now = time.monotonic()
+        if phase == "start":
+            gc_start[threading.get_ident()] = now
+        else:
+            t0 = gc_start.pop(threading.get_ident(), now)
+            events.append((f"gc{info['generation']}", t0, now - t0, threading.current_thread().name))
+
+    opened = sources.open_capture
+
+    def traced_open(spec):
+        t0 = time.monotonic()
+        try:
+            return opened(spec)
+        finally:
+            events.append(("video opened", t0, time.monotonic() - t0, ""))
+
+    rows: list[dict] = []
+
+    class TracedLoop(CameraLoop):
+        def _publish_frame(self, span, logits, batch, embeddings) -> None:
+            super()._publish_frame(span, logits, batch, embeddings)
+            f = span.frame
+            rows.append({"index": f.index, "captured": f.t_mono, "decode_ms": f.decode_s * 1e3,
+                         "t": [f.t_mono, batch.t0, batch.t1, batch.t_in, batch.t_out, time.monotonic()]})
+
+    gc.callbacks.append(on_gc)
+    sources.open_capture = traced_open
+    try:
+        loop = TracedLoop(parse_config(loop_config(job, True), "bench"))
+        threading.Timer(1.0 + job["paced_s"], loop.stop).start()
+        loop.run()
+    finally:
+        gc.callbacks.remove(on_gc)
+        sources.open_capture = opened
+    rows = [r for r in rows if r["captured"] >= rows[0]["captured"] + 1.0]   # a second of warm-up
+    for r in rows:
+        t = r.pop("t")
+        r["stages_ms"] = {k: (b - a) * 1e3 for k, a, b in zip(TRACE_STAGES, t, t[1:])}
+        r["total_ms"] = (t[-1] - t[0]) * 1e3
+        r["span"] = [t[0], t[-1]]
+    return {"frames": rows, "events": [{"kind": k, "t": t, "ms": s * 1e3, "thread": d} for k, t, s, d in events],
+            "gc_threshold": list(gc.get_threshold()), "gc_frozen": gc.get_freeze_count()}
