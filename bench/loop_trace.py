@@ -43,7 +43,7 @@ def analyse(trace: dict) -> dict:
     return {"frames": len(frames), "seconds": seconds,
             "capture_to_publish_ms": {"p50": p50, "p99": float(np.percentile(totals, 99)), "max": max(totals)},
             "stage_median_ms": medians, "slow_frames": len(slow), "slow_share": len(slow) / len(frames),
-            "events_per_s": {k: counts[k] / seconds for k in kinds}, "event_median_ms": lengths,
+            "events_per_100_frames": {k: counts[k] * 100 / len(frames) for k in kinds}, "event_median_ms": lengths,
             "slow_frames_during": with_event,
             "slow_by_stage": {k: sum(s["stage"] == k for s in slow) for k in medians},
             "gc_threshold": trace.get("gc_threshold"), "gc_frozen": trace.get("gc_frozen"), "slow": slow}
@@ -57,8 +57,8 @@ def report(name: str, a: dict) -> list[str]:
              f"{a['gc_frozen']} objects frozen",
              f"  slow frames (> p50 + {SLOW_MS:g} ms): {a['slow_frames']} ({a['slow_share']:.1%}); the stage that grew: "
              + ", ".join(f"{k} {v}" for k, v in a["slow_by_stage"].items() if v)]
-    for k, rate in a["events_per_s"].items():
-        lines.append(f"  {k}: {rate * 10:.2f} per 10 frames, median {a['event_median_ms'][k]:.2f} ms; "
+    for k, rate in a["events_per_100_frames"].items():
+        lines.append(f"  {k}: {rate:.1f} per 100 frames, median {a['event_median_ms'][k]:.2f} ms; "
                      f"during {a['slow_frames_during'][k]} of the {a['slow_frames']} slow frames")
     for s in a["slow"][:12]:
         lines.append(f"  frame {s['index']}: +{s['excess_ms']:.1f} ms, {s['stage']} +{s['stage_excess_ms']:.1f} ms; "
