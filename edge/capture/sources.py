@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from edge.backoff import Backoff
+from edge.capture.gst import Crop, crop_for
 from edge.capture.uri import open_capture, parse_source
 from edge.contracts import StrEnum
 from edge.errors import ConfigError, SourceError
@@ -134,6 +135,7 @@ class CameraSource:
         self._last_progress = time.monotonic()
         self._last_read = time.monotonic()
         self._thread: threading.Thread | None = None
+        self._crop: Crop | None = None   # crop= in pixels, for the last frame size
 
     # -- consumer side (the loop's thread) -------------------------------------------------------
     def start(self) -> "CameraSource":
@@ -281,6 +283,15 @@ class CameraSource:
             if self._stop.wait(delay):
                 break
 
+    def _cut(self, image: np.ndarray) -> np.ndarray:
+        """The ``crop=`` part of a decoded frame (a view): the same even-pixel rectangle the Jetson
+        pipeline would cut (:func:`edge.capture.gst.crop_for`), so the loop sees one geometry everywhere."""
+        h, w = image.shape[:2]
+        if self._crop is None or (self._crop.width, self._crop.height) != (w, h):
+            self._crop = crop_for(self.spec.crop, w, h, where=f"camera {self.camera_id}")
+        c = self._crop
+        return image[c.y0:c.y1, c.x0:c.x1]
+
     def _grab(self, cap: Any) -> tuple[GrabEnd, bool]:
         """Read until the source fails, ends or is stopped: ``(outcome, healthy)``.
 
@@ -331,6 +342,8 @@ class CameraSource:
             if not gap and min_gap and now - last_out < min_gap:
                 self.stats.skipped += 1
                 continue
+            if self.spec.crop is not None and not self.spec.crop_in_pipeline:
+                image = self._cut(image)
             last_out = time.monotonic()
             frame = Frame(self.camera_id, image, frame_index, time.time(), last_out, now - t_read,
                           frame_index / rate if rate else None)
