@@ -48,6 +48,14 @@ def thread_cpu() -> dict[int, tuple[str, float]]:
     return out
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (every process; /proc/stat), to tell this loop's own
+    limit from cores taken by other processes on a shared machine."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_by_role(a: dict, b: dict, wall: float) -> dict[str, float]:
     """Cores used per role over a window: the loop's own threads by name, the rest (the runtime's
     worker threads, the decoder's threads, ZeroMQ's I/O thread) as ``runtime and libraries``."""
@@ -91,7 +99,9 @@ def run_loop(job: dict, realtime: bool, warm_s: float, measure_s: float) -> dict
         marks["a"] = (r.slot_images, r.last_publish, len(r.total_ms), os.times(), dict(r.stage_s), sum(
             c.frames for c in loop.cameras))
         marks["threads_a"] = thread_cpu()
+        marks["machine_a"] = machine_busy()
         time.sleep(measure_s)
+        marks["machine_b"] = machine_busy()
         marks["b"] = (r.slot_images, r.last_publish, len(r.total_ms), os.times(), dict(r.stage_s), sum(
             c.frames for c in loop.cameras))
         marks["threads_b"] = thread_cpu()
@@ -112,6 +122,7 @@ def run_loop(job: dict, realtime: bool, warm_s: float, measure_s: float) -> dict
             "capture_to_publish_ms": {"p50": pct(total, 50), "p99": pct(total, 99), "n": len(total)},
             "samples_ms": total,
             "cpu_cores": cpu / wall, "cpu_ms_per_frame": cpu / frames * 1000.0,
+            "machine_busy_cores": (marks["machine_b"] - marks["machine_a"]) / wall,
             "cpu_cores_by_role": cpu_by_role(marks["threads_a"], marks["threads_b"], wall),
             # infer: each frame's batch's runtime call (so per batch, not per frame's share of it)
             "breakdown_ms_per_frame": {k: (s1[k] - s0.get(k, 0.0)) * 1000.0 / frames for k in s1}}

@@ -109,6 +109,12 @@ def user_loop(video: str, slots: list[list[float]], manifest: dict, infer: Calla
     pub.close()
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (every process, /proc/stat): how shared the cores were."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_reference(job: dict) -> dict:
     """One round of the reference loop: ``loop_s`` as fast as it goes after ``warm_s`` (frames/s, CPU per
     frame), then ``paced_s`` at 10 fps after a second of warm-up (capture→publish latencies)."""
@@ -123,18 +129,19 @@ def run_reference(job: dict) -> dict:
         record: list[tuple[float, float]] = []
         marks: list = []
         t_start = time.monotonic()
-        timer = threading.Timer(job["warm_s"], lambda: marks.append((time.monotonic(), os.times())))
+        timer = threading.Timer(job["warm_s"], lambda: marks.append((time.monotonic(), os.times(), machine_busy())))
         timer.start()
         user_loop(job["video"], slots, manifest, infer, ENDPOINT, t_start + job["warm_s"] + job["loop_s"], None,
                   record)
-        c1 = os.times()
+        c1, m1 = os.times(), machine_busy()
         timer.join()
-        t0, c0 = marks[0]
+        t0, c0, m0 = marks[0]
         done = [r for r in record if r[1] >= t0]
         span = done[-1][1] - done[0][1] if len(done) > 1 else float("nan")
         cpu = (c1.user - c0.user) + (c1.system - c0.system)
         out["fast"] = {"frames_per_s": (len(done) - 1) / span, "frames": len(done),
-                       "cpu_cores": cpu / (c1.elapsed - c0.elapsed), "cpu_ms_per_frame": cpu / max(1, len(done)) * 1e3}
+                       "cpu_cores": cpu / (c1.elapsed - c0.elapsed), "cpu_ms_per_frame": cpu / max(1, len(done)) * 1e3,
+                       "machine_busy_cores": (m1 - m0) / (c1.elapsed - c0.elapsed)}
     if job.get("paced_s"):
         record = []
         t_start = time.monotonic()
