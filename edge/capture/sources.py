@@ -5,7 +5,9 @@ URIs (jetson-utils ``videoSource`` style)::
     file:///data/case.mp4?loop=1&realtime=0    a video file; realtime=1 (default) plays at the file's
                                                own rate, realtime=0 as fast as the loop takes frames;
                                                speed=4 plays it 4 times faster, every=2 takes every
-                                               second frame
+                                               second frame; crop=x0,y0,x1,y1 hands over only that
+                                               part (normalised; frame=WxH lets a Jetson cut it in
+                                               hardware), codec=h265 for the Jetson's decoder
     v4l2:///dev/video0?width=1280&height=720&fps=30&fourcc=MJPG
     rtsp://host:554/stream, http://host/mjpeg  network streams through FFmpeg (credentials from a file)
     csi://0?width=1920&height=1080&fps=30      a Jetson CSI camera (nvarguscamerasrc pipeline)
