@@ -1,22 +1,22 @@
-"""What the camera loop costs beside the runtime alone, and how it grows: ``python bench/loop.py``.
+"""gemsight's camera loop against the loop a user would write, and how its cost grows: ``python bench/loop.py``.
 
-On this CPU, with the INT8 ResNet-18 at 224 px that ``bench/runtimes.py`` builds
-(``.cache/bench-runtimes/calib``; ``--model DIR`` for another) and synthetic 1280×720 display-case
-videos (decoded by OpenCV in the loop, as on a device):
+On this CPU, with the INT8 ResNet-18 at 224 px in ``.cache/bench-runtimes/calib`` (``bench/runtimes.py``
+builds it; ``--model DIR`` for another; without one a random-init ResNet-18 is calibrated here) and
+synthetic 1280×720 display-case videos decoded by OpenCV, as on a device:
 
-1. **loop ÷ runtime alone**, for each runtime (``--runtimes``, default ONNX Runtime and OpenVINO):
-   rounds that alternate the runtime alone, back to back on the loop's 12-slot batch, and the loop
-   as fast as the video decodes; the figure is the median of the rounds' ratios (single runs on a
-   shared machine swing too much to say anything);
-2. **capture→publish p50/p99 at 10 fps** (the labels message's capture time to its send) beside the
-   runtime's own p99 for the batch;
-3. **the per-stage breakdown** per frame (decode, crop, preprocess, infer, postprocess, encode, send)
-   from the loop's own metrics, so the table says where the time goes;
-4. **a scaling table**: cameras 1/2/4 × slots 12/24/48 per camera (``--quick``: shorter windows):
-   slot-images/s, loop ÷ runtime, capture→publish p50/p99 at 10 fps, peak RSS and CPU.
+1. **gemsight ÷ the reference loop**, frames/s at 12 slots, for each runtime (``--runtimes``, default ONNX
+   Runtime and OpenVINO, what ``auto`` picks on x86): the reference is the ~30-line loop of
+   :mod:`bench.loop_reference` (``read()``, crop, resize, one batch, the runtime, argmax, a ZeroMQ PUB),
+   on the same model file, runtime settings, threads, video and slots. Rounds interleave (reference,
+   gemsight, reference, ...), each in a fresh child process; the figure is the median of the rounds'
+   paired ratios (single runs on a shared machine swing too much to say anything);
+2. **capture→publish p50/p99 at 10 fps** of both loops, each pooled over the rounds;
+3. gemsight's loop ÷ the runtime alone on the loop's batch (issue 16's figure), and gemsight's
+   per-stage breakdown and CPU per thread role;
+4. **how cost grows**: frames/s, CPU per frame, 10 fps latency and RSS at 1, 12 and 48 slots on one
+   camera and 12 slots on 1, 2 and 4 cameras, and which resource runs out first at each size.
 
-Each measurement runs in a fresh child process, so RSS and CPU are the loop's own. Prints the
-tables and writes ``bench/results/loop.json``; ``--readme`` prints the README's tables from that JSON.
+Prints the tables and writes ``bench/results/loop.json``; ``--readme`` prints the docs' tables from that JSON.
 """
 from __future__ import annotations
 
@@ -36,11 +36,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.loop_report import README_END, README_START, STAGE_ORDER, readme, write_readme  # noqa: E402,F401 - after the path
 logger = logging.getLogger("bench.loop")
 DEFAULT_MODEL = ROOT / ".cache" / "bench-runtimes" / "calib"
-GRIDS = {12: (3, 4), 24: (4, 6), 48: (6, 8)}   # slots per camera -> the video's (rows, cols)
-STAGE_ORDER = ("decode", "crop", "preprocess", "infer", "postprocess", "encode", "send")
-README_START, README_END = "<!-- loop:start -->", "<!-- loop:end -->"
+GRIDS = {1: (1, 1), 12: (3, 4), 48: (6, 8)}   # slots per camera -> the video's (rows, cols)
 
 
 def build_int8(work: Path, fp32: Path | None, random_size: int | None = None) -> tuple[Path, str]:
@@ -129,13 +128,15 @@ def device_options(name: str) -> dict:
     return dict(((data.get("runtime") or {}).get("options") or {}).get(name) or {})
 
 
-def run_job(job: dict, timeout: float = 900) -> dict:
-    """One measurement in a fresh (spawned) child process."""
-    from bench.loop_child import child
+def run_job(job: dict, timeout: float = 900, target=None) -> dict:
+    """One measurement in a fresh (spawned) child process (``target``: the child's entry point; default
+    gemsight's, :func:`bench.loop_child.child`)."""
+    if target is None:
+        from bench.loop_child import child as target
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=child, args=(job, queue))
+    proc = ctx.Process(target=target, args=(job, queue))
     proc.start()
     try:
         out = queue.get(timeout=timeout)
@@ -146,146 +147,139 @@ def run_job(job: dict, timeout: float = 900) -> dict:
     return out
 
 
-def headline(model: Path, runtime: str, options: dict, video: dict, args) -> dict:
-    """Loop ÷ runtime alone (median of interleaved rounds) and the 10 fps latency for one runtime."""
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "rounds": values}
+
+
+def _latency(samples: list[float]) -> dict:
+    return {"p50": float(np.percentile(samples, 50)), "p99": float(np.percentile(samples, 99)), "n": len(samples)}
+
+
+def versus(model: Path, runtime: str, options: dict, video: dict, args) -> dict:
+    """gemsight's loop against the reference loop (:mod:`bench.loop_reference`) on one runtime: interleaved
+    rounds (reference, gemsight, reference, ...), each in a fresh child process, on the same model file,
+    runtime settings, video and slots. frames/s ratios are paired per round; the 10 fps latencies of all
+    rounds are pooled per loop (a p99 of hundreds of frames)."""
+    from bench.loop_reference import child as reference_child
+    from edge.runtimes.artifacts import select_artifact
+
+    artifact = select_artifact(model, runtime, "int8")
+    manifest = model / "manifest.json"
     job = {"model": str(model), "runtime": runtime, "options": options, "video": str(video["video"]),
-           "slots_file": str(video["slots"]), "cameras": 1, "paced_s": args.paced_s, "alone_paced_s": args.paced_s, "rounds": args.rounds,
-           "alone_s": args.alone_s, "loop_s": args.loop_s, "warm_s": args.warm_s}
-    out = run_job(job)
-    ratios = [r["ratio"] for r in out["rounds"]]
-    alone_p99 = statistics.median(r["alone"]["p99_ms"] for r in out["rounds"])
-    paced = out["paced"]
-    stages = {k: statistics.median(r["loop"]["breakdown_ms_per_frame"].get(k, 0.0) for r in out["rounds"])
-              for k in STAGE_ORDER}
-    return {"runtime": runtime, "options": options, "batch": out["batch"], "input": out["input"],
-            "ratio_median": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)],
-            "ratios": ratios,
-            "alone_slot_images_per_s": statistics.median(r["alone"]["slot_images_per_s"] for r in out["rounds"]),
-            "alone_ms_per_batch": statistics.median(r["alone"]["ms_per_batch"] for r in out["rounds"]),
-            "alone_p99_ms": alone_p99,
-            "alone_cpu_cores": statistics.median(r["alone"]["cpu_cores"] for r in out["rounds"]),
-            "loop_slot_images_per_s": statistics.median(r["loop"]["slot_images_per_s"] for r in out["rounds"]),
-            "loop_cpu_cores": statistics.median(r["loop"]["cpu_cores"] for r in out["rounds"]),
-            "loop_cpu_cores_by_role": {k: statistics.median(r["loop"]["cpu_cores_by_role"].get(k, 0.0)
-                                                            for r in out["rounds"])
-                                       for k in out["rounds"][0]["loop"]["cpu_cores_by_role"]},
-            "loop_dropped": sum(r["loop"]["dropped"] for r in out["rounds"]),
-            "breakdown_ms_per_frame": stages,
-            "alone_paced": out["alone_paced"],
-            "paced": paced, "p99_margin_ms": paced["capture_to_publish_ms"]["p99"] - alone_p99,
-            "p99_margin_paced_ms": paced["capture_to_publish_ms"]["p99"] - out["alone_paced"]["p99_ms"],
-            "rounds": out["rounds"]}
+           "slots_file": str(video["slots"]), "cameras": 1, "warm_s": args.warm_s, "loop_s": args.loop_s,
+           "paced_s": args.paced_s}
+    ref_job = {**job, "model_file": str(artifact.path), "manifest": str(manifest)}
+    gem_job = {**job, "kind": "gemsight", "alone_s": args.alone_s}
+    rounds = []
+    for i in range(args.rounds):
+        print(f"  round {i + 1}/{args.rounds}: reference ...", end="", flush=True)
+        ref = run_job(ref_job, target=reference_child)
+        if ref["gemsight_imported"]:
+            raise RuntimeError(f"the reference loop imported gemsight: {ref['gemsight_imported']}")
+        print(f" {ref['fast']['frames_per_s']:.1f} frames/s; gemsight ...", end="", flush=True)
+        gem = run_job(gem_job)
+        print(f" {gem['fast']['frames_per_s']:.1f} frames/s", flush=True)
+        rounds.append({"reference": ref, "gemsight": gem,
+                       "ratio": gem["fast"]["frames_per_s"] / ref["fast"]["frames_per_s"]})
+    ref_lat = [x for r in rounds for x in r["reference"]["paced"]["capture_to_publish_ms"]]
+    gem_lat = [x for r in rounds for x in r["gemsight"]["paced"]["samples_ms"]]
+    gem_fast = [r["gemsight"]["fast"] for r in rounds]
+    out = {
+        "runtime": runtime, "options": options, "model_file": str(artifact.path.relative_to(model)),
+        "ratio": _spread([r["ratio"] for r in rounds]),
+        "reference": {
+            "frames_per_s": _spread([r["reference"]["fast"]["frames_per_s"] for r in rounds]),
+            "cpu_ms_per_frame": statistics.median(r["reference"]["fast"]["cpu_ms_per_frame"] for r in rounds),
+            "cpu_cores": statistics.median(r["reference"]["fast"]["cpu_cores"] for r in rounds),
+            "machine_busy_cores": statistics.median(r["reference"]["fast"]["machine_busy_cores"] for r in rounds),
+            "capture_to_publish_ms": _latency(ref_lat),
+            "p99_by_round": [_latency(r["reference"]["paced"]["capture_to_publish_ms"])["p99"] for r in rounds]},
+        "gemsight": {
+            "frames_per_s": _spread([f["frames_per_s"] for f in gem_fast]),
+            "cpu_ms_per_frame": statistics.median(f["cpu_ms_per_frame"] for f in gem_fast),
+            "cpu_cores": statistics.median(f["cpu_cores"] for f in gem_fast),
+            "machine_busy_cores": statistics.median(f["machine_busy_cores"] for f in gem_fast),
+            "capture_to_publish_ms": _latency(gem_lat),
+            "p99_by_round": [_latency(r["gemsight"]["paced"]["samples_ms"])["p99"] for r in rounds],
+            "cpu_cores_by_role": {k: statistics.median(f["cpu_cores_by_role"].get(k, 0.0) for f in gem_fast)
+                                  for k in gem_fast[0]["cpu_cores_by_role"]},
+            "breakdown_ms_per_frame": {k: statistics.median(f["breakdown_ms_per_frame"].get(k, 0.0)
+                                                            for f in gem_fast) for k in STAGE_ORDER},
+            "peak_rss_mib": statistics.median(r["gemsight"]["peak_rss_mib"] for r in rounds)},
+    }
+    if all("alone" in r["gemsight"] for r in rounds):   # the old figure: loop ÷ runtime alone (no camera)
+        out["batch"], out["input"] = rounds[0]["gemsight"]["batch"], rounds[0]["gemsight"]["input"]
+        out["runtime_alone"] = {
+            "slot_images_per_s": statistics.median(r["gemsight"]["alone"]["slot_images_per_s"] for r in rounds),
+            "ms_per_batch": statistics.median(r["gemsight"]["alone"]["ms_per_batch"] for r in rounds),
+            "p99_ms": statistics.median(r["gemsight"]["alone"]["p99_ms"] for r in rounds)}
+        out["loop_over_alone"] = _spread([r["gemsight"]["fast"]["slot_images_per_s"]
+                                          / r["gemsight"]["alone"]["slot_images_per_s"] for r in rounds])
+    for r in rounds:  # the raw samples are in the pooled figures; keep the JSON readable
+        r["reference"]["paced"]["capture_to_publish_ms"] = _latency(r["reference"]["paced"]["capture_to_publish_ms"])
+        for part in ("fast", "paced"):
+            r["gemsight"][part].pop("samples_ms", None)
+    out["rounds"] = rounds
+    return out
+
+
+SCALING = ((1, 1), (1, 12), (1, 48), (2, 12), (4, 12))   # (cameras, slots per camera)
+
+
+def limit(row: dict, cores: int) -> str:
+    """What runs out first at one size: where this loop's CPU went (as fast as it goes), whether the
+    machine's cores were all busy (other processes included: a shared machine), and whether 10 fps held."""
+    roles = row["cpu_cores_by_role"]
+    runtime = sum(v for k, v in roles.items() if k.startswith(("inference", "runtime")))
+    decode = roles.get("grabbers (decode)", 0.0)
+    prep = roles.get("batching (crop, preprocess)", 0.0)
+    busy, machine = row["cpu_cores_saturated"], row.get("machine_busy_cores", row["cpu_cores_saturated"])
+    share = f"runtime {runtime / busy:.0%}, decode {decode / busy:.0%}, crop+preprocess {prep / busy:.0%}"
+    if machine >= 0.9 * cores:
+        others = max(0.0, machine - busy)
+        what = (f"CPU cores: all {cores} busy, {busy:.2f} of them this loop's ({share})"
+                + (f", {others:.2f} other processes'" if others >= 0.1 else ""))
+    elif decode > runtime:
+        what = f"decode, one grabber thread per camera ({share} of {busy:.2f} busy cores)"
+    else:
+        what = f"the runtime's own latency: cores idle while one batch runs ({share} of {busy:.2f} busy cores)"
+    kept_up = row["paced_fps_per_camera"] >= 9.5
+    return f"{what}; 10 fps per camera {'held' if kept_up else 'not held'}"
 
 
 def scaling(model: Path, runtime: str, options: dict, videos: dict, args) -> list[dict]:
+    """gemsight's loop at each (cameras, slots per camera): as fast as it goes, then at 10 fps."""
     rows = []
-    for cameras in (1, 2, 4):
-        for slots in (12, 24, 48):
-            v = videos[slots]
-            job = {"model": str(model), "runtime": runtime, "options": options, "video": str(v["video"]),
-                   "slots_file": str(v["slots"]), "cameras": cameras, "paced_s": args.scale_paced_s, "rounds": 1,
-                   "alone_s": args.scale_alone_s, "loop_s": args.scale_loop_s, "warm_s": args.warm_s}
-            print(f"  {cameras} camera(s) × {slots} slots ...", flush=True)
-            out = run_job(job)
-            r = out["rounds"][0]
-            paced = out["paced"]
-            rows.append({"cameras": cameras, "slots_per_camera": slots, "batch": out["batch"],
-                         "slot_images_per_s": r["loop"]["slot_images_per_s"],
-                         "alone_slot_images_per_s": r["alone"]["slot_images_per_s"],
-                         "alone_ms_per_batch": r["alone"]["ms_per_batch"], "ratio": r["ratio"],
-                         "paced_fps_per_camera": paced["frames_per_s"] / cameras,
-                         "capture_to_publish_ms": paced["capture_to_publish_ms"],
-                         "peak_rss_mib": paced["peak_rss_mib"], "cpu_cores_at_10fps": paced["cpu_cores"],
-                         "cpu_cores_saturated": r["loop"]["cpu_cores"],
-                         "breakdown_ms_per_frame": r["loop"]["breakdown_ms_per_frame"]})
+    for cameras, slots in SCALING:
+        v = videos[slots]
+        job = {"kind": "gemsight", "model": str(model), "runtime": runtime, "options": options,
+               "video": str(v["video"]), "slots_file": str(v["slots"]), "cameras": cameras,
+               "warm_s": args.warm_s, "loop_s": args.scale_loop_s, "paced_s": args.scale_paced_s}
+        print(f"  {cameras} camera(s) × {slots} slot(s) ...", flush=True)
+        out = run_job(job)
+        fast, paced = out["fast"], out["paced"]
+        row = {"cameras": cameras, "slots_per_camera": slots, "batch": cameras * slots,
+               "frames_per_s": fast["frames_per_s"], "slot_images_per_s": fast["slot_images_per_s"],
+               "cpu_ms_per_frame": fast["cpu_ms_per_frame"], "cpu_cores_saturated": fast["cpu_cores"],
+               "cpu_cores_by_role": fast["cpu_cores_by_role"], "machine_busy_cores": fast["machine_busy_cores"],
+               "breakdown_ms_per_frame": fast["breakdown_ms_per_frame"],
+               "paced_fps_per_camera": paced["frames_per_s"] / cameras,
+               "cpu_cores_at_10fps": paced["cpu_cores"], "cpu_ms_per_frame_at_10fps": paced["cpu_ms_per_frame"],
+               "capture_to_publish_ms": paced["capture_to_publish_ms"], "peak_rss_mib": out["peak_rss_mib"]}
+        row["limit"] = limit(row, os.cpu_count() or 1)
+        rows.append(row)
     return rows
 
 
-def headline_table(report: dict) -> list[str]:
-    lines = ["| runtime | runtime alone, batch of 12 | loop | loop ÷ runtime (median, range of rounds) | "
-             "capture→publish p50 / p99 at 10 fps | runtime's own p99: back to back / one batch every 100 ms |",
-             "|---|---|---|---|---|---|"]
-    for h in report["runtimes"].values():
-        c = h["paced"]["capture_to_publish_ms"]
-        lines.append(f"| {h['runtime']} | {h['alone_slot_images_per_s']:.0f} slot-images/s "
-                     f"({h['alone_ms_per_batch']:.1f} ms) | {h['loop_slot_images_per_s']:.0f} | "
-                     f"**{h['ratio_median']:.2f}** ({h['ratio_range'][0]:.2f}–{h['ratio_range'][1]:.2f}, "
-                     f"{len(h['ratios'])} rounds) | {c['p50']:.1f} / {c['p99']:.1f} ms | {h['alone_p99_ms']:.1f} / "
-                     f"{h['alone_paced']['p99_ms']:.1f} ms |")
-    return lines
-
-
-def stage_table(report: dict) -> list[str]:
-    names = list(report["runtimes"])
-    lines = ["| stage (ms per frame, loop as fast as it goes) | " + " | ".join(names) + " |",
-             "|---|" + "---|" * len(names)]
-    for k in STAGE_ORDER:
-        lines.append(f"| {k} | " + " | ".join(f"{report['runtimes'][n]['breakdown_ms_per_frame'][k]:.2f}"
-                                             for n in names) + " |")
-    lines.append("| CPU cores: runtime alone / loop | " + " | ".join(
-        f"{report['runtimes'][n]['alone_cpu_cores']:.2f} / {report['runtimes'][n]['loop_cpu_cores']:.2f}"
-        for n in names) + " |")
-    roles = sorted({k for n in names for k in report["runtimes"][n].get("loop_cpu_cores_by_role", {})})
-    for role in roles:
-        lines.append(f"| CPU cores in the loop: {role} | " + " | ".join(
-            f"{report['runtimes'][n].get('loop_cpu_cores_by_role', {}).get(role, 0.0):.2f}" for n in names) + " |")
-    return lines
-
-
-def scaling_table(report: dict) -> list[str]:
-    lines = ["| cameras × slots | batch | slot-images/s | loop ÷ runtime | frames/s per camera at 10 fps | "
-             "capture→publish p50 / p99 | peak RSS | CPU cores at 10 fps / saturated |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in report.get("scaling", []):
-        c = r["capture_to_publish_ms"]
-        lines.append(f"| {r['cameras']} × {r['slots_per_camera']} | {r['batch']} | {r['slot_images_per_s']:.0f} | "
-                     f"{r['ratio']:.2f} | {r['paced_fps_per_camera']:.1f} | {c['p50']:.0f} / {c['p99']:.0f} ms | "
-                     f"{r['peak_rss_mib']:.0f} MiB | {r['cpu_cores_at_10fps']:.2f} / {r['cpu_cores_saturated']:.2f} |")
-    return lines
-
-
-def growth(report: dict) -> str:
-    """One paragraph on how the cost grows with slots and cameras, computed from the scaling rows."""
-    rows = {(r["cameras"], r["slots_per_camera"]): r for r in report.get("scaling", [])}
-    if not {(1, 12), (1, 48), (4, 12), (4, 48)} <= set(rows):
-        return ""
-    a, b, c, d = rows[1, 12], rows[1, 48], rows[4, 12], rows[4, 48]
-    rss_per_slot = (d["peak_rss_mib"] - a["peak_rss_mib"]) / (d["batch"] - a["batch"]) * 1024
-    return (
-        f"How it grows ({report['scaling_runtime']}): the batch is every slot of every camera, so the work per turn "
-        f"is cameras × slots slot-images. Throughput stays near the runtime's own: {a['slot_images_per_s']:.0f} "
-        f"slot-images/s at 1 × 12, {b['slot_images_per_s']:.0f} at 1 × 48, {c['slot_images_per_s']:.0f} at 4 × 12, "
-        f"{d['slot_images_per_s']:.0f} at 4 × 48 (loop ÷ runtime {a['ratio']:.2f}, {b['ratio']:.2f}, {c['ratio']:.2f}, "
-        f"{d['ratio']:.2f}): bigger batches carry the same per-frame costs (decode, postprocess, publish) over "
-        f"more images, while each extra camera adds a 1280×720 decode per frame. Latency grows with the batch: "
-        f"capture→publish p50 {a['capture_to_publish_ms']['p50']:.0f} ms at 12 slot-images, "
-        f"{d['capture_to_publish_ms']['p50']:.0f} ms at {d['batch']}; once a batch takes longer than the "
-        f"cameras' 100 ms the loop runs saturated and classifies fewer frames per camera "
-        f"({d['paced_fps_per_camera']:.1f} fps each at 4 × 48), the grabbers dropping the stale ones instead of "
-        f"queueing them. Memory grows by about {rss_per_slot:.0f} KiB per slot-image of batch (two batch "
-        f"buffers, the runtime's activations, one decoded frame per camera): "
-        f"{a['peak_rss_mib']:.0f} MiB at 1 × 12, {d['peak_rss_mib']:.0f} MiB at 4 × 48. CPU at 10 fps goes from "
-        f"{a['cpu_cores_at_10fps']:.2f} to {d['cpu_cores_at_10fps']:.2f} cores.")
-
-
-def readme(report: dict) -> str:
-    """The README's loop tables and paragraph, from the JSON."""
-    la = report.get("load_average", [0, 0, 0])
-    out = [f"Measured {report['measured_at']} on {report['cores']} cores ({report['cpu']}), load average "
-           f"{la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} at the start, `python bench/loop.py"
-           f"{' --quick' if report.get('quick') else ''}`; {report['model']}.", ""]
-    out += headline_table(report) + [""] + stage_table(report)
-    if report.get("scaling"):
-        out += ["", f"Scaling ({report['scaling_runtime']}; cameras × slots per camera, one batch for all):", ""]
-        out += scaling_table(report) + ["", growth(report)]
-    return "\n".join(out)
-
-
-def write_readme(report: dict, path: Path = ROOT / "docs" / "benchmarks.md") -> None:
-    """Replace the text between the loop markers of docs/benchmarks.md with :func:`readme`."""
-    text = path.read_text()
-    start, end = text.index(README_START) + len(README_START), text.index(README_END)
-    path.write_text(text[:start] + "\n" + readme(report) + "\n" + text[end:])
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,21 +292,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--options", type=json.loads, default={},
                         help="runtime options as JSON per runtime over the device defaults (edge/defaults/edge.yaml), "
                              'e.g. \'{"onnxruntime": {"allow_spinning": false}}\'')
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per runtime")
-    parser.add_argument("--alone-s", type=float, default=3.0, help="seconds of runtime alone per round")
-    parser.add_argument("--loop-s", type=float, default=5.0, help="measured seconds of loop per round")
-    parser.add_argument("--warm-s", type=float, default=1.5, help="loop seconds before measuring")
-    parser.add_argument("--paced-s", type=float, default=60.0,
-                        help="measured seconds at 10 fps, loop and runtime alone (default 60: 600 frames, so a p99 is "
-                             "the 6th-worst frame rather than the 2nd-worst of 200)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (reference, gemsight) per runtime")
+    parser.add_argument("--alone-s", type=float, default=2.0,
+                        help="seconds of runtime alone per gemsight round (the old loop ÷ runtime figure; 0: skip)")
+    parser.add_argument("--loop-s", type=float, default=6.0, help="measured seconds as fast as it goes, per round")
+    parser.add_argument("--warm-s", type=float, default=1.5, help="seconds before measuring")
+    parser.add_argument("--paced-s", type=float, default=30.0,
+                        help="measured seconds at 10 fps per round and loop (pooled over the rounds: 5 rounds of 30 s "
+                             "make 1500 frames, so a p99 is the 15th-worst frame)")
     parser.add_argument("--size", default="1280x720", help="video frame size WxH")
     parser.add_argument("--no-scaling", action="store_true", help="skip the cameras × slots table")
     parser.add_argument("--scaling-runtime", default="openvino", help="runtime of the scaling table")
     parser.add_argument("--quick", action="store_true", help="shorter windows (the whole run in a few minutes)")
-    parser.add_argument("--readme", action="store_true", help="print the README tables from --out and exit")
+    parser.add_argument("--readme", action="store_true", help="print the docs' tables from --out and exit")
     parser.add_argument("--write-readme", action="store_true",
                         help="rewrite docs/benchmarks.md between the loop markers from --out and exit")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "loop.json")
+    parser.add_argument("--trace", metavar="RUNTIME",
+                        help="trace every frame of one run at 10 fps (--paced-s seconds) and explain the slow ones "
+                             "(bench/loop_trace.py); writes bench/results/loop_trace.json")
+    parser.add_argument("--trace-raw", type=Path, metavar="FILE", help="with --trace: also write every frame and event")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.readme or args.write_readme:
@@ -323,8 +322,10 @@ def main(argv: list[str] | None = None) -> int:
             print(readme(report))
         return 0
     if args.quick:
-        args.rounds, args.alone_s, args.loop_s, args.paced_s = min(args.rounds, 3), 2.0, 3.0, 8.0
-    args.scale_paced_s, args.scale_alone_s, args.scale_loop_s = (4.0, 1.5, 3.0) if args.quick else (8.0, 2.0, 5.0)
+        args.rounds, args.loop_s, args.paced_s = min(args.rounds, 3), 4.0, 15.0
+    args.scale_paced_s, args.scale_loop_s = (5.0, 3.0) if args.quick else (10.0, 5.0)
+    if args.trace:
+        return trace(args)
 
     from trainer.synth import make_video
 
@@ -336,19 +337,20 @@ def main(argv: list[str] | None = None) -> int:
             print("building an INT8 model ...", flush=True)
             model, note = build_int8(work, args.fp32, args.random)
         else:
-            model, note = args.model, f"INT8 ResNet-18 from {args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model}"
+            model = args.model
+            note = f"INT8 ResNet-18 from {model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}"
         print("writing videos ...", flush=True)
         grids = GRIDS if not args.no_scaling else {12: GRIDS[12]}
         videos = {n: make_video(work / f"case{n}.mp4", slots=g, seconds=6.0, fps=10.0, size=(width, height), seed=3)
                   for n, g in grids.items()}
-        report: dict = {"model": note, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        report: dict = {"model": note, "cpu": cpu_model(), "cores": os.cpu_count(),
                         "load_average": load, "quick": args.quick, "video": {"size": [width, height], "slots": 12},
                         "runtimes": {}}
         for name in [r.strip() for r in args.runtimes.split(",") if r.strip()]:
             options = _options(name, args)
-            print(f"{name}: {args.rounds} interleaved rounds (runtime alone, loop) and {args.paced_s:g} s at 10 fps ...",
-                  flush=True)
-            report["runtimes"][name] = headline(model, name, options, videos[12], args)
+            print(f"{name}: {args.rounds} interleaved rounds (reference loop, gemsight), each {args.loop_s:g} s as "
+                  f"fast as it goes and {args.paced_s:g} s at 10 fps ...", flush=True)
+            report["runtimes"][name] = versus(model, name, options, videos[12], args)
         if not args.no_scaling:
             name = args.scaling_runtime
             print(f"scaling with {name} ...", flush=True)
@@ -367,6 +369,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def trace(args) -> int:
+    """``--trace RUNTIME``: one traced run at 10 fps, its slow frames explained (bench/loop_trace.py)."""
+    from bench.loop_trace import analyse, report
+    from trainer.synth import make_video
+
+    with tempfile.TemporaryDirectory(prefix="gemsight-bench-trace-") as tmp:
+        video = make_video(Path(tmp) / "case12.mp4", slots=GRIDS[12], seconds=6.0, fps=10.0, size=(1280, 720), seed=3)
+        job = {"kind": "trace", "model": str(args.model), "runtime": args.trace, "options": _options(args.trace, args),
+               "video": str(video["video"]), "slots_file": str(video["slots"]), "cameras": 1, "paced_s": args.paced_s}
+        print(f"tracing {args.trace} for {args.paced_s:g} s at 10 fps ...", flush=True)
+        out = run_job(job)
+    if args.trace_raw:
+        args.trace_raw.write_text(json.dumps(out) + "\n")
+    analysis = analyse(out)
+    print("\n".join(report(args.trace, analysis)))
+    path = args.out.with_name("loop_trace.json")
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    previous[args.trace] = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": cpu_model(),
+                            "load_average": os.getloadavg(), "options": job["options"], **analysis}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(previous, indent=1) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
 def _options(name: str, args) -> dict:
     options = {**device_options(name), **args.options.get(name, {})}
     if args.threads:
@@ -379,15 +406,20 @@ def _options(name: str, args) -> dict:
 def _compat(report: dict) -> None:
     """The fields bench/run_all.py reads, for the first runtime measured."""
     first = next(iter(report["runtimes"].values()))
-    paced = first["paced"]
+    gem = first["gemsight"]
     report.update({
-        "runtime": first["runtime"], "precision": "int8", "input": first["input"],
-        "runtime_alone": {"batch": first["batch"], "slot_images_per_s": first["alone_slot_images_per_s"],
-                          "ms_per_batch": first["alone_ms_per_batch"], "p99_ms": first["alone_p99_ms"]},
-        "loop": {"slot_images_per_s": first["loop_slot_images_per_s"], "ratio_to_runtime": first["ratio_median"],
-                 "peak_rss_mib": paced["peak_rss_mib"]},
-        "loop_at_camera_rate": {"fps": paced["frames_per_s"], "dropped": paced["dropped"],
-                                "latency_ms": paced["capture_to_publish_ms"], "peak_rss_mib": paced["peak_rss_mib"]},
+        "runtime": first["runtime"], "precision": "int8", "input": first.get("input"),
+        "runtime_alone": {"batch": first.get("batch"), **first.get("runtime_alone", {})},
+        "versus_reference": {"ratio": first["ratio"]["median"], "reference_frames_per_s":
+                             first["reference"]["frames_per_s"]["median"],
+                             "frames_per_s": gem["frames_per_s"]["median"]},
+        "loop": {"frames_per_s": gem["frames_per_s"]["median"], "peak_rss_mib": gem["peak_rss_mib"],
+                 **({"ratio_to_runtime": first["loop_over_alone"]["median"],
+                     "slot_images_per_s": first["runtime_alone"]["slot_images_per_s"]
+                     * first["loop_over_alone"]["median"]} if "loop_over_alone" in first else {})},
+        "loop_at_camera_rate": {"fps": 10.0, "latency_ms": gem["capture_to_publish_ms"],
+                                "reference_latency_ms": first["reference"]["capture_to_publish_ms"],
+                                "peak_rss_mib": gem["peak_rss_mib"]},
     })
 
 

@@ -5,7 +5,9 @@ URIs (jetson-utils ``videoSource`` style)::
     file:///data/case.mp4?loop=1&realtime=0    a video file; realtime=1 (default) plays at the file's
                                                own rate, realtime=0 as fast as the loop takes frames;
                                                speed=4 plays it 4 times faster, every=2 takes every
-                                               second frame
+                                               second frame; crop=x0,y0,x1,y1 hands over only that
+                                               part (normalised; frame=WxH lets a Jetson cut it in
+                                               hardware), codec=h265 for the Jetson's decoder
     v4l2:///dev/video0?width=1280&height=720&fps=30&fourcc=MJPG
     rtsp://host:554/stream, http://host/mjpeg  network streams through FFmpeg (credentials from a file)
     csi://0?width=1920&height=1080&fps=30      a Jetson CSI camera (nvarguscamerasrc pipeline)
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edge.backoff import Backoff
+from edge.capture.gst import Crop, crop_for
 from edge.capture.uri import open_capture, parse_source
 from edge.contracts import StrEnum
 from edge.errors import ConfigError, SourceError
@@ -134,6 +137,7 @@ class CameraSource:
         self._last_progress = time.monotonic()
         self._last_read = time.monotonic()
         self._thread: threading.Thread | None = None
+        self._crop: Crop | None = None   # crop= in pixels, for the last frame size
 
     # -- consumer side (the loop's thread) -------------------------------------------------------
     def start(self) -> "CameraSource":
@@ -281,6 +285,15 @@ class CameraSource:
             if self._stop.wait(delay):
                 break
 
+    def _cut(self, image: np.ndarray) -> np.ndarray:
+        """The ``crop=`` part of a decoded frame (a view): the same even-pixel rectangle the Jetson
+        pipeline would cut (:func:`edge.capture.gst.crop_for`), so the loop sees one geometry everywhere."""
+        h, w = image.shape[:2]
+        if self._crop is None or (self._crop.width, self._crop.height) != (w, h):
+            self._crop = crop_for(self.spec.crop, w, h, where=f"camera {self.camera_id}")
+        c = self._crop
+        return image[c.y0:c.y1, c.x0:c.x1]
+
     def _grab(self, cap: Any) -> tuple[GrabEnd, bool]:
         """Read until the source fails, ends or is stopped: ``(outcome, healthy)``.
 
@@ -331,6 +344,8 @@ class CameraSource:
             if not gap and min_gap and now - last_out < min_gap:
                 self.stats.skipped += 1
                 continue
+            if self.spec.crop is not None and not self.spec.crop_in_pipeline:
+                image = self._cut(image)
             last_out = time.monotonic()
             frame = Frame(self.camera_id, image, frame_index, time.time(), last_out, now - t_read,
                           frame_index / rate if rate else None)

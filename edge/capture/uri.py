@@ -13,16 +13,18 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from edge import platform
+from edge.capture.gst import Crop, crop_for, file_source, hardware_pipeline
+from edge.capture.gst import quote as gst_quote
 from edge.config.credentials import redact
 from edge.config.credentials import resolve as resolve_credential
 from edge.errors import ConfigError, SourceError
 
 logger = logging.getLogger(__name__)
 
-_FILE_KEYS = {"loop", "realtime", "speed", "every"}
+_FILE_KEYS = {"loop", "realtime", "speed", "every", "codec", "crop", "frame"}
 _V4L2_KEYS = {"width", "height", "fps", "fourcc"}
 _CSI_KEYS = {"width", "height", "fps", "flip"}
-_RTSP_FRAGMENT_KEYS = {"codec", "latency"}
+_RTSP_FRAGMENT_KEYS = {"codec", "latency", "crop", "frame"}
 _NET_TIMEOUT_MS = 5000
 RTSP_LATENCY_MS = 200   # rtspsrc's jitter buffer on a Jetson (its default, 2000 ms, would delay every frame)
 _GSTREAMER_YES = "GStreamer:                   YES"
@@ -62,6 +64,12 @@ class SourceSpec:
     speed: float = 1.0   # a file played in real time runs this many times faster (benchmarks: a day in minutes)
     every: int = 1       # a file's every N-th frame is used (a slower camera on the same video)
     props: tuple[tuple[str, Any], ...] = ()  # CAP_PROP_* settings applied after opening
+    #: ``crop=x0,y0,x1,y1``: the part of the camera's frame the loop sees (normalised; the slots are given
+    #: in the whole frame and remapped into it). Cut by the Jetson pipeline where it knows the frame size
+    #: (``crop_in_pipeline``), else by the grabber from each decoded frame (a view, no copy).
+    crop: tuple[float, float, float, float] | None = None
+    crop_in_pipeline: bool = False
+    file: str = ""       # a file source's path (its target may be a pipeline that reads it)
 
     @property
     def live(self) -> bool:
@@ -125,13 +133,8 @@ def csi_pipeline(sensor: int, width: int = 1920, height: int = 1080, fps: int = 
             "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false")
 
 
-def _gst_quote(value: str) -> str:
-    """A value for a gst-launch pipeline string: double-quoted, backslash and quote escaped."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def rtsp_pipeline(url: str, codec: str = "h264", latency_ms: int = RTSP_LATENCY_MS,
-                  user: str | None = None, password: str | None = None) -> str:
+                  user: str | None = None, password: str | None = None, crop: Crop | None = None) -> str:
     """The Jetson pipeline for an RTSP camera: depayload and parse on the CPU (cheap), decode on the
     hardware decoder (``nvv4l2decoder``, NV12 in NVMM memory), convert to BGRx on the hardware
     converter (``nvvidconv``), drop the fourth byte (``videoconvert``) into a BGR appsink that keeps
@@ -142,14 +145,14 @@ def rtsp_pipeline(url: str, codec: str = "h264", latency_ms: int = RTSP_LATENCY_
         codec: ``h264`` or ``h265`` (what the camera streams).
         latency_ms: rtspsrc's jitter buffer.
         user, password: given to rtspsrc as ``user-id`` / ``user-pw`` (never in the URL).
+        crop: the rectangle ``nvvidconv`` keeps, in NVMM memory (:func:`edge.capture.gst.hardware_pipeline`).
     """
-    depay = {"h264": "rtph264depay ! h264parse", "h265": "rtph265depay ! h265parse"}[codec]
+    depay = {"h264": "rtph264depay", "h265": "rtph265depay"}[codec]
     auth = ""
     if user is not None:
-        auth = f" user-id={_gst_quote(user)} user-pw={_gst_quote(password or '')}"
-    return (f"rtspsrc location={_gst_quote(url)} latency={int(latency_ms)}{auth} ! {depay} ! nvv4l2decoder ! "
-            "nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert ! video/x-raw, format=(string)BGR ! "
-            "appsink drop=true max-buffers=1 sync=false")
+        auth = f" user-id={gst_quote(user)} user-pw={gst_quote(password or '')}"
+    source = f"rtspsrc location={gst_quote(url)} latency={int(latency_ms)}{auth} ! {depay}"
+    return hardware_pipeline(source, codec, crop)
 
 
 def opencv_has_gstreamer() -> bool:
@@ -164,13 +167,40 @@ def hardware_decode_available() -> bool:
     return platform.is_jetson() and opencv_has_gstreamer()
 
 
-def _rtsp_fragment(uri: str, fragment: str) -> tuple[str, int]:
+def _rtsp_fragment(uri: str, fragment: str) -> tuple[str, int, dict[str, str]]:
     """gemsight's own options after ``#`` in an RTSP URI (a fragment never reaches the camera)."""
     q = _query(uri, fragment, _RTSP_FRAGMENT_KEYS)
+    return _codec(q, uri), _int(q, "latency", uri, RTSP_LATENCY_MS), q
+
+
+def _codec(q: dict[str, str], uri: str) -> str:
     codec = q.get("codec", "h264").lower()
     if codec not in ("h264", "h265"):
         raise ConfigError(f"source {redact(uri)}: codec={q['codec']} must be h264 or h265")
-    return codec, _int(q, "latency", uri, RTSP_LATENCY_MS)
+    return codec
+
+
+def _crop(q: dict[str, str], uri: str) -> tuple[tuple[float, float, float, float] | None, Crop | None]:
+    """``crop=x0,y0,x1,y1`` (normalised) and, with ``frame=WxH``, its pixels for a pipeline."""
+    if "crop" not in q:
+        if "frame" in q:
+            raise ConfigError(f"source {redact(uri)}: frame= is the frame size for crop=; crop= is missing")
+        return None, None
+    try:
+        box = tuple(float(v) for v in q["crop"].split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise ConfigError(f"source {redact(uri)}: crop={q['crop']} must be four numbers x0,y0,x1,y1 (normalised)")
+    x0, y0, x1, y1 = box
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+        raise ConfigError(f"source {redact(uri)}: crop={q['crop']} must be x0 < x1 and y0 < y1, all within 0..1")
+    if "frame" not in q:
+        return box, None
+    m = re.fullmatch(r"([0-9]{1,5})x([0-9]{1,5})", q["frame"])
+    if not m:
+        raise ConfigError(f"source {redact(uri)}: frame={q['frame']} must be WIDTHxHEIGHT in pixels, e.g. 1920x1080")
+    return box, crop_for(box, int(m.group(1)), int(m.group(2)), where=f"source {redact(uri)}")
 
 
 def parse_source(uri: str, credentials: str | None = None, *, hardware_decode: bool | None = None) -> SourceSpec:
@@ -196,9 +226,14 @@ def parse_source(uri: str, credentials: str | None = None, *, hardware_decode: b
     if scheme == "file":
         path, _, query = rest.partition("?")
         q = _query(uri, query, _FILE_KEYS)
-        return SourceSpec(uri, "file", path, "CAP_FFMPEG", loop=_flag(q.get("loop", "0"), "loop", uri),
-                          realtime=_flag(q.get("realtime", "1"), "realtime", uri), speed=_speed(q, uri),
-                          every=_every(q, uri))
+        codec = _codec(q, uri)
+        box, pixels = _crop(q, uri)
+        play = {"loop": _flag(q.get("loop", "0"), "loop", uri), "speed": _speed(q, uri), "every": _every(q, uri),
+                "realtime": _flag(q.get("realtime", "1"), "realtime", uri), "crop": box, "file": path}
+        if hardware_decode_available() if hardware_decode is None else hardware_decode:
+            return SourceSpec(uri, "file", hardware_pipeline(file_source(path), codec, pixels), "CAP_GSTREAMER",
+                              crop_in_pipeline=pixels is not None, **play)
+        return SourceSpec(uri, "file", path, "CAP_FFMPEG", **play)
     if scheme == "v4l2":
         path, _, query = rest.partition("?")
         q = _query(uri, query, _V4L2_KEYS)
@@ -217,14 +252,16 @@ def parse_source(uri: str, credentials: str | None = None, *, hardware_decode: b
         return SourceSpec(uri, "v4l2", target, "CAP_V4L2", props=tuple(props))
     if scheme in ("rtsp", "rtsps", "http", "https"):
         uri_only, _, fragment = uri.partition("#")
-        codec, latency = _rtsp_fragment(uri, fragment) if scheme.startswith("rtsp") else ("h264", 0)
+        codec, latency, q = _rtsp_fragment(uri, fragment) if scheme.startswith("rtsp") else ("h264", 0, {})
+        box, pixels = _crop(q, uri)
         if fragment and not scheme.startswith("rtsp"):
             raise ConfigError(f"source {redact(uri)}: '#' options are for rtsp:// cameras only")
         if scheme.startswith("rtsp") and (hardware_decode_available() if hardware_decode is None else hardware_decode):
             user = password = None
             if credentials:
                 user, password = read_credentials(credentials)
-            return SourceSpec(uri, "rtsp", rtsp_pipeline(uri_only, codec, latency, user, password), "CAP_GSTREAMER")
+            return SourceSpec(uri, "rtsp", rtsp_pipeline(uri_only, codec, latency, user, password, pixels),
+                              "CAP_GSTREAMER", crop=box, crop_in_pipeline=pixels is not None)
         target = uri_only
         if credentials:
             user, password = read_credentials(credentials)
@@ -233,7 +270,8 @@ def parse_source(uri: str, credentials: str | None = None, *, hardware_decode: b
             target = parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}").geturl()
         params = (_cap("CAP_PROP_OPEN_TIMEOUT_MSEC"), _NET_TIMEOUT_MS,
                   _cap("CAP_PROP_READ_TIMEOUT_MSEC"), _NET_TIMEOUT_MS)
-        return SourceSpec(uri, "rtsp" if scheme.startswith("rtsp") else "http", target, "CAP_FFMPEG", params=params)
+        return SourceSpec(uri, "rtsp" if scheme.startswith("rtsp") else "http", target, "CAP_FFMPEG", params=params,
+                          crop=box)
     if scheme == "csi":
         sensor, _, query = rest.partition("?")
         q = _query(uri, query, _CSI_KEYS)
@@ -266,7 +304,7 @@ def open_capture(spec: SourceSpec) -> Any:
     """
     import cv2  # noqa: PLC0415
 
-    if spec.kind == "file" and not Path(spec.target).is_file():
+    if spec.kind == "file" and not Path(spec.file or str(spec.target)).is_file():
         raise SourceError(f"{spec.redacted}: file not found")
     if spec.kind == "v4l2" and isinstance(spec.target, str) and not Path(spec.target).exists():
         raise SourceError(f"{spec.redacted}: no such device")

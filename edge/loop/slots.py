@@ -149,3 +149,28 @@ def as_bgr(frame: np.ndarray, camera: str = "camera") -> np.ndarray:
             raise DataError(f"camera {camera}: empty frame")
         return frame
     return to_bgr8(frame, f"camera {camera} frame")
+
+
+def remap_slots(slots: Sequence[SlotConfig], box: tuple[float, float, float, float],
+                camera: str = "camera") -> tuple[SlotConfig, ...]:
+    """Slots given in the whole frame, in the coordinates of the part ``box`` of it (a source's ``crop=``:
+    the frame the loop gets is that part only).
+
+    Raises:
+        ConfigError: a slot reaches outside the box (named, with the box).
+    """
+    bx0, by0, bx1, by1 = box
+    w, h = bx1 - bx0, by1 - by0
+
+    def inside(x: float, y: float) -> tuple[float, float]:
+        return min(max((x - bx0) / w, 0.0), 1.0), min(max((y - by0) / h, 0.0), 1.0)
+
+    out = []
+    for s in slots:
+        x0, y0, x1, y1 = s.rect
+        if x0 < bx0 - _EPS or y0 < by0 - _EPS or x1 > bx1 + _EPS or y1 > by1 + _EPS:
+            raise ConfigError(f"camera {camera}: slot '{s.name}' (rect {list(s.rect)}) reaches outside the source's "
+                              f"crop {list(box)}; widen crop= or move the slot")
+        polygon = tuple(inside(x, y) for x, y in s.polygon) if s.polygon else None
+        out.append(SlotConfig(name=s.name, rect=(*inside(x0, y0), *inside(x1, y1)), polygon=polygon))
+    return tuple(out)

@@ -19,7 +19,7 @@ from edge.loop.collect_store import CollectWriter
 from edge.loop.model import ModelInfo
 from edge.loop.postprocess import Postprocessor
 from edge.loop.slot_states import SlotTracker
-from edge.loop.slots import SlotMap
+from edge.loop.slots import SlotMap, remap_slots
 
 MAX_SAMPLES = 200_000     # latency samples a LoopResult keeps by default (benchmarks, tests); ~64 B each
 
@@ -91,7 +91,13 @@ class CameraState:
         fill = tuple(int(round(m * 255)) for m in spec.mean[::-1])
         self.id = cfg.id
         self.cfg = cfg
-        self.slots = SlotMap(cfg.slot_list(), camera=cfg.id, fill_bgr=fill)
+        rc = cfg.reconnect
+        self.source = CameraSource(cfg.id, cfg.source, credentials=cfg.credentials, fps=cfg.fps,
+                                   reconnect_initial_s=rc.initial_s, reconnect_max_s=rc.max_s, stall_s=rc.stall_s,
+                                   wake=wake)
+        crop = self.source.spec.crop   # the source hands over only this part of the frame: slots move into it
+        slot_list = cfg.slot_list() if crop is None else remap_slots(cfg.slot_list(), crop, cfg.id)
+        self.slots = SlotMap(slot_list, camera=cfg.id, fill_bgr=fill)
         pp = config.postprocess
         self.post = Postprocessor(model.manifest.classes, self.slots.names, min_score=pp.min_score, window=pp.window,
                                   top_k=pp.top_k, unknown_label=pp.unknown_label, empty_label=pp.empty_label,
@@ -101,10 +107,6 @@ class CameraState:
         m = model.manifest
         self.collector = CameraCollector(config.device, cfg.id, self.tracker, config.collect, collect_writer,
                                          f"{m.name}@{m.version}") if collect_writer is not None else None
-        rc = cfg.reconnect
-        self.source = CameraSource(cfg.id, cfg.source, credentials=cfg.credentials, fps=cfg.fps,
-                                   reconnect_initial_s=rc.initial_s, reconnect_max_s=rc.max_s, stall_s=rc.stall_s,
-                                   wake=wake)
         self.frames = 0
         self.seen_down = False
         self.fps_mark = (time.monotonic(), 0)

@@ -56,7 +56,7 @@ def test_the_loop_tables_come_from_loop_json(tmp_path, results):
     assert run_all.rewrite_doc(page, results) == ["the figures", "the loop's tables"]
     text = page.read_text()
     assert "stale loop tables" not in text and "Prose after, kept." in text
-    assert "| runtime | runtime alone, batch of 12 | loop |" in text.split(LOOP_START)[1].split(LOOP_END)[0]
+    assert "| runtime | reference loop | gemsight |" in text.split(LOOP_START)[1].split(LOOP_END)[0]
 
 
 def test_an_unreadable_result_is_a_row_that_says_so(tmp_path, results):

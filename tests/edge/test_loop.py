@@ -34,7 +34,20 @@ def _config(model, cameras, **over):
 
 
 def _cam(cid, video, query="realtime=0", **extra):
-    return {"id": cid, "source": f"file://{video}?{query}", "slots": SLOTS, **extra}
+    return {"id": cid, "source": f"file://{video}?{query}", "slots": extra.pop("slots", SLOTS), **extra}
+
+
+def test_a_cropped_source_publishes_what_the_whole_frame_does(untrained_onnx, tmp_path):
+    """crop= hands the loop part of the frame and moves the slots into it: the same pixels reach the model."""
+    video = write_video(tmp_path / "v.avi", frames=4, size=(160, 120))
+    slots = [{"name": "a", "rect": [0.25, 0.25, 0.5, 0.5]}, {"name": "b", "rect": [0.5, 0.25, 0.75, 0.75]}]
+    scores = []
+    for query in ("realtime=0", "realtime=0&crop=0.25,0.25,0.75,0.75"):
+        sub = Subscriber()
+        result = run(_config(untrained_onnx, [_cam("cam0", video, query, slots=slots)]), on_ready=sub)
+        assert result.frames == {"cam0": 4}
+        scores.append([[s["score"] for s in e.msg["slots"]] for e in sub.drain() if e.kind == "labels"])
+    assert len(scores[0]) == 4 and scores[0] == scores[1]
 
 
 def test_every_frame_published_in_order(untrained_onnx, tmp_path):
