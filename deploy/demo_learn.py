@@ -7,8 +7,9 @@ the day this step does what a technician and a trainer machine would, with the p
 
 1. copy the device's collect folder (a local folder here: the demo's device root is on this machine) with
    pull-crops' checks into ``learn/<version>/crops``, holding out one slot per class that filled two or more;
-2. ``gemsight-train --init-from <the run of the model the device runs> --data data --extra-data crops`` for a few
-   epochs, with ``--model-version`` the device's version with its patch moved on;
+2. ``gemsight-train --init-from <the run of the model the device runs> --data photos --extra-data crops`` for a
+   few epochs, with ``--model-version`` the device's version with its patch moved on; ``photos`` is a sample of
+   the demo's product photos (40 a class) with all of its validation photos;
 3. ``gemsight-calibrate`` (no timing), ``gemsight-deploy bundle`` with the demo's key and ``flash`` into the demo's
    device root (no ``--allow-downgrade``: the version must go up).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -43,6 +45,11 @@ LEARN = {
     # one-minute day (3 minutes of video) yields a few dozen crops per class.
     "every_s": 5.0,
     "calib_count": 128,
+    # Product photos per class trained on beside the crops (all of the validation photos stay): a fine-tune
+    # replays a sample of what the model learnt from rather than all of it, and an epoch is a quarter of one.
+    "photos_per_class": 40,
+    # The INT8 forms a CPU runs (the demo's device here): the TensorRT and FPGA forms are for other devices.
+    "targets": "onnxruntime,openvino",
     "frames": 45,        # the restarted loop's frames: enough for the kiosk to read the new version
 }
 # Fine-tuning starts from a trained model: a quarter of the demo's learning rate and no warm-up, else the first
@@ -97,6 +104,20 @@ def split_crops(crops: Path, held: Path) -> dict[str, str]:
     return out
 
 
+def photo_sample(data: Path, out: Path, per_class: int) -> Path:
+    """``out/train``: the first ``per_class`` training photos of each class of ``data``; ``out/val``: all of its
+    validation photos (hard links where the file system allows, else copies)."""
+    for split, limit in (("train", per_class), ("val", None)):
+        for d in sorted(p for p in (data / split).iterdir() if p.is_dir()):
+            (out / split / d.name).mkdir(parents=True, exist_ok=True)
+            for f in sorted(d.iterdir())[:limit]:
+                try:
+                    os.link(f, out / split / d.name / f.name)
+                except OSError:
+                    shutil.copy2(f, out / split / d.name / f.name)
+    return out
+
+
 def per_class(folder: Path) -> dict[str, int]:
     if not folder.is_dir():
         return {}
@@ -142,6 +163,7 @@ class Learned:
 
 
 def learn(workdir: Path, config: Path, *, epochs: int = LEARN["epochs"], calib_count: int = LEARN["calib_count"],
+          photos_per_class: int = LEARN["photos_per_class"], targets: str = LEARN["targets"],
           max_drop: float = DEFAULTS["max_drop"]) -> Learned:
     """Collected crops → fine-tune → calibrate → bundle → flash (see the module's docstring).
 
@@ -170,11 +192,13 @@ def learn(workdir: Path, config: Path, *, epochs: int = LEARN["epochs"], calib_c
                 ", ".join(f"{c} {n}" for c, n in sorted(got.new.items())))
     held_slots = split_crops(crops, held)
     data, keys = workdir / "data", workdir / "keys"
+    photos = photo_sample(data, here / "photos", photos_per_class)
     new_run, new_calib, bundle = here / "run", here / "calib", workdir / f"gemsight-{after}.gsb"
-    _run(_py("trainer", "--init-from", run, "--data", data, "--extra-data", crops, "--out", new_run, "--epochs",
+    _run(_py("trainer", "--init-from", run, "--data", photos, "--extra-data", crops, "--out", new_run, "--epochs",
              epochs, "--batch-size", 32, "--seed", 0, "--model-version", after, *FINETUNE), "fine-tune")
     _run(_py("calibration", new_run / "model.onnx", "--images", data / "train", "--val", data / "val", "--out",
-             new_calib, "--count", calib_count, "--max-drop", max_drop, "--bench-iters", 0, "--force"), "calibrate")
+             new_calib, "--count", calib_count, "--max-drop", max_drop, "--targets", targets, "--bench-iters", 0,
+             "--force"), "calibrate")
     _run(_py("deploy", "bundle", new_calib, "--key", keys / "gemsight-signing.key", "--out", bundle), "bundle")
     _run(_py("deploy", "flash", bundle, "--root", root, "--no-restart"), "flash")
     report = json.loads((new_run / "report.json").read_text())

@@ -81,11 +81,11 @@ def test_learn_fine_tunes_on_the_collected_crops_and_flashes_the_next_version(tm
     work, config = demo_workdir(tmp_path)
     with pytest.raises(DataError, match=r"--learn: the device collected no crops \(nothing in .*collect; .*nothing "
                                         r"was fine-tuned, the device still runs 1\.0\.0"):
-        learn(work, config, epochs=1, calib_count=32, max_drop=100.0)
+        learn(work, config, epochs=1, calib_count=32, photos_per_class=12, targets="onnxruntime", max_drop=100.0)
     assert DeviceLayout(work / "device").current() == "1.0.0" and not (work / "learn").exists()
 
     collect_like_the_device(work)
-    done = learn(work, config, epochs=1, calib_count=32, max_drop=100.0)
+    done = learn(work, config, epochs=1, calib_count=32, photos_per_class=12, targets="onnxruntime", max_drop=100.0)
     layout = DeviceLayout(work / "device")
     assert (done.before, done.after, layout.current(), layout.previous()) == ("1.0.0", "1.0.1", "1.0.1", "1.0.0")
     flashed = json.loads((layout.version_dir("1.0.1") / "manifest.json").read_text())
