@@ -8,8 +8,8 @@ the day this step does what a technician and a trainer machine would, with the p
 1. copy the device's collect folder (a local folder here: the demo's device root is on this machine) with
    pull-crops' checks into ``learn/<version>/crops``, holding out one slot per class that filled two or more;
 2. ``gemsight-train --init-from <the run of the model the device runs> --data photos --extra-data crops`` for a
-   few epochs, with ``--model-version`` the device's version with its patch moved on; ``photos`` is a sample of
-   the demo's product photos (40 a class) with all of its validation photos;
+   few epochs, with ``--model-version`` the next patch version (above every version installed on the device);
+   ``photos`` is a sample of the demo's product photos (40 a class) with all of its validation photos;
 3. ``gemsight-calibrate`` (no timing), ``gemsight-deploy bundle`` with the demo's key and ``flash`` into the demo's
    device root (no ``--allow-downgrade``: the version must go up).
 
@@ -63,9 +63,13 @@ def collect_section() -> dict:
     return {"enabled": False, "every_s": LEARN["every_s"]}
 
 
-def next_version(version: str) -> str:
-    v = SemVer.parse(version, "the device's version")
-    return f"{v.major}.{v.minor}.{v.patch + 1}"
+def next_version(layout: DeviceLayout) -> str:
+    """The patch after the highest version installed on the device: a demo run flashes its own 1.0.0 again
+    (``--allow-downgrade``) while an earlier ``--learn``'s 1.0.1 stays installed, and a version is never reused
+    with other content."""
+    top = max((SemVer.parse(v, "an installed version") for v in layout.installed()),
+              default=SemVer.parse(layout.current() or "0.0.0"))
+    return f"{top.major}.{top.minor}.{top.patch + 1}"
 
 
 def run_of(workdir: Path, version: str) -> Path:
@@ -183,7 +187,7 @@ def learn(workdir: Path, config: Path, *, epochs: int = LEARN["epochs"], calib_c
                         "training photos\" keeps crops of enrolled, still slots): nothing was fine-tuned, the device "
                         f"still runs {before}")
     run = run_of(workdir, before)
-    after = next_version(before)
+    after = next_version(layout)
     here = workdir / "learn" / after
     shutil.rmtree(here, ignore_errors=True)      # an earlier, unfinished try at this version
     crops, held = here / "crops", here / "heldout"

@@ -13,7 +13,7 @@ import pytest
 from deploy.bundle import create_bundle
 from deploy.demo import main as demo_main
 from deploy.demo import make_link_keys, write_config
-from deploy.demo_learn import collect_section, learn, run_of, summary_lines
+from deploy.demo_learn import collect_section, learn, next_version, run_of, summary_lines
 from deploy.flash import FlashOptions, flash
 from deploy.keys import generate_keypair
 from deploy.layout import DeviceLayout
@@ -104,6 +104,17 @@ def test_learn_fine_tunes_on_the_collected_crops_and_flashes_the_next_version(tm
     assert "collected crops used for training: 6 (ring 3, watch 3)" in text
     # The next --learn starts from what the device now runs.
     assert run_of(work, "1.0.1") == work / "learn/1.0.1/run"
+
+
+def test_the_next_version_is_above_every_installed_one(tmp_path):
+    """A second demo run flashes its 1.0.0 again while the first --learn's 1.0.1 stays installed: the next
+    --learn makes 1.0.2 (flash refuses a version reused with other content)."""
+    layout = DeviceLayout(tmp_path)
+    assert next_version(layout) == "0.0.1"
+    for v in ("1.0.0", "1.0.1"):
+        (layout.models_dir / v).mkdir(parents=True)
+    (layout.models_dir / "current").symlink_to("1.0.0")
+    assert layout.current() == "1.0.0" and next_version(layout) == "1.0.2"
 
 
 def test_learn_refuses_a_device_running_a_model_no_demo_run_made(tmp_path):
