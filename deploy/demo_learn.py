@@ -108,6 +108,17 @@ def split_crops(crops: Path, held: Path) -> dict[str, str]:
     return out
 
 
+def prune_learned(workdir: Path, layout: DeviceLayout) -> list[str]:
+    """Remove what earlier ``--learn`` runs made for versions the device no longer has (flash keeps three): every
+    demo run makes a version, and each one's bundle and calibration are a hundred megabytes."""
+    kept = set(layout.installed())
+    gone = [d.name for d in sorted((workdir / "learn").glob("*")) if d.is_dir() and d.name not in kept]
+    for version in gone:
+        shutil.rmtree(workdir / "learn" / version, ignore_errors=True)
+        (workdir / f"gemsight-{version}.gsb").unlink(missing_ok=True)
+    return gone
+
+
 def photo_sample(data: Path, out: Path, per_class: int) -> Path:
     """``out/train``: the first ``per_class`` training photos of each class of ``data``; ``out/val``: all of its
     validation photos (hard links where the file system allows, else copies)."""
@@ -205,6 +216,7 @@ def learn(workdir: Path, config: Path, *, epochs: int = LEARN["epochs"], calib_c
              "--force"), "calibrate")
     _run(_py("deploy", "bundle", new_calib, "--key", keys / "gemsight-signing.key", "--out", bundle), "bundle")
     _run(_py("deploy", "flash", bundle, "--root", root, "--no-restart"), "flash")
+    prune_learned(workdir, layout)
     report = json.loads((new_run / "report.json").read_text())
     old_calib = workdir / "calib" if run == workdir / "run" else run.parent / "calib"
     done = Learned(before=before, after=layout.current() or "?", crops=per_class(crops), held=per_class(held),

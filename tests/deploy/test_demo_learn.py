@@ -12,7 +12,7 @@ import pytest
 
 from deploy.bundle import create_bundle
 from deploy.demo import main as demo_main
-from deploy.demo import make_link_keys, write_config
+from deploy.demo import get_args_parser, learn_and_reload, make_link_keys, write_config
 from deploy.demo_learn import collect_section, learn, next_version, run_of, summary_lines
 from deploy.flash import FlashOptions, flash
 from deploy.keys import generate_keypair
@@ -77,11 +77,16 @@ def collect_like_the_device(work: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_learn_fine_tunes_on_the_collected_crops_and_flashes_the_next_version(tmp_path):
+def test_learn_fine_tunes_on_the_collected_crops_and_flashes_the_next_version(tmp_path, caplog):
     work, config = demo_workdir(tmp_path)
     with pytest.raises(DataError, match=r"--learn: the device collected no crops \(nothing in .*collect; .*nothing "
                                         r"was fine-tuned, the device still runs 1\.0\.0"):
         learn(work, config, epochs=1, calib_count=32, photos_per_class=12, targets="onnxruntime", max_drop=100.0)
+    # Where the demo learns by default (not asked for with --learn), a day without crops is a warning, not a failure.
+    args = get_args_parser().parse_args(["--learn-epochs", "1"])
+    args.learn_default = True
+    assert learn_and_reload(work, config, args, {}, None) is None
+    assert "the device collected no crops" in caplog.text and "(--no-learn skips this step)" in caplog.text
     assert DeviceLayout(work / "device").current() == "1.0.0" and not (work / "learn").exists()
 
     collect_like_the_device(work)
