@@ -108,7 +108,7 @@ def kiosk_models(proc: subprocess.Popen) -> dict[str, str]:
     from deploy.demo_staff import KioskPage  # noqa: PLC0415
 
     state = json.loads(KioskPage(proc.url, *KIOSK_LOGIN)._get("/api/state"))
-    return {f"{c['device']}/{c['camera']}": c.get("model_text") or "" for c in state.get("cases", [])}
+    return {f"{c['device']}/{c['camera']}": c["camera_health"].get("model_text") or "" for c in state.get("cases", [])}
 
 
 def stop_kiosk(proc: subprocess.Popen | None, workdir: Path) -> None:

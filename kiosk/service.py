@@ -32,7 +32,7 @@ from kiosk.hub import Hub
 from kiosk.incident import Changes, Incident
 from kiosk.layout import case_layout
 from kiosk.notify import Notifier, load_secret
-from kiosk.words import case_shape, model_words, slot_words, text_problem, when
+from kiosk.words import case_shape, slot_words, text_problem, when
 
 logger = logging.getLogger(__name__)
 
@@ -209,9 +209,7 @@ class Kiosk:
         for slot in ch.slots:
             self.hub.publish("slot", slot)
         for cam in ch.cameras:
-            model = self.engine.models.get((cam["device"], cam["camera"]))
-            self.hub.publish("camera", {**cam, "offline_text": self.offline_text(cam),
-                                        "model_text": model_words(model)})
+            self.hub.publish("camera", {**cam, "offline_text": self.offline_text(cam)})
 
     def _evidence_stored(self, incident_id: int, metas: list[dict[str, Any]]) -> None:
         self.hub.publish("evidence", {"incident": incident_id, "slots": metas})
@@ -363,8 +361,7 @@ class Kiosk:
                 cases.append({"device": case[0], "camera": case[1], "title": e.case_title(case),
                               "columns": layout["columns"], "slots": slots, "camera_health": health,
                               "stale": health["health"] in NOT_LIVE, "classes": self.classes(case),
-                              "offline_text": self.offline_text(health), "model": e.models.get(case),
-                              "model_text": model_words(e.models.get(case))})
+                              "offline_text": self.offline_text(health)})
             return {"store": self.config.store, "ts": now, "ts_text": when(now, self.timezone),
                     "open": e.store_open(now), "cases": cases, "health": self.health(),
                     "devices": [{"device": d, **info} for d, info in self.devices.items()],

@@ -15,14 +15,14 @@ def test_the_case_shows_its_models_version_and_follows_a_new_one(tmp_path):
 
     k = Kiosk(parse_config(config_dict(tmp_path)), feed=False)
     try:
-        case, = k.state()["cases"]
+        case = k.state()["cases"][0]["camera_health"]
         assert case["model"] is None and case["model_text"] == ""          # no label yet: nothing to name
         k.on_message("heartbeat", heartbeat({"cam0": 0}))
         k.on_message("labels", labels(FULL, seq=0))
-        case, = k.state()["cases"]
+        case = k.state()["cases"][0]["camera_health"]
         assert case["model"] == MODEL and case["model_text"] == "model m 1.0.0 (int8, onnxruntime)"
         k.on_message("labels", labels(FULL, seq=1, model={**MODEL, "version": "1.0.1"}))
-        case, = k.state()["cases"]
+        case = k.state()["cases"][0]["camera_health"]
         assert case["model_text"] == "model m 1.0.1 (int8, onnxruntime)"
         events = [i for i in k.state()["incidents"] if i["kind"] == "model"]
         assert len(events) == 1 and "from m 1.0.0 (int8, onnxruntime) to m 1.0.1" in events[0]["reason"]
