@@ -78,6 +78,8 @@ def run_of(workdir: Path, version: str) -> Path:
     Raises:
         DataError: no run under ``workdir`` made that version (a ``--bundle`` from elsewhere).
     """
+    if version == DEFAULTS["version"] and (workdir / "run" / "best.pt").is_file():
+        return workdir / "run"      # the demo's own bundle (a demo-out/ from before its model was 1.0.0 says 0.1.0)
     for run in (workdir / "run", *sorted((workdir / "learn").glob("*/run"))):
         try:
             if json.loads((run / "manifest.json").read_text()).get("version") == version:

@@ -126,6 +126,9 @@ def test_learn_refuses_a_device_running_a_model_no_demo_run_made(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run/manifest.json").write_text(json.dumps({"version": "1.0.0"}))
     assert run_of(tmp_path, "1.0.0") == tmp_path / "run"
+    (tmp_path / "run/manifest.json").write_text(json.dumps({"version": "0.1.0"}))    # a demo-out/ from before
+    (tmp_path / "run/best.pt").write_bytes(b"")
+    assert run_of(tmp_path, "1.0.0") == tmp_path / "run"     # the demo's own bundle 1.0.0 is that run's model
     with pytest.raises(DataError, match=r"the device runs version 2\.3\.0, which no training run under .* made "
                                         r"\(a --bundle from elsewhere\?\)"):
         run_of(tmp_path, "2.3.0")
