@@ -4,7 +4,9 @@ It runs the project's own commands, in order, exactly as a person would type the
 photos and a display-case video → training → INT8 calibration with its report → a bundle signed
 with a demo key → flashed into a local device root → the edge loop on the case video through the
 INT8 model, with a listener in this terminal and a store kiosk (``gemsight-kiosk``: its URL is
-printed; the incidents it saw end the summary). Every step's output is kept under ``--workdir``
+printed; the incidents it saw end the summary). Then the loop closes on its own case (``--learn``, the default
+here: :mod:`deploy.demo_learn`): the crops the kiosk's manager had the device collect during the day fine-tune the
+model, the next version is flashed and the loop restarted on it. Every step's output is kept under ``--workdir``
 (``demo-out/``) and reused by the next run, so a second run starts the loop in seconds.
 
 With ``--source`` (a real camera: ``v4l2:///dev/video0``, ``rtsp://...``) and ``--bundle`` (a real
@@ -27,7 +29,7 @@ import yaml
 from deploy.demo_kiosk import start_kiosk, start_staff, stop_kiosk
 from deploy.demo_staff import load_events, truth_lines
 from edge.cli_support import run_main, setup_logging
-from edge.errors import ConfigError, GemsightError
+from edge.errors import ConfigError, DataError, GemsightError
 
 logger = logging.getLogger("gemsight.demo")
 
@@ -108,7 +110,8 @@ def build_model(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
                                "--size", 128, "--seed", 0), [data])
     _step(workdir, "train", _py("trainer", "--data", data, "--out", run, "--arch", DEFAULTS["arch"],
                                 "--weights", "none", "--epochs", args.epochs, "--img-size", args.img_size,
-                                "--batch-size", 32, "--seed", 0, *SHORT_SCHEDULE), [run])
+                                "--batch-size", 32, "--seed", 0, "--model-version", DEFAULTS["version"],
+                                *SHORT_SCHEDULE), [run])
     _step(workdir, "calibrate", _py("calibration", run / "model.onnx", "--images", data / "train",
                                     "--val", data / "val", "--out", calib, "--count", DEFAULTS["calib_count"],
                                     "--max-drop", DEFAULTS["max_drop"], "--force"), [calib])
@@ -159,7 +162,7 @@ def make_link_keys(root: Path, workdir: Path) -> dict[str, Path]:
 
 
 def write_config(workdir: Path, root: Path, source: str, slots_file: Path | None, endpoint_port: int,
-                 keys: dict[str, Path]) -> Path:
+                 keys: dict[str, Path], collect: dict | None = None) -> Path:
     camera: dict[str, object] = {"id": "cam0", "source": source}
     if slots_file is not None:
         camera["slots_file"] = str(slots_file)
@@ -175,6 +178,8 @@ def write_config(workdir: Path, root: Path, source: str, slots_file: Path | None
                               "allowed_clients": str(keys["allowed_clients"])}},
         "metrics": {"host": "127.0.0.1", "port": None},
     }
+    if collect is not None:
+        config["collect"] = collect
     path = root / "etc" / "gemsight" / "edge.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -210,6 +215,28 @@ def run_loop(config: Path, endpoint_port: int, annotate: Path | None, max_frames
     return 0
 
 
+def learn_and_reload(workdir: Path, config: Path, args: argparse.Namespace, keys: dict[str, Path], kiosk):
+    """``--learn`` after the day: fine-tune on the collected crops and flash (:mod:`deploy.demo_learn`), then start
+    the loop again on the new version for a few seconds and read the version the kiosk shows."""
+    from deploy.demo_kiosk import kiosk_models  # noqa: PLC0415 - only with --learn
+    from deploy.demo_learn import LEARN, learn  # noqa: PLC0415
+
+    try:
+        done = learn(workdir, config, epochs=args.learn_epochs)
+    except DataError as exc:
+        if not getattr(args, "learn_default", False):
+            raise
+        logger.warning("%s (--no-learn skips this step)", exc)    # e.g. --max-frames ended the day too early
+        return None
+    logger.info("learn: flashed %s in %.1f s; restarting the loop on it", done.after, done.seconds)
+    started = time.monotonic()
+    run_loop(config, args.port, None, LEARN["frames"], keys)
+    done.reload_s = time.monotonic() - started
+    if kiosk is not None:
+        done.kiosk_version = kiosk_models(kiosk).get("demo-case/cam0")
+    return done
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("gemsight-demo", add_help=add_help, description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, default=Path("demo-out"), help="where every step keeps its output")
@@ -223,6 +250,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--day-minutes", type=int, default=DEFAULTS["day_minutes"], help="length of the filmed store day")
     p.add_argument("--max-frames", type=int, help="stop the loop after this many frames")
     p.add_argument("--port", type=int, default=5555, help="ZeroMQ PUB port (snapshot REP on the next one)")
+    p.add_argument("--learn", action=argparse.BooleanOptionalAction, default=None,
+                   help="close the loop after the day: the kiosk's manager collects training photos from the case, "
+                        "then the demo fine-tunes on them, flashes the next version and restarts the loop (about "
+                        "75 s more on 2 shared cores, docs/demo.md; on by default for the synthetic case, off with "
+                        "--source or --bundle)")
+    p.add_argument("--learn-epochs", type=int, default=2, help="epochs of --learn's fine-tune (1-3)")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
 
@@ -234,6 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         if args.bundle and not args.pubkey:
             raise ConfigError("--bundle needs --pubkey (the key that signed it)")
+        if args.learn is None:      # on for the demo's own case: the loop closes in under 2 minutes
+            args.learn, args.learn_default = not (args.bundle or args.source), True
+        if args.learn and (args.bundle or args.source):
+            raise ConfigError("--learn fine-tunes the demo's own model on its own filmed case: leave out "
+                              + " and ".join(o for o, v in (("--bundle", args.bundle), ("--source", args.source)) if v))
+        if not 1 <= args.learn_epochs <= 3:
+            raise ConfigError(f"--learn-epochs must be 1 to 3, got {args.learn_epochs}")
         workdir = args.workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
@@ -250,13 +290,22 @@ def main(argv: list[str] | None = None) -> int:
             source, annotate = f"file://{video}?speed={DEFAULTS['speed']}", workdir / "annotated.mp4"
         root = flash(workdir, bundle, pubkey)
         keys = make_link_keys(root, workdir)
-        config = write_config(workdir, root, source, slots, args.port, keys)
+        collect = None
+        if args.learn:
+            from deploy.demo_learn import collect_section  # noqa: PLC0415 - only with --learn
+            collect = collect_section()
+        config = write_config(workdir, root, source, slots, args.port, keys, collect)
         logger.info("ready in %.1f s; starting the loop", time.monotonic() - started)
         events = None if args.source else video.with_suffix(".events.jsonl")
         kiosk = start_kiosk(workdir, keys, args.port, events, speed=DEFAULTS["speed"])
-        staff = start_staff(kiosk, events, keys, args.port)
+        staff = start_staff(kiosk, events, keys, args.port, collect=args.learn)
+        learned = None
         try:
             run_loop(config, args.port, annotate, args.max_frames, keys)
+            if args.learn:
+                if staff is not None:
+                    staff.stop()
+                learned = learn_and_reload(workdir, config, args, keys, kiosk)
         finally:
             if staff is not None:
                 staff.stop()
@@ -269,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             for line in truth_lines(load_events(events)):
                 print(f"  {line}")
         _summary(workdir, annotate)
+        if learned is not None:
+            from deploy.demo_learn import summary_lines  # noqa: PLC0415 - only with --learn
+            print("\nThe loop closed on its own case (--learn):")
+            for line in summary_lines(learned):
+                print(f"  {line}")
         return 0
 
     return run_main(body, "gemsight-demo")

@@ -75,16 +75,18 @@ def start_kiosk(workdir: Path, keys: dict[str, Path], port: int, truth: Path | N
     return proc
 
 
-def start_staff(kiosk: subprocess.Popen | None, events: Path | None, keys: dict[str, Path], port: int):
+def start_staff(kiosk: subprocess.Popen | None, events: Path | None, keys: dict[str, Path], port: int,
+                collect: bool = False):
     """The day's staff (:mod:`deploy.demo_staff`) on the kiosk's page, at the video's time as the device
-    reports it (its snapshot's frame index); ``None`` without a kiosk or a filmed day."""
+    reports it (its snapshot's frame index); ``None`` without a kiosk or a filmed day. With ``collect`` the
+    manager also turns on the collection of training photos early in the day (``--learn``)."""
     if kiosk is None or events is None or not events.is_file():
         return None
-    from deploy.demo_staff import KioskPage, Staff, load_events  # noqa: PLC0415
+    from deploy.demo_staff import COLLECT_AT, KioskPage, Staff, load_events  # noqa: PLC0415
     from edge.link.client import ClientKeys  # noqa: PLC0415
     from edge.loop.device_requests import ask  # noqa: PLC0415
 
-    day = load_events(events)
+    day = load_events(events) + ([{"t": COLLECT_AT, "action": "collect"}] if collect else [])
     fps = float(day[0].get("fps", 5.0))
     client = ClientKeys.load(keys["server_public"], keys["client_secret"])
 
@@ -99,6 +101,14 @@ def start_staff(kiosk: subprocess.Popen | None, events: Path | None, keys: dict[
     staff = Staff(day, KioskPage(kiosk.url, *KIOSK_LOGIN), video_time, "demo-case", "cam0")
     staff.start()
     return staff
+
+
+def kiosk_models(proc: subprocess.Popen) -> dict[str, str]:
+    """Case → the model its page shows (``/api/state``, read as the demo's manager): "model gemsight 1.0.1 (...)"."""
+    from deploy.demo_staff import KioskPage  # noqa: PLC0415
+
+    state = json.loads(KioskPage(proc.url, *KIOSK_LOGIN)._get("/api/state"))
+    return {f"{c['device']}/{c['camera']}": c["camera_health"].get("model_text") or "" for c in state.get("cases", [])}
 
 
 def stop_kiosk(proc: subprocess.Popen | None, workdir: Path) -> None:

@@ -1,7 +1,8 @@
 """The demo's store staff: what the filmed day's truth says a person did, done on the kiosk's page API.
 
 A sale is marked sold a few seconds after the piece left (``mark_sold``); a restocked or re-filled slot is
-enrolled ("enrol" on the slot: the device records the new piece) and its class typed into the planogram.
+enrolled ("enrol" on the slot: the device records the new piece) and its class typed into the planogram. With
+``gemsight-demo --learn`` the manager also turns on "Collect training photos from this case" early in the day.
 The staff logs in to the kiosk as the demo manager, as a person at the page would, and acts at the video's
 own time (the device's snapshot says which frame it is at). At the end, :func:`truth_lines` lists what
 the video really contains, to read beside the kiosk's incidents.
@@ -22,6 +23,8 @@ logger = logging.getLogger("gemsight.demo")
 
 RETRIES = 4       # a refused enrolment (a hand still over the case) is pressed again ...
 RETRY_S = 2.0     # ... this many video seconds later
+COLLECT_AT = 4.0  # video seconds: --learn's manager turns on "Collect training photos" (slots enrol when still)
+COLLECT_HOURS = 1.0
 ALARMS = ("theft", "swap", "smash")
 
 
@@ -58,6 +61,7 @@ class Staff(threading.Thread):
         self.restocks = [e for e in events if e.get("kind") == "restock"]
         self.page, self.video_time, self.device, self.camera = page, video_time, device, camera
         self.done: list[str] = []
+        self.collecting = False
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -76,6 +80,9 @@ class Staff(threading.Thread):
                 logger.warning("staff: %s %s: %s", ev["action"], ev["slot"], exc)
 
     def _act(self, ev: dict, now: float) -> None:
+        if ev["action"] == "collect":
+            self._collect(ev, now)
+            return
         slot = ev["slot"]
         key = {"device": self.device, "camera": self.camera, "slot": slot}
         if ev["action"] == "mark_sold":
@@ -89,9 +96,24 @@ class Staff(threading.Thread):
         cls = next((r["class"] for r in reversed(self.restocks) if slot in r["slots"] and r["t"] <= ev["t"]), None)
         if cls is not None:
             self.page.post("/api/planogram", {**key, "expected": cls})
+            if self.collecting:      # the re-enrolled slot's crops get its new class: press "Collect" again
+                self.page.post(f"/api/cases/{self.device}/{self.camera}/collect", {"hours": COLLECT_HOURS})
         self.done.append(f"{now:6.1f} s  enrolled {slot}" + (f" ({cls})" if cls else "")
                          + (f": {reply.get('error') or reply.get('refused')}"
                             if reply.get("error") or reply.get("refused") else ""))
+
+
+    def _collect(self, ev: dict, now: float) -> None:
+        """"Collect training photos from this case" (``--learn``): refused until a slot is enrolled (the device
+        enrols still slots by itself a few seconds into the day), so pressed again a little later."""
+        reply = self.page.post(f"/api/cases/{self.device}/{self.camera}/collect", {"hours": COLLECT_HOURS})
+        if reply.get("error") and ev.get("tries", 0) < 3 * RETRIES:
+            self.todo.insert(0, {**ev, "t": now + RETRY_S, "tries": ev.get("tries", 0) + 1})
+            return
+        self.collecting = not reply.get("error")
+        self.done.append(f"{now:6.1f} s  collect training photos: " + (
+            f"on, {len(reply.get('sent') or {})} slot(s) labelled by the planogram" if self.collecting
+            else f"refused: {reply['error']}"))
 
 
 def load_events(path: Path) -> list[dict]:

@@ -172,6 +172,36 @@ def pull_crops(device: str, target: str, out: str | Path, *, collect_dir: str = 
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def copy_collected(collect_dir: str | Path, out: str | Path) -> Pulled:
+    """A collect folder on this machine (the demo's device root, a device's card in a reader) into ``out``, with
+    pull-crops' checks and merge: only ``<class>/<name>.jpg`` and the manifest, staged, then merged.
+
+    Raises:
+        BundleError: no such folder, or it holds something that is not a crop; ``out`` is as it was.
+    """
+    src, out = Path(collect_dir), Path(out)
+    if not src.is_dir():
+        raise BundleError(f"no collect folder {src} (is collection on? collect.dir in edge.yaml); nothing was copied")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".pull-{secrets.token_hex(3)}-", dir=out))
+    try:
+        # The same tar stream pull-crops reads from ssh, so the same checks refuse the same members.
+        with tempfile.TemporaryFile() as stream:
+            with tarfile.open(fileobj=stream, mode="w") as tar:
+                tar.add(src, arcname=".")
+            stream.seek(0)
+            _receive(stream, staging, str(src))
+        return _merge(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _failure(where: str, rc: int, err, what: str | None = None) -> str:
     err.seek(0)
     said = " ".join(err.read()[-2000:].decode("utf-8", "replace").split())[-300:]

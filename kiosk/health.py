@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kiosk.incident import Changes, incident_key
+from kiosk.words import model_words
 
 DOWN_STATES = ("down",)
 #: Healths in which a camera sends no frames (the page greys its case out).
@@ -91,9 +92,11 @@ class HealthMixin:
     def camera_dict(self, case: tuple[str, str], now: float | None = None) -> dict[str, Any]:
         """A camera for the health strip and the API."""
         view = self.cams[case]
+        model = self.models.get(case)      # what the case's labels say it runs (a newly flashed version shows here)
         return {"device": case[0], "camera": case[1], "title": self.case_title(case), "health": view.health,
                 "reason": view.reason, "fps": view.fps, "seq": view.seq,
-                "last_heartbeat": self.last_heartbeat.get(case[0]), "counts": view.counts}
+                "last_heartbeat": self.last_heartbeat.get(case[0]), "counts": view.counts, "model": model,
+                "model_text": model_words(model)}
 
     def _update_health(self, case: tuple[str, str], now: float, ch: Changes) -> None:
         view = self.cams[case]

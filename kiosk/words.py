@@ -74,3 +74,11 @@ def text_problem(value: str) -> str | None:
         if (o < 32 and ch not in "\t\n\r") or o == 127:
             return f"contains the control character U+{o:04X}"
     return None
+
+
+def model_words(model: dict | None) -> str:
+    """"model gemsight 1.0.1 (int8, openvino)": the model a case's labels say it runs; "" before its first label."""
+    if not model or not model.get("version"):
+        return ""
+    how = ", ".join(str(model[k]) for k in ("precision", "backend") if model.get(k))
+    return f"model {model.get('name') or '?'} {model['version']}" + (f" ({how})" if how else "")

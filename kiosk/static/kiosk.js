@@ -57,6 +57,8 @@
     if (art) art.classList.toggle("stale", off);
     const note = document.querySelector('[data-offline="' + key + '"]');
     if (note) note.textContent = c.offline_text || "";
+    const model = document.querySelector('[data-model="' + key + '"]');
+    if (model && c.model_text) model.textContent = c.model_text;
     const chip = document.querySelector('[data-camera="' + key + '"]');
     if (!chip) return;
     chip.className = "cam h-" + c.health;
