@@ -281,6 +281,36 @@ def print_table(result: dict[str, Any]) -> None:
                                            for n in cands[1:]))
 
 
+def merge(out: Path, inputs: list[Path]) -> dict[str, Any]:
+    """One result from several runs of the same views (seeds split between processes with ``--first-seed``):
+    their trainings together, summaries recomputed; complete only if every input is. Writes JSON and table.
+
+    Raises:
+        SystemExit: inputs with other views, candidates, image size or epochs (not one benchmark).
+    """
+    parts = [json.loads(Path(p).read_text()) for p in inputs]
+    base = parts[0]
+    same = ("img_size", "epochs", "batch_size", "folds", "device")
+    for p, part in zip(inputs, parts):
+        if any(part["config"][k] != base["config"][k] for k in same) or part["views"] != base["views"] \
+                or list(part["candidates"]) != list(base["candidates"]):
+            raise SystemExit(f"merge: {p} is not the same benchmark as {inputs[0]} ({', '.join(same)}, views, "
+                             f"candidates must match)")
+    runs = {(r["view"], r["candidate"], r["seed"]): r for part in parts for r in part["runs"]}
+    seeds = sorted({r["seed"] for r in runs.values()})
+    views, cands = [v["name"] for v in base["views"]], list(base["candidates"])
+    summary = summarize(list(runs.values()), views, cands)
+    result = {**base, "complete": all(part["complete"] for part in parts),
+              "config": {**base["config"], "seeds": len(seeds), "first_seed": seeds[0], "merged_from": [
+                  str(p) for p in inputs]},
+              "runs": sorted(runs.values(), key=lambda r: (r["view"], r["candidate"], r["seed"])),
+              "summary": summary, "verdict": verdict(summary, views),
+              "seconds": max(part["seconds"] for part in parts)}
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(result, out.with_suffix(".md"))
+    return result
+
+
 # -- main --------------------------------------------------------------------------------------------------
 
 def main(args: argparse.Namespace) -> int:
@@ -345,3 +375,10 @@ def main(args: argparse.Namespace) -> int:
     print_table(result)
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    # python bench/real_photos_views.py merge OUT.json IN.json [IN.json ...]
+    if len(sys.argv) < 4 or sys.argv[1] != "merge":
+        raise SystemExit("usage: python bench/real_photos_views.py merge OUT.json IN.json [IN.json ...]")
+    print_table(merge(Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]]))

@@ -71,3 +71,32 @@ def test_views_run_end_to_end_on_generated_images_and_write_json_and_markdown(tm
     md = out.with_suffix(".md").read_text()
     assert "| fold1of2 |" in md and "overall margin" in md and "**Partial**" not in md
     assert "fold2of2" in capsys.readouterr().out
+
+
+def _part(seed: int, top1: dict[str, float], complete: bool = True) -> dict:
+    views = [{"name": "a", "train": 10, "held_out": 5}]
+    runs = [{"view": "a", "candidate": c, "seed": seed, "top1": t} for c, t in top1.items()]
+    return {"complete": complete, "config": {"img_size": 48, "epochs": 5, "batch_size": 32, "folds": 3,
+                                             "device": "cpu", "seeds": 1, "first_seed": seed, "views": "a", "jobs": 1},
+            "grouping": {"photos": 15, "groups": 12, "singletons": 10, "largest": [{"size": 3}]},
+            "candidates": {PLAIN: {"options": None, "why": "ref"}, "default": {"options": {}, "why": "d"}},
+            "views": views, "runs": runs, "seconds": 10.0 * (seed + 1)}
+
+
+def test_merge_joins_seeds_run_in_two_processes_and_recomputes_the_margins(tmp_path):
+    from bench.real_photos_views import merge
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_part(0, {PLAIN: 0.80, "default": 0.84})))
+    b.write_text(json.dumps(_part(2, {PLAIN: 0.82, "default": 0.80}, complete=False)))
+    result = merge(tmp_path / "m.json", [a, b])
+    assert result["config"]["seeds"] == 2 and result["config"]["first_seed"] == 0
+    assert len(result["runs"]) == 4 and result["complete"] is False   # one input was cut short
+    assert result["summary"]["per_view"]["a"]["default"]["margin_points"] == pytest.approx(1.0)
+    assert json.loads((tmp_path / "m.json").read_text())["summary"] == result["summary"]
+    assert "**Partial**" in (tmp_path / "m.md").read_text()
+    other = _part(1, {PLAIN: 0.8, "default": 0.8})
+    other["config"]["epochs"] = 6
+    b.write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="not the same benchmark"):
+        merge(tmp_path / "m.json", [a, b])
