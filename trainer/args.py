@@ -9,12 +9,14 @@ from typing import Sequence
 import yaml
 
 from edge.errors import ConfigError
-from trainer.presets import CROPS, DEFAULT, OPTIMIZERS, RECIPE_OPTIONS, RECIPES, SEED, STEMS, apply_recipe
+from trainer.presets import (
+    AUTO_KEYS_ATTR, CROPS, DEFAULT, OPTIMIZERS, RECIPE_OPTIONS, RECIPES, SEED, STEMS, apply_recipe,
+)
 
 logger = logging.getLogger(__name__)
 
 # Keys in args.yaml that describe the run rather than configure a new one.
-_NOT_SAVED = ("config", "debug_digest", "verbose")
+_NOT_SAVED = ("config", "debug_digest", "verbose", AUTO_KEYS_ATTR, "recipe_auto")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -27,7 +29,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--val", help="separate validation folder or CSV")
     p.add_argument("--val-split", type=float, default=0.2,
                    help="fraction of each class held out when there is no validation set (default 0.2)")
-    p.add_argument("--recipe", default="default", choices=tuple(RECIPES),
+    p.add_argument("--recipe", default="default", choices=("auto", *RECIPES),
                    help="preset of every option marked [recipe] that the command line (or --config) does not "
                         "give: default (chosen by measurement on real photos, bench/real_photos.py: resnet18, "
                         "SGD, no dropout, no stem max-pool up to 128 px, random resized crop, label smoothing, "

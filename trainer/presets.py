@@ -43,6 +43,15 @@ RECIPES: dict[str, dict[str, Any]] = {"default": DEFAULT, "seed": SEED}
 #: The options a preset supplies.
 RECIPE_OPTIONS = tuple(SEED)
 
+#: ``--recipe auto``: the rules :func:`trainer.auto_recipe.choose` reads, first match wins: (preset, at most this
+#: many training photos, at most this median share of near-white background, why). The last always applies.
+AUTO_RULE: tuple[tuple[str, float, float, str], ...] = (
+    ("default", float("inf"), 1.0, "{photos} training photos, median photo {background:.0%} near-white"),
+)
+#: Where :func:`apply_recipe` notes, for ``--recipe auto``, the options it filled provisionally from ``default``
+#: (:func:`trainer.auto_recipe.apply_auto` replaces exactly those once the photos are measured).
+AUTO_KEYS_ATTR = "auto_recipe_keys"
+
 
 def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
     """Fill every recipe option that is ``None`` from the preset ``args.recipe`` (given options win).
@@ -51,14 +60,16 @@ def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
         ConfigError: an unknown preset, optimizer or crop; the message names the option.
     """
     name = getattr(args, "recipe", None) or "default"
-    if name not in RECIPES:
-        raise ConfigError(f"--recipe {name}: unknown preset (known: {', '.join(RECIPES)})")
+    if name not in RECIPES and name != "auto":
+        raise ConfigError(f"--recipe {name}: unknown preset (known: auto, {', '.join(RECIPES)})")
     args.recipe = name
     supplied = []
-    for key, value in RECIPES[name].items():
+    for key, value in RECIPES["default" if name == "auto" else name].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
             supplied.append(key)
+    if name == "auto":
+        setattr(args, AUTO_KEYS_ATTR, supplied)   # provisional: the photos decide (trainer.auto_recipe)
     if "warmup_epochs" in supplied and isinstance(args.epochs, (int, float)) and args.epochs > 0:
         # A preset's warm-up must not make a short run (--epochs 1) invalid: at most half the run.
         args.warmup_epochs = min(args.warmup_epochs, args.epochs / 2)
