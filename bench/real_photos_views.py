@@ -172,7 +172,8 @@ def _run_gemsight(task: dict[str, Any]) -> dict[str, Any]:
     try:
         run = train(data=task["train_csv"], val=task["val_csv"], out=str(out), weights="none",
                     img_size=task["img_size"], epochs=task["epochs"], batch_size=task["batch_size"], seed=task["seed"],
-                    device=task["device"], cache_images="on", workers=0, misses=0, **task["overrides"])
+                    device=task["device"], cache_images="on", workers=0, misses=0,
+                    **{"recipe": "default", **task["overrides"]})
         report = json.loads((run / "report.json").read_text())
         with open(run / "metrics.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
