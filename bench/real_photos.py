@@ -22,7 +22,7 @@ and the validation photos it gets wrong, by path).
 ``--views all`` scores a fixed list of candidate recipes on k folds (whole photo sets per fold) and on
 300- and 600-photo subsets instead, each beside the plain loop (:mod:`bench.real_photos_views`):
 
-    OMP_NUM_THREADS=1 python bench/real_photos.py --views all --seeds 3 --img-size 48 --epochs 8 --jobs 2
+    OMP_NUM_THREADS=1 python bench/real_photos.py --views all --seeds 3 --img-size 48 --epochs 5 --jobs 2
     python bench/real_photos.py --views all --seeds 3 --device cuda --img-size 224 --epochs 100 --jobs 1
 """
 from __future__ import annotations

@@ -191,7 +191,8 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def summarize(runs: list[dict[str, Any]], views: list[str], candidates: list[str]) -> dict[str, Any]:
-    """Per view and candidate: top-1 mean ± sd over seeds and the margin over the plain loop (points); per
+    """Per view and candidate: top-1 mean ± sd over seeds and the margin over the plain loop (points, over the
+    seeds both ran); per
     candidate: the mean of its margins over the views that have both, the worst view, and where it loses."""
     per_view: dict[str, dict[str, Any]] = {}
     for view in views:
@@ -200,10 +201,14 @@ def summarize(runs: list[dict[str, Any]], views: list[str], candidates: list[str
             vals = [r["top1"] for r in runs if r["view"] == view and r["candidate"] == cand]
             if vals:
                 row[cand] = _stats(vals)
-        plain = row.get(PLAIN)
+        # The margin pairs seeds: of a run cut short, only the seeds both the candidate and the loop finished.
+        plain = {r["seed"]: r["top1"] for r in runs if r["view"] == view and r["candidate"] == PLAIN}
         for cand, s in row.items():
-            if plain and cand != PLAIN:
-                s["margin_points"] = round((s["mean"] - plain["mean"]) * 100, 2)
+            mine = {r["seed"]: r["top1"] for r in runs if r["view"] == view and r["candidate"] == cand}
+            paired = sorted(set(mine) & set(plain))
+            if cand != PLAIN and paired:
+                s["margin_points"] = round(statistics.fmean(mine[k] - plain[k] for k in paired) * 100, 2)
+                s["margin_seeds"] = paired
         per_view[view] = row
     overall = {}
     for cand in candidates:
@@ -233,8 +238,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
              ("**Partial**: " if not result["complete"] else "") +
              f"{c['img_size']} px, {c['epochs']} epochs, batch {c['batch_size']}, seeds {c['seeds']}, {c['device']}, "
              f"1 torch thread per training, {c['jobs']} at once; ResNet-18 from scratch for every candidate. "
-             "Top-1 of the best epoch on the view's held-out photos, mean ± sd over seeds; in brackets the margin "
-             "over the plain loop in points.", "",
+             "Top-1 of the best epoch on the view's held-out photos, mean ± sd over seeds (n: seeds finished, where "
+             "fewer than asked); in brackets the margin over the plain loop in points, over the seeds both finished.",
+             "",
              f"Photos: {result['grouping']['photos']} in {result['grouping']['groups']} photo sets "
              f"({result['grouping']['singletons']} single photos; largest sets: "
              + ", ".join(str(g["size"]) for g in result["grouping"]["largest"]) + ").", "",

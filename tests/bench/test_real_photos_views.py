@@ -27,6 +27,14 @@ def test_margins_are_per_view_against_the_plain_loop_and_the_overall_margin_is_t
     assert verdict(summary, ["a", "b"])["default"] == {"all_views": True, "no_view_lost": False, "meets_bar": False}
 
 
+def test_the_margin_of_a_run_cut_short_pairs_the_seeds_both_finished():
+    runs = (_runs("a", PLAIN, [0.80]) + _runs("a", "default", [0.82, 0.50]))   # the loop's seed 1 never ran
+    summary = summarize(runs, ["a"], [PLAIN, "default"])
+    d = summary["per_view"]["a"]["default"]
+    assert d["mean"] == pytest.approx(0.66) and d["n"] == 2
+    assert d["margin_points"] == pytest.approx(2.0) and d["margin_seeds"] == [0]
+
+
 def test_the_bar_needs_every_view_scored_no_view_lost_and_the_overall_margin():
     runs = _runs("a", PLAIN, [0.80]) + _runs("a", "default", [0.80 + BAR_POINTS / 100 + 0.001])
     summary = summarize(runs, ["a"], [PLAIN, "default"])
