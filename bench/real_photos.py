@@ -18,6 +18,12 @@ and the validation photos it gets wrong, by path).
     python bench/real_photos.py --seeds 3                                   # CPU budget (64 px, 20 epochs)
     python bench/real_photos.py --device cuda --img-size 224 --epochs 100   # full size
     python bench/real_photos.py --seeds 1 --epochs 10 --no-int8 --set ema=0.99 --out bench/results/x.json
+
+``--views all`` scores a fixed list of candidate recipes on k folds (whole photo sets per fold) and on
+300- and 600-photo subsets instead, each beside the plain loop (:mod:`bench.real_photos_views`):
+
+    OMP_NUM_THREADS=1 python bench/real_photos.py --views all --seeds 3 --img-size 48 --epochs 5 --jobs 2
+    python bench/real_photos.py --views all --seeds 3 --device cuda --img-size 224 --epochs 100 --jobs 1
 """
 from __future__ import annotations
 
@@ -79,7 +85,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="data-loading processes of both (default: the "
                                                                "trainer's choice)")
     p.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder, removed)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "real_photos.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help="JSON written (default bench/results/real_photos.json; with --views real_photos_views.json)")
+    views = p.add_argument_group("views (issue 33: a recipe chosen so that it generalises)")
+    views.add_argument("--views", help="all, folds, subsets or a comma list of views: score the candidates on "
+                                       "them (bench/real_photos_views.py) instead of train/ against val/")
+    views.add_argument("--candidates", help="--views: a comma list of the candidates (default all of them)")
+    views.add_argument("--folds", type=int, default=3, help="--views: k of the k-fold views (default 3)")
+    views.add_argument("--jobs", type=int, default=1, help="--views: trainings at once, 1 torch thread each")
     return p
 
 
@@ -384,6 +397,11 @@ def missed_by_both(gemsight: list[dict[str, Any]], reference: list[dict[str, Any
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
+    if args.views:
+        from bench.real_photos_views import main as views_main  # noqa: PLC0415 - only the views need it
+
+        return views_main(args)
+    args.out = args.out or ROOT / "bench" / "results" / "real_photos.json"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     unknown = [r for r in recipes if r not in RECIPES]

@@ -9,12 +9,14 @@ from typing import Sequence
 import yaml
 
 from edge.errors import ConfigError
-from trainer.presets import CROPS, DEFAULT, OPTIMIZERS, RECIPE_OPTIONS, RECIPES, SEED, STEMS, apply_recipe
+from trainer.presets import (
+    AUTO_KEYS_ATTR, CROPS, DEFAULT, OPTIMIZERS, RECIPE_OPTIONS, RECIPES, SEED, STEMS, apply_recipe,
+)
 
 logger = logging.getLogger(__name__)
 
 # Keys in args.yaml that describe the run rather than configure a new one.
-_NOT_SAVED = ("config", "debug_digest", "verbose")
+_NOT_SAVED = ("config", "debug_digest", "verbose", AUTO_KEYS_ATTR, "recipe_auto")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -27,13 +29,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--val", help="separate validation folder or CSV")
     p.add_argument("--val-split", type=float, default=0.2,
                    help="fraction of each class held out when there is no validation set (default 0.2)")
-    p.add_argument("--recipe", default="default", choices=tuple(RECIPES),
+    p.add_argument("--recipe", default="auto", choices=("auto", *RECIPES),
                    help="preset of every option marked [recipe] that the command line (or --config) does not "
-                        "give: default (chosen by measurement on real photos, bench/real_photos.py: resnet18, "
-                        "SGD, no dropout, no stem max-pool up to 128 px, random resized crop, label smoothing, "
-                        "warm-up, weight average) or seed "
-                        "(the original recipe: resnet50, SGD lr 0.01, dropout 0.5, flip/brightness/contrast/"
-                        "padded crop). Default: default")
+                        "give: default (chosen by measurement on real product photos, bench/real_photos.py: "
+                        "resnet18, SGD, no dropout, no stem max-pool up to 128 px, random resized crop, label "
+                        "smoothing, warm-up, weight average), scene (the default with torchvision's stem and the "
+                        "padded crop, for pieces worn in scenes rather than alone on white), auto (scene when the "
+                        "median training photo is at most 50%% near-white background, default otherwise; the log "
+                        "and report.json say which and why) or seed (the original recipe: resnet50, SGD lr 0.01, "
+                        "dropout 0.5, flip/brightness/contrast/padded crop). Default: auto")
     p.add_argument("--arch", help="[recipe] torchvision classifier name")
     p.add_argument("--stem", choices=STEMS,
                    help="[recipe] the first layers of a ResNet: standard (torchvision's: a stride-2 convolution "

@@ -26,6 +26,7 @@ from edge.manifest import InputSpec, Manifest
 
 from trainer import finetune, misses as misses_mod, report as reports
 from trainer.args import get_args_parser, parse_args, resolve_args, save_args
+from trainer.auto_recipe import apply_auto
 from trainer.checkpoint import capture_rng, load_checkpoint, model_from_checkpoint, restore_rng, save_checkpoint
 from trainer.data import DatasetSplit, class_weights, load_dataset
 from trainer.distributed import DistInfo, average_buffers, barrier, broadcast_object, cleanup, init_distributed
@@ -155,6 +156,7 @@ def _prepare_data(args: argparse.Namespace, info: DistInfo, ckpt: dict[str, Any]
                   init: dict[str, Any] | None = None) -> _Data:
     """Scan the data, check it against a resumed run, weigh the classes and build the loaders."""
     split = _load_split(args, info, init)
+    args.recipe_auto = apply_auto(args, [p for p, _ in split.train])   # --recipe auto: the photos pick the preset
     if ckpt is not None and tuple(ckpt["classes"]) != split.classes:
         raise DataError(f"--resume {args.resume}: that run had classes {list(ckpt['classes'])}, "
                         f"{args.data} has {list(split.classes)}")
@@ -305,7 +307,9 @@ def _finish(args, out: Path, split: DatasetSplit, weights: list[float], history:
               "train_counts": dict(zip(split.classes, split.counts("train"))),
               "val_counts": dict(zip(split.classes, split.counts("val"))),
               "skipped": split.skipped, "dataset_digest": split.digest, "export": export,
-              "train_seconds": round(seconds, 1)} | _fine_tuned(args, split)
+              "train_seconds": round(seconds, 1),
+              **({"recipe_auto": args.recipe_auto} if getattr(args, "recipe_auto", None) else {})} \
+        | _fine_tuned(args, split)
     report["missed"] = int(ev["confusion"].sum() - ev["confusion"].trace())
     report["misses"] = _misses(args, split, model.to(device), loader, base.input, device, out / "misses.png", report)
     reports.write_json(report, out / "report.json")

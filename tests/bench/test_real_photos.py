@@ -45,7 +45,7 @@ def test_real_photos_bench_runs_end_to_end_and_writes_its_json(tmp_path, capsys,
         off_diagonal = sum(map(sum, run["confusion"])) - sum(run["confusion"][i][i] for i in range(3))
         assert len(run["missed"]) == len(set(run["missed"])) == off_diagonal > 0
         assert all((data / path).is_file() and path.startswith("val/") for path in run["missed"])
-    assert result["recipes"]["gemsight"]["runs"][0]["recipe"]["recipe"] == "default"
+    assert result["recipes"]["gemsight"]["runs"][0]["recipe"]["recipe"] == "auto"   # the trainer's default
     targets = result["int8"]["summary"]
     assert {"onnxruntime", "tensorrt", "fpga"} <= set(targets)
     assert all(0.0 <= t["agreement"]["mean"] <= 100.0 for t in targets.values())

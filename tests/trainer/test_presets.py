@@ -114,6 +114,9 @@ def test_zoom_out_shrinks_the_piece_onto_its_background_colour_half_the_time():
 
 def test_presets_fill_what_the_command_line_leaves_out():
     args = resolve_args(parse_args(["--data", "d", "--out", "o"]))
+    # auto (issue 33): default's options until the photos are measured (tests/trainer/test_auto_recipe.py)
+    assert args.recipe == "auto" and {k: getattr(args, k) for k in RECIPE_OPTIONS} == DEFAULT
+    args = resolve_args(parse_args(["--data", "d", "--out", "o", "--recipe", "default"]))
     assert args.recipe == "default" and {k: getattr(args, k) for k in RECIPE_OPTIONS} == DEFAULT
     seed = resolve_args(parse_args(["--data", "d", "--out", "o", "--recipe", "seed", "--dropout", "0.1"]))
     assert seed.dropout == 0.1  # the command line wins
