@@ -5,7 +5,9 @@ from __future__ import annotations
 from kiosk.config import parse_config
 from kiosk.words import model_words
 
-from .feeds import MODEL, config_dict, heartbeat, labels
+from tests.helpers import MODEL, labels_message as labels
+
+from .feeds import config_dict, heartbeat
 
 FULL = {"r0c0": "ring", "r0c1": "ring", "r1c0": "watch", "r1c1": "brooch"}
 
