@@ -25,7 +25,7 @@ demo: $(STAMP)
 # (or finds it cached) instead of starting it once everything else is ready.
 test: $(STAMP)
 	@mkdir -p .cache/test-model
-	@$(PY) -m tests.synthetic_model > .cache/test-model/prebuild.log 2>&1 &
+	@$(PY) -m tests.synthetic_model > .cache/test-model/prebuild.log 2>&1 & echo $$! > .cache/test-model/prebuild.pid
 	$(MAKE) --no-print-directory lint browser chain-services
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -79,10 +79,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """A build that no test waited for (a failed or interrupted run) is stopped, not left behind."""
+    """A build that no test waited for (a failed or interrupted run) is stopped, not left behind: ours, and the
+    one ``make test`` started before pytest (its pid in ``prebuild.pid``)."""
+    from tests import synthetic_model
+
     if _BUILD is not None and _BUILD.poll() is None:
         _BUILD.terminate()
         _BUILD.wait()
+    synthetic_model.stop_prebuild()
 
 
 @pytest.fixture(scope="session")

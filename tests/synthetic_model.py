@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -201,6 +202,23 @@ def start_build(nice: int = NICE) -> subprocess.Popen:
                                 preexec_fn=lambda: os.nice(nice))
 
 
+def stop_prebuild() -> None:
+    """Stop the build ``make test`` started before pytest (``prebuild.pid``) if it still runs: pytest has ended,
+    so no test waits for it (a collection error, an interrupted run, a subset of the tests)."""
+    pid_file = CACHE / "prebuild.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        pid_file.unlink()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"tests.synthetic_model" in cmdline:   # not a pid reused by another process since
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+
+
 def wait_for(proc: subprocess.Popen | None) -> Path:
     """The cached model: waits for a background build, or builds here (in a process of its own)."""
     if proc is None:
@@ -217,6 +235,8 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # Stopped (pytest ended without needing it): exit through build_cached's cleanup, no half-built folder left.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     path = build_cached()
     print(f"synthetic test model: {path} {(path / 'timing.json').read_text().strip()}")
     return 0

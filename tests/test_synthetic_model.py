@@ -41,3 +41,24 @@ def test_the_record_lists_the_repository_modules_imported_and_nothing_made_up():
     assert "tests/synthetic_model.py" in sources and "edge/contracts.py" in sources
     assert all((synthetic_model.ROOT / rel).is_file() for rel in sources)
     assert not any(rel.startswith(".venv/") for rel in sources)
+
+
+def test_stop_prebuild_stops_the_build_make_started_and_nothing_else(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(synthetic_model, "CACHE", tmp_path)
+    build = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "tests.synthetic_model"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "prebuild.pid").write_text(f"{other.pid}\n")
+        synthetic_model.stop_prebuild()
+        assert other.poll() is None and not (tmp_path / "prebuild.pid").exists()   # a reused pid is left alone
+        (tmp_path / "prebuild.pid").write_text(f"{build.pid}\n")
+        synthetic_model.stop_prebuild()
+        assert build.wait(timeout=10) == -15
+        synthetic_model.stop_prebuild()   # no file: nothing to do
+    finally:
+        for p in (build, other):
+            p.kill()
+            p.wait()
