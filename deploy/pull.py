@@ -21,9 +21,10 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from deploy.remote import _opts, check_target
 from edge.atomic import write_atomic
@@ -138,38 +139,27 @@ def pull_crops(device: str, target: str, out: str | Path, *, collect_dir: str = 
     out = Path(out)
     where = f"{device} ({target})"
     cmd = build_pull_command(target, collect_dir, port, options, sudo)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".pull-{secrets.token_hex(3)}-", dir=out))
     logger.info("pulling %s:%s into %s", target, collect_dir, out)
-    try:
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+    with _staged(out) as staging, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        try:
+            _receive(proc.stdout, staging, where)
+        except tarfile.TarError as exc:
+            proc.stdout.read()            # whatever is left: ssh then exits with its own status
             try:
-                _receive(proc.stdout, staging, where)
-            except tarfile.TarError as exc:
-                proc.stdout.read()            # whatever is left: ssh then exits with its own status
-                try:
-                    rc = proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    rc = proc.wait()
-                raise BundleError(_failure(where, rc, err, f"the copy broke off ({exc})")) from None
-            except BaseException:
+                rc = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
-                raise
-            rc = proc.wait()
-            if rc != 0:
-                raise BundleError(_failure(where, rc, err))
+                rc = proc.wait()
+            raise BundleError(_failure(where, rc, err, f"the copy broke off ({exc})")) from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        rc = proc.wait()
+        if rc != 0:
+            raise BundleError(_failure(where, rc, err))
         return _merge(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created and not any(out.iterdir()):
-            out.rmdir()
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def copy_collected(collect_dir: str | Path, out: str | Path) -> Pulled:
@@ -182,17 +172,24 @@ def copy_collected(collect_dir: str | Path, out: str | Path) -> Pulled:
     src, out = Path(collect_dir), Path(out)
     if not src.is_dir():
         raise BundleError(f"no collect folder {src} (is collection on? collect.dir in edge.yaml); nothing was copied")
+    with _staged(out) as staging, tempfile.TemporaryFile() as stream:
+        # The same tar stream pull-crops reads from ssh, so the same checks refuse the same members.
+        with tarfile.open(fileobj=stream, mode="w") as tar:
+            tar.add(src, arcname=".")
+        stream.seek(0)
+        _receive(stream, staging, str(src))
+        return _merge(staging, out)
+
+
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A hidden staging folder in ``out`` (made if missing), removed whatever happens; ``out`` itself is removed
+    again if it was made here and nothing was merged into it."""
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".pull-{secrets.token_hex(3)}-", dir=out))
     try:
-        # The same tar stream pull-crops reads from ssh, so the same checks refuse the same members.
-        with tempfile.TemporaryFile() as stream:
-            with tarfile.open(fileobj=stream, mode="w") as tar:
-                tar.add(src, arcname=".")
-            stream.seek(0)
-            _receive(stream, staging, str(src))
-        return _merge(staging, out)
+        yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not any(out.iterdir()):
