@@ -39,7 +39,7 @@ logger = logging.getLogger("store_day_replay")
 
 
 # -- record -----------------------------------------------------------------------------------------------
-def record(video: Path, model: Path, out: Path, work: Path) -> Path:
+def record(video: Path, model: Path, out: Path, work: Path, side: int = 32) -> Path:
     """Play ``video`` through the real edge loop (every frame) and keep what the slot states are decided from."""
     import cv2
 
@@ -55,8 +55,8 @@ def record(video: Path, model: Path, out: Path, work: Path) -> Path:
 
     def recording_update(self, t, ts, image, crops, embeddings, labels):
         times.append((t, ts))
-        # 16 x 16 colour: the tracker's thumbnail of it is its thumbnail of the crop
-        thumbs.append(np.stack([cv2.resize(c, (16, 16), interpolation=cv2.INTER_AREA) for c in crops]))
+        # side x side colour (>= the tracker's own thumbnails): its thumbnails of it are those of the crop
+        thumbs.append(np.stack([cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA) for c in crops]))
         embs.append(np.asarray(embeddings, dtype=np.float16))
         return update(self, t, ts, image, crops, embeddings, labels)
 
@@ -144,10 +144,10 @@ def replay(rec: Path, states: dict[str, Any], policies: dict[str, Any], work: Pa
             check(tr, t)
             if tr.other is not None:
                 after = tracker._window(tr, tr.still_since + tracker.cfg.identity_guard_s, t)
-                cos = float(after[0] @ before[0])
-                diff = float(np.abs(after[1] - before[1]).mean())
+                # the window before the hand that is most like what lies there now
+                cos, diff, ncc = max((tracker._measures(b, after) for b in before), key=lambda m: m[0] - m[1])
                 k = next(k for k, x in enumerate(tracker._tracks) if x is tr)
-                trace.append((t, ("check", k, round(cos, 4), round(diff, 4), tr.other)))
+                trace.append((t, ("check", k, round(cos, 4), round(diff, 4), tr.other, round(ncc, 4))))
         tracker._check_identity = traced
     real_jpeg = slot_states.jpeg
     slot_states.jpeg = lambda c: b""
@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("video", type=Path)
     r.add_argument("--model", type=Path, required=True)
     r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--side", type=int, default=32, help="side of the slot thumbnails kept (pixels)")
     q = sub.add_parser("replay", help="replay recordings with settings; print the scores")
     q.add_argument("recordings", type=Path, nargs="+")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     if args.cmd == "record":
         with tempfile.TemporaryDirectory(prefix="record-") as tmp:
-            record(args.video, args.model, args.out, Path(tmp))
+            record(args.video, args.model, args.out, Path(tmp), args.side)
         return 0
     base = dict(item.partition("=")[::2] for item in args.set)
     axes = [(g.partition("=")[0], g.partition("=")[2].split(",")) for g in args.grid]
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 i = load(rec)[0]["names"].index(slot) if "names" in load(rec)[0] else _names(rec).index(slot)
                 for t, row in trace:
                     if t0 <= t <= t1 and row[0] == "check" and row[1] == i:
-                        print(f"  {rec.name} {slot} t={t:7.1f} CHECK cos={row[2]} look={row[3]} other={row[4]}")
+                        print(f"  {rec.name} {slot} t={t:7.1f} CHECK cos={row[2]} look={row[3]} ncc={row[5]} other={row[4]}")
                     elif t0 <= t <= t1 and row[0] != "check":
                         print(f"  {rec.name} {slot} t={t:7.1f} {row[i][1]:10s} sim={row[i][2]} label={row[i][0]}")
         views = [score_cases([c], grace_s=30.0) for c in cases]

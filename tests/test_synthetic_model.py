@@ -44,12 +44,21 @@ def test_the_record_lists_the_repository_modules_imported_and_nothing_made_up():
 
 
 def test_stop_prebuild_stops_the_build_make_started_and_nothing_else(tmp_path, monkeypatch):
+    import signal
     import subprocess
     import sys
 
     monkeypatch.setattr(synthetic_model, "CACHE", tmp_path)
-    build = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "tests.synthetic_model"])
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    def as_make_starts_it() -> None:
+        # make's shell starts the build with SIGTERM at its default; a child of this pytest inherits what earlier
+        # tests or plugins left on its main thread (an ignored or blocked SIGTERM would hang the wait below).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    build = subprocess.Popen([*sleeper, "tests.synthetic_model"], preexec_fn=as_make_starts_it)
+    other = subprocess.Popen(sleeper, preexec_fn=as_make_starts_it)
     try:
         (tmp_path / "prebuild.pid").write_text(f"{other.pid}\n")
         synthetic_model.stop_prebuild()

@@ -69,8 +69,8 @@ class _Track:
     t: float = 0.0                                 # the last frame's time
     still_since: float | None = None
     recent: deque = field(default_factory=deque)   # embeddings since the slot became still
-    history: deque = field(default_factory=deque)  # (time, embedding, look) of its last still frames
-    before: tuple | None = None                    # (embedding, look) of the present piece when a hand came
+    history: deque = field(default_factory=deque)  # (time, embedding, look, detail) of its last still frames
+    before: tuple | None = None                    # (embedding, look, detail) of the present piece when a hand came
     other: bool | None = None                      # after that hand: another piece (None: not decided yet)
     label: str = ""
     state: SlotState = SlotState.UNENROLLED
@@ -84,6 +84,28 @@ def _look(thumb: np.ndarray) -> np.ndarray:
     one of another colour does not."""
     h, w, c = thumb.shape
     return thumb[: h - h % 2, : w - w % 2].reshape(h // 2, 2, w // 2, 2, c).mean(axis=(1, 3))
+
+
+def _detail(small: np.ndarray) -> np.ndarray:
+    """A 32 x 32 colour thumbnail as its grey, zero mean: the piece's shape and its place in the slot."""
+    grey = small.mean(axis=2)
+    return grey - grey.mean()
+
+
+def _ncc(a: np.ndarray, b: np.ndarray, shift: int) -> float:
+    """The best normalised correlation of two zero-mean grey thumbnails over shifts of up to ``shift`` pixels
+    each way: a piece put back a pixel or two off matches itself."""
+    h, w = a.shape
+    best = -1.0
+    for dy in range(-shift, shift + 1):
+        for dx in range(-shift, shift + 1):
+            x = a[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
+            y = b[max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]
+            x, y = x - x.mean(), y - y.mean()
+            den = float(np.sqrt((x * x).sum() * (y * y).sum()))
+            if den > 1e-9:
+                best = max(best, float((x * y).sum()) / den)
+    return best
 
 
 def _mean(rows) -> np.ndarray:
@@ -120,7 +142,7 @@ class SlotTracker:
             logger.warning("camera %s: %s", camera, self.problem)
         self.enrolment = Enrolment(camera, model_key(manifest), slot_map_digest(slot_configs))
         self.store = EnrolmentStore(state_dir, camera) if state_dir is not None else None
-        self._tracks = [_Track(recent=deque(maxlen=cfg.enrol_frames), history=deque(maxlen=3 * cfg.enrol_frames))
+        self._tracks = [_Track(recent=deque(maxlen=cfg.enrol_frames), history=deque(maxlen=(cfg.before_windows + 2) * cfg.enrol_frames))
                         for _ in self.names]
         self._lock = threading.Lock()
         self._writes: queue.Queue = queue.Queue()
@@ -163,7 +185,9 @@ class SlotTracker:
             self._image, self._t, self._ts = image, t, ts
             auto_enrolled = []
             for i, (name, tr) in enumerate(zip(self.names, self._tracks)):
-                thumb = thumbnail(crops[i])
+                small = thumbnail(crops[i], 32)
+                h2, w2 = small.shape[0] // 2, small.shape[1] // 2
+                thumb = small.reshape(h2, 2, w2, 2, small.shape[2]).mean(axis=(1, 3))   # 16 x 16
                 grey = thumb.mean(axis=2)
                 emb = embeddings[i] if embeddings is not None else None
                 moving = tr.grey is None or (float(np.abs(grey - tr.grey).mean()) > cfg.motion and (
@@ -171,7 +195,7 @@ class SlotTracker:
                 tr.grey, tr.emb, tr.label = grey, emb, labels[i]
                 if moving:
                     if tr.state == SlotState.PRESENT and tr.before is None:
-                        tr.before = self._window(tr, None, t - cfg.identity_guard_s)   # the piece before the hand
+                        tr.before = self._before(tr, t - cfg.identity_guard_s) or None   # the piece before the hand
                     tr.other = None
                     tr.still_since = None
                     tr.recent.clear()
@@ -180,7 +204,7 @@ class SlotTracker:
                         tr.still_since = t
                     if emb is not None:
                         tr.recent.append(emb)
-                        tr.history.append((t, emb, _look(thumb)))
+                        tr.history.append((t, emb, _look(thumb), _detail(small)))
                 still = tr.still_since is not None and t - tr.still_since >= cfg.still_s
                 ref = self.enrolment.slots.get(name) if self.enabled else None
                 if ref is None and self.enabled and cfg.auto_enrol and still and labels[i] != self.empty_label \
@@ -213,11 +237,21 @@ class SlotTracker:
     def _window(self, tr: _Track, start: float | None, end: float) -> tuple | None:
         """Mean embedding and look of the slot's last ``enrol_frames`` still frames from ``start`` to ``end``
         (``None`` with fewer than two)."""
-        rows = [(e, k) for ts, e, k in tr.history if ts <= end and (start is None or ts >= start)]
+        rows = [r[1:] for r in tr.history if r[0] <= end and (start is None or r[0] >= start)]
         rows = rows[-self.cfg.enrol_frames:]
         if len(rows) < 2:
             return None
-        return _mean(r[0] for r in rows), _mean(r[1] for r in rows)
+        return _mean(r[0] for r in rows), _mean(r[1] for r in rows), _mean(r[2] for r in rows)
+
+    def _before(self, tr: _Track, end: float) -> list[tuple]:
+        """The slot's still frames up to ``end`` as consecutive windows of ``enrol_frames``, latest first (up to
+        ``before_windows``; a last short one of two or more frames counts)."""
+        rows = [r[1:] for r in tr.history if r[0] <= end]
+        n, out = self.cfg.enrol_frames, []
+        while len(rows) >= 2 and len(out) < self.cfg.before_windows:
+            chunk, rows = rows[-n:], rows[:-n]
+            out.append((_mean(r[0] for r in chunk), _mean(r[1] for r in chunk), _mean(r[2] for r in chunk)))
+        return out
 
     def _check_identity(self, tr: _Track, t: float) -> None:
         """After a hand, is the piece in the slot the one that lay there before? Its mean embedding over
@@ -231,14 +265,24 @@ class SlotTracker:
         after = self._window(tr, settled, t)
         if after is None or len(tr.recent) < min(self.cfg.enrol_frames, len(tr.history)):
             return
-        if sum(1 for ts, _, _ in tr.history if ts >= settled) < self.cfg.enrol_frames:
+        if sum(1 for r in tr.history if r[0] >= settled) < self.cfg.enrol_frames:
             return
-        (emb, look), (emb_after, look_after) = tr.before, after
-        cos = float(emb_after @ emb)
-        diff = float(np.abs(look_after - look).mean())
-        tr.other = cos < self.cfg.identity_cos or (self.cfg.identity > 0 and diff > self.cfg.identity)
+        # Another piece only when what lies there now differs from every window before the hand: a shadow or
+        # a sleeve that came ahead of the hand, unseen as motion, spoils only the last of them.
+        tr.other = all(self._other(before, after) for before in tr.before)
         if not tr.other:
             tr.before = None
+
+    def _measures(self, before: tuple, after: tuple) -> tuple[float, float, float]:
+        """(embedding cosine, colour look difference, detail correlation) of two windows."""
+        (emb, look, detail), (emb_a, look_a, detail_a) = before, after
+        ncc = _ncc(detail, detail_a, self.cfg.identity_shift) if self.cfg.identity_detail > 0 else 1.0
+        return float(emb_a @ emb), float(np.abs(look_a - look).mean()), ncc
+
+    def _other(self, before: tuple, after: tuple) -> bool:
+        cos, diff, ncc = self._measures(before, after)
+        return cos < self.cfg.identity_cos or (self.cfg.identity > 0 and diff > self.cfg.identity) \
+            or ncc < self.cfg.identity_detail
 
     def _follow(self, ref: Any, emb: np.ndarray | None, dt: float) -> None:
         """The reference follows slow changes of the piece it already matches (the day's light moving over
