@@ -267,3 +267,20 @@ def test_a_passing_shadow_after_a_hand_does_not_latch_changed_while_the_check_ru
     assert case.step(emb=(shadow, PIECE_A), image=frame(seed=1), n=10)[0] == "changed"
     final = case.step(image=frame(seed=1), n=10)[0]                    # the shadow has gone; nothing moved
     assert final == ("present" if recheck else "changed")
+
+
+@pytest.mark.parametrize("windows", [3, 1])
+def test_a_shadow_ahead_of_the_hand_unseen_as_motion_does_not_make_the_piece_another(tmp_path, windows):
+    """A shadow creeps over the slot before the hand (too slow to be motion) and outlasts the guard: the last
+    window before the hand is the shadow's. The same piece after the hand is compared with every window
+    before it (``before_windows``), so it is present; compared with the last one alone it read as another."""
+    cfg = StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2, identity=0, identity_cos=0.98,
+                       before_windows=windows)
+    shadow = unit(PIECE_A + 0.5 * TRAY)
+    assert float(shadow @ PIECE_A) < 0.98
+    case = Case(tmp_path, cfg)
+    case.step(n=16, image=frame(seed=1))
+    assert case.step(emb=(shadow, PIECE_A), image=frame(seed=1), n=6)[0] == "present"   # no motion: pixels alike
+    case.step(emb=(TRAY, PIECE_A), image=frame(seed=1, hand_on=0))
+    final = case.step(image=frame(seed=1), n=12)[0]                      # the hand has gone; nothing moved
+    assert final == ("present" if windows > 1 else "changed")
