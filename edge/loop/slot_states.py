@@ -142,7 +142,8 @@ class SlotTracker:
             logger.warning("camera %s: %s", camera, self.problem)
         self.enrolment = Enrolment(camera, model_key(manifest), slot_map_digest(slot_configs))
         self.store = EnrolmentStore(state_dir, camera) if state_dir is not None else None
-        self._tracks = [_Track(recent=deque(maxlen=cfg.enrol_frames), history=deque(maxlen=(cfg.before_windows + 2) * cfg.enrol_frames))
+        history = (cfg.before_windows + 2) * cfg.enrol_frames
+        self._tracks = [_Track(recent=deque(maxlen=cfg.enrol_frames), history=deque(maxlen=history))
                         for _ in self.names]
         self._lock = threading.Lock()
         self._writes: queue.Queue = queue.Queue()
