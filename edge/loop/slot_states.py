@@ -39,6 +39,7 @@ from edge.config.states import StatesConfig
 from edge.errors import DataError
 from edge.loop.enrolment import (Enrolment, EnrolmentError, EnrolmentStore, jpeg, make_reference, model_key,
                             slot_map_digest, thumbnail)
+from edge.loop.identity import detail_of, look_of, ncc, window_of
 
 logger = logging.getLogger(__name__)
 
@@ -77,40 +78,6 @@ class _Track:
     pending: SlotState | None = None
     pending_n: int = 0
     similarity: float | None = None
-
-
-def _look(thumb: np.ndarray) -> np.ndarray:
-    """A 16 x 16 colour thumbnail as 8 x 8 block means: a piece put back a few pixels off looks the same,
-    one of another colour does not."""
-    h, w, c = thumb.shape
-    return thumb[: h - h % 2, : w - w % 2].reshape(h // 2, 2, w // 2, 2, c).mean(axis=(1, 3))
-
-
-def _detail(small: np.ndarray) -> np.ndarray:
-    """A 32 x 32 colour thumbnail as its grey, zero mean: the piece's shape and its place in the slot."""
-    grey = small.mean(axis=2)
-    return grey - grey.mean()
-
-
-def _ncc(a: np.ndarray, b: np.ndarray, shift: int) -> float:
-    """The best normalised correlation of two zero-mean grey thumbnails over shifts of up to ``shift`` pixels
-    each way: a piece put back a pixel or two off matches itself."""
-    h, w = a.shape
-    best = -1.0
-    for dy in range(-shift, shift + 1):
-        for dx in range(-shift, shift + 1):
-            x = a[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
-            y = b[max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]
-            x, y = x - x.mean(), y - y.mean()
-            den = float(np.sqrt((x * x).sum() * (y * y).sum()))
-            if den > 1e-9:
-                best = max(best, float((x * y).sum()) / den)
-    return best
-
-
-def _mean(rows) -> np.ndarray:
-    m = np.mean(np.stack(list(rows)), axis=0)
-    return m / max(float(np.linalg.norm(m)), 1e-12) if m.ndim == 1 else m
 
 
 class SlotTracker:
@@ -205,7 +172,7 @@ class SlotTracker:
                         tr.still_since = t
                     if emb is not None:
                         tr.recent.append(emb)
-                        tr.history.append((t, emb, _look(thumb), _detail(small)))
+                        tr.history.append((t, emb, look_of(thumb), detail_of(small)))
                 still = tr.still_since is not None and t - tr.still_since >= cfg.still_s
                 ref = self.enrolment.slots.get(name) if self.enabled else None
                 if ref is None and self.enabled and cfg.auto_enrol and still and labels[i] != self.empty_label \
@@ -238,20 +205,17 @@ class SlotTracker:
     def _window(self, tr: _Track, start: float | None, end: float) -> tuple | None:
         """Mean embedding and look of the slot's last ``enrol_frames`` still frames from ``start`` to ``end``
         (``None`` with fewer than two)."""
-        rows = [r[1:] for r in tr.history if r[0] <= end and (start is None or r[0] >= start)]
-        rows = rows[-self.cfg.enrol_frames:]
-        if len(rows) < 2:
-            return None
-        return _mean(r[0] for r in rows), _mean(r[1] for r in rows), _mean(r[2] for r in rows)
+        rows = [r for r in tr.history if r[0] <= end and (start is None or r[0] >= start)]
+        return window_of(rows[-self.cfg.enrol_frames:]) if len(rows) >= 2 else None
 
     def _before(self, tr: _Track, end: float) -> list[tuple]:
         """The slot's still frames up to ``end`` as consecutive windows of ``enrol_frames``, latest first (up to
         ``before_windows``; a last short one of two or more frames counts)."""
-        rows = [r[1:] for r in tr.history if r[0] <= end]
+        rows = [r for r in tr.history if r[0] <= end]
         n, out = self.cfg.enrol_frames, []
         while len(rows) >= 2 and len(out) < self.cfg.before_windows:
-            chunk, rows = rows[-n:], rows[:-n]
-            out.append((_mean(r[0] for r in chunk), _mean(r[1] for r in chunk), _mean(r[2] for r in chunk)))
+            out.append(window_of(rows[-n:]))
+            rows = rows[:-n]
         return out
 
     def _check_identity(self, tr: _Track, t: float) -> None:
@@ -270,15 +234,27 @@ class SlotTracker:
             return
         # Another piece only when what lies there now differs from every window before the hand: a shadow or
         # a sleeve that came ahead of the hand, unseen as motion, spoils only the last of them.
-        tr.other = all(self._other(before, after) for before in tr.before)
+        other = all(self._other(before, after) for before in tr.before)
+        if other and self.cfg.identity_settle:
+            # ... and only once it has settled: the window before this one (after the hand too) is the same
+            # piece. Glare drifting over the slot, too slow to be motion, changes from window to window; until
+            # it has passed nothing is decided.
+            rows = [r for r in tr.history if r[0] >= settled]
+            n = self.cfg.enrol_frames
+            if len(rows) < 2 * n:
+                return
+            if self._other(window_of(rows[-2 * n:-n]), after):
+                tr.other = None
+                return
+        tr.other = other
         if not tr.other:
             tr.before = None
 
     def _measures(self, before: tuple, after: tuple) -> tuple[float, float, float]:
         """(embedding cosine, colour look difference, detail correlation) of two windows."""
         (emb, look, detail), (emb_a, look_a, detail_a) = before, after
-        ncc = _ncc(detail, detail_a, self.cfg.identity_shift) if self.cfg.identity_detail > 0 else 1.0
-        return float(emb_a @ emb), float(np.abs(look_a - look).mean()), ncc
+        corr = ncc(detail, detail_a, self.cfg.identity_shift) if self.cfg.identity_detail > 0 else 1.0
+        return float(emb_a @ emb), float(np.abs(look_a - look).mean()), corr
 
     def _other(self, before: tuple, after: tuple) -> bool:
         cos, diff, ncc = self._measures(before, after)
