@@ -10,8 +10,8 @@ planogram expects a piece:
   while it stays occluded, empty or changed) and reads ``empty``; an incident once
   ``now - away >= empty_grace_s`` (0 outside store hours or in a smash alarm). A lift-and-return
   within the grace never opens anything.
-* **swapped**: ``changed`` for ``swap_confirm_s`` (``occluded`` meanwhile does not break the count, any
-  other state does); resolved when the slot is ``present`` again or re-enrolled. An open missing
+* **swapped**: ``changed`` for ``swap_confirm_s`` from its first ``changed`` (``occluded`` meanwhile does not
+  break the count, any other state does; a long hand before it does not count); resolved when the slot is ``present`` again or re-enrolled. An open missing
   incident stays missing when another piece is put in the slot (a restock): enrolling the slot ends it.
 * **smash**: more than ``burst_slots`` slots of one case went from ``present`` to ``empty`` with away
   times within ``burst_window_s``: an immediate case incident. A hand pass (``occluded``, then
@@ -97,8 +97,8 @@ class StatesMixin:
             sv.away_since, sv.away_from_present = None, False
         if state not in ("changed", "occluded"):   # a hand over a changed slot decides nothing: the count goes on
             sv.changed_since = None
-        elif sv.changed_since is None:
-            sv.changed_since = now
+        elif state == "changed" and sv.changed_since is None:
+            sv.changed_since = now                 # ... but only `changed` starts it: never a long hand's time
         sv.cond, sv.hint = state_condition(self.planogram.get(key), state, sv.label, self.policies.category_incidents)
         if sv.cond == Cond.MISSING:
             since = sv.away_since

@@ -107,6 +107,20 @@ def test_swapped_once_changed_for_swap_confirm_s(tmp_path):
     assert ("resolved", "swapped", "r0c1") in d.events
 
 
+def test_the_swap_count_starts_at_the_first_changed_never_at_the_hand_before_it(tmp_path):
+    """A slot occluded for 20 s (a hand, glare drifting over it) that then reads ``changed`` for a moment has
+    not been changed for ``swap_confirm_s``: nothing opens until it has."""
+    d = Day(engine(tmp_path, swap_confirm_s=3))
+    d.at(0)
+    for t in range(1, 21):
+        d.at(t, {"r0c1": "occluded"})
+    d.at(21, {"r0c1": "changed"})
+    d.at(23, {"r0c1": "changed"})
+    assert d.opened() == []
+    d.at(24, {"r0c1": "changed"})
+    assert d.opened() == [("swapped", "r0c1")]
+
+
 def test_swapped_resolves_when_the_slot_is_re_enrolled(tmp_path):
     d = Day(engine(tmp_path, swap_confirm_s=0))
     d.at(0)
