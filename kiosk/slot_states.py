@@ -11,8 +11,9 @@ planogram expects a piece:
   ``now - away >= empty_grace_s`` (0 outside store hours or in a smash alarm). A lift-and-return
   within the grace never opens anything.
 * **swapped**: ``changed`` for ``swap_confirm_s`` from its first ``changed`` (``occluded`` meanwhile does not
-  break the count, any other state does; a long hand before it does not count); resolved when the slot is ``present`` again or re-enrolled. An open missing
-  incident stays missing when another piece is put in the slot (a restock): enrolling the slot ends it.
+  break the count, any other state does; a long hand before it does not count); resolved when the slot
+  is ``present`` again or re-enrolled. An open missing incident stays missing when another piece is put
+  in the slot (a restock): enrolling the slot ends it.
 * **smash**: more than ``burst_slots`` slots of one case went from ``present`` to ``empty`` with away
   times within ``burst_window_s``: an immediate case incident. A hand pass (``occluded``, then
   ``present``) never counts.

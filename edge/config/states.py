@@ -45,10 +45,10 @@ class StatesConfig(Strict):
                                                               "its mean embedding over `enrol_frames` still frames "
                                                               "has a cosine below this to the mean before the hand "
                                                               "(0: off) ...")
-    identity: float = Field(0.16, ge=0, le=2, description="... or when its colour look (8x8 blocks, light's gain "
+    identity: float = Field(0.25, ge=0, le=2, description="... or when its colour look (8x8 blocks, light's gain "
                                                           "divided out) differs from the look before the hand by more "
                                                           "than this (mean absolute difference; 0: off).")
-    identity_detail: float = Field(0.0, ge=0, le=1, description="... or when its grey detail (32x32, each window's "
+    identity_detail: float = Field(0.75, ge=0, le=1, description="... or when its grey detail (32x32, each window's "
                                                                  "mean) correlates below this with the detail before "
                                                                  "the hand at its best shift (0: off).")
     identity_shift: int = Field(2, ge=0, le=8, description="Pixels (of 32) the detail may shift each way: a piece put "
@@ -56,7 +56,7 @@ class StatesConfig(Strict):
     identity_guard_s: float = Field(0.6, ge=0, le=10, description="Seconds next to a hand (before it came, after "
                                                                   "the slot is still again) left out of that check: "
                                                                   "its shadow, a sleeve's edge.")
-    before_windows: int = Field(1, ge=1, le=10, description="Windows of `enrol_frames` still frames before the hand "
+    before_windows: int = Field(3, ge=1, le=10, description="Windows of `enrol_frames` still frames before the hand "
                                                             "that piece is compared with: another piece differs from "
                                                             "every one of them.")
     identity_recheck: bool = Field(True, description="While the slot stays still, that check is made again on "

@@ -235,10 +235,10 @@ class SlotTracker:
         # Another piece only when what lies there now differs from every window before the hand: a shadow or
         # a sleeve that came ahead of the hand, unseen as motion, spoils only the last of them.
         other = all(self._other(before, after) for before in tr.before)
-        if other and self.cfg.identity_settle:
+        if other and self.cfg.identity_settle and tr.label != self.empty_label:
             # ... and only once it has settled: the window before this one (after the hand too) is the same
             # piece. Glare drifting over the slot, too slow to be motion, changes from window to window; until
-            # it has passed nothing is decided.
+            # it has passed nothing is decided. An empty slot is decided at once (a smash-and-grab's slots).
             rows = [r for r in tr.history if r[0] >= settled]
             n = self.cfg.enrol_frames
             if len(rows) < 2 * n:

@@ -242,7 +242,7 @@ def test_after_a_hand_a_piece_close_to_the_reference_but_not_the_one_before_is_c
 
 def test_after_a_hand_a_piece_of_another_colour_is_changed(tmp_path):
     """Same embedding and the same grey, other colours (a blue stone for a red one): the colour look tells."""
-    cfg = StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2, identity_cos=0)
+    cfg = StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2, identity_cos=0, identity=0.16, identity_detail=0)
     before = frame(seed=1)
     before[10:30, 10:30] = (200, 60, 60)                                # a blue stone (BGR) ...
     after = before.copy()
