@@ -62,7 +62,7 @@ class StatesConfig(Strict):
     identity_recheck: bool = Field(True, description="While the slot stays still, that check is made again on "
                                                      "its latest still frames, so a shadow or a sleeve at the "
                                                      "hand's edge cannot latch `changed`.")
-    identity_settle: bool = Field(True, description="Another piece is decided only once what lies there has "
+    identity_settle: bool = Field(False, description="Another piece is decided only once what lies there has "
                                                     "settled: its latest window is the same piece as the window "
                                                     "before it (glare or a shadow still drifting over the slot "
                                                     "keeps it `occluded`).")
