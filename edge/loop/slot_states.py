@@ -257,9 +257,9 @@ class SlotTracker:
         return float(emb_a @ emb), float(np.abs(look_a - look).mean()), corr
 
     def _other(self, before: tuple, after: tuple) -> bool:
-        cos, diff, ncc = self._measures(before, after)
+        cos, diff, corr = self._measures(before, after)
         return cos < self.cfg.identity_cos or (self.cfg.identity > 0 and diff > self.cfg.identity) \
-            or ncc < self.cfg.identity_detail
+            or corr < self.cfg.identity_detail
 
     def _follow(self, ref: Any, emb: np.ndarray | None, dt: float) -> None:
         """The reference follows slow changes of the piece it already matches (the day's light moving over

@@ -304,3 +304,19 @@ def test_glare_drifting_over_a_slot_after_a_hand_is_not_another_piece(tmp_path, 
         seen.append(case.step(emb=(glare, PIECE_A), image=frame(seed=1))[0])
     assert ("changed" in seen) != settle
     assert case.step(image=frame(seed=1), n=12)[0] == "present"        # the glare has passed
+
+
+def test_settling_never_holds_back_an_emptied_slot(tmp_path):
+    """A smash-and-grab's slots must be decided within seconds: ``identity_settle`` waits for a second window
+    only before calling a piece another, never before calling a slot empty."""
+    def frames_to_empty(settle: bool) -> int:
+        cfg = StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2, identity_settle=settle)
+        case = Case(tmp_path / str(settle), cfg)
+        case.step(n=16, image=frame(seed=1))
+        case.step(emb=(TRAY, PIECE_A), image=frame(seed=1, hand_on=0))
+        for n in range(1, 30):
+            if case.step(emb=(TRAY, PIECE_A), labels=("empty", "watch"), image=frame(seed=2))[0] == "empty":
+                return n
+        return 0
+
+    assert frames_to_empty(True) == frames_to_empty(False) > 0
