@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
+from kiosk.config import parse_config
 from tests.helpers import labels_message as labels
+
+from .feeds import Served, add_users
 
 #: The six-slot case: two rows of three; r1c2 is sold (nothing expected there).
 PLAN = {"r0c0": "ring", "r0c1": "ring", "r0c2": "necklace", "r1c0": "watch", "r1c1": "earring", "r1c2": "sold"}
@@ -35,3 +40,15 @@ def state_labels(states: dict[str, str] | None = None, seen: dict[str, str] | No
         s["state"] = states.get(s["name"], "present")
         s["similarity"] = SIMILARITY[s["state"]]
     return msg
+
+
+def served_states(tmp_path, device, slots: dict) -> Served:
+    """A real kiosk server on the six-slot case (``slots`` as typed) fed by ``device`` (a states device on
+    loopback), its users added and every slot present; no grace, no swap confirmation."""
+    cfg = states_config(tmp_path, devices=[device.entry({"cam0": {"slots": dict(slots), "title": "Window"}})],
+                        policies={"empty_grace_s": 0, "swap_confirm_s": 0})
+    (tmp_path / "kiosk.yaml").write_text(yaml.safe_dump(cfg))
+    served = Served(parse_config(cfg), feed=False)
+    add_users(served.kiosk.history)
+    served.kiosk.on_message("labels", state_labels(seq=0))
+    return served

@@ -4,13 +4,11 @@ refusal (nothing enrolled) reaches the manager, viewers and unknown cases are re
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from kiosk.config import STATES, parse_config
+from kiosk.config import STATES
 
-from .feeds import Served, add_users
 from .states_device import StatesDevice
-from .states_feeds import PLAN, state_labels, states_config
+from .states_feeds import PLAN, served_states
 from .test_web import login
 
 #: The planogram: r0c0 sold (a state), r1c1 a class; r0c1's value an enrolment suggested and nobody confirmed.
@@ -39,12 +37,7 @@ class CollectingDevice(StatesDevice):
 def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web-collect")
     device = CollectingDevice()
-    cfg = states_config(tmp, devices=[device.entry({"cam0": {"slots": dict(TYPED), "title": "Window"}})],
-                        policies={"empty_grace_s": 0, "swap_confirm_s": 0})
-    (tmp / "kiosk.yaml").write_text(yaml.safe_dump(cfg))
-    served = Served(parse_config(cfg), feed=False)
-    add_users(served.kiosk.history)
-    served.kiosk.on_message("labels", state_labels(seq=0))
+    served = served_states(tmp, device, TYPED)
     served.kiosk.engine.suggested.add(("case-01", "cam0", "r0c1"))
     yield served, device
     served.close()

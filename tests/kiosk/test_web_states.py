@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import yaml
 
 from kiosk.cli import main
-from kiosk.config import parse_config
 
-from .feeds import Served, add_users, heartbeat, wait_for
+from .feeds import heartbeat, wait_for
 from .states_device import StatesDevice, jpeg
-from .states_feeds import PLAN, state_labels, states_config
+from .states_feeds import PLAN, served_states, state_labels
 from .test_web import login
 
 #: The planogram the store typed: r0c0 not filled in yet (sold), r1c1 mistyped as bracelet.
@@ -23,12 +21,7 @@ TYPED = {**PLAN, "r0c0": "sold", "r1c1": "bracelet"}
 def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web-states")
     device = StatesDevice()
-    cfg = states_config(tmp, devices=[device.entry({"cam0": {"slots": dict(TYPED), "title": "Window"}})],
-                        policies={"empty_grace_s": 0, "swap_confirm_s": 0})
-    (tmp / "kiosk.yaml").write_text(yaml.safe_dump(cfg))
-    served = Served(parse_config(cfg), feed=False)
-    add_users(served.kiosk.history)
-    served.kiosk.on_message("labels", state_labels(seq=0))
+    served = served_states(tmp, device, TYPED)
     yield served, device, tmp / "kiosk.yaml"
     served.close()
     device.close()
