@@ -203,8 +203,8 @@ class SlotTracker:
         return out
 
     def _window(self, tr: _Track, start: float | None, end: float) -> tuple | None:
-        """Mean embedding and look of the slot's last ``enrol_frames`` still frames from ``start`` to ``end``
-        (``None`` with fewer than two)."""
+        """Mean embedding, look and detail of the slot's last ``enrol_frames`` still frames from ``start`` to
+        ``end`` (``None`` with fewer than two)."""
         rows = [r for r in tr.history if r[0] <= end and (start is None or r[0] >= start)]
         return window_of(rows[-self.cfg.enrol_frames:]) if len(rows) >= 2 else None
 
@@ -227,11 +227,11 @@ class SlotTracker:
         another keeps the slot ``changed`` (or ``empty``) until a hand puts the first one back or the slot
         is enrolled."""
         settled = tr.still_since + self.cfg.identity_guard_s
-        after = self._window(tr, settled, t)
-        if after is None or len(tr.recent) < min(self.cfg.enrol_frames, len(tr.history)):
+        rows = [r for r in tr.history if settled <= r[0] <= t]       # the still frames after the hand
+        n = self.cfg.enrol_frames
+        if len(rows) < n or len(tr.recent) < min(n, len(tr.history)):
             return
-        if sum(1 for r in tr.history if r[0] >= settled) < self.cfg.enrol_frames:
-            return
+        after = window_of(rows[-n:])
         # Another piece only when what lies there now differs from every window before the hand: a shadow or
         # a sleeve that came ahead of the hand, unseen as motion, spoils only the last of them.
         other = all(self._other(before, after) for before in tr.before)
@@ -239,8 +239,6 @@ class SlotTracker:
             # ... and only once it has settled: the window before this one (after the hand too) is the same
             # piece. Glare drifting over the slot, too slow to be motion, changes from window to window; until
             # it has passed nothing is decided. An empty slot is decided at once (a smash-and-grab's slots).
-            rows = [r for r in tr.history if r[0] >= settled]
-            n = self.cfg.enrol_frames
             if len(rows) < 2 * n:
                 return
             if self._other(window_of(rows[-2 * n:-n]), after):
