@@ -32,7 +32,8 @@ def open_missing(site, slot: str, seq: int) -> dict:
     kiosk.on_message("heartbeat", heartbeat({"cam0": seq}))
     kiosk.on_message("labels", state_labels({slot: "empty"}, seq=seq))
     inc = next(i for i in kiosk.incidents() if i["slot"] == slot)
-    wait_for(lambda: kiosk.evidence.store.file(inc["id"], "cam0", slot, "current"))
+    # The store writes current.jpg, reference.jpg, then meta.json: wait for the last (the CLI lists metas).
+    wait_for(lambda: any(len(m["files"]) == 2 for m in kiosk.evidence.store.items(inc["id"])))
     return inc
 
 
