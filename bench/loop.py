@@ -396,6 +396,9 @@ def trace(args) -> int:
 
 def _options(name: str, args) -> dict:
     options = {**device_options(name), **args.options.get(name, {})}
+    if name == "onnxruntime" and options.get("exact_int8") is None:
+        from edge.runtimes.onnxruntime_rt import exact_int8  # noqa: PLC0415 - onnxruntime's adapter, lazily
+        options["exact_int8"] = exact_int8(None)     # as the device resolves it; the reference loop gets the same
     if args.threads:
         options["threads"] = args.threads
     elif name != "tensorrt":

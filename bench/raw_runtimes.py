@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.runtimes.onnxruntime_rt import X64_QUANT_PRECISION
+from edge.runtimes.onnxruntime_rt import X64_QUANT_PRECISION, exact_int8
 
 
 class RawOnnxRuntime:
@@ -36,8 +36,9 @@ class RawOnnxRuntime:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = int(threads or 0)
         so.log_severity_level = 3
-        # The same integer precision as gemsight's adapter (exact_int8): U8U8 where the CPU lacks VNNI.
-        so.add_session_config_entry(X64_QUANT_PRECISION, "1")
+        # The same integer precision as gemsight's adapter (exact_int8's default): U8U8 where the CPU lacks VNNI.
+        if exact_int8(None):
+            so.add_session_config_entry(X64_QUANT_PRECISION, "1")
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
@@ -49,7 +50,7 @@ class RawOnnxRuntime:
         so = self.session.get_session_options()
         return {"intra_op_num_threads": so.intra_op_num_threads, "graph_optimization_level": str(so.graph_optimization_level),
                 "execution_mode": str(so.execution_mode), "allow_spinning": "runtime default (1)",
-                X64_QUANT_PRECISION: so.get_session_config_entry(X64_QUANT_PRECISION),
+                X64_QUANT_PRECISION: "1" if exact_int8(None) else "default",
                 "call": "run_with_iobinding, output preallocated per batch size"}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ import numpy as np
 
 from calibration import fpga, qdq
 from calibration.ranges import AUTO_CANDIDATES, Ranges, candidate_ranges
-from edge.runtimes.onnxruntime_rt import X64_QUANT_PRECISION
+from edge.runtimes.onnxruntime_rt import X64_QUANT_PRECISION, exact_int8
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +104,9 @@ def _session(path: str | Path, threads: int | None):
     if threads:
         so.intra_op_num_threads = threads
     so.log_severity_level = 3
-    # As the device runs it (edge's exact_int8): no U8S8 saturation on a CPU without VNNI.
-    so.add_session_config_entry(X64_QUANT_PRECISION, "1")
+    # As the device runs it (edge's exact_int8 by default): no U8S8 saturation on a CPU without VNNI.
+    if exact_int8(None):
+        so.add_session_config_entry(X64_QUANT_PRECISION, "1")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

@@ -1,4 +1,9 @@
-"""What a TensorRT engine's binary depends on besides the model: the device it was built on.
+"""What this machine is, as the runtimes need it: the CPU's INT8 kernels, and the device a TensorRT engine
+was built on.
+
+:func:`int8_saturates`: whether the x86 CPU's fast INT8 kernels sum pairs of products in saturating 16-bit
+integers (no VNNI), read with NumPy's own CPU detection (``cpuid``: the units' ``ProcSubset=pid`` hides
+``/proc/cpuinfo``).
 
 A serialized engine runs only on the TensorRT build, CUDA driver, Jetson Linux (L4T) release or
 desktop driver, and GPU that built it (NVIDIA: "engines are not portable across platforms or
@@ -36,6 +41,29 @@ class Platform:
     system: str                # "L4T R36.4.3" on a Jetson, "driver 550.54.15" elsewhere
     gpu_name: str
     compute_capability: str    # "8.7"
+
+
+def int8_saturates() -> bool:
+    """True on an x86 CPU whose u8s8 INT8 kernels saturate: SSE4.1, AVX2 or AVX-512 without VNNI (VNNI sums
+    in 32 bits; ARM's kernels never saturate).
+
+    Read from NumPy's run-time CPU detection (``cpuid``, so a sandboxed service reads it too); its table
+    lacks AVX-VNNI (the 256-bit form of Alder Lake and later), which ``/proc/cpuinfo`` adds where readable.
+    A CPU it cannot tell reads as saturating: the exact kernels only cost speed.
+    """
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features  # noqa: PLC0415
+    except ImportError:   # NumPy 1.x
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features  # noqa: PLC0415
+        except ImportError:
+            features = {}
+    if features and not any(features.get(f) for f in ("SSE41", "AVX2", "AVX512F")):
+        return False          # not x86 (ARM, POWER ...): no u8s8 saturation
+    if features.get("AVX512VNNI"):
+        return False
+    m = _search(Path("/proc/cpuinfo"), re.compile(r"^flags\s*:.*$", re.M))
+    return not (m and {"avx_vnni", "avx512_vnni"} & set(m.group(0).split()))
 
 
 def is_jetson(root: str | Path = "/") -> bool:

@@ -33,7 +33,7 @@ def test_rounds_alternate_which_runner_goes_first():
 
 def test_option_overrides_are_validated_like_the_config():
     assert adapter_options("onnxruntime", None, ["onnxruntime.allow_spinning=false", "openvino.hint=THROUGHPUT"]) == \
-        {"allow_spinning": False, "spin_between_runs": False, "exact_int8": True}
+        {"allow_spinning": False, "spin_between_runs": False}
     assert adapter_options("openvino", 2, ["openvino.hint=THROUGHPUT"])["hint"] == "THROUGHPUT"
     with pytest.raises(ConfigError, match=r"^--option: openvino.hint: Input should be 'LATENCY' or 'THROUGHPUT'$"):
         adapter_options("openvino", None, ["openvino.hint=FAST"])

@@ -128,11 +128,11 @@ def test_runtime_options_for_the_picked_backend():
     cfg = parse_config(_base(runtime={"name": "auto", "options": {"onnxruntime": {"threads": 2},
                                                                   "openvino": {"hint": "THROUGHPUT"}}}))
     assert runtime_options(cfg.runtime, "onnxruntime") == {"threads": 2, "allow_spinning": True,
-                                                           "spin_between_runs": False, "exact_int8": True}
+                                                           "spin_between_runs": False}
     assert runtime_options(cfg.runtime, "openvino")["hint"] == "THROUGHPUT"
     cfg = parse_config(_base(runtime={"name": "onnxruntime", "options": {"threads": 1, "allow_spinning": True}}))
     assert runtime_options(cfg.runtime, "onnxruntime") == {"threads": 1, "allow_spinning": True,
-                                                           "spin_between_runs": False, "exact_int8": True}
+                                                           "spin_between_runs": False}
 
 
 def test_every_problem_is_listed_one_line_each(tmp_path):

@@ -10,6 +10,7 @@ from edge.cli.main import example_config
 from edge.config.device import parse_config
 from edge.config.runtime import runtime_options
 from edge.errors import ConfigError
+from edge.platform import int8_saturates
 from edge.runtimes.registry import available_runtimes, create_runtime
 
 needs_openvino = pytest.mark.skipif(available_runtimes().get("openvino") is not None, reason="openvino not installed")
@@ -68,6 +69,13 @@ def _has_vnni() -> bool:
     return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni")) or " avx2" not in flags
 
 
+def test_int8_saturates_reads_the_cpu_as_proc_cpuinfo_does():
+    flags = open("/proc/cpuinfo").read().split()
+    if "avx2" not in flags:
+        pytest.skip("not an x86 CPU with AVX2")
+    assert int8_saturates() is not _has_vnni()
+
+
 def test_exact_int8_keeps_an_int8_model_exact_where_the_cpu_lacks_vnni(tmp_path):
     import onnxruntime as ort
 
@@ -77,8 +85,11 @@ def test_exact_int8_keeps_an_int8_model_exact_where_the_cpu_lacks_vnni(tmp_path)
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # Q/DQ simulated in float
     want = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     assert np.all(np.abs(want) > 20.0)
-    with create_runtime("onnxruntime", path, threads=1) as rt:        # exact_int8 is the default
+    with create_runtime("onnxruntime", path, threads=1, exact_int8=True) as rt:
         assert rt.settings()["session.x64quantprecision"] == "1"
+        np.testing.assert_allclose(rt(x), want, atol=1e-4)
+    with create_runtime("onnxruntime", path, threads=1) as rt:        # the default: exact wherever U8S8 saturates
+        assert rt.settings()["session.x64quantprecision"] == ("default" if _has_vnni() else "1")
         np.testing.assert_allclose(rt(x), want, atol=1e-4)
     with create_runtime("onnxruntime", path, threads=1, exact_int8=False) as rt:
         assert rt.settings()["session.x64quantprecision"] == "default"
