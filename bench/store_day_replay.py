@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from bench import store_day_kit as kit  # noqa: E402
-from bench.store_day_score import format_table, load_events, score_cases  # noqa: E402
+from bench.store_day_score import decision_delays, format_table, load_events, score_cases  # noqa: E402
 
 logger = logging.getLogger("store_day_replay")
 
@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="print a slot's state, similarity and label frame by frame over a time span")
     q.add_argument("--every", type=int, default=1, help="replay every N-th frame (a slower camera)")
     q.add_argument("--explain", action="store_true", help="print each false incident and each missed event")
+    q.add_argument("--delays", action="store_true",
+                   help="print how long after the hand each taken or swapped piece's slot read empty or changed")
     q.add_argument("--json", type=Path, help="write the scores here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             (policies if key.startswith("kiosk.") else states)[key.removeprefix("kiosk.")] = _value(value)
         cases = []
         for rec in args.recordings:
-            trace: list | None = [] if args.trace else None
+            trace: list | None = [] if args.trace or args.delays else None
             with tempfile.TemporaryDirectory(prefix="replay-") as tmp:
                 cases.append(replay(rec, states, policies, Path(tmp), args.mode, every=args.every, trace=trace))
             for spec in args.trace:   # SLOT@T0-T1
@@ -277,6 +279,13 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {rec.name} {slot} t={t:7.1f} CHECK cos={row[2]} look={row[3]} ncc={row[5]} other={row[4]}")
                     elif t0 <= t <= t1 and row[0] != "check":
                         print(f"  {rec.name} {slot} t={t:7.1f} {row[i][1]:10s} sim={row[i][2]} label={row[i][0]}")
+            if args.delays:
+                names = _names(rec)
+                d = decision_delays(cases[-1][0], [(t, {n: row[k][1] for k, n in enumerate(names)})
+                                                   for t, row in trace if row[0] != "check"])
+                print(f"  {rec.name} decided after the hand: median {d['median_s']} s, p95 {d['p95_s']} s, max "
+                      f"{d['max_s']} s, {d['undecided']} of {d['n']} never;",
+                      "; ".join(f"{r['kind']} {r['slot']}@{r['t']:g} {r['delay_s']} s" for r in d["slowest"]))
         views = [score_cases([c], grace_s=30.0) for c in cases]
         pooled = score_cases(cases, grace_s=30.0)
         rows.append({"settings": settings, "views": [_brief(v) for v in views], "pooled": _brief(pooled)})

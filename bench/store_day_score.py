@@ -265,3 +265,46 @@ def format_table(results: Mapping[str, Mapping]) -> str:
     lines = [" " * first + "  " + "  ".join(n.rjust(w) for n, w in zip(names, widths))]
     lines += [label.ljust(first) + "  " + "  ".join(v.rjust(w) for v, w in zip(vals, widths)) for label, vals in rows]
     return "\n".join(lines)
+
+
+#: What a removal's slot must come to read, per truth event kind.
+DECIDED = {"theft": "empty", "sale": "empty", "smash": "empty", "swap": "changed"}
+
+
+def decision_delays(events: Sequence[Mapping], frames: Iterable[tuple[float, Mapping[str, str]]]) -> dict:
+    """How long after the hand that took (or swapped) a piece its slot first read what happened: ``empty``
+    for a theft, a sale or each slot of a smash, ``changed`` for a swap. The edge's own decision time, before
+    any kiosk rule (graces, confirmations): what a late alarm or a smash seen too slowly comes from.
+
+    Args:
+        events: the day's truth.
+        frames: ``(video seconds, {slot: published state})`` for every frame played, in time order.
+
+    Returns:
+        ``{"n", "undecided", "median_s", "p95_s", "max_s", "by_kind": {kind: [...]}, "slowest": [...]}``;
+        each delay is counted from the end of the hand that did it (the event time where none is given).
+    """
+    wanted = []   # (slot, removal time, hand out, kind)
+    for ev in events:
+        kind = ev.get("kind")
+        if kind not in DECIDED:
+            continue
+        removals = ev.get("removals") or {s: ev["t"] for s in ev.get("slots", ())}
+        hands = [tuple(h) for h in ev.get("hands") or ()]
+        for slot, r in removals.items():
+            out = min((h[1] for h in hands if h[1] >= r), default=r)
+            wanted.append((slot, float(r), float(out), kind))
+    first: dict[int, float] = {}
+    for t, states in frames:
+        for i, (slot, r, out, kind) in enumerate(wanted):
+            if i not in first and t >= r and states.get(slot) == DECIDED[kind]:
+                first[i] = t
+    rows = [{"kind": k, "slot": s, "t": r, "delay_s": round(first[i] - out, 2)}
+            for i, (s, r, out, k) in enumerate(wanted) if i in first]
+    delays = sorted(row["delay_s"] for row in rows)
+    return {"n": len(wanted), "undecided": len(wanted) - len(rows),
+            "median_s": float(np.median(delays)) if delays else None,
+            "p95_s": float(np.percentile(delays, 95)) if delays else None,
+            "max_s": delays[-1] if delays else None,
+            "by_kind": {k: sorted(row["delay_s"] for row in rows if row["kind"] == k) for k in DECIDED},
+            "slowest": sorted(rows, key=lambda row: -row["delay_s"])[:5]}

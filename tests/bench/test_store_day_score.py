@@ -136,3 +136,17 @@ def test_table_has_a_column_per_result():
     assert row.split()[-2:] == ["8", "0"]
     assert any(line.startswith("theft recall") and "(1/2)" in line for line in lines)
     assert lines[-1].split()[-2:] == ["NO", "yes"]
+
+
+def test_decision_delays_count_from_the_hand_that_took_the_piece():
+    from bench.store_day_score import decision_delays
+
+    frames = [(t / 2, {"r0c0": "occluded" if t / 2 < 102.0 else "empty",     # theft: hand out at 101.5
+                       "r1c0": "changed" if t / 2 >= 305.0 else "present",    # swap: hand out at 302.5
+                       "r2c0": "empty" if t / 2 >= 501.0 else "present",      # smash: no hands, from removal
+                       "r2c1": "empty" if t / 2 >= 509.0 else "present"})
+              for t in range(0, 2 * 1000)]
+    d = decision_delays(EVENTS, frames)
+    assert d["n"] == 8 and d["undecided"] == 4           # r0c1, r1c1, r2c2, the sale's r0c2 never decided
+    assert d["by_kind"]["theft"] == [0.5] and d["by_kind"]["swap"] == [2.5] and d["by_kind"]["smash"] == [1.0, 6.0]
+    assert d["max_s"] == 6.0 and d["slowest"][0] == {"kind": "smash", "slot": "r2c1", "t": 503.0, "delay_s": 6.0}
