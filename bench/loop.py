@@ -333,12 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="gemsight-bench-loop-") as tmp:
         work = Path(tmp)
-        if args.fp32 is not None or args.random is not None or not (args.model / "model.int8.onnx").is_file():
-            print("building an INT8 model ...", flush=True)
-            model, note = build_int8(work, args.fp32, args.random)
-        else:
-            model = args.model
-            note = f"INT8 ResNet-18 from {model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}"
+        model, note = _model(work, args)
         print("writing videos ...", flush=True)
         grids = GRIDS if not args.no_scaling else {12: GRIDS[12]}
         videos = {n: make_video(work / f"case{n}.mp4", slots=g, seconds=6.0, fps=10.0, size=(width, height), seed=3)
@@ -369,14 +364,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _model(work: Path, args) -> tuple[Path, str]:
+    """The calibration output to run (built in ``work`` for ``--fp32``, ``--random`` or a missing ``--model``)."""
+    if args.fp32 is not None or args.random is not None or not (args.model / "model.int8.onnx").is_file():
+        print("building an INT8 model ...", flush=True)
+        return build_int8(work, args.fp32, args.random)
+    return args.model, f"INT8 ResNet-18 from {args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model}"
+
+
 def trace(args) -> int:
     """``--trace RUNTIME``: one traced run at 10 fps, its slow frames explained (bench/loop_trace.py)."""
     from bench.loop_trace import analyse, report
     from trainer.synth import make_video
 
     with tempfile.TemporaryDirectory(prefix="gemsight-bench-trace-") as tmp:
+        model, note = _model(Path(tmp), args)
         video = make_video(Path(tmp) / "case12.mp4", slots=GRIDS[12], seconds=6.0, fps=10.0, size=(1280, 720), seed=3)
-        job = {"kind": "trace", "model": str(args.model), "runtime": args.trace, "options": _options(args.trace, args),
+        job = {"kind": "trace", "model": str(model), "runtime": args.trace, "options": _options(args.trace, args),
                "video": str(video["video"]), "slots_file": str(video["slots"]), "cameras": 1, "paced_s": args.paced_s}
         print(f"tracing {args.trace} for {args.paced_s:g} s at 10 fps ...", flush=True)
         out = run_job(job)
@@ -386,7 +390,7 @@ def trace(args) -> int:
     print("\n".join(report(args.trace, analysis)))
     path = args.out.with_name("loop_trace.json")
     previous = json.loads(path.read_text()) if path.is_file() else {}
-    previous[args.trace] = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": cpu_model(),
+    previous[args.trace] = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": cpu_model(), "model": note,
                             "load_average": os.getloadavg(), "options": job["options"], **analysis}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(previous, indent=1) + "\n")
