@@ -13,7 +13,9 @@ missing ring), so each slot is compared with *its own* reference, recorded at en
   follows the slow changes of a piece it matches: the day's light), unless a hand came over it and what
   lies there after the hand is another piece (its mean embedding and colour look over its first still
   frames against those before the hand: another piece of the same kind passes the reference's threshold,
-  which the day's light needs); else the model reads ``empty`` → ``empty``; else → ``changed``;
+  which the day's light needs); else the model reads ``empty`` → ``empty`` (at once, without waiting for
+  the frames that check the piece after a hand: a smash-and-grab's slots must alarm within seconds);
+  else → ``changed``;
 * a slot without a reference → ``unenrolled`` (it enrols itself once still with a piece, where
   ``auto_enrol`` is on, or when the kiosk or ``gemsight-edge enrol`` asks).
 
@@ -183,9 +185,10 @@ class SlotTracker:
                 same = ref is not None and tr.similarity is not None and tr.similarity >= ref.threshold
                 if still and tr.before is not None and (tr.other is None or cfg.identity_recheck):
                     self._check_identity(tr, t)
+                gone = labels[i] == self.empty_label and not same   # empty whichever piece lay there before
                 if ref is None:
                     candidate = SlotState.UNENROLLED
-                elif not still or (tr.before is not None and tr.other is None):
+                elif not still or (tr.before is not None and tr.other is None and not gone):
                     candidate = SlotState.OCCLUDED     # moving, or still too briefly to tell the piece after a hand
                 elif same and not tr.other:
                     # The enrolled piece, even where the model calls a small piece "empty".

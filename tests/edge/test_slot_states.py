@@ -308,11 +308,13 @@ def test_glare_drifting_over_a_slot_after_a_hand_is_not_another_piece(tmp_path, 
 
 def test_settling_never_holds_back_an_emptied_slot(tmp_path):
     """A smash-and-grab's slots must be decided within seconds: ``identity_settle`` waits for a second window
-    only before calling a piece another, never before calling a slot empty."""
-    def frames_to_empty(settle: bool) -> int:
-        cfg = StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2, identity_settle=settle)
-        case = Case(tmp_path / str(settle), cfg)
-        case.step(n=16, image=frame(seed=1))
+    only before calling a piece another, never before calling a slot empty; nor does the identity check's
+    window after the hand (a slot the model reads empty, unlike its reference, is empty whatever lay there)."""
+    def frames_to_empty(settle: bool, guard_s: float = 0.6, frames: int = 3) -> int:
+        cfg = StatesConfig(still_s=0.5, enrol_frames=frames, confirm_frames=2, identity_settle=settle,
+                           identity_guard_s=guard_s)
+        case = Case(tmp_path / f"{settle}-{guard_s}-{frames}", cfg)
+        case.step(n=40, image=frame(seed=1))
         case.step(emb=(TRAY, PIECE_A), image=frame(seed=1, hand_on=0))
         for n in range(1, 30):
             if case.step(emb=(TRAY, PIECE_A), labels=("empty", "watch"), image=frame(seed=2))[0] == "empty":
@@ -320,3 +322,5 @@ def test_settling_never_holds_back_an_emptied_slot(tmp_path):
         return 0
 
     assert frames_to_empty(True) == frames_to_empty(False) > 0
+    # still_s (3 frames at 5 fps) and confirm_frames (2): no wait for the guard or a window of still frames
+    assert frames_to_empty(False, guard_s=3.0, frames=12) == frames_to_empty(False, guard_s=0.0) <= 5
