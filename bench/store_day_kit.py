@@ -19,7 +19,7 @@ import yaml
 
 from edge.config.device import parse_config
 from edge.link.keys import allow, create_key_pair
-from kiosk.config import KioskConfig
+from kiosk.config import STATES, KioskConfig
 from kiosk.device_requests import DeviceRequestError
 from kiosk.enrolment import enrol_case
 from kiosk.history import History
@@ -29,6 +29,9 @@ DEVICE = "bench-case"
 USER = "bench"
 RETRIES = 4      # a refused enrolment is tried again this many times ...
 RETRY_S = 2.0    # ... this many video seconds apart
+#: The manager's look at the page after opening: slots the planogram fills that are still "not enrolled"
+#: (the model reads a faint piece empty, so it never enrolled itself) are enrolled on the planogram's word.
+OPENING_CHECK_S = 60.0
 
 
 class VideoClock:
@@ -129,7 +132,9 @@ class Staff:
     def __init__(self, truths: list[list[dict]], kiosks: list[Kiosk], clock: VideoClock, *,
                  request: Any = None) -> None:
         self.request = request     # the enrol request (None: the kiosk's own, over the device's link)
-        self.todo = sorted(((ev["t"], f"case{i}", ev, t) for i, t in enumerate(truths) for ev in t if "action" in ev),
+        opening = {"t": OPENING_CHECK_S, "action": "enrol_unwatched", "slot": None}
+        self.todo = sorted([(ev["t"], f"case{i}", ev, t) for i, t in enumerate(truths) for ev in t if "action" in ev]
+                           + [(OPENING_CHECK_S, f"case{i}", opening, t) for i, t in enumerate(truths)],
                            key=lambda x: x[0])
         self.kiosks, self.clock = kiosks, clock
         self.done: list[dict] = []
@@ -164,8 +169,24 @@ class Staff:
             self.done.append(done)
         return n
 
+    def _unwatched(self, camera: str) -> list[str]:
+        """The slots of ``camera`` the states kiosk shows "not enrolled" whose planogram expects a piece."""
+        engine = self.kiosks[0].engine
+        return sorted(k[2] for k, sv in engine.slots.items() if k[:2] == (DEVICE, camera)
+                      and sv.state == "unenrolled" and engine.planogram.get(k) not in (None, *STATES))
+
     def _act(self, camera: str, ev: dict, truth: list[dict]) -> dict:
         key = (DEVICE, camera, ev["slot"])
+        if ev["action"] == "enrol_unwatched":
+            slots = self._unwatched(camera)
+            if not slots:
+                return {}
+            try:
+                extra = {"request": self.request} if self.request is not None else {}
+                reply = enrol_case(self.kiosks[0], DEVICE, camera, USER, slots=slots, **extra)
+            except DeviceRequestError as exc:
+                return {"error": str(exc)}
+            return {"enrolled": reply.get("enrolled"), "refused": reply.get("refused"), "unseen": reply.get("unseen")}
         if ev["action"] == "mark_sold":
             for kiosk in self.kiosks:
                 kiosk.set_expected(key, "sold", USER)

@@ -134,7 +134,7 @@ def replay(rec: Path, states: dict[str, Any], policies: dict[str, Any], work: Pa
     data["evidence"] = {"enabled": False} if "evidence" in data else data.get("evidence")
     cfg = type(cfg).model_validate({k: v for k, v in data.items() if v is not None})
     kiosk = kit.Kiosk(cfg, clock=clock, feed=False)
-    request = lambda _c, _d, _cam, slots: tracker.enrol(slots)  # noqa: E731
+    request = lambda _c, _d, _cam, slots, pieces=(): tracker.enrol(slots, pieces)  # noqa: E731
     staff = kit.Staff([truth], [kiosk], clock, request=request)
     if trace is not None:   # the identity checks after hands, with their figures
         check = tracker._check_identity

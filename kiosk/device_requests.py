@@ -120,26 +120,32 @@ def request_evidence(config: KioskConfig, device: str, camera: str, slot: str, t
 
 
 def request_enrol(config: KioskConfig, device: str, camera: str, slots: list[str] | None,
-                  timeout_s: float | None = None) -> dict[str, Any]:
-    """Ask the device to enrol ``slots`` of ``camera`` (``None``: every slot).
+                  timeout_s: float | None = None, pieces: list[str] | None = None) -> dict[str, Any]:
+    """Ask the device to enrol ``slots`` of ``camera`` (``None``: every slot); ``pieces``: the slots the
+    planogram says hold a piece (enrolled even where the model reads them empty).
 
     Returns:
-        ``{"enrolled": [slot, ...], "refused": {slot: why}, "labels": {slot: category}, "enrolment": {...}}``.
+        ``{"enrolled": [slot, ...], "refused": {slot: why}, "labels": {slot: category}, "unseen": [slot, ...],
+        "enrolment": {...}}``.
 
     Raises:
         DeviceRequestError: as :func:`device_request`, or a reply whose fields have the wrong shape.
     """
     timeout = config.policies.enrol_timeout_s if timeout_s is None else timeout_s
-    reply = device_request(config, device, {"kind": "enrol", "camera": camera, "slots": slots}, timeout)
+    request = {"kind": "enrol", "camera": camera, "slots": slots} | ({"pieces": pieces} if pieces else {})
+    reply = device_request(config, device, request, timeout)
     enrolled, refused, labels = reply.get("enrolled"), reply.get("refused"), reply.get("labels") or {}
+    unseen = reply.get("unseen") or []
     if not (isinstance(enrolled, list) and all(isinstance(s, str) for s in enrolled)):
         raise DeviceRequestError(f"{device}: enrol reply field 'enrolled' is not a list of slot names")
     if not (isinstance(refused, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in refused.items())):
         raise DeviceRequestError(f"{device}: enrol reply field 'refused' is not a mapping of slot to reason")
     if not (isinstance(labels, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())):
         raise DeviceRequestError(f"{device}: enrol reply field 'labels' is not a mapping of slot to category")
+    if not (isinstance(unseen, list) and all(isinstance(s, str) for s in unseen)):
+        raise DeviceRequestError(f"{device}: enrol reply field 'unseen' is not a list of slot names")
     enrolment = reply.get("enrolment")
-    return {"enrolled": enrolled, "refused": refused, "labels": labels,
+    return {"enrolled": enrolled, "refused": refused, "labels": labels, "unseen": unseen,
             "enrolment": enrolment if isinstance(enrolment, dict) else None}
 
 

@@ -55,6 +55,9 @@ def state_condition(expected: str | None, state: str, label: str | None,
             return Cond.EXTRA, f"a piece ({label}) is here; the planogram says {expected}"
         return Cond.STATE, None
     if state == "unenrolled":
+        if not piece:   # a faint piece the model cannot see never enrols itself: the store must vouch for it
+            return Cond.UNENROLLED, (f"not enrolled: the camera reads it empty; if its {expected} is there, enrol "
+                                     "this case (the planogram's pieces are enrolled on its word)")
         return Cond.UNENROLLED, "not enrolled"
     if state == "occluded":
         return Cond.OCCLUDED, None

@@ -55,6 +55,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     enrol.add_argument("endpoint", help="the device's snapshot endpoint, e.g. tcp://case-01.local:5556")
     enrol.add_argument("--camera", required=True, help="camera id")
     enrol.add_argument("--slot", action="append", metavar="NAME", help="a slot to enrol (repeat; default every slot)")
+    enrol.add_argument("--piece", action="append", metavar="NAME", default=[],
+                       help="a slot that holds a piece: enrolled even where the model reads it empty (repeat)")
     enrol.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the device's answer")
     from edge.link.client import add_arguments as add_link_arguments  # noqa: PLC0415
 
@@ -156,12 +158,14 @@ def _enrol(args: argparse.Namespace) -> int:
     from edge.link.client import keys_from_args  # noqa: PLC0415
     from edge.loop.device_requests import ask  # noqa: PLC0415
 
-    reply = ask(args.endpoint, keys_from_args(args), {"kind": "enrol", "camera": args.camera, "slots": args.slot},
+    reply = ask(args.endpoint, keys_from_args(args), {"kind": "enrol", "camera": args.camera, "slots": args.slot,
+                                                    "pieces": args.piece},
                 timeout_s=args.timeout, plaintext=args.plaintext)
     if "error" in reply:
         raise DataError(f"{args.endpoint}: {reply['error']}")
     for slot in reply.get("enrolled", []):
-        print(f"enrolled {args.camera}/{slot}: reads {reply.get('labels', {}).get(slot, '?')}")
+        unseen = " (on your word: the model reads it empty)" if slot in reply.get("unseen", []) else ""
+        print(f"enrolled {args.camera}/{slot}: reads {reply.get('labels', {}).get(slot, '?')}{unseen}")
     for slot, why in reply.get("refused", {}).items():
         print(f"refused  {args.camera}/{slot}: {why}")
     return 2 if reply.get("refused") else 0

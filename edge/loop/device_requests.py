@@ -3,8 +3,9 @@
 The snapshot REP endpoint is authenticated like the labels (CURVE, the device's allow-list), so
 these requests are as private as the labels. One JSON frame in, one JSON frame out:
 
-* ``{"kind": "enrol", "camera": ID, "slots": [NAME, ...] | null}``: enrol the slots (all when null)
-  from their last still frames; a moving or covered slot is refused by name, an empty one too;
+* ``{"kind": "enrol", "camera": ID, "slots": [NAME, ...] | null, "pieces": [NAME, ...]}``: enrol the slots
+  (all when null) from their last still frames; a moving or covered slot is refused by name, an empty one
+  too, unless ``pieces`` (optional: the slots the store says hold a piece) names it (the reply's ``unseen``);
 * ``{"kind": "evidence", "camera": ID, "slot": NAME}``: the slot's crop in the latest frame and its
   reference crop, base64 JPEGs;
 * ``{"kind": "collect", "camera": ID, "on": true | false, "hours": N | null, "labels": {SLOT: CLASS} | null}``:
@@ -44,8 +45,9 @@ def handlers(trackers: Mapping[str, SlotTracker],
         return trackers[camera]
 
     def enrol(req: dict) -> dict:
-        if set(req) - {"kind", "camera", "slots"}:
-            return _error(400, 'an enrol request is {"kind": "enrol", "camera": ID, "slots": [NAME, ...] | null}')
+        if set(req) - {"kind", "camera", "slots", "pieces"}:
+            return _error(400, 'an enrol request is {"kind": "enrol", "camera": ID, "slots": [NAME, ...] | null, '
+                               '"pieces": [NAME, ...]}')
         found = tracker(req)
         if isinstance(found, dict):
             return found
@@ -53,8 +55,13 @@ def handlers(trackers: Mapping[str, SlotTracker],
         if slots is not None and (not isinstance(slots, list) or not all(isinstance(s, str) for s in slots)
                                   or len(slots) > MAX_SLOTS_PER_REQUEST):
             return _error(400, "\"slots\" must be a list of slot names, or null for every slot")
+        pieces = req.get("pieces")
+        pieces = [] if pieces is None else pieces
+        if not isinstance(pieces, list) or not all(isinstance(s, str) for s in pieces) \
+                or len(pieces) > MAX_SLOTS_PER_REQUEST:
+            return _error(400, "\"pieces\" must be a list of slot names (the slots the store says hold a piece)")
         try:
-            return found.enrol(slots)
+            return found.enrol(slots, pieces)
         except UnknownSlot as exc:
             return _error(404, str(exc))
         except EnrolmentError as exc:

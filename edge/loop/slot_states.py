@@ -336,11 +336,11 @@ class SlotTracker:
         except ValueError:
             raise UnknownSlot(f"camera {self.camera} has no slot '{slot}' (slots: {', '.join(self.names)})") from None
 
-    def enrol(self, slots: Sequence[str] | None = None) -> dict[str, Any]:
+    def enrol(self, slots: Sequence[str] | None = None, pieces: Sequence[str] = ()) -> dict[str, Any]:
         """Enrol ``slots`` (all by default) from their last still frames.
 
-        A slot that is moving or covered is refused, naming why; so is an empty one. The others are
-        enrolled and saved at once.
+        A slot that is moving or covered is refused, naming why; so is one read empty, unless ``pieces`` (the
+        store's planogram) names it (a faint piece; listed in ``unseen``). The others are enrolled and saved.
 
         Raises:
             UnknownSlot: a slot name this camera does not have.
@@ -350,7 +350,8 @@ class SlotTracker:
             raise EnrolmentError(f"camera {self.camera}: cannot enrol: {self.problem or 'slot states are disabled'}")
         names = list(self.names if slots is None else slots)
         indices = [self.index(n) for n in names]
-        enrolled, refused, labels = [], {}, {}
+        [self.index(n) for n in pieces]
+        enrolled, refused, labels, unseen = [], {}, {}, []
         with self._lock:
             crops = self.slots.crop(self._image) if self._image is not None else None
             for name, i in zip(names, indices):
@@ -358,19 +359,22 @@ class SlotTracker:
                 if crops is None or tr.still_since is None or self._t - tr.still_since < self.cfg.still_s \
                         or len(tr.recent) < 2:
                     refused[name] = OCCLUDED_REASON
-                elif tr.label == self.empty_label:
+                elif tr.label == self.empty_label and name not in pieces:
                     refused[name] = "empty: nothing to enrol"
                 else:
                     self._enrol_slot(i, crops[i])
                     enrolled.append(name)
                     labels[name] = tr.label
+                    unseen += [name] if tr.label == self.empty_label else []
             if enrolled:
                 self._save(f"enrolled {', '.join(enrolled)} on request", enrolled)
             summary = self.enrolment.summary()
         for name, why in refused.items():
             logger.warning("camera %s: slot %s not enrolled: %s", self.camera, name, why)
+        for name in unseen:
+            logger.warning("camera %s: slot %s enrolled on the store's word, read as empty", self.camera, name)
         return {"kind": "enrol", "camera": self.camera, "enrolled": enrolled, "refused": refused, "labels": labels,
-                "enrolment": summary}
+                "unseen": unseen, "enrolment": summary}
 
     def evidence(self, slot: str) -> dict[str, Any]:
         """The slot's crop in the latest frame and its reference crop, as JPEG bytes.

@@ -144,6 +144,47 @@ def test_enrol_on_request_refuses_a_covered_slot_by_name_and_an_empty_one(tmp_pa
         case.tracker.enrol(["r9c9"])
 
 
+def test_a_piece_the_model_reads_empty_is_enrolled_on_the_stores_word_and_its_theft_is_seen(tmp_path, caplog):
+    # A faint piece: the model calls it "empty", so the slot never enrols itself and stays unenrolled.
+    case = Case(tmp_path)
+    assert case.step(n=8, labels=("empty", "watch")) == ["unenrolled", "present"]
+    assert case.tracker.enrol(["r0c0"])["refused"] == {"r0c0": "empty: nothing to enrol"}
+    with caplog.at_level(logging.WARNING):
+        reply = case.tracker.enrol(["r0c0"], pieces=["r0c0", "r0c1"])
+    assert reply["enrolled"] == ["r0c0"] and reply["unseen"] == ["r0c0"] and reply["refused"] == {}
+    assert "r0c0 enrolled on the store's word, read as empty" in caplog.text
+    assert case.step(n=4, labels=("empty", "watch")) == ["present", "present"]
+    # Lifted out by a hand: the bare tray is empty, not the enrolled piece.
+    case.step(emb=(TRAY, PIECE_A), image=frame(hand_on=0), labels=("empty", "watch"), n=2)
+    assert case.step(emb=(TRAY, PIECE_A), labels=("empty", "watch"), n=12) == ["empty", "present"]
+    with pytest.raises(UnknownSlot, match="no slot 'r5c5'"):
+        case.tracker.enrol(["r0c0"], pieces=["r5c5"])
+    h = handlers({"cam0": case.tracker})
+    bad = h["enrol"]({"kind": "enrol", "camera": "cam0", "slots": None, "pieces": "r0c0"})
+    assert bad["status"] == 400 and '"pieces" must be a list of slot names' in bad["error"]
+    assert h["enrol"]({"kind": "enrol", "camera": "cam0", "slots": None, "pieces": ["r5c5"]})["status"] == 404
+
+
+def test_cli_enrol_vouches_for_a_piece_with_piece_and_says_so(tmp_path, capsys):
+    from edge.cli.main import main as edge_main
+    from edge.link.publisher import Publisher
+
+    case = Case(tmp_path)
+    case.step(n=8, labels=("empty", "watch"))
+    pub = Publisher("case-01", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", heartbeat_s=5, curve=None,
+                    handlers=handlers({"cam0": case.tracker}))
+    try:
+        ask = ["enrol", pub.snapshot_endpoint, "--camera", "cam0", "--plaintext"]
+        assert edge_main(ask) == 2
+        assert "refused  cam0/r0c0: empty: nothing to enrol" in capsys.readouterr().out
+        assert edge_main([*ask, "--piece", "r0c0"]) == 0
+        out = capsys.readouterr().out
+        assert "enrolled cam0/r0c0: reads empty (on your word: the model reads it empty)" in out
+        assert "enrolled cam0/r0c1: reads watch\n" in out
+    finally:
+        pub.close()
+
+
 def test_an_enrolment_for_another_model_or_slot_map_is_refused_saying_what_differs(tmp_path, caplog):
     case = Case(tmp_path)
     case.step(n=6)

@@ -150,7 +150,7 @@ def test_a_failed_enrolment_changes_nothing_and_is_audited(tmp_path):
 
     kiosk = Kiosk(parse_config(states_config(tmp_path)), feed=False)
     try:
-        def down(*_):
+        def down(*_, **__):
             raise DeviceRequestError("case-01 (tcp://127.0.0.1:2) did not answer the enrol request within 10 s", 504)
         before = dict(kiosk.engine.planogram)
         with pytest.raises(DeviceRequestError, match="did not answer the enrol request") as exc:

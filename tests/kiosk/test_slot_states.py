@@ -230,8 +230,12 @@ def test_unenrolled_and_occluded_never_open_anything(tmp_path):
     d.at(100, {"r0c0": "unenrolled", "r0c1": "occluded"}, {"r0c0": "empty"}, enrolment=None)
     assert d.events == []
     cell = d.e.slot_dict(("case-01", "cam0", "r0c0"))
-    assert (cell["cond"], cell["hint"], cell["state"], cell["similarity"]) == ("unenrolled", "not enrolled",
-                                                                              "unenrolled", None)
+    assert (cell["cond"], cell["state"], cell["similarity"]) == ("unenrolled", "unenrolled", None)
+    # The planogram's ring read empty: the page says what to do about it.
+    assert cell["hint"] == ("not enrolled: the camera reads it empty; if its ring is there, enrol this case "
+                            "(the planogram's pieces are enrolled on its word)")
+    d.at(101, {"r0c0": "unenrolled"}, {"r0c0": "ring"}, enrolment=None)
+    assert d.e.slot_dict(("case-01", "cam0", "r0c0"))["hint"] == "not enrolled"
 
 
 def test_schema_1_messages_fall_back_to_the_category_rules(tmp_path):

@@ -25,20 +25,25 @@ class Tracker:
 
     def __init__(self) -> None:
         self.occluded = {"r1c0"}
+        self.faint = {"r0c2"}     # a piece the model reads empty
+        self.pieces: list[str] | None = None
 
     def _check(self, slot: str) -> None:
         if slot not in SEEN:
             raise UnknownSlot(f"unknown slot '{slot}' of camera cam0 (slots: {', '.join(SEEN)})")
 
-    def enrol(self, slots):
+    def enrol(self, slots, pieces=()):
         names = slots or list(SEEN)
-        for n in names:
+        for n in [*names, *pieces]:
             self._check(n)
+        self.pieces = list(pieces)
+        seen = {n: "empty" if n in self.faint else label for n, label in SEEN.items()}
         refused = {n: OCCLUDED_REASON for n in names if n in self.occluded}
-        refused.update({n: "empty: nothing to enrol" for n in names if SEEN[n] == "empty"})
+        refused.update({n: "empty: nothing to enrol" for n in names if seen[n] == "empty" and n not in pieces})
         enrolled = [n for n in names if n not in refused]
         return {"kind": "enrol", "camera": "cam0", "enrolled": enrolled, "refused": refused,
-                "labels": {n: SEEN[n] for n in enrolled}, "enrolment": ENROLMENT}
+                "labels": {n: seen[n] for n in enrolled}, "unseen": [n for n in enrolled if seen[n] == "empty"],
+                "enrolment": ENROLMENT}
 
     def evidence(self, slot):
         self._check(slot)
@@ -52,7 +57,8 @@ def linked(tmp_path):
     pub = Publisher("case-01", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", heartbeat_s=0.2,
                     curve=CurveConfig(server_secret_key=str(keys["server_secret"]),
                                       allowed_clients=str(keys["allowed_clients"])),
-                    handlers=handlers({"cam0": Tracker()}))
+                    handlers=handlers({"cam0": (tracker := Tracker())}))
+    pub.tracker = tracker
     cfg = states_config(tmp_path, curve={"client_secret_key": str(keys["client_secret"])},
                         devices=[{"id": "case-01", "labels": pub.endpoint, "snapshot": pub.snapshot_endpoint,
                                   "server_key": str(keys["server_public"]), "cameras": {"cam0": {"slots": dict(PLAN)}}}],
@@ -84,6 +90,15 @@ def test_states_over_curve_from_labels_to_evidence_and_enrolment(linked):
     assert c.get(f"/evidence/{inc['id']}/cam0/r0c1/current.jpg").content == jpeg(60)
     r = c.post("/api/cases/case-01/cam0/enrol", json={}, headers={"X-CSRF-Token": token})
     assert r.status_code == 200 and r.json()["refused"] == {"r1c0": OCCLUDED_REASON, "r1c2": "empty: nothing to enrol"}
+    # The planogram's pieces went with the request (not r1c2: sold), so the faint necklace the model reads
+    # empty is enrolled on the store's word, said so on the page and in the audit.
+    assert served.kiosk.engine.planogram[("case-01", "cam0", "r0c2")] == "necklace"
+    assert pub.tracker.pieces == ["r0c0", "r0c1", "r0c2", "r1c0", "r1c1"]
+    assert r.json()["unseen"] == ["r0c2"] and "r0c2" in r.json()["enrolled"]
+    html = c.post("/cases/case-01/cam0/enrol", data={"csrf": token})
+    assert "<h2>Enrolled on the planogram's word</h2>" in html.text
+    assert '<ul id="unseen"><li><b>r0c2</b></li></ul>' in html.text
+    assert '"unseen":["r0c2"]' in kiosk.history.audit_rows(1)[0]["detail"]
     with pytest.raises(DeviceRequestError, match=r"^case-01: unknown slot 'zz' of camera cam0") as exc:
         request_evidence(kiosk.config, "case-01", "cam0", "zz")
     assert exc.value.status == 404
