@@ -118,6 +118,7 @@ def replay(rec: Path, states: dict[str, Any], policies: dict[str, Any], work: Pa
 
     from edge.config.states import StatesConfig
     from edge.loop import slot_states
+    from edge.loop.identity import measures
 
     day, truth, frames, msgs = load(rec)
     names = [s["name"] for s in yaml.safe_load(Path(day["slots"]).read_text())["slots"]]
@@ -145,9 +146,11 @@ def replay(rec: Path, states: dict[str, Any], policies: dict[str, Any], work: Pa
             if tr.other is not None:
                 after = tracker._window(tr, tr.still_since + tracker.cfg.identity_guard_s, t)
                 # the window before the hand that is most like what lies there now
-                cos, diff, ncc = max((tracker._measures(b, after) for b in before), key=lambda m: m[0] - m[1])
+                cos, diff, ncc, local = max((measures(b, after, tracker.cfg) for b in before),
+                                            key=lambda m: m[0] - m[1])
                 k = next(k for k, x in enumerate(tracker._tracks) if x is tr)
-                trace.append((t, ("check", k, round(cos, 4), round(diff, 4), tr.other, round(ncc, 4))))
+                trace.append((t, ("check", k, round(cos, 4), round(diff, 4), tr.other, round(ncc, 4),
+                                  round(local, 4))))
         tracker._check_identity = traced
     real_jpeg = slot_states.jpeg
     slot_states.jpeg = lambda c: b""
@@ -276,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                 i = load(rec)[0]["names"].index(slot) if "names" in load(rec)[0] else _names(rec).index(slot)
                 for t, row in trace:
                     if t0 <= t <= t1 and row[0] == "check" and row[1] == i:
-                        print(f"  {rec.name} {slot} t={t:7.1f} CHECK cos={row[2]} look={row[3]} ncc={row[5]} other={row[4]}")
+                        print(f"  {rec.name} {slot} t={t:7.1f} CHECK cos={row[2]} look={row[3]} ncc={row[5]} local={row[6]} "
+                              f"other={row[4]}")
                     elif t0 <= t <= t1 and row[0] != "check":
                         print(f"  {rec.name} {slot} t={t:7.1f} {row[i][1]:10s} sim={row[i][2]} label={row[i][0]}")
             if args.delays:

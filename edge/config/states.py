@@ -51,6 +51,12 @@ class StatesConfig(Strict):
     identity_detail: float = Field(0.75, ge=0, le=1, description="... or when its grey detail (32x32, each window's "
                                                                  "mean) correlates below this with the detail before "
                                                                  "the hand at its best shift (0: off).")
+    identity_local: float = Field(0.0, ge=0, le=2, description="... or when one block of its colour look (of the "
+                                                               "8x8, inside `identity_local_margin`) differs by more "
+                                                               "than this: a small piece of another colour on a large "
+                                                               "tray (0: off).")
+    identity_local_margin: int = Field(1, ge=0, le=3, description="Blocks at each edge of the look left out of "
+                                                                  "`identity_local`: a hand's shadow, a sleeve's edge.")
     identity_shift: int = Field(2, ge=0, le=8, description="Pixels (of 32) the detail may shift each way: a piece put "
                                                            "back a little off is the same piece.")
     identity_guard_s: float = Field(0.6, ge=0, le=10, description="Seconds next to a hand (before it came, after "

@@ -43,3 +43,30 @@ def mean_of(rows) -> np.ndarray:
 def window_of(rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean embedding, mean look, mean detail) of history rows ``(time, embedding, look, detail)``."""
     return mean_of(r[1] for r in rows), mean_of(r[2] for r in rows), mean_of(r[3] for r in rows)
+
+
+def local_of(look: np.ndarray, look_a: np.ndarray, margin: int) -> float:
+    """The largest difference of one block of two looks (mean absolute over its colours), leaving out ``margin``
+    blocks at each edge: a small piece of another colour on a large tray changes a few blocks a lot and the
+    mean of all of them little; a hand's shadow or a sleeve's edge comes in at the border."""
+    d = np.abs(look_a - look).mean(axis=-1)
+    if margin > 0 and min(d.shape) > 2 * margin:
+        d = d[margin:-margin, margin:-margin]
+    return float(d.max())
+
+
+def measures(before: tuple, after: tuple, cfg) -> tuple[float, float, float, float]:
+    """(embedding cosine, colour look difference, detail correlation, largest block difference) of two windows
+    ``(mean embedding, mean look, mean detail)``, with ``cfg`` (:class:`~edge.config.states.StatesConfig`)'s
+    shift and margin; a measure that is off is reported as passing (1.0 correlation, 0.0 local)."""
+    (emb, look, detail), (emb_a, look_a, detail_a) = before, after
+    corr = ncc(detail, detail_a, cfg.identity_shift) if cfg.identity_detail > 0 else 1.0
+    local = local_of(look, look_a, cfg.identity_local_margin) if cfg.identity_local > 0 else 0.0
+    return float(emb_a @ emb), float(np.abs(look_a - look).mean()), corr, local
+
+
+def is_other(before: tuple, after: tuple, cfg) -> bool:
+    """Another piece by any of the measures that are on (:func:`measures`)."""
+    cos, diff, corr, local = measures(before, after, cfg)
+    return cos < cfg.identity_cos or (cfg.identity > 0 and diff > cfg.identity) or corr < cfg.identity_detail \
+        or (cfg.identity_local > 0 and local > cfg.identity_local)

@@ -41,7 +41,7 @@ from edge.config.states import StatesConfig
 from edge.errors import DataError
 from edge.loop.enrolment import (Enrolment, EnrolmentError, EnrolmentStore, jpeg, make_reference, model_key,
                             slot_map_digest, thumbnail)
-from edge.loop.identity import detail_of, look_of, ncc, window_of
+from edge.loop.identity import detail_of, is_other, look_of, window_of
 
 logger = logging.getLogger(__name__)
 
@@ -251,16 +251,8 @@ class SlotTracker:
         if not tr.other:
             tr.before = None
 
-    def _measures(self, before: tuple, after: tuple) -> tuple[float, float, float]:
-        """(embedding cosine, colour look difference, detail correlation) of two windows."""
-        (emb, look, detail), (emb_a, look_a, detail_a) = before, after
-        corr = ncc(detail, detail_a, self.cfg.identity_shift) if self.cfg.identity_detail > 0 else 1.0
-        return float(emb_a @ emb), float(np.abs(look_a - look).mean()), corr
-
     def _other(self, before: tuple, after: tuple) -> bool:
-        cos, diff, corr = self._measures(before, after)
-        return cos < self.cfg.identity_cos or (self.cfg.identity > 0 and diff > self.cfg.identity) \
-            or corr < self.cfg.identity_detail
+        return is_other(before, after, self.cfg)
 
     def _follow(self, ref: Any, emb: np.ndarray | None, dt: float) -> None:
         """The reference follows slow changes of the piece it already matches (the day's light moving over
