@@ -68,6 +68,10 @@ class StatesConfig(Strict):
     identity_recheck: bool = Field(True, description="While the slot stays still, that check is made again on "
                                                      "its latest still frames, so a shadow or a sleeve at the "
                                                      "hand's edge cannot latch `changed`.")
+    change_needs_hand: bool = Field(False, description="A present slot becomes `changed` only through a hand: "
+                                                      "after one, when the piece there is another (the identity "
+                                                      "check); its embedding drifting from the reference without "
+                                                      "a hand (light, glare, the camera nudged) keeps it present.")
     identity_settle: bool = Field(False, description="Another piece is decided only once what lies there has "
                                                     "settled: its latest window is the same piece as the window "
                                                     "before it (glare or a shadow still drifting over the slot "

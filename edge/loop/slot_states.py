@@ -196,6 +196,8 @@ class SlotTracker:
                     self._follow(ref, emb, t - tr.t)
                 elif labels[i] == self.empty_label:
                     candidate = SlotState.EMPTY
+                elif cfg.change_needs_hand and not tr.other and (tr.other is False or tr.state == SlotState.PRESENT):
+                    candidate = SlotState.PRESENT  # no hand since it was present, or the piece after one: light, glare
                 else:
                     candidate = SlotState.CHANGED
                 tr.t = t

@@ -365,3 +365,18 @@ def test_settling_never_holds_back_an_emptied_slot(tmp_path):
     assert frames_to_empty(True) == frames_to_empty(False) > 0
     # still_s (3 frames at 5 fps) and confirm_frames (2): no wait for the guard or a window of still frames
     assert frames_to_empty(False, guard_s=3.0, frames=12) == frames_to_empty(False, guard_s=0.0) <= 5
+
+
+@pytest.mark.parametrize("needs_hand", [False, True])
+def test_change_needs_hand_keeps_a_drift_without_a_hand_present_but_not_a_swap(tmp_path, needs_hand):
+    case = Case(tmp_path, StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2, change_needs_hand=needs_hand))
+    assert case.step(n=6) == ["present", "present"]
+    # Glare or a nudged camera: the embedding drifts away from the reference, no hand, the pixels hardly move.
+    drift = case.step(emb=(PIECE_B, PIECE_A), n=8)
+    assert drift == (["present", "present"] if needs_hand else ["changed", "present"])
+    case.step(n=4)                                                     # the glare passes
+    # A hand swaps the piece: changed with either setting.
+    case.step(emb=(TRAY, PIECE_A), image=frame(hand_on=0), n=2)
+    other = frame()
+    other[:20, :40], other[20:, :40] = 230, 30
+    assert case.step(emb=(PIECE_B, PIECE_A), image=other, n=14)[0] == "changed"
