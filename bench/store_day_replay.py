@@ -47,6 +47,7 @@ def record(video: Path, model: Path, out: Path, work: Path, side: int = 32) -> P
     from edge.loop import slot_states
     from edge.loop.run import CameraLoop
 
+    video = video.resolve()   # the edge config is read relative to a temporary folder
     day = {"video": video, "slots": video.with_suffix(".slots.yaml"), "events": video.with_suffix(".events.jsonl")}
     keys = kit.keys(work / "keys")
     config = kit.device_config([day], model, work, keys, 1.0, realtime=False)
