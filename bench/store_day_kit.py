@@ -193,17 +193,18 @@ class Staff:
             return {}
         cls = next((e["class"] for e in reversed(truth) if e.get("kind") == "restock" and ev["slot"] in e["slots"]
                     and e["t"] <= ev["t"]), None)
-        # The manager enrols the slot from the states kiosk ("enrol" on the slot: the device records the new
-        # piece, the slot's incident ends) and types its class into both kiosks' planograms.
+        # The manager types the new piece's class into both kiosks' planograms (its grace starts then), and
+        # enrols the slot from the states kiosk ("enrol" on the slot: the device records the new piece, on the
+        # planogram's word where the model reads it empty; the slot's incident ends).
+        for kiosk in self.kiosks:
+            if cls is not None and kiosk.engine.planogram.get(key) != cls:
+                kiosk.set_expected(key, cls, USER)
         try:
             extra = {"request": self.request} if self.request is not None else {}
             reply = enrol_case(self.kiosks[0], DEVICE, camera, USER, slots=[ev["slot"]], **extra)
         except DeviceRequestError as exc:
             return {"error": str(exc)}
-        for kiosk in self.kiosks:
-            if cls is not None:
-                kiosk.set_expected(key, cls, USER)
-        return {"enrolled": reply.get("enrolled"), "refused": reply.get("refused")}
+        return {"enrolled": reply.get("enrolled"), "refused": reply.get("refused"), "unseen": reply.get("unseen")}
 
 
 def incidents_of(kiosk_dir: Path) -> list[dict]:

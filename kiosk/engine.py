@@ -356,6 +356,10 @@ class Engine(StatesMixin, HealthMixin):
         (self.suggested.add if suggested else self.suggested.discard)(key)
         sv = self.slots.setdefault(key, SlotView())
         ch = Changes()
+        if (old is None or old in STATES) and value not in STATES and sv.away_since is not None:
+            # A piece is expected from now on (a restocked slot typed in before its enrolment took): its
+            # grace starts now, not when the slot emptied for the sale.
+            sv.away_since, sv.away_from_present = now, False
         if sv.state is not None and self.policies.incidents == "states":
             self._evaluate_state(key, sv, sv.state, sv.similarity, now, ch, None, changed=True)
         else:

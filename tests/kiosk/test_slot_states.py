@@ -279,3 +279,20 @@ def test_seq_range_after_an_edge_restart(tmp_path):
     d.at(60, {"r0c1": "empty"})
     ev = d.e.open[("slot", *R0C1)].evidence
     assert ev["seq_first"] <= ev["seq_last"] == 195, ev
+
+
+def test_a_sold_slot_typed_back_to_a_piece_gets_its_grace_from_the_edit(tmp_path):
+    d = Day(engine(tmp_path, empty_grace_s=30))
+    d.at(0)
+    key = ("case-01", "cam0", "r0c0")
+    d.e.set_expected(key, "sold", T0 + 1)
+    for t in range(2, 200, 10):                       # sold: empty for minutes, no incident
+        d.at(t, {"r0c0": "empty"})
+    # Restocked: the manager types the piece before the device's enrolment took.
+    _, ch = d.e.set_expected(key, "ring", T0 + 200)
+    assert not ch.incidents
+    d.at(201, {"r0c0": "empty"})
+    d.at(225, {"r0c0": "empty"})
+    assert d.events == []
+    d.at(231, {"r0c0": "empty"})                      # ... still empty past the grace: missing
+    assert d.events == [("opened", "missing", "r0c0")]
