@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                         "as the device can)")
     p.add_argument("--every", type=int, default=1, help="the device classifies every N-th frame (a slower camera)")
     p.add_argument("--grace", type=float, default=30.0, help="the kiosk's empty grace (seconds)")
-    p.add_argument("--swap-confirm", type=float, default=10.0, help="the kiosk's swap_confirm_s")
+    p.add_argument("--swap-confirm", type=float, default=kit.SWAP_CONFIRM_S,
+                   help="the kiosk's swap_confirm_s (default: the kiosk's own)")
     p.add_argument("--seed", type=int, default=100, help="first case's seed (development days used 1-9)")
     p.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "real-dev" / "val",
                    help="product photos DIR/<class>/*.jpg for the photo stocking (read in place)")

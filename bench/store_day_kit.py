@@ -19,7 +19,7 @@ import yaml
 
 from edge.config.device import parse_config
 from edge.link.keys import allow, create_key_pair
-from kiosk.config import STATES, KioskConfig
+from kiosk.config import STATES, KioskConfig, Policies
 from kiosk.device_requests import DeviceRequestError
 from kiosk.enrolment import enrol_case
 from kiosk.history import History
@@ -27,6 +27,8 @@ from kiosk.service import Kiosk
 
 DEVICE = "bench-case"
 USER = "bench"
+#: The kiosk's own swapped-piece confirmation, as a store runs it.
+SWAP_CONFIRM_S = Policies.model_fields["swap_confirm_s"].default
 RETRIES = 4      # a refused enrolment is tried again this many times ...
 RETRY_S = 2.0    # ... this many video seconds apart
 #: The manager's look at the page after opening: slots the planogram fills that are still "not enrolled"

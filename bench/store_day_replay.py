@@ -129,7 +129,7 @@ def replay(rec: Path, states: dict[str, Any], policies: dict[str, Any], work: Pa
     clock = kit.VideoClock(fps)
     cfg = kit.kiosk_config(mode, work, [day], [truth], ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2"),
                            {"client_secret": _secret(work), "server_public": _public(work)}, grace_s=30.0, speed=1.0,
-                           swap_confirm_s=10.0)
+                           swap_confirm_s=kit.SWAP_CONFIRM_S)
     data = cfg.model_dump(mode="json")
     data["policies"].update(policies)
     data["policies"]["heartbeat_s"] = 1e6        # no heartbeats in a replay

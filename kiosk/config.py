@@ -124,8 +124,9 @@ class Policies(Strict):
     incidents: Literal["states", "categories"] = Field(
         "states", description="What slot incidents come from: the device's slot states (missing, swapped, "
                               "smash; docs/kiosk-states.md), or the category against the planogram (the old rule).")
-    swap_confirm_s: float = Field(3.0, ge=0, description="How long a slot must read `changed` before a "
-                                                         "swapped-piece incident (states).")
+    swap_confirm_s: float = Field(15.0, ge=0, description="How long a slot must read `changed` before a "
+                                                          "swapped-piece incident (states): glare drifting over "
+                                                          "a slot for ~12 s after a hand is not a swap.")
     category_incidents: bool = Field(False, description="With states: a category that differs from the planogram "
                                                         "is a 'wrong piece' incident again, not only a hint.")
     evidence_days: float = Field(90.0, gt=0, description="Days the incidents' evidence pictures are kept.")

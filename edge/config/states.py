@@ -68,7 +68,7 @@ class StatesConfig(Strict):
     identity_recheck: bool = Field(True, description="While the slot stays still, that check is made again on "
                                                      "its latest still frames, so a shadow or a sleeve at the "
                                                      "hand's edge cannot latch `changed`.")
-    change_needs_hand: bool = Field(False, description="A present slot becomes `changed` only through a hand: "
+    change_needs_hand: bool = Field(True, description="A present slot becomes `changed` only through a hand: "
                                                       "after one, when the piece there is another (the identity "
                                                       "check); its embedding drifting from the reference without "
                                                       "a hand (light, glare, the camera nudged) keeps it present.")

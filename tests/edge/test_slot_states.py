@@ -91,7 +91,8 @@ def test_a_hand_makes_a_slot_occluded_and_no_decision_is_made_until_it_is_still(
 
 
 def test_another_piece_once_still_is_changed_and_an_empty_slot_is_empty(tmp_path):
-    case = Case(tmp_path)
+    # Against the reference alone (no hand needed: change_needs_hand off); with it on, see the test at the end.
+    case = Case(tmp_path, CFG.model_copy(update={"change_needs_hand": False}))
     case.step(n=6)
     states = case.step(emb=(PIECE_B, TRAY), labels=("ring", "empty"), n=1)
     assert states == ["present", "present"]          # confirm_frames: one frame decides nothing
@@ -109,7 +110,8 @@ def test_a_small_piece_the_model_calls_empty_is_present_while_it_matches_its_ref
 
 
 def test_the_reference_follows_slow_light_but_never_an_abrupt_change(tmp_path):
-    case = Case(tmp_path, StatesConfig(still_s=0.5, enrol_frames=3, follow_s=5.0, min_margin=0.05, max_margin=0.05))
+    case = Case(tmp_path, StatesConfig(still_s=0.5, enrol_frames=3, follow_s=5.0, min_margin=0.05, max_margin=0.05,
+                                       change_needs_hand=False))
     case.step(n=6)
     drift = PIECE_A
     for k in range(60):   # 12 s of light slowly moving the embedding toward PIECE_B
