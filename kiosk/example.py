@@ -29,7 +29,7 @@ policies:
   burst_slots: 2          # a third slot of one case emptied within burst_window_s: immediate alarm
   burst_window_s: 10
   incidents: states       # from the device's slot states (docs/kiosk-states.md); `categories`: the old rule
-  swap_confirm_s: 3       # a slot reads `changed` this long: another piece is in it
+  swap_confirm_s: 15      # a slot reads `changed` this long: another piece is in it
   category_incidents: false   # a category other than the planogram's is a hint, not an incident
   evidence_days: 90       # evidence pictures kept this long ...
   evidence_mb: 500        # ... and at most this much (oldest pruned)
