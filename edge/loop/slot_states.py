@@ -344,7 +344,8 @@ class SlotTracker:
             raise EnrolmentError(f"camera {self.camera}: cannot enrol: {self.problem or 'slot states are disabled'}")
         names = list(self.names if slots is None else slots)
         indices = [self.index(n) for n in names]
-        [self.index(n) for n in pieces]
+        for name in pieces:
+            self.index(name)            # an unknown slot is refused by name, like one in ``slots``
         enrolled, refused, labels, unseen = [], {}, {}, []
         with self._lock:
             crops = self.slots.crop(self._image) if self._image is not None else None
