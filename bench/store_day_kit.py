@@ -183,12 +183,7 @@ class Staff:
             slots = self._unwatched(camera)
             if not slots:
                 return {}
-            try:
-                extra = {"request": self.request} if self.request is not None else {}
-                reply = enrol_case(self.kiosks[0], DEVICE, camera, USER, slots=slots, **extra)
-            except DeviceRequestError as exc:
-                return {"error": str(exc)}
-            return {"enrolled": reply.get("enrolled"), "refused": reply.get("refused"), "unseen": reply.get("unseen")}
+            return self._enrol(camera, slots)
         if ev["action"] == "mark_sold":
             for kiosk in self.kiosks:
                 kiosk.set_expected(key, "sold", USER)
@@ -201,9 +196,13 @@ class Staff:
         for kiosk in self.kiosks:
             if cls is not None and kiosk.engine.planogram.get(key) != cls:
                 kiosk.set_expected(key, cls, USER)
+        return self._enrol(camera, [ev["slot"]])
+
+    def _enrol(self, camera: str, slots: list[str]) -> dict:
+        """Enrol ``slots`` from the states kiosk; what the device enrolled, refused and took on the planogram's word."""
         try:
             extra = {"request": self.request} if self.request is not None else {}
-            reply = enrol_case(self.kiosks[0], DEVICE, camera, USER, slots=[ev["slot"]], **extra)
+            reply = enrol_case(self.kiosks[0], DEVICE, camera, USER, slots=slots, **extra)
         except DeviceRequestError as exc:
             return {"error": str(exc)}
         return {"enrolled": reply.get("enrolled"), "refused": reply.get("refused"), "unseen": reply.get("unseen")}
