@@ -154,7 +154,8 @@ def film(photos: Path, minutes: float, seeds: Sequence[int], work: Path) -> list
 
 def collect(days: list[dict], model: Path, work: Path, every_s: float) -> tuple[Path, dict[str, Any]]:
     """A real device plays ``days`` (one camera each, every frame) and collects from its enrolled slots, labelled
-    with each case's planogram at opening; returns the collect folder and what each camera's collector said."""
+    with each case's planogram at opening; returns the collect folder and each camera's collector status at the
+    end of the day."""
     from edge.loop import slot_states
     from edge.loop.run import CameraLoop
 
@@ -187,7 +188,9 @@ def collect(days: list[dict], model: Path, work: Path, every_s: float) -> tuple[
         slot_states.SlotTracker.update = update
     if loop.collect_writer is not None:
         loop.collect_writer.flush()
-    return folder, {k: v for k, v in started.items() if k != "loop"}
+    # What each camera's collector says at the end of the day: crops kept today, near-duplicates dropped.
+    return folder, {c.id: {"started": started.get(c.id) is not None, **c.collector.status()}
+                    for c in loop.cameras if c.collector is not None}
 
 
 def _py(module: str, *args: object) -> list[str]:

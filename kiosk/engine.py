@@ -66,6 +66,7 @@ class SlotView:
     away_since: float | None = None     # first frame not present, while occluded/empty/changed
     away_from_present: bool = False     # ... and the slot was present just before
     changed_since: float | None = None  # first frame of the current run of `changed`
+    hand_on_missing: float | None = None  # first frame of a hand over the slot while it was seen emptied
 
 
 def condition(expected: str | None, label: str | None) -> Cond:
@@ -129,12 +130,20 @@ class Engine(StatesMixin, HealthMixin):
         """Seconds a slot of ``case`` may be wrong before it is an incident."""
         smash = self.open.get(incident_key("smash", *case, None))
         # A smash-and-grab makes the slots emptied with it incidents at once; any other slot of the case (a
-        # sale, a hand resting on the glass) keeps its grace, though the smash alarm is still open.
-        if not self.store_open(now) or (smash is not None and slot in smash.evidence.get("slots", ())):
+        # sale, a hand resting on the glass) keeps its grace, though the smash alarm is still open, and so does
+        # a slot of the smash restocked since and emptied again (its piece's away time began after the alarm).
+        if not self.store_open(now) or (smash is not None and slot in smash.evidence.get("slots", ())
+                                        and self._emptied_by(smash, (*case, slot))):
             return 0.0
         plan = self.cases.get(case)
         g = plan.empty_grace_s if plan is not None else None
         return self.policies.empty_grace_s if g is None else g
+
+    def _emptied_by(self, smash: Incident, key: SlotKey) -> bool:
+        """Whether the slot's current time away began by the time ``smash`` opened."""
+        sv = self.slots.get(key)
+        since = sv.away_since if sv is not None else None
+        return since is None or since <= smash.opened_at
 
     def _burst_slots(self, case: CaseKey) -> int:
         plan = self.cases.get(case)

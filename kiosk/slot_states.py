@@ -36,6 +36,8 @@ from kiosk.words import case_shape, slot_words
 AWAY = ("occluded", "empty", "changed")
 #: Conditions that decide nothing: an open incident stays as it is.
 HOLD = ("occluded", "unenrolled")
+#: Seconds before a missing piece's grace runs out in which a hand over its emptied slot no longer delays the alarm.
+HAND_AT_GRACE_S = 2.0
 
 
 def state_condition(expected: str | None, state: str, label: str | None,
@@ -104,6 +106,17 @@ class StatesMixin:
         elif state == "changed" and sv.changed_since is None:
             sv.changed_since = now                 # ... but only `changed` starts it: never a long hand's time
         sv.cond, sv.hint = state_condition(self.planogram.get(key), state, sv.label, self.policies.category_incidents)
+        if state != "occluded":
+            sv.hand_on_missing = None
+        elif prev == Cond.MISSING and prev_state != "occluded":
+            sv.hand_on_missing = now
+        if sv.hand_on_missing is not None and sv.away_since is not None \
+                and sv.hand_on_missing - sv.away_since >= self.grace(key[:2], now, key[2]) - HAND_AT_GRACE_S:
+            # A hand that comes over a slot seen emptied in the last seconds of its grace does not put the
+            # alarm off: the slot stays missing under it (a customer's hand passing over a stolen piece's slot
+            # at the wrong moment would delay the alarm by the hand's seconds). An earlier hand decides nothing,
+            # as over any slot: it may be putting the piece back within the grace.
+            sv.cond, sv.hint = Cond.MISSING, None
         if sv.cond == Cond.MISSING:
             since = sv.away_since
         elif sv.cond == Cond.SWAPPED:

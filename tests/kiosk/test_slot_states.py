@@ -79,6 +79,31 @@ def test_lift_and_return_within_the_grace_and_hand_passes_never_alarm(tmp_path):
     assert d.events == []
 
 
+def test_a_hand_over_an_emptied_slot_does_not_put_its_alarm_off(tmp_path):
+    d = Day(engine(tmp_path))                      # a grace of 60 s
+    d.at(0)
+    d.at(1, {"r0c1": "occluded"})                  # the thief's hand
+    d.at(5, {"r0c1": "empty"})
+    d.at(56, {"r0c1": "occluded"})                 # a hand before the last 2 s decides nothing (putting it back?)
+    assert d.e.slot_dict(R0C1)["cond"] == "occluded"
+    d.at(57, {"r0c1": "empty"})
+    d.at(59, {"r0c1": "occluded"})                 # a customer's hand passes over the empty slot ...
+    assert d.e.slot_dict(R0C1)["cond"] == "missing"
+    d.at(61, {"r0c1": "occluded"})                 # ... when the grace runs out: the alarm is not put off
+    assert d.opened() == [("missing", "r0c1")]
+    assert d.e.open[("slot", *R0C1)].evidence["since"] == T0 + 1
+    d.at(64)                                       # the piece seen again ends it
+    assert ("resolved", "missing", "r0c1") in d.events
+
+
+def test_a_hand_over_a_slot_never_seen_empty_decides_nothing(tmp_path):
+    d = Day(engine(tmp_path))
+    d.at(0)
+    d.at(1, {"r0c1": "occluded"})                  # a long hand, never seen empty: occluded, no alarm
+    d.at(100, {"r0c1": "occluded"})
+    assert d.opened() == [] and d.e.slot_dict(R0C1)["cond"] == "occluded"
+
+
 def test_tick_opens_missing_when_the_grace_runs_out_without_messages(tmp_path):
     d = Day(engine(tmp_path))
     d.at(0)
@@ -186,6 +211,22 @@ def test_during_a_smash_alarm_the_other_slots_keep_their_grace(tmp_path):
     d.at(8, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})                    # the hand is gone
     d.e.tick(T0 + 40)
     assert ("missing", "r1c0") not in d.opened()
+
+
+def test_a_smash_slot_restocked_and_emptied_again_gets_its_grace(tmp_path):
+    d = Day(engine(tmp_path, empty_grace_s=30))
+    d.at(0)
+    d.at(1, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})
+    assert ("smash", None) in d.opened() and ("missing", "r0c1") in d.opened()
+    d.e.on_enrolled(("case-01", "cam0"), ["r0c1"], "manager", T0 + 100)   # restocked and enrolled ...
+    d.at(101, {"r0c0": "empty", "r0c2": "empty"})
+    d.events.clear()
+    d.at(200, {"r0c0": "empty", "r0c2": "empty", "r0c1": "occluded"})     # ... later sold: taken out
+    d.at(203, {"r0c0": "empty", "r0c2": "empty", "r0c1": "empty"})
+    assert ("smash", "case-01", "cam0") in d.e.open
+    assert ("missing", "r0c1") not in d.opened()                            # the smash alarm is still open
+    d.at(231, {"r0c0": "empty", "r0c2": "empty", "r0c1": "empty"})
+    assert ("missing", "r0c1") in d.opened()                                # its own grace, from 200
 
 
 def test_hand_passes_and_slow_removals_are_no_smash(tmp_path):
