@@ -154,8 +154,7 @@ def film(photos: Path, minutes: float, seeds: Sequence[int], work: Path) -> list
 
 def collect(days: list[dict], model: Path, work: Path, every_s: float) -> tuple[Path, dict[str, Any]]:
     """A real device plays ``days`` (one camera each, every frame) and collects from its enrolled slots, labelled
-    with each case's planogram at opening; returns the collect folder and each camera's collector status at the
-    end of the day."""
+    with each case's planogram at opening; returns the collect folder and the crops each camera kept per slot."""
     from edge.loop import slot_states
     from edge.loop.run import CameraLoop
 
@@ -188,9 +187,16 @@ def collect(days: list[dict], model: Path, work: Path, every_s: float) -> tuple[
         slot_states.SlotTracker.update = update
     if loop.collect_writer is not None:
         loop.collect_writer.flush()
-    # What each camera's collector says at the end of the day: crops kept today, near-duplicates dropped.
-    return folder, {c.id: {"started": started.get(c.id) is not None, **c.collector.status()}
-                    for c in loop.cameras if c.collector is not None}
+    # Crops each camera kept, per slot, from the collect folder's manifest (what pull-crops copies).
+    from edge.contracts import COLLECT_MANIFEST
+    from edge.loop.collect_store import read_manifest
+
+    kept: dict[str, dict[str, int]] = {}
+    for e in read_manifest(folder / COLLECT_MANIFEST):
+        per_slot = kept.setdefault(str(e.get("camera")), {})
+        per_slot[str(e.get("slot"))] = per_slot.get(str(e.get("slot")), 0) + 1
+    return folder, {cam: {"started": cam in started, "crops_per_slot": dict(sorted(kept.get(cam, {}).items()))}
+                    for cam in planograms}
 
 
 def _py(module: str, *args: object) -> list[str]:
