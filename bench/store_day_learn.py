@@ -41,15 +41,16 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 from bench import store_day_kit as kit  # noqa: E402
 from bench.store_day_score import load_events  # noqa: E402
 
+from deploy.demo import _py  # noqa: E402
+# The fine-tune's settings are the demo's --learn (from a trained model: a gentle optimiser, no warm-up).
+from deploy.demo_learn import FINETUNE  # noqa: E402
+
 logger = logging.getLogger("store_day_learn")
 RESULTS = ROOT / "bench" / "results" / "store_day_learn.json"
 DATA = ROOT.parent / "shared" / "data" / "real-dev"
 HAND_MARGIN_S = 1.0      # a crop is taken no nearer than this to a hand in the case
 CHANGE_MARGIN_S = 2.0    # ... nor to a change of its own slot
 TARGETS = ("onnxruntime", "openvino")
-# As the demo's --learn (deploy/demo_learn.py): from a trained model, a gentle optimiser and no warm-up.
-FINETUNE = ("--recipe", "seed", "--opt", "adamw", "--lr", 0.0005, "--weight-decay", 0.05, "--warmup-epochs", 0,
-            "--label-smoothing", 0.1, "--misses", 0)
 
 
 # -- the truth: what lies in each slot, and when a hand is in the case ----------------------------------------
@@ -197,10 +198,6 @@ def collect(days: list[dict], model: Path, work: Path, every_s: float) -> tuple[
         per_slot[str(e.get("slot"))] = per_slot.get(str(e.get("slot")), 0) + 1
     return folder, {cam: {"started": cam in started, "crops_per_slot": dict(sorted(kept.get(cam, {}).items()))}
                     for cam in planograms}
-
-
-def _py(module: str, *args: object) -> list[str]:
-    return [sys.executable, "-m", module, *map(str, args)]
 
 
 def _run(cmd: list[str], what: str) -> float:
