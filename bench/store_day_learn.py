@@ -201,12 +201,11 @@ def collect(days: list[dict], model: Path, work: Path, every_s: float) -> tuple[
 
 
 def _run(cmd: list[str], what: str) -> float:
-    import subprocess
+    """The demo's step runner (:func:`deploy.demo._run`), timed."""
+    from deploy.demo import _run as run
 
-    logger.info("%s: %s", what, " ".join(cmd).replace(sys.executable, "python"))
     t0 = time.monotonic()
-    if subprocess.run(cmd, check=False).returncode != 0:
-        raise SystemExit(f"store_day_learn: step '{what}' failed: {' '.join(cmd)}")
+    run(cmd, what)
     return time.monotonic() - t0
 
 
@@ -222,16 +221,9 @@ def calibrate(run: Path, images: Path, val: Path, out: Path, count: int) -> dict
 
 def score(calib: Path, folder: Path) -> dict[str, float]:
     """Top-1 (%) of the FP32 model and each INT8 target on the labelled crops in ``folder``."""
-    import numpy as np
+    from deploy.demo_learn import top1
 
-    from calibration import gate
-    from calibration.data import load_labelled_set
-    from edge.manifest import Manifest
-
-    manifest = Manifest.load(calib / "manifest.json")
-    photos = load_labelled_set(folder, manifest.input, tuple(manifest.classes))
-    rows = gate.evaluate(calib, TARGETS, photos.batch, np.asarray(photos.labels), bench_iters=0)
-    return {r.name: round(float(r.top1), 2) for r in rows}
+    return {name: round(float(v), 2) for name, v in top1(calib, folder, TARGETS).items()}
 
 
 def photo_sample(data: Path, out: Path, per_class: int) -> Path:

@@ -141,15 +141,15 @@ def per_class(folder: Path) -> dict[str, int]:
     return {d.name: n for d in sorted(folder.iterdir()) if d.is_dir() and (n := len(list(d.glob("*.jpg"))))}
 
 
-def top1(calib: Path, folder: Path) -> dict[str, float]:
-    """FP32 and INT8 (ONNX Runtime) top-1 of the calibrated model in ``calib`` on the photos in ``folder``."""
+def top1(calib: Path, folder: Path, targets: tuple[str, ...] = ("onnxruntime",)) -> dict[str, float]:
+    """FP32 and INT8 (each of ``targets``) top-1 of the calibrated model in ``calib`` on the photos in ``folder``."""
     from calibration import gate  # noqa: PLC0415 - only when there is a held-out part
     from calibration.data import load_labelled_set  # noqa: PLC0415
     from edge.manifest import Manifest  # noqa: PLC0415
 
     manifest = Manifest.load(calib / "manifest.json")
     photos = load_labelled_set(folder, manifest.input, tuple(manifest.classes))
-    rows = gate.evaluate(calib, ("onnxruntime",), photos.batch, np.asarray(photos.labels), bench_iters=0)
+    rows = gate.evaluate(calib, targets, photos.batch, np.asarray(photos.labels), bench_iters=0)
     return {r.name: r.top1 for r in rows}
 
 
