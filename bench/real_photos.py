@@ -93,6 +93,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     views.add_argument("--candidates", help="--views: a comma list of the candidates (default all of them)")
     views.add_argument("--folds", type=int, default=3, help="--views: k of the k-fold views (default 3)")
     views.add_argument("--jobs", type=int, default=1, help="--views: trainings at once, 1 torch thread each")
+    views.add_argument("--resume", type=Path, action="append", metavar="JSON",
+                       help="--views: keep the trainings of an earlier result of the same configuration instead of "
+                            "running them again (repeatable)")
     return p
 
 

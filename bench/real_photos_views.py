@@ -318,6 +318,39 @@ def merge(out: Path, inputs: list[Path]) -> dict[str, Any]:
     return result
 
 
+def resumed_runs(paths: list[Path], args: argparse.Namespace, described: list[dict[str, Any]],
+                 cands: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+    """The trainings of earlier results (``--resume``) that this run asks for, so that they are not run again:
+    same photos, image size, epochs, batch, folds and device, and views of the same sizes (the grouping is
+    deterministic, so a view of the same name and sizes holds the same photos). Later files win on a repeat.
+
+    Raises:
+        SystemExit: a file that is unreadable, not this benchmark, or another configuration (named).
+    """
+    same = ("img_size", "epochs", "batch_size", "folds", "device")
+    sizes = {v["name"]: (v["train"], v["held_out"]) for v in described}
+    kept: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for path in paths:
+        try:
+            part = json.loads(Path(path).read_text())
+            config = part["config"]
+            theirs = {v["name"]: (v["train"], v["held_out"]) for v in part["views"]}
+            part_runs = part["runs"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"--resume {path}: not a views result ({type(exc).__name__}: {exc})") from None
+        differs = [f"{k} {config.get(k)} (this run {getattr(args, k)})" for k in same if config.get(k) != getattr(args, k)]
+        if Path(config.get("data", "")).resolve() != Path(args.data).resolve():
+            differs.append(f"data {config.get('data')} (this run {args.data})")
+        differs += [f"view {n} {theirs[n][0]}/{theirs[n][1]} photos (this run {sizes[n][0]}/{sizes[n][1]})"
+                    for n in theirs if n in sizes and theirs[n] != sizes[n]]
+        if differs:
+            raise SystemExit(f"--resume {path}: another configuration: {'; '.join(differs)}")
+        for r in part_runs:
+            if r["view"] in sizes and r["candidate"] in cands and r["seed"] in seeds:
+                kept[(r["view"], r["candidate"], r["seed"])] = r
+    return list(kept.values())
+
+
 # -- main --------------------------------------------------------------------------------------------------
 
 def main(args: argparse.Namespace) -> int:
@@ -342,7 +375,12 @@ def main(args: argparse.Namespace) -> int:
                  for seed in seeds for v in described for cand in cands]
         # Seed by seed (a run cut short keeps whole seeds), longest first within one (the jobs finish together).
         tasks.sort(key=lambda t: (t["seed"], -t["cost"]))
-        runs: list[dict[str, Any]] = []
+        runs: list[dict[str, Any]] = resumed_runs(args.resume or [], args, described, cands, seeds)
+        done = {(r["view"], r["candidate"], r["seed"]) for r in runs}
+        tasks = [t for t in tasks if (t["view"], t["candidate"], t["seed"]) not in done]
+        if runs:
+            logger.info("--resume: %d training(s) kept from %s, %d to run", len(runs),
+                        ", ".join(str(p) for p in args.resume), len(tasks))
         errors: list[str] = []
 
         def save(complete: bool) -> dict[str, Any]:
@@ -353,6 +391,7 @@ def main(args: argparse.Namespace) -> int:
                            "first_seed": args.first_seed, "img_size": args.img_size, "epochs": args.epochs,
                            "batch_size": args.batch_size, "device": args.device, "jobs": args.jobs,
                            "torch_threads_per_training": 1,
+                           **({"resumed_from": [str(p) for p in args.resume]} if args.resume else {}),
                            "scoring": "top1 = best epoch on the view's held-out photos (every candidate)"},
                 "machine": {"cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0]},
                 "grouping": grouping,

@@ -2,7 +2,9 @@
 generated images (never the real photos)."""
 from __future__ import annotations
 
+import argparse
 import json
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +110,47 @@ def test_merge_joins_seeds_run_in_two_processes_and_recomputes_the_margins(tmp_p
     b.write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="not the same benchmark"):
         merge(tmp_path / "m.json", [a, b])
+
+
+def _resume_args(**kw):
+    base = {"img_size": 48, "epochs": 5, "batch_size": 32, "folds": 3, "device": "cpu", "data": Path("/photos")}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_resume_keeps_the_asked_trainings_of_earlier_results_and_later_files_win(tmp_path):
+    from bench.real_photos_views import resumed_runs
+
+    described = [{"name": "a", "train": 10, "held_out": 5}, {"name": "b", "train": 8, "held_out": 7}]
+    first, second = _part(0, {PLAIN: 0.80, "default": 0.84}), _part(1, {PLAIN: 0.70, "default": 0.75})
+    second["runs"].append({"view": "a", "candidate": PLAIN, "seed": 0, "top1": 0.81})   # a rerun of seed 0
+    second["runs"].append({"view": "z", "candidate": PLAIN, "seed": 0, "top1": 0.5})     # a view not asked for
+    for part in (first, second):
+        part["config"]["data"] = "/photos"
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(first))
+    b.write_text(json.dumps(second))
+    kept = resumed_runs([a, b], _resume_args(), described, [PLAIN, "default"], [0, 1])
+    got = {(r["view"], r["candidate"], r["seed"]): r["top1"] for r in kept}
+    assert got == {("a", PLAIN, 0): 0.81, ("a", "default", 0): 0.84, ("a", PLAIN, 1): 0.70, ("a", "default", 1): 0.75}
+    assert resumed_runs([a], _resume_args(), described, ["default"], [1]) == []   # seed 0 only in a.json
+
+
+def test_resume_refuses_another_configuration_or_a_file_that_is_not_a_result_naming_what_differs(tmp_path):
+    from bench.real_photos_views import resumed_runs
+
+    described = [{"name": "a", "train": 10, "held_out": 5}]
+    part = _part(0, {PLAIN: 0.80})
+    part["config"]["data"] = "/photos"
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(part))
+    with pytest.raises(SystemExit, match=r"epochs 5 \(this run 20\)"):
+        resumed_runs([path], _resume_args(epochs=20), described, [PLAIN], [0])
+    with pytest.raises(SystemExit, match=r"data /photos \(this run /other\)"):
+        resumed_runs([path], _resume_args(data=Path("/other")), described, [PLAIN], [0])
+    with pytest.raises(SystemExit, match=r"view a 10/5 photos \(this run 12/3\)"):
+        resumed_runs([path], _resume_args(), [{"name": "a", "train": 12, "held_out": 3}], [PLAIN], [0])
+    path.write_text("{not json")
+    with pytest.raises(SystemExit, match="not a views result"):
+        resumed_runs([path], _resume_args(), described, [PLAIN], [0])
+    with pytest.raises(SystemExit, match="not a views result"):
+        resumed_runs([tmp_path / "missing.json"], _resume_args(), described, [PLAIN], [0])
