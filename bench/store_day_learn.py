@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-epochs", type=int, default=3)
     p.add_argument("--photos-per-class", type=int, default=100,
                    help="product photos per class trained on beside the crops in a fine-tune")
+    p.add_argument("--extra-repeat", type=int, default=1,
+                   help="the fine-tune trains on every collected crop this many times an epoch (gemsight-train "
+                        "--extra-repeat)")
     p.add_argument("--seeds", type=int, default=2, help="fine-tunes, seeds 0..N-1")
     p.add_argument("--minutes", type=float, default=20.0, help="length of every filmed day")
     p.add_argument("--collect-cases", type=int, default=2, help="cases the device collects from (one day)")
@@ -252,12 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop-every-s", type=float, default=10.0, help="a test day's crops: one frame every this")
     p.add_argument("--calib-count", type=int, default=256)
     p.add_argument("--work", type=Path, required=True, help="working folder (days, runs, crops; kept)")
+    p.add_argument("--reuse-crops", action="store_true",
+                   help="fine-tune on the crops an earlier run of this work folder collected (WORK/crops) instead "
+                        "of playing the collect days again (to compare fine-tunes on the same collection)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for split in ("train", "val"):
         if not (args.photos / split).is_dir():
             raise SystemExit(f"--photos {args.photos}: no {split}/ class folders")
+    crops = args.work.resolve() / "crops"
+    if args.reuse_crops and (not crops.is_dir() or not any(crops.glob("*/*.jpg"))):
+        raise SystemExit(f"--reuse-crops: {crops} holds no collected crops (run once without it)")
     started = time.monotonic()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -279,16 +288,18 @@ def main(argv: list[str] | None = None) -> int:
         tests[f"day{i}"] = {"folder": folder, "crops": case_crops(day, folder, f"t{i}", args.crop_every_s)}
         logger.info("test day %d: %s", i, tests[f"day{i}"]["crops"])
 
-    collect_days = film(args.photos / "train", args.minutes, [3100 + i for i in range(args.collect_cases)], work)
-    t0 = time.monotonic()
-    collect_dir, collectors = collect(collect_days, product / "model.onnx", work / "device", args.collect_every_s)
-    seconds["collect"] = time.monotonic() - t0
-    from deploy.pull import copy_collected
+    if args.reuse_crops:
+        collectors = {"reused": str(crops)}
+    else:
+        collect_days = film(args.photos / "train", args.minutes, [3100 + i for i in range(args.collect_cases)], work)
+        t0 = time.monotonic()
+        collect_dir, collectors = collect(collect_days, product / "model.onnx", work / "device", args.collect_every_s)
+        seconds["collect"] = time.monotonic() - t0
+        from deploy.pull import copy_collected
 
-    crops = work / "crops"
-    shutil.rmtree(crops, ignore_errors=True)
-    pulled = copy_collected(collect_dir, crops)
-    crop_counts = {c: len(list((crops / c).glob("*.jpg"))) for c in sorted(pulled.new)}
+        shutil.rmtree(crops, ignore_errors=True)
+        copy_collected(collect_dir, crops)
+    crop_counts = {c.name: n for c in sorted(crops.iterdir()) if c.is_dir() and (n := len(list(c.glob("*.jpg"))))}
     logger.info("collected %d crops: %s", sum(crop_counts.values()), crop_counts)
     if not crop_counts:
         raise SystemExit("store_day_learn: the device collected no crops")
@@ -299,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         run = work / f"finetuned-s{seed}"
         shutil.rmtree(run, ignore_errors=True)
         seconds[f"finetune_s{seed}"] = _run(_py("trainer", "--init-from", product, "--data", sample, "--extra-data",
-                                                crops, "--out", run, "--epochs", args.finetune_epochs, "--batch-size",
-                                                32, "--seed", seed, *FINETUNE), f"fine-tune seed {seed}")
+                                                crops, "--extra-repeat", args.extra_repeat, "--out", run, "--epochs",
+                                                args.finetune_epochs, "--batch-size", 32, "--seed", seed, *FINETUNE),
+                                            f"fine-tune seed {seed}")
         models[f"finetuned-s{seed}"] = run
 
     rows: dict[str, Any] = {}

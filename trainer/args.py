@@ -106,6 +106,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--extra-data", action="append", metavar="DIR",
                    help="more photos in DIR/<class>/* for training only, e.g. crops collected in the case "
                         "(gemsight-deploy pull-crops); repeatable. Validation stays on --data")
+    p.add_argument("--extra-repeat", type=int, default=1, metavar="N",
+                   help="with --extra-data: every extra photo is trained on N times an epoch (default 1): a day's "
+                        "few case crops beside many product photos (docs/training.md)")
     p.add_argument("--config", help="YAML of option defaults (e.g. a run's args.yaml); the command line wins")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     # Test/debug aid: each rank writes a digest of its weights after every epoch to PATH.rank<N>.
@@ -206,6 +209,11 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must not be negative, got {args.workers}")
     args.extra_data = [str(d) for d in args.extra_data] if getattr(args, "extra_data", None) else None
+    repeat = getattr(args, "extra_repeat", 1)
+    if not isinstance(repeat, int) or not 1 <= repeat <= 100:
+        raise ConfigError(f"--extra-repeat must be a whole number from 1 to 100, got {repeat}")
+    if repeat > 1 and not args.extra_data:
+        raise ConfigError(f"--extra-repeat {repeat} repeats the photos of --extra-data; there are none")
     for name in ("data", "out", "val", "resume", "init_from"):
         if getattr(args, name, None) is not None:
             setattr(args, name, str(getattr(args, name)))

@@ -151,12 +151,15 @@ def load_sources(args: argparse.Namespace, init: dict[str, Any] | None) -> Datas
                 "train_per_class": _per_class(train, classes)}]
     skipped = list(split.skipped)
     h = hashlib.sha256(f"{split.digest}\n{','.join(classes)}".encode())
+    repeat = getattr(args, "extra_repeat", 1) or 1
+    if extras and repeat > 1:
+        h.update(f"extra-repeat:{repeat}".encode())
     for folder, good, bad in extras:
         rows = [(p, index[label]) for p, label in good]
-        train += rows
+        train += rows * repeat          # --extra-repeat: each seen that many times an epoch
         skipped += bad
         sources.append({"source": "extra", "path": folder, "train": len(rows), "val": 0,
-                        "train_per_class": _per_class(rows, classes)})
+                        "train_per_class": _per_class(rows, classes), **({"repeat": repeat} if repeat > 1 else {})})
         for p, label in sorted(good):
             h.update(f"extra:{label}:{p.name}:{p.stat().st_size}".encode())
     out = DatasetSplit(classes=classes, train=train, val=val, skipped=skipped,
@@ -188,5 +191,6 @@ def init_weights(model: nn.Module, init: dict[str, Any], new_head: bool) -> None
 
 def summary(sources: Sequence[dict[str, Any]]) -> str:
     """``'240 from photos/ (data; 60 val), 96 from crops/ (extra)'``: what the log says of the sources."""
-    return ", ".join(f"{s['train']} from {s['path']} ({s['source']}" + (f"; {s['val']} val)" if s["val"] else ")")
+    return ", ".join(f"{s['train']} from {s['path']} ({s['source']}" + (f"; {s['val']} val" if s["val"] else "")
+                     + (f"; each {s['repeat']} times an epoch" if s.get("repeat", 1) > 1 else "") + ")"
                      for s in sources)

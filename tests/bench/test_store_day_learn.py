@@ -73,3 +73,13 @@ def test_missing_photo_folders_are_named(tmp_path):
     with pytest.raises(SystemExit, match="no val/ class folders"):
         main(["--photos", str(tmp_path), "--work", str(tmp_path / "w")])
     assert not (tmp_path / "w").exists()
+
+
+def test_reuse_crops_without_an_earlier_collection_is_refused_before_any_work(tmp_path):
+    from bench.store_day_learn import main
+
+    for split in ("train", "val"):
+        (tmp_path / "photos" / split).mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"--reuse-crops: .*w/crops holds no collected crops"):
+        main(["--photos", str(tmp_path / "photos"), "--work", str(tmp_path / "w"), "--reuse-crops"])
+    assert not (tmp_path / "w").exists()

@@ -114,3 +114,30 @@ def test_new_head_needs_a_model_and_extra_classes_need_photos_in_data(tiny_data,
     with pytest.raises(DataError, match=r"--extra-data has class\(es\) pendant with no photo in --data"):
         train(data=str(tiny_data), extra_data=[str(crops)], out=str(tmp_path / "run"), **FROZEN)
     assert not (tmp_path / "run").exists()
+
+
+def test_extra_repeat_trains_on_each_collected_photo_that_many_times_and_the_report_says_so(tiny_data, tmp_path):
+    import argparse
+
+    from trainer.finetune import load_sources, summary
+
+    crops = collected(tiny_data, tmp_path / "crops")
+    base = {"data": str(tiny_data), "val": None, "val_split": 0.2, "seed": 0, "extra_data": [str(crops)],
+            "new_head": False}
+    once = load_sources(argparse.Namespace(**base, extra_repeat=1), None)
+    thrice = load_sources(argparse.Namespace(**base, extra_repeat=3), None)
+    crop_rows = [r for r in thrice.train if str(crops) in str(r[0])]
+    assert len(crop_rows) == 18 and len(thrice.train) == len(once.train) + 12 and thrice.val == once.val
+    assert thrice.sources[1]["train"] == 6 and thrice.sources[1]["repeat"] == 3 and "repeat" not in once.sources[1]
+    assert thrice.digest != once.digest                   # another training set, another run's provenance
+    assert f"6 from {crops} (extra; each 3 times an epoch)" in summary(thrice.sources)
+
+
+def test_extra_repeat_out_of_range_or_without_extra_data_is_refused_naming_it(tiny_data, tmp_path):
+    crops = collected(tiny_data, tmp_path / "crops")
+    for bad in (0, 101):
+        with pytest.raises(ConfigError, match=rf"--extra-repeat must be a whole number from 1 to 100, got {bad}"):
+            train(data=str(tiny_data), extra_data=[str(crops)], extra_repeat=bad, out=str(tmp_path / "run"), **FROZEN)
+    with pytest.raises(ConfigError, match="--extra-repeat 4 repeats the photos of --extra-data; there are none"):
+        train(data=str(tiny_data), extra_repeat=4, out=str(tmp_path / "run"), **FROZEN)
+    assert not (tmp_path / "run").exists()
