@@ -241,16 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--product", type=Path, help="the product-photo model's run directory (default: trained here)")
     p.add_argument("--img-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=15, help="the product-photo model's epochs")
-    p.add_argument("--finetune-epochs", type=int, default=3)
+    p.add_argument("--finetune-epochs", type=int, default=8)
     p.add_argument("--photos-per-class", type=int, default=100,
                    help="product photos per class trained on beside the crops in a fine-tune")
-    p.add_argument("--extra-repeat", type=int, default=1,
+    p.add_argument("--extra-repeat", type=int, default=4,
                    help="the fine-tune trains on every collected crop this many times an epoch (gemsight-train "
                         "--extra-repeat)")
     p.add_argument("--seeds", type=int, default=2, help="fine-tunes, seeds 0..N-1")
     p.add_argument("--minutes", type=float, default=20.0, help="length of every filmed day")
     p.add_argument("--collect-cases", type=int, default=2, help="cases the device collects from (one day)")
-    p.add_argument("--test-days", type=int, default=2)
+    p.add_argument("--test-days", type=int, default=10)
     p.add_argument("--collect-every-s", type=float, default=15.0, help="collect.every_s of the device")
     p.add_argument("--crop-every-s", type=float, default=10.0, help="a test day's crops: one frame every this")
     p.add_argument("--calib-count", type=int, default=256)
