@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.real_photos_views import BAR_POINTS, CANDIDATES, PLAIN, candidate_names, summarize, verdict, view_names
+from bench.real_photos_views import CANDIDATES, candidate_names, view_names
+from bench.real_photos_views_results import BAR_POINTS, PLAIN, summarize, verdict
 
 
 def _runs(view: str, cand: str, scores: list[float]) -> list[dict]:
@@ -94,7 +95,7 @@ def _part(seed: int, top1: dict[str, float], complete: bool = True) -> dict:
 
 
 def test_merge_joins_seeds_run_in_two_processes_and_recomputes_the_margins(tmp_path):
-    from bench.real_photos_views import merge
+    from bench.real_photos_views_results import merge
 
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(_part(0, {PLAIN: 0.80, "default": 0.84})))
@@ -118,7 +119,7 @@ def _resume_args(**kw):
 
 
 def test_resume_keeps_the_asked_trainings_of_earlier_results_and_later_files_win(tmp_path):
-    from bench.real_photos_views import resumed_runs
+    from bench.real_photos_views_results import resumed_runs
 
     described = [{"name": "a", "train": 10, "held_out": 5}, {"name": "b", "train": 8, "held_out": 7}]
     first, second = _part(0, {PLAIN: 0.80, "default": 0.84}), _part(1, {PLAIN: 0.70, "default": 0.75})
@@ -136,7 +137,7 @@ def test_resume_keeps_the_asked_trainings_of_earlier_results_and_later_files_win
 
 
 def test_resume_refuses_another_configuration_or_a_file_that_is_not_a_result_naming_what_differs(tmp_path):
-    from bench.real_photos_views import resumed_runs
+    from bench.real_photos_views_results import resumed_runs
 
     described = [{"name": "a", "train": 10, "held_out": 5}]
     part = _part(0, {PLAIN: 0.80})
