@@ -13,6 +13,8 @@ from typing import Any
 PLAIN = "plain"
 #: The default must beat the plain loop by this many points of top-1, on average over the views.
 BAR_POINTS = 2.0
+#: The settings two results must share to be one benchmark (``merge``, ``--resume``).
+SAME_CONFIG = ("img_size", "epochs", "batch_size", "folds", "device")
 
 
 # -- summary -----------------------------------------------------------------------------------------------
@@ -129,11 +131,10 @@ def merge(out: Path, inputs: list[Path]) -> dict[str, Any]:
     """
     parts = [json.loads(Path(p).read_text()) for p in inputs]
     base = parts[0]
-    same = ("img_size", "epochs", "batch_size", "folds", "device")
     for p, part in zip(inputs, parts):
-        if any(part["config"][k] != base["config"][k] for k in same) or part["views"] != base["views"] \
+        if any(part["config"][k] != base["config"][k] for k in SAME_CONFIG) or part["views"] != base["views"] \
                 or list(part["candidates"]) != list(base["candidates"]):
-            raise SystemExit(f"merge: {p} is not the same benchmark as {inputs[0]} ({', '.join(same)}, views, "
+            raise SystemExit(f"merge: {p} is not the same benchmark as {inputs[0]} ({', '.join(SAME_CONFIG)}, views, "
                              f"candidates must match)")
     runs = {(r["view"], r["candidate"], r["seed"]): r for part in parts for r in part["runs"]}
     seeds = sorted({r["seed"] for r in runs.values()})
@@ -159,7 +160,6 @@ def resumed_runs(paths: list[Path], args: argparse.Namespace, described: list[di
     Raises:
         SystemExit: a file that is unreadable, not this benchmark, or another configuration (named).
     """
-    same = ("img_size", "epochs", "batch_size", "folds", "device")
     sizes = {v["name"]: (v["train"], v["held_out"]) for v in described}
     kept: dict[tuple[str, str, int], dict[str, Any]] = {}
     for path in paths:
@@ -170,7 +170,7 @@ def resumed_runs(paths: list[Path], args: argparse.Namespace, described: list[di
             part_runs = part["runs"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SystemExit(f"--resume {path}: not a views result ({type(exc).__name__}: {exc})") from None
-        differs = [f"{k} {config.get(k)} (this run {getattr(args, k)})" for k in same if config.get(k) != getattr(args, k)]
+        differs = [f"{k} {config.get(k)} (this run {getattr(args, k)})" for k in SAME_CONFIG if config.get(k) != getattr(args, k)]
         if Path(config.get("data", "")).resolve() != Path(args.data).resolve():
             differs.append(f"data {config.get('data')} (this run {args.data})")
         differs += [f"view {n} {theirs[n][0]}/{theirs[n][1]} photos (this run {sizes[n][0]}/{sizes[n][1]})"

@@ -264,11 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("train", "val"):
         if not (args.photos / split).is_dir():
             raise SystemExit(f"--photos {args.photos}: no {split}/ class folders")
-    crops = args.work.resolve() / "crops"
+    work = args.work.resolve()
+    crops = work / "crops"
     if args.reuse_crops and (not crops.is_dir() or not any(crops.glob("*/*.jpg"))):
         raise SystemExit(f"--reuse-crops: {crops} holds no collected crops (run once without it)")
     started = time.monotonic()
-    work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
 
