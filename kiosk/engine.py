@@ -67,6 +67,7 @@ class SlotView:
     away_from_present: bool = False     # ... and the slot was present just before
     changed_since: float | None = None  # first frame of the current run of `changed`
     hand_on_missing: float | None = None  # first frame of a hand over the slot while it was seen emptied
+    logged: str | None = None           # the state last written to the history (occluded never is)
 
 
 def condition(expected: str | None, label: str | None) -> Cond:
@@ -175,10 +176,15 @@ class Engine(StatesMixin, HealthMixin):
                 sv = self.slots[key] = SlotView()
             state = s.get("state")
             changed = state != sv.state
+            by_state = states and state is not None
             if s["label"] != sv.label:
-                ch.slot_rows.append((now, dev, cam, s["name"], s["label"], s["score"], seq))
+                if not by_state:               # by category: every change of the category is the slot's record
+                    ch.slot_rows.append((now, dev, cam, s["name"], s["label"], s["score"], seq, state))
                 sv.since = now
                 changed = True
+            if by_state and state not in (sv.logged, "occluded"):   # by state: what the piece did, not the
+                sv.logged = state                                     # category's flicker or a hand's passing
+                ch.slot_rows.append((now, dev, cam, s["name"], s["label"], s["score"], seq, state))
             sv.label, sv.score, sv.topk, sv.seq = s["label"], s["score"], s["topk"], seq
             if states and state is not None:
                 self._evaluate_state(key, sv, state, s.get("similarity"), now, ch, counts_before, changed)

@@ -33,7 +33,7 @@ DB_NAME = "kiosk.sqlite3"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slot_changes (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, device TEXT NOT NULL, camera TEXT NOT NULL, slot TEXT NOT NULL,
-    label TEXT NOT NULL, score REAL, seq INTEGER);
+    label TEXT NOT NULL, score REAL, seq INTEGER, state TEXT);
 CREATE INDEX IF NOT EXISTS slot_changes_ts ON slot_changes(ts);
 CREATE TABLE IF NOT EXISTS incidents (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, device TEXT NOT NULL, camera TEXT, slot TEXT,
@@ -99,6 +99,7 @@ class History(AuditMixin, UsersMixin, PiecesMixin):
                 self._db.executescript(SCHEMA)
                 self._migrate_users()
                 self._migrate_counts()
+                self._migrate_slot_changes()
             self._state_dir = Path(state_dir)
             self._audit_key = audit_key(self._state_dir, create=not readonly)
         except (sqlite3.Error, OSError) as exc:
@@ -121,15 +122,22 @@ class History(AuditMixin, UsersMixin, PiecesMixin):
                 raise HistoryError(f"{self.path}: {exc}") from exc
 
     # -- slot changes --------------------------------------------------------------------------------
-    def add_slot_changes(self, rows: list[tuple[float, str, str, str, str, float | None, int | None]]) -> None:
-        """Record slot state changes ``(ts, device, camera, slot, label, score, seq)`` in one transaction."""
+    def _migrate_slot_changes(self) -> None:
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(slot_changes)").fetchall()}
+        if "state" not in cols:       # histories from before slot states: their rows are category changes
+            self._db.execute("ALTER TABLE slot_changes ADD COLUMN state TEXT")
+
+    def add_slot_changes(self, rows: list[tuple]) -> None:
+        """Record slot changes ``(ts, device, camera, slot, label, score, seq[, state])`` in one transaction
+        (``state``: the device's slot state, when the kiosk decides by states; None or left out otherwise)."""
         if not rows:
             return
+        rows = [tuple(r) + (None,) * (8 - len(r)) for r in rows]
         with self._lock:
             try:
                 with self._db:
-                    self._db.executemany("INSERT INTO slot_changes (ts, device, camera, slot, label, score, seq) "
-                                         "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                    self._db.executemany("INSERT INTO slot_changes (ts, device, camera, slot, label, score, seq, "
+                                         "state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             except sqlite3.Error as exc:
                 raise HistoryError(f"{self.path}: {exc}") from exc
 

@@ -111,3 +111,16 @@ def test_history_keeps_state_and_prunes(tmp_path):
 def test_history_refuses_a_missing_database_readonly(tmp_path):
     with pytest.raises(HistoryError, match="no kiosk history database"):
         History(tmp_path / "nowhere", readonly=True)
+
+
+def test_slot_changes_gain_a_state_and_older_histories_keep_their_rows(tmp_path):
+    import sqlite3
+    db = sqlite3.connect(tmp_path / "kiosk.sqlite3")      # a history from before slot states
+    db.executescript("CREATE TABLE slot_changes (id INTEGER PRIMARY KEY, ts REAL NOT NULL, device TEXT NOT NULL, "
+                     "camera TEXT NOT NULL, slot TEXT NOT NULL, label TEXT NOT NULL, score REAL, seq INTEGER);"
+                     "INSERT INTO slot_changes (ts, device, camera, slot, label, score, seq) "
+                     "VALUES (1.0, 'd', 'c', 's', 'ring', 0.9, 4);")
+    db.close()
+    h = History(tmp_path)
+    h.add_slot_changes([(2.0, "d", "c", "s", "ring", 0.8, 5, "empty")])
+    assert [(r["label"], r["state"]) for r in h.slot_changes()] == [("ring", "empty"), ("ring", None)]

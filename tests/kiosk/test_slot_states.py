@@ -337,3 +337,20 @@ def test_a_sold_slot_typed_back_to_a_piece_gets_its_grace_from_the_edit(tmp_path
     assert d.events == []
     d.at(231, {"r0c0": "empty"})                      # ... still empty past the grace: missing
     assert d.events == [("opened", "missing", "r0c0")]
+
+
+def test_the_record_keeps_what_each_piece_did_not_every_flicker_or_hand(tmp_path):
+    """By states, a slot's history rows are its state changes (the category read beside): a category that
+    flickers under a present piece and a hand passing over it write nothing; by category, each change does."""
+    d = Day(engine(tmp_path))
+    rows = d.at(0).slot_rows
+    assert len(rows) == 6 and {r[7] for r in rows} == {"present", "empty"}     # the opening state of each slot
+    flicker = [d.at(t, seen={"r0c1": lab}).slot_rows for t, lab in ((1, "earring"), (2, "ring"), (3, "earring"))]
+    passes = [d.at(t, {"r0c1": "occluded"}).slot_rows + d.at(t + 1).slot_rows for t in (4, 6)]
+    assert flicker == [[], [], []] and passes == [[], []]
+    taken = d.at(9, {"r0c1": "occluded"}).slot_rows + d.at(10, {"r0c1": "empty"}).slot_rows
+    back = d.at(20, {"r0c1": "occluded"}).slot_rows + d.at(21).slot_rows
+    assert [(r[3], r[4], r[7]) for r in taken + back] == [("r0c1", "empty", "empty"), ("r0c1", "ring", "present")]
+    by_category = Day(engine(tmp_path, incidents="categories"))
+    by_category.at(0)
+    assert [r[4] for r in by_category.at(1, seen={"r0c1": "earring"}).slot_rows] == ["earring"]

@@ -49,6 +49,8 @@ def test_incident_evidence_is_shown_and_served_to_logged_in_users(site):
     assert listed[0]["urls"] == {"current": url.replace("reference", "current"), "reference": url}
     page = c.get("/incidents").text
     assert f'<img src="{url}"' in page
+    history = c.get("/history?device=case-01").text    # the record says what the piece did, and the category
+    assert "r0c1</td><td>empty · read as empty</td>" in history and "r0c0</td><td>present · read as ring" in history
     r = httpx.Client(base_url=site[0].url, follow_redirects=False).get(url)
     assert (r.status_code, r.headers["location"]) == (303, "/login")
     r = httpx.Client(base_url=site[0].url).get(f"/api/incidents/{inc['id']}/evidence")
