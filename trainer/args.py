@@ -34,10 +34,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "give: default (chosen by measurement on real product photos, bench/real_photos.py: "
                         "resnet18, SGD, no dropout, no stem max-pool up to 128 px, random resized crop, label "
                         "smoothing, warm-up, weight average), scene (the default with torchvision's stem and the "
-                        "padded crop, for pieces worn in scenes rather than alone on white), auto (scene when the "
-                        "median training photo is at most 50%% near-white background, default otherwise; the log "
-                        "and report.json say which and why) or seed (the original recipe: resnet50, SGD lr 0.01, "
-                        "dropout 0.5, flip/brightness/contrast/padded crop). Default: auto")
+                        "padded crop, for pieces worn in scenes rather than alone on white), torchvision-adamw "
+                        "(torchvision's resized crop 0.5-1 and stem, AdamW lr 0.001, no smoothing or weight "
+                        "average), auto (scene when the median training photo is at most 50%% near-white "
+                        "background, torchvision-adamw otherwise; the log and report.json say which and why) "
+                        "or seed (the original recipe: resnet50, SGD lr 0.01, dropout 0.5, "
+                        "flip/brightness/contrast/padded crop). Default: auto")
     p.add_argument("--arch", help="[recipe] torchvision classifier name")
     p.add_argument("--stem", choices=STEMS,
                    help="[recipe] the first layers of a ResNet: standard (torchvision's: a stride-2 convolution "

@@ -156,3 +156,11 @@ def test_resume_refuses_another_configuration_or_a_file_that_is_not_a_result_nam
         resumed_runs([path], _resume_args(), described, [PLAIN], [0])
     with pytest.raises(SystemExit, match="not a views result"):
         resumed_runs([tmp_path / "missing.json"], _resume_args(), described, [PLAIN], [0])
+
+
+def test_the_preset_auto_picks_for_product_shots_is_the_candidate_the_views_scored():
+    """``torchvision-adamw`` was scored as options on top of the default preset (``recipe="default"``); the
+    preset must train exactly that."""
+    from trainer.presets import DEFAULT, RECIPES
+
+    assert {**DEFAULT, **CANDIDATES["torchvision-adamw"]} == RECIPES["torchvision-adamw"]

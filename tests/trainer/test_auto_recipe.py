@@ -65,12 +65,12 @@ def test_the_rule_ends_with_one_that_always_applies_and_names_known_presets():
         assert name in RECIPES and str(photos) in why
 
 
-def test_scene_photos_get_the_padded_crop_and_product_shots_the_default():
+def test_scene_photos_get_the_padded_crop_and_product_shots_torchvision_adamw():
     """Issue 33: the store set's median photo is ~16% near-white (the default lost 10 points there, the padded
-    crop most of it back); real-dev's is 83% (the default's own photos)."""
+    crop most of it back); real-dev's is 83%, where torchvision-adamw held on every view."""
     assert choose(300, 0.16)[0] == "scene" and choose(1500, 0.16)[0] == "scene"
-    assert choose(300, 0.83)[0] == "default" and choose(1500, 0.83)[0] == "default"
-    assert choose(300, 0.50)[0] == "scene" and choose(300, 0.51)[0] == "default"   # the boundary is inclusive
+    assert choose(300, 0.83)[0] == "torchvision-adamw" and choose(1500, 0.83)[0] == "torchvision-adamw"
+    assert choose(300, 0.50)[0] == "scene" and choose(300, 0.51)[0] == "torchvision-adamw"   # boundary inclusive
     assert "16%" in choose(300, 0.16)[1] and "300 photos" in choose(300, 0.16)[1]
     assert {k: v for k, v in RECIPES["scene"].items() if DEFAULT[k] != v} == {"stem": "standard", "crop": "pad"}
 
@@ -109,7 +109,7 @@ def test_an_auto_run_says_what_it_picked_and_why_in_its_report_and_its_args_reru
     assert auto["train_photos"] == 2 * per_class
     assert auto["picked"] == choose(2 * per_class, auto["median_background"])[0] and auto["why"]
     assert (auto["median_background"] > 0.8) == (make is _product_shot)
-    assert auto["picked"] == ("default" if make is _product_shot else "scene")
+    assert auto["picked"] == ("torchvision-adamw" if make is _product_shot else "scene")
     saved = yaml.safe_load((run / "args.yaml").read_text())
     assert saved["recipe"] == "auto" and "recipe_auto" not in saved and AUTO_KEYS_ATTR not in saved
     assert {k: saved[k] for k in ("crop", "stem", "crop_scale")} == \
