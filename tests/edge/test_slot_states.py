@@ -318,7 +318,7 @@ def test_a_shadow_ahead_of_the_hand_unseen_as_motion_does_not_make_the_piece_ano
     window before the hand is the shadow's. The same piece after the hand is compared with every window
     before it (``before_windows``), so it is present; compared with the last one alone it read as another."""
     cfg = StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2, identity=0, identity_cos=0.98,
-                       before_windows=windows)
+                       before_windows=windows, identity_anchor=False)   # the verified piece alone would pass it
     shadow = unit(PIECE_A + 0.5 * TRAY)
     assert float(shadow @ PIECE_A) < 0.98
     case = Case(tmp_path, cfg)
@@ -327,6 +327,41 @@ def test_a_shadow_ahead_of_the_hand_unseen_as_motion_does_not_make_the_piece_ano
     case.step(emb=(TRAY, PIECE_A), image=frame(seed=1, hand_on=0))
     final = case.step(image=frame(seed=1), n=12)[0]                      # the hand has gone; nothing moved
     assert final == ("present" if windows > 1 else "changed")
+
+
+@pytest.mark.parametrize("anchor", [True, False])
+def test_glare_over_every_window_before_a_hand_is_not_another_piece_against_the_verified_one(tmp_path, anchor):
+    """Glare lies over the slot for longer than all the windows before a hand (too slowly to be motion), so
+    every one of them is the glare's. The same piece after the hand is also compared with the piece as it was
+    last verified (at enrolment; ``identity_anchor``): present. Without that, it read as another piece: the
+    held-out store day's false swaps after hand passes (2026-12-07) came so."""
+    cfg = StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2, identity=0, identity_cos=0.98,
+                       identity_anchor=anchor)
+    glare = unit(PIECE_A + 0.5 * TRAY)
+    case = Case(tmp_path, cfg)
+    case.step(n=16, image=frame(seed=1))
+    assert case.step(emb=(glare, PIECE_A), image=frame(seed=1), n=20)[0] == "present"   # no motion: pixels alike
+    case.step(emb=(TRAY, PIECE_A), image=frame(seed=1, hand_on=0))
+    final = case.step(image=frame(seed=1), n=12)[0]                      # the glare went with the hand
+    assert final == ("present" if anchor else "changed")
+    # The piece after that hand is the one verified now: after a glare and a second hand it is present too.
+    case.step(emb=(glare, PIECE_A), image=frame(seed=1), n=20)
+    case.step(emb=(TRAY, PIECE_A), image=frame(seed=1, hand_on=0))
+    assert case.step(image=frame(seed=1), n=12)[0] == ("present" if anchor else "changed")
+
+
+def test_the_verified_piece_never_hides_a_swap_after_glare(tmp_path):
+    """Glare over the slot, a hand, and another piece of the same kind (its embedding passes the reference's
+    threshold): it is neither the glare's windows nor the verified piece, so it is changed."""
+    cfg = StatesConfig(still_s=0.5, enrol_frames=3, confirm_frames=2, identity=0, identity_cos=0.98)
+    glare, near = unit(PIECE_A + 0.5 * TRAY), unit(PIECE_A - 0.3 * TRAY)
+    assert 0.9 < float(near @ PIECE_A) < 0.98 and float(near @ glare) < 0.98
+    case = Case(tmp_path, cfg)
+    case.step(n=16, image=frame(seed=1))
+    case.step(emb=(glare, PIECE_A), image=frame(seed=1), n=20)
+    case.step(emb=(TRAY, PIECE_A), image=frame(seed=1, hand_on=0))
+    assert case.step(emb=(near, PIECE_A), image=frame(seed=1), n=12)[0] == "changed"
+    assert case.tracker._tracks[0].similarity > case.tracker.enrolment.slots["r0c0"].threshold
 
 
 @pytest.mark.parametrize("settle", [True, False])
