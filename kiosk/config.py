@@ -117,6 +117,11 @@ class Policies(Strict):
     burst_slots: int = Field(2, ge=1, description="Slots of one case that may go empty within burst_window_s "
                                                   "before an immediate smash-and-grab alarm.")
     burst_window_s: float = Field(10.0, gt=0, description="The window of burst_slots.")
+    smash_slots_at_once: bool = Field(False, description="A smash-and-grab alarm also makes its emptied slots' "
+                                                         "missing incidents open at once (no grace). Off: the case's "
+                                                         "alarm is immediate and names them, and each slot keeps "
+                                                         "its grace, so a piece out to be shown or sold at that "
+                                                         "moment opens nothing.")
     heartbeat_s: float = Field(1.0, gt=0, description="The devices' heartbeat interval (publish.heartbeat_s).")
     stale_heartbeats: int = Field(3, ge=1, description="Missed heartbeats (or heartbeats with a frozen seq) "
                                                        "before a camera is stale.")

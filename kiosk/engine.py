@@ -7,11 +7,11 @@ stores and streams. Inputs are messages already checked against the schemas.
 Rules (the config's ``policies`` and per-case overrides):
 
 * **missing**: the planogram expects a class, the slot shows ``empty`` or ``unknown``; an incident once
-  that has lasted ``empty_grace_s`` (0 outside store hours, and for the slots of a smash alarm).
+  that has lasted ``empty_grace_s`` (0 outside store hours; for a smash alarm's slots with ``smash_slots_at_once``).
 * **wrong**: another class is in the slot, for as long as the same grace (one incident per slot:
   missing and wrong share it, the kind changes in place).
 * **smash**: more than ``burst_slots`` slots of one case went from a piece to none within
-  ``burst_window_s``: an immediate alarm for the case, and its missing slots become incidents at once.
+  ``burst_window_s``: an immediate alarm for the case (its missing slots too with ``smash_slots_at_once``).
 * **camera**: status ``down``/``eos``, no heartbeat for ``stale_heartbeats`` intervals, or a seq frozen
   over as many heartbeats (:mod:`kiosk.health`).
 * **model**: a labels message names another model than before; resolved when a manager acknowledges it.
@@ -130,10 +130,10 @@ class Engine(StatesMixin, HealthMixin):
     def grace(self, case: CaseKey, now: float, slot: str | None = None) -> float:
         """Seconds a slot of ``case`` may be wrong before it is an incident."""
         smash = self.open.get(incident_key("smash", *case, None))
-        # A smash-and-grab makes the slots emptied with it incidents at once; any other slot of the case (a
-        # sale, a hand resting on the glass) keeps its grace, though the smash alarm is still open, and so does
-        # a slot of the smash restocked since and emptied again (its piece's away time began after the alarm).
-        if not self.store_open(now) or (smash is not None and slot in smash.evidence.get("slots", ())
+        # smash_slots_at_once: the slots emptied with a smash are incidents at once; any other slot of the case
+        # keeps its grace, as does one of the smash restocked and emptied again (away since after the alarm).
+        if not self.store_open(now) or (self.policies.smash_slots_at_once and smash is not None
+                                        and slot in smash.evidence.get("slots", ())
                                         and self._emptied_by(smash, (*case, slot))):
             return 0.0
         plan = self.cases.get(case)
@@ -244,7 +244,7 @@ class Engine(StatesMixin, HealthMixin):
             reason = (f"{len(q)} slots of {self.case_title(case)} emptied within {window:g} s "
                       f"({', '.join(names)}; more than {limit} allowed)")
             self._open_or_update("smash", case[0], case[1], None, reason, {"slots": names, "window_s": window}, now, ch)
-            for k, sv in self.slots.items():   # the case is in alarm: its missing slots are incidents now
+            for k, sv in self.slots.items() if self.policies.smash_slots_at_once else ():   # slot incidents now
                 if k[:2] == case and k != key and sv.cond == Cond.MISSING and slot_incident_key(k) not in self.open:
                     self._open_slot(k, sv, now, ch)
 

@@ -15,7 +15,8 @@ planogram expects a piece:
   is ``present`` again or re-enrolled. An open missing incident stays missing when another piece is put
   in the slot (a restock): enrolling the slot ends it.
 * **smash**: more than ``burst_slots`` slots of one case went from ``present`` to ``empty`` with away
-  times within ``burst_window_s``: an immediate case incident. A hand pass (``occluded``, then
+  times within ``burst_window_s``: an immediate case incident; its slots keep their grace (a piece out to
+  be shown or sold with them is no theft), unless ``smash_slots_at_once``. A hand pass (``occluded``, then
   ``present``) never counts.
 * ``occluded`` and ``unenrolled`` never open an incident and never resolve one (no decision).
 
@@ -170,7 +171,7 @@ class StatesMixin:
                   f"({', '.join(self.words(case, n) for n in names)}; more than {limit} allowed)")
         detail = {"slots": names, "window_s": window, "states": True}
         self._open_or_update("smash", case[0], case[1], None, reason, detail, now, ch)
-        for k, sv in self.slots.items():   # the case is in alarm: its missing slots are incidents now
+        for k, sv in self.slots.items() if self.policies.smash_slots_at_once else ():   # slot incidents now too
             if k[:2] == case and k != key and sv.cond == Cond.MISSING and slot_incident_key(k) not in self.open:
                 self._open_slot(k, sv, now, ch)
 

@@ -62,10 +62,12 @@ def test_demo_kiosk_sees_the_device_over_curve(tmp_path, capsys):
         time.sleep(1.0)                                   # connected, in sync, planogram full
         state = {**FULL, "r0c0": "empty", "r0c1": "empty", "r1c0": "empty"}   # three pieces at once
 
-        def smashed():
+        def opened(kind):
             with sqlite3.connect(db) as con:
-                return con.execute("SELECT COUNT(*) FROM incidents WHERE kind = 'smash'").fetchone()[0]
-        publish_until(smashed)
+                return con.execute("SELECT COUNT(*) FROM incidents WHERE kind = ?", (kind,)).fetchone()[0]
+        publish_until(lambda: opened("smash"))
+        assert not opened("missing")                      # the case's alarm at once; each slot keeps its grace
+        publish_until(lambda: opened("missing") == 3)     # ... of 3 s here
     finally:
         stop_kiosk(kiosk, workdir)
         if pub is not None:

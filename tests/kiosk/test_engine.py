@@ -71,7 +71,7 @@ def test_planogram_states_never_alarm(tmp_path):
 
 
 def test_smash_and_grab_is_immediate(tmp_path):
-    e = engine(tmp_path)                                # 10 min grace, burst 2 within 10 s
+    e = engine(tmp_path, policies={"smash_slots_at_once": True})   # 10 min grace, burst 2 within 10 s
     e.on_labels(labels(FULL, seq=0), T0)
     assert not opened(e.on_labels(labels({**FULL, "r0c0": "empty"}, seq=1), T0 + 1))
     assert not opened(e.on_labels(labels({**FULL, "r0c0": "empty", "r0c1": "empty"}, seq=2), T0 + 2))
