@@ -65,10 +65,10 @@ class StatesConfig(Strict):
     before_windows: int = Field(3, ge=1, le=10, description="Windows of `enrol_frames` still frames before the hand "
                                                             "that piece is compared with: another piece differs from "
                                                             "every one of them.")
-    identity_anchor: bool = Field(True, description="... and with the piece as it was last verified, the last "
-                                                    "`before_windows` times (at enrolment, or the same piece after an "
-                                                    "earlier hand): glare over the slot for seconds before a hand "
-                                                    "spoils every window before it, not those.")
+    identity_anchor: bool = Field(True, description="... and with the piece as it was last verified (at enrolment, or "
+                                                    "the same piece after an earlier hand): glare or a shadow over "
+                                                    "the slot just before a hand spoils every window before it, "
+                                                    "not that one.")
     identity_recheck: bool = Field(True, description="While the slot stays still, that check is made again on "
                                                      "its latest still frames, so a shadow or a sleeve at the "
                                                      "hand's edge cannot latch `changed`.")

@@ -74,7 +74,7 @@ class _Track:
     recent: deque = field(default_factory=deque)   # embeddings since the slot became still
     history: deque = field(default_factory=deque)  # (time, embedding, look, detail) of its last still frames
     before: tuple | None = None                    # (embedding, look, detail) of the present piece when a hand came
-    anchors: deque = field(default_factory=deque)  # ... and as it was last verified (enrolled, the same after hands)
+    anchor: tuple | None = None                    # ... and as it was last verified (enrolled, the same after a hand)
     other: bool | None = None                      # after that hand: another piece (None: not decided yet)
     label: str = ""
     state: SlotState = SlotState.UNENROLLED
@@ -113,8 +113,8 @@ class SlotTracker:
         self.enrolment = Enrolment(camera, model_key(manifest), slot_map_digest(slot_configs))
         self.store = EnrolmentStore(state_dir, camera) if state_dir is not None else None
         history = (cfg.before_windows + 2) * cfg.enrol_frames
-        self._tracks = [_Track(recent=deque(maxlen=cfg.enrol_frames), history=deque(maxlen=history),
-                               anchors=deque(maxlen=cfg.before_windows)) for _ in self.names]
+        self._tracks = [_Track(recent=deque(maxlen=cfg.enrol_frames), history=deque(maxlen=history))
+                        for _ in self.names]
         self._lock = threading.Lock()
         self._writes: queue.Queue = queue.Queue()
         self._writer: threading.Thread | None = None
@@ -238,10 +238,11 @@ class SlotTracker:
         if len(rows) < n or len(tr.recent) < min(n, len(tr.history)):
             return
         after = window_of(rows[-n:])
-        # Another piece only when it differs from every window before the hand (a shadow ahead of the hand spoils
-        # the last) and from the piece as last verified, the last few times (glare lying there spoils them all).
-        anchors = list(tr.anchors) if self.cfg.identity_anchor else []
-        other = all(self._other(before, after) for before in [*tr.before, *anchors])
+        # Another piece only when what lies there now differs from every window before the hand (a shadow or a
+        # sleeve that came ahead of the hand, unseen as motion, spoils only the last of them) and from the piece
+        # as last verified (glare drifting over the slot for seconds before the hand spoils them all).
+        anchor = [tr.anchor] if self.cfg.identity_anchor and tr.anchor is not None else []
+        other = all(self._other(before, after) for before in [*tr.before, *anchor])
         if other and self.cfg.identity_settle and tr.label != self.empty_label:
             # ... and only once it has settled: the window before this one (after the hand too) is the same
             # piece. Glare drifting over the slot, too slow to be motion, changes from window to window; until
@@ -253,8 +254,7 @@ class SlotTracker:
                 return
         tr.other = other
         if not tr.other:
-            tr.before = None
-            tr.anchors.append(after)
+            tr.before, tr.anchor = None, after
 
     def _other(self, before: tuple, after: tuple) -> bool:
         return is_other(before, after, self.cfg)
@@ -292,8 +292,7 @@ class SlotTracker:
         self.problem = None
         tr.state, tr.pending, tr.pending_n = SlotState.PRESENT, None, 0
         tr.before = tr.other = None
-        window = self._window(tr, tr.still_since, np.inf) if tr.still_since is not None else None
-        tr.anchors = deque([window] if window is not None else [], maxlen=cfg.before_windows)
+        tr.anchor = self._window(tr, tr.still_since, np.inf) if tr.still_since is not None else None
         return ref
 
     def _save(self, why: str, slots: Sequence[str]) -> None:
