@@ -1,7 +1,8 @@
 """Camera health for the engine: up, stale or down, from status messages, heartbeats and seq.
 
-A camera is **down** when its last status is ``down``; **ended** when it was a video file that ended
-(``eos``: a recording played to its end, as in the demo and the benchmarks: shown, never an incident);
+A camera is **down** when its last status is ``down``; **ended** when its run ended as asked (``eos``: a
+recording played to its end, or a run bounded by ``--max-frames``, as in the demo and the benchmarks: shown,
+never an incident);
 **stale** when its device sent no
 heartbeat for ``stale_heartbeats`` intervals (or never, counted from the kiosk's start), or when
 that many heartbeats in a row carried the same ``seq`` while the camera said it was up (frozen);
@@ -43,6 +44,9 @@ class HealthMixin:
     def on_status(self, msg: dict[str, Any], now: float) -> Changes:
         """A camera status message (up, down, eos)."""
         case = (msg["device"], msg["camera"])
+        # A status is contact from its device like a heartbeat: a device that restarts says "up" before its first
+        # heartbeat, and must not be judged by the heartbeat before it went away.
+        self.last_heartbeat[case[0]] = now
         view = self.cams.setdefault(case, CameraView())
         view.state, view.detail = msg["state"], msg.get("detail", "")
         ch = Changes()
@@ -73,7 +77,7 @@ class HealthMixin:
         view = self.cams[case]
         window = self.policies.stale_heartbeats * self.policies.heartbeat_s
         if view.state == "eos":
-            return "ended", "the camera's video file ended" + (f" ({view.detail})" if view.detail else "")
+            return "ended", "the camera's run ended" + (f" ({view.detail})" if view.detail else "")
         if view.state in DOWN_STATES:
             return "down", f"camera reports {view.state}" + (f": {view.detail}" if view.detail else "")
         last = self.last_heartbeat.get(case[0])

@@ -179,6 +179,8 @@ class CameraLoop:
             self.pipeline.stop()
             for batch in self.pipeline.finished():
                 self._finish(batch)
+            if self.result.stopped_by == "max_frames":
+                self._ended(f"the run ended after --max-frames {max_frames}")
         finally:
             self._close()
             for sig, handler in restore.items():
@@ -219,6 +221,16 @@ class CameraLoop:
                     self.publisher.publish_status(cam.id, state, detail)
                     self.metrics.messages.labels("status").inc()
                     self.result.messages += 1
+
+    def _ended(self, detail: str) -> None:
+        """A run its operator bounded (``--max-frames``) ends as a recording played to its end does: every camera
+        says ``eos``, so a kiosk shows its case ended instead of opening a camera incident once the heartbeats
+        stop. A signal or a failure says nothing: a stopped device is news to the store; so is a camera down."""
+        for cam in self.cameras:
+            if cam.source.stats.state is SourceState.UP:   # a file that ended said so itself; a camera down stays down
+                self.publisher.publish_status(cam.id, "eos", detail)
+                self.metrics.messages.labels("status").inc()
+                self.result.messages += 1
 
     def _invalid(self, cam: CameraState, exc: Exception) -> None:
         """A frame that cannot be cropped is skipped and counted (called by the batching thread)."""

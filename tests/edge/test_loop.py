@@ -139,6 +139,9 @@ def test_missing_camera_is_down_while_the_other_runs(untrained_onnx, tmp_path):
     assert down and down[0]["state"] == "down" and "file not found" in down[0]["detail"]
     beats = [e.msg for e in events if e.kind == "heartbeat" and "cam1" in e.msg["cameras"]]
     assert beats and beats[-1]["cameras"]["cam1"]["state"] == "down"
+    # The bounded run ends as a recording does: the camera that was up says eos; the one down stays down.
+    ended = [e.msg for e in events if e.kind == "status" and e.msg["state"] == "eos"]
+    assert [m["camera"] for m in ended] == ["cam0"] and "--max-frames 25" in ended[0]["detail"]
 
 
 def _config_data(model, cameras, **over):

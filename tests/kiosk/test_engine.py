@@ -216,8 +216,23 @@ def test_a_video_file_that_ended_is_shown_as_ended_never_as_an_incident(tmp_path
     e = engine(tmp_path)
     e.on_heartbeat(heartbeat({"cam0": 5}), T0 + 1)
     ch = e.on_status(status("eos", detail="end of file"), T0 + 2)
-    assert ch.cameras[0]["health"] == "ended" and "video file ended" in ch.cameras[0]["reason"]
+    assert ch.cameras[0]["health"] == "ended" and "run ended (end of file)" in ch.cameras[0]["reason"]
     assert not opened(ch, cameras=True)
     assert not opened(e.tick(T0 + 60), cameras=True)     # the device stopped too: still no incident
     inc, = opened(e.on_status(status("down", detail="stalled"), T0 + 61), cameras=True)   # a real failure is one
     assert "down: stalled" in inc.reason
+
+
+def test_a_device_back_after_a_pause_says_up_before_its_first_heartbeat_and_opens_nothing(tmp_path):
+    """The demo's fine-tune: the day's video ended, 80 s pass without a heartbeat, and the restarted device's "up"
+    comes before its first heartbeat. A status is contact: judged by the heartbeat before the pause, the camera
+    would open a "no heartbeat for 80 s" incident at the moment it came back."""
+    e = engine(tmp_path)
+    e.on_heartbeat(heartbeat({"cam0": 5}), T0 + 1)
+    e.on_status(status("eos", detail="end of file"), T0 + 2)
+    assert not opened(e.tick(T0 + 60), cameras=True)
+    ch = e.on_status(status("up"), T0 + 82)
+    assert ch.cameras[0]["health"] == "up" and not opened(ch, cameras=True)
+    assert not opened(e.on_heartbeat(heartbeat({"cam0": 0}), T0 + 83), cameras=True)
+    inc, = opened(e.tick(T0 + 120), cameras=True)   # and silence after it is still an incident
+    assert "no heartbeat" in inc.reason
