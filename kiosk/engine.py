@@ -32,9 +32,8 @@ from typing import Any
 from edge.errors import ConfigError
 from kiosk.config import EMPTY_LABELS, STATES, KioskConfig, check_expected
 from kiosk.health import CameraView, HealthMixin
-from kiosk.incident import (ACKNOWLEDGED, RESOLVED, SLOT_KINDS, Changes, Cond, Incident, incident_key,
-                            slot_incident_key)
-from kiosk.slot_states import StatesMixin
+from kiosk.incident import ACKNOWLEDGED, RESOLVED, SLOT_KINDS, Changes, Cond, Incident, incident_key, slot_incident_key
+from kiosk.slot_states import HOLD, StatesMixin
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +261,8 @@ class Engine(StatesMixin, HealthMixin):
             self._update_health(case, now, ch)
         for inc in [i for i in self.open.values() if i.kind == "smash"]:
             case = (inc.device, inc.camera)
-            if not any(sv.cond == Cond.MISSING for k, sv in self.slots.items() if k[:2] == case):
+            if not any(sv.cond == Cond.MISSING or (sv.cond in HOLD and k[2] in inc.evidence.get("slots", ()))
+                       for k, sv in self.slots.items() if k[:2] == case):   # a hand over its slots decides nothing
                 self._resolve(inc, f"every slot of {self.case_title(case)} is back", now, ch)
         return ch
 

@@ -17,7 +17,7 @@ planogram expects a piece:
 * **smash**: more than ``burst_slots`` slots of one case went from ``present`` to ``empty`` with away
   times within ``burst_window_s``: an immediate case incident; its slots keep their grace (a piece out to
   be shown or sold with them is no theft), unless ``smash_slots_at_once``. A hand pass (``occluded``, then
-  ``present``) never counts.
+  ``present``) never counts; a hand over the alarm's slots never ends it (:meth:`Engine.tick`).
 * ``occluded`` and ``unenrolled`` never open an incident and never resolve one (no decision).
 
 The category stays a **hint** on the slot (``category_incidents: true`` makes it the old "wrong"

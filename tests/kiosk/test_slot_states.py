@@ -222,6 +222,23 @@ def test_a_smash_alarms_at_once_and_its_slots_keep_their_grace_so_a_piece_shown_
     assert ("missing", "r0c0") in d.opened()
 
 
+def test_a_hand_over_a_smashed_case_neither_ends_its_alarm_nor_raises_a_second(tmp_path):
+    """A hand over the emptied slots of a smash (a guard, a customer) makes them ``occluded``: that decides
+    nothing, so the alarm stays open and no second smash incident opens when they read empty again (a fresh store
+    day's false incident: its smash was resolved by a hand pass 14 s after it opened, and opened again). The
+    case seen whole ends it."""
+    d = Day(engine(tmp_path, empty_grace_s=600))
+    d.at(0)
+    d.at(1, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})
+    assert d.opened() == [("smash", None)]
+    d.at(15, {"r0c0": "occluded", "r0c1": "occluded", "r0c2": "occluded"})
+    assert ("smash", "case-01", "cam0") in d.e.open and ("resolved", "smash", None) not in d.events
+    d.at(20, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})
+    assert d.opened() == [("smash", None)]
+    d.at(40)
+    assert ("resolved", "smash", None) in d.events and not d.e.open
+
+
 def test_during_a_smash_alarm_the_other_slots_keep_their_grace(tmp_path):
     d = Day(engine(tmp_path, empty_grace_s=30))
     d.at(0)
