@@ -49,7 +49,6 @@ class ActionError(ConfigError):
 @dataclass
 class SlotView:
     """The latest labels of one slot, and since when it is in its current condition."""
-
     label: str | None = None
     score: float | None = None
     topk: list = field(default_factory=list)
@@ -64,6 +63,7 @@ class SlotView:
     hint: str | None = None             # a line for the page (category differs, not enrolled, ...)
     away_since: float | None = None     # first frame not present, while occluded/empty/changed
     away_from_present: bool = False     # ... and the slot was present just before
+    empty_since: float | None = None    # first frame of the current run of `empty`
     changed_since: float | None = None  # first frame of the current run of `changed`
     hand_on_missing: float | None = None  # first frame of a hand over the slot while it was seen emptied
     logged: str | None = None           # the state last written to the history (occluded never is)

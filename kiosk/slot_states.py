@@ -16,8 +16,9 @@ planogram expects a piece:
   in the slot (a restock): enrolling the slot ends it.
 * **smash**: more than ``burst_slots`` slots of one case went from ``present`` to ``empty`` with away
   times within ``burst_window_s``: an immediate case incident; its slots keep their grace (a piece out to
-  be shown or sold with them is no theft), unless ``smash_slots_at_once``. A hand pass (``occluded``, then
-  ``present``) never counts; a hand over the alarm's slots never ends it (:meth:`Engine.tick`).
+  be shown or sold with them is no theft), unless ``smash_slots_at_once``. A slot counts once it has read
+  ``empty`` for ``smash_hold_s`` (an arm resting across slots reads empty for a moment). A hand pass
+  (``occluded``, then ``present``) never counts; a hand over the alarm's slots never ends it (:meth:`Engine.tick`).
 * ``occluded`` and ``unenrolled`` never open an incident and never resolve one (no decision).
 
 The category stays a **hint** on the slot (``category_incidents: true`` makes it the old "wrong"
@@ -102,6 +103,7 @@ class StatesMixin:
                 sv.away_since, sv.away_from_present = now, prev_state == "present"
         else:
             sv.away_since, sv.away_from_present = None, False
+        sv.empty_since = (sv.empty_since or now) if state == "empty" else None
         if state not in ("changed", "occluded"):   # a hand over a changed slot decides nothing: the count goes on
             sv.changed_since = None
         elif state == "changed" and sv.changed_since is None:
@@ -133,7 +135,8 @@ class StatesMixin:
         sv.bad_since = since
         if sv.bad_seq is not None and sv.seq is not None and sv.seq < sv.bad_seq:
             sv.bad_seq = sv.seq                 # the edge restarted (seq from 0): never a backwards range
-        if sv.cond == Cond.MISSING and prev != Cond.MISSING and sv.away_from_present:
+        if sv.cond == Cond.MISSING and sv.away_from_present and sv.empty_since is not None \
+                and now - sv.empty_since >= self.policies.smash_hold_s:   # every frame once its emptiness held
             self._state_burst(key, now, ch)
         inc = self.open.get(slot_incident_key(key))
         if sv.cond in SLOT_KINDS:
@@ -157,8 +160,10 @@ class StatesMixin:
         if ("smash", *case) in self.open:
             return
         window, limit = self.policies.burst_window_s, self._burst_slots(case)
+        hold = self.policies.smash_hold_s
         gone = sorted((sv.away_since, k[2]) for k, sv in self.slots.items() if k[:2] == case
-                      and sv.cond == Cond.MISSING and sv.away_from_present and sv.away_since is not None)
+                      and sv.cond == Cond.MISSING and sv.away_from_present and sv.away_since is not None
+                      and sv.empty_since is not None and now - sv.empty_since >= hold)
         best: list[tuple[float, str]] = []
         for i in range(len(gone)):
             group = [g for g in gone[i:] if g[0] - gone[i][0] <= window]

@@ -194,11 +194,31 @@ def test_smash_and_grab_counts_removals_by_their_first_frame_away(tmp_path):
     d.at(5, {"r0c0": "empty", "r0c1": "empty", "r0c2": "occluded"})
     assert d.opened() == []
     d.at(14, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})   # decided late, taken at 1 s
+    assert d.opened() == []                                         # ... and empty for less than smash_hold_s
+    d.at(16, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})
     assert sorted(d.opened()) == [("missing", "r0c0"), ("missing", "r0c1"), ("missing", "r0c2"), ("smash", None)]
     smash = d.e.open[("smash", "case-01", "cam0")]
     assert "3 slots of Window emptied within 10 s" in smash.reason and "top row, rightmost (r0c2)" in smash.reason
     d.at(30)
     assert ("resolved", "smash", None) in d.events and not d.e.open
+
+
+def test_an_arm_resting_across_two_slots_beside_a_theft_is_no_smash(tmp_path):
+    """A fresh store day's false smash (s200): a piece stolen, and 3 s later an arm reaching across the case to
+    swap a piece rested still on two other slots, which read ``empty`` for 0.4 and 1.2 s. A slot counts toward a
+    smash once it has read empty for ``smash_hold_s`` (2 s); with 0 the old rule alarms."""
+    for hold, smash in ((2.0, False), (0.0, True)):
+        d = Day(engine(tmp_path / str(hold), empty_grace_s=600, smash_hold_s=hold))
+        d.at(0)
+        d.at(1, {"r0c0": "occluded"})
+        d.at(3, {"r0c0": "empty"})                                       # stolen
+        d.at(4, {"r0c0": "empty", "r0c1": "occluded", "r0c2": "occluded"})
+        d.at(6, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})     # under the resting arm
+        d.at(7, {"r0c0": "empty", "r0c1": "occluded", "r0c2": "empty"})
+        d.at(7.5, {"r0c0": "empty", "r0c1": "occluded", "r0c2": "occluded"})
+        d.at(12, {"r0c0": "empty"})                                      # the arm gone: both pieces there
+        d.at(20, {"r0c0": "empty"})
+        assert (("smash", None) in d.opened()) is smash
 
 
 def test_a_smash_alarms_at_once_and_its_slots_keep_their_grace_so_a_piece_shown_or_sold_opens_nothing(tmp_path):
@@ -211,6 +231,7 @@ def test_a_smash_alarms_at_once_and_its_slots_keep_their_grace_so_a_piece_shown_
     d.at(1, {"r0c0": "empty"})                                         # stolen
     d.at(4, {"r0c0": "empty", "r0c1": "empty"})                        # lifted to be shown
     d.at(8, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})       # sold
+    d.at(10, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})      # ... all three empty for 2 s
     assert d.opened() == [("smash", None)]
     smash = d.e.open[("smash", "case-01", "cam0")]
     assert "r0c0" in smash.reason and "r0c1" in smash.reason and "r0c2" in smash.reason
@@ -230,6 +251,7 @@ def test_a_hand_over_a_smashed_case_neither_ends_its_alarm_nor_raises_a_second(t
     d = Day(engine(tmp_path, empty_grace_s=600))
     d.at(0)
     d.at(1, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})
+    d.at(3, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})
     assert d.opened() == [("smash", None)]
     d.at(15, {"r0c0": "occluded", "r0c1": "occluded", "r0c2": "occluded"})
     assert ("smash", "case-01", "cam0") in d.e.open and ("resolved", "smash", None) not in d.events
@@ -243,6 +265,7 @@ def test_during_a_smash_alarm_the_other_slots_keep_their_grace(tmp_path):
     d = Day(engine(tmp_path, empty_grace_s=30))
     d.at(0)
     d.at(1, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty", "r1c0": "present"})
+    d.at(3, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty", "r1c0": "present"})
     assert ("smash", None) in d.opened()
     d.at(5, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty", "r1c0": "empty"})   # a hand resting there
     assert ("missing", "r1c0") not in d.opened()
@@ -255,6 +278,7 @@ def test_a_smash_slot_restocked_and_emptied_again_gets_its_grace(tmp_path):
     d = Day(engine(tmp_path, empty_grace_s=30, smash_slots_at_once=True))
     d.at(0)
     d.at(1, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})
+    d.at(3, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})
     assert ("smash", None) in d.opened() and ("missing", "r0c1") in d.opened()
     d.e.on_enrolled(("case-01", "cam0"), ["r0c1"], "manager", T0 + 100)   # restocked and enrolled ...
     d.at(101, {"r0c0": "empty", "r0c2": "empty"})
