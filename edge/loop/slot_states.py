@@ -337,8 +337,7 @@ class SlotTracker:
     def enrol(self, slots: Sequence[str] | None = None, pieces: Sequence[str] = ()) -> dict[str, Any]:
         """Enrol ``slots`` (all by default) from their last still frames.
 
-        A slot moving, covered or settling after a hand (``occluded``: enrolled from the frames by a hand's shadow,
-        a piece is "another" once they pass) is refused, naming why; so is one read empty, unless ``pieces`` (the
+        A slot that is moving or covered is refused, naming why; so is one read empty, unless ``pieces`` (the
         store's planogram) names it (a faint piece; listed in ``unseen``). The others are enrolled and saved.
 
         Raises:
@@ -357,7 +356,7 @@ class SlotTracker:
             for name, i in zip(names, indices):
                 tr = self._tracks[i]
                 if crops is None or tr.still_since is None or self._t - tr.still_since < self.cfg.still_s \
-                        or len(tr.recent) < 2 or tr.state == SlotState.OCCLUDED:   # ... or settling after a hand
+                        or len(tr.recent) < 2:
                     refused[name] = OCCLUDED_REASON
                 elif tr.label == self.empty_label and name not in pieces:
                     refused[name] = "empty: nothing to enrol"

@@ -146,21 +146,6 @@ def test_enrol_on_request_refuses_a_covered_slot_by_name_and_an_empty_one(tmp_pa
         case.tracker.enrol(["r9c9"])
 
 
-def test_enrol_on_request_waits_until_the_slot_has_settled_after_a_hand(tmp_path):
-    """A restocked slot is still ``occluded`` for a moment after the hand has left: the frames by the hand hold its
-    shadow, and a piece enrolled from them read as "another piece" once they passed (a fresh store day's false
-    ``swapped``, s200 r1c3). The request is refused as occluded until the slot's state is decided."""
-    case = Case(tmp_path)
-    case.step(n=8)                                                         # both enrolled, present
-    case.step(emb=(TRAY, PIECE_A), image=frame(hand_on=0), n=2)            # the hand restocks r0c0
-    states = case.step(emb=(PIECE_B, PIECE_A), n=5)                        # still for 0.8 s: still_s passed ...
-    assert states[0] == "occluded" and case.tracker.enrol(["r0c0"])["refused"] == {"r0c0": OCCLUDED_REASON}
-    states = case.step(emb=(PIECE_B, PIECE_A), n=10)                       # ... decided: another piece
-    assert states[0] == "changed"
-    assert case.tracker.enrol(["r0c0"])["enrolled"] == ["r0c0"]
-    assert case.step(emb=(PIECE_B, PIECE_A), n=3)[0] == "present"
-
-
 def test_a_piece_the_model_reads_empty_is_enrolled_on_the_stores_word_and_its_theft_is_seen(tmp_path, caplog):
     # A faint piece: the model calls it "empty", so the slot never enrols itself and stays unenrolled.
     case = Case(tmp_path)
