@@ -117,10 +117,10 @@ class Policies(Strict):
     burst_slots: int = Field(2, ge=1, description="Slots of one case that may go empty within burst_window_s "
                                                   "before an immediate smash-and-grab alarm.")
     burst_window_s: float = Field(10.0, gt=0, description="The window of burst_slots.")
-    smash_hold_s: float = Field(2.0, ge=0, le=30, description="Seconds a slot must read empty (slot states) before "
-                                                             "it counts toward a smash-and-grab: an arm resting "
-                                                             "across slots reads empty for a moment. Delays the "
-                                                             "alarm by as much.")
+    smash_hold_s: float = Field(2.0, ge=0, le=30, description="A slot (slot states) counts toward a smash-and-grab "
+                                                             "while it reads empty, this long after it first did "
+                                                             "since it left present: an arm resting across slots "
+                                                             "reads empty for a moment. Delays the alarm by as much.")
     smash_slots_at_once: bool = Field(False, description="A smash-and-grab alarm also makes its emptied slots' "
                                                          "missing incidents open at once (no grace). Off: the case's "
                                                          "alarm is immediate and names them, and each slot keeps "

@@ -63,7 +63,7 @@ class SlotView:
     hint: str | None = None             # a line for the page (category differs, not enrolled, ...)
     away_since: float | None = None     # first frame not present, while occluded/empty/changed
     away_from_present: bool = False     # ... and the slot was present just before
-    empty_since: float | None = None    # first frame of the current run of `empty`
+    empty_since: float | None = None    # first frame read `empty` since it left present
     changed_since: float | None = None  # first frame of the current run of `changed`
     hand_on_missing: float | None = None  # first frame of a hand over the slot while it was seen emptied
     logged: str | None = None           # the state last written to the history (occluded never is)

@@ -16,8 +16,8 @@ planogram expects a piece:
   in the slot (a restock): enrolling the slot ends it.
 * **smash**: more than ``burst_slots`` slots of one case went from ``present`` to ``empty`` with away
   times within ``burst_window_s``: an immediate case incident; its slots keep their grace (a piece out to
-  be shown or sold with them is no theft), unless ``smash_slots_at_once``. A slot counts once it has read
-  ``empty`` for ``smash_hold_s`` (an arm resting across slots reads empty for a moment). A hand pass
+  be shown or sold with them is no theft), unless ``smash_slots_at_once``. A slot counts while it reads
+  ``empty``, ``smash_hold_s`` after it first did (an arm resting across slots reads empty for a moment). A hand pass
   (``occluded``, then ``present``) never counts; a hand over the alarm's slots never ends it (:meth:`Engine.tick`).
 * ``occluded`` and ``unenrolled`` never open an incident and never resolve one (no decision).
 
@@ -103,7 +103,9 @@ class StatesMixin:
                 sv.away_since, sv.away_from_present = now, prev_state == "present"
         else:
             sv.away_since, sv.away_from_present = None, False
-        sv.empty_since = (sv.empty_since or now) if state == "empty" else None
+        # first frame read empty since the slot left present: a hand over it meanwhile (the smash's own) keeps it
+        sv.empty_since = None if state not in AWAY else now if state == "empty" and sv.empty_since is None \
+            else sv.empty_since
         if state not in ("changed", "occluded"):   # a hand over a changed slot decides nothing: the count goes on
             sv.changed_since = None
         elif state == "changed" and sv.changed_since is None:
