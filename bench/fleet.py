@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,6 +215,7 @@ def run(args: argparse.Namespace) -> dict:
                 hq_proc.kill()
         broker.stop()
         pg.destroy()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _wait_hq(dsn: str, n: int) -> None:
