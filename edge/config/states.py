@@ -28,6 +28,11 @@ class StatesConfig(Strict):
     still_s: float = Field(1.2, gt=0, le=60, description="Seconds without motion before a slot's state is decided "
                                                          "(a hand or motion makes it `occluded` until then).")
     enrol_frames: int = Field(6, ge=2, le=100, description="Still frames averaged into a slot's reference.")
+    enrol_wait_s: float = Field(3.0, ge=0, le=30, description="An enrolment request for a slot that has just become "
+                                                              "still waits up to this long (wall seconds) for "
+                                                              "`enrol_frames` still frames past `identity_guard_s`, so "
+                                                              "its reference holds no hand's shadow (0: enrol at once "
+                                                              "from the still frames there are).")
     motion: float = Field(0.07, gt=0, le=2, description="Change of a slot's tiny grey thumbnail between two frames "
                                                         "(mean absolute difference, light's gain removed) that "
                                                         "counts as motion ...")

@@ -18,7 +18,9 @@ import base64
 import hashlib
 import json
 import logging
+import queue
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +104,8 @@ class EnrolmentStore:
         self.camera = camera
         self.path = self.root / f"{camera}.json"
         self.crops = self.root / camera
+        self._writes: queue.Queue = queue.Queue()
+        self._writer: threading.Thread | None = None
 
     def load(self, *, model: str, slot_map: str, slot_names: Sequence[str]) -> Enrolment | None:
         """The stored enrolment, or ``None`` where there is none.
@@ -173,6 +177,29 @@ class EnrolmentStore:
             if data:
                 write_atomic(self.crops / f"{name}.jpg", data)
         return write_atomic(self.path, document)
+
+    def save_later(self, document: str, crops: Mapping[str, bytes]) -> None:
+        """:meth:`save` on a writer thread of its own: the loop's thread never waits for a disk."""
+        self._writes.put((document, crops))
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write, name=f"enrolment-{self.camera}", daemon=True)
+            self._writer.start()
+
+    def _write(self) -> None:
+        while True:
+            item = self._writes.get()
+            try:
+                self.save(*item)
+            except OSError as exc:  # a full or read-only disk: the references still hold until a restart
+                logger.error("camera %s: cannot save the enrolment to %s (%s); it lasts until the device restarts",
+                             self.camera, self.path, exc.strerror or exc)
+            finally:
+                self._writes.task_done()
+
+    def flush(self) -> None:
+        """Wait until every enrolment given to :meth:`save_later` was written."""
+        if self._writer is not None:
+            self._writes.join()
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

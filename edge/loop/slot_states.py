@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import enum
 import logging
-import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,8 +116,8 @@ class SlotTracker:
         self._tracks = [_Track(recent=deque(maxlen=cfg.enrol_frames), history=deque(maxlen=history))
                         for _ in self.names]
         self._lock = threading.Lock()
-        self._writes: queue.Queue = queue.Queue()
-        self._writer: threading.Thread | None = None
+        self._frame = threading.Condition(self._lock)    # notified after every frame
+        self._feeder: int | None = None                  # the thread that feeds frames
         self._image: np.ndarray | None = None
         self._t = 0.0
         self._ts = 0.0
@@ -152,7 +152,8 @@ class SlotTracker:
         """
         cfg = self.cfg
         out: list[tuple[SlotState, float | None]] = []
-        with self._lock:
+        with self._frame:
+            self._feeder = threading.get_ident()
             self._image, self._t, self._ts = image, t, ts
             auto_enrolled = []
             for i, (name, tr) in enumerate(zip(self.names, self._tracks)):
@@ -206,6 +207,7 @@ class SlotTracker:
                 out.append((tr.state, tr.similarity))
             if auto_enrolled:
                 self._save(f"auto-enrolled {', '.join(auto_enrolled)}", auto_enrolled)
+            self._frame.notify_all()
         return out
 
     def _window(self, tr: _Track, start: float | None, end: float) -> tuple | None:
@@ -301,31 +303,14 @@ class SlotTracker:
         self.enrolment.touch()
         logger.info("camera %s: %s (enrolment %s, %d of %d slots)", self.camera, why, self.enrolment.id,
                     len(self.enrolment.slots), len(self.names))
-        if self.store is None:
-            return
-        crops = {name: self.enrolment.slots[name].crop_jpeg for name in slots}
-        self._writes.put((self.store.document(self.enrolment), crops))
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._write, name=f"enrolment-{self.camera}", daemon=True)
-            self._writer.start()
-
-    def _write(self) -> None:
-        while True:
-            item = self._writes.get()
-            try:
-                if item is None:
-                    return
-                self.store.save(*item)
-            except OSError as exc:  # a full or read-only disk: the references still hold until a restart
-                logger.error("camera %s: cannot save the enrolment to %s (%s); it lasts until the device restarts",
-                             self.camera, self.store.path, exc.strerror or exc)
-            finally:
-                self._writes.task_done()
+        if self.store is not None:
+            crops = {name: self.enrolment.slots[name].crop_jpeg for name in slots}
+            self.store.save_later(self.store.document(self.enrolment), crops)
 
     def flush(self) -> None:
         """Wait until every enrolment was written (the loop calls it when it stops)."""
-        if self._writer is not None:
-            self._writes.join()
+        if self.store is not None:
+            self.store.flush()
 
     # -- requests (any thread) -----------------------------------------------------------------------
     def index(self, slot: str) -> int:
@@ -335,7 +320,7 @@ class SlotTracker:
             raise UnknownSlot(f"camera {self.camera} has no slot '{slot}' (slots: {', '.join(self.names)})") from None
 
     def enrol(self, slots: Sequence[str] | None = None, pieces: Sequence[str] = ()) -> dict[str, Any]:
-        """Enrol ``slots`` (all by default) from their last still frames.
+        """Enrol ``slots`` (all by default) from their last still frames (a slot still only just is waited for).
 
         A slot that is moving or covered is refused, naming why; so is one read empty, unless ``pieces`` (the
         store's planogram) names it (a faint piece; listed in ``unseen``). The others are enrolled and saved.
@@ -351,7 +336,8 @@ class SlotTracker:
         for name in pieces:
             self.index(name)            # an unknown slot is refused by name, like one in ``slots``
         enrolled, refused, labels, unseen = [], {}, {}, []
-        with self._lock:
+        with self._frame:
+            self._await_settled(indices)
             crops = self.slots.crop(self._image) if self._image is not None else None
             for name, i in zip(names, indices):
                 tr = self._tracks[i]
@@ -374,6 +360,20 @@ class SlotTracker:
             logger.warning("camera %s: slot %s enrolled on the store's word, read as empty", self.camera, name)
         return {"kind": "enrol", "camera": self.camera, "enrolled": enrolled, "refused": refused, "labels": labels,
                 "unseen": unseen, "enrolment": summary}
+
+    def _await_settled(self, indices: Sequence[int]) -> None:
+        """Wait (up to ``enrol_wait_s``; the wait frees the lock) until each of these slots that is still has
+        ``enrol_frames`` still frames past ``identity_guard_s``: a reference made in a hand's shadow reads the
+        piece as another once it has gone. Never on the thread that feeds frames: it would wait for itself."""
+        if self.cfg.enrol_wait_s <= 0 or threading.get_ident() == self._feeder:
+            return
+        deadline, guard, n = time.monotonic() + self.cfg.enrol_wait_s, self.cfg.identity_guard_s, self.cfg.enrol_frames
+
+        def settling(tr: _Track) -> bool:     # a moving slot is not waited for: it is refused
+            return tr.still_since is not None and sum(r[0] >= tr.still_since + guard for r in tr.history) < n
+
+        while any(settling(self._tracks[i]) for i in indices) and (left := deadline - time.monotonic()) > 0:
+            self._frame.wait(left)
 
     def evidence(self, slot: str) -> dict[str, Any]:
         """The slot's crop in the latest frame and its reference crop, as JPEG bytes.
