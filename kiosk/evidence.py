@@ -231,13 +231,24 @@ class EvidenceCollector:
                 continue
             self.collect(*job)
 
+    def _fetch(self, device: str, camera: str, slot: str) -> dict:
+        try:
+            return self.fetch(self.config, device, camera, slot)
+        except DeviceRequestError as exc:
+            if exc.status != 504:
+                raise
+        # The device answers one request at a time, and an enrolment may wait there for its slot to settle (the
+        # device's states.enrol_wait_s): asked once more, as long as an enrolment may take.
+        logger.info("evidence of %s/%s/%s: no answer in time; asking once more", device, camera, slot)
+        return self.fetch(self.config, device, camera, slot, timeout_s=self.config.policies.enrol_timeout_s)
+
     def collect(self, incident_id: int, device: str, camera: str, slots: list[str]) -> list[dict]:
         """Fetch and keep the evidence of one incident's slots now (the worker's job; errors are kept, never raised)."""
         metas = []
         for slot in slots:
             now = self.clock()
             try:
-                got = self.fetch(self.config, device, camera, slot)
+                got = self._fetch(device, camera, slot)
                 metas.append(self.store.save(incident_id, device, camera, slot, current=got["current"],
                                              reference=got["reference"], ts=got.get("ts"), now=now,
                                              state=got.get("state"), enrolment=got.get("enrolment")))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from typing import Any
 
 import cv2
@@ -31,6 +32,8 @@ class StatesDevice:
         states: slot -> state the device sees now (default present; r1c2 empty).
         current: override of the current crop's bytes (e.g. not a JPEG), or None.
         requests: every request received, in order.
+        busy_s: seconds the next request waits before it is answered (an enrolment waiting on the device for a
+            slot to settle holds every request behind it), then 0.
     """
 
     def __init__(self, device: str = "case-01", camera: str = "cam0") -> None:
@@ -38,6 +41,7 @@ class StatesDevice:
         self.states: dict[str, str] = {"r1c2": "empty"}
         self.current: bytes | None = None
         self.requests: list[dict[str, Any]] = []
+        self.busy_s = 0.0
         self.rep = zmq.Context.instance().socket(zmq.REP)
         self.rep.setsockopt(zmq.LINGER, 0)
         self.rep.bind("tcp://127.0.0.1:*")
@@ -53,6 +57,9 @@ class StatesDevice:
 
     def answer(self, req: dict[str, Any]) -> dict[str, Any]:
         cam, kind = req.get("camera"), req.get("kind")
+        if self.busy_s:
+            time.sleep(self.busy_s)
+            self.busy_s = 0.0
         if cam != self.camera:
             return {"error": f"unknown camera {cam!r} (cameras: {self.camera})", "status": 404}
         if kind == "evidence":

@@ -2,6 +2,7 @@
 responder on loopback, and the collector that ties them to new incidents."""
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -102,6 +103,22 @@ def test_a_device_that_does_not_answer_is_a_504(tmp_path):
         assert exc.value.status == 504
     finally:
         rep.close(linger=0)
+
+
+def test_evidence_held_back_by_a_waiting_enrolment_is_asked_for_once_more(tmp_path, device, caplog):
+    """The device answers one request at a time; an enrolment waiting for its slot to settle holds the evidence
+    request past its timeout. The collector asks once more, as long as an enrolment may take."""
+    cfg = config(tmp_path, device, snapshot_timeout_s=0.3, enrol_timeout_s=3)
+    col = EvidenceCollector(cfg, clock=lambda: 50.0)
+    device.busy_s = 0.8
+    with caplog.at_level(logging.INFO, logger="kiosk.evidence"):
+        [meta] = col.collect(11, "case-01", "cam0", ["r0c1"])
+    assert set(meta["files"]) == {"reference", "current"} and not meta.get("error")
+    assert "no answer in time; asking once more" in caplog.text
+    assert [r["kind"] for r in device.requests] == ["evidence", "evidence"]
+    device.busy_s = 5.0                                     # longer than both: the reason is kept
+    [meta] = col.collect(12, "case-01", "cam0", ["r0c1"])
+    assert meta["files"] == {} and "did not answer the evidence request within 3 s" in meta["error"]
 
 
 def test_collector_keeps_pictures_of_state_incidents_and_the_reason_when_there_are_none(tmp_path, device):
