@@ -16,9 +16,8 @@ Rules (the config's ``policies`` and per-case overrides):
   over as many heartbeats (:mod:`kiosk.health`).
 * **model**: a labels message names another model than before; resolved when a manager acknowledges it.
 
-Incidents resolve by themselves when the slot (case, camera) is right again.
-
-Those are the category rules (``incidents: categories``, and any slot of a message without states).
+Incidents resolve by themselves when the slot (case, camera) is right again. Those are the category rules
+(``incidents: categories``, and any slot of a message without states).
 With ``incidents: states`` (the default) slot incidents come from the device's slot states instead:
 missing, swapped, smash-and-grab (:mod:`kiosk.slot_states`).
 """
@@ -64,6 +63,7 @@ class SlotView:
     away_since: float | None = None     # first frame not present, while occluded/empty/changed
     away_from_present: bool = False     # ... and the slot was present just before
     empty_since: float | None = None    # first frame read `empty` since it left present
+    smash_counted: bool = False         # ... and it counted toward a smash since (a hand over it then keeps it)
     changed_since: float | None = None  # first frame of the current run of `changed`
     hand_on_missing: float | None = None  # first frame of a hand over the slot while it was seen emptied
     logged: str | None = None           # the state last written to the history (occluded never is)

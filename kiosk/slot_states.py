@@ -17,8 +17,9 @@ planogram expects a piece:
 * **smash**: more than ``burst_slots`` slots of one case went from ``present`` to ``empty`` with away
   times within ``burst_window_s``: an immediate case incident; its slots keep their grace (a piece out to
   be shown or sold with them is no theft), unless ``smash_slots_at_once``. A slot counts while it reads
-  ``empty``, ``smash_hold_s`` after it first did (an arm resting across slots reads empty for a moment). A hand pass
-  (``occluded``, then ``present``) never counts; a hand over the alarm's slots never ends it (:meth:`Engine.tick`).
+  ``empty``, ``smash_hold_s`` after it first did (an arm resting across slots reads empty for a moment), and
+  once it has counted, a hand over it (``occluded``) keeps it counting. A hand pass (``occluded``, then
+  ``present``) never counts; a hand over the alarm's slots never ends it (:meth:`Engine.tick`).
 * ``occluded`` and ``unenrolled`` never open an incident and never resolve one (no decision).
 
 The category stays a **hint** on the slot (``category_incidents: true`` makes it the old "wrong"
@@ -106,6 +107,7 @@ class StatesMixin:
         # first frame read empty since the slot left present: a hand over it meanwhile (the smash's own) keeps it
         sv.empty_since = None if state not in AWAY else now if state == "empty" and sv.empty_since is None \
             else sv.empty_since
+        sv.smash_counted = sv.smash_counted and state in AWAY
         if state not in ("changed", "occluded"):   # a hand over a changed slot decides nothing: the count goes on
             sv.changed_since = None
         elif state == "changed" and sv.changed_since is None:
@@ -139,6 +141,7 @@ class StatesMixin:
             sv.bad_seq = sv.seq                 # the edge restarted (seq from 0): never a backwards range
         if sv.cond == Cond.MISSING and sv.away_from_present and sv.empty_since is not None \
                 and now - sv.empty_since >= self.policies.smash_hold_s:   # every frame once its emptiness held
+            sv.smash_counted = True
             self._state_burst(key, now, ch)
         inc = self.open.get(slot_incident_key(key))
         if sv.cond in SLOT_KINDS:
@@ -162,10 +165,10 @@ class StatesMixin:
         if ("smash", *case) in self.open:
             return
         window, limit = self.policies.burst_window_s, self._burst_slots(case)
-        hold = self.policies.smash_hold_s
-        gone = sorted((sv.away_since, k[2]) for k, sv in self.slots.items() if k[:2] == case
-                      and sv.cond == Cond.MISSING and sv.away_from_present and sv.away_since is not None
-                      and sv.empty_since is not None and now - sv.empty_since >= hold)
+        # The slots that count (emptied, and empty past the hold), and those that counted before a hand came over
+        # them: the smash's own hands, or a customer's, over its emptied slots must not put the alarm off.
+        gone = sorted((sv.away_since, k[2]) for k, sv in self.slots.items() if k[:2] == case and sv.away_since
+                      is not None and sv.smash_counted and (sv.cond == Cond.MISSING or sv.state == "occluded"))
         best: list[tuple[float, str]] = []
         for i in range(len(gone)):
             group = [g for g in gone[i:] if g[0] - gone[i][0] <= window]

@@ -221,6 +221,23 @@ def test_an_arm_resting_across_two_slots_beside_a_theft_is_no_smash(tmp_path):
         assert (("smash", None) in d.opened()) is smash
 
 
+def test_a_hand_over_a_smashed_slot_that_already_counted_does_not_put_the_smash_off(tmp_path):
+    """A fresh store day's late smash (drawn s202): three slots emptied in 4 s; a customer's hand then passed over
+    the second one, 2.4 s after it read empty, and kept it ``occluded`` for 7 s. The third slot's hold ended under
+    that hand: the alarm waited for the hand and came 14 s after the first removal. A slot that has counted keeps
+    counting while a hand is over it; one that read empty for less than the hold does not (the resting arm)."""
+    d = Day(engine(tmp_path, empty_grace_s=600))                    # burst_slots 2 within 10 s, hold 2 s
+    d.at(0)
+    d.at(1, {"r0c0": "occluded", "r0c1": "occluded", "r0c2": "occluded"})
+    d.at(4.4, {"r0c0": "empty", "r0c1": "occluded", "r0c2": "occluded"})
+    d.at(4.8, {"r0c0": "empty", "r0c1": "empty", "r0c2": "occluded"})
+    d.at(6.8, {"r0c0": "empty", "r0c1": "empty", "r0c2": "empty"})   # r0c1 has counted (2 s empty)
+    d.at(7.2, {"r0c0": "empty", "r0c1": "occluded", "r0c2": "empty"})   # a customer's hand over it
+    assert d.opened() == []
+    d.at(8.8, {"r0c0": "empty", "r0c1": "occluded", "r0c2": "empty"})   # r0c2's hold ends under that hand
+    assert d.opened() == [("smash", None)]
+
+
 def test_a_smash_alarms_at_once_and_its_slots_keep_their_grace_so_a_piece_shown_or_sold_opens_nothing(tmp_path):
     """A theft, a piece lifted out to be shown and a sale within 10 s: by the rule's own definition a
     smash-and-grab, and its alarm names the three slots at once. Each slot then keeps its grace: the shown piece
