@@ -3,7 +3,10 @@ windows of still frames with (:mod:`edge.loop.slot_states`): the mean embedding,
 the grey detail at its best small shift."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 
 def look_of(thumb: np.ndarray) -> np.ndarray:
@@ -19,20 +22,45 @@ def detail_of(small: np.ndarray) -> np.ndarray:
     return grey - grey.mean()
 
 
+@functools.lru_cache(maxsize=8)
+def _overlaps(h: int, w: int, shift: int) -> tuple[tuple, tuple, np.ndarray]:
+    """For every shift (dy, dx) of up to ``shift`` each way, as (2 shift + 1)-square arrays: the rows and
+    columns of ``a`` and of ``b`` that overlap, ``(r0, r1, c0, c1)`` each, and the overlap's size."""
+    lags = np.arange(-shift, shift + 1)
+    dy, dx = np.meshgrid(lags, lags, indexing="ij")
+    in_a = (np.maximum(0, dy), h + np.minimum(0, dy), np.maximum(0, dx), w + np.minimum(0, dx))
+    in_b = (np.maximum(0, -dy), h + np.minimum(0, -dy), np.maximum(0, -dx), w + np.minimum(0, -dx))
+    return in_a, in_b, (in_a[1] - in_a[0]) * (in_a[3] - in_a[2])
+
+
+def _rect_sums(x: np.ndarray, r0: np.ndarray, r1: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
+    """Sums of ``x`` over many rectangles at once, from its integral image."""
+    total = np.zeros((x.shape[0] + 1, x.shape[1] + 1))
+    np.cumsum(x, 0, out=total[1:, 1:])
+    np.cumsum(total[1:, 1:], 1, out=total[1:, 1:])
+    return total[r1, c1] - total[r0, c1] - total[r1, c0] + total[r0, c0]
+
+
 def ncc(a: np.ndarray, b: np.ndarray, shift: int) -> float:
-    """The best normalised correlation of two zero-mean grey thumbnails over shifts of up to ``shift`` pixels
-    each way: a piece put back a pixel or two off matches itself."""
+    """The best normalised correlation of two grey thumbnails over shifts of up to ``shift`` pixels each way
+    (each shift correlates the parts that overlap, each about its own mean): a piece put back a pixel or two
+    off matches itself. -1 where no overlap varies.
+
+    Every shift at once, in float64: the overlaps' sums and sums of squares from integral images and their
+    cross sums from one product over the shifted views (the slot states run this for every slot after a hand,
+    every frame, so a loop over shifts cost more than the model's inference)."""
     h, w = a.shape
-    best = -1.0
-    for dy in range(-shift, shift + 1):
-        for dx in range(-shift, shift + 1):
-            x = a[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
-            y = b[max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]
-            x, y = x - x.mean(), y - y.mean()
-            den = float(np.sqrt((x * x).sum() * (y * y).sum()))
-            if den > 1e-9:
-                best = max(best, float((x * y).sum()) / den)
-    return best
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    in_a, in_b, n = _overlaps(h, w, shift)
+    sx, sxx = _rect_sums(a, *in_a), _rect_sums(a * a, *in_a)
+    sy, syy = _rect_sums(b, *in_b), _rect_sums(b * b, *in_b)
+    views = sliding_window_view(np.pad(b, shift), (h, w))             # views[u, v] = b moved by (shift-u, shift-v)
+    sxy = np.tensordot(views, a, axes=([2, 3], [0, 1]))[::-1, ::-1]  # [dy + shift, dx + shift]
+    den = (sxx - sx * sx / n) * (syy - sy * sy / n)
+    varies = den > 1e-18
+    if not varies.any():
+        return -1.0
+    return float(max(-1.0, ((sxy - sx * sy / n)[varies] / np.sqrt(den[varies])).max()))
 
 
 def mean_of(rows) -> np.ndarray:
@@ -41,8 +69,13 @@ def mean_of(rows) -> np.ndarray:
 
 
 def window_of(rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean embedding, mean look, mean detail) of history rows ``(time, embedding, look, detail)``."""
-    return mean_of(r[1] for r in rows), mean_of(r[2] for r in rows), mean_of(r[3] for r in rows)
+    """(mean embedding, mean look, mean detail) of history rows ``(time, embedding, 16 x 16 thumbnail, 32 x 32
+    thumbnail)``. The look and the detail are linear in the thumbnail, so the mean of the frames' looks is the
+    look of their mean thumbnail: computed here, once per window, rather than for every still frame."""
+    rows = list(rows)
+    n = float(len(rows))
+    return (mean_of(r[1] for r in rows), look_of(sum(r[2] for r in rows) / n),   # a few small arrays: a sum
+            detail_of(sum(r[3] for r in rows) / n))                                  # beats a stack and a mean
 
 
 def local_of(look: np.ndarray, look_a: np.ndarray, margin: int) -> float:
@@ -66,7 +99,13 @@ def measures(before: tuple, after: tuple, cfg) -> tuple[float, float, float, flo
 
 
 def is_other(before: tuple, after: tuple, cfg) -> bool:
-    """Another piece by any of the measures that are on (:func:`measures`)."""
-    cos, diff, corr, local = measures(before, after, cfg)
-    return cos < cfg.identity_cos or (cfg.identity > 0 and diff > cfg.identity) or corr < cfg.identity_detail \
-        or (cfg.identity_local > 0 and local > cfg.identity_local)
+    """Another piece by any of the measures that are on (:func:`measures`), the cheap ones first: the detail's
+    correlation over shifts is computed only when the embedding and the colour look have not decided."""
+    (emb, look, detail), (emb_a, look_a, detail_a) = before, after
+    if float(emb_a @ emb) < cfg.identity_cos:
+        return True
+    if cfg.identity > 0 and float(np.abs(look_a - look).mean()) > cfg.identity:
+        return True
+    if cfg.identity_local > 0 and local_of(look, look_a, cfg.identity_local_margin) > cfg.identity_local:
+        return True
+    return cfg.identity_detail > 0 and ncc(detail, detail_a, cfg.identity_shift) < cfg.identity_detail

@@ -41,7 +41,7 @@ from edge.config.states import StatesConfig
 from edge.errors import DataError
 from edge.loop.enrolment import (Enrolment, EnrolmentError, EnrolmentStore, jpeg, make_reference, model_key,
                             slot_map_digest, thumbnail)
-from edge.loop.identity import detail_of, is_other, look_of, window_of
+from edge.loop.identity import is_other, window_of
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class _Track:
     t: float = 0.0                                 # the last frame's time
     still_since: float | None = None
     recent: deque = field(default_factory=deque)   # embeddings since the slot became still
-    history: deque = field(default_factory=deque)  # (time, embedding, look, detail) of its last still frames
+    history: deque = field(default_factory=deque)  # (time, embedding, thumbnails) of its last still frames
     before: tuple | None = None                    # (embedding, look, detail) of the present piece when a hand came
     anchor: tuple | None = None                    # ... and as it was last verified (enrolled, the same after a hand)
     other: bool | None = None                      # after that hand: another piece (None: not decided yet)
@@ -176,7 +176,7 @@ class SlotTracker:
                         tr.still_since = t
                     if emb is not None:
                         tr.recent.append(emb)
-                        tr.history.append((t, emb, look_of(thumb), detail_of(small)))
+                        tr.history.append((t, emb, thumb, small))
                 still = tr.still_since is not None and t - tr.still_since >= cfg.still_s
                 ref = self.enrolment.slots.get(name) if self.enabled else None
                 if ref is None and self.enabled and cfg.auto_enrol and still and labels[i] != self.empty_label \
