@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +46,15 @@ def strip_embedding(model: Path, out: Path) -> Path:
 
 def fps_rounds(day: dict, model: Path, work: Path, rounds: int) -> dict[str, Any]:
     """Frames/s of the loop, ``rounds`` interleaved rounds of each variant on one filmed day."""
+    work = work / f"fps-{time.strftime('%Y%m%d-%H%M%S')}"    # a run of its own: keys are never overwritten
     plain = strip_embedding(model, work / "model-plain")
-    keys = kit.keys(work / "fps-keys")
+    keys = kit.keys(work / "keys")
     fps: dict[str, list[float]] = {"with states": [], "without": []}
     for r in range(rounds):
         order = ("with states", "without") if r % 2 == 0 else ("without", "with states")
         for variant in order:
             states = variant == "with states"
-            run_dir = work / f"fps-{r}-{'states' if states else 'plain'}"
+            run_dir = work / f"{r}-{'states' if states else 'plain'}"
             run_dir.mkdir(parents=True, exist_ok=True)
             config = kit.device_config([day], model if states else plain, run_dir, keys, 1.0, states=states,
                                        realtime=False)
