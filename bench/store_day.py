@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from bench import store_day_kit as kit  # noqa: E402
+from bench.store_day_parts import ROUND_FRAMES  # noqa: E402
 from bench.store_day_score import format_table, load_events, score_cases  # noqa: E402
 
 from edge.loop.run import CameraLoop  # noqa: E402
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, help="model directory or .onnx (default: the synthetic test model)")
     p.add_argument("--work", type=Path, help="where videos and state go (default: a temporary folder)")
     p.add_argument("--fps-rounds", type=int, default=3, help="interleaved rounds of the frames/s comparison (0: skip)")
+    p.add_argument("--fps-frames", type=int, default=ROUND_FRAMES, help="frames in each of those rounds")
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                    help="calibrate the model and compare INT8 embeddings with FP32 on every target")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table({"slot states": scored["states"], "categories (reference)": scored["categories"]}))
         write(report, args.out)
     if args.fps_rounds:
-        report["fps"] = fps_rounds(film(stockings[0], args, work)[0], model, work, args.fps_rounds)
+        report["fps"] = fps_rounds(film(stockings[0], args, work)[0], model, work, args.fps_rounds, args.fps_frames)
         write(report, args.out)
     return 0
 
