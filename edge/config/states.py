@@ -85,5 +85,11 @@ class StatesConfig(Strict):
                                                     "settled: its latest window is the same piece as the window "
                                                     "before it (glare or a shadow still drifting over the slot "
                                                     "keeps it `occluded`).")
+    label_window_s: float = Field(4.0, ge=0, le=60, description="A decided slot (present, changed or empty) "
+                                                                "flips between a piece and none only when most of "
+                                                                "its still frames' labels over this many seconds say "
+                                                                "so: nothing leaves or enters a still slot without a "
+                                                                "hand, so a faint piece whose label flickers keeps its "
+                                                                "state (0: every frame's label decides).")
     confirm_frames: int = Field(3, ge=1, le=100, description="Frames a decided state must hold before it is "
                                                              "published (occluded is published at once).")

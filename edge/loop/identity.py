@@ -1,6 +1,6 @@
 """Is the piece in a slot after a hand the one that lay there before? The measures the slot states compare
 windows of still frames with (:mod:`edge.loop.slot_states`): the mean embedding, a coarse colour look, and
-the grey detail at its best small shift."""
+the grey detail at its best small shift; and the check itself (:func:`check_identity`) on a slot's track."""
 from __future__ import annotations
 
 import functools
@@ -109,3 +109,62 @@ def is_other(before: tuple, after: tuple, cfg) -> bool:
     if cfg.identity_local > 0 and local_of(look, look_a, cfg.identity_local_margin) > cfg.identity_local:
         return True
     return cfg.identity_detail > 0 and ncc(detail, detail_a, cfg.identity_shift) < cfg.identity_detail
+
+
+def window_since(history, start: float, cfg) -> tuple | None:
+    """(mean embedding, look, detail) of the last ``enrol_frames`` history rows from ``start`` on (``None`` with
+    fewer than two)."""
+    rows = [r for r in history if r[0] >= start]
+    return window_of(rows[-cfg.enrol_frames:]) if len(rows) >= 2 else None
+
+
+def windows_before(history, end: float, cfg) -> list[tuple]:
+    """A slot's still frames up to ``end`` as consecutive windows of ``enrol_frames``, latest first (up to
+    ``before_windows``; a last short one of two or more frames counts)."""
+    rows = [r for r in history if r[0] <= end]
+    n, out = cfg.enrol_frames, []
+    while len(rows) >= 2 and len(out) < cfg.before_windows:
+        out.append(window_of(rows[-n:]))
+        rows = rows[:-n]
+    return out
+
+
+def check_identity(tr, t: float, cfg, empty_label: str) -> None:
+    """After a hand, is the piece in the slot the one that lay there before? Sets the track's ``other``.
+
+    Its mean embedding over ``enrol_frames`` still frames against the mean before the hand came
+    (``identity_cos``), and its colour look (``identity``): the model's features tell categories apart better
+    than two pieces of one category, and averaging frames takes the codec's flicker out of both. The frames next
+    to the hand (``identity_guard_s``: its shadow, a sleeve's edge) are left out. The same piece ends the check;
+    another keeps the slot ``changed`` (or ``empty``) until a hand puts the first one back or the slot is
+    enrolled.
+
+    Args:
+        tr: the slot's track (:class:`edge.loop.slot_states._Track`): its history, ``before``, ``anchor``.
+        t: this frame's time.
+        cfg: the :class:`~edge.config.states.StatesConfig`.
+        empty_label: the class meaning nothing is in the slot.
+    """
+    settled = tr.still_since + cfg.identity_guard_s
+    rows = [r for r in tr.history if settled <= r[0] <= t]       # the still frames after the hand
+    n = cfg.enrol_frames
+    if len(rows) < n or len(tr.recent) < min(n, len(tr.history)):
+        return
+    after = window_of(rows[-n:])
+    # Another piece only when what lies there now differs from every window before the hand (a shadow or a
+    # sleeve that came ahead of the hand, unseen as motion, spoils only the last of them) and from the piece
+    # as last verified (glare drifting over the slot for seconds before the hand spoils them all).
+    anchor = [tr.anchor] if cfg.identity_anchor and tr.anchor is not None else []
+    other = all(is_other(before, after, cfg) for before in [*tr.before, *anchor])
+    if other and cfg.identity_settle and tr.label != empty_label:
+        # ... and only once it has settled: the window before this one (after the hand too) is the same
+        # piece. Glare drifting over the slot, too slow to be motion, changes from window to window; until
+        # it has passed nothing is decided. An empty slot is decided at once (a smash-and-grab's slots).
+        if len(rows) < 2 * n:
+            return
+        if is_other(window_of(rows[-2 * n:-n]), after, cfg):
+            tr.other = None
+            return
+    tr.other = other
+    if not tr.other:
+        tr.before, tr.anchor = None, after

@@ -41,7 +41,7 @@ from edge.config.states import StatesConfig
 from edge.errors import DataError
 from edge.loop.enrolment import (Enrolment, EnrolmentError, EnrolmentStore, jpeg, make_reference, model_key,
                             slot_map_digest, thumbnail)
-from edge.loop.identity import is_other, window_of
+from edge.loop.identity import check_identity, window_since, windows_before
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class SlotState(str, enum.Enum):
 
 
 OCCLUDED_REASON = "occluded (a hand or motion over it): enrol it when it is still"
+_DECIDED = (SlotState.PRESENT, SlotState.CHANGED, SlotState.EMPTY)
 
 
 class UnknownSlot(DataError):
@@ -72,6 +73,8 @@ class _Track:
     t: float = 0.0                                 # the last frame's time
     still_since: float | None = None
     recent: deque = field(default_factory=deque)   # embeddings since the slot became still
+    empties: deque = field(default_factory=deque)  # (time, read empty) of its still frames in label_window_s
+    n_empty: int = 0                               # ... how many of them read empty
     history: deque = field(default_factory=deque)  # (time, embedding, thumbnails) of its last still frames
     before: tuple | None = None                    # (embedding, look, detail) of the present piece when a hand came
     anchor: tuple | None = None                    # ... and as it was last verified (enrolled, the same after a hand)
@@ -167,13 +170,18 @@ class SlotTracker:
                 tr.grey, tr.emb, tr.label = grey, emb, labels[i]
                 if moving:
                     if tr.state == SlotState.PRESENT and tr.before is None:
-                        tr.before = self._before(tr, t - cfg.identity_guard_s) or None   # the piece before the hand
+                        # the piece before the hand
+                        tr.before = windows_before(tr.history, t - cfg.identity_guard_s, cfg) or None
                     tr.other = None
                     tr.still_since = None
                     tr.recent.clear()
+                    tr.empties.clear()
+                    tr.n_empty = 0
                 else:
                     if tr.still_since is None:
                         tr.still_since = t
+                    tr.empties.append((t, labels[i] == self.empty_label))
+                    tr.n_empty += labels[i] == self.empty_label
                     if emb is not None:
                         tr.recent.append(emb)
                         tr.history.append((t, emb, thumb, small))
@@ -186,8 +194,9 @@ class SlotTracker:
                 tr.similarity = None if ref is None or emb is None else float(emb @ ref.embedding)
                 same = ref is not None and tr.similarity is not None and tr.similarity >= ref.threshold
                 if still and tr.before is not None and (tr.other is None or cfg.identity_recheck):
-                    self._check_identity(tr, t)
-                gone = labels[i] == self.empty_label and not same   # empty whichever piece lay there before
+                    check_identity(tr, t, cfg, self.empty_label)
+                reads_empty = self._reads_empty(tr, labels[i] == self.empty_label, t)
+                gone = reads_empty and not same   # empty whichever piece lay there before
                 if ref is None:
                     candidate = SlotState.UNENROLLED
                 elif not still or (tr.before is not None and tr.other is None and not gone):
@@ -196,7 +205,7 @@ class SlotTracker:
                     # The enrolled piece, even where the model calls a small piece "empty".
                     candidate = SlotState.PRESENT
                     self._follow(ref, emb, t - tr.t)
-                elif labels[i] == self.empty_label:
+                elif reads_empty:
                     candidate = SlotState.EMPTY
                 elif cfg.change_needs_hand and not tr.other and (tr.other is False or tr.state == SlotState.PRESENT):
                     candidate = SlotState.PRESENT  # no hand since it was present, or the piece after one: light, glare
@@ -210,56 +219,19 @@ class SlotTracker:
             self._frame.notify_all()
         return out
 
-    def _window(self, tr: _Track, start: float | None, end: float) -> tuple | None:
-        """Mean embedding, look and detail of the slot's last ``enrol_frames`` still frames from ``start`` to
-        ``end`` (``None`` with fewer than two)."""
-        rows = [r for r in tr.history if r[0] <= end and (start is None or r[0] >= start)]
-        return window_of(rows[-self.cfg.enrol_frames:]) if len(rows) >= 2 else None
-
-    def _before(self, tr: _Track, end: float) -> list[tuple]:
-        """The slot's still frames up to ``end`` as consecutive windows of ``enrol_frames``, latest first (up to
-        ``before_windows``; a last short one of two or more frames counts)."""
-        rows = [r for r in tr.history if r[0] <= end]
-        n, out = self.cfg.enrol_frames, []
-        while len(rows) >= 2 and len(out) < self.cfg.before_windows:
-            out.append(window_of(rows[-n:]))
-            rows = rows[:-n]
-        return out
-
-    def _check_identity(self, tr: _Track, t: float) -> None:
-        """After a hand, is the piece in the slot the one that lay there before? Its mean embedding over
-        ``enrol_frames`` still frames against the mean before the hand came (``identity_cos``), and its colour
-        look (``identity``): the model's features tell categories apart better than two pieces of one
-        category, and averaging frames takes the codec's flicker out of both. The frames next to the hand
-        (``identity_guard_s``: its shadow, a sleeve's edge) are left out. The same piece ends the check;
-        another keeps the slot ``changed`` (or ``empty``) until a hand puts the first one back or the slot
-        is enrolled."""
-        settled = tr.still_since + self.cfg.identity_guard_s
-        rows = [r for r in tr.history if settled <= r[0] <= t]       # the still frames after the hand
-        n = self.cfg.enrol_frames
-        if len(rows) < n or len(tr.recent) < min(n, len(tr.history)):
-            return
-        after = window_of(rows[-n:])
-        # Another piece only when what lies there now differs from every window before the hand (a shadow or a
-        # sleeve that came ahead of the hand, unseen as motion, spoils only the last of them) and from the piece
-        # as last verified (glare drifting over the slot for seconds before the hand spoils them all).
-        anchor = [tr.anchor] if self.cfg.identity_anchor and tr.anchor is not None else []
-        other = all(self._other(before, after) for before in [*tr.before, *anchor])
-        if other and self.cfg.identity_settle and tr.label != self.empty_label:
-            # ... and only once it has settled: the window before this one (after the hand too) is the same
-            # piece. Glare drifting over the slot, too slow to be motion, changes from window to window; until
-            # it has passed nothing is decided. An empty slot is decided at once (a smash-and-grab's slots).
-            if len(rows) < 2 * n:
-                return
-            if self._other(window_of(rows[-2 * n:-n]), after):
-                tr.other = None
-                return
-        tr.other = other
-        if not tr.other:
-            tr.before, tr.anchor = None, after
-
-    def _other(self, before: tuple, after: tuple) -> bool:
-        return is_other(before, after, self.cfg)
+    def _reads_empty(self, tr: _Track, empty_now: bool, t: float) -> bool:
+        """Whether the slot reads empty: this frame's label, but a decided slot (present, changed, empty) flips
+        between a piece and none only when most of its still frames over ``label_window_s`` say so (nothing
+        leaves or enters a slot without a hand, which makes it occluded and decides afresh; a faint piece's label
+        flickering must not restart the kiosk's count of a swap or clear a missing piece)."""
+        while tr.empties and tr.empties[0][0] < t - self.cfg.label_window_s:
+            tr.n_empty -= tr.empties.popleft()[1]
+        n = len(tr.empties)
+        if self.cfg.label_window_s <= 0 or n == 0 or tr.state not in _DECIDED:
+            return empty_now
+        if tr.state == SlotState.EMPTY:
+            return 2 * (n - tr.n_empty) <= n     # stays empty unless most read a piece
+        return 2 * tr.n_empty > n               # stays a piece unless most read empty
 
     def _follow(self, ref: Any, emb: np.ndarray | None, dt: float) -> None:
         """The reference follows slow changes of the piece it already matches (the day's light moving over
@@ -294,7 +266,7 @@ class SlotTracker:
         self.problem = None
         tr.state, tr.pending, tr.pending_n = SlotState.PRESENT, None, 0
         tr.before = tr.other = None
-        tr.anchor = self._window(tr, tr.still_since, np.inf) if tr.still_since is not None else None
+        tr.anchor = window_since(tr.history, tr.still_since, cfg) if tr.still_since is not None else None
         return ref
 
     def _save(self, why: str, slots: Sequence[str]) -> None:
