@@ -15,7 +15,8 @@ missing ring), so each slot is compared with *its own* reference, recorded at en
   frames against those before the hand: another piece of the same kind passes the reference's threshold,
   which the day's light needs); else the model reads ``empty`` → ``empty`` (at once, without waiting for
   the frames that check the piece after a hand: a smash-and-grab's slots must alarm within seconds);
-  else → ``changed``;
+  else → ``changed``. Once decided, whether the slot holds a piece or none flips only when most of its still
+  frames' labels over ``label_window_s`` say so: nothing leaves or enters a still slot without a hand;
 * a slot without a reference → ``unenrolled`` (it enrols itself once still with a piece, where
   ``auto_enrol`` is on, or when the kiosk or ``gemsight-edge enrol`` asks).
 
